@@ -26,3 +26,7 @@ class ConfigError(PartitionError):
 
 class CodecError(PartitionError):
     """Activation bytes that a codec cannot encode or decode (wrong size, corrupt, unknown codec)."""
+
+
+class SpanLogError(PartitionError):
+    """A span log file that is not ours, from an incompatible version, or corrupt."""
