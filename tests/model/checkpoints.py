@@ -42,7 +42,10 @@ def save_tiny_hf(kind: str, directory: Path, seed: int = 0) -> Path:
         if kind == "qwen2":
             config, cls = transformers.Qwen2Config(**common), transformers.Qwen2ForCausalLM
         elif kind == "mistral":
-            config, cls = transformers.MistralConfig(sliding_window=None, **common), transformers.MistralForCausalLM
+            config, cls = (
+                transformers.MistralConfig(sliding_window=None, **common),
+                transformers.MistralForCausalLM,
+            )
         else:
             config, cls = transformers.LlamaConfig(**common), transformers.LlamaForCausalLM
             if kind == "llama3":
@@ -65,7 +68,11 @@ def save_tiny_hf(kind: str, directory: Path, seed: int = 0) -> Path:
 
 def _permute_for_gguf(weight: np.ndarray, n_heads: int) -> np.ndarray:
     """llama.cpp convert_hf_to_gguf `permute`: rotate-half rows -> interleaved pairs."""
-    return weight.reshape(n_heads, 2, weight.shape[0] // n_heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+    return (
+        weight.reshape(n_heads, 2, weight.shape[0] // n_heads // 2, *weight.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weight.shape)
+    )
 
 
 def write_tiny_gguf(hf_dir: Path, path: Path, quant: str) -> Path:
