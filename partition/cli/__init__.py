@@ -14,7 +14,12 @@ import sys
 from partition.errors import PartitionError
 
 # name -> (module, one-line help). Order is the order of the user's path.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "lab": (
+        "partition.cli.lab",
+        "emulate unequal devices on this machine (namespaces, tbf, delay, CPU quota)",
+    ),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
