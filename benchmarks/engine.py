@@ -74,7 +74,9 @@ def run_transformers(model, prompt_ids: list[int], new_tokens: int) -> tuple[flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=64)
@@ -129,7 +131,9 @@ def main() -> None:
             tpot = statistics.median(r[1] for r in runs)
             row[who] = {"ttft_s": ttft, "tpot_s": tpot, "decode_tokens_per_s": 1 / tpot, "runs": runs}
             print(f"{name:<7}{len(ids):>7}  {who[:1]}{ttft * 1e3:>9.1f}{tpot * 1e3:>9.2f}{1 / tpot:>14.1f}")
-        row["decode_speedup"] = row["partition"]["decode_tokens_per_s"] / row["transformers"]["decode_tokens_per_s"]
+        row["decode_speedup"] = (
+            row["partition"]["decode_tokens_per_s"] / row["transformers"]["decode_tokens_per_s"]
+        )
         row["ttft_speedup"] = row["transformers"]["ttft_s"] / row["partition"]["ttft_s"]
         row["prompt_tokens"] = len(ids)
         report["prompts"][name] = row
