@@ -1,7 +1,7 @@
 """Single-process decode speed and TTFT: our engine against transformers' `generate`, same weights, same threads.
 
     python benchmarks/engine.py [--model smollm2-135m] [--threads 2] [--new-tokens 64] [--repeats 5]
-                                [--json benchmarks/results/engine.json]
+                                [--json out/engine.json]
 
 Runs are interleaved (ours, theirs, ours, ...) after one discarded warm-up each, so both see the same
 machine state. Both generate exactly --new-tokens greedy tokens (EOS ignored). TTFT is prompt arrival to
@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--json", default="benchmarks/results/engine.json")
+    parser.add_argument("--json", default="out/engine.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
