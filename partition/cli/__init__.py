@@ -14,7 +14,9 @@ import sys
 from partition.errors import PartitionError
 
 # name -> (module, one-line help). Order is the order of the user's path.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "generate": ("partition.cli.generate", "generate text with the whole model in this process"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
