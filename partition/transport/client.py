@@ -34,6 +34,7 @@ LOAD_TIMEOUT_S = 900.0  # seconds: LoadSegment reads weights (and hashes the mod
 CONTROL_TIMEOUT_S = 10.0  # seconds for EndSession and other quick calls
 OPEN_TIMEOUT_S = 60.0  # seconds for a whole chain to accept a session
 STEP_TIMEOUT_S = 120.0  # seconds for one step's result (a long prefill on a slow device)
+CHAIN_STATUS_WAIT_S = 2.0  # seconds to wait for the CHAIN stream's status after RETURN ended early
 
 
 class StageCallError(PartitionError):
@@ -356,14 +357,18 @@ class ChainSession:
         try:
             while (reply := await self._return_call.read()) is not grpc.aio.EOF:
                 self._inbox.put_nowait((reply, time.time_ns()))
-            if not self._closed:
-                details = await self._return_call.details()
-                self._fail(
-                    StageCallError(grpc.StatusCode.ABORTED, details or "the RETURN stream ended", address)
-                )
-        except grpc.aio.AioRpcError as error:
-            if not self._closed:
-                self._fail(StageCallError(error.code(), error.details() or "", address))
+            error = StageCallError(
+                grpc.StatusCode.ABORTED, "the RETURN stream ended before the session", address
+            )
+        except grpc.aio.AioRpcError as rpc_error:
+            error = StageCallError(rpc_error.code(), rpc_error.details() or "", address)
+        if self._closed:
+            return
+        if error.code in (grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED):
+            # An earlier stage failed and ended the rest of the chain; its own status, with the
+            # original code, arrives on the CHAIN stream. Give it a moment to win.
+            await asyncio.wait(self._tasks[:1], timeout=CHAIN_STATUS_WAIT_S)
+        self._fail(error)
 
     def _fail(self, error: StageCallError) -> None:
         if self._failure is None:

@@ -127,7 +127,11 @@ class ForwardService:
             if downstream is None:
                 self.routes.close(
                     session_id,
-                    StatusError(grpc.StatusCode.CANCELLED, "the session's CHAIN stream was cancelled"),
+                    StatusError(
+                        grpc.StatusCode.CANCELLED,
+                        f"[{self.worker}] the session's CHAIN stream was cancelled upstream "
+                        "(by the coordinator, or by an earlier stage that failed)",
+                    ),
                 )
             raise
         finally:

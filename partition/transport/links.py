@@ -15,11 +15,12 @@ from collections.abc import Callable
 import grpc
 
 from partition.transport.channels import TransportConfig, auth_metadata, open_channel
-from partition.transport.generated import forward_pb2
+from partition.transport.generated import forward_pb2, stage_pb2
 
 log = logging.getLogger(__name__)
 
-STAGE_SERVICE = "partition.v1.Stage"
+# From the contract itself; importing stage_pb2 also registers the service for server reflection.
+STAGE_SERVICE = stage_pb2.DESCRIPTOR.services_by_name["Stage"].full_name  # "partition.v1.Stage"
 FORWARD = f"/{STAGE_SERVICE}/Forward"
 PROBE = f"/{STAGE_SERVICE}/Probe"
 OPEN_TIMEOUT_S = 30.0  # seconds for a downstream chain to accept a session (it checks every stage)
