@@ -22,3 +22,11 @@ class ContextOverflowError(PartitionError):
 
 class ConfigError(PartitionError):
     """A malformed cluster file, plan file or command-line value."""
+
+
+class CodecError(PartitionError):
+    """Activation bytes that a codec cannot encode or decode (wrong size, corrupt, unknown codec)."""
+
+
+class SpanLogError(PartitionError):
+    """A span log file that is not ours, from an incompatible version, or corrupt."""

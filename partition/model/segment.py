@@ -54,7 +54,7 @@ class SegmentModel(nn.Module):
         return units
 
     def weight_bytes(self) -> int:
-        return sum(t.nbytes for t in self.state_dict().values())
+        return sum(p.nbytes for p in self.parameters())  # shared (tied) matrices count once
 
     def weights_digest(self) -> str:
         """sha256 over this segment's parameters (names and bytes): proves what a worker loaded."""
@@ -176,4 +176,8 @@ def load_segment(
         state = unit_state(source, segment.start + offset)
         state = {name: t.to(device=device, dtype=dtype) for name, t in state.items()}
         module.load_state_dict(state, strict=True, assign=True)
+        del state
+    if model.embed is not None and model.head is not None and source.spec.tie_embeddings:
+        # one matrix serves both ends when a single process holds them (saves vocab x hidden floats)
+        model.head.lm_head.weight = model.embed.tokens.weight
     return model.eval()
