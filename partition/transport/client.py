@@ -34,6 +34,7 @@ LOAD_TIMEOUT_S = 900.0  # seconds: LoadSegment reads weights (and hashes the mod
 CONTROL_TIMEOUT_S = 10.0  # seconds for EndSession and other quick calls
 OPEN_TIMEOUT_S = 60.0  # seconds for a whole chain to accept a session
 STEP_TIMEOUT_S = 120.0  # seconds for one step's result (a long prefill on a slow device)
+CLOSE_TIMEOUT_S = 5.0  # seconds for a closed session's streams to end by themselves
 CHAIN_STATUS_WAIT_S = 2.0  # seconds to wait for the CHAIN stream's status after RETURN ended early
 
 
@@ -335,7 +336,12 @@ class ChainSession:
         self._closed = True
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
             await self._chain_call.done_writing()
+        # Let the half-close travel down the chain so both streams end with OK, then make sure no
+        # call outlives the session (a call still pending when its event loop closes is an error).
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT_S)
         self._cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if end_session:
             await asyncio.gather(*(stage.end_session(self.ref) for stage in self.chain.stages))
 
