@@ -165,7 +165,7 @@ def _process(runtime: StageRuntime, step: forward_pb2.Step, recv_ns: int, submit
     last_only = not deployment.downstream and step.output == forward_pb2.OUTPUT_SELECT_LAST
     out = runtime.run_step(session, x, step.n_tokens, last_only)
     computed = time.perf_counter()
-    bytes_in = len(step.tensor.data)
+    bytes_in, codec_in = len(step.tensor.data), step.tensor.codec
     step.tensor.CopyFrom(to_proto(out, deployment.codec_out))
     encoded = time.perf_counter()
     step.hops.add(
@@ -178,6 +178,7 @@ def _process(runtime: StageRuntime, step: forward_pb2.Step, recv_ns: int, submit
         encode_s=encoded - computed,
         bytes_in=bytes_in,
         bytes_out=len(step.tensor.data),
+        codec_in=codec_in,
     )
     return step
 
