@@ -30,3 +30,7 @@ class CodecError(PartitionError):
 
 class SpanLogError(PartitionError):
     """A span log file that is not ours, from an incompatible version, or corrupt."""
+
+
+class LabError(PartitionError):
+    """The emulated lab cannot be brought up or down (missing privilege, tool or kernel feature, a failed step)."""

@@ -15,6 +15,10 @@ from partition.errors import PartitionError
 
 # name -> (module, one-line help). Order is the order of the user's path.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "lab": (
+        "partition.cli.lab",
+        "emulate unequal devices on this machine (namespaces, tbf, delay, CPU quota)",
+    ),
     "generate": ("partition.cli.generate", "generate text with the whole model in this process"),
     "worker": ("partition.cli.worker", "serve one stage of a plan over gRPC"),
 }
