@@ -1,6 +1,6 @@
 """Sessions of one loaded segment (serve): a KV-cache slot and the next expected position each.
 
-The table is owned by the stage's compute thread (every call comes from it), so it needs no lock.
+The table is owned by the stage's compute lane (one call at a time), so it needs no lock.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The stage runtime (deploy + serve): one loaded segment, its KV cache, and checked steps.
 
-Every method runs on the worker's single compute thread (partition/transport/servicer.py submits
-them in order), so loads, steps and session changes never interleave and need no locks.
+Every method runs in the worker's compute lane (partition/runtime/compute.py: one call at a time, in
+arrival order), so loads, steps and session changes never interleave and need no locks.
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ class StageRuntime:
         Returns hidden [1, n_tokens, D], or logits [1, n_tokens or 1, V] if it holds the head.
         """
         loaded = self._loaded
-        assert loaded is not None  # begin_step checked it on this same thread
+        assert loaded is not None  # begin_step checked it in this same lane call
         model = loaded.model
         x = self._checked_input(model, x, n_tokens)
         out = model(

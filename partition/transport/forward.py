@@ -1,7 +1,7 @@
 """Stage.Forward on a worker (serve): the CHAIN and RETURN streams of one session.
 
 CHAIN: accept the session (checking plan, epoch, model digest), open the same session on the next
-stage, then for each step: decode, compute, encode on the compute thread, and write the result to
+stage, then for each step: decode, compute, encode in the compute lane, and write the result to
 the next stage, or to the session's RETURN route on the last stage. RETURN: relay the route's
 results. The chain design and its error rules are written down in protos/partition/v1/forward.proto.
 """
@@ -15,7 +15,7 @@ import time
 import grpc
 
 from partition.errors import PartitionError
-from partition.runtime.compute import ComputeThread
+from partition.runtime.compute import ComputeLane
 from partition.runtime.errors import InvalidRequestError, StaleDeploymentError
 from partition.runtime.stage import StageRuntime
 from partition.transport.generated import forward_pb2
@@ -28,13 +28,16 @@ from partition.transport.tensors import from_proto, to_proto
 log = logging.getLogger(__name__)
 
 _EOF = object()  # the caller half-closed its stream
+# Steps of at most this many tokens (decode steps, short chunks) compute inline on the event loop;
+# longer prefill chunks go to the compute thread so the worker keeps answering meanwhile.
+INLINE_MAX_TOKENS = 16
 
 
 class ForwardService:
     def __init__(
         self,
         runtime: StageRuntime,
-        compute: ComputeThread,
+        compute: ComputeLane,
         pool: ChannelPool,
         routes: ReturnRoutes,
         worker: str,
@@ -147,16 +150,22 @@ class ForwardService:
             raise InvalidRequestError("after its OpenStream, a CHAIN stream carries only Steps")
         step = request.step
         check_step_header(step, session_id)
-        out = await self.compute.call(_process, self.runtime, step, recv_ns, time.perf_counter(), self.worker)
-        out.hops[-1].sent_unix_ns = out.sent_unix_ns = time.time_ns()
+        inline = step.n_tokens <= INLINE_MAX_TOKENS
+        await self.compute.call(
+            _process, self.runtime, step, recv_ns, time.perf_counter(), self.worker, inline=inline
+        )
+        step.hops[-1].sent_unix_ns = step.sent_unix_ns = time.time_ns()
+        # `request` now holds the output step. ForwardRequest.step and ForwardReply.result are both
+        # field 2 of type Step, so the same bytes serve the next stage and the RETURN stream.
+        data = request.SerializeToString()
         if downstream is not None:
-            await downstream.write(forward_pb2.ForwardRequest(step=out).SerializeToString())
+            await downstream.write(data)
         else:
-            self.routes.put(session_id, forward_pb2.ForwardReply(result=out).SerializeToString())
+            self.routes.put(session_id, data)
 
 
 def _process(runtime: StageRuntime, step: forward_pb2.Step, recv_ns: int, submitted: float, worker: str):
-    """Compute thread: decode, run the segment, encode; `step` becomes the output with its hop record."""
+    """In the compute lane: decode, run the segment, encode; `step` becomes the output with its hop record."""
     started = time.perf_counter()
     session = runtime.begin_step(step.session_id, step.plan_id, step.epoch, step.position, step.n_tokens)
     deployment = runtime.deployment

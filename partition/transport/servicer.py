@@ -1,7 +1,7 @@
 """The Stage service on a worker (deploy, serve, profile): thin handlers over the stage runtime.
 
 Handlers are registered without deserializers: each parses its request itself (garbage ->
-INVALID_ARGUMENT), calls the runtime on the compute thread, and encodes the answer. Our exceptions
+INVALID_ARGUMENT), calls the runtime in the compute lane, and encodes the answer. Our exceptions
 become statuses here and only here, with the worker's name in front of the message.
 """
 
@@ -14,7 +14,7 @@ import time
 import grpc
 
 from partition.errors import PartitionError
-from partition.runtime.compute import ComputeThread
+from partition.runtime.compute import ComputeLane
 from partition.runtime.errors import InvalidRequestError
 from partition.runtime.stage import StageRuntime, WorkerSettings
 from partition.transport.channels import TransportConfig, check_address
@@ -38,7 +38,7 @@ class StageServicer:
         self.settings = settings
         self.config = config
         self.runtime = StageRuntime(settings)
-        self.compute = ComputeThread()
+        self.compute = ComputeLane()
         self.pool = ChannelPool(config)
         self.routes = ReturnRoutes()
         self.forward = ForwardService(self.runtime, self.compute, self.pool, self.routes, self.worker)
@@ -65,7 +65,7 @@ class StageServicer:
         self, request: deploy_pb2.LoadSegmentRequest, _context
     ) -> deploy_pb2.LoadSegmentReply:
         wanted = deployment_of(request)
-        result = await self.compute.call(self.runtime.load, wanted, request.model_digest)
+        result = await self.compute.call(self.runtime.load, wanted, request.model_digest, inline=False)
         for session_id in result.dropped_sessions:
             self.routes.close(session_id, _redeployed(self.worker, wanted.plan_id, wanted.epoch))
         return load_reply(result, self.worker)

@@ -38,3 +38,12 @@ def test_contract_registers_the_stage_service():
         "Profile": (False, False),
         "Probe": (True, True),
     }
+
+
+def test_a_forward_request_step_is_wire_identical_to_a_forward_reply_result():
+    """The last stage relays ForwardRequest bytes as a ForwardReply (partition/transport/forward.py)."""
+    from partition.transport.generated import forward_pb2
+
+    request = forward_pb2.ForwardRequest.DESCRIPTOR.fields_by_name["step"]
+    reply = forward_pb2.ForwardReply.DESCRIPTOR.fields_by_name["result"]
+    assert (request.number, request.message_type) == (reply.number, reply.message_type)
