@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "emulate unequal devices on this machine (namespaces, tbf, delay, CPU quota)",
     ),
     "generate": ("partition.cli.generate", "generate text with the whole model in this process"),
+    "worker": ("partition.cli.worker", "serve one stage of a plan over gRPC"),
 }
 
 
