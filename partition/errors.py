@@ -22,3 +22,7 @@ class ContextOverflowError(PartitionError):
 
 class ConfigError(PartitionError):
     """A malformed cluster file, plan file or command-line value."""
+
+
+class InfeasiblePlanError(PartitionError):
+    """No split of the model fits the cluster; the message names the constraint and the shortfall."""
