@@ -14,7 +14,9 @@ import sys
 from partition.errors import PartitionError
 
 # name -> (module, one-line help). Order is the order of the user's path.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "plan": ("partition.cli.plan", "choose the split of the model over a cluster and write plan.json"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
