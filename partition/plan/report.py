@@ -67,9 +67,11 @@ def format_plan(plan: Plan, cluster: Cluster) -> str:
 
 
 def _hop_line(link) -> str:
-    what = f"-> {link.dst}  cut {link.cut}  {link.codec}"
-    volume = f"{size(link.prefill_bytes)} prefill, {size(link.decode_bytes)}/token"
-    return f"{'':<6} {what:<46} {volume:<22} {seconds(link.prefill_s):>10} {seconds(link.decode_s):>10}"
+    volume = f"{size(link.prefill_bytes)} + {size(link.decode_bytes)}/tok"
+    return (
+        f"{'':<6} {'-> ' + link.dst:<14} {'cut ' + str(link.cut):<9} {link.codec:<22} {volume:<22} "
+        f"{seconds(link.prefill_s):>10} {seconds(link.decode_s):>10}"
+    )
 
 
 def _summary(pred: Prediction, new_tokens: int, sessions: int) -> str:
