@@ -66,7 +66,7 @@ def deploy(
     missing = [s.device for s in topology.remote if s.device not in addresses]
     if missing:
         raise DeployError(
-            f"no address for device(s) {', '.join(missing)}: give each an `address = \"host:port\"` in the "
+            f'no address for device(s) {", ".join(missing)}: give each an `address = "host:port"` in the '
             "cluster file, or use --spawn-local to start them on this machine"
         )
     source = resolve_model(plan.model.name)
@@ -101,13 +101,17 @@ def deploy(
             _check_ack(plan, stage, address, ack)
         deployment.acks = tuple(acks)
         deployment.clocks = tuple(
-            estimate_offset([(s.t0, s.t1, s.t2, s.t3) for s in deployment.loop.run(stage.probe(probe_rounds))])
+            estimate_offset(
+                [(s.t0, s.t1, s.t2, s.t3) for s in deployment.loop.run(stage.probe(probe_rounds))]
+            )
             for stage in chain.stages
         )
     except StageCallError as error:
         deployment.close()
         device = _device_at(topology.remote, remote_addresses, error.address)
-        raise DeployError(f"worker for device {device!r} at {error.address} refused: {error.details}") from None
+        raise DeployError(
+            f"worker for device {device!r} at {error.address} refused: {error.details}"
+        ) from None
     except BaseException:
         deployment.close()
         raise

@@ -59,7 +59,9 @@ class PipelineSession:
             front_s = time.perf_counter() - started
         result = None
         if self._remote is not None:
-            coro = self._remote.step(x, position, codec=d.topology.input_codec, last_only=d.tail_model is None)
+            coro = self._remote.step(
+                x, position, codec=d.topology.input_codec, last_only=d.tail_model is None
+            )
             result = d.loop.run(coro)
             x = result.output
         if d.tail_model is not None:

@@ -68,7 +68,9 @@ def step_spans(
 
     spans: list[HopSpan] = []
     if has_front:
-        spans.append(_span(e, len(spans), "", edge, "", 0, since_start(e.step_start_ns), 0, 0, 0, 0, e.front_compute_s))
+        spans.append(
+            _span(e, len(spans), "", edge, "", 0, since_start(e.step_start_ns), 0, 0, 0, 0, e.front_compute_s)
+        )
     prev_device, prev_sent_ns, prev_encode_s = edge, e.sent_unix_ns, e.encode_s
     for index, hop in enumerate(hops):
         recv_ns = clocks[index].to_local_ns(hop.recv_unix_ns)
@@ -92,11 +94,15 @@ def step_spans(
             )
         )  # fmt: skip
     elif has_tail:
-        spans.append(_span(e, len(spans), "", edge, "", 0, since_start(e.step_start_ns), 0, 0, 0, 0, e.tail_compute_s))
+        spans.append(
+            _span(e, len(spans), "", edge, "", 0, since_start(e.step_start_ns), 0, 0, 0, 0, e.tail_compute_s)
+        )
     return spans
 
 
-def _span(e: EdgeTimes, hop, src, dst, codec, nbytes, start_s, encode_s, wire_s, decode_s, queue_s, compute_s):
+def _span(
+    e: EdgeTimes, hop, src, dst, codec, nbytes, start_s, encode_s, wire_s, decode_s, queue_s, compute_s
+):
     return HopSpan(
         session=e.session,
         token=e.token,
