@@ -82,7 +82,7 @@ def deploy(
     if not topology.remote:
         return deployment
     remote_addresses = tuple(addresses[s.device] for s in topology.remote)
-    chain = Chain(list(remote_addresses), transport or TransportConfig())
+    chain = deployment.loop.run(_make_chain(Chain, list(remote_addresses), transport or TransportConfig()))
     deployment.chain, deployment.addresses = chain, remote_addresses
     try:
         acks = deployment.loop.run(
@@ -127,6 +127,11 @@ def deploy(
             clock.error_bound_ns / 1e6,
         )
     return deployment
+
+
+async def _make_chain(chain_class, addresses, config):
+    # grpc.aio channels belong to the loop they are created on: create them on the deployment's loop
+    return chain_class(addresses, config)
 
 
 def _check_ack(plan: Plan, stage: Stage, address: str, ack) -> None:
