@@ -56,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     plan = load_plan(args.plan)
+    if args.baseline:
+        from partition.plan.variants import baseline_plan
+
+        plan = baseline_plan(plan, args.baseline)
     addresses = cluster_addresses(args.cluster) if args.cluster else {}
     remote = [s.device for s in split_plan(plan).remote]
     spawned = spawn_missing(remote, addresses, plan.model.name, args.threads) if args.spawn_local else []
