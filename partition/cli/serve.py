@@ -24,6 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="start a local worker for every device with no address or nothing listening there",
     )
     parser.add_argument(
+        "--baseline",
+        metavar="NAME",
+        help="serve one of the plan's baselines instead (even, memory_proportional, edge_only, best_single_server)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=0, help="torch threads of spawned workers and the edge"
     )
     parser.add_argument("--max-context", type=int, default=2048, help="tokens per session (prompt + output)")
