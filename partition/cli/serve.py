@@ -32,12 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "one), each on the node advertising resource device:<name>; this process is the edge",
     )
     parser.add_argument(
-        "--threads", type=int, default=0, help="torch threads of spawned workers and the edge"
-    )
-    parser.add_argument(
         "--baseline",
         metavar="NAME",
-        help="serve one of the plan's baselines (e.g. even) instead of its choice",
+        help="serve one of the plan's baselines instead (even, memory_proportional, edge_only, best_single_server)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads of spawned workers and the edge"
     )
     parser.add_argument("--max-context", type=int, default=2048, help="tokens per session (prompt + output)")
     parser.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions per worker")
