@@ -115,9 +115,10 @@ class RayStages:
         for device, ref in infos.items():
             if ref not in ready:
                 raise RayStageError(
-                    f"Ray did not start the stage actor for device {device!r} within {start_timeout_s:g} s; "
-                    f"nodes advertising {RESOURCE_PREFIX}{device}: {_node_list(nodes[device])}. "
-                    "Are their CPUs taken by other work? (`ray status` shows pending demands)"
+                    f"Ray did not start the stage actor for device {device!r} within {start_timeout_s:g} s: "
+                    f"it needs {cpus:g} CPU(s) on a node advertising {RESOURCE_PREFIX}{device}: "
+                    f"{_node_list(nodes[device], cpus=True)}. Are their CPUs taken by other work? "
+                    "(`ray status` shows pending demands; --threads sets the CPUs a stage asks for)"
                 )
             try:
                 info = ray.get(ref)
@@ -286,8 +287,12 @@ def _missing_message(missing: list[str], nodes: dict[str, list[dict]]) -> str:
     )
 
 
-def _node_list(nodes: list[dict]) -> str:
-    return ", ".join(f"{n['NodeManagerAddress']} ({n['NodeID'][:12]})" for n in nodes)
+def _node_list(nodes: list[dict], cpus: bool = False) -> str:
+    return ", ".join(
+        f"{n['NodeManagerAddress']} ({n['NodeID'][:12]}"
+        + (f", {n['Resources'].get('CPU', 0):g} CPUs in all)" if cpus else ")")
+        for n in nodes
+    )
 
 
 def _short(error: BaseException, lines: int = 6) -> str:

@@ -155,6 +155,21 @@ def test_a_device_no_node_advertises_fails_at_once_listing_the_clusters_devices(
     assert stage_actors() == {}
 
 
+def test_an_actor_ray_cannot_place_fails_after_the_start_timeout_naming_the_device(cluster, smollm2):
+    from partition.ray.stages import RayStageError, ray_stages
+
+    plan = split_plan(smollm2, STAGES)
+    started = time.monotonic()
+    # 2 threads ask for 2 CPUs; each simulated node has 1: Ray can never place the actors
+    stages = ray_stages(plan, cluster.address, threads=2, start_timeout_s=3)
+    with pytest.raises(RayStageError) as error, stages:
+        pytest.fail("no node has 2 CPUs")
+    assert time.monotonic() - started < 20
+    message = str(error.value)
+    assert "within 3 s" in message and "device:server-a" in message and "1 CPUs in all" in message, message
+    assert stage_actors() == {}
+
+
 def test_an_actor_that_cannot_load_its_segment_names_its_device_and_node(cluster, smollm2):
     from partition.coordinator.deploy import deploy
     from partition.ray.stages import RayStageError, ray_stages
