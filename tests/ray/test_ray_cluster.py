@@ -174,7 +174,8 @@ def test_an_actor_that_cannot_load_its_segment_names_its_device_and_node(cluster
     from partition.coordinator.deploy import deploy
     from partition.ray.stages import RayStageError, ray_stages
 
-    plan = split_plan(smollm2, STAGES)
+    # both stages remote, so the failure comes from the actors before this process loads anything
+    plan = split_plan(smollm2, [("server-a", 0, 16, "raw"), ("server-b", 16, 32, "raw")])
     # a KV budget of 1 KiB cannot hold one session: LoadSegment fails on the stage actors
     stages_ = ray_stages(plan, cluster.address, kv_budget_bytes=1024, threads=1)
     with pytest.raises(RayStageError) as error, stages_ as stages:
@@ -189,28 +190,31 @@ def test_an_actor_that_cannot_load_its_segment_names_its_device_and_node(cluster
     assert stage_actors() == {}
 
 
-def test_killing_a_stage_actor_mid_request_ends_it_with_an_error_naming_the_stage(
-    cluster, plan_file, ray_env
-):
+@pytest.mark.parametrize("how", ["ray.kill", "node dies"])  # the node goes last: the module ends with it
+def test_a_stage_lost_mid_request_ends_it_with_an_error_naming_the_stage(cluster, plan_file, ray_env, how):
     serve = _serve(plan_file, cluster.address, ray_env, "--max-new-tokens", "400", "--prompt", STORY)
     stdout = Output(serve.stdout)
     stderr = Output(serve.stderr)
     try:
-        # the answer streams token by token: wait for the first words, then kill server-a's actor
+        # the answer streams token by token: wait for the first words, then take server-a away
         assert stdout.wait_for(lambda text: len(text.split()) >= 3, timeout_s=240), stderr.text[-3000:]
         actors = stage_actors()
-        victim = ray.get_actor(actors["server-a"]["name"], namespace=actors["server-a"]["namespace"])
-        killed = time.monotonic()
-        ray.kill(victim, no_restart=True)
+        victim = actors["server-a"]
+        lost = time.monotonic()
+        if how == "ray.kill":
+            ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
+        else:  # every process of the node at once: its raylet, and the actor with it
+            (node,) = [n for n in cluster.worker_nodes if n.node_id == victim["node_id"]]
+            cluster.remove_node(node, allow_graceful=False)
         code = serve.wait(STEP_TIMEOUT_S)
-        ended_s = time.monotonic() - killed
+        ended_s = time.monotonic() - lost
     finally:
         stop_process(serve)
     stderr.wait_for(lambda _: False, timeout_s=1)
-    print(f"request ended {ended_s:.2f} s after the kill")
+    print(f"request ended {ended_s:.2f} s after {how}")
     assert code == 2, stderr.text[-3000:]
     assert ended_s < 30, "the request outlived its stage by far"
-    last_line = stderr.text.strip().splitlines()[-1]
-    assert "server-a" in last_line and "died" in last_line, last_line
+    (error,) = [line for line in stderr.text.splitlines() if line.startswith("partition serve: error:")]
+    assert "stage 'server-a'" in error and "died" in error and victim["node_id"][:12] in error, error
     assert wait_gone([info["pid"] for info in actors.values()]) == []
     assert stage_actors() == {}
