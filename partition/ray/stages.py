@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from partition.coordinator.topology import split_plan
+from partition.coordinator.workers import is_listening
 from partition.errors import ConfigError, PartitionError
 from partition.ray.actor import StageActor, StageOptions
 from partition.types import Plan
@@ -38,6 +38,7 @@ RESOURCE_PREFIX = "device:"  # a node serves device NAME when it advertises reso
 DEVICE_SHARE = 0.01
 START_TIMEOUT_S = 120.0  # seconds for Ray to place every actor and for each to import torch and bind
 STOP_TIMEOUT_S = 15.0  # seconds for the actors to stop gracefully before they are killed
+CONNECT_TIMEOUT_S = 5.0  # seconds for the GCS address to accept a TCP connection
 DEATH_NOTICE_S = 5.0  # seconds to let Ray report a dead actor after a broken connection
 # gRPC codes that mean "the peer went away": worth waiting for Ray to say which actor died
 _CONNECTION_CODES = {"UNAVAILABLE", "CANCELLED", "ABORTED", "DEADLINE_EXCEEDED", "INTERNAL"}
@@ -240,18 +241,29 @@ def connect(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
+    address = address or "auto"
+    if (
+        address != "auto"
+        and not address.startswith("ray://")
+        and not is_listening(address, CONNECT_TIMEOUT_S)
+    ):
+        # ray.init would retry an unreachable GCS for minutes
+        raise RayStageError(
+            f"nothing answers at {address}: give the address of the Ray head's GCS (`ray start --head` "
+            "prints it, port 6379 by default), or leave it out to use RAY_ADDRESS"
+        )
     verbose = logging.getLogger("partition").getEffectiveLevel() <= logging.INFO
     try:
         ray.init(
-            address=address or "auto",
+            address=address,
             logging_level=logging.INFO if verbose else logging.WARNING,
             log_to_driver=verbose,
         )
-    except ConnectionError as error:
-        where = address if address not in (None, "auto") else os.environ.get("RAY_ADDRESS", "this machine")
+    except ConnectionError:
         raise RayStageError(
-            f"no Ray cluster at {where}: {error}. Start one (`ray start --head`, or "
-            "`ray up cluster/ray/cluster.yaml`) or give its address: --ray HOST:PORT"
+            "no running Ray cluster found (RAY_ADDRESS is not set and this machine belongs to none): "
+            "start one (`ray start --head`, or `ray up cluster/ray/cluster.yaml`) or give its address: "
+            "--ray HOST:PORT"
         ) from None
     return True
 
