@@ -258,8 +258,18 @@ class ChainSession:
                     _open_stream(self._chain_call, self.ref, forward_pb2.STREAM_ROLE_CHAIN, first),
                     _open_stream(self._return_call, self.ref, forward_pb2.STREAM_ROLE_RETURN, last),
                 )
-        except BaseException:
+        except BaseException as error:
             self._cancel()
+            # Stages free a session the chain refused, but not one the whole chain accepted before the
+            # RETURN stream failed: end it everywhere rather than hold KV slots until they expire.
+            with contextlib.suppress(StageCallError):
+                await asyncio.gather(*(s.end_session(self.ref, timeout_s=2.0) for s in self.chain.stages))
+            if isinstance(error, TimeoutError):
+                raise StageCallError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"the chain did not accept the session within {timeout_s:g} s",
+                    first,
+                ) from None
             raise
         self.stages = tuple(opened[0].stages)
         self.next_position = opened[0].next_position
