@@ -34,3 +34,7 @@ class SpanLogError(PartitionError):
 
 class LabError(PartitionError):
     """The emulated lab cannot be brought up or down (missing privilege, tool or kernel feature, a failed step)."""
+
+
+class InfeasiblePlanError(PartitionError):
+    """No split of the model fits the cluster; the message names the constraint and the shortfall."""

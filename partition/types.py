@@ -89,3 +89,227 @@ class Segment:
         except ValueError:
             raise ValueError(f"cannot read a segment from {text!r}: write start:end, e.g. 0:12") from None
         return Segment(start, end)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Profile artifacts: what `partition profile` measures on one device (profile -> plan).
+# ---------------------------------------------------------------------------------------------------
+
+# Token ids cross the cut before `embed` (prompt in) and after `head` (sampled token out) as int32.
+TOKEN_ID_BYTES = 4
+# Activations between blocks travel in their raw form as fp32; codecs are described relative to it.
+RAW_VALUE_BYTES = 4
+
+UNIT_KINDS = (EMBED, BLOCK, HEAD)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A fitted time: `seconds = c0 + c1 * n + c2 * n**2` for a token count `n`.
+
+    Prefill uses all three terms (attention grows with the square of the prompt); a decode step is
+    linear in the context length, so its `c2` is 0.
+    """
+
+    c0: float  # seconds (fixed cost: kernel launches, reading the weights once)
+    c1: float  # seconds per token
+    c2: float = 0.0  # seconds per token squared
+
+    def at(self, n: float) -> float:
+        """Seconds at token count `n`."""
+        return self.c0 + self.c1 * n + self.c2 * n * n
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """Measured cost of one unit of a kind (`embed`, `block` or `head`) on one device."""
+
+    kind: str  # embed | block | head
+    prefill: Fit  # seconds to prefill one prompt, as a function of its length in tokens
+    decode: Fit  # seconds of one decode step (one new token), as a function of the context length in tokens
+    weight_bytes: int  # bytes of parameters one unit of this kind holds in memory
+    kv_bytes_per_token: int  # bytes of KV cache per token of context per session (0 for embed and head)
+    activation_bytes_per_token: (
+        int  # bytes per token leaving this unit at the cut after it (fp32, or token ids)
+    )
+    prefill_spread: float = 0.0  # relative spread (p90 - p10) / median of the timed prefill runs
+    decode_spread: float = 0.0  # relative spread (p90 - p10) / median of the timed decode steps
+
+    def __post_init__(self) -> None:
+        if self.kind not in UNIT_KINDS:
+            raise ValueError(f"unit kind {self.kind!r} is not one of {', '.join(UNIT_KINDS)}")
+
+
+@dataclass(frozen=True)
+class DeviceIdentity:
+    """What makes two timings comparable: the same machine, threads and accelerator."""
+
+    name: str  # a label for the device (hostname or the cluster file's name)
+    cpu_model: str  # e.g. "AMD EPYC 7B13" (from /proc/cpuinfo)
+    threads: int  # torch intra-op threads the worker uses
+    cuda_device: str | None  # e.g. "NVIDIA H100 80GB HBM3", or None on a CPU-only worker
+    memory_bytes: int  # bytes of memory available to a worker when profiled
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """The model an artifact was made for; a digest mismatch means the numbers do not apply."""
+
+    name: str  # the name or path given to --model
+    digest: str  # content digest of the model's weights (ModelSource.digest)
+    n_blocks: int  # transformer blocks; the model has n_blocks + 2 units
+
+    @property
+    def n_units(self) -> int:
+        return n_units(self.n_blocks)
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """Per-unit costs of one model on one device (JSON artifact, cached by model, device, dtype, threads)."""
+
+    device: DeviceIdentity
+    model: ModelRef
+    dtype: str  # torch dtype the worker runs, e.g. "float32"
+    embed: LayerCost  # the token embedding
+    block: LayerCost  # any one transformer block (all blocks share one shape, hence one cost)
+    head: LayerCost  # final norm + LM head + sampling
+
+    def cost(self, kind: str) -> LayerCost:
+        """The cost of a unit of `kind` (embed, block or head)."""
+        return {EMBED: self.embed, BLOCK: self.block, HEAD: self.head}[kind]
+
+    def unit_cost(self, unit: int) -> LayerCost:
+        """The cost of unit `unit` of the model (0 = embed, n_blocks + 1 = head)."""
+        return self.cost(unit_kind(unit, self.model.n_blocks))
+
+
+@dataclass(frozen=True)
+class LinkProfile:
+    """One direction of a network link between two devices."""
+
+    src: str  # device that sends
+    dst: str  # device that receives
+    latency_s: float  # one-way latency in seconds
+    bandwidth_Bps: float  # bytes per second
+
+    def transfer_s(self, n_bytes: float) -> float:
+        """Seconds for `n_bytes` to arrive: latency plus serialization at the link's bandwidth."""
+        return self.latency_s + n_bytes / self.bandwidth_Bps
+
+
+# ---------------------------------------------------------------------------------------------------
+# Plan artifacts: what `partition plan` decides (plan -> deploy -> serve).
+# ---------------------------------------------------------------------------------------------------
+
+
+OBJECTIVES = ("latency", "throughput")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The request shape a plan is made for."""
+
+    prompt_tokens: int  # P: tokens of one prompt
+    new_tokens: int  # D: tokens generated per request
+    sessions: int = 1  # S: sessions served at the same time
+    objective: str = (
+        "latency"  # latency: TTFT + (D-1) x TPOT of a request; throughput: seconds per decode round
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("prompt_tokens", "new_tokens", "sessions"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+
+    @property
+    def kv_tokens(self) -> int:
+        """Context length the KV cache must hold per session."""
+        return self.prompt_tokens + self.new_tokens
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the chain: a device running a segment of units."""
+
+    device: str  # device name from the cluster file
+    segment: Segment  # units this stage runs
+    codec_out: str  # codec of what this stage sends to the next hop (raw for token ids)
+
+
+@dataclass(frozen=True)
+class StagePrediction:
+    device: str  # device name
+    segment: Segment  # units run
+    prefill_s: float  # seconds to prefill the S prompts through this segment
+    decode_s: float  # seconds of one decode step of the S sessions (batched) through this segment
+    step_s: float  # seconds of one decode step of one session (one micro-batch) through this segment
+    memory_bytes: int  # bytes of weights + KV cache for the planned context and sessions
+
+
+@dataclass(frozen=True)
+class LinkPrediction:
+    src: str  # sending device
+    dst: str  # receiving device
+    cut: int  # the unit boundary the activation crosses (0 = token ids in, n_units = token ids out)
+    codec: str  # codec used on this hop
+    prefill_bytes: int  # bytes on the wire for the S prompts
+    decode_bytes: int  # bytes on the wire per decode step (S sessions)
+    prefill_s: float  # seconds for the prefill activations: encode + latency + wire + decode
+    decode_s: float  # seconds per decode step (S sessions)
+    step_s: float  # seconds per decode step of one session, without latency (its share of the pipeline)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predicted times of a chain under a workload; every number comes from the cost model."""
+
+    ttft_s: float  # seconds to the first token (prefill through every stage and hop)
+    tpot_s: float  # seconds per later token with the S sessions batched (at the mean context reached)
+    total_s: float  # seconds to the last token of a request: ttft + (D - 1) x tpot
+    round_s: float  # seconds for every session to advance one token as S micro-batches (Alpa's formula)
+    tokens_per_s: float  # S / round_s: the pipeline's decode throughput
+    objective_s: float  # total_s for the latency objective, round_s for throughput
+    stages: tuple[StagePrediction, ...]
+    links: tuple[LinkPrediction, ...]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A split another system would use, predicted with the same cost model."""
+
+    name: str  # even | memory_proportional | edge_only | best_single_server
+    stages: tuple[Stage, ...]  # empty when infeasible
+    predicted: Prediction | None  # None when infeasible
+    infeasible: str = ""  # why this split cannot run on the cluster (empty when it can)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A versioned placement: which device runs which units, in chain order from and back to the edge."""
+
+    plan_id: str  # content hash of model, stages and workload (12 hex digits)
+    epoch: int  # increases with every re-plan; stages refuse requests of another epoch
+    model: ModelRef
+    edge: str  # the device where prompts arrive and tokens are sampled (chain starts and ends here)
+    stages: tuple[Stage, ...]  # in chain order; the edge may appear first and last
+    workload: Workload
+    predicted: Prediction
+    baselines: tuple[Baseline, ...]
+    unused: tuple[str, ...] = ()  # devices of the cluster that the plan leaves idle
+
+    def __post_init__(self) -> None:
+        expected = 0
+        for stage in self.stages:
+            if stage.segment.start != expected:
+                raise ValueError(
+                    f"stage on {stage.device} starts at unit {stage.segment.start}, expected {expected}"
+                )
+            expected = stage.segment.end
+        if expected != self.model.n_units:
+            raise ValueError(
+                f"stages cover units [0,{expected}) but the model has {self.model.n_units} units"
+            )

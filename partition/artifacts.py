@@ -1,0 +1,191 @@
+"""JSON forms of the profile and plan artifacts (profile -> plan -> deploy), with schema versions.
+
+Every artifact is one JSON object `{"schema": NAME, "schema_version": N, ...fields}` whose fields mirror
+the frozen dataclasses in `partition/types.py`, with two flattenings the plan format fixes: a `Segment`
+field becomes `start`/`end` in its parent, and a model is `{name, digest, n_blocks, n_units}`.
+Reading is strict: a missing, extra or mistyped field is a `ConfigError` that names its path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from partition.errors import ConfigError
+from partition.types import DeviceProfile, ModelRef, Plan, Segment
+
+PROFILE_SCHEMA = ("partition/device-profile", 1)
+PLAN_SCHEMA = ("partition/plan", 1)
+
+T = TypeVar("T")
+
+
+def profile_to_json(profile: DeviceProfile) -> str:
+    return _dump(profile, PROFILE_SCHEMA)
+
+
+def profile_from_json(text: str, source: str = "device profile") -> DeviceProfile:
+    return _load(
+        text, DeviceProfile, PROFILE_SCHEMA, source, hint="profile the device again with `partition profile`"
+    )
+
+
+def plan_to_json(plan: Plan) -> str:
+    return _dump(plan, PLAN_SCHEMA)
+
+
+def plan_from_json(text: str, source: str = "plan") -> Plan:
+    return _load(text, Plan, PLAN_SCHEMA, source, hint="make it again with `partition plan`")
+
+
+def save_profile(profile: DeviceProfile, path: Path) -> None:
+    _write(Path(path), profile_to_json(profile))
+
+
+def load_profile(path: Path) -> DeviceProfile:
+    return profile_from_json(_read(Path(path)), str(path))
+
+
+def save_plan(plan: Plan, path: Path) -> None:
+    _write(Path(path), plan_to_json(plan))
+
+
+def load_plan(path: Path) -> Plan:
+    return plan_from_json(_read(Path(path)), str(path))
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror or error}") from None
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)  # readers never see half a file
+
+
+def _dump(obj: Any, schema: tuple[str, int]) -> str:
+    body = {"schema": schema[0], "schema_version": schema[1], **_encode(obj)}
+    return json.dumps(body, indent=2, allow_nan=False) + "\n"
+
+
+def _load(text: str, cls: type[T], schema: tuple[str, int], source: str, hint: str) -> T:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{source} is not valid JSON ({error}); {hint}") from None
+    if not isinstance(data, dict) or data.get("schema") != schema[0]:
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise ConfigError(f"{source} is not a {schema[0]} file (schema {found!r}); {hint}")
+    version = data.get("schema_version")
+    if version != schema[1]:
+        raise ConfigError(
+            f"{source} has {schema[0]} schema_version {version!r}; this partition reads version {schema[1]}: {hint}"
+        )
+    body = {key: value for key, value in data.items() if key not in ("schema", "schema_version")}
+    try:
+        return _decode(cls, body, "")
+    except _FieldError as error:
+        raise ConfigError(f"{source}: {error}; {hint}") from None
+
+
+class _FieldError(Exception):
+    """A field-level problem; `_load` adds the file name and the fix."""
+
+
+def _encode(obj: Any) -> Any:
+    if isinstance(obj, ModelRef):
+        return {"name": obj.name, "digest": obj.digest, "n_blocks": obj.n_blocks, "n_units": obj.n_units}
+    if dataclasses.is_dataclass(obj):
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(obj):
+            value = getattr(obj, field.name)
+            if isinstance(value, Segment):
+                out["start"], out["end"] = value.start, value.end
+            else:
+                out[field.name] = _encode(value)
+        return out
+    if isinstance(obj, tuple | list):
+        return [_encode(item) for item in obj]
+    return obj
+
+
+def _decode(tp: Any, data: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if data is None and type(None) in options:
+            return None
+        (inner,) = [option for option in options if option is not type(None)]
+        return _decode(inner, data, path)
+    if origin is tuple:
+        item_type = typing.get_args(tp)[0]
+        if not isinstance(data, list):
+            raise _FieldError(f"{path or 'top level'}: expected a list, got {_show(data)}")
+        return tuple(_decode(item_type, item, f"{path}[{i}]") for i, item in enumerate(data))
+    if dataclasses.is_dataclass(tp):
+        return _decode_dataclass(tp, data, path)
+    return _decode_scalar(tp, data, path)
+
+
+def _decode_dataclass(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, dict):
+        raise _FieldError(f"{path or 'top level'}: expected an object, got {_show(data)}")
+    data = dict(data)
+    prefix = f"{path}." if path else ""
+    if cls is ModelRef and "n_units" in data:
+        n_units = data.pop("n_units")
+        if "n_blocks" in data and n_units != _decode_scalar(int, data["n_blocks"], f"{prefix}n_blocks") + 2:
+            raise _FieldError(f"{prefix}n_units {n_units!r} disagrees with n_blocks {data['n_blocks']!r} + 2")
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        if hints[field.name] is Segment:
+            start = _decode_scalar(int, _take(data, "start", prefix), f"{prefix}start")
+            end = _decode_scalar(int, _take(data, "end", prefix), f"{prefix}end")
+            try:
+                values[field.name] = Segment(start, end)
+            except ValueError as error:
+                raise _FieldError(f"{prefix}start/end: {error}") from None
+        elif field.name in data:
+            values[field.name] = _decode(hints[field.name], data.pop(field.name), f"{prefix}{field.name}")
+        elif field.default is dataclasses.MISSING:
+            raise _FieldError(f"{prefix}{field.name} is missing")
+    if data:
+        raise _FieldError(f"{prefix or 'top level: '}unknown field(s) {', '.join(sorted(data))}")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as error:
+        raise _FieldError(f"{path or 'top level'}: {error}") from None
+
+
+def _take(data: dict, key: str, prefix: str) -> Any:
+    if key not in data:
+        raise _FieldError(f"{prefix}{key} is missing")
+    return data.pop(key)
+
+
+def _decode_scalar(tp: Any, data: Any, path: str) -> Any:
+    if tp is float and isinstance(data, int | float) and not isinstance(data, bool):
+        if not math.isfinite(data):
+            raise _FieldError(f"{path}: expected a finite number, got {data!r}")
+        return float(data)
+    if tp is int and isinstance(data, int) and not isinstance(data, bool):
+        return data
+    if tp in (str, bool) and isinstance(data, tp):
+        return data
+    raise _FieldError(f"{path}: expected {getattr(tp, '__name__', tp)}, got {_show(data)}")
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) < 40 else text[:37] + "..."

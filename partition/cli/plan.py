@@ -1,0 +1,91 @@
+"""Choose the split of the model over the cluster's devices and write plan.json.
+
+Reads the cluster file and the device profiles it names, finds the optimal chain for the workload
+(--prompt-tokens, --new-tokens, --sessions, --objective), prints it beside the even,
+memory-proportional, edge-only and best-single-server splits, and writes the plan.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", required=True, help="model the profiles were measured with (name or digest)"
+    )
+    parser.add_argument(
+        "--cluster", required=True, type=Path, help="cluster TOML file (devices, profiles, links)"
+    )
+    parser.add_argument(
+        "--objective",
+        choices=("latency", "throughput"),
+        default="latency",
+        help="latency: TTFT + (D-1) x TPOT of a request; throughput: decode round of S micro-batches",
+    )
+    parser.add_argument(
+        "--prompt-tokens", type=int, default=128, metavar="P", help="tokens per prompt (default 128)"
+    )
+    parser.add_argument(
+        "--new-tokens", type=int, default=128, metavar="D", help="tokens generated per request (default 128)"
+    )
+    parser.add_argument(
+        "--sessions", type=int, default=1, metavar="S", help="sessions served at once (default 1)"
+    )
+    parser.add_argument(
+        "--codecs",
+        nargs="+",
+        metavar="NAME",
+        help="codecs a hop may use (default: all in the table), e.g. --codecs raw fp16",
+    )
+    parser.add_argument(
+        "--codec-table",
+        type=Path,
+        metavar="JSON",
+        help="measured codec table (benchmarks/codecs.py output) instead of the built-in estimates",
+    )
+    parser.add_argument("--no-pin", action="store_true", help="let servers hold embed and head too")
+    parser.add_argument(
+        "--epoch", type=int, help="plan epoch (default: the previous --out plan's epoch + 1, or 1)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("plan.json"), help="where to write the plan (default plan.json)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from partition.artifacts import load_plan, save_plan
+    from partition.errors import ConfigError
+    from partition.plan import DEFAULT_CODECS, load_cluster, load_codec_table, make_plan, select_codecs
+    from partition.plan.report import format_plan
+    from partition.types import Workload
+
+    cluster = load_cluster(args.cluster)
+    model = cluster.model
+    if args.model not in (model.name, model.digest):
+        raise ConfigError(
+            f"the profiles in {args.cluster} were measured for model {model.name!r} (digest {model.digest[:12]}), "
+            f"not {args.model!r}: plan with --model {model.name} or profile the devices with --model {args.model}"
+        )
+    try:
+        workload = Workload(args.prompt_tokens, args.new_tokens, args.sessions, args.objective)
+    except ValueError as error:
+        raise ConfigError(str(error).replace("_", "-", 1)) from None
+    table = load_codec_table(args.codec_table) if args.codec_table else DEFAULT_CODECS
+    names = [name for item in args.codecs for name in item.split(",") if name] if args.codecs else None
+    codecs = select_codecs(table, names)
+    epoch = args.epoch
+    if epoch is None:
+        epoch = 1
+        if args.out.exists():
+            previous = load_plan(args.out)
+            if previous.model.digest == model.digest:
+                epoch = previous.epoch + 1
+    if epoch < 1:
+        raise ConfigError(f"--epoch must be at least 1, got {epoch}")
+    plan = make_plan(cluster, workload, codecs, pin=not args.no_pin, epoch=epoch)
+    save_plan(plan, args.out)
+    print(format_plan(plan, cluster))
+    print(f"\nwrote {args.out}")
+    return 0

@@ -1,0 +1,146 @@
+"""What the planner knows about activation codecs (plan): plain numbers, no codec code.
+
+The codecs themselves live in `partition/codec/` and need torch; the planner only needs their size and
+speed, so it reads them as data. `DEFAULT_CODECS` holds estimates for a CPU worker; a table measured by
+`benchmarks/codecs.py` (or written by hand) replaces them through `load_codec_table`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from partition.errors import ConfigError
+from partition.types import RAW_VALUE_BYTES
+
+CODEC_TABLE_SCHEMA = "partition/codec-table"
+CODEC_TABLE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """Size and speed of one activation codec, per fp32 value it is given."""
+
+    name: str  # the name a plan writes per link (partition.codec registry name)
+    bytes_per_value: float  # bytes on the wire per fp32 value (raw = 4), scales and headers included
+    encode_s_per_byte: float  # seconds per raw fp32 byte to encode (on the sender)
+    decode_s_per_byte: float  # seconds per raw fp32 byte to decode (on the receiver)
+    lossless: bool  # decode(encode(x)) == x bit for bit
+    encode_call_s: float = 0.0  # seconds per encode call regardless of size
+    decode_call_s: float = 0.0  # seconds per decode call regardless of size
+
+    def __post_init__(self) -> None:
+        numbers = (self.bytes_per_value, self.encode_s_per_byte, self.decode_s_per_byte)
+        numbers += (self.encode_call_s, self.decode_call_s)
+        if not all(math.isfinite(x) and x >= 0 for x in numbers) or self.bytes_per_value == 0:
+            raise ConfigError(f"codec {self.name!r}: sizes and times must be finite, >= 0 (bytes > 0)")
+
+    def wire_bytes(self, raw_bytes: float) -> int:
+        """Bytes on the wire for `raw_bytes` bytes of fp32 activations."""
+        return math.ceil(raw_bytes * self.bytes_per_value / RAW_VALUE_BYTES)
+
+    def codec_s(self, raw_bytes: float) -> float:
+        """Seconds spent encoding plus decoding `raw_bytes` bytes of fp32 activations (0 bytes: no call)."""
+        if raw_bytes <= 0:
+            return 0.0
+        calls = self.encode_call_s + self.decode_call_s
+        return calls + raw_bytes * (self.encode_s_per_byte + self.decode_s_per_byte)
+
+
+# Estimates for a CPU worker, until a measured table replaces them. Sizes are exact for the formats
+# (int8: 32 values + one fp16 scale per block; the zstd ratios are what activations of SmolLM2 gave);
+# speeds are round numbers in the range REFERENCES.md reports (zstd level 1 about 0.8-1.5 GB/s).
+DEFAULT_CODECS: tuple[CodecSpec, ...] = (
+    CodecSpec("raw", 4.0, 0.0, 0.0, lossless=True),
+    CodecSpec("fp16", 2.0, 0.5e-9, 0.5e-9, lossless=False, encode_call_s=5e-6, decode_call_s=5e-6),
+    CodecSpec("bf16", 2.0, 0.5e-9, 0.5e-9, lossless=False, encode_call_s=5e-6, decode_call_s=5e-6),
+    CodecSpec("int8", 34 / 32, 1.5e-9, 0.7e-9, lossless=False, encode_call_s=20e-6, decode_call_s=10e-6),
+    CodecSpec("shuffle-zstd", 3.4, 1.0e-9, 0.6e-9, lossless=True, encode_call_s=15e-6, decode_call_s=10e-6),
+    CodecSpec("int8-zstd", 0.6, 2.5e-9, 1.2e-9, lossless=False, encode_call_s=35e-6, decode_call_s=20e-6),
+)
+
+
+def codec_names(codecs: tuple[CodecSpec, ...]) -> tuple[str, ...]:
+    return tuple(codec.name for codec in codecs)
+
+
+def select_codecs(codecs: tuple[CodecSpec, ...], names: list[str] | None) -> tuple[CodecSpec, ...]:
+    """The codecs called `names` (all of them when `names` is None), in the order given."""
+    if names is None:
+        return codecs
+    by_name = {codec.name: codec for codec in codecs}
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        raise ConfigError(f"unknown codec(s) {', '.join(unknown)}; known: {', '.join(by_name)}")
+    if not names:
+        raise ConfigError("--codecs needs at least one codec, e.g. --codecs raw")
+    return tuple(by_name[name] for name in dict.fromkeys(names))
+
+
+def load_codec_table(path: Path) -> tuple[CodecSpec, ...]:
+    """Codecs from a JSON file: our table format, or the results of `benchmarks/codecs.py`.
+
+    Our format: {"schema": "partition/codec-table", "schema_version": 1, "codecs": [{name, bytes_per_value,
+    encode_s_per_byte, decode_s_per_byte, lossless, encode_call_s?, decode_call_s?}, ...]}.
+    Benchmark results ({"results": [measurement, ...]}) are fitted per codec: seconds = call + bytes x per-byte.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConfigError(f"cannot read codec table {path}: {error}") from None
+    if isinstance(data, dict) and "results" in data and "codecs" not in data:
+        return _from_measurements(path, data["results"])
+    if not isinstance(data, dict) or data.get("schema") != CODEC_TABLE_SCHEMA:
+        raise ConfigError(
+            f'{path} is not a codec table: expected "schema": "{CODEC_TABLE_SCHEMA}" '
+            "or the JSON that benchmarks/codecs.py writes"
+        )
+    if data.get("schema_version") != CODEC_TABLE_VERSION:
+        raise ConfigError(
+            f"{path}: codec table schema_version {data.get('schema_version')!r} is not {CODEC_TABLE_VERSION}; "
+            "re-measure it with this version of partition"
+        )
+    try:
+        return tuple(CodecSpec(**entry) for entry in data["codecs"])
+    except (KeyError, TypeError) as error:
+        raise ConfigError(f"{path}: malformed codec entry ({error}); see partition/plan/codecs.py") from None
+
+
+def _from_measurements(path: Path, results: object) -> tuple[CodecSpec, ...]:
+    rows: dict[str, list[dict]] = {}
+    try:
+        for row in results:
+            rows.setdefault(row["codec"], []).append(row)
+        return tuple(_fit_codec(name, measured) for name, measured in rows.items())
+    except (KeyError, TypeError, ValueError) as error:
+        raise ConfigError(f"{path}: malformed codec measurement ({error})") from None
+
+
+def _fit_codec(name: str, rows: list[dict]) -> CodecSpec:
+    """Least squares of seconds against raw bytes over the measured shapes (one shape: per-byte only)."""
+    raw = [RAW_VALUE_BYTES * float(row["n_values"]) for row in rows]
+    encode = _fit_line(raw, [float(row["encode_s"]) for row in rows])
+    decode = _fit_line(raw, [float(row["decode_s"]) for row in rows])
+    largest = max(rows, key=lambda row: row["n_values"])
+    return CodecSpec(
+        name=name,
+        bytes_per_value=float(largest["bytes_per_value"]),
+        encode_s_per_byte=encode[1],
+        decode_s_per_byte=decode[1],
+        lossless=bool(largest["lossless"]),
+        encode_call_s=encode[0],
+        decode_call_s=decode[0],
+    )
+
+
+def _fit_line(x: list[float], y: list[float]) -> tuple[float, float]:
+    """(intercept, slope) >= 0 of y against x; through the origin when x has a single value."""
+    n = len(x)
+    mean_x, mean_y = sum(x) / n, sum(y) / n
+    var = sum((xi - mean_x) ** 2 for xi in x)
+    if var == 0:
+        return 0.0, max(mean_y / mean_x, 0.0) if mean_x else 0.0
+    slope = max(sum((xi - mean_x) * (yi - mean_y) for xi, yi in zip(x, y, strict=True)) / var, 0.0)
+    return max(mean_y - slope * mean_x, 0.0), slope

@@ -1,0 +1,240 @@
+"""The cost model (plan): predicted seconds and bytes of a chain of stages under a workload.
+
+Every number the planner compares comes from the functions here; the solver's tables are built from
+them and a chosen plan is re-evaluated by `evaluate`, so the two cannot drift apart.
+
+Execution model (a request = P prompt tokens, then D - 1 decode steps; S sessions at once):
+- TTFT: the S prompts go through every stage and hop in chain order as one batch (prefill fit at P).
+- TPOT: one decode step of the S sessions as one batch, at the mean context reached, P + D/2 tokens
+  (exact for decode fits linear in the context). A batch of S costs one step plus S - 1 extra tokens
+  at the prefill's per-token rate, plus attention over each session's context.
+- total = TTFT + (D - 1) x TPOT: the time to the D-th token (the first comes from prefill).
+- round (throughput): the S sessions as S micro-batches of one; with t_i the time each resource
+  (a device's compute, a link's encode + wire + decode) spends on one micro-batch, Alpa's formula
+  gives sum of the chain's times + (S - 1) x max t_i.
+Hops: encode on the sender, latency + bytes / bandwidth on the wire, decode on the receiver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from partition.plan.cluster import Cluster
+from partition.plan.codecs import CodecSpec
+from partition.types import (
+    TOKEN_ID_BYTES,
+    LayerCost,
+    LinkPrediction,
+    LinkProfile,
+    Prediction,
+    Segment,
+    Stage,
+    StagePrediction,
+    Workload,
+    n_units,
+)
+
+# Token ids are integers: they always travel raw, whatever codecs the plan may use for activations.
+TOKEN_CODEC = CodecSpec("raw", 4.0, 0.0, 0.0, lossless=True)
+
+
+def decode_context(workload: Workload) -> float:
+    """Mean context length of the decode steps, in tokens."""
+    return workload.prompt_tokens + workload.new_tokens / 2
+
+
+def unit_prefill_s(cost: LayerCost, w: Workload) -> float:
+    """Seconds to prefill S prompts of P tokens through one unit (the fixed cost is paid once)."""
+    return cost.prefill.c0 + w.sessions * (cost.prefill.at(w.prompt_tokens) - cost.prefill.c0)
+
+
+def unit_decode_s(cost: LayerCost, w: Workload) -> float:
+    """Seconds of one batched decode step of S sessions through one unit."""
+    context = decode_context(w)
+    extra_tokens = w.sessions - 1
+    return cost.decode.at(context) + extra_tokens * (cost.prefill.c1 + cost.decode.c1 * context)
+
+
+def unit_step_s(cost: LayerCost, w: Workload) -> float:
+    """Seconds of one session's decode step through one unit (one micro-batch)."""
+    return cost.decode.at(decode_context(w))
+
+
+def unit_memory_bytes(cost: LayerCost, w: Workload) -> int:
+    """Bytes one unit holds: its weights plus the KV cache of S sessions at the full planned context."""
+    return cost.weight_bytes + cost.kv_bytes_per_token * w.kv_tokens * w.sessions
+
+
+def unit_objective_s(cost: LayerCost, w: Workload) -> float:
+    """One unit's additive share of the objective: total_s for latency, the round's sum for throughput."""
+    if w.objective == "latency":
+        return unit_prefill_s(cost, w) + (w.new_tokens - 1) * unit_decode_s(cost, w)
+    return unit_step_s(cost, w)
+
+
+def is_token_cut(cut: int, n: int) -> bool:
+    """Cut 0 carries the prompt's token ids, cut n the sampled token ids; the others carry activations."""
+    return cut in (0, n)
+
+
+def cut_bytes_per_token(cost_before: LayerCost | None) -> int:
+    """Bytes per token crossing the cut after `cost_before` (token ids before the embedding)."""
+    return TOKEN_ID_BYTES if cost_before is None else cost_before.activation_bytes_per_token
+
+
+@dataclass(frozen=True)
+class HopCost:
+    """What one hop costs for a workload (one link, one cut, one codec)."""
+
+    codec: str  # codec name
+    prefill_bytes: int  # bytes on the wire for the S prompts
+    decode_bytes: int  # bytes on the wire per batched decode step
+    prefill_s: float  # seconds: encode + latency + wire + decode of the prefill activations
+    decode_s: float  # seconds per batched decode step
+    step_s: float  # seconds per one-session step without latency (the link's time as a pipeline resource)
+    latency_s: float  # one-way latency of the link
+
+    def objective_s(self, w: Workload) -> float:
+        """This hop's additive share of the objective (see `unit_objective_s`)."""
+        if w.objective == "latency":
+            return self.prefill_s + (w.new_tokens - 1) * self.decode_s
+        return self.latency_s + self.step_s
+
+
+def hop_cost(
+    link: LinkProfile, codec: CodecSpec, bytes_per_token: int, to_head_output: bool, w: Workload
+) -> HopCost:
+    """Cost of sending a cut's tensor over `link` with `codec`.
+
+    `to_head_output`: the cut after the head, where prefill yields one sampled token per session.
+    """
+    prefill_tokens = w.sessions * (1 if to_head_output else w.prompt_tokens)
+    raw_prefill = prefill_tokens * bytes_per_token
+    raw_decode = w.sessions * bytes_per_token
+    wire_prefill, wire_decode, wire_step = (
+        codec.wire_bytes(raw) for raw in (raw_prefill, raw_decode, bytes_per_token)
+    )
+    return HopCost(
+        codec=codec.name,
+        prefill_bytes=wire_prefill,
+        decode_bytes=wire_decode,
+        prefill_s=link.transfer_s(wire_prefill) + codec.codec_s(raw_prefill),
+        decode_s=link.transfer_s(wire_decode) + codec.codec_s(raw_decode),
+        step_s=wire_step / link.bandwidth_Bps + codec.codec_s(bytes_per_token),
+        latency_s=link.latency_s,
+    )
+
+
+def best_hop(
+    link: LinkProfile, cut: int, n: int, bytes_per_token: int, codecs: tuple[CodecSpec, ...], w: Workload
+) -> HopCost:
+    """The cheapest codec for this hop under the workload's objective (ties: the first in the table).
+
+    Choosing per hop is exact: a hop's codec changes only that hop's time, and the codec with the
+    smallest step time also has the smallest share of the sum (both objectives are monotone in both).
+    """
+    if is_token_cut(cut, n):
+        return hop_cost(link, TOKEN_CODEC, bytes_per_token, cut == n, w)
+    options = [hop_cost(link, codec, bytes_per_token, False, w) for codec in codecs]
+    return min(options, key=lambda hop: (hop.objective_s(w), hop.step_s))
+
+
+def stage_prediction(cluster: Cluster, stage: Stage, w: Workload) -> StagePrediction:
+    profile = cluster.device(stage.device).profile
+    costs = [profile.unit_cost(u) for u in range(stage.segment.start, stage.segment.end)]
+    return StagePrediction(
+        device=stage.device,
+        segment=stage.segment,
+        prefill_s=sum(unit_prefill_s(c, w) for c in costs),
+        decode_s=sum(unit_decode_s(c, w) for c in costs),
+        step_s=sum(unit_step_s(c, w) for c in costs),
+        memory_bytes=sum(unit_memory_bytes(c, w) for c in costs),
+    )
+
+
+def hops(cluster: Cluster, stages: tuple[Stage, ...]) -> list[tuple[str, str, int, str]]:
+    """(src, dst, cut, codec) of every hop of the chain, from the edge and back to it."""
+    edge = cluster.edge.name
+    n = cluster.model.n_units
+    out: list[tuple[str, str, int, str]] = []
+    if stages[0].device != edge:
+        out.append((edge, stages[0].device, 0, TOKEN_CODEC.name))
+    for before, after in zip(stages, stages[1:], strict=False):
+        out.append((before.device, after.device, before.segment.end, before.codec_out))
+    if stages[-1].device != edge:
+        out.append((stages[-1].device, edge, n, stages[-1].codec_out))
+    return out
+
+
+def evaluate(
+    cluster: Cluster, stages: tuple[Stage, ...], w: Workload, codecs: tuple[CodecSpec, ...]
+) -> Prediction:
+    """Predicted times of `stages` (validated by the caller) with the codecs each stage names."""
+    n = n_units(cluster.model.n_blocks)
+    by_name = {codec.name: codec for codec in codecs}
+    stage_predictions = tuple(stage_prediction(cluster, stage, w) for stage in stages)
+    links: list[LinkPrediction] = []
+    for src, dst, cut, codec_name in hops(cluster, stages):
+        profile = cluster.device(src).profile
+        per_token = cut_bytes_per_token(profile.unit_cost(cut - 1) if cut > 0 else None)
+        codec = TOKEN_CODEC if is_token_cut(cut, n) else by_name[codec_name]
+        hop = hop_cost(cluster.link(src, dst), codec, per_token, cut == n, w)
+        links.append(
+            LinkPrediction(
+                src,
+                dst,
+                cut,
+                hop.codec,
+                hop.prefill_bytes,
+                hop.decode_bytes,
+                hop.prefill_s,
+                hop.decode_s,
+                hop.step_s,
+            )
+        )
+    ttft = sum(s.prefill_s for s in stage_predictions) + sum(h.prefill_s for h in links)
+    tpot = sum(s.decode_s for s in stage_predictions) + sum(h.decode_s for h in links)
+    total = ttft + (w.new_tokens - 1) * tpot
+    latencies = sum(cluster.link(h.src, h.dst).latency_s for h in links)
+    chain_s = sum(s.step_s for s in stage_predictions) + sum(h.step_s for h in links) + latencies
+    per_device: dict[str, float] = {}
+    for s in stage_predictions:  # the edge may run two stages; they share its compute
+        per_device[s.device] = per_device.get(s.device, 0.0) + s.step_s
+    bottleneck = max([*per_device.values(), *(h.step_s for h in links)])
+    round_s = chain_s + (w.sessions - 1) * bottleneck
+    return Prediction(
+        ttft_s=ttft,
+        tpot_s=tpot,
+        total_s=total,
+        round_s=round_s,
+        tokens_per_s=w.sessions / round_s
+        if round_s > 0
+        else 0.0,  # 0: a chain that costs nothing has no rate
+        objective_s=total if w.objective == "latency" else round_s,
+        stages=stage_predictions,
+        links=tuple(links),
+    )
+
+
+def with_best_codecs(
+    cluster: Cluster, placement: list[tuple[str, int, int]], w: Workload, codecs: tuple[CodecSpec, ...]
+) -> tuple[Stage, ...]:
+    """Stages for (device, start, end) triples, each sending with the codec `best_hop` picks.
+
+    Links must exist between consecutive devices (validate first); a missing one gets "raw".
+    """
+    n = cluster.model.n_units
+    edge = cluster.edge.name
+    stages = []
+    for pos, (device, start, end) in enumerate(placement):
+        nxt = placement[pos + 1][0] if pos + 1 < len(placement) else edge
+        link = cluster.link(device, nxt) if nxt != device else None
+        if link is None or end == n:
+            codec = TOKEN_CODEC.name
+        else:
+            per_token = cut_bytes_per_token(
+                cluster.device(device).profile.unit_cost(end - 1) if end > 0 else None
+            )
+            codec = best_hop(link, end, n, per_token, codecs, w).codec
+        stages.append(Stage(device, Segment(start, end), codec))
+    return tuple(stages)

@@ -1,0 +1,145 @@
+"""From a cluster and a workload to a Plan (plan): solve, predict, compare with baselines.
+
+The single entry point `make_plan` is what `partition plan` and the coordinator's re-planning call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+from partition.errors import ConfigError, InfeasiblePlanError
+from partition.plan.baselines import baselines
+from partition.plan.cluster import Cluster
+from partition.plan.codecs import DEFAULT_CODECS, CodecSpec
+from partition.plan.costmodel import evaluate, unit_memory_bytes
+from partition.plan.instance import build_instance
+from partition.plan.solver import Solution, solve
+from partition.plan.validate import chain_problem, gb
+from partition.types import Plan, Segment, Stage, Workload
+
+
+def make_plan(
+    cluster: Cluster,
+    workload: Workload,
+    codecs: tuple[CodecSpec, ...] = DEFAULT_CODECS,
+    pin: bool = True,
+    epoch: int = 1,
+) -> Plan:
+    """The optimal plan for `workload` on `cluster`; InfeasiblePlanError says why when none fits."""
+    if not codecs:
+        raise ConfigError("the planner needs at least one codec")
+    if cluster.model.n_blocks < 1:
+        raise ConfigError("the model has no transformer blocks; there is nothing to split")
+    instance = build_instance(cluster, workload, codecs, pin)
+    solution = solve(instance)
+    if solution is None:
+        raise InfeasiblePlanError(diagnose(cluster, workload, pin))
+    stages = to_stages(instance.kinds, solution)
+    problem = chain_problem(cluster, stages, workload, pin)
+    assert not problem, f"solver returned an invalid chain: {problem}"
+    predicted = evaluate(cluster, stages, workload, codecs)
+    assert math.isclose(predicted.objective_s, solution.objective, rel_tol=1e-6, abs_tol=1e-12), (
+        predicted.objective_s,
+        solution.objective,
+    )
+    used = {stage.device for stage in stages} | {cluster.edge.name}
+    return Plan(
+        plan_id=plan_id(cluster, stages, workload),
+        epoch=epoch,
+        model=cluster.model,
+        edge=cluster.edge.name,
+        stages=stages,
+        workload=workload,
+        predicted=predicted,
+        baselines=baselines(cluster, workload, codecs, pin),
+        unused=tuple(d.name for d in cluster.devices if d.name not in used),
+    )
+
+
+def to_stages(kinds, solution: Solution) -> tuple[Stage, ...]:
+    """Name a device for each stage: the members of a kind in file order, as the chain first uses them."""
+    next_member = [0] * len(kinds)
+    stages = []
+    for (kind, start, end), codec in zip(solution.stages, solution.codecs, strict=True):
+        members = kinds[kind].devices
+        device = members[0] if kind == 0 else members[next_member[kind]]
+        if kind:
+            next_member[kind] += 1
+        stages.append(Stage(device, Segment(start, end), codec))
+    return tuple(stages)
+
+
+def plan_id(cluster: Cluster, stages: tuple[Stage, ...], workload: Workload) -> str:
+    """A content hash: the same model, split, codecs and workload give the same id."""
+    content = {
+        "model": cluster.model.digest,
+        "stages": [[s.device, s.segment.start, s.segment.end, s.codec_out] for s in stages],
+        "workload": [workload.prompt_tokens, workload.new_tokens, workload.sessions, workload.objective],
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def diagnose(cluster: Cluster, w: Workload, pin: bool) -> str:
+    """Why no chain fits: the first constraint found broken, with the shortfall."""
+    n = cluster.model.n_units
+    edge = cluster.edge
+    context = f"for {w.kv_tokens} tokens of context x {w.sessions} session(s)"
+
+    def need(device, start: int, end: int) -> int:
+        return sum(unit_memory_bytes(device.profile.unit_cost(u), w) for u in range(start, end))
+
+    if pin:
+        ends = need(edge, 0, 1) + need(edge, n - 1, n)
+        if ends > edge.memory_bytes:
+            return (
+                f"the edge {edge.name} must hold embed and head, which need {gb(ends)}, but it offers "
+                f"{gb(edge.memory_bytes)}; raise its memory_gb or plan with --no-pin"
+            )
+    reachable = _servers_on_a_round_trip(cluster)
+    devices = [edge, *reachable]
+    largest_block = max(range(1, n - 1), key=lambda u: need(edge, u, u + 1))
+    block_fits = [d for d in devices if need(d, largest_block, largest_block + 1) <= d.memory_bytes]
+    if not block_fits:
+        best = max(devices, key=lambda d: d.memory_bytes)
+        return (
+            f"one block needs {gb(need(best, largest_block, largest_block + 1))} {context}, "
+            f"but the largest device ({best.name}) offers {gb(best.memory_bytes)}"
+        )
+    if not reachable:
+        return (
+            f"the model needs {gb(need(edge, 0, n))} {context} but the edge {edge.name} offers "
+            f"{gb(edge.memory_bytes)}, and no server is linked to it both ways; add [[link]] entries"
+        )
+    needed = min(need(d, 0, n) for d in devices)
+    offered = sum(d.memory_bytes for d in devices)
+    weights = min(sum(d.profile.unit_cost(u).weight_bytes for u in range(n)) for d in devices)
+    if needed > offered:
+        return (
+            f"the model needs {gb(needed)} ({gb(weights)} of weights + KV cache {context}), "
+            f"devices reachable from the edge offer {gb(offered)}"
+        )
+    return (
+        f"no chain of linked devices fits: the model needs {gb(needed)} {context}, the devices offer "
+        f"{gb(offered)} in total, but segments must be contiguous and each device holds one; "
+        "add memory, links between servers, or fewer sessions/tokens"
+    )
+
+
+def _servers_on_a_round_trip(cluster: Cluster) -> list:
+    """Servers the edge can reach and that can reach the edge back, over declared links."""
+
+    def closure(start: str, forward: bool) -> set[str]:
+        seen, todo = {start}, [start]
+        while todo:
+            here = todo.pop()
+            for link in cluster.links:
+                a, b = (link.src, link.dst) if forward else (link.dst, link.src)
+                if a == here and b not in seen:
+                    seen.add(b)
+                    todo.append(b)
+        return seen
+
+    both = closure(cluster.edge.name, True) & closure(cluster.edge.name, False)
+    return [d for d in cluster.servers if d.name in both]

@@ -1,0 +1,70 @@
+"""Checks that a chain of stages can run on a cluster (plan; also what deploy re-checks).
+
+`chain_problem` returns the first broken rule as a sentence that names the device and the shortfall,
+or "" when the chain is valid. The solver never returns an invalid chain; baselines and plans loaded
+from disk go through here.
+"""
+
+from __future__ import annotations
+
+from partition.plan.cluster import GB, Cluster
+from partition.plan.costmodel import hops, unit_memory_bytes
+from partition.types import Stage, Workload, n_units
+
+
+def gb(n_bytes: float) -> str:
+    return f"{n_bytes / GB:.2f} GB"
+
+
+def device_memory(cluster: Cluster, stages: tuple[Stage, ...], w: Workload) -> dict[str, tuple[int, int]]:
+    """Bytes each device needs for its stages: (weights, KV cache)."""
+    out: dict[str, tuple[int, int]] = {}
+    for stage in stages:
+        profile = cluster.device(stage.device).profile
+        weights = kv = 0
+        for unit in range(stage.segment.start, stage.segment.end):
+            cost = profile.unit_cost(unit)
+            weights += cost.weight_bytes
+            kv += unit_memory_bytes(cost, w) - cost.weight_bytes
+        before = out.get(stage.device, (0, 0))
+        out[stage.device] = (before[0] + weights, before[1] + kv)
+    return out
+
+
+def chain_problem(cluster: Cluster, stages: tuple[Stage, ...], w: Workload, pin: bool) -> str:
+    """The first reason `stages` cannot run on `cluster`, or "" if it can."""
+    n = n_units(cluster.model.n_blocks)
+    names = {device.name for device in cluster.devices}
+    edge = cluster.edge.name
+    if not stages:
+        return "a plan needs at least one stage"
+    expected = 0
+    for stage in stages:
+        if stage.device not in names:
+            return f"stage device {stage.device!r} is not in the cluster"
+        if stage.segment.start != expected:
+            return f"stage on {stage.device} starts at unit {stage.segment.start}, expected {expected}"
+        expected = stage.segment.end
+    if expected != n:
+        return f"the stages cover units [0,{expected}) but the model has {n} units"
+    order = [stage.device for stage in stages]
+    repeated = [device for device in order if device != edge and order.count(device) > 1]
+    if repeated:
+        return f"device {repeated[0]} appears more than once in the chain"
+    if any(pos not in (0, len(order) - 1) for pos, device in enumerate(order) if device == edge):
+        return f"the edge {edge} may run only the first and the last stage of the chain"
+    if order == [edge, edge]:
+        return f"the edge {edge} runs two adjacent stages; make them one"
+    if pin and (order[0] != edge or order[-1] != edge):
+        return f"the edge {edge} must hold embed (unit 0) and head (unit {n - 1}); plan with --no-pin to lift this"
+    for src, dst, cut, _ in hops(cluster, stages):
+        if cluster.link(src, dst) is None:
+            return f"no link from {src} to {dst} (needed at cut {cut}); add a [[link]] between them"
+    for device, (weights, kv) in device_memory(cluster, stages, w).items():
+        offered = cluster.device(device).memory_bytes
+        if weights + kv > offered:
+            return (
+                f"{device} needs {gb(weights + kv)} ({gb(weights)} of weights + {gb(kv)} of KV cache) "
+                f"but offers {gb(offered)}"
+            )
+    return ""

@@ -1,0 +1,75 @@
+import json
+
+import pytest
+
+from partition.artifacts import load_plan, save_profile
+from partition.cli import main
+from partition.plan.synthetic import synthetic_profile
+
+CLUSTER = """
+[[device]]
+name = "phone"
+role = "edge"
+profile = "phone.json"
+memory_gb = 2.0
+[[device]]
+name = "server-a"
+role = "server"
+profile = "server.json"
+[[device]]
+name = "server-b"
+role = "server"
+profile = "server.json"
+memory_gb = 0.1
+[[link]]
+from = "phone"
+to = "server-a"
+bandwidth_mbps = 200
+latency_ms = 5
+"""
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    save_profile(synthetic_profile("phone", speed=0.2), tmp_path / "phone.json")
+    save_profile(synthetic_profile("server", speed=10, memory_gb=16), tmp_path / "server.json")
+    (tmp_path / "cluster.toml").write_text(CLUSTER)
+    return tmp_path
+
+
+def test_plan_prints_the_table_and_writes_the_plan(cluster, capsys):
+    out = cluster / "plan.json"
+    args = ["plan", "--model", "smollm2-135m", "--cluster", str(cluster / "cluster.toml"), "--out", str(out)]
+    assert main([*args, "--prompt-tokens", "64", "--new-tokens", "32"]) == 0
+    text = capsys.readouterr().out
+    plan = load_plan(out)
+    assert [s.device for s in plan.stages] == ["phone", "server-a", "phone"]
+    assert plan.epoch == 1 and plan.unused == ("server-b",)
+    for expected in ("block.0-29", "unused: server-b", "TTFT", "even", "memory_proportional", "edge_only"):
+        assert expected in text
+    assert "infeasible: no link from server-a to server-b" in text  # even needs a link that is not declared
+    assert f"wrote {out}" in text
+
+    # planning again over the same file raises the epoch; codecs can be restricted
+    assert main([*args, "--codecs", "raw", "fp16"]) == 0
+    again = load_plan(out)
+    assert again.epoch == 2 and {s.codec_out for s in again.stages} <= {"raw", "fp16"}
+    assert json.loads(out.read_text())["workload"]["prompt_tokens"] == 128
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--model", "llama-70b"], "measured for model 'smollm2-135m'"),
+        (["--model", "smollm2-135m", "--sessions", "0"], "sessions must be a positive integer"),
+        (["--model", "smollm2-135m", "--codecs", "gzip"], "unknown codec"),
+        (["--model", "smollm2-135m", "--epoch", "0"], "--epoch must be at least 1"),
+    ],
+)
+def test_plan_errors_are_one_line_with_exit_code_2(cluster, capsys, extra, message):
+    code = main(
+        ["plan", "--cluster", str(cluster / "cluster.toml"), "--out", str(cluster / "p.json"), *extra]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

@@ -1,0 +1,151 @@
+import pytest
+
+from partition.artifacts import save_profile
+from partition.errors import ConfigError
+from partition.plan.cluster import GB, MBPS, load_cluster
+from partition.plan.synthetic import synthetic_profile
+from partition.types import ModelRef
+
+HEADER = """
+[[device]]
+name = "phone"
+role = "edge"
+profile = "phone.json"
+memory_gb = 2.0
+"""
+
+
+@pytest.fixture
+def folder(tmp_path):
+    save_profile(synthetic_profile("phone", speed=0.3), tmp_path / "phone.json")
+    save_profile(synthetic_profile("gpu", speed=10, memory_gb=24), tmp_path / "gpu.json")
+    return tmp_path
+
+
+def write(folder, body: str):
+    path = folder / "cluster.toml"
+    path.write_text(HEADER + body)
+    return path
+
+
+def test_issue_example_with_symmetric_link(folder):
+    cluster = load_cluster(
+        write(
+            folder,
+            """
+[[device]]
+name = "server-a"
+role = "server"
+profile = "gpu.json"
+[[link]]
+from = "phone"
+to = "server-a"
+bandwidth_mbps = 50
+latency_ms = 10
+""",
+        )
+    )
+    assert cluster.edge.name == "phone" and cluster.edge.memory_bytes == 2 * GB
+    assert cluster.device("server-a").memory_bytes == 24 * GB  # the profile's memory when memory_gb is absent
+    there, back = cluster.link("phone", "server-a"), cluster.link("server-a", "phone")
+    assert (
+        there.bandwidth_Bps == back.bandwidth_Bps == 50 * MBPS and there.latency_s == back.latency_s == 0.01
+    )
+
+
+def test_both_directions_declared_are_kept_apart(folder):
+    cluster = load_cluster(
+        write(
+            folder,
+            """
+[[device]]
+name = "s"
+role = "server"
+profile = "gpu.json"
+[[link]]
+from = "phone"
+to = "s"
+bandwidth_mbps = 10
+latency_ms = 20
+[[link]]
+from = "s"
+to = "phone"
+bandwidth_mbps = 100
+latency_ms = 5
+""",
+        )
+    )
+    assert cluster.link("phone", "s").bandwidth_Bps == 10 * MBPS
+    assert (
+        cluster.link("s", "phone").bandwidth_Bps == 100 * MBPS
+        and cluster.link("s", "phone").latency_s == 0.005
+    )
+
+
+def test_count_expands_a_group_and_group_links_apply_to_members(folder):
+    cluster = load_cluster(
+        write(
+            folder,
+            """
+[[device]]
+name = "gpu"
+role = "server"
+profile = "gpu.json"
+memory_gb = 8
+count = 3
+[[link]]
+from = "phone"
+to = "gpu"
+bandwidth_mbps = 100
+latency_ms = 2
+[[link]]
+from = "gpu"
+to = "gpu"
+bandwidth_mbps = 10000
+latency_ms = 0.1
+""",
+        )
+    )
+    assert [d.name for d in cluster.servers] == ["gpu-0", "gpu-1", "gpu-2"]
+    assert cluster.link("gpu-2", "phone").latency_s == 0.002
+    assert cluster.link("gpu-0", "gpu-2").bandwidth_Bps == 10000 * MBPS
+    assert cluster.link("gpu-1", "gpu-1") is None
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('[[device]]\nname = "x"\nrole = "edge"\nprofile = "gpu.json"\n', "exactly one device with role"),
+        ('[[device]]\nname = "phone"\nrole = "server"\nprofile = "gpu.json"\n', "appear more than once"),
+        ('[[device]]\nname = "s"\nrole = "srv"\nprofile = "gpu.json"\n', "role must be"),
+        ('[[device]]\nname = "s"\nrole = "server"\n', "needs profile"),
+        ('[[device]]\nname = "s"\nrole = "server"\naddress = "10.0.0.5:7001"\n', "remote worker"),
+        ('[[device]]\nname = "s"\nrole = "server"\nprofile = "nope.json"\n', "cannot read"),
+        (
+            '[[device]]\nname = "s"\nrole = "server"\nprofile = "gpu.json"\nmemory_gb = -1\n',
+            "memory_gb must be a positive",
+        ),
+        ('[[device]]\nname = "s"\nrole = "server"\nprofile = "gpu.json"\nflops = 1\n', "unknown key"),
+        (
+            '[[link]]\nfrom = "phone"\nto = "mars"\nbandwidth_mbps = 1\nlatency_ms = 1\n',
+            "no device called 'mars'",
+        ),
+        ('[[link]]\nfrom = "phone"\nto = "phone"\nbandwidth_mbps = 1\nlatency_ms = 1\n', "to itself"),
+        (
+            '[[device]]\nname = "s"\nrole = "server"\nprofile = "gpu.json"\n[[link]]\nfrom = "phone"\nto = "s"\nlatency_ms = 1\n',
+            "missing bandwidth_mbps",
+        ),
+        ("[extra]\n", "unknown table"),
+        ("not toml [", "not valid TOML"),
+    ],
+)
+def test_malformed_cluster_files_say_what_to_fix(folder, body, message):
+    with pytest.raises(ConfigError, match=message):
+        load_cluster(write(folder, body))
+
+
+def test_profiles_of_different_models_are_refused(folder):
+    other = synthetic_profile("gpu", model=ModelRef("other", "d2", 30))
+    save_profile(other, folder / "other.json")
+    with pytest.raises(ConfigError, match="different models"):
+        load_cluster(write(folder, '[[device]]\nname = "s"\nrole = "server"\nprofile = "other.json"\n'))

@@ -1,0 +1,78 @@
+import json
+
+import pytest
+
+from partition.errors import ConfigError
+from partition.plan.codecs import DEFAULT_CODECS, CodecSpec, load_codec_table, select_codecs
+
+
+def test_default_table_has_the_documented_sizes():
+    sizes = {c.name: c.bytes_per_value for c in DEFAULT_CODECS}
+    assert sizes["raw"] == 4 and sizes["fp16"] == sizes["bf16"] == 2
+    assert 1.0 < sizes["int8"] < 1.1 and sizes["int8-zstd"] < 1 and 3 < sizes["shuffle-zstd"] < 4
+    assert {c.name for c in DEFAULT_CODECS if c.lossless} == {"raw", "shuffle-zstd"}
+
+
+def test_wire_bytes_and_codec_seconds():
+    codec = CodecSpec("x", 1.0, 1e-9, 2e-9, False, encode_call_s=1e-5, decode_call_s=2e-5)
+    assert codec.wire_bytes(4000) == 1000
+    assert codec.codec_s(4000) == pytest.approx(3e-5 + 4000 * 3e-9)
+    assert codec.codec_s(0) == 0
+
+
+def test_select_keeps_order_and_rejects_unknown_names():
+    assert [c.name for c in select_codecs(DEFAULT_CODECS, ["int8", "raw"])] == ["int8", "raw"]
+    assert select_codecs(DEFAULT_CODECS, None) == DEFAULT_CODECS
+    with pytest.raises(ConfigError, match="unknown codec.*zip.*known: raw"):
+        select_codecs(DEFAULT_CODECS, ["zip"])
+
+
+def test_load_our_table_format(tmp_path):
+    path = tmp_path / "codecs.json"
+    entry = {
+        "name": "raw",
+        "bytes_per_value": 4,
+        "encode_s_per_byte": 0,
+        "decode_s_per_byte": 0,
+        "lossless": True,
+    }
+    path.write_text(json.dumps({"schema": "partition/codec-table", "schema_version": 1, "codecs": [entry]}))
+    assert load_codec_table(path) == (CodecSpec("raw", 4.0, 0.0, 0.0, True),)
+    path.write_text(json.dumps({"schema": "partition/codec-table", "schema_version": 9, "codecs": []}))
+    with pytest.raises(ConfigError, match="schema_version 9"):
+        load_codec_table(path)
+    path.write_text(
+        json.dumps({"schema": "partition/codec-table", "schema_version": 1, "codecs": [{"name": "x"}]})
+    )
+    with pytest.raises(ConfigError, match="malformed codec entry"):
+        load_codec_table(path)
+
+
+def test_load_benchmark_results_fits_call_and_per_byte_costs(tmp_path):
+    rows = [
+        # encode: 10 us per call + 1 ns per fp32 byte; decode: 0.5 ns per byte
+        {
+            "codec": "int8",
+            "n_values": n,
+            "bytes_per_value": 1.0625,
+            "lossless": False,
+            "encode_s": 1e-5 + 4 * n * 1e-9,
+            "decode_s": 4 * n * 0.5e-9,
+        }
+        for n in (576, 576 * 16, 576 * 128)
+    ]
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"meta": {}, "results": rows}))
+    (codec,) = load_codec_table(path)
+    assert codec.name == "int8" and codec.bytes_per_value == 1.0625 and not codec.lossless
+    assert codec.encode_call_s == pytest.approx(1e-5) and codec.encode_s_per_byte == pytest.approx(1e-9)
+    assert codec.decode_call_s == pytest.approx(0, abs=1e-12) and codec.decode_s_per_byte == pytest.approx(
+        0.5e-9
+    )
+
+
+def test_bad_codec_numbers_are_rejected():
+    with pytest.raises(ConfigError, match="finite"):
+        CodecSpec("x", 0.0, 0.0, 0.0, True)
+    with pytest.raises(ConfigError, match="finite"):
+        CodecSpec("x", 1.0, -1.0, 0.0, True)

@@ -1,0 +1,90 @@
+"""The cost model on a chain small enough to add up by hand."""
+
+import pytest
+
+from partition.plan.cluster import Cluster, Device
+from partition.plan.codecs import DEFAULT_CODECS, CodecSpec
+from partition.plan.costmodel import best_hop, evaluate
+from partition.types import (
+    DeviceIdentity,
+    DeviceProfile,
+    Fit,
+    LayerCost,
+    LinkProfile,
+    ModelRef,
+    Segment,
+    Stage,
+    Workload,
+)
+
+MODEL = ModelRef("m", "d", 2)  # embed, block.0, block.1, head
+RAW = (CodecSpec("raw", 4.0, 0.0, 0.0, True),)
+
+
+def profile(name: str, block_prefill_per_token: float, block_step: float) -> DeviceProfile:
+    return DeviceProfile(
+        DeviceIdentity(name, "cpu", 1, None, 10**9),
+        MODEL,
+        "float32",
+        embed=LayerCost("embed", Fit(0.001, 0.0), Fit(0.001, 0.0), 100, 0, 1000),
+        block=LayerCost("block", Fit(0.0, block_prefill_per_token), Fit(block_step, 0.0), 100, 10, 1000),
+        head=LayerCost("head", Fit(0.005, 0.0), Fit(0.005, 0.0), 100, 0, 4),
+    )
+
+
+@pytest.fixture
+def cluster():
+    devices = (
+        Device("edge", "edge", profile("edge", 0.01, 0.02), 10**9),
+        Device("srv", "server", profile("srv", 0.001, 0.002), 10**9),
+    )
+    links = (LinkProfile("edge", "srv", 0.01, 1e6), LinkProfile("srv", "edge", 0.01, 1e6))
+    return Cluster(devices, links)
+
+
+CHAIN = (
+    Stage("edge", Segment(0, 1), "raw"),
+    Stage("srv", Segment(1, 3), "raw"),
+    Stage("edge", Segment(3, 4), "raw"),
+)
+
+
+def test_one_session_by_hand(cluster):
+    pred = evaluate(cluster, CHAIN, Workload(prompt_tokens=10, new_tokens=5), RAW)
+    # prefill: embed 1 ms, 10 x 1000 B over 1 MB/s + 10 ms, 2 blocks x 10 tokens x 1 ms, the same hop back, head 5 ms
+    assert pred.ttft_s == pytest.approx(0.001 + 0.020 + 0.020 + 0.020 + 0.005)
+    # a step: 1 ms, 1000 B + 10 ms, 2 x 2 ms, 1000 B + 10 ms, 5 ms
+    assert pred.tpot_s == pytest.approx(0.001 + 0.011 + 0.004 + 0.011 + 0.005)
+    assert pred.total_s == pytest.approx(pred.ttft_s + 4 * pred.tpot_s)
+    assert pred.round_s == pytest.approx(pred.tpot_s) and pred.objective_s == pred.total_s
+    assert [s.memory_bytes for s in pred.stages] == [100, 2 * (100 + 10 * 15), 100]
+    assert [(h.src, h.dst, h.cut, h.prefill_bytes, h.decode_bytes) for h in pred.links] == [
+        ("edge", "srv", 1, 10000, 1000),
+        ("srv", "edge", 3, 10000, 1000),
+    ]
+
+
+def test_sessions_batch_for_latency_and_pipeline_for_throughput(cluster):
+    pred = evaluate(cluster, CHAIN, Workload(10, 5, sessions=2, objective="throughput"), RAW)
+    # S = 2 prompts in one prefill batch: blocks twice the tokens; hops twice the bytes
+    assert pred.ttft_s == pytest.approx(0.001 + 0.030 + 2 * 0.020 + 0.030 + 0.005)
+    # batched step: each block one step + one extra token at the prefill rate (2 ms + 1 ms)
+    assert pred.tpot_s == pytest.approx(0.001 + 0.012 + 2 * 0.003 + 0.012 + 0.005)
+    # micro-batches: chain 32 ms + (S - 1) x the busiest resource (the edge: embed + head = 6 ms)
+    assert pred.round_s == pytest.approx(0.032 + 0.006)
+    assert pred.tokens_per_s == pytest.approx(2 / 0.038) and pred.objective_s == pred.round_s
+
+
+def test_token_ids_travel_raw_whatever_the_codecs(cluster):
+    chain = (Stage("srv", Segment(0, 4), "raw"),)
+    pred = evaluate(cluster, chain, Workload(10, 5), DEFAULT_CODECS[3:4])
+    assert [(h.cut, h.codec, h.prefill_bytes, h.decode_bytes) for h in pred.links] == [
+        (0, "raw", 40, 4),
+        (4, "raw", 4, 4),
+    ]
+
+
+@pytest.mark.parametrize(("bandwidth_mbps", "expected"), [(10, "int8-zstd"), (100_000, "raw")])
+def test_codec_per_hop_follows_the_link(bandwidth_mbps, expected):
+    link = LinkProfile("a", "b", 0.001, bandwidth_mbps * 1e6 / 8)
+    assert best_hop(link, 5, 32, 2304, DEFAULT_CODECS, Workload(128, 64)).codec == expected

@@ -1,0 +1,90 @@
+import json
+
+import pytest
+
+from partition.artifacts import (
+    load_plan,
+    load_profile,
+    plan_from_json,
+    plan_to_json,
+    profile_from_json,
+    profile_to_json,
+    save_plan,
+    save_profile,
+)
+from partition.errors import ConfigError
+from partition.plan import make_plan
+from partition.plan.synthetic import star_cluster, synthetic_profile
+from partition.types import Workload
+
+
+@pytest.fixture
+def plan():
+    edge = synthetic_profile("phone", speed=0.25)
+    cluster = star_cluster(edge, 2.0, [("gpu", synthetic_profile("gpu", speed=20), 16.0)], (200, 5))
+    return make_plan(cluster, Workload(64, 16))
+
+
+def test_profile_round_trips(tmp_path):
+    profile = synthetic_profile("phone", speed=0.5)
+    assert profile_from_json(profile_to_json(profile)) == profile
+    save_profile(profile, tmp_path / "p.json")
+    assert load_profile(tmp_path / "p.json") == profile
+
+
+def test_plan_round_trips_with_the_documented_fields(plan, tmp_path):
+    data = json.loads(plan_to_json(plan))
+    assert data["schema"] == "partition/plan" and data["schema_version"] == 1
+    assert data["model"] == {
+        "name": "smollm2-135m",
+        "digest": "synthetic-smollm2",
+        "n_blocks": 30,
+        "n_units": 32,
+    }
+    assert set(data["stages"][0]) == {"device", "start", "end", "codec_out"}
+    assert {"ttft_s", "tpot_s", "total_s", "stages", "links"} <= set(data["predicted"])
+    assert [b["name"] for b in data["baselines"]] == [
+        "even",
+        "memory_proportional",
+        "edge_only",
+        "best_single_server",
+    ]
+    save_plan(plan, tmp_path / "plan.json")
+    assert load_plan(tmp_path / "plan.json") == plan
+
+
+def _mutated(plan, change) -> str:
+    data = json.loads(plan_to_json(plan))
+    change(data)
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(schema="partition/device-profile"), "not a partition/plan file"),
+        (lambda d: d.update(schema_version=2), "schema_version 2"),
+        (lambda d: d.pop("epoch"), "epoch is missing"),
+        (lambda d: d.update(epoch="one"), "epoch: expected int"),
+        (lambda d: d["stages"][0].update(end=0), r"stages\[0\].start/end"),
+        (lambda d: d["stages"][1].pop("codec_out"), r"stages\[1\].codec_out is missing"),
+        (lambda d: d.update(surprise=1), "unknown field"),
+        (lambda d: d["model"].update(n_units=7), "n_units 7 disagrees"),
+        (lambda d: d["stages"].pop(), "cover units"),
+        (lambda d: d["predicted"].update(ttft_s=None), "predicted.ttft_s: expected float"),
+    ],
+)
+def test_malformed_plans_name_the_problem(plan, change, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        plan_from_json(_mutated(plan, change), "plan.json")
+    assert "plan.json" in str(error.value) and "partition plan" in str(error.value)
+
+
+def test_unreadable_files_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_profile(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_profile(tmp_path / "bad.json")
+    with pytest.raises(ConfigError, match="not a partition/device-profile"):
+        profile_from_json("[1, 2]")
