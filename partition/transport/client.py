@@ -127,6 +127,8 @@ class StageClient:
             await call.done_writing()
         except grpc.aio.AioRpcError as error:
             raise StageCallError(error.code(), error.details() or "", self.address) from None
+        except asyncio.InvalidStateError:  # the worker ended the call before a write
+            raise StageCallError(await call.code(), await call.details() or "", self.address) from None
         finally:
             call.cancel()
         return samples
@@ -149,6 +151,8 @@ class StageClient:
             await call.done_writing()
         except grpc.aio.AioRpcError as error:
             raise StageCallError(error.code(), error.details() or "", self.address) from None
+        except asyncio.InvalidStateError:  # the worker ended the call before a write
+            raise StageCallError(await call.code(), await call.details() or "", self.address) from None
         finally:
             call.cancel()
         return list(reply.samples) if reply is not grpc.aio.EOF else []
@@ -407,6 +411,8 @@ async def _open_stream(
         reply = await call.read()
     except grpc.aio.AioRpcError as error:
         raise StageCallError(error.code(), error.details() or "", address) from None
+    except asyncio.InvalidStateError:  # the worker ended the call before our first write (e.g. no token)
+        raise StageCallError(await call.code(), await call.details() or "", address) from None
     if reply is grpc.aio.EOF:
         raise StageCallError(await call.code(), await call.details() or "stream ended unopened", address)
     return reply.opened
