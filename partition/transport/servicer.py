@@ -150,6 +150,8 @@ class StageServicer:
             await call.done_writing()
         except grpc.aio.AioRpcError as error:
             raise StatusError.from_rpc(error, address) from None
+        except asyncio.InvalidStateError:  # the peer ended the call before a write
+            raise StatusError(await call.code(), await call.details() or "") from None
         finally:
             call.cancel()
         return samples
