@@ -37,7 +37,9 @@ def workers(start_worker):
     return [start_worker(f"smol-{i}") for i in range(4)]
 
 
-@pytest.mark.parametrize(("n_stages", "codec"), [(2, "raw"), (3, "raw"), (4, "raw"), (3, "shuffle-zstd")])
+# 2 and 3 stages and the lossless codec are covered through the coordinator (tests/coordinator);
+# here: four workers chained with no edge segment, the longest chain.
+@pytest.mark.parametrize(("n_stages", "codec"), [(4, "raw")])
 def test_split_smollm2_matches_the_whole_model(workers, expected, n_stages, codec):
     async def run():
         chain = Chain([w.address for w in workers[:n_stages]], TransportConfig())
