@@ -40,6 +40,10 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# Regenerate partition/transport/generated from protos/ (tests/transport/test_generated.py fails when stale).
+protos: $(VENV)/.project
+	$(PY) -m partition.transport.protogen
+
 test: lint
 	$(PY) -m pytest -q
 

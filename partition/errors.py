@@ -24,5 +24,17 @@ class ConfigError(PartitionError):
     """A malformed cluster file, plan file or command-line value."""
 
 
+class CodecError(PartitionError):
+    """Activation bytes that a codec cannot encode or decode (wrong size, corrupt, unknown codec)."""
+
+
+class SpanLogError(PartitionError):
+    """A span log file that is not ours, from an incompatible version, or corrupt."""
+
+
+class LabError(PartitionError):
+    """The emulated lab cannot be brought up or down (missing privilege, tool or kernel feature, a failed step)."""
+
+
 class InfeasiblePlanError(PartitionError):
     """No split of the model fits the cluster; the message names the constraint and the shortfall."""

@@ -15,7 +15,18 @@ from partition.errors import PartitionError
 
 # name -> (module, one-line help). Order is the order of the user's path.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "lab": (
+        "partition.cli.lab",
+        "emulate unequal devices on this machine (namespaces, tbf, delay, CPU quota)",
+    ),
+    "worker": ("partition.cli.worker", "serve one stage of a plan over gRPC"),
     "plan": ("partition.cli.plan", "choose the split of the model over a cluster and write plan.json"),
+    "serve": ("partition.cli.serve", "deploy a plan on its workers and generate through the split"),
+    "bench": (
+        "partition.cli.bench",
+        "measure a plan: latency metrics, and every stage and link against its prediction",
+    ),
+    "generate": ("partition.cli.generate", "generate text with the whole model in this process"),
 }
 
 

@@ -1,0 +1,128 @@
+"""Benchmark a plan (serve -> metrics): TTFT, TBT, TPOT, normalized latency, fluidity-index, fluid token
+rate, throughput, and every stage and link measured beside the plan's prediction.
+
+partition bench --plan plan.json --spawn-local --requests 5 --json out/bench.json --plot out/timeline.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from partition.cli.serve import add_transport_arguments, transport_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plan", type=Path, required=True, help="plan.json from `partition plan`")
+    parser.add_argument("--baseline", metavar="NAME", help="benchmark one of the plan's baselines instead")
+    parser.add_argument("--cluster", type=Path, help="cluster file with each device's `address`")
+    parser.add_argument("--spawn-local", action="store_true", help="start missing workers on this machine")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads of spawned workers and the edge"
+    )
+    parser.add_argument("--requests", type=int, default=5, help="requests to run")
+    parser.add_argument("--concurrency", type=int, default=1, help="requests in flight at once")
+    parser.add_argument("--prompt-tokens", type=int, help="prompt length (default: the plan's workload)")
+    parser.add_argument("--new-tokens", type=int, help="tokens generated per request (default: the plan's)")
+    parser.add_argument("--warmup", type=int, default=1, help="requests run first and discarded")
+    parser.add_argument(
+        "--ttft-deadline", type=float, default=None, help="seconds (default: predicted TTFT + 0.3 s)"
+    )
+    parser.add_argument(
+        "--tbt-deadline", type=float, default=0.03, help="seconds per later token (default 0.03)"
+    )
+    parser.add_argument("--json", type=Path, dest="json_out", help="write every number here")
+    parser.add_argument("--spans", type=Path, help="write every hop span here (msgpack)")
+    parser.add_argument("--plot", type=Path, help="draw a per-token timeline of stages and hops (PNG)")
+    add_transport_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from partition.artifacts import load_plan
+    from partition.coordinator.bench import bench_prompt, predicted_vs_measured, run_requests
+    from partition.coordinator.deploy import deploy
+    from partition.coordinator.topology import split_plan
+    from partition.coordinator.workers import cluster_addresses, spawn_missing
+    from partition.errors import ConfigError
+    from partition.metrics.aggregate import summarize_run
+    from partition.metrics.report import comparison_table, hop_table, run_table
+    from partition.metrics.spans import link_summaries, stage_summaries
+    from partition.model.tokenizer import load_tokenizer
+
+    if args.requests < 1 or args.concurrency < 1:
+        raise ConfigError("--requests and --concurrency must be at least 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    plan = load_plan(args.plan)
+    if args.baseline:
+        from partition.plan.variants import baseline_plan
+
+        plan = baseline_plan(plan, args.baseline)
+    prompt_tokens = args.prompt_tokens or plan.workload.prompt_tokens
+    new_tokens = args.new_tokens or plan.workload.new_tokens
+    ttft_deadline = args.ttft_deadline if args.ttft_deadline is not None else plan.predicted.ttft_s + 0.3
+    addresses = cluster_addresses(args.cluster) if args.cluster else {}
+    remote = [s.device for s in split_plan(plan).remote]
+    spawned = spawn_missing(remote, addresses, plan.model.name, args.threads) if args.spawn_local else []
+    try:
+        deployment = deploy(
+            plan,
+            addresses,
+            transport_config(args),
+            max_context=prompt_tokens + new_tokens,
+            max_sessions=max(args.concurrency, 1),
+        )
+        try:
+            prompt = bench_prompt(load_tokenizer(deployment.source), prompt_tokens)
+            if args.warmup:
+                run_requests(deployment, prompt, min(new_tokens, 8), args.warmup, 1)
+            bench = run_requests(deployment, prompt, new_tokens, args.requests, args.concurrency)
+            comparisons = predicted_vs_measured(deployment, bench)
+        finally:
+            deployment.close()
+    finally:
+        for worker in spawned:
+            worker.stop()
+
+    metrics = summarize_run(bench.timings, ttft_deadline, args.tbt_deadline)
+    links, stages = link_summaries(bench.spans), stage_summaries(bench.spans)
+    print(f"plan {plan.plan_id} epoch {plan.epoch}: {args.requests} requests x {new_tokens} tokens, "
+          f"prompt {prompt_tokens} tokens, concurrency {args.concurrency}")  # fmt: skip
+    print(run_table(metrics))
+    print()
+    print(hop_table(links, stages))
+    print()
+    print(comparison_table(comparisons))
+    if args.json_out:
+        report = {
+            "plan_id": plan.plan_id,
+            "epoch": plan.epoch,
+            "stages": [[s.device, s.segment.start, s.segment.end, s.codec_out] for s in plan.stages],
+            "workload": {
+                "prompt_tokens": prompt_tokens,
+                "new_tokens": new_tokens,
+                "concurrency": args.concurrency,
+            },
+            "metrics": asdict(metrics),
+            "links": [asdict(link) for link in links],
+            "stages_measured": [asdict(stage) for stage in stages],
+            "predicted_vs_measured": [
+                {"name": c.name, "predicted_s": c.predicted_s, "measured_s": c.measured_s, "error": c.error}
+                for c in comparisons
+            ],
+        }
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(report, indent=2, default=str))
+    if args.spans:
+        from partition.metrics.spanlog import write_spans
+
+        write_spans(args.spans, bench.spans)
+    if args.plot:
+        from partition.metrics.timeline import plot_timeline
+
+        plot_timeline(bench.spans, args.plot)
+    return 0

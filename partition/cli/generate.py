@@ -1,0 +1,59 @@
+"""Generate text with the whole model in this process (no split): the reference the pipeline must match."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from partition.cli.prompting import add_prompt_arguments, build_request, prompt_ids
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="smollm2-135m", help="built-in name, HF directory or .gguf file")
+    add_prompt_arguments(parser)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from partition.errors import ConfigError
+    from partition.model import load_segment, resolve_model
+    from partition.model.generation import generate, local_step
+    from partition.model.tokenizer import load_tokenizer
+    from partition.types import Segment
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    source = resolve_model(args.model)
+    tokenizer = load_tokenizer(source)
+    ids = prompt_ids(args, tokenizer)
+    context = min(source.spec.max_context, len(ids) + args.max_new_tokens)
+    request = build_request(args, ids, max(context, len(ids)))
+    if len(ids) >= source.spec.max_context:
+        request = build_request(args, ids, source.spec.max_context)  # generate() raises with the numbers
+    model = load_segment(source, Segment.whole(source.spec.n_blocks))
+    cache = model.new_cache(slots=1, max_len=request.context)
+    eos = tuple(set(source.spec.eos_token_ids) | set(tokenizer.eos_ids))
+
+    def show(chunk: str) -> None:
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+
+    result = generate(local_step(model, cache), request, eos, tokenizer.decode, None if args.json else show)
+    if args.json:
+        out = {
+            "model": source.name,
+            "text": result.text,
+            "token_ids": result.token_ids,
+            "prompt_token_ids": result.prompt_token_ids,
+            "finish_reason": result.finish_reason,
+            "timings": result.timings(),
+        }
+        print(json.dumps(out))
+    else:
+        sys.stdout.write("\n")
+    return 0

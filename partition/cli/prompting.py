@@ -1,0 +1,34 @@
+"""Prompt and sampling options shared by `generate` and `serve`, and turning them into a request."""
+
+from __future__ import annotations
+
+import argparse
+
+from partition.model.generation import GenerationRequest
+from partition.model.sampling import SamplingParams
+
+
+def add_prompt_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--prompt", required=required, help="the prompt text")
+    parser.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    parser.add_argument("--system", default=None, help="system message for --chat")
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate at most")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    parser.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0 = off)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
+    parser.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
+    parser.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
+
+
+def prompt_ids(args: argparse.Namespace, tokenizer) -> list[int]:
+    if not args.chat:
+        return tokenizer.encode(args.prompt)
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    messages.append({"role": "user", "content": args.prompt})
+    return tokenizer.encode(tokenizer.render_chat(messages), add_special=False)
+
+
+def build_request(args: argparse.Namespace, ids: list[int], context: int) -> GenerationRequest:
+    sampling = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
+    return GenerationRequest(ids, args.max_new_tokens, sampling, tuple(args.stop), context)

@@ -1,0 +1,146 @@
+"""Serve a plan: deploy it on its workers, then generate through the split (serve).
+
+partition serve --plan plan.json --cluster cluster.toml --chat --prompt "What is the capital of France?"
+partition serve --plan plan.json --spawn-local --prompt "Once upon a time" --json
+Without --prompt, reads one prompt per line from standard input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from partition.cli.prompting import add_prompt_arguments, build_request, prompt_ids
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plan", type=Path, required=True, help="plan.json from `partition plan`")
+    parser.add_argument("--cluster", type=Path, help="cluster file with each device's `address`")
+    parser.add_argument(
+        "--spawn-local",
+        action="store_true",
+        help="start a local worker for every device with no address or nothing listening there",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="NAME",
+        help="serve one of the plan's baselines instead (even, memory_proportional, edge_only, best_single_server)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads of spawned workers and the edge"
+    )
+    parser.add_argument("--max-context", type=int, default=2048, help="tokens per session (prompt + output)")
+    parser.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions per worker")
+    add_prompt_arguments(parser, required=False)
+    add_transport_arguments(parser)
+
+
+def add_transport_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tls-ca", type=Path, help="PEM CA bundle that signed the workers' certificates")
+    parser.add_argument("--tls-cert", type=Path, help="client certificate, for workers that require one")
+    parser.add_argument("--tls-key", type=Path, help="private key of --tls-cert")
+    parser.add_argument("--token-file", type=Path, help="file with the workers' shared token")
+
+
+def transport_config(args: argparse.Namespace):
+    from partition.transport.channels import TransportConfig
+
+    return TransportConfig.from_files(args.tls_cert, args.tls_key, args.tls_ca, args.token_file)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from partition.artifacts import load_plan
+    from partition.coordinator.deploy import deploy
+    from partition.coordinator.topology import split_plan
+    from partition.coordinator.workers import cluster_addresses, spawn_missing
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    plan = load_plan(args.plan)
+    if args.baseline:
+        from partition.plan.variants import baseline_plan
+
+        plan = baseline_plan(plan, args.baseline)
+    addresses = cluster_addresses(args.cluster) if args.cluster else {}
+    remote = [s.device for s in split_plan(plan).remote]
+    spawned = spawn_missing(remote, addresses, plan.model.name, args.threads) if args.spawn_local else []
+    try:
+        deployment = deploy(
+            plan,
+            addresses,
+            transport_config(args),
+            max_context=args.max_context,
+            max_sessions=args.max_sessions,
+        )
+        try:
+            if args.prompt is not None:
+                answer(deployment, args, args.prompt)
+            else:
+                for line in sys.stdin:
+                    if line.strip():
+                        answer(deployment, args, line.rstrip("\n"))
+        finally:
+            deployment.close()
+    finally:
+        for worker in spawned:
+            worker.stop()
+    return 0
+
+
+def answer(deployment, args: argparse.Namespace, prompt: str) -> None:
+    from partition.coordinator.session import PipelineSession
+    from partition.metrics.spans import link_summaries, stage_summaries
+    from partition.model.generation import generate
+    from partition.model.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(deployment.source)
+    args.prompt = prompt
+    ids = prompt_ids(args, tokenizer)
+    context = min(deployment.max_context, len(ids) + args.max_new_tokens)
+    request = build_request(args, ids, max(context, min(len(ids), deployment.max_context)))
+    eos = tuple(set(deployment.source.spec.eos_token_ids) | set(tokenizer.eos_ids))
+    session = PipelineSession(deployment, context=request.context)
+
+    def show(chunk: str) -> None:
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+
+    try:
+        result = generate(session.step, request, eos, tokenizer.decode, None if args.json else show)
+    finally:
+        session.close()
+    if not args.json:
+        sys.stdout.write("\n")
+        return
+    links = link_summaries(session.spans)
+    out = {
+        "plan_id": deployment.plan.plan_id,
+        "epoch": deployment.plan.epoch,
+        "text": result.text,
+        "token_ids": result.token_ids,
+        "prompt_token_ids": result.prompt_token_ids,
+        "finish_reason": result.finish_reason,
+        "metrics": {"ttft_s": result.ttft_s, "tpot_s": result.tpot_s, "tbt_s": result.tbt_s},
+        "hops": [
+            {
+                "from": link.src,
+                "to": link.dst,
+                "codec": link.codec,
+                "latency_p50_s": link.latency_p50_s,
+                "latency_p99_s": link.latency_p99_s,
+                "wire_p50_s": link.wire_p50_s,
+                "bytes_per_token": link.bytes_per_token,
+            }
+            for link in links
+        ],
+        "stages": [
+            {"device": s.device, "compute_p50_s": s.compute_p50_s, "queue_p50_s": s.queue_p50_s}
+            for s in stage_summaries(session.spans)
+        ],
+        "predicted": {"ttft_s": deployment.plan.predicted.ttft_s, "tpot_s": deployment.plan.predicted.tpot_s},
+    }
+    print(json.dumps(out))

@@ -1,0 +1,86 @@
+"""Run a stage worker: it loads the segment a plan gives it and serves it over gRPC (deploy, serve).
+
+partition worker --listen 0.0.0.0:7001 --name server-a --models-dir /srv/models --token-file token
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--listen", required=True, metavar="HOST:PORT", help="address to serve on (port 0: any free port)"
+    )
+    parser.add_argument("--name", required=True, help="this worker's name in plans, errors and timings")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)"
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="torch device for the segment: cpu, cuda, cuda:1 (default: cpu)"
+    )
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        help="the only directory model paths in requests may point into (default: built-in models only)",
+    )
+    parser.add_argument(
+        "--kv-budget-mb",
+        type=float,
+        default=1024,
+        help="MiB of KV cache to preallocate at most (default: 1024)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=600,
+        metavar="SECONDS",
+        help="free a session's KV slot after this long without a step (default: 600)",
+    )
+    parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain of this worker (enables TLS)")
+    parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    parser.add_argument(
+        "--tls-ca", type=Path, help="PEM CA bundle: require and verify client certificates, verify peers"
+    )
+    parser.add_argument("--token-file", type=Path, help="file holding the shared token every call must carry")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="on SIGTERM, let running calls finish this long",
+    )
+    parser.add_argument(
+        "--ready-file", type=Path, help="write {address, port, pid} as JSON here once serving"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import torch
+
+    from partition.errors import ConfigError
+    from partition.runtime.stage import WorkerSettings
+    from partition.transport.channels import TransportConfig
+    from partition.transport.worker import serve_worker
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {args.device}: this machine has no CUDA device; use --device cpu")
+    if args.models_dir is not None and not args.models_dir.is_dir():
+        raise ConfigError(f"--models-dir {args.models_dir}: no such directory")
+    if args.tls_cert is None and args.tls_ca is not None:
+        raise ConfigError("--tls-ca on a worker requires --tls-cert and --tls-key (the worker serves TLS)")
+    settings = WorkerSettings(
+        name=args.name,
+        models_dir=args.models_dir,
+        device=args.device,
+        kv_budget_bytes=int(args.kv_budget_mb * 2**20),
+        idle_timeout_s=args.idle_timeout,
+    )
+    config = TransportConfig.from_files(args.tls_cert, args.tls_key, args.tls_ca, args.token_file)
+    asyncio.run(serve_worker(settings, config, args.listen, args.grace, args.ready_file))
+    return 0

@@ -1,0 +1,81 @@
+"""Plain float codecs: raw fp32 (lossless), fp16 and bf16 (round to nearest even).
+
+Error of the lossy ones, for a finite x (unit roundoff u = 2^-11 for fp16, 2^-8 for bf16):
+|decode(encode(x)) - x| <= u * |x| in the normal range; below it (fp16 under 6.1e-5) the absolute
+error is at most half the smallest subnormal step (2^-25 for fp16). NaN and inf pass through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from partition.codec.base import Codec, check_input, check_shape, check_size, numel, tensor_from
+from partition.errors import CodecError
+
+FP16_MAX = 65504.0  # largest finite fp16 value
+FP16_OVERFLOW = 65520.0  # from here on, round-to-nearest gives inf
+
+
+class Raw(Codec):
+    """fp32 little-endian, 4 bytes per value: what llama.cpp RPC and exo send."""
+
+    name = "raw"
+    lossless = True
+    bytes_per_value = 4.0
+
+    def encode(self, x: torch.Tensor) -> bytes:
+        return check_input(self.name, x).numpy().astype("<f4", copy=False).tobytes()
+
+    def decode(self, data: bytes, shape: Sequence[int]) -> torch.Tensor:
+        dims = check_shape(self.name, shape)
+        check_size(self.name, data, 4 * numel(dims), dims)
+        return tensor_from(data, "<f4", dims)
+
+
+class Fp16(Codec):
+    """IEEE half, 2 bytes per value: what Petals and vLLM send. Refuses values beyond +-65504."""
+
+    name = "fp16"
+    lossless = False
+    bytes_per_value = 2.0
+
+    def encode(self, x: torch.Tensor) -> bytes:
+        x = check_input(self.name, x)
+        # A finite activation that became inf would be silent garbage downstream. One min/max pass
+        # decides; the exact check runs only when something is out of range (or NaN, which min/max
+        # propagate and which may hide an overflow).
+        if x.numel():
+            low, high = (float(v) for v in torch.aminmax(x))
+            if not (low > -FP16_OVERFLOW and high < FP16_OVERFLOW):
+                overflow = torch.isfinite(x) & (x.abs() >= FP16_OVERFLOW)
+                if bool(overflow.any()):
+                    raise CodecError(
+                        f"fp16: value {float(x[overflow].abs().max()):.7g} exceeds the fp16 range "
+                        f"(+-{FP16_MAX:g}); use bf16, int8 or a lossless codec for this link"
+                    )
+        return x.to(torch.float16).numpy().astype("<f2", copy=False).tobytes()
+
+    def decode(self, data: bytes, shape: Sequence[int]) -> torch.Tensor:
+        dims = check_shape(self.name, shape)
+        check_size(self.name, data, 2 * numel(dims), dims)
+        return tensor_from(data, "<f2", dims).float()
+
+
+class Bf16(Codec):
+    """bfloat16 (fp32's range, 8 bits of mantissa), 2 bytes per value."""
+
+    name = "bf16"
+    lossless = False
+    bytes_per_value = 2.0
+
+    def encode(self, x: torch.Tensor) -> bytes:
+        # numpy has no bfloat16: move the bits as int16.
+        bits = check_input(self.name, x).to(torch.bfloat16).view(torch.int16)
+        return bits.numpy().astype("<i2", copy=False).tobytes()
+
+    def decode(self, data: bytes, shape: Sequence[int]) -> torch.Tensor:
+        dims = check_shape(self.name, shape)
+        check_size(self.name, data, 2 * numel(dims), dims)
+        return tensor_from(data, "<i2", dims).view(torch.bfloat16).float()

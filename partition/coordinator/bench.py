@@ -1,0 +1,106 @@
+"""Benchmark a deployment (serve -> metrics): N requests at a concurrency, every token timed on one clock,
+every hop spanned, and each stage and link measured beside the plan's prediction.
+
+Requests generate exactly `new_tokens` greedy tokens (EOS ignored) from prompts of exactly
+`prompt_tokens` tokens, so measured numbers are comparable with the plan's predictions for its workload.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from partition.coordinator.deploy import Deployment
+from partition.coordinator.session import PipelineSession
+from partition.metrics.latency import RequestTiming
+from partition.metrics.report import Comparison
+from partition.metrics.spans import HopSpan, link_summaries, stage_summaries
+from partition.model.generation import GenerationRequest, generate
+
+PROMPT_TEXT = (
+    "The history of the lighthouse begins with fires lit on hilltops to guide ships home at night. "
+    "Over the centuries keepers tended lamps of oil, then of gas, and finally of electricity. "
+)
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    timings: tuple[RequestTiming, ...]  # one per request, perf_counter seconds
+    spans: tuple[HopSpan, ...]  # every hop of every step of every request
+    token_ids: tuple[tuple[int, ...], ...]  # what each request generated
+
+
+def bench_prompt(tokenizer, prompt_tokens: int) -> list[int]:
+    """Exactly `prompt_tokens` ids of ordinary English text."""
+    base = tokenizer.encode(PROMPT_TEXT)
+    ids = (base * (prompt_tokens // len(base) + 1))[:prompt_tokens]
+    return ids
+
+
+def run_requests(
+    deployment: Deployment,
+    prompt_ids: Sequence[int],
+    new_tokens: int,
+    requests: int,
+    concurrency: int = 1,
+) -> BenchRun:
+    context = len(prompt_ids) + new_tokens
+
+    def one(index: int):
+        session = PipelineSession(deployment, session_id=f"bench-{index}", context=context)
+        try:
+            request = GenerationRequest(list(prompt_ids), max_new_tokens=new_tokens, context=context)
+            result = generate(session.step, request, eos_ids=(), decode=lambda ids: "")
+        finally:
+            session.close()
+        timing = RequestTiming(result.start_s, tuple(result.token_times_s), len(prompt_ids))
+        return timing, session.spans, tuple(result.token_ids)
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        outcomes = list(pool.map(one, range(requests)))
+    return BenchRun(
+        timings=tuple(t for t, _, _ in outcomes),
+        spans=tuple(span for _, spans, _ in outcomes for span in spans),
+        token_ids=tuple(ids for _, _, ids in outcomes),
+    )
+
+
+def predicted_vs_measured(deployment: Deployment, run: BenchRun) -> list[Comparison]:
+    """TTFT, TPOT, each stage's decode compute and each link's decode latency: plan beside measurement."""
+    plan = deployment.plan
+    ttfts = [t.token_times_s[0] - t.arrival_s for t in run.timings]
+    tpots = [
+        (t.token_times_s[-1] - t.token_times_s[0]) / (t.n_tokens - 1) for t in run.timings if t.n_tokens > 1
+    ]
+    rows = [
+        Comparison("TTFT", plan.predicted.ttft_s, statistics.median(ttfts)),
+        Comparison("TPOT", plan.predicted.tpot_s, statistics.median(tpots) if tpots else float("nan")),
+    ]
+    stages = stage_summaries(run.spans)
+    topology = deployment.topology
+    has_front = topology.front is not None
+    # hop index of each plan stage: the front is hop 0, remote stage i is hop i (+1 with a front),
+    # the tail (head on the edge) computes at the last hop, where the result comes back
+    hop_of_stage = []
+    if has_front:
+        hop_of_stage.append(0)
+    hop_of_stage += [i + int(has_front) for i in range(len(topology.remote))]
+    if topology.tail is not None:
+        hop_of_stage.append(len(topology.remote) + int(has_front) if topology.remote else int(has_front))
+    by_hop = {s.hop: s for s in stages}
+    for stage, prediction, hop in zip(plan.stages, plan.predicted.stages, hop_of_stage, strict=False):
+        measured = by_hop.get(hop)
+        if measured is not None:
+            name = f"stage {stage.device} {stage.segment}"
+            rows.append(Comparison(name, prediction.step_s, measured.compute_p50_s))
+    links = [link for link in link_summaries(run.spans) if link.src]
+    for prediction, measured in zip(plan.predicted.links, links, strict=False):
+        if (prediction.src, prediction.dst) == (measured.src, measured.dst):
+            rows.append(
+                Comparison(
+                    f"link {measured.src} -> {measured.dst}", prediction.decode_s, measured.latency_p50_s
+                )
+            )
+    return rows

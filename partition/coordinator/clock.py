@@ -1,0 +1,52 @@
+"""Clock offset between the coordinator and each worker (serve -> metrics), NTP style.
+
+Each Probe round trip gives t0 (coordinator sends), t1 (worker receives), t2 (worker replies),
+t3 (coordinator receives), stamps in Unix ns on each side's own clock. For one sample
+(RFC 5905, section 8):
+    offset = ((t1 - t0) + (t2 - t3)) / 2      worker clock minus coordinator clock
+    delay  = (t3 - t0) - (t2 - t1)            round-trip time on the wire
+The samples with the smallest delay were queued least, so their offsets are the most trustworthy:
+we take the median offset of the fastest quarter. The error of the estimate is at most delay / 2.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ClockEstimate:
+    offset_ns: int  # worker clock - coordinator clock, ns
+    delay_ns: int  # round trip of the samples used, median, ns
+    error_bound_ns: int  # |true offset - estimate| is at most this (half the smallest round trip), ns
+    samples: int  # probes used
+
+    def to_local_ns(self, worker_stamp_ns: int) -> int:
+        """A worker's timestamp expressed on the coordinator's clock."""
+        return worker_stamp_ns - self.offset_ns
+
+    @staticmethod
+    def identity() -> ClockEstimate:
+        """Same machine, same clock."""
+        return ClockEstimate(0, 0, 0, 0)
+
+
+def estimate_offset(samples: Sequence[tuple[int, int, int, int]]) -> ClockEstimate:
+    """Estimate from (t0, t1, t2, t3) samples; at least one is needed."""
+    if not samples:
+        raise ValueError("clock offset needs at least one probe sample")
+    measured = []
+    for t0, t1, t2, t3 in samples:
+        delay = (t3 - t0) - (t2 - t1)
+        offset = ((t1 - t0) + (t2 - t3)) / 2
+        measured.append((max(delay, 0), offset))
+    measured.sort()
+    best = measured[: max(1, len(measured) // 4)]
+    return ClockEstimate(
+        offset_ns=round(statistics.median(o for _, o in best)),
+        delay_ns=round(statistics.median(d for d, _ in best)),
+        error_bound_ns=measured[0][0] // 2,
+        samples=len(samples),
+    )

@@ -1,0 +1,161 @@
+"""Deploy a plan: load the edge's segments here, LoadSegment on every worker, check every ack, and
+estimate each worker's clock offset (deploy, before serve).
+
+A deployment is only usable when every worker acknowledged the same plan id, epoch, model digest and
+the segment the plan gave it; anything else stops here with a message naming the worker and the mismatch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from partition.coordinator.clock import ClockEstimate, estimate_offset
+from partition.coordinator.loop import LoopThread
+from partition.coordinator.topology import Topology, split_plan
+from partition.errors import PartitionError
+from partition.types import Plan, Stage
+
+log = logging.getLogger(__name__)
+
+PROBE_ROUNDS = 16  # round trips per worker for the clock-offset estimate
+
+
+class DeployError(PartitionError):
+    """A worker is missing, refused its segment, or acknowledged something other than the plan."""
+
+
+@dataclass
+class Deployment:
+    plan: Plan
+    topology: Topology
+    source: object  # ModelSource: the edge's copy of the model
+    front_model: object | None  # SegmentModel run in this process before the chain
+    tail_model: object | None  # SegmentModel run in this process after the chain
+    chain: object | None  # transport.client.Chain over the remote stages
+    addresses: tuple[str, ...]  # remote stages' addresses, chain order
+    clocks: tuple[ClockEstimate, ...]  # per remote stage
+    acks: tuple = ()  # LoadSegmentReply per remote stage
+    max_context: int = 2048  # tokens per session
+    loop: LoopThread = field(default_factory=LoopThread)
+
+    def close(self) -> None:
+        if self.chain is not None:
+            self.loop.run(self.chain.close(), timeout_s=10)
+            self.chain = None
+        self.loop.close()
+
+
+def deploy(
+    plan: Plan,
+    addresses: Mapping[str, str],
+    transport=None,
+    max_context: int = 2048,
+    max_sessions: int = 4,
+    probe_rounds: int = PROBE_ROUNDS,
+) -> Deployment:
+    """Load `plan`; `addresses` maps each remote device name to its worker's host:port."""
+    import torch  # noqa: F401  (the edge segments need it; fail early if missing)
+
+    from partition.model import load_segment, resolve_model
+    from partition.transport.channels import TransportConfig
+    from partition.transport.client import Chain, StageCallError
+
+    topology = split_plan(plan)
+    missing = [s.device for s in topology.remote if s.device not in addresses]
+    if missing:
+        raise DeployError(
+            f'no address for device(s) {", ".join(missing)}: give each an `address = "host:port"` in the '
+            "cluster file, or use --spawn-local to start them on this machine"
+        )
+    source = resolve_model(plan.model.name)
+    max_context = min(max_context, source.spec.max_context)
+    if plan.model.digest and source.digest != plan.model.digest:
+        raise DeployError(
+            f"this machine's copy of {plan.model.name!r} has digest {source.digest}, but the plan was made "
+            f"for {plan.model.digest}; re-run `partition plan` against this model"
+        )
+    front = load_segment(source, topology.front.segment) if topology.front else None
+    tail = load_segment(source, topology.tail.segment) if topology.tail else None
+    deployment = Deployment(plan, topology, source, front, tail, None, (), (), max_context=max_context)
+    if not topology.remote:
+        return deployment
+    remote_addresses = tuple(addresses[s.device] for s in topology.remote)
+    chain = deployment.loop.run(_make_chain(Chain, list(remote_addresses), transport or TransportConfig()))
+    deployment.chain, deployment.addresses = chain, remote_addresses
+    try:
+        acks = deployment.loop.run(
+            chain.load(
+                plan.plan_id,
+                plan.epoch,
+                plan.model.name,
+                [s.segment for s in topology.remote],
+                [s.codec_out for s in topology.remote],
+                model_digest=plan.model.digest,
+                max_context=max_context,
+                max_sessions=max_sessions,
+            )
+        )
+        for stage, address, ack in zip(topology.remote, remote_addresses, acks, strict=True):
+            _check_ack(plan, stage, address, ack)
+        deployment.acks = tuple(acks)
+        deployment.clocks = tuple(
+            estimate_offset(
+                [(s.t0, s.t1, s.t2, s.t3) for s in deployment.loop.run(stage.probe(probe_rounds))]
+            )
+            for stage in chain.stages
+        )
+    except StageCallError as error:
+        deployment.close()
+        device = _device_at(topology.remote, remote_addresses, error.address)
+        raise DeployError(
+            f"worker for device {device!r} at {error.address} refused: {error.details}"
+        ) from None
+    except BaseException:
+        deployment.close()
+        raise
+    for stage, ack, clock in zip(topology.remote, deployment.acks, deployment.clocks, strict=True):
+        log.info(
+            "stage %s %s loaded %s in %.2f s, %.1f MB; clock offset %+.3f ms (+/- %.3f ms)",
+            stage.device,
+            stage.segment,
+            ack.model_name,
+            ack.load_s,
+            ack.weight_bytes / 1e6,
+            clock.offset_ns / 1e6,
+            clock.error_bound_ns / 1e6,
+        )
+    return deployment
+
+
+async def _make_chain(chain_class, addresses, config):
+    # grpc.aio channels belong to the loop they are created on: create them on the deployment's loop
+    return chain_class(addresses, config)
+
+
+def _check_ack(plan: Plan, stage: Stage, address: str, ack) -> None:
+    who = f"worker {ack.worker!r} at {address} (device {stage.device!r})"
+    if ack.worker != stage.device:
+        raise DeployError(
+            f"{address} answers as worker {ack.worker!r} but the plan puts device {stage.device!r} there; "
+            "check the addresses in the cluster file"
+        )
+    if (ack.plan_id, ack.epoch) != (plan.plan_id, plan.epoch):
+        raise DeployError(
+            f"{who} acknowledged plan {ack.plan_id} epoch {ack.epoch}, expected {plan.plan_id} epoch {plan.epoch}"
+        )
+    if plan.model.digest and ack.model_digest != plan.model.digest:
+        raise DeployError(
+            f"{who} has model digest {ack.model_digest}, the plan needs {plan.model.digest}: "
+            "give that worker the same model file"
+        )
+    if (ack.start, ack.end) != (stage.segment.start, stage.segment.end):
+        raise DeployError(f"{who} loaded [{ack.start},{ack.end}), the plan gave it {stage.segment}")
+
+
+def _device_at(stages, addresses, address: str) -> str:
+    for stage, candidate in zip(stages, addresses, strict=True):
+        if candidate == address:
+            return stage.device
+    return "?"

@@ -1,0 +1,111 @@
+"""One generation request through a deployment (serve): the `step` the generation loop calls.
+
+    session = PipelineSession(deployment, "req-1", context=512)
+    result = generate(session.step, request, eos, tokenizer.decode)
+    session.close()
+    session.spans     # per-hop timings of every step (metrics)
+
+A step runs the edge's front segment here, sends its output down the chain of workers, waits for the
+last worker's result, and runs the edge's head here. Every step records one span per hop.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import torch
+
+from partition.coordinator.deploy import Deployment
+from partition.coordinator.spans import EdgeTimes, RemoteHop, step_spans
+from partition.errors import ContextOverflowError
+from partition.metrics.spans import HopSpan
+
+
+class PipelineSession:
+    def __init__(self, deployment: Deployment, session_id: str | None = None, context: int | None = None):
+        self.deployment = deployment
+        self.session_id = session_id or uuid.uuid4().hex[:16]
+        self.context = context or deployment.max_context
+        if self.context > deployment.max_context:
+            raise ContextOverflowError(
+                f"a session of {self.context} tokens exceeds the deployment's context of "
+                f"{deployment.max_context}; serve with a larger --max-context"
+            )
+        d = deployment
+        self._front_cache = d.front_model.new_cache(1, self.context) if d.front_model else None
+        self._tail_cache = d.tail_model.new_cache(1, self.context) if d.tail_model else None
+        self._codecs = d.topology.link_codecs()
+        self._remote = None
+        if d.chain is not None:
+            plan = d.plan
+            self._remote = d.loop.run(
+                d.chain.open_session(self.session_id, plan.plan_id, plan.epoch, plan.model.digest)
+            )
+        self.start_ns = time.time_ns()
+        self.spans: list[HopSpan] = []
+        self._steps = 0
+
+    @torch.inference_mode()
+    def step(self, token_ids: list[int], position: int) -> torch.Tensor:
+        """Logits [V] of the last of `token_ids`, placed at `position`.. of the session."""
+        d = self.deployment
+        step_start_ns = time.time_ns()
+        x = torch.tensor([token_ids], dtype=torch.long)
+        front_s = tail_s = 0.0
+        if d.front_model is not None:
+            started = time.perf_counter()
+            x = d.front_model(x, self._front_cache, [0], [position])
+            front_s = time.perf_counter() - started
+        result = None
+        if self._remote is not None:
+            coro = self._remote.step(
+                x, position, codec=d.topology.input_codec, last_only=d.tail_model is None
+            )
+            result = d.loop.run(coro)
+            x = result.output
+        if d.tail_model is not None:
+            started = time.perf_counter()
+            x = d.tail_model(x, self._tail_cache, [0], [position], last_token_only=True)
+            tail_s = time.perf_counter() - started
+        self._record(len(token_ids), step_start_ns, front_s, tail_s, result)
+        self._steps += 1
+        return x[0, -1]
+
+    def _record(self, n_tokens: int, step_start_ns: int, front_s: float, tail_s: float, result) -> None:
+        d = self.deployment
+        edge = d.plan.edge
+        times = EdgeTimes(
+            session=self.session_id,
+            token=self._steps,
+            n_tokens=n_tokens,
+            session_start_ns=self.start_ns,
+            step_start_ns=step_start_ns,
+            front_compute_s=front_s,
+            encode_s=result.encode_s if result else 0.0,
+            sent_unix_ns=result.sent_unix_ns if result else 0,
+            bytes_sent=result.bytes_sent if result else 0,
+            received_unix_ns=result.received_unix_ns if result else 0,
+            decode_s=result.decode_s if result else 0.0,
+            bytes_received=result.bytes_received if result else 0,
+            tail_compute_s=tail_s,
+        )
+        hops = []
+        if result is not None:
+            for stage, hop in zip(d.topology.remote, result.hops, strict=True):
+                hops.append(
+                    RemoteHop(
+                        stage.device, hop.recv_unix_ns, hop.sent_unix_ns, hop.queue_s, hop.decode_s,
+                        hop.compute_s, hop.encode_s, hop.bytes_in, hop.bytes_out,
+                    )
+                )  # fmt: skip
+        self.spans.extend(
+            step_spans(
+                edge, times, hops, self._codecs, d.clocks, d.front_model is not None, d.tail_model is not None
+            )
+        )
+
+    def close(self) -> None:
+        if self._remote is not None:
+            self.deployment.loop.run(self._remote.close(), timeout_s=30)
+            self._remote = None

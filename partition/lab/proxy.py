@@ -1,0 +1,241 @@
+"""A TCP delay proxy (deploy, emulated lab): adds a fixed one-way delay to every byte, both directions.
+
+The kernel here has no netem, so one-way delay is emulated in user space. The proxy listens on a
+device's address inside its namespace and forwards to the worker on that namespace's loopback, so no
+traffic reaches the worker undelayed. The delay of a connection depends on who connects (the slower end
+of the pair decides), read from the peer's address.
+
+Each direction is a delay line: a reader stamps each chunk with `arrival + delay`, a writer sends it
+when due. Threads with time.sleep (nanosleep, ~0.1 ms precise) rather than asyncio, whose epoll timeouts
+round up to whole milliseconds: the `lan` config needs 0.5 ms.
+
+    python -m partition.lab.proxy --listen 10.213.0.2:7001 --target 127.0.0.1:7001 \
+        --delay-ms 10 --peer-delay-ms 10.213.0.3=10 --peer-delay-ms 10.213.0.2=0
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import logging
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("partition.lab.proxy")
+
+CHUNK = 256 * 1024  # bytes per recv
+QUEUE_LIMIT = 32 * 1024 * 1024  # bytes held per direction before the reader stops reading (backpressure)
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class DelayPolicy:
+    default_s: float  # one-way delay for peers not listed, seconds
+    peers_s: dict[str, float]  # peer IP -> one-way delay, seconds
+
+    def for_peer(self, ip: str) -> float:
+        return self.peers_s.get(ip, self.default_s)
+
+
+class _Pair:
+    """Two sockets of one proxied connection; closing is idempotent and unblocks every thread on them."""
+
+    def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
+        self.client, self.upstream = client, upstream
+        self._lock = threading.Lock()
+        self._closed = False
+        self._open_directions = 2
+
+    def direction_done(self) -> None:
+        with self._lock:
+            self._open_directions -= 1
+            last = self._open_directions == 0
+        if last:
+            self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        for sock in (self.client, self.upstream):
+            with contextlib.suppress(OSError):  # already disconnected
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+class DelayLine:
+    """One direction of a connection: bytes from `src` reach `dst` `delay_s` after they arrived."""
+
+    def __init__(
+        self, src: socket.socket, dst: socket.socket, delay_s: float, pair: _Pair, name: str
+    ) -> None:
+        self.src, self.dst, self.delay_s, self.pair, self.name = src, dst, delay_s, pair, name
+        self._queue: collections.deque[tuple[float, bytes]] = collections.deque()  # (due, chunk); b"" = EOF
+        self._queued_bytes = 0
+        self._cond = threading.Condition()
+
+    def start(self) -> None:
+        if self.delay_s <= 0:
+            threading.Thread(target=self._guard(self._copy), name=f"{self.name}-copy", daemon=True).start()
+            return
+        threading.Thread(target=self._guard(self._read), name=f"{self.name}-read", daemon=True).start()
+        threading.Thread(target=self._guard(self._write), name=f"{self.name}-write", daemon=True).start()
+
+    def _guard(self, body: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                body()
+            except OSError as error:  # a reset or a closed socket ends the whole connection
+                log.debug("%s: %s", self.name, error)
+                self.pair.close()
+                with self._cond:
+                    self._queue.append((0.0, b""))
+                    self._cond.notify_all()
+
+        return run
+
+    def _copy(self) -> None:
+        while data := self.src.recv(CHUNK):
+            self.dst.sendall(data)
+        self._finish()
+
+    def _read(self) -> None:
+        while True:
+            data = self.src.recv(CHUNK)
+            due = time.monotonic() + self.delay_s
+            with self._cond:
+                while self._queued_bytes > QUEUE_LIMIT:
+                    self._cond.wait()
+                self._queue.append((due, data))
+                self._queued_bytes += len(data)
+                self._cond.notify_all()
+            if not data:
+                return
+
+    def _write(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                due, data = self._queue.popleft()
+                self._queued_bytes -= len(data)
+                self._cond.notify_all()
+            if not data:
+                self._finish()
+                return
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self.dst.sendall(data)
+
+    def _finish(self) -> None:
+        with contextlib.suppress(OSError):  # the other side may be gone already
+            self.dst.shutdown(socket.SHUT_WR)  # pass the half-close on
+        self.pair.direction_done()
+
+
+def _tight_timers() -> None:
+    """Ask Linux for 1 ns timer slack (default 50 us) so sleeps end on time; inherited by new threads."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(29, 1, 0, 0, 0)  # PR_SET_TIMERSLACK = 29
+    except (OSError, AttributeError) as error:
+        log.debug("timer slack unchanged: %s", error)
+
+
+def _tune(sock: socket.socket) -> None:
+    # gRPC and the workers send small messages: Nagle would add up to 40 ms of its own delay.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def wait_for(target: tuple[str, int], timeout_s: float) -> bool:
+    """True once something accepts connections at `target`, False after `timeout_s` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(target, timeout=1.0).close()
+            return True
+        except OSError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+
+
+def serve(
+    listener: socket.socket, target: tuple[str, int], policy: DelayPolicy, stop: threading.Event
+) -> None:
+    """Accept and proxy connections until `stop` is set."""
+    _tight_timers()
+    listener.settimeout(0.2)
+    while not stop.is_set():
+        try:
+            client, _ = listener.accept()
+        except TimeoutError:
+            continue
+        _proxy(client, target, policy)
+
+
+def _proxy(client: socket.socket, target: tuple[str, int], policy: DelayPolicy) -> None:
+    peer_ip = client.getpeername()[0]
+    delay_s = policy.for_peer(peer_ip)
+    try:
+        upstream = socket.create_connection(target, timeout=5.0)
+    except OSError as error:
+        log.warning("cannot reach %s:%d for %s: %s", *target, peer_ip, error)
+        client.close()
+        return
+    upstream.settimeout(None)
+    client.settimeout(None)
+    _tune(client)
+    _tune(upstream)
+    pair = _Pair(client, upstream)
+    log.info("connection from %s: %.3f ms each way", peer_ip, delay_s * 1e3)
+    DelayLine(client, upstream, delay_s, pair, f"{peer_ip}>").start()
+    DelayLine(upstream, client, delay_s, pair, f"{peer_ip}<").start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="TCP proxy adding a one-way delay in both directions")
+    parser.add_argument("--listen", required=True, help="HOST:PORT to accept on")
+    parser.add_argument("--target", required=True, help="HOST:PORT to forward to")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay for unlisted peers")
+    parser.add_argument(
+        "--peer-delay-ms", action="append", default=[], metavar="IP=MS", help="per-peer delay"
+    )
+    parser.add_argument(
+        "--wait-s", type=float, default=60.0, help="how long to wait for the target to listen"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s proxy %(levelname)s: %(message)s")
+
+    peers = {}
+    for item in args.peer_delay_ms:
+        ip, _, ms = item.partition("=")
+        peers[ip] = float(ms) / 1e3
+    policy = DelayPolicy(default_s=args.delay_ms / 1e3, peers_s=peers)
+    target = parse_address(args.target)
+    # Listen only once the target does: a connectable proxy then means a ready worker.
+    if not wait_for(target, args.wait_s):
+        log.error("nothing listens at %s after %.0f s; not starting", args.target, args.wait_s)
+        return 3
+    listener = socket.create_server(parse_address(args.listen), backlog=128, reuse_port=False)
+    log.info("delaying %s -> %s (%s)", args.listen, args.target, policy)
+    serve(listener, target, policy, threading.Event())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Metrics across the requests of one run (metrics): distributions, throughput, goodput, fluid token rate."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from partition.metrics.latency import RequestMetrics, RequestTiming, request_metrics
+from partition.metrics.stats import Distribution, percentile
+
+
+@dataclass(frozen=True)
+class Slo:
+    """Service-level objectives a request must all meet to count toward goodput (None: no objective)."""
+
+    ttft_s: float | None = None  # TTFT at most this, seconds
+    tpot_s: float | None = None  # TPOT at most this, seconds
+    tbt_p99_s: float | None = None  # the request's p99 TBT at most this, seconds
+    fluidity_index: float | None = None  # fluidity-index at least this (with the run's deadlines)
+
+    def met_by(self, request: RequestMetrics) -> bool:
+        checks = [
+            self.ttft_s is None or request.ttft_s <= self.ttft_s,
+            self.tpot_s is None or (request.tpot_s is not None and request.tpot_s <= self.tpot_s),
+            self.tbt_p99_s is None or (request.tbt is not None and request.tbt.p99 <= self.tbt_p99_s),
+            self.fluidity_index is None or request.fluidity_index >= self.fluidity_index,
+        ]
+        return all(checks)
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    n_requests: int
+    duration_s: float  # first arrival to last token, seconds
+    ttft_s: Distribution  # over requests
+    tpot_s: Distribution | None  # over requests with >= 2 tokens
+    tbt_s: Distribution | None  # over every gap of every request
+    normalized_latency_s: Distribution  # over requests
+    fluidity_index: Distribution  # over requests
+    fluid_token_rate: float | None  # tokens/s: 1 / p99 over requests of the smallest 10 %-miss D_d
+    throughput_tokens_per_s: float  # generated tokens / duration
+    throughput_requests_per_s: float  # requests / duration
+    goodput_requests_per_s: float  # requests meeting every SLO / duration
+    slo_attainment: float  # fraction of requests meeting every SLO
+
+
+def summarize_run(
+    timings: Sequence[RequestTiming],
+    ttft_deadline_s: float,
+    tbt_deadline_s: float,
+    slo: Slo | None = None,
+) -> RunMetrics:
+    """Aggregate the requests of one run (all timings on one clock)."""
+    if not timings:
+        raise ValueError("a run with no requests has no metrics")
+    slo = slo or Slo()
+    requests = [request_metrics(t, ttft_deadline_s, tbt_deadline_s) for t in timings]
+    start = min(t.arrival_s for t in timings)
+    end = max(t.token_times_s[-1] for t in timings)
+    duration = end - start
+    multi = [r for r in requests if r.tpot_s is not None]
+    deadlines = [r.min_tbt_deadline_s for r in multi if r.min_tbt_deadline_s is not None]
+    all_tbt = [gap for r in requests for gap in r.tbt_s]
+    good = sum(slo.met_by(r) for r in requests)
+
+    def rate(count: float) -> float:
+        return count / duration if duration > 0 else float("inf")
+
+    return RunMetrics(
+        n_requests=len(requests),
+        duration_s=duration,
+        ttft_s=Distribution.of([r.ttft_s for r in requests]),
+        tpot_s=Distribution.of([r.tpot_s for r in multi]) if multi else None,
+        tbt_s=Distribution.of(all_tbt) if all_tbt else None,
+        normalized_latency_s=Distribution.of([r.normalized_latency_s for r in requests]),
+        fluidity_index=Distribution.of([r.fluidity_index for r in requests]),
+        fluid_token_rate=1.0 / percentile(deadlines, 99) if deadlines else None,
+        throughput_tokens_per_s=rate(sum(r.n_tokens for r in requests)),
+        throughput_requests_per_s=rate(len(requests)),
+        goodput_requests_per_s=rate(good),
+        slo_attainment=good / len(requests),
+    )

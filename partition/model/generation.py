@@ -1,0 +1,154 @@
+"""The generation loop on the edge, independent of where the layers run.
+
+`generate(step, ...)` drives any `step(token_ids, position) -> logits of the last token [V]`: the whole
+model in this process (`local_step`) or a pipeline of remote segments (the coordinator). It samples,
+stops on EOS, stop strings or length, streams text, and records when each token was ready.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from partition.errors import ContextOverflowError
+from partition.model.sampling import Sampler, SamplingParams
+
+Step = Callable[[list[int], int], torch.Tensor]  # (new token ids, position of the first) -> logits [V]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt_ids: list[int]
+    max_new_tokens: int = 128
+    sampling: SamplingParams = SamplingParams()
+    stop: tuple[str, ...] = ()  # stop strings; the text is cut before them
+    context: int = 2048  # tokens the caches hold: prompt + generated must fit
+
+
+@dataclass
+class GenerationResult:
+    prompt_token_ids: list[int]
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    finish_reason: str = "length"  # "eos", "stop" or "length"
+    start_s: float = 0.0  # perf_counter when the request started (t0)
+    token_times_s: list[float] = field(default_factory=list)  # perf_counter when each token was ready
+
+    @property
+    def ttft_s(self) -> float:
+        return self.token_times_s[0] - self.start_s if self.token_times_s else float("nan")
+
+    @property
+    def tbt_s(self) -> list[float]:
+        t = self.token_times_s
+        return [b - a for a, b in zip(t, t[1:], strict=False)]
+
+    @property
+    def tpot_s(self) -> float:
+        """(t_N - t_1) / (N - 1): decode time per token, first token excluded."""
+        t = self.token_times_s
+        return (t[-1] - t[0]) / (len(t) - 1) if len(t) > 1 else float("nan")
+
+    def timings(self) -> dict[str, float | list[float]]:
+        total = self.token_times_s[-1] - self.start_s if self.token_times_s else 0.0
+        return {
+            "ttft_s": self.ttft_s,
+            "tpot_s": self.tpot_s,
+            "tbt_s": self.tbt_s,
+            "total_s": total,
+            "decode_tokens_per_s": 1.0 / self.tpot_s if self.tpot_s == self.tpot_s and self.tpot_s else 0.0,
+        }
+
+
+class TextStream:
+    """Incremental detokenization that never emits half a UTF-8 character or a stop string."""
+
+    def __init__(self, decode: Callable[[list[int]], str], stop: tuple[str, ...]):
+        self.decode, self.stop = decode, stop
+        self.ids: list[int] = []
+        self.emitted = 0  # characters already handed out
+        self.stopped = False
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        text = self.decode(self.ids)
+        for stop in self.stop:
+            cut = text.find(stop)
+            if cut != -1:
+                self.stopped = True
+                return self._emit(text[:cut], final=True)
+        return self._emit(text, final=False)
+
+    def text(self) -> str:
+        full = self.decode(self.ids)
+        cuts = [full.find(s) for s in self.stop if s in full]
+        return full[: min(cuts)] if cuts else full
+
+    def _emit(self, text: str, final: bool) -> str:
+        safe = len(text)
+        if not final:
+            if text.endswith("\ufffd"):  # an incomplete multi-byte character
+                safe = len(text.rstrip("\ufffd"))
+            # hold back a tail that could be the start of a stop string
+            for stop in self.stop:
+                for k in range(min(len(stop) - 1, len(text)), 0, -1):
+                    if text.endswith(stop[:k]):
+                        safe = min(safe, len(text) - k)
+                        break
+        chunk = text[self.emitted : safe] if safe > self.emitted else ""
+        self.emitted = max(self.emitted, safe)
+        return chunk
+
+
+def generate(
+    step: Step,
+    request: GenerationRequest,
+    eos_ids: tuple[int, ...],
+    decode: Callable[[list[int]], str],
+    on_text: Callable[[str], None] | None = None,
+) -> GenerationResult:
+    prompt = request.prompt_ids
+    if not prompt:
+        raise ContextOverflowError("the prompt is empty: give at least one token")
+    if len(prompt) >= request.context:
+        raise ContextOverflowError(
+            f"the prompt has {len(prompt)} tokens but the context holds {request.context}; shorten the prompt"
+        )
+    result = GenerationResult(prompt_token_ids=list(prompt), start_s=time.perf_counter())
+    sampler = Sampler(request.sampling)
+    stream = TextStream(decode, request.stop)
+    budget = min(request.max_new_tokens, request.context - len(prompt))
+    logits = step(list(prompt), 0)
+    position = len(prompt)
+    while len(result.token_ids) < budget:
+        token = sampler(logits)
+        if token in eos_ids:
+            result.finish_reason = "eos"
+            break
+        result.token_times_s.append(time.perf_counter())
+        result.token_ids.append(token)
+        chunk = stream.push(token)
+        if chunk and on_text is not None:
+            on_text(chunk)
+        if stream.stopped:
+            result.finish_reason = "stop"
+            break
+        if len(result.token_ids) == budget:
+            break
+        logits = step([token], position)
+        position += 1
+    result.text = stream.text()
+    return result
+
+
+def local_step(model, cache) -> Step:
+    """A step over the whole model held in this process (slot 0 of `cache`)."""
+
+    def step(token_ids: list[int], position: int) -> torch.Tensor:
+        ids = torch.tensor([token_ids], dtype=torch.long)
+        return model(ids, cache, [0], [position], last_token_only=True)[0, -1]
+
+    return step

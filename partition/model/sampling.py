@@ -1,0 +1,55 @@
+"""Choosing the next token from logits, on the edge: greedy, or temperature with top-k / top-p and a seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from partition.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.0  # 0 means greedy (argmax)
+    top_k: int = 0  # keep the k most likely tokens; 0 keeps all
+    top_p: float = 1.0  # keep the smallest set whose probability reaches p
+    seed: int | None = None  # makes sampling reproducible
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.top_k < 0:
+            raise ConfigError(f"top-k must be >= 0 (0 = off), got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"top-p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+class Sampler:
+    def __init__(self, params: SamplingParams):
+        self.params = params
+        self.generator = torch.Generator()
+        if params.seed is not None:
+            self.generator.manual_seed(params.seed)
+        else:
+            self.generator.seed()
+
+    def __call__(self, logits_V: torch.Tensor) -> int:
+        if self.params.greedy:
+            return int(torch.argmax(logits_V))
+        logits_V = logits_V.float() / self.params.temperature
+        if self.params.top_k:
+            kth = torch.topk(logits_V, min(self.params.top_k, logits_V.numel())).values[-1]
+            logits_V = logits_V.masked_fill(logits_V < kth, float("-inf"))
+        probs = torch.softmax(logits_V, dim=-1)
+        if self.params.top_p < 1.0:
+            sorted_probs, order = torch.sort(probs, descending=True)
+            # drop a token once the mass before it already reaches top_p (the first always stays)
+            drop = (torch.cumsum(sorted_probs, dim=-1) - sorted_probs) >= self.params.top_p
+            sorted_probs[drop] = 0.0
+            probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+        return int(torch.multinomial(probs, 1, generator=self.generator))

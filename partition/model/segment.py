@@ -1,0 +1,183 @@
+"""A segment model: the units `[start, end)` of a model, with its own KV cache (deploy + serve).
+
+`build_segment(spec, segment)` builds the modules for those units only; `load_segment(source, segment)`
+also fills them, reading only that segment's tensors from the checkpoint. Chaining segments
+`[0, k)` and `[k, n_units)` computes exactly what the whole model computes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from partition.errors import ContextOverflowError
+from partition.model.kv_cache import KVCache
+from partition.model.layers import Block, Embedding, Head, StepContext
+from partition.model.rope import RotaryTable
+from partition.model.spec import ModelSpec
+from partition.types import Segment
+
+
+class SegmentModel(nn.Module):
+    def __init__(self, spec: ModelSpec, segment: Segment):
+        super().__init__()
+        segment.check_within(spec.n_blocks)
+        self.spec = spec
+        self.segment = segment
+        self.block_ids = list(segment.blocks(spec.n_blocks))  # global block numbers owned
+        self.embed = Embedding(spec) if segment.has_embed else None
+        self.blocks = nn.ModuleList(Block(spec) for _ in self.block_ids)
+        self.head = Head(spec) if segment.has_head(spec.n_blocks) else None
+        self._rotary: RotaryTable | None = None
+
+    # -- what a stage holds -------------------------------------------------------------------------
+
+    @property
+    def takes_token_ids(self) -> bool:
+        return self.embed is not None
+
+    @property
+    def returns_logits(self) -> bool:
+        return self.head is not None
+
+    def units(self) -> dict[str, nn.Module]:
+        """Unit name -> module, in order: `embed`, `block.i`, `head`."""
+        units: dict[str, nn.Module] = {}
+        if self.embed is not None:
+            units["embed"] = self.embed
+        units.update({f"block.{i}": block for i, block in zip(self.block_ids, self.blocks, strict=True)})
+        if self.head is not None:
+            units["head"] = self.head
+        return units
+
+    def weight_bytes(self) -> int:
+        return sum(p.nbytes for p in self.parameters())  # shared (tied) matrices count once
+
+    def weights_digest(self) -> str:
+        """sha256 over this segment's parameters (names and bytes): proves what a worker loaded."""
+        sha = hashlib.sha256()
+        for name, tensor in self.state_dict().items():
+            sha.update(name.encode())
+            sha.update(tensor.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+        return "sha256:" + sha.hexdigest()
+
+    def new_cache(self, slots: int = 1, max_len: int | None = None) -> KVCache:
+        """A preallocated KV cache for `slots` sessions of up to `max_len` tokens each."""
+        max_len = max_len or self.spec.max_context
+        if max_len > self.spec.max_context:
+            raise ContextOverflowError(
+                f"a cache of {max_len} tokens exceeds the model's context of {self.spec.max_context}"
+            )
+        param = next(self.parameters())
+        spec = self.spec
+        return KVCache(
+            len(self.blocks), slots, spec.n_kv_heads, max_len, spec.head_dim, param.dtype, param.device
+        )
+
+    # -- running it ---------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: KVCache,
+        slots: Sequence[int],
+        positions: Sequence[int],
+        last_token_only: bool = False,
+    ) -> torch.Tensor:
+        """Run the segment for a batch of sessions.
+
+        x: token ids [B, S] (int64) if the segment holds `embed`, else hidden states [B, S, D].
+        slots[b], positions[b]: row b's cache slot and the position of its first new token.
+        Returns hidden states [B, S, D], or logits [B, S, V] (or [B, 1, V] with last_token_only)
+        if the segment holds `head`.
+        """
+        B, S = x.shape[0], x.shape[1]
+        ctx = self._context(list(slots), list(positions), B, S, cache)
+        if self.embed is not None:
+            x = self.embed(x, self._positions_tensor(ctx.starts, S, x.device))
+        for index, block in enumerate(self.blocks):
+            k_cache, v_cache = cache.layer(index)
+            x = block(x, ctx, k_cache, v_cache)
+        if self.head is not None:
+            if last_token_only:
+                x = x[:, -1:]
+            x = self.head(x)
+        return x
+
+    def _context(self, slots: list[int], starts: list[int], B: int, S: int, cache: KVCache) -> StepContext:
+        if len(slots) != B or len(starts) != B:
+            raise ValueError(
+                f"batch of {B} rows needs {B} slots and positions, got {len(slots)}, {len(starts)}"
+            )
+        kv_len = max(starts) + S
+        if kv_len > cache.max_len:
+            raise ContextOverflowError(
+                f"position {kv_len} is past the cache's {cache.max_len} tokens; start a new session "
+                "or plan a longer context"
+            )
+        device = cache.k.device
+        dtype = cache.k.dtype
+        cos = sin = None
+        if self.spec.family != "gpt2" and self.blocks:
+            rotary = self._rotary_table(cache.max_len, device)
+            positions_BS = self._positions_tensor(starts, S, device)
+            cos, sin = rotary.at(positions_BS, dtype)
+        mask = None
+        causal = False
+        if B == 1:
+            causal = S > 1 and starts[0] == 0
+            if S > 1 and starts[0] > 0:
+                mask = _causal_mask([starts[0]], S, kv_len, device)
+        elif S > 1 or len(set(starts)) > 1:
+            mask = _causal_mask(starts, S, kv_len, device)
+        slot_index = torch.tensor(slots, device=device) if B > 1 else None
+        return StepContext(slots, starts, S, kv_len, slot_index, cos, sin, mask, causal)
+
+    def _positions_tensor(self, starts: list[int], S: int, device) -> torch.Tensor:
+        """[B, S]: the position of every new token."""
+        return torch.tensor(starts, device=device).unsqueeze(1) + torch.arange(S, device=device)
+
+    def _rotary_table(self, max_len: int, device) -> RotaryTable:
+        if self._rotary is None or self._rotary.cos.shape[0] < max_len or self._rotary.cos.device != device:
+            self._rotary = RotaryTable(self.spec, max(max_len, 1), device)
+        return self._rotary
+
+
+def _causal_mask(starts: list[int], S: int, kv_len: int, device) -> torch.Tensor:
+    """[B, 1, S, kv_len] bool: row b's query i (at position starts[b] + i) sees keys at positions <= it."""
+    query_pos = torch.tensor(starts, device=device).view(-1, 1, 1) + torch.arange(S, device=device).view(
+        1, S, 1
+    )
+    key_pos = torch.arange(kv_len, device=device).view(1, 1, kv_len)
+    return (key_pos <= query_pos).unsqueeze(1)
+
+
+def build_segment(spec: ModelSpec, segment: Segment) -> SegmentModel:
+    """The modules of `segment`, parameters on the meta device (no memory) until weights are assigned."""
+    with torch.device("meta"):
+        return SegmentModel(spec, segment)
+
+
+def load_segment(
+    source,
+    segment: Segment,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> SegmentModel:
+    """Build `segment` of `source` and load only its units' tensors, one unit at a time."""
+    from partition.model.weight_map import unit_state
+
+    model = build_segment(source.spec, segment)
+    for offset, module in enumerate(model.units().values()):
+        state = unit_state(source, segment.start + offset)
+        state = {name: t.to(device=device, dtype=dtype) for name, t in state.items()}
+        module.load_state_dict(state, strict=True, assign=True)
+        del state
+    if model.embed is not None and model.head is not None and source.spec.tie_embeddings:
+        # one matrix serves both ends when a single process holds them (saves vocab x hidden floats)
+        model.head.lm_head.weight = model.embed.tokens.weight
+    return model.eval()

@@ -1,0 +1,90 @@
+"""Sessions of one loaded segment (serve): a KV-cache slot and the next expected position each.
+
+The table is owned by the stage's compute lane (one call at a time), so it needs no lock.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from partition.runtime.errors import CapacityError, PositionError, UnknownSessionError
+
+
+@dataclass
+class Session:
+    session_id: str
+    slot: int  # index into the segment's KV cache
+    next_position: int = 0  # tokens cached so far = position the next step must carry
+    last_used: float = field(default_factory=time.monotonic)  # monotonic seconds
+
+
+class SessionTable:
+    def __init__(self, slots: int, max_context: int, idle_timeout_s: float) -> None:
+        self.slots = slots  # KV slots = concurrent sessions
+        self.max_context = max_context  # tokens per slot
+        self.idle_timeout_s = idle_timeout_s
+        self._free = list(range(slots - 1, -1, -1))  # pop() hands out slot 0 first
+        self._sessions: dict[str, Session] = {}
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def open(self, session_id: str) -> tuple[Session, bool]:
+        """The session (existing, or new on a free slot) and whether it is new."""
+        session = self._sessions.get(session_id)
+        if session is not None:
+            session.last_used = time.monotonic()
+            return session, False
+        if not self._free:
+            raise CapacityError(
+                f"all {self.slots} KV slots ({self.max_context} tokens each) are held by live sessions; "
+                "end finished sessions with EndSession, wait for idle ones to expire "
+                f"(after {self.idle_timeout_s:g} s), or redeploy with more max_sessions or a larger "
+                "--kv-budget-mb"
+            )
+        session = Session(session_id, self._free.pop())
+        self._sessions[session_id] = session
+        return session, True
+
+    def get(self, session_id: str) -> Session:
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise UnknownSessionError(
+                f"session {session_id!r} is not open here (never opened, ended, or expired after "
+                f"{self.idle_timeout_s:g} s idle); open a new session and send its prompt again"
+            )
+        return session
+
+    def check_step(self, session: Session, position: int, n_tokens: int) -> None:
+        if position != session.next_position:
+            raise PositionError(
+                f"session {session.session_id!r}: expected position {session.next_position}, got {position}; "
+                "send steps in order, each at the previous position + n_tokens"
+            )
+        if position + n_tokens > self.max_context:
+            raise PositionError(
+                f"session {session.session_id!r}: positions {position}..{position + n_tokens - 1} run past the "
+                f"{self.max_context} tokens of its KV slot; end it and redeploy with a larger max_context"
+            )
+
+    def advance(self, session: Session, n_tokens: int) -> None:
+        session.next_position += n_tokens
+        session.last_used = time.monotonic()
+
+    def end(self, session_id: str) -> Session | None:
+        session = self._sessions.pop(session_id, None)
+        if session is not None:
+            self._free.append(session.slot)
+        return session
+
+    def expire(self, now: float | None = None) -> list[Session]:
+        """End and return the sessions idle for longer than the timeout."""
+        now = time.monotonic() if now is None else now
+        idle = [s for s in self._sessions.values() if now - s.last_used > self.idle_timeout_s]
+        for session in idle:
+            self.end(session.session_id)
+        return idle
+
+    def ids(self) -> list[str]:
+        return list(self._sessions)

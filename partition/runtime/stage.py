@@ -1,0 +1,279 @@
+"""The stage runtime (deploy + serve): one loaded segment, its KV cache, and checked steps.
+
+Every method runs in the worker's compute lane (partition/runtime/compute.py: one call at a time, in
+arrival order), so loads, steps and session changes never interleave and need no locks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from partition.runtime.errors import CapacityError, InvalidRequestError, StaleDeploymentError
+from partition.runtime.models_dir import resolve_allowed
+from partition.runtime.sessions import Session, SessionTable
+from partition.types import Segment
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"": torch.float32, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DEFAULT_MAX_CONTEXT = 2048  # tokens per session when LoadSegment leaves max_context at 0
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    name: str  # --name: how errors, timings and replies identify this worker
+    models_dir: Path | None = None  # the only directory model paths may point into
+    device: str = "cpu"  # torch device for the segment and its KV cache
+    kv_budget_bytes: int = 1 << 30  # bytes of KV cache this worker may preallocate
+    idle_timeout_s: float = 600.0  # seconds without a step before a session's slot is freed
+    default_sessions: int = 8  # KV slots when LoadSegment asks for "as many as fit" (capped by the budget)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What LoadSegment asked for: checked against every session and step."""
+
+    plan_id: str
+    epoch: int
+    model: str  # as named in the request
+    model_digest: str  # of the worker's copy
+    segment: Segment
+    dtype: str  # key of DTYPES
+    downstream: str  # host:port of the next stage; "" for the last stage
+    codec_out: str  # partition.codec name for outputs
+    max_context: int  # tokens per session
+    max_sessions: int  # as requested (0 = as many as the budget allows)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    deployment: Deployment
+    model_name: str
+    weights_digest: str
+    n_blocks: int  # of the whole model
+    hidden_size: int
+    vocab_size: int
+    kv_slots: int
+    weight_bytes: int
+    kv_bytes: int
+    load_s: float  # seconds; 0 when the request was already satisfied
+    device: str
+    dropped_sessions: tuple[str, ...] = field(default=())  # sessions of the previous deployment
+
+
+@dataclass
+class _Loaded:
+    deployment: Deployment
+    result: LoadResult
+    model: torch.nn.Module  # partition.model.SegmentModel
+    cache: object  # partition.model.KVCache
+    sessions: SessionTable
+
+
+class StageRuntime:
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self._loaded: _Loaded | None = None
+
+    # -- deploy ---------------------------------------------------------------------------------------
+
+    @property
+    def deployment(self) -> Deployment | None:
+        return self._loaded.deployment if self._loaded else None
+
+    def load(self, wanted: Deployment, expected_digest: str = "") -> LoadResult:
+        """Load `wanted.segment` of `wanted.model`, or answer at once if it is already loaded."""
+        from partition.codec import get_codec
+        from partition.model import load_segment
+
+        _check_request(wanted)
+        get_codec(wanted.codec_out)  # unknown codec: ConfigError before any loading
+        current = self._loaded
+        source = resolve_allowed(wanted.model, self.settings.models_dir)
+        digest = source.digest
+        if expected_digest and expected_digest != digest:
+            raise StaleDeploymentError(
+                f"model {wanted.model!r} here has digest {digest}, the plan expects {expected_digest}; "
+                "give this worker the same model file as the plan (or re-plan with its digest)"
+            )
+        spec = source.spec
+        try:
+            wanted.segment.check_within(spec.n_blocks)
+        except ValueError as error:
+            raise InvalidRequestError(f"segment {wanted.segment}: {error}") from None
+        wanted = replace(
+            wanted,
+            model_digest=digest,
+            max_context=wanted.max_context or min(DEFAULT_MAX_CONTEXT, spec.max_context),
+        )
+        if wanted.max_context > spec.max_context:
+            raise InvalidRequestError(
+                f"max_context {wanted.max_context} exceeds the model's context of {spec.max_context} tokens"
+            )
+        if current is not None and current.deployment == wanted:
+            return replace(current.result, load_s=0.0, dropped_sessions=())
+        slots = self._slots_for(wanted, spec)
+        start = time.perf_counter()
+        reusable = current is not None and _same_weights(current.deployment, wanted)
+        if reusable:
+            model = current.model
+        else:
+            self._loaded = None  # drop the old segment first: two models may not fit in memory
+            model = load_segment(
+                source, wanted.segment, dtype=DTYPES[wanted.dtype], device=self.settings.device
+            )
+        cache = model.new_cache(slots=slots, max_len=wanted.max_context)
+        _synchronize(self.settings.device)
+        result = LoadResult(
+            deployment=wanted,
+            model_name=wanted.model,
+            weights_digest=current.result.weights_digest if reusable else model.weights_digest(),
+            n_blocks=spec.n_blocks,
+            hidden_size=spec.hidden_size,
+            vocab_size=spec.vocab_size,
+            kv_slots=slots,
+            weight_bytes=model.weight_bytes(),
+            kv_bytes=cache.nbytes,
+            load_s=time.perf_counter() - start,
+            device=str(next(model.parameters()).device),
+            dropped_sessions=tuple(current.sessions.ids()) if current else (),
+        )
+        sessions = SessionTable(slots, wanted.max_context, self.settings.idle_timeout_s)
+        self._loaded = _Loaded(wanted, result, model, cache, sessions)
+        log.info(
+            "loaded %s %s of %s (plan %s epoch %d) in %.2f s: %d KV slots of %d tokens",
+            self.settings.name, wanted.segment, source.name, wanted.plan_id, wanted.epoch,
+            result.load_s, slots, wanted.max_context,
+        )  # fmt: skip
+        return result
+
+    def _slots_for(self, wanted: Deployment, spec) -> int:
+        n_blocks = len(wanted.segment.blocks(spec.n_blocks))
+        value_bytes = torch.empty((), dtype=DTYPES[wanted.dtype]).element_size()
+        slot_bytes = n_blocks * spec.kv_bytes_per_token(value_bytes) * wanted.max_context
+        budget = self.settings.kv_budget_bytes
+        fits = budget // slot_bytes if slot_bytes else wanted.max_sessions or self.settings.default_sessions
+        slots = wanted.max_sessions or min(fits, self.settings.default_sessions)
+        if slots < 1 or slots > fits:
+            raise CapacityError(
+                f"{max(slots, 1)} sessions of {wanted.max_context} tokens need "
+                f"{max(slots, 1) * slot_bytes / 2**20:.1f} MiB of KV cache for {n_blocks} blocks, over this "
+                f"worker's budget of {budget / 2**20:.1f} MiB; ask for fewer sessions or a shorter "
+                "max_context, or start the worker with a larger --kv-budget-mb"
+            )
+        return slots
+
+    # -- sessions -------------------------------------------------------------------------------------
+
+    def check_deployment(self, plan_id: str, epoch: int, model_digest: str | None = None) -> _Loaded:
+        loaded = self._loaded
+        if loaded is None:
+            raise StaleDeploymentError(
+                "no segment is loaded on this worker; deploy the plan (LoadSegment) first"
+            )
+        d = loaded.deployment
+        if (plan_id, epoch) != (d.plan_id, d.epoch):
+            raise StaleDeploymentError(
+                f"request is for plan {plan_id!r} epoch {epoch}, but this worker serves plan {d.plan_id!r} "
+                f"epoch {d.epoch}; open a new session against the current plan"
+            )
+        if model_digest is not None and model_digest != d.model_digest:
+            raise StaleDeploymentError(
+                f"request is for model digest {model_digest}, but this worker runs {d.model!r} with digest "
+                f"{d.model_digest}; open the session with the digest LoadSegment answered"
+            )
+        return loaded
+
+    def open_session(
+        self, session_id: str, plan_id: str, epoch: int, model_digest: str
+    ) -> tuple[Session, bool]:
+        """The session's slot (new or existing) and whether it is new; checks the deployment first."""
+        loaded = self.check_deployment(plan_id, epoch, model_digest)
+        session, new = loaded.sessions.open(session_id)
+        if new:
+            loaded.cache.clear_slot(session.slot)  # a new session must not see the previous owner's keys
+        return session, new
+
+    def end_session(self, session_id: str, plan_id: str, epoch: int) -> Session | None:
+        return self.check_deployment(plan_id, epoch).sessions.end(session_id)
+
+    def expire_idle(self) -> list[str]:
+        if self._loaded is None:
+            return []
+        return [s.session_id for s in self._loaded.sessions.expire()]
+
+    # -- steps ----------------------------------------------------------------------------------------
+
+    def begin_step(self, session_id: str, plan_id: str, epoch: int, position: int, n_tokens: int) -> Session:
+        """Check a step's header before its payload is decoded."""
+        loaded = self.check_deployment(plan_id, epoch)
+        session = loaded.sessions.get(session_id)
+        if n_tokens < 1:
+            raise InvalidRequestError(f"session {session_id!r}: n_tokens must be at least 1, got {n_tokens}")
+        loaded.sessions.check_step(session, position, n_tokens)
+        return session
+
+    def run_step(self, session: Session, x: torch.Tensor, n_tokens: int, last_only: bool) -> torch.Tensor:
+        """Run the segment on one session's step; advance its position only if it succeeded.
+
+        x: token ids [1, n_tokens] int64 if the segment holds embed, else activations [1, n_tokens, D].
+        Returns hidden [1, n_tokens, D], or logits [1, n_tokens or 1, V] if it holds the head.
+        """
+        loaded = self._loaded
+        assert loaded is not None  # begin_step checked it in this same lane call
+        model = loaded.model
+        x = self._checked_input(model, x, n_tokens)
+        out = model(
+            x,
+            loaded.cache,
+            slots=[session.slot],
+            positions=[session.next_position],
+            last_token_only=last_only,
+        )
+        _synchronize(self.settings.device)
+        loaded.sessions.advance(session, n_tokens)
+        return out
+
+    def _checked_input(self, model, x: torch.Tensor, n_tokens: int) -> torch.Tensor:
+        spec = model.spec
+        segment = model.segment
+        if model.takes_token_ids:
+            if x.dtype != torch.int64 or tuple(x.shape) != (1, n_tokens):
+                raise InvalidRequestError(
+                    f"this stage holds units {segment} starting with embed: it takes token ids [1, {n_tokens}], "
+                    f"got {x.dtype} {list(x.shape)}"
+                )
+            if int(x.min()) < 0 or int(x.max()) >= spec.vocab_size:
+                raise InvalidRequestError(
+                    f"token ids must lie in [0, {spec.vocab_size}), got {int(x.min())}..{int(x.max())}"
+                )
+            return x.to(self.settings.device)
+        if not x.dtype.is_floating_point or tuple(x.shape) != (1, n_tokens, spec.hidden_size):
+            raise InvalidRequestError(
+                f"this stage holds units {segment}: it takes activations [1, {n_tokens}, {spec.hidden_size}], "
+                f"got {x.dtype} {list(x.shape)}"
+            )
+        return x.to(device=self.settings.device, dtype=next(model.parameters()).dtype)
+
+
+def _check_request(wanted: Deployment) -> None:
+    if not wanted.plan_id:
+        raise InvalidRequestError("plan_id is empty; LoadSegment needs the plan's id")
+    if wanted.epoch < 1:
+        raise InvalidRequestError(f"epoch must be at least 1, got {wanted.epoch}")
+    if wanted.dtype not in DTYPES:
+        raise InvalidRequestError(f"dtype {wanted.dtype!r} is not one of float32, float16, bfloat16")
+
+
+def _same_weights(a: Deployment, b: Deployment) -> bool:
+    return (a.model_digest, a.segment, a.dtype) == (b.model_digest, b.segment, b.dtype)
+
+
+def _synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()

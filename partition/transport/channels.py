@@ -1,0 +1,156 @@
+"""Client channels and their security settings (deploy, serve, profile: every call between machines).
+
+One `TransportConfig` describes how this process talks to workers: TLS files, the shared token,
+message size and keepalive. The coordinator and every worker (for its downstream stage and
+worker-to-worker probes) open channels through `open_channel`, so all links share one policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from partition.errors import ConfigError
+
+AUTH_HEADER = "authorization"  # metadata key; value "Bearer <token>"
+# Prefill activations of a long prompt are megabytes (2048 tokens x 576 x 4 B = 4.7 MB), past gRPC's
+# 4 MiB default; logits stay small because the last stage returns only what sampling needs.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    tls_cert: Path | None = None  # PEM certificate chain: the server's, and the client's for mutual TLS
+    tls_key: Path | None = None  # PEM private key of tls_cert
+    tls_ca: Path | None = (
+        None  # PEM CA bundle: clients verify servers with it; servers then require client certs
+    )
+    token: str | None = None  # shared secret sent as `authorization: Bearer <token>`; None = no auth
+    tls_server_name: str | None = (
+        None  # expected name in the server certificate when it differs from the host
+    )
+    max_message_bytes: int = MAX_MESSAGE_BYTES  # bytes, both directions
+    keepalive_s: float = 30.0  # seconds between HTTP/2 pings on idle connections (detects dead peers)
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None or self.tls_ca is not None
+
+    @staticmethod
+    def from_files(
+        tls_cert: str | Path | None = None,
+        tls_key: str | Path | None = None,
+        tls_ca: str | Path | None = None,
+        token_file: str | Path | None = None,
+        tls_server_name: str | None = None,
+    ) -> TransportConfig:
+        """Check the files exist and read the token; ConfigError naming the flag otherwise."""
+        cert, key, ca = (
+            _readable(p, flag)
+            for p, flag in ((tls_cert, "--tls-cert"), (tls_key, "--tls-key"), (tls_ca, "--tls-ca"))
+        )
+        if (cert is None) != (key is None):
+            raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
+        token = read_token(token_file) if token_file is not None else None
+        return TransportConfig(
+            tls_cert=cert, tls_key=key, tls_ca=ca, token=token, tls_server_name=tls_server_name
+        )
+
+
+def read_token(path: str | Path) -> str:
+    """The shared token: the file's content without surrounding whitespace; at least 16 characters."""
+    file = _readable(path, "--token-file")
+    token = file.read_text(encoding="utf-8").strip()
+    if len(token) < 16:
+        raise ConfigError(
+            f"--token-file {file} holds {len(token)} characters; use at least 16, e.g. "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))' > token`"
+        )
+    return token
+
+
+def auth_metadata(config: TransportConfig) -> tuple[tuple[str, str], ...]:
+    """Metadata to send on every call (empty without a token)."""
+    return ((AUTH_HEADER, f"Bearer {config.token}"),) if config.token else ()
+
+
+def channel_options(config: TransportConfig) -> list[tuple[str, int | str]]:
+    options: list[tuple[str, int | str]] = [
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.keepalive_time_ms", int(config.keepalive_s * 1000)),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+    if config.tls_server_name:
+        options.append(("grpc.ssl_target_name_override", config.tls_server_name))
+    return options
+
+
+def server_options(config: TransportConfig) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        # Accept the clients' keepalive pings (default policy would answer them with GOAWAY).
+        ("grpc.http2.min_ping_interval_without_data_ms", int(config.keepalive_s * 1000 / 2)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_ping_strikes", 0),
+    ]
+
+
+def channel_credentials(config: TransportConfig) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(config.tls_ca),
+        private_key=_read(config.tls_key),
+        certificate_chain=_read(config.tls_cert),
+    )
+
+
+def server_credentials(config: TransportConfig) -> grpc.ServerCredentials:
+    if config.tls_cert is None or config.tls_key is None:
+        raise ConfigError("a TLS server needs --tls-cert and --tls-key")
+    return grpc.ssl_server_credentials(
+        [(_read(config.tls_key), _read(config.tls_cert))],
+        root_certificates=_read(config.tls_ca),
+        require_client_auth=config.tls_ca is not None,
+    )
+
+
+def open_channel(address: str, config: TransportConfig) -> grpc.aio.Channel:
+    """An asyncio channel to `host:port` (TLS when the config has TLS files)."""
+    check_address(address)
+    if config.tls:
+        return grpc.aio.secure_channel(address, channel_credentials(config), options=channel_options(config))
+    return grpc.aio.insecure_channel(address, options=channel_options(config))
+
+
+def open_blocking_channel(address: str, config: TransportConfig) -> grpc.Channel:
+    """A blocking channel, for command-line tools and tests that do not run an event loop."""
+    check_address(address)
+    if config.tls:
+        return grpc.secure_channel(address, channel_credentials(config), options=channel_options(config))
+    return grpc.insecure_channel(address, options=channel_options(config))
+
+
+def check_address(address: str, listening: bool = False) -> None:
+    """ConfigError unless `address` is HOST:PORT (port 0, any free port, only when `listening`)."""
+    host, sep, port = address.rpartition(":")
+    lowest = 0 if listening else 1
+    if not sep or not host or not port.isdigit() or not lowest <= int(port) < 65536:
+        raise ConfigError(f"address {address!r} is not HOST:PORT (e.g. 127.0.0.1:7001)")
+
+
+def _readable(path: str | Path | None, flag: str) -> Path | None:
+    if path is None:
+        return None
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{flag} {file}: no such file")
+    return file
+
+
+def _read(path: Path | None) -> bytes | None:
+    return path.read_bytes() if path is not None else None

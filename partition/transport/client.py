@@ -1,0 +1,402 @@
+"""The coordinator's side of the wire (deploy, serve, profile): control calls and a session's chain.
+
+    chain = Chain(["127.0.0.1:7001", "127.0.0.1:7002"], TransportConfig())
+    replies = await chain.load(plan_id, epoch, model, digest, segments, codecs)   # LoadSegment on every stage
+    session = await chain.open_session("s1", plan_id, epoch, digest)
+    result = await session.step(ids_BS, position=0)      # prefill: logits of the last position
+    result = await session.step(next_BS, position=n)     # one decode step
+    await session.close()                                # half-close streams, EndSession everywhere
+    await chain.close()
+
+`session.send` and `session.receive` split a step, so several prefill chunks can be in flight down
+the chain at once. Every failure raises StageCallError with the gRPC code and the worker's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+import torch
+
+from partition.errors import PartitionError
+from partition.transport.channels import TransportConfig, auth_metadata, open_channel
+from partition.transport.generated import deploy_pb2, forward_pb2, measure_pb2
+from partition.transport.links import FORWARD, PROBE, STAGE_SERVICE
+from partition.transport.tensors import from_proto, to_proto
+from partition.types import Segment
+
+LOAD_TIMEOUT_S = 900.0  # seconds: LoadSegment reads weights (and hashes the model file the first time)
+CONTROL_TIMEOUT_S = 10.0  # seconds for EndSession and other quick calls
+OPEN_TIMEOUT_S = 60.0  # seconds for a whole chain to accept a session
+STEP_TIMEOUT_S = 120.0  # seconds for one step's result (a long prefill on a slow device)
+CLOSE_TIMEOUT_S = 5.0  # seconds for a closed session's streams to end by themselves
+CHAIN_STATUS_WAIT_S = 2.0  # seconds to wait for the CHAIN stream's status after RETURN ended early
+
+
+class StageCallError(PartitionError):
+    """A call to a worker failed; `code` is the gRPC status, the message is the worker's."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, address: str) -> None:
+        super().__init__(f"{address}: {code.name}: {details}")
+        self.code = code
+        self.details = details
+        self.address = address
+
+
+@dataclass(frozen=True)
+class StepResult:
+    output: torch.Tensor  # [1, n, hidden] or logits [1, n, vocab] (n = 1 with last_only)
+    position: int  # first position of the step
+    n_tokens: int
+    hops: tuple[forward_pb2.HopTiming, ...]  # one per stage, in chain order (stamps on each stage's clock)
+    sent_unix_ns: int  # when the coordinator wrote the step (coordinator clock)
+    received_unix_ns: int  # when its result was read off the RETURN stream (coordinator clock)
+    encode_s: float  # coordinator seconds encoding the input
+    decode_s: float  # coordinator seconds decoding the result
+    bytes_sent: int  # encoded input bytes (Tensor.data) sent to the first stage
+    bytes_received: int  # encoded result bytes received from the last stage
+
+
+class StageClient:
+    """Unary and probe calls to one worker."""
+
+    def __init__(
+        self, address: str, config: TransportConfig, channel: grpc.aio.Channel | None = None
+    ) -> None:
+        self.address = address
+        self._own_channel = channel is None
+        self.channel = channel or open_channel(address, config)
+        self.metadata = auth_metadata(config)
+
+    async def close(self) -> None:
+        if self._own_channel:
+            await self.channel.close()
+
+    async def _unary(self, method: str, request, reply_type, timeout_s: float):
+        call = self.channel.unary_unary(
+            f"/{STAGE_SERVICE}/{method}",
+            request_serializer=type(request).SerializeToString,
+            response_deserializer=reply_type.FromString,
+        )
+        try:
+            return await call(request, timeout=timeout_s, metadata=self.metadata)
+        except grpc.aio.AioRpcError as error:
+            raise StageCallError(error.code(), error.details() or "", self.address) from None
+
+    async def load_segment(
+        self, request: deploy_pb2.LoadSegmentRequest, timeout_s: float = LOAD_TIMEOUT_S
+    ) -> deploy_pb2.LoadSegmentReply:
+        return await self._unary("LoadSegment", request, deploy_pb2.LoadSegmentReply, timeout_s)
+
+    async def end_session(
+        self, ref: forward_pb2.SessionRef, timeout_s: float = CONTROL_TIMEOUT_S
+    ) -> deploy_pb2.EndSessionReply:
+        request = deploy_pb2.EndSessionRequest(session=ref)
+        return await self._unary("EndSession", request, deploy_pb2.EndSessionReply, timeout_s)
+
+    async def profile(self, request: measure_pb2.ProfileRequest, timeout_s: float = LOAD_TIMEOUT_S):
+        return await self._unary("Profile", request, measure_pb2.ProfileReply, timeout_s)
+
+    async def probe(
+        self, rounds: int, payload_bytes: int = 0, reply_bytes: int = 0, timeout_s: float = 60.0
+    ) -> list[measure_pb2.ProbeSample]:
+        """`rounds` round trips over one Probe stream: (t0, t1, t2, t3) samples for RTT and clock offset."""
+        call = self.channel.stream_stream(
+            PROBE,
+            request_serializer=measure_pb2.ProbeRequest.SerializeToString,
+            response_deserializer=measure_pb2.ProbeReply.FromString,
+        )(metadata=self.metadata, timeout=timeout_s)
+        payload = bytes(payload_bytes)
+        samples = []
+        try:
+            for _ in range(rounds):
+                request = measure_pb2.ProbeRequest(
+                    payload=payload, reply_bytes=reply_bytes, client_sent_unix_ns=time.time_ns()
+                )
+                await call.write(request)
+                reply = await call.read()
+                t3 = time.time_ns()
+                if reply is grpc.aio.EOF:
+                    break
+                samples.append(_sample(request, reply, t3))
+            await call.done_writing()
+        except grpc.aio.AioRpcError as error:
+            raise StageCallError(error.code(), error.details() or "", self.address) from None
+        finally:
+            call.cancel()
+        return samples
+
+    async def probe_link(
+        self, target: str, rounds: int, payload_bytes: int = 0, reply_bytes: int = 0, timeout_s: float = 120.0
+    ) -> list[measure_pb2.ProbeSample]:
+        """Samples of this worker probing the worker at `target` (a worker-to-worker link)."""
+        call = self.channel.stream_stream(
+            PROBE,
+            request_serializer=measure_pb2.ProbeRequest.SerializeToString,
+            response_deserializer=measure_pb2.ProbeReply.FromString,
+        )(metadata=self.metadata, timeout=timeout_s)
+        request = measure_pb2.ProbeRequest(
+            payload=bytes(payload_bytes), reply_bytes=reply_bytes, forward_to=target, count=rounds
+        )
+        try:
+            await call.write(request)
+            reply = await call.read()
+            await call.done_writing()
+        except grpc.aio.AioRpcError as error:
+            raise StageCallError(error.code(), error.details() or "", self.address) from None
+        finally:
+            call.cancel()
+        return list(reply.samples) if reply is not grpc.aio.EOF else []
+
+
+def _sample(
+    request: measure_pb2.ProbeRequest, reply: measure_pb2.ProbeReply, t3: int
+) -> measure_pb2.ProbeSample:
+    return measure_pb2.ProbeSample(
+        t0=request.client_sent_unix_ns,
+        t1=reply.server_recv_unix_ns,
+        t2=reply.server_send_unix_ns,
+        t3=t3,
+        request_bytes=request.ByteSize(),
+        reply_bytes=reply.ByteSize(),
+    )
+
+
+class Chain:
+    """The stages of one deployed plan, in chain order (first holds the input side, last returns)."""
+
+    def __init__(self, addresses: Sequence[str], config: TransportConfig) -> None:
+        if not addresses:
+            raise ValueError("a chain needs at least one stage address")
+        self.addresses = list(addresses)
+        self.config = config
+        self.stages = [StageClient(address, config) for address in self.addresses]
+
+    async def close(self) -> None:
+        for stage in self.stages:
+            await stage.close()
+
+    async def load(
+        self,
+        plan_id: str,
+        epoch: int,
+        model: str,
+        segments: Sequence[Segment],
+        codecs: Sequence[str],
+        model_digest: str = "",
+        dtype: str = "float32",
+        max_context: int = 0,
+        max_sessions: int = 0,
+    ) -> list[deploy_pb2.LoadSegmentReply]:
+        """LoadSegment on every stage at once; stage i's downstream is stage i + 1's address."""
+        if not len(segments) == len(codecs) == len(self.stages):
+            raise ValueError(f"{len(self.stages)} stages need as many segments and codecs")
+        requests = [
+            deploy_pb2.LoadSegmentRequest(
+                plan_id=plan_id,
+                epoch=epoch,
+                model=model,
+                model_digest=model_digest,
+                start=segment.start,
+                end=segment.end,
+                dtype=dtype,
+                downstream=self.addresses[i + 1] if i + 1 < len(self.addresses) else "",
+                codec_out=codec,
+                max_context=max_context,
+                max_sessions=max_sessions,
+            )
+            for i, (segment, codec) in enumerate(zip(segments, codecs, strict=True))
+        ]
+        return list(
+            await asyncio.gather(*(s.load_segment(r) for s, r in zip(self.stages, requests, strict=True)))
+        )
+
+    async def open_session(
+        self, session_id: str, plan_id: str, epoch: int, model_digest: str, timeout_s: float = OPEN_TIMEOUT_S
+    ) -> ChainSession:
+        ref = forward_pb2.SessionRef(
+            session_id=session_id, plan_id=plan_id, epoch=epoch, model_digest=model_digest
+        )
+        session = ChainSession(self, ref)
+        await session._open(timeout_s)
+        return session
+
+
+class ChainSession:
+    """One session's CHAIN stream (to the first stage) and RETURN stream (from the last stage)."""
+
+    def __init__(self, chain: Chain, ref: forward_pb2.SessionRef) -> None:
+        self.chain = chain
+        self.ref = ref
+        self.stages: tuple[str, ...] = ()  # worker names that accepted the session, in chain order
+        self._inbox: asyncio.Queue = asyncio.Queue()
+        self._sent: dict[int, tuple[int, float, int]] = {}  # position -> (sent ns, encode s, bytes)
+        self._tasks: list[asyncio.Task] = []
+        self._closed = False
+        self._failure: StageCallError | None = None  # once the chain failed, every receive raises it
+
+        def forward_call(stage: StageClient) -> grpc.aio.StreamStreamCall:
+            return stage.channel.stream_stream(
+                FORWARD,
+                request_serializer=forward_pb2.ForwardRequest.SerializeToString,
+                response_deserializer=forward_pb2.ForwardReply.FromString,
+            )(metadata=stage.metadata)
+
+        self._chain_call = forward_call(chain.stages[0])
+        self._return_call = forward_call(chain.stages[-1])
+
+    async def _open(self, timeout_s: float) -> None:
+        first, last = self.chain.addresses[0], self.chain.addresses[-1]
+        try:
+            async with asyncio.timeout(timeout_s):
+                opened = await asyncio.gather(
+                    _open_stream(self._chain_call, self.ref, forward_pb2.STREAM_ROLE_CHAIN, first),
+                    _open_stream(self._return_call, self.ref, forward_pb2.STREAM_ROLE_RETURN, last),
+                )
+        except BaseException:
+            self._cancel()
+            raise
+        self.stages = tuple(opened[0].stages)
+        self.next_position = opened[0].next_position
+        self._tasks = [
+            asyncio.ensure_future(self._watch_chain()),
+            asyncio.ensure_future(self._pump_results()),
+        ]
+
+    async def send(self, x: torch.Tensor, position: int, codec: str = "raw", last_only: bool = True) -> None:
+        """Write one step: token ids [1, S] (or activations [1, S, D] if stage 1 takes them) at `position`."""
+        started = time.perf_counter()
+        tensor = to_proto(x, codec)
+        encode_s = time.perf_counter() - started
+        step = forward_pb2.Step(
+            session_id=self.ref.session_id,
+            plan_id=self.ref.plan_id,
+            epoch=self.ref.epoch,
+            position=position,
+            n_tokens=x.shape[1],
+            tensor=tensor,
+            output=forward_pb2.OUTPUT_SELECT_LAST if last_only else forward_pb2.OUTPUT_SELECT_ALL,
+        )
+        step.sent_unix_ns = time.time_ns()
+        self._sent[position] = (step.sent_unix_ns, encode_s, len(tensor.data))
+        try:
+            await self._chain_call.write(forward_pb2.ForwardRequest(step=step))
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            raise await self._chain_failure() from None
+
+    async def receive(self, timeout_s: float = STEP_TIMEOUT_S) -> StepResult:
+        """The next result, in step order."""
+        if self._failure is not None and self._inbox.empty():
+            raise self._failure
+        try:
+            async with asyncio.timeout(timeout_s):
+                item = await self._inbox.get()
+        except TimeoutError:
+            raise StageCallError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"no result within {timeout_s:g} s (stages {', '.join(self.stages)})",
+                self.chain.addresses[-1],
+            ) from None
+        if isinstance(item, BaseException):
+            raise item
+        reply, received_ns = item
+        step = reply.result
+        started = time.perf_counter()
+        output = from_proto(step.tensor)
+        decode_s = time.perf_counter() - started
+        sent_ns, encode_s, bytes_sent = self._sent.pop(step.position, (0, 0.0, 0))
+        return StepResult(
+            output=output,
+            position=step.position,
+            n_tokens=step.n_tokens,
+            hops=tuple(step.hops),
+            sent_unix_ns=sent_ns,
+            received_unix_ns=received_ns,
+            encode_s=encode_s,
+            decode_s=decode_s,
+            bytes_sent=bytes_sent,
+            bytes_received=len(step.tensor.data),
+        )
+
+    async def step(
+        self, x: torch.Tensor, position: int, codec: str = "raw", last_only: bool = True
+    ) -> StepResult:
+        await self.send(x, position, codec, last_only)
+        return await self.receive()
+
+    async def close(self, end_session: bool = True) -> None:
+        """Half-close the streams and, with `end_session`, free the session's KV slot on every stage."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await self._chain_call.done_writing()
+        # Let the half-close travel down the chain so both streams end with OK, then make sure no
+        # call outlives the session (a call still pending when its event loop closes is an error).
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT_S)
+        self._cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if end_session:
+            await asyncio.gather(*(stage.end_session(self.ref) for stage in self.chain.stages))
+
+    def _cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._chain_call.cancel()
+        self._return_call.cancel()
+
+    async def _watch_chain(self) -> None:
+        # The CHAIN stream carries no replies after StreamOpened: this read returns when it ends.
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
+            await self._chain_call.read()
+        if not self._closed:
+            self._fail(await self._chain_failure())
+
+    async def _pump_results(self) -> None:
+        address = self.chain.addresses[-1]
+        try:
+            while (reply := await self._return_call.read()) is not grpc.aio.EOF:
+                self._inbox.put_nowait((reply, time.time_ns()))
+            error = StageCallError(
+                grpc.StatusCode.ABORTED, "the RETURN stream ended before the session", address
+            )
+        except grpc.aio.AioRpcError as rpc_error:
+            error = StageCallError(rpc_error.code(), rpc_error.details() or "", address)
+        if self._closed:
+            return
+        if error.code in (grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED):
+            # An earlier stage failed and ended the rest of the chain; its own status, with the
+            # original code, arrives on the CHAIN stream. Give it a moment to win.
+            await asyncio.wait(self._tasks[:1], timeout=CHAIN_STATUS_WAIT_S)
+        self._fail(error)
+
+    def _fail(self, error: StageCallError) -> None:
+        if self._failure is None:
+            self._failure = error
+            self._inbox.put_nowait(error)
+
+    async def _chain_failure(self) -> StageCallError:
+        code = await self._chain_call.code()
+        details = await self._chain_call.details()
+        if code == grpc.StatusCode.OK:
+            code, details = grpc.StatusCode.ABORTED, "the chain ended the session's stream"
+        return StageCallError(code, details or "", self.chain.addresses[0])
+
+
+async def _open_stream(
+    call: grpc.aio.StreamStreamCall, ref: forward_pb2.SessionRef, role: int, address: str
+) -> forward_pb2.StreamOpened:
+    try:
+        await call.write(forward_pb2.ForwardRequest(open=forward_pb2.OpenStream(session=ref, role=role)))
+        reply = await call.read()
+    except grpc.aio.AioRpcError as error:
+        raise StageCallError(error.code(), error.details() or "", address) from None
+    if reply is grpc.aio.EOF:
+        raise StageCallError(await call.code(), await call.details() or "stream ended unopened", address)
+    return reply.opened

@@ -1,0 +1,210 @@
+"""Stage.Forward on a worker (serve): the CHAIN and RETURN streams of one session.
+
+CHAIN: accept the session (checking plan, epoch, model digest), open the same session on the next
+stage, then for each step: decode, compute, encode in the compute lane, and write the result to
+the next stage, or to the session's RETURN route on the last stage. RETURN: relay the route's
+results. The chain design and its error rules are written down in protos/partition/v1/forward.proto.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+
+from partition.errors import PartitionError
+from partition.runtime.compute import ComputeLane
+from partition.runtime.errors import InvalidRequestError, StaleDeploymentError
+from partition.runtime.stage import StageRuntime
+from partition.transport.generated import forward_pb2
+from partition.transport.links import ChannelPool, Downstream, StatusError
+from partition.transport.messages import check_session_ref, check_step_header
+from partition.transport.routes import End, ReturnRoutes
+from partition.transport.status import parse, status_code
+from partition.transport.tensors import from_proto, to_proto
+
+log = logging.getLogger(__name__)
+
+_EOF = object()  # the caller half-closed its stream
+# Steps of at most this many tokens (decode steps, short chunks) compute inline on the event loop;
+# longer prefill chunks go to the compute thread so the worker keeps answering meanwhile.
+INLINE_MAX_TOKENS = 16
+
+
+class ForwardService:
+    def __init__(
+        self,
+        runtime: StageRuntime,
+        compute: ComputeLane,
+        pool: ChannelPool,
+        routes: ReturnRoutes,
+        worker: str,
+    ) -> None:
+        self.runtime = runtime
+        self.compute = compute
+        self.pool = pool
+        self.routes = routes
+        self.worker = worker
+
+    async def handle(self, _request_iterator, context: grpc.aio.ServicerContext) -> None:
+        """Raises PartitionError or StatusError; the caller turns them into the call's status."""
+        data = await context.read()
+        if data is grpc.aio.EOF:
+            return
+        first = parse(forward_pb2.ForwardRequest, data)
+        if not first.HasField("open"):
+            raise InvalidRequestError("the first message of a Forward stream must be an OpenStream")
+        check_session_ref(first.open.session, "OpenStream")
+        if first.open.role == forward_pb2.STREAM_ROLE_CHAIN:
+            await self._chain(first.open.session, data, context)
+        elif first.open.role == forward_pb2.STREAM_ROLE_RETURN:
+            await self._return(first.open.session, context)
+        else:
+            raise InvalidRequestError("OpenStream.role must be CHAIN or RETURN")
+
+    # -- RETURN ---------------------------------------------------------------------------------------
+
+    async def _return(self, ref: forward_pb2.SessionRef, context: grpc.aio.ServicerContext) -> None:
+        await self.compute.call(self.runtime.check_deployment, ref.plan_id, ref.epoch, ref.model_digest)
+        deployment = self.runtime.deployment
+        if deployment is not None and deployment.downstream:
+            raise StaleDeploymentError(
+                f"this worker is not the last stage (its outputs go to {deployment.downstream}); open the "
+                "RETURN stream on the last stage of the plan"
+            )
+        queue = self.routes.attach(ref.session_id)
+        try:
+            opened = forward_pb2.ForwardReply(opened=forward_pb2.StreamOpened(stages=[self.worker]))
+            await context.write(opened.SerializeToString())
+            while True:
+                item = await queue.get()
+                if isinstance(item, End):
+                    if item.status is not None:
+                        raise item.status
+                    return
+                await context.write(item)
+        finally:
+            self.routes.detach(ref.session_id, queue)
+
+    # -- CHAIN ----------------------------------------------------------------------------------------
+
+    async def _chain(
+        self, ref: forward_pb2.SessionRef, open_request: bytes, context: grpc.aio.ServicerContext
+    ):
+        session_id = ref.session_id
+        session, _ = await self.compute.call(
+            self.runtime.open_session, session_id, ref.plan_id, ref.epoch, ref.model_digest
+        )
+        deployment = self.runtime.deployment
+        downstream: Downstream | None = None
+        reader: asyncio.Task | None = None
+        try:
+            stages = [self.worker]
+            if deployment.downstream:
+                downstream = await Downstream.open(self.pool, deployment.downstream, open_request)
+                stages += downstream.opened.stages
+            opened = forward_pb2.StreamOpened(
+                stages=stages, kv_slot=session.slot, next_position=session.next_position
+            )
+            await context.write(forward_pb2.ForwardReply(opened=opened).SerializeToString())
+
+            inbox: asyncio.Queue = asyncio.Queue()
+            reader = asyncio.ensure_future(_pump(context, inbox))
+            if downstream is not None:
+                downstream.on_failure(inbox.put_nowait)
+            while (item := await inbox.get()) is not _EOF:
+                if isinstance(item, BaseException):
+                    raise item
+                await self._step(item, session_id, downstream)
+            if downstream is not None:
+                await downstream.finish()
+            else:
+                self.routes.close(session_id)
+        except (PartitionError, StatusError) as error:
+            if downstream is None:  # last stage: the RETURN stream ends with the same status
+                self.routes.close(session_id, _as_status(error, self.worker))
+            raise
+        except asyncio.CancelledError:  # the caller cancelled: end the rest of the chain too
+            if downstream is None:
+                self.routes.close(
+                    session_id,
+                    StatusError(
+                        grpc.StatusCode.CANCELLED,
+                        f"[{self.worker}] the session's CHAIN stream was cancelled upstream "
+                        "(by the coordinator, or by an earlier stage that failed)",
+                    ),
+                )
+            raise
+        finally:
+            if reader is not None:
+                reader.cancel()
+            if downstream is not None:
+                downstream.cancel()
+
+    async def _step(self, data: bytes, session_id: str, downstream: Downstream | None) -> None:
+        recv_ns = time.time_ns()
+        request = parse(forward_pb2.ForwardRequest, data)
+        if not request.HasField("step"):
+            raise InvalidRequestError("after its OpenStream, a CHAIN stream carries only Steps")
+        step = request.step
+        check_step_header(step, session_id)
+        inline = step.n_tokens <= INLINE_MAX_TOKENS
+        await self.compute.call(
+            _process, self.runtime, step, recv_ns, time.perf_counter(), self.worker, inline=inline
+        )
+        step.hops[-1].sent_unix_ns = step.sent_unix_ns = time.time_ns()
+        # `request` now holds the output step. ForwardRequest.step and ForwardReply.result are both
+        # field 2 of type Step, so the same bytes serve the next stage and the RETURN stream.
+        data = request.SerializeToString()
+        if downstream is not None:
+            await downstream.write(data)
+        else:
+            self.routes.put(session_id, data)
+
+
+def _process(runtime: StageRuntime, step: forward_pb2.Step, recv_ns: int, submitted: float, worker: str):
+    """In the compute lane: decode, run the segment, encode; `step` becomes the output with its hop record."""
+    started = time.perf_counter()
+    session = runtime.begin_step(step.session_id, step.plan_id, step.epoch, step.position, step.n_tokens)
+    deployment = runtime.deployment
+    x = from_proto(step.tensor)
+    decoded = time.perf_counter()
+    last_only = not deployment.downstream and step.output == forward_pb2.OUTPUT_SELECT_LAST
+    out = runtime.run_step(session, x, step.n_tokens, last_only)
+    computed = time.perf_counter()
+    bytes_in, codec_in = len(step.tensor.data), step.tensor.codec
+    step.tensor.CopyFrom(to_proto(out, deployment.codec_out))
+    encoded = time.perf_counter()
+    step.hops.add(
+        stage=worker,
+        upstream_sent_unix_ns=step.sent_unix_ns,
+        recv_unix_ns=recv_ns,
+        queue_s=started - submitted,
+        decode_s=decoded - started,
+        compute_s=computed - decoded,
+        encode_s=encoded - computed,
+        bytes_in=bytes_in,
+        bytes_out=len(step.tensor.data),
+        codec_in=codec_in,
+    )
+    return step
+
+
+async def _pump(context: grpc.aio.ServicerContext, inbox: asyncio.Queue) -> None:
+    """Move the caller's messages into `inbox`, so the handler also hears the downstream failing."""
+    try:
+        while (data := await context.read()) is not grpc.aio.EOF:
+            inbox.put_nowait(data)
+        inbox.put_nowait(_EOF)
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:  # the upstream call broke: hand the error to the handler, which ends with it
+        inbox.put_nowait(error)
+
+
+def _as_status(error: PartitionError | StatusError, worker: str) -> StatusError:
+    if isinstance(error, StatusError):
+        return error
+    return StatusError(status_code(error), f"[{worker}] {error}")

@@ -1,0 +1,112 @@
+"""Start stage workers as local processes (deploy on one machine: `serve --spawn-local`, tests, benchmarks).
+
+worker = spawn_worker("stage-a", models_dir=Path("models"))
+...                      # talk to worker.address
+worker.stop()            # SIGTERM, wait for the graceful shutdown, kill only if it hangs
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import partition
+from partition.errors import PartitionError
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 60.0  # seconds for a worker to import torch and bind its port
+
+
+class WorkerStartError(PartitionError):
+    """A local worker process exited or did not come up in time."""
+
+
+@dataclass
+class LocalWorker:
+    name: str
+    address: str  # host:port it serves on
+    process: subprocess.Popen
+    log_path: Path  # its stderr and stdout
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> int:
+        """SIGTERM, wait up to `timeout_s` for the graceful shutdown, then SIGKILL; the exit code."""
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning(
+                    "worker %s (pid %d) ignored SIGTERM for %.0f s; killing it",
+                    self.name,
+                    self.pid,
+                    timeout_s,
+                )
+                self.process.kill()
+        return self.process.wait()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def spawn_worker(
+    name: str,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    extra_args: tuple[str, ...] = (),
+    log_dir: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> LocalWorker:
+    """Start `partition worker` in a new process and wait until it serves; extra_args go to the CLI."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"partition-worker-{name}-", dir=log_dir))
+    ready = workdir / "ready.json"
+    log_path = workdir / "worker.log"
+    command = [
+        sys.executable,
+        "-m",
+        "partition",
+        "-v",
+        "worker",
+        "--listen",
+        f"{host}:{port}",
+        "--name",
+        name,
+    ]
+    command += ["--ready-file", str(ready), *extra_args]
+    # The child imports the same `partition` as this process, whatever the working directory.
+    source_root = str(Path(partition.__file__).resolve().parents[1])
+    python_path = os.pathsep.join(p for p in (source_root, os.environ.get("PYTHONPATH", "")) if p)
+    child_env = {**os.environ, "PYTHONPATH": python_path, **(env or {})}
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=child_env)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not ready.exists():
+        if process.poll() is not None:
+            raise WorkerStartError(
+                f"worker {name} exited with code {process.returncode} before serving; its log:\n"
+                + log_path.read_text(errors="replace")[-4000:]
+            )
+        if time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise WorkerStartError(
+                f"worker {name} did not serve within {START_TIMEOUT_S:g} s; log: {log_path}"
+            )
+        time.sleep(0.05)
+    info = json.loads(ready.read_text())
+    return LocalWorker(name, info["address"], process, log_path)

@@ -1,0 +1,90 @@
+"""A worker's gRPC server: our handlers plus health, reflection, auth and graceful shutdown (deploy, serve).
+
+server = GrpcServer(handlers, ["partition.v1.Stage"], config)
+port = await server.start("127.0.0.1:0")
+await server.serve_until_signal(grace_s=5)   # SIGTERM/SIGINT: NOT_SERVING, drain, stop
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from partition.errors import ConfigError
+from partition.transport.auth import TokenAuthInterceptor
+from partition.transport.channels import TransportConfig, check_address, server_credentials, server_options
+
+log = logging.getLogger(__name__)
+
+
+class GrpcServer:
+    def __init__(
+        self,
+        handlers: Sequence[grpc.GenericRpcHandler],
+        service_names: Sequence[str],
+        config: TransportConfig,
+    ) -> None:
+        interceptors = [TokenAuthInterceptor(config.token)] if config.token else []
+        self._server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
+        self._server.add_generic_rpc_handlers(tuple(handlers))
+        self._config = config
+        self._service_names = list(service_names)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
+        )
+        self._stopping = False
+
+    async def start(self, listen: str) -> int:
+        """Bind `host:port` (port 0 = any free port), start serving; return the bound port."""
+        check_address(listen, listening=True)
+        try:
+            if self._config.tls_cert is not None:
+                port = self._server.add_secure_port(listen, server_credentials(self._config))
+            else:
+                port = self._server.add_insecure_port(listen)
+        except RuntimeError as error:  # grpc raises instead of returning 0 on bind failures
+            raise ConfigError(f"cannot listen on {listen}: {error}; is the port in use?") from None
+        if port == 0:
+            raise ConfigError(f"cannot listen on {listen}: is the port in use?")
+        await self._server.start()
+        for name in ("", *self._service_names):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return port
+
+    async def stop(self, grace_s: float) -> None:
+        """Report NOT_SERVING, refuse new calls, let running calls finish for `grace_s` seconds."""
+        if self._stopping:
+            return
+        self._stopping = True
+        await self.health.enter_graceful_shutdown()
+        await self._server.stop(grace_s)
+
+    async def serve_until_signal(self, grace_s: float) -> None:
+        """Serve until SIGTERM or SIGINT, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            waiter = asyncio.ensure_future(self._server.wait_for_termination())
+            signalled = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({waiter, signalled}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():
+                log.info("signal received: draining for up to %.1f s", grace_s)
+            await self.stop(grace_s)
+            for task in (waiter, signalled):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)

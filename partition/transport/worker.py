@@ -1,0 +1,51 @@
+"""Run one stage worker until SIGTERM (deploy, serve): the Stage service plus health and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from partition.runtime.stage import WorkerSettings
+from partition.transport.channels import TransportConfig
+from partition.transport.links import STAGE_SERVICE
+from partition.transport.server import GrpcServer
+from partition.transport.servicer import StageServicer
+
+log = logging.getLogger(__name__)
+
+
+async def serve_worker(
+    settings: WorkerSettings,
+    config: TransportConfig,
+    listen: str,
+    grace_s: float = 5.0,
+    ready_file: Path | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT. `ready_file` gets {"address", "port", "pid"} once the port is bound."""
+    servicer = StageServicer(settings, config)
+    server = GrpcServer([servicer.handler()], [STAGE_SERVICE], config)
+    port = await server.start(listen)
+    host = listen.rpartition(":")[0]
+    address = f"{host}:{port}"
+    log.info("worker %s serving on %s (%s)", settings.name, address, "TLS" if config.tls else "plaintext")
+    if ready_file is not None:
+        _write_atomically(ready_file, json.dumps({"address": address, "port": port, "pid": os.getpid()}))
+    expiry = asyncio.ensure_future(servicer.expire_idle_sessions())
+    try:
+        await server.serve_until_signal(grace_s)
+    finally:
+        expiry.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await expiry
+        await servicer.close()
+        log.info("worker %s stopped", settings.name)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

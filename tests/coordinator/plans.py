@@ -1,0 +1,36 @@
+"""Plans with a chosen split, for tests: real model digest, predictions from synthetic profiles."""
+
+from __future__ import annotations
+
+from partition.plan.codecs import DEFAULT_CODECS
+from partition.plan.costmodel import evaluate
+from partition.plan.planner import plan_id
+from partition.plan.synthetic import star_cluster, synthetic_profile
+from partition.types import ModelRef, Plan, Segment, Stage, Workload
+
+EDGE = "phone"
+
+
+def split_plan(source, stages: list[tuple[str, int, int, str]], epoch: int = 1, edge: str = EDGE) -> Plan:
+    """stages: (device, start, end, codec_out) in chain order; every non-edge device is a server."""
+    model = ModelRef(source.name, source.digest, source.spec.n_blocks)
+    servers = sorted({device for device, *_ in stages if device != edge})
+    cluster = star_cluster(
+        synthetic_profile(edge, model=model),
+        8.0,
+        [(name, synthetic_profile(name, model=model), 8.0) for name in servers],
+        edge_link=(1000.0, 0.5),
+        server_link=(1000.0, 0.5),
+    )
+    chain = tuple(Stage(device, Segment(start, end), codec) for device, start, end, codec in stages)
+    workload = Workload(prompt_tokens=32, new_tokens=48)
+    return Plan(
+        plan_id=plan_id(cluster, chain, workload),
+        epoch=epoch,
+        model=model,
+        edge=edge,
+        stages=chain,
+        workload=workload,
+        predicted=evaluate(cluster, chain, workload, DEFAULT_CODECS),
+        baselines=(),
+    )

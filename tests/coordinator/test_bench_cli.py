@@ -1,0 +1,35 @@
+"""`partition bench`: the metrics table, every stage and link beside its prediction, JSON and a timeline."""
+
+import json
+import subprocess
+import sys
+
+from partition.artifacts import save_plan
+from tests.coordinator.plans import split_plan
+
+
+def test_bench_reports_metrics_and_predicted_vs_measured(smollm2, tmp_path):
+    plan = split_plan(
+        smollm2, [("phone", 0, 10, "fp16"), ("server-a", 10, 25, "raw"), ("phone", 25, 32, "raw")]
+    )
+    path = tmp_path / "plan.json"
+    save_plan(plan, path)
+    out_json, plot = tmp_path / "bench.json", tmp_path / "timeline.png"
+    result = subprocess.run(
+        [sys.executable, "-m", "partition", "bench", "--plan", str(path), "--spawn-local", "--threads", "1",
+         "--requests", "2", "--prompt-tokens", "16", "--new-tokens", "6", "--json", str(out_json),
+         "--plot", str(plot)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for needle in ("TTFT (ms)", "TPOT (ms)", "fluidity-index", "phone -> server-a", "predicted ms"):
+        assert needle in result.stdout, result.stdout
+    report = json.loads(out_json.read_text())
+    assert report["metrics"]["n_requests"] == 2
+    names = [row["name"] for row in report["predicted_vs_measured"]]
+    assert names[:2] == ["TTFT", "TPOT"]
+    assert "stage server-a [10,25)" in names
+    assert {"link phone -> server-a", "link server-a -> phone"} <= set(names)
+    for row in report["predicted_vs_measured"]:
+        assert row["measured_s"] > 0 and row["predicted_s"] is not None
+    assert plot.stat().st_size > 10_000  # a real PNG was drawn

@@ -1,0 +1,45 @@
+"""`partition serve` as a user runs it: a plan file, workers started locally, the chat question."""
+
+import json
+import subprocess
+import sys
+
+from partition.artifacts import save_plan
+from tests.coordinator.plans import split_plan
+
+
+def test_serve_spawn_local_answers_paris_with_per_hop_metrics(smollm2, tmp_path):
+    plan = split_plan(
+        smollm2,
+        [
+            ("phone", 0, 9, "int8"),
+            ("server-a", 9, 20, "fp16"),
+            ("server-b", 20, 31, "raw"),
+            ("phone", 31, 32, "raw"),
+        ],
+    )
+    path = tmp_path / "plan.json"
+    save_plan(plan, path)
+    result = subprocess.run(
+        [sys.executable, "-m", "partition", "serve", "--plan", str(path), "--spawn-local", "--threads", "1",
+         "--chat", "--prompt", "What is the capital of France?", "--json"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    assert "Paris" in out["text"]
+    assert out["plan_id"] == plan.plan_id and out["epoch"] == 1
+    assert out["metrics"]["ttft_s"] > 0 and out["metrics"]["tpot_s"] > 0
+    assert len(out["metrics"]["tbt_s"]) == len(out["token_ids"]) - 1
+    hops = [(h["from"], h["to"], h["codec"]) for h in out["hops"]]
+    assert hops == [
+        ("phone", "server-a", "int8"),
+        ("server-a", "server-b", "fp16"),
+        ("server-b", "phone", "raw"),
+    ]
+    for hop in out["hops"]:
+        assert 0 < hop["latency_p50_s"] <= hop["latency_p99_s"] < 1.0
+        assert hop["bytes_per_token"] > 0
+    # int8 blockwise carries ~1.06 bytes per value, fp16 2, raw 4 (hidden 576)
+    per_token = {h["codec"]: h["bytes_per_token"] for h in out["hops"]}
+    assert per_token["int8"] < per_token["fp16"] < per_token["raw"]

@@ -1,0 +1,94 @@
+"""Split generation through real workers gives the tokens of the whole model (serve).
+
+Lossless codecs must reproduce `partition generate` exactly; fp16 and int8 blockwise must agree with
+it on at least 97 % of 256 greedy positions (teacher-forced: each position sees the reference prefix).
+"""
+
+import pytest
+import torch
+
+from partition.coordinator.deploy import deploy
+from partition.coordinator.session import PipelineSession
+from partition.model.generation import GenerationRequest, generate, local_step
+from partition.model.tokenizer import load_tokenizer
+from tests.coordinator.plans import split_plan
+
+# (device, start, end) chains over SmolLM2's 32 units; "phone" is the edge (runs in this process)
+SPLITS = {
+    "2-stages": [("phone", 0, 16), ("server-a", 16, 32)],
+    "3-stages-edge-ends": [("phone", 0, 10), ("server-a", 10, 22), ("phone", 22, 32)],
+    "3-stages-all-remote": [("server-a", 0, 10), ("server-b", 10, 22), ("server-c", 22, 32)],
+    "4-stages": [("phone", 0, 8), ("server-a", 8, 16), ("server-b", 16, 24), ("phone", 24, 32)],
+}
+N_EXACT = 48
+N_LOSSY = 256
+
+
+@pytest.fixture(scope="module")
+def prompt(smollm2):
+    tokenizer = load_tokenizer(smollm2)
+    chat = [{"role": "user", "content": "Tell me a long story about a lighthouse keeper and the sea."}]
+    return tokenizer.encode(tokenizer.render_chat(chat), add_special=False)
+
+
+def _reference(model, prompt, n):
+    cache = model.new_cache(1, len(prompt) + n)
+    request = GenerationRequest(prompt, max_new_tokens=n, context=len(prompt) + n)
+    return generate(local_step(model, cache), request, eos_ids=(), decode=lambda ids: "").token_ids
+
+
+@pytest.fixture(scope="module")
+def reference_48(smollm2_whole, prompt):
+    return _reference(smollm2_whole, prompt, N_EXACT)
+
+
+@pytest.fixture(scope="module")
+def reference_256(smollm2_whole, prompt):
+    return _reference(smollm2_whole, prompt, N_LOSSY)
+
+
+def _plan(smollm2, split, codec):
+    return split_plan(smollm2, [(device, start, end, codec) for device, start, end in split])
+
+
+@pytest.mark.parametrize("codec", ["raw", "shuffle-zstd"])
+@pytest.mark.parametrize("split", list(SPLITS), ids=list(SPLITS))
+def test_lossless_split_gives_exactly_the_whole_models_tokens(
+    smollm2, workers, prompt, reference_48, split, codec
+):
+    plan = _plan(smollm2, SPLITS[split], codec)
+    deployment = deploy(plan, workers, max_context=512, max_sessions=2)
+    try:
+        session = PipelineSession(deployment, context=len(prompt) + N_EXACT)
+        request = GenerationRequest(prompt, max_new_tokens=N_EXACT, context=len(prompt) + N_EXACT)
+        result = generate(session.step, request, eos_ids=(), decode=lambda ids: "")
+        session.close()
+    finally:
+        deployment.close()
+    assert result.token_ids == reference_48
+    remote = [device for device, *_ in SPLITS[split] if device != "phone"]
+    # every step produced one span per link (remote stages + 1) plus the edge's own segments
+    links = [s for s in session.spans if s.token == 1 and s.src]
+    assert [s.dst for s in links] == [*remote, "phone"]
+    assert all(s.codec for s in links)
+
+
+@pytest.mark.parametrize(("codec", "floor"), [("fp16", 0.97), ("int8", 0.97)])
+def test_lossy_codecs_agree_on_97_percent_of_256_tokens(
+    smollm2, workers, prompt, reference_256, codec, floor
+):
+    plan = _plan(smollm2, SPLITS["4-stages"], codec)
+    deployment = deploy(plan, workers, max_context=512, max_sessions=2)
+    try:
+        session = PipelineSession(deployment, context=len(prompt) + N_LOSSY)
+        # teacher-forced: feed the reference sequence, compare the argmax at every position
+        logits = session.step(prompt, 0)
+        agree = 0
+        for i, token in enumerate(reference_256):
+            agree += int(torch.argmax(logits)) == token
+            if i + 1 < len(reference_256):
+                logits = session.step([token], len(prompt) + i)
+        session.close()
+    finally:
+        deployment.close()
+    assert agree / N_LOSSY >= floor, f"{codec}: {agree}/{N_LOSSY} positions agree"

@@ -1,0 +1,129 @@
+import msgpack
+import pytest
+
+from partition.errors import SpanLogError
+from partition.metrics import HopSpan, SpanLogWriter, link_summaries, read_spans, stage_summaries, write_spans
+from partition.metrics.spans import SPAN_FIELDS
+
+
+def span(token: int, hop: int, src: str, dst: str, wire: float, compute: float, n_tokens: int = 1) -> HopSpan:
+    return HopSpan(
+        session="s1",
+        token=token,
+        hop=hop,
+        src=src,
+        dst=dst,
+        codec="int8" if src else "",
+        n_tokens=n_tokens,
+        payload_bytes=612 * n_tokens if src else 0,
+        start_s=0.01 * token + 0.001 * hop,
+        encode_s=1e-5 if src else 0.0,
+        wire_s=wire,
+        decode_s=2e-5 if src else 0.0,
+        queue_s=1e-4,
+        compute_s=compute,
+    )
+
+
+def chain() -> list[HopSpan]:
+    """Prefill (token 0, 8 prompt tokens) then 3 decode steps through edge -> a -> edge."""
+    spans = []
+    for token in range(4):
+        n = 8 if token == 0 else 1
+        spans += [
+            span(token, 0, "", "edge", 0.0, 0.002, n),
+            span(token, 1, "edge", "a", 0.010 + 0.001 * token, 0.005, n),
+            span(token, 2, "a", "edge", 0.011, 0.001, n),
+        ]
+    return spans
+
+
+def test_span_times_add_up():
+    s = span(1, 1, "edge", "a", 0.01, 0.005)
+    assert s.link_s == pytest.approx(1e-5 + 0.01 + 2e-5)
+    assert s.total_s == pytest.approx(s.link_s + 1e-4 + 0.005)
+
+
+def test_link_summaries_by_hand():
+    links = link_summaries(chain())
+    assert [(link.src, link.dst) for link in links] == [("edge", "a"), ("a", "edge")]
+    first = links[0]
+    assert first.codec == "int8" and first.n_messages == 3  # decode steps only
+    # wires .011, .012, .013 (+ 3e-5 encode/decode): median .012
+    assert first.latency_p50_s == pytest.approx(0.012 + 3e-5)
+    assert first.wire_p50_s == pytest.approx(0.012)
+    assert first.bytes_per_token == 612
+    with_prefill = link_summaries(chain(), decode_only=False)[0]
+    assert with_prefill.n_messages == 4 and with_prefill.bytes_per_token == 612
+
+
+def test_stage_summaries_keep_the_edge_twice():
+    stages = stage_summaries(chain())
+    assert [(s.hop, s.device) for s in stages] == [(0, "edge"), (1, "a"), (2, "edge")]
+    assert stages[1].compute_p50_s == pytest.approx(0.005) and stages[1].n_messages == 3
+
+
+def test_span_log_round_trip(tmp_path):
+    path = tmp_path / "spans.msgpack"
+    assert write_spans(path, chain()) == 12
+    assert read_spans(path) == chain()
+    # Compact: positional records, well under 150 bytes a span with these names.
+    assert path.stat().st_size < 12 * 150
+
+
+def test_span_log_written_incrementally(tmp_path):
+    path = tmp_path / "spans.msgpack"
+    with SpanLogWriter(path) as writer:
+        writer.write(chain()[0])
+        writer.flush()
+        assert read_spans(path) == chain()[:1]  # readable while still open
+        writer.write_all(chain()[1:3])
+    assert read_spans(path) == chain()[:3]
+
+
+def test_truncated_log_is_reported_or_kept(tmp_path):
+    path = tmp_path / "spans.msgpack"
+    write_spans(path, chain())
+    path.write_bytes(path.read_bytes()[:-5])  # a crash in the middle of the last record
+    with pytest.raises(SpanLogError, match="truncated after 11 complete spans"):
+        read_spans(path)
+    assert read_spans(path, allow_truncated_tail=True) == chain()[:11]
+
+
+def test_not_a_span_log(tmp_path):
+    path = tmp_path / "other.msgpack"
+    path.write_bytes(msgpack.packb({"hello": 1}))
+    with pytest.raises(SpanLogError, match="not a partition span log"):
+        read_spans(path)
+    path.write_bytes(b"")
+    with pytest.raises(SpanLogError, match="not a partition span log"):
+        read_spans(path)
+    path.write_bytes(b"\xc1\xc1\xc1")  # 0xc1 is never used in msgpack
+    with pytest.raises(SpanLogError, match="corrupt"):
+        read_spans(path)
+
+
+def test_other_version_and_bad_records(tmp_path):
+    path = tmp_path / "spans.msgpack"
+    header = {"format": "partition-spans", "version": 2, "fields": list(SPAN_FIELDS)}
+    path.write_bytes(msgpack.packb(header))
+    with pytest.raises(SpanLogError, match="version 2"):
+        read_spans(path)
+    header["version"] = 1
+    record = [getattr(chain()[1], name) for name in SPAN_FIELDS]
+    bad = list(record)
+    bad[SPAN_FIELDS.index("wire_s")] = "fast"
+    path.write_bytes(msgpack.packb(header) + msgpack.packb(record) + msgpack.packb(bad))
+    with pytest.raises(SpanLogError, match="span 1 has wire_s='fast'"):
+        read_spans(path)
+    path.write_bytes(msgpack.packb(header) + msgpack.packb(record[:-1]))
+    with pytest.raises(SpanLogError, match="span 0 is not a record of 14 values"):
+        read_spans(path)
+
+
+def test_extra_fields_from_a_newer_writer_are_ignored(tmp_path):
+    path = tmp_path / "spans.msgpack"
+    header = {"format": "partition-spans", "version": 1, "fields": ["gpu_s", *SPAN_FIELDS]}
+    record = [0.5, *(getattr(chain()[1], name) for name in SPAN_FIELDS)]
+    path.write_bytes(msgpack.packb(header) + msgpack.packb(record))
+    assert read_spans(path) == [chain()[1]]

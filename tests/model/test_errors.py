@@ -1,0 +1,96 @@
+"""Bad models and bad prompts: one clear line, exit code 2, no traceback."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from partition.errors import ModelNotFoundError, UnsupportedModelError
+from partition.model import load_segment, resolve_model
+from partition.types import Segment
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "partition", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_unknown_model_lists_builtin_names_and_formats():
+    result = _cli("generate", "--model", "no-such-model", "--prompt", "hi")
+    _assert_one_line_error(result, "no-such-model", "smollm2-135m", ".gguf", "config.json")
+
+
+def test_missing_weights_file(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(ModelNotFoundError, match="model.safetensors"):
+        resolve_model(tmp_path).reader()
+
+
+def test_unsupported_architecture(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mamba"}))
+    result = _cli("generate", "--model", str(tmp_path), "--prompt", "hi")
+    _assert_one_line_error(result, "mamba", "llama", "qwen2", "gpt2")
+
+
+def test_not_a_gguf_file(tmp_path):
+    bogus = tmp_path / "model.gguf"
+    bogus.write_bytes(b"definitely not gguf" * 10)
+    result = _cli("generate", "--model", str(bogus), "--prompt", "hi")
+    _assert_one_line_error(result, "model.gguf", "GGUF")
+
+
+def test_unsupported_gguf_tensor_type(tiny_dirs, tmp_path):
+    """A tensor type we do not dequantize is named with the supported list."""
+    import gguf
+
+    path = tmp_path / "iq.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    for key, value in [("block_count", 1), ("embedding_length", 256), ("feed_forward_length", 256)]:
+        writer.add_uint32(f"llama.{key}", value)
+    writer.add_uint32("llama.attention.head_count", 4)
+    writer.add_uint32("llama.vocab_size", 256)
+    # IQ4_NL: 18 bytes per 32 values
+    writer.add_tensor(
+        "token_embd.weight",
+        np.zeros((256, 256 // 32 * 18), dtype=np.uint8),
+        raw_shape=(256, 256 // 32 * 18),
+        raw_dtype=gguf.GGMLQuantizationType.IQ4_NL,
+    )
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(UnsupportedModelError, match="IQ4_NL.*Q4_1"):
+        load_segment(resolve_model(path), Segment(0, 1))
+
+
+def test_prompt_longer_than_context(tiny_dirs, tmp_path):
+    import shutil
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    model_dir = tmp_path / "tiny"
+    shutil.copytree(tiny_dirs["llama"], model_dir)
+    vocab = {f"w{i}": i for i in range(256)}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(model_dir / "tokenizer.json"))
+    prompt = " ".join(f"w{i % 256}" for i in range(300))  # the tiny model's context is 256
+    result = _cli("generate", "--model", str(model_dir), "--prompt", prompt)
+    _assert_one_line_error(result, "300 tokens", "256")
+    ok = _cli(
+        "generate", "--model", str(model_dir), "--prompt", "w1 w2 w3", "--max-new-tokens", "4", "--json"
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert len(json.loads(ok.stdout)["token_ids"]) == 4

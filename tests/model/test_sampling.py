@@ -1,0 +1,64 @@
+import pytest
+import torch
+
+from partition.errors import ConfigError
+from partition.model.generation import GenerationRequest, TextStream, generate
+from partition.model.sampling import Sampler, SamplingParams
+
+LOGITS = torch.tensor([0.1, 2.0, 1.5, -1.0, 1.9])
+
+
+def test_greedy_is_argmax():
+    assert Sampler(SamplingParams())(LOGITS) == 1
+
+
+def test_seeded_sampling_is_reproducible_and_varies():
+    params = SamplingParams(temperature=1.0, seed=7)
+    a = [Sampler(params)(LOGITS) for _ in range(1)]
+    first, second = Sampler(params), Sampler(params)
+    draws_a = [first(LOGITS) for _ in range(50)]
+    draws_b = [second(LOGITS) for _ in range(50)]
+    assert draws_a == draws_b and a[0] == draws_a[0]
+    assert len(set(draws_a)) > 1
+
+
+def test_top_k_and_top_p_restrict_the_support():
+    top2 = Sampler(SamplingParams(temperature=5.0, top_k=2, seed=0))
+    assert {top2(LOGITS) for _ in range(200)} == {1, 4}
+    # top-p just above the top token's mass keeps exactly the two best
+    probs = torch.softmax(LOGITS, -1)
+    nucleus = Sampler(SamplingParams(temperature=1.0, top_p=float(probs.max()) + 1e-3, seed=0))
+    assert {nucleus(LOGITS) for _ in range(200)} == {1, 4}
+    tiny = Sampler(SamplingParams(temperature=1.0, top_p=1e-6, seed=0))
+    assert {tiny(LOGITS) for _ in range(50)} == {1}
+
+
+@pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_k=-2), dict(top_p=0.0), dict(top_p=1.5)])
+def test_invalid_params_are_rejected(bad):
+    with pytest.raises(ConfigError):
+        SamplingParams(**bad)
+
+
+def test_text_stream_holds_back_stop_strings_and_partial_characters():
+    pieces = {1: "Hello", 2: " wor", 3: "ld", 4: " STO", 5: "P more"}
+    stream = TextStream(lambda ids: "".join(pieces[i] for i in ids), stop=("STOP",))
+    out = [stream.push(i) for i in (1, 2, 3, 4)]
+    assert "".join(out) == "Hello world "  # " STO" could start "STOP": held back except the space
+    assert stream.push(5) == "" and stream.stopped
+    assert stream.text() == "Hello world "
+
+
+def test_generate_stops_on_eos_and_on_length():
+    script = iter([5, 6, 2, 9])
+
+    def step(ids, position):
+        logits = torch.zeros(10)
+        logits[next(script)] = 1.0
+        return logits
+
+    result = generate(step, GenerationRequest([1, 2, 3], max_new_tokens=10, context=64), (2,), lambda ids: "")
+    assert result.token_ids == [5, 6] and result.finish_reason == "eos"
+    assert len(result.token_times_s) == 2 and result.ttft_s >= 0 and result.tpot_s >= 0
+    script = iter([5, 6, 7, 8])
+    result = generate(step, GenerationRequest([1], max_new_tokens=3, context=64), (2,), lambda ids: "")
+    assert result.token_ids == [5, 6, 7] and result.finish_reason == "length"

@@ -1,0 +1,121 @@
+"""The stage runtime in-process on a tiny real checkpoint: loading, checks, and exact segment outputs."""
+
+import pytest
+import torch
+
+from partition.model import load_segment, resolve_model
+from partition.runtime.errors import (
+    CapacityError,
+    InvalidRequestError,
+    PositionError,
+    StaleDeploymentError,
+    UnknownSessionError,
+)
+from partition.runtime.stage import Deployment, StageRuntime, WorkerSettings
+from partition.types import Segment
+from tests.model.checkpoints import save_tiny_hf
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    save_tiny_hf("llama", root / "tiny")
+    return root
+
+
+FIRST_HALF = Segment(0, 3)
+
+
+def deployment(segment=FIRST_HALF, epoch=1, **overrides) -> Deployment:
+    fields = dict(
+        plan_id="plan",
+        epoch=epoch,
+        model="tiny",
+        model_digest="",
+        segment=segment,
+        dtype="float32",
+        downstream="",
+        codec_out="raw",
+        max_context=32,
+        max_sessions=2,
+    )
+    return Deployment(**(fields | overrides))
+
+
+@pytest.fixture
+def runtime(models):
+    return StageRuntime(WorkerSettings(name="w", models_dir=models, kv_budget_bytes=1 << 20))
+
+
+def test_load_reports_digests_and_is_idempotent(runtime, models):
+    first = runtime.load(deployment())
+    assert first.deployment.model_digest == resolve_model(models / "tiny").digest
+    assert first.weights_digest.startswith("sha256:") and first.kv_slots == 2 and first.n_blocks == 3
+    again = runtime.load(deployment())
+    assert again.load_s == 0.0 and again.weights_digest == first.weights_digest
+
+
+def test_a_wrong_model_digest_is_refused_before_loading(runtime):
+    with pytest.raises(StaleDeploymentError, match="the plan expects sha256:beef"):
+        runtime.load(deployment(), expected_digest="sha256:beef")
+    assert runtime.deployment is None
+
+
+def test_the_memory_budget_bounds_the_slots(runtime):
+    # 2 blocks x 2 (k, v) x 2 kv heads x 16 dims x 4 bytes = 512 B per token; x 32 tokens = 16 KiB per slot
+    with pytest.raises(CapacityError, match="over this worker's budget.*--kv-budget-mb"):
+        runtime.load(deployment(max_sessions=100))
+    assert runtime.load(deployment(max_sessions=0)).kv_slots == 8  # default, well within the budget
+
+
+def test_steps_match_the_segment_run_alone_and_positions_advance(runtime, models):
+    runtime.load(deployment(Segment(0, 3)))
+    session, new = runtime.open_session("s", "plan", 1, runtime.deployment.model_digest)
+    assert new and session.next_position == 0
+    ids = torch.tensor([[3, 1, 4, 1, 5]])
+    out = runtime.run_step(runtime.begin_step("s", "plan", 1, 0, 5), ids, 5, last_only=False)
+    reference = load_segment(resolve_model(models / "tiny"), Segment(0, 3))
+    cache = reference.new_cache(1, 32)
+    assert torch.equal(out, reference(ids, cache, [0], [0]))
+    nxt = runtime.run_step(runtime.begin_step("s", "plan", 1, 5, 1), torch.tensor([[9]]), 1, last_only=False)
+    assert torch.equal(nxt, reference(torch.tensor([[9]]), cache, [0], [5]))
+    with pytest.raises(PositionError, match="expected position 6, got 5"):
+        runtime.begin_step("s", "plan", 1, 5, 1)
+
+
+def test_stale_plan_epoch_and_model_are_refused(runtime):
+    runtime.load(deployment(epoch=3))
+    digest = runtime.deployment.model_digest
+    with pytest.raises(StaleDeploymentError, match="epoch 2, but this worker serves plan 'plan' epoch 3"):
+        runtime.open_session("s", "plan", 2, digest)
+    with pytest.raises(StaleDeploymentError, match="plan 'other'"):
+        runtime.open_session("s", "other", 3, digest)
+    with pytest.raises(StaleDeploymentError, match="model digest sha256:0"):
+        runtime.open_session("s", "plan", 3, "sha256:0")
+    with pytest.raises(UnknownSessionError):
+        runtime.begin_step("never-opened", "plan", 3, 0, 1)
+
+
+def test_inputs_of_the_wrong_kind_or_range_are_invalid(runtime):
+    runtime.load(deployment(Segment(0, 3)))
+    runtime.open_session("s", "plan", 1, runtime.deployment.model_digest)
+    session = runtime.begin_step("s", "plan", 1, 0, 2)
+    with pytest.raises(InvalidRequestError, match=r"takes token ids \[1, 2\]"):
+        runtime.run_step(session, torch.zeros(1, 2, 64), 2, last_only=False)
+    with pytest.raises(InvalidRequestError, match=r"token ids must lie in \[0, 256\)"):
+        runtime.run_step(session, torch.tensor([[1, 256]]), 2, last_only=False)
+    assert session.next_position == 0  # failed steps do not advance
+    runtime.load(deployment(Segment(3, 5)))
+    runtime.open_session("t", "plan", 1, runtime.deployment.model_digest)
+    with pytest.raises(InvalidRequestError, match=r"takes activations \[1, 1, 64\]"):
+        runtime.run_step(runtime.begin_step("t", "plan", 1, 0, 1), torch.tensor([[1]]), 1, last_only=False)
+
+
+def test_redeploying_drops_sessions_and_reuses_same_weights(runtime):
+    first = runtime.load(deployment(epoch=1))
+    runtime.open_session("s", "plan", 1, runtime.deployment.model_digest)
+    second = runtime.load(deployment(epoch=2))
+    assert second.dropped_sessions == ("s",)
+    assert second.weights_digest == first.weights_digest
+    with pytest.raises(StaleDeploymentError):
+        runtime.begin_step("s", "plan", 1, 0, 1)

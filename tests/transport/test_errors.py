@@ -1,0 +1,261 @@
+"""Every refusal has its precise status and message, and the workers keep serving other sessions.
+
+Real worker processes on 127.0.0.1. After each refused request, `serves` runs a fresh session
+through the same chain to prove the workers are still up and correct.
+"""
+
+import asyncio
+import time
+
+import grpc
+import pytest
+import torch
+
+from partition.transport.channels import TransportConfig
+from partition.transport.client import Chain, StageCallError, StageClient
+from partition.transport.generated import deploy_pb2, forward_pb2, measure_pb2
+from tests.transport.helpers import PROMPT, SEGMENTS, WHOLE, deploy, new_session_id, serves
+
+
+@pytest.fixture(scope="module")
+def pair(chain_workers):
+    return chain_workers[:2]
+
+
+@pytest.fixture
+def digest(pair):
+    return deploy(pair, SEGMENTS)
+
+
+def run_chain(workers, body):
+    async def run():
+        chain = Chain([w.address for w in workers], TransportConfig())
+        try:
+            return await body(chain)
+        finally:
+            await chain.close()
+
+    return asyncio.run(run())
+
+
+def refused(workers, body) -> StageCallError:
+    with pytest.raises(StageCallError) as caught:
+        run_chain(workers, body)
+    return caught.value
+
+
+def test_stale_epoch_is_refused_at_open(pair, digest):
+    error = refused(pair, lambda chain: chain.open_session(new_session_id(), "plan", 2, digest))
+    assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "epoch 2, but this worker serves plan 'plan' epoch 1" in error.details
+    assert serves(pair, digest)
+
+
+def test_a_later_stage_refusal_reaches_the_coordinator_with_its_code(pair, digest, models_dir):
+    deploy(pair[1:], SEGMENTS[1:], epoch=2)  # stage b moved on, stage a did not
+    error = refused(pair, lambda chain: chain.open_session(new_session_id(), "plan", 1, digest))
+    assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.details.startswith("[b] ") and "epoch 2" in error.details
+    deploy(pair, SEGMENTS)
+    assert serves(pair, digest)
+
+
+def test_wrong_model_digest_is_refused_at_load_and_open(pair, digest):
+    async def load(chain):
+        return await chain.load(
+            "plan", 1, "tiny", SEGMENTS, ["raw", "raw"], model_digest="sha256:" + "0" * 64
+        )
+
+    error = refused(pair, load)
+    assert (
+        error.code == grpc.StatusCode.FAILED_PRECONDITION and "the plan expects sha256:000" in error.details
+    )
+    deploy(pair, SEGMENTS)
+    error = refused(pair, lambda chain: chain.open_session(new_session_id(), "plan", 1, "sha256:other"))
+    assert error.code == grpc.StatusCode.FAILED_PRECONDITION and "model digest sha256:other" in error.details
+    assert serves(pair, digest)
+
+
+def test_out_of_order_position_names_expected_and_received(pair, digest):
+    async def body(chain):
+        session = await chain.open_session(new_session_id(), "plan", 1, digest)
+        try:
+            await session.step(torch.tensor([PROMPT]), 0)
+            await session.step(torch.tensor([[1]]), len(PROMPT) + 3)
+        finally:
+            await session.close()
+
+    error = refused(pair, body)
+    assert error.code == grpc.StatusCode.OUT_OF_RANGE
+    assert f"expected position {len(PROMPT)}, got {len(PROMPT) + 3}" in error.details
+    assert serves(pair, digest)
+
+
+def test_missing_fields_are_invalid_argument(pair, digest):
+    async def step_without_tensor(chain):
+        session = await chain.open_session(new_session_id(), "plan", 1, digest)
+        try:
+            await session._chain_call.write(
+                forward_pb2.ForwardRequest(
+                    step=forward_pb2.Step(
+                        session_id=session.ref.session_id, plan_id="plan", epoch=1, n_tokens=1
+                    )
+                )
+            )
+            await session.receive()
+        finally:
+            await session.close()
+
+    error = refused(pair, step_without_tensor)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT and "tensor is missing" in error.details
+
+    async def load_without_plan(chain):
+        return await chain.stages[0].load_segment(deploy_pb2.LoadSegmentRequest(model="tiny", start=0, end=2))
+
+    error = refused(pair, load_without_plan)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT and "plan_id is empty" in error.details
+
+    async def open_without_session_id(chain):
+        return await chain.open_session("", "plan", 1, digest)
+
+    error = refused(pair, open_without_session_id)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT and "session_id" in error.details
+    assert serves(pair, digest)
+
+
+def test_model_path_outside_the_models_dir_is_permission_denied(pair, digest, tmp_path):
+    for model in ("../../../etc", "/etc/passwd", str(tmp_path)):
+
+        async def load(chain, model=model):
+            request = deploy_pb2.LoadSegmentRequest(plan_id="plan", epoch=1, model=model, start=0, end=2)
+            return await chain.stages[0].load_segment(request)
+
+        error = refused(pair, load)
+        assert error.code == grpc.StatusCode.PERMISSION_DENIED, model
+        assert "outside the worker's --models-dir" in error.details
+    assert serves(pair, digest)  # the refused loads did not replace the deployment
+
+
+def test_no_free_kv_slot_is_resource_exhausted(pair):
+    digest = deploy(pair, SEGMENTS, max_sessions=1)
+
+    async def two_sessions(chain):
+        first = await chain.open_session(new_session_id(), "plan", 1, digest)
+        try:
+            await chain.open_session(new_session_id(), "plan", 1, digest)
+        finally:
+            await first.close()
+
+    error = refused(pair, two_sessions)
+    assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "EndSession" in error.details
+    assert serves(pair, digest)  # the first session's close freed its slot
+
+
+def test_profile_is_unimplemented_until_the_profiler_lands(pair, digest):
+    error = refused(pair, lambda chain: chain.stages[0].profile(measure_pb2.ProfileRequest(model="tiny")))
+    assert error.code == grpc.StatusCode.UNIMPLEMENTED and "profiler" in error.details
+    assert serves(pair, digest)
+
+
+def test_idle_sessions_expire(start_worker):
+    worker = start_worker("expiring", "--idle-timeout", "0.3")
+    digest = deploy([worker], [WHOLE])
+
+    async def idle_then_step(chain):
+        session = await chain.open_session(new_session_id(), "plan", 1, digest)
+        try:
+            await session.step(torch.tensor([PROMPT]), 0)
+            await asyncio.sleep(1.0)
+            await session.step(torch.tensor([[1]]), len(PROMPT))
+        finally:
+            await session.close(end_session=False)
+
+    error = refused([worker], idle_then_step)
+    assert error.code == grpc.StatusCode.NOT_FOUND and "expired" in error.details
+    assert serves([worker], digest)
+
+
+GARBAGE = [b"\xff\xff\xff\xff", b"\x0a\xff\xff\xff\xff\x0f"]  # an invalid tag; a length past the end
+
+
+@pytest.mark.parametrize("garbage", GARBAGE)
+@pytest.mark.parametrize("method", ["LoadSegment", "EndSession", "Profile"])
+def test_garbage_on_unary_rpcs_is_invalid_argument(pair, digest, method, garbage):
+    with grpc.insecure_channel(pair[0].address) as channel:
+        call = channel.unary_unary(f"/partition.v1.Stage/{method}")  # no serializers: raw bytes
+        with pytest.raises(grpc.RpcError) as caught:
+            call(garbage, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "is not a valid partition.v1." in caught.value.details()
+    assert serves(pair, digest)
+
+
+@pytest.mark.parametrize("garbage", GARBAGE)
+@pytest.mark.parametrize("method", ["Forward", "Probe"])
+def test_garbage_on_streaming_rpcs_is_invalid_argument(pair, digest, method, garbage):
+    with grpc.insecure_channel(pair[0].address) as channel:
+        call = channel.stream_stream(f"/partition.v1.Stage/{method}")
+        with pytest.raises(grpc.RpcError) as caught:
+            list(call(iter([garbage]), timeout=10))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert serves(pair, digest)
+
+
+def test_garbage_after_a_valid_open_is_invalid_argument(pair, digest):
+    ref = forward_pb2.SessionRef(session_id=new_session_id(), plan_id="plan", epoch=1, model_digest=digest)
+    opening = forward_pb2.ForwardRequest(
+        open=forward_pb2.OpenStream(session=ref, role=forward_pb2.STREAM_ROLE_CHAIN)
+    )
+    with grpc.insecure_channel(pair[0].address) as channel:
+        call = channel.stream_stream("/partition.v1.Stage/Forward")
+        with pytest.raises(grpc.RpcError) as caught:
+            list(call(iter([opening.SerializeToString(), GARBAGE[0]]), timeout=10))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert serves(pair, digest)
+
+
+def test_probe_measures_round_trips_and_worker_to_worker_links(pair, digest):
+    async def probes(chain):
+        direct = await chain.stages[0].probe(rounds=5, payload_bytes=1000, reply_bytes=100)
+        linked = await chain.stages[0].probe_link(pair[1].address, rounds=4, payload_bytes=2000)
+        return direct, linked
+
+    started = time.time_ns()
+    direct, linked = run_chain(pair, probes)
+    assert len(direct) == 5 and len(linked) == 4
+    for s in direct + linked:
+        assert started <= s.t0 <= s.t3 and s.t1 <= s.t2  # same host: one clock
+        assert (s.t3 - s.t0) >= (s.t2 - s.t1)
+    assert direct[0].request_bytes > 1000 and direct[0].reply_bytes > 100
+    assert linked[0].request_bytes > 2000
+    assert serves(pair, digest)
+
+
+def test_end_session_is_idempotent(pair, digest):
+    async def body(chain):
+        session = await chain.open_session(new_session_id(), "plan", 1, digest)
+        await session.step(torch.tensor([PROMPT]), 0)
+        await session.close(end_session=False)
+        first = await chain.stages[0].end_session(session.ref)
+        second = await chain.stages[0].end_session(session.ref)
+        return first, second
+
+    first, second = run_chain(pair, body)
+    assert first.found and first.positions == len(PROMPT)
+    assert not second.found
+    assert serves(pair, digest)
+
+
+def test_stage_client_reports_unreachable_workers():
+    async def body():
+        client = StageClient("127.0.0.1:1", TransportConfig())
+        try:
+            await client.end_session(
+                forward_pb2.SessionRef(session_id="s", plan_id="p", epoch=1), timeout_s=2
+            )
+        finally:
+            await client.close()
+
+    with pytest.raises(StageCallError) as caught:
+        asyncio.run(body())
+    assert caught.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)

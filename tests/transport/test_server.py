@@ -1,0 +1,63 @@
+"""The worker's server: reflection for any gRPC client, health, and graceful shutdown on SIGTERM."""
+
+import asyncio
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from partition.transport.channels import TransportConfig
+from partition.transport.client import Chain
+from tests.transport.helpers import PROMPT, WHOLE, deploy, new_session_id
+
+
+def reflect(address, request):
+    with grpc.insecure_channel(address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        return next(iter(stub.ServerReflectionInfo(iter([request]), timeout=10)))
+
+
+def test_reflection_lists_and_describes_the_stage_service(start_worker):
+    worker = start_worker("reflective")
+    listed = reflect(worker.address, reflection_pb2.ServerReflectionRequest(list_services=""))
+    names = {s.name for s in listed.list_services_response.service}
+    assert {
+        "partition.v1.Stage",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= names
+    described = reflect(
+        worker.address, reflection_pb2.ServerReflectionRequest(file_containing_symbol="partition.v1.Stage")
+    )
+    files = described.file_descriptor_response.file_descriptor_proto
+    assert files and any(b"partition/v1/stage.proto" in f for f in files)
+
+
+def test_sigterm_drains_and_exits_cleanly_with_a_session_open(start_worker):
+    import torch
+
+    worker = start_worker("terminated", "--grace", "2")
+    with grpc.insecure_channel(worker.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=10
+        )
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    digest = deploy([worker], [WHOLE])
+
+    async def open_then_terminate():
+        chain = Chain([worker.address], TransportConfig())
+        session = await chain.open_session(new_session_id(), "plan", 1, digest)
+        await session.step(torch.tensor([PROMPT]), 0)
+        started = time.monotonic()
+        code = await asyncio.to_thread(worker.stop, 10.0)
+        elapsed = time.monotonic() - started
+        await session.close(end_session=False)
+        await chain.close()
+        return code, elapsed
+
+    code, elapsed = asyncio.run(open_then_terminate())
+    assert code == 0  # exited by itself after SIGTERM, not killed
+    assert elapsed < 5.0  # grace 2 s for the open streams, then stop
+    log = worker.log_text()
+    assert "signal received: draining" in log and "worker terminated stopped" in log
