@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "emulate unequal devices on this machine (namespaces, tbf, delay, CPU quota)",
     ),
     "worker": ("partition.cli.worker", "serve one stage of a plan over gRPC"),
+    "profile": ("partition.cli.profile", "measure per-unit costs of a model on this machine (device.json)"),
     "plan": ("partition.cli.plan", "choose the split of the model over a cluster and write plan.json"),
     "serve": ("partition.cli.serve", "deploy a plan on its workers and generate through the split"),
     "bench": (

@@ -1,0 +1,90 @@
+"""Measure what each unit of the model costs on this machine and write the device profile (JSON).
+
+Times prefill at several prompt lengths and one decode step at several context lengths for the
+embedding, a block and the head, with warm-up and repeats, and fits them; records weight, KV-cache
+and activation bytes. Profiles are cached by model, device, dtype and threads (--refresh re-measures).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="built-in name, Hugging Face directory or .gguf file")
+    parser.add_argument("--threads", type=int, help="torch threads the worker will use (default: torch's)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--name", help="device name recorded in the profile (default: the hostname)")
+    parser.add_argument("--prefill-lengths", type=int, nargs="+", metavar="P", help="prompt lengths to time")
+    parser.add_argument("--context-lengths", type=int, nargs="+", metavar="C", help="decode contexts to time")
+    parser.add_argument("--repeats", type=int, help="timed runs per point (default 5)")
+    parser.add_argument("--warmup", type=int, help="untimed runs per point first (default 2)")
+    parser.add_argument(
+        "--min-time",
+        type=float,
+        metavar="S",
+        help="seconds per sample of back-to-back calls (for CPU quotas)",
+    )
+    parser.add_argument("--cache-dir", type=Path, help="profile cache (default ~/.cache/partition/profiles)")
+    parser.add_argument(
+        "--refresh", action="store_true", help="measure again even if a cached profile exists"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("device.json"), help="where to write (default device.json)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from partition.artifacts import save_profile
+    from partition.errors import ConfigError
+    from partition.profile import ProfileSettings, profile_device
+
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+    settings = ProfileSettings()
+    overrides = {
+        "prefill_lengths": tuple(args.prefill_lengths) if args.prefill_lengths else None,
+        "context_lengths": tuple(args.context_lengths) if args.context_lengths else None,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "min_time_s": args.min_time,
+    }
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    profile = profile_device(
+        args.model,
+        settings,
+        dtype=args.dtype,
+        threads=args.threads,
+        device=args.device,
+        name=args.name,
+        cache_dir=args.cache_dir,
+        refresh=args.refresh,
+    )
+    save_profile(profile, args.out)
+    print(format_profile(profile))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+def format_profile(profile) -> str:
+    d = profile.device
+    lines = [
+        f"{profile.model.name} ({profile.model.n_blocks} blocks, {profile.dtype}) on {d.name}: {d.cpu_model}, "
+        f"{d.threads} thread(s){', ' + d.cuda_device if d.cuda_device else ''}, {d.memory_bytes / 1e9:.1f} GB available",
+        "",
+        f"{'unit':<6} {'prefill s = c0 + c1 P + c2 P^2':<34} {'decode s = c0 + c1 context':<28} "
+        f"{'weights':>10} {'KV B/tok':>9} {'out B/tok':>9} {'spread':>7}",
+    ]
+    for cost in (profile.embed, profile.block, profile.head):
+        p, q = cost.prefill, cost.decode
+        lines.append(
+            f"{cost.kind:<6} {f'{p.c0 * 1e3:.3f} ms + {p.c1 * 1e6:.2f} us P + {p.c2 * 1e9:.2f} ns P^2':<34} "
+            f"{f'{q.c0 * 1e3:.3f} ms + {q.c1 * 1e9:.2f} ns c':<28} {cost.weight_bytes / 1e6:>8.1f}MB "
+            f"{cost.kv_bytes_per_token:>9} {cost.activation_bytes_per_token:>9} "
+            f"{max(cost.prefill_spread, cost.decode_spread):>6.0%}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,51 @@
+"""Profiling (profile -> plan): per-unit costs of a model on this device, cached on disk.
+
+profile = profile_device("smollm2-135m", threads=2)   # a DeviceProfile, from the cache when it can
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from partition.profile.cache import cache_key, cached, default_cache_dir, store
+from partition.profile.device import cpu_model, cpu_quota_cores
+from partition.profile.profiler import ProfileSettings, profile_model
+from partition.types import DeviceProfile
+
+__all__ = ["ProfileSettings", "profile_device", "profile_model"]
+
+
+def profile_device(
+    model: str,
+    settings: ProfileSettings | None = None,
+    dtype: str = "float32",
+    threads: int | None = None,
+    device: str = "cpu",
+    name: str | None = None,
+    cache_dir: Path | None = None,
+    refresh: bool = False,
+) -> DeviceProfile:
+    """The profile of `model` on this machine: from the cache unless `refresh`, else measured and stored.
+
+    `cache_dir=None` uses `default_cache_dir()`; pass a folder per test session to keep tests apart.
+    """
+    import socket
+
+    import torch
+
+    from partition.model import resolve_model
+
+    settings = settings or ProfileSettings()
+    source = resolve_model(model)
+    threads = threads or torch.get_num_threads()
+    cuda = torch.cuda.get_device_name(device) if device.startswith("cuda") else None
+    identity = {"name": name or socket.gethostname(), "cpu_model": cpu_model(), "cuda_device": cuda}
+    key = cache_key(source.digest, identity, dtype, threads, cpu_quota_cores(), settings)
+    directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if not refresh and (hit := cached(directory, key)) is not None:
+        return hit
+    profile = profile_model(
+        source, settings, dtype=dtype, threads=threads, device=device, name=identity["name"]
+    )
+    store(directory, key, profile)
+    return profile

@@ -1,0 +1,59 @@
+"""Timing one call honestly (profile): warm up, repeat, synchronize the device, keep the median."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_s: float  # seconds, median of the timed samples
+    p10_s: float  # seconds
+    p90_s: float  # seconds
+    repeats: int  # timed samples (warm-up runs excluded)
+
+    @property
+    def spread(self) -> float:
+        """(p90 - p10) / median: how much the samples disagreed."""
+        return (self.p90_s - self.p10_s) / self.median_s if self.median_s > 0 else 0.0
+
+
+def time_call(
+    fn: Callable[[], object],
+    repeats: int,
+    warmup: int,
+    sync: Callable[[], None] = lambda: None,
+    min_time_s: float = 0.0,
+) -> Timing:
+    """Run `fn` `warmup` times untimed, then take `repeats` timed samples (device synchronized).
+
+    A sample is one call, or with `min_time_s` as many back-to-back calls as last that long, divided
+    by their number: under a CPU quota (cgroup CFS) a single short call may run in a burst at full
+    speed, while a sustained load sees the quota's rate.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    for _ in range(warmup):
+        fn()
+    sync()
+    samples = []
+    for _ in range(repeats):
+        calls, start = 0, time.perf_counter()
+        while True:
+            fn()
+            calls += 1
+            sync()
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_time_s:
+                break
+        samples.append(elapsed / calls)
+    samples.sort()
+    if len(samples) >= 2:
+        deciles = statistics.quantiles(samples, n=10, method="inclusive")
+        p10, p90 = deciles[0], deciles[-1]
+    else:
+        p10 = p90 = samples[0]
+    return Timing(statistics.median(samples), p10, p90, repeats)

@@ -1,0 +1,78 @@
+"""Real profiles of this machine and the plans they lead to (the issue's must-be-true cases)."""
+
+import pytest
+
+from partition.plan import make_plan
+from partition.plan.cluster import GB, Cluster, Device
+from partition.plan.synthetic import link_pair
+from partition.types import Workload
+
+W = Workload(prompt_tokens=64, new_tokens=32)
+
+
+def test_profile_records_the_model_as_loaded(server_profile, smollm2):
+    spec = smollm2.spec
+    p = server_profile
+    assert p.model.digest == smollm2.digest and p.model.n_blocks == spec.n_blocks == 30
+    assert p.device.threads == 1 and p.device.name == "server" and p.dtype == "float32"
+    # fp32 parameters: embedding 49152 x 576; a block's attention + MLP + 2 norms
+    assert p.embed.weight_bytes == 4 * spec.vocab_size * spec.hidden_size
+    block_params = 2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536 + 2 * 576
+    assert p.block.weight_bytes == 4 * block_params
+    assert p.block.kv_bytes_per_token == 2 * 3 * 64 * 4 and p.embed.kv_bytes_per_token == 0
+    assert p.block.activation_bytes_per_token == 4 * 576 and p.head.activation_bytes_per_token == 4
+    for cost in (p.embed, p.block, p.head):
+        assert cost.prefill.at(32) > 0 and cost.decode.at(64) > 0
+    assert p.block.prefill.at(32) > p.block.decode.at(32)  # 32 tokens cost more than one
+
+
+def test_a_second_request_comes_from_the_cache(server_profile, profile_dir, monkeypatch):
+    import partition.profile as profile_package
+    from tests.profile.conftest import SETTINGS
+
+    def measure_again(*args, **kwargs):
+        raise AssertionError("profiled again instead of using the cache")
+
+    monkeypatch.setattr(profile_package, "profile_model", measure_again)
+    again = profile_package.profile_device(
+        "smollm2-135m", SETTINGS, threads=1, name="server", cache_dir=profile_dir
+    )
+    assert again == server_profile
+
+
+def test_the_quota_makes_the_edge_slower(server_profile, edge_profile):
+    edge, server = edge_profile.profile, server_profile
+    assert edge.block.decode.at(64) > 1.5 * server.block.decode.at(64), edge_profile.emulated
+    assert edge.block.prefill.at(32) > 1.5 * server.block.prefill.at(32), edge_profile.emulated
+
+
+def two_device_cluster(edge, server, mbps: float, latency_ms: float, server_gb: float = 4.0) -> Cluster:
+    devices = (Device("edge", "edge", edge, 4 * GB), Device("server", "server", server, int(server_gb * GB)))
+    return Cluster(devices, link_pair("edge", "server", mbps, latency_ms))
+
+
+def server_blocks(plan) -> int:
+    return sum(len(s.segment.blocks(plan.model.n_blocks)) for s in plan.stages if s.device == "server")
+
+
+def test_slow_edge_and_fast_link_move_the_blocks_to_the_server(server_profile, edge_profile):
+    plan = make_plan(two_device_cluster(edge_profile.profile, server_profile, 1000, 0.2), W)
+    assert server_blocks(plan) == 30, plan.stages
+    assert [s.device for s in plan.stages] == ["edge", "server", "edge"]  # embed and head stay on the edge
+
+
+def test_a_very_slow_link_keeps_the_blocks_on_the_edge(server_profile, edge_profile):
+    plan = make_plan(two_device_cluster(edge_profile.profile, server_profile, 0.05, 200), W)
+    assert server_blocks(plan) == 0 and [s.device for s in plan.stages] == ["edge"]
+    assert plan.unused == ("server",)
+
+
+@pytest.mark.parametrize("memory_gb", [[0.5, 0.25, 0.12, 0.06]])
+def test_less_server_memory_means_a_smaller_share(server_profile, edge_profile, memory_gb):
+    shares = [
+        server_blocks(make_plan(two_device_cluster(edge_profile.profile, server_profile, 1000, 0.2, gb), W))
+        for gb in memory_gb
+    ]
+    assert shares[0] == 30 and shares == sorted(shares, reverse=True) and len(set(shares)) == len(shares), (
+        shares
+    )
