@@ -30,7 +30,7 @@ $(VENV)/.model: | $(PY)
 install: $(VENV)/.project $(VENV)/.model
 
 demo: install
-	$(VENV)/bin/partition generate --model smollm2-135m --chat --prompt "What is the capital of France?"
+	$(VENV)/bin/partition demo --workdir out/demo
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "partition.cli.bench",
         "measure a plan: latency metrics, and every stage and link against its prediction",
     ),
+    "demo": ("partition.cli.demo", "the whole story on the embedded model: lab, profile, plan, serve, bench"),
     "generate": ("partition.cli.generate", "generate text with the whole model in this process"),
 }
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from partition.errors import LabError
+from partition.profile.device import CPU_QUOTA_ENV
 
 CPU_ROOT = Path("/sys/fs/cgroup/cpu")  # cgroup v1 cpu controller
 PERIOD_US = 100_000  # CFS period, microseconds
@@ -29,8 +30,23 @@ def create(name: str, cores: float, root: Path = CPU_ROOT) -> Path:
 
 
 def wrap(path: Path, argv: Sequence[str]) -> list[str]:
-    """argv that joins the cgroup before it execs, so it and all it starts are limited from the start."""
-    return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(path), *argv]
+    """argv that joins the cgroup before it execs, so it and all it starts are limited from the start.
+
+    The quota is also passed as CPU_QUOTA_ENV: `ip netns exec` remounts /sys, so a process in a lab
+    namespace cannot read its own cgroup's files, and the profiler must know it runs under a quota.
+    """
+    quota = _quota_cores(path)
+    env = ["env", f"{CPU_QUOTA_ENV}={quota:g}"] if quota is not None else []
+    return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(path), *env, *argv]
+
+
+def _quota_cores(path: Path) -> float | None:
+    try:
+        quota = int((path / "cpu.cfs_quota_us").read_text())
+        period = int((path / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
 
 
 def pids(path: Path) -> list[int]:

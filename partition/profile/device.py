@@ -35,8 +35,18 @@ def memory_available_bytes() -> int:
     return min(available, limit) if limit and available else available or (limit or 0)
 
 
+# Set by whoever placed this process under a quota where it cannot read its cgroup (the emulated lab).
+CPU_QUOTA_ENV = "PARTITION_CPU_QUOTA_CORES"
+
+
 def cpu_quota_cores() -> float | None:
     """CPU time per wall second this thread may use (cgroup v1 CFS quota), or None when unlimited."""
+    declared = os.environ.get(CPU_QUOTA_ENV)
+    if declared:
+        try:
+            return float(declared)
+        except ValueError:
+            pass  # a malformed value: read the cgroup instead
     quota = _cgroup_value("cpu", "cpu.cfs_quota_us")
     period = _cgroup_value("cpu", "cpu.cfs_period_us")
     if quota is None or period is None or quota <= 0 or period <= 0:
