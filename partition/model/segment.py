@@ -15,7 +15,7 @@ from torch import nn
 
 from partition.errors import ContextOverflowError
 from partition.model.kv_cache import KVCache
-from partition.model.layers import Block, Embedding, Head, StepContext
+from partition.model.layers import Block, Embedding, Head, StepContext, to_module_layout
 from partition.model.rope import RotaryTable
 from partition.model.spec import ModelSpec
 from partition.types import Segment
@@ -174,10 +174,14 @@ def load_segment(
     model = build_segment(source.spec, segment)
     for offset, module in enumerate(model.units().values()):
         state = unit_state(source, segment.start + offset)
-        state = {name: t.to(device=device, dtype=dtype) for name, t in state.items()}
+        state = to_module_layout(
+            module, {name: t.to(device=device, dtype=dtype) for name, t in state.items()}
+        )
         module.load_state_dict(state, strict=True, assign=True)
         del state
-    if model.embed is not None and model.head is not None and source.spec.tie_embeddings:
-        # one matrix serves both ends when a single process holds them (saves vocab x hidden floats)
-        model.embed.share_table(model.head.lm_head_t)
+    tied = model.embed is not None and model.head is not None and source.spec.tie_embeddings
+    if tied and model.head.lm_head.transposed:
+        # one [D, V] matrix serves both ends when a single process holds them (saves vocab x hidden
+        # floats): the embedding reads its columns
+        model.embed.share_table(model.head.lm_head.weight)
     return model.eval()

@@ -27,10 +27,7 @@ def unit_state(source, unit: int) -> dict[str, torch.Tensor]:
     block = unit - 1
     mapper = _MAPPERS[(source.format, spec.family)]
     get = _getter(reader, source)
-    state = mapper(kind, block, spec, get)
-    if kind == "head":  # stored transposed, see layers.Head
-        state["lm_head_t"] = state.pop("lm_head.weight").t().contiguous()
-    return state
+    return mapper(kind, block, spec, get)
 
 
 def _getter(reader: CheckpointReader, source) -> Callable[..., torch.Tensor | None]:
