@@ -136,6 +136,10 @@ latency_ms = 0.1
             "missing bandwidth_mbps",
         ),
         ("[extra]\n", "unknown table"),
+        (
+            '[[device]]\nname = "s"\nrole = "server"\nprofile = "gpu.json"\nthreads = 4\n',
+            "profile it again with --threads 4",
+        ),
         ("not toml [", "not valid TOML"),
     ],
 )
