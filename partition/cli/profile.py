@@ -13,6 +13,12 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="built-in name, Hugging Face directory or .gguf file")
+    parser.add_argument(
+        "--cluster",
+        type=Path,
+        help="profile every device of this cluster file through its worker and measure every link; "
+        "writes <name>.json and a profiled cluster file (--out, default <cluster>.profiled.toml)",
+    )
     parser.add_argument("--threads", type=int, help="torch threads the worker will use (default: torch's)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
@@ -31,9 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--refresh", action="store_true", help="measure again even if a cached profile exists"
     )
-    parser.add_argument(
-        "--out", type=Path, default=Path("device.json"), help="where to write (default device.json)"
-    )
+    parser.add_argument("--out", type=Path, help="where to write (default device.json)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +58,15 @@ def run(args: argparse.Namespace) -> int:
         "min_time_s": args.min_time,
     }
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    if args.cluster is not None:
+        from partition.coordinator.profile_cluster import profile_cluster
+
+        out = args.out or args.cluster.with_suffix(".profiled.toml")
+        written = profile_cluster(args.cluster, args.model, out, settings=settings)
+        print(written.read_text())
+        print(f"wrote {written} and a profile per device beside it")
+        return 0
+    args.out = args.out or Path("device.json")
     profile = profile_device(
         args.model,
         settings,

@@ -24,6 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="start a local worker for every device with no address or nothing listening there",
     )
     parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        metavar="ADDRESS",
+        help="start the stages as actors on the Ray cluster at ADDRESS (default: RAY_ADDRESS or the local "
+        "one), each on the node advertising resource device:<name>; this process is the edge",
+    )
+    parser.add_argument(
         "--baseline",
         metavar="NAME",
         help="serve one of the plan's baselines instead (even, memory_proportional, edge_only, best_single_server)",
@@ -54,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from partition.artifacts import load_plan
-    from partition.coordinator.deploy import deploy
     from partition.coordinator.topology import split_plan
     from partition.coordinator.workers import cluster_addresses, spawn_missing
+    from partition.errors import ConfigError
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -65,29 +73,38 @@ def run(args: argparse.Namespace) -> int:
         from partition.plan.variants import baseline_plan
 
         plan = baseline_plan(plan, args.baseline)
+    if args.ray is not None:
+        from partition.ray.stages import ray_stages
+
+        if args.cluster or args.spawn_local:
+            raise ConfigError("--ray places the stages itself: drop --cluster and --spawn-local")
+        with ray_stages(plan, args.ray, transport_config(args), args.threads) as stages:
+            return _serve(args, plan, stages.addresses, stages.transport)
     addresses = cluster_addresses(args.cluster) if args.cluster else {}
     remote = [s.device for s in split_plan(plan).remote]
     spawned = spawn_missing(remote, addresses, plan.model.name, args.threads) if args.spawn_local else []
     try:
-        deployment = deploy(
-            plan,
-            addresses,
-            transport_config(args),
-            max_context=args.max_context,
-            max_sessions=args.max_sessions,
-        )
-        try:
-            if args.prompt is not None:
-                answer(deployment, args, args.prompt)
-            else:
-                for line in sys.stdin:
-                    if line.strip():
-                        answer(deployment, args, line.rstrip("\n"))
-        finally:
-            deployment.close()
+        return _serve(args, plan, addresses, transport_config(args))
     finally:
         for worker in spawned:
             worker.stop()
+
+
+def _serve(args: argparse.Namespace, plan, addresses: dict[str, str], transport) -> int:
+    from partition.coordinator.deploy import deploy
+
+    deployment = deploy(
+        plan, addresses, transport, max_context=args.max_context, max_sessions=args.max_sessions
+    )
+    try:
+        if args.prompt is not None:
+            answer(deployment, args, args.prompt)
+        else:
+            for line in sys.stdin:
+                if line.strip():
+                    answer(deployment, args, line.rstrip("\n"))
+    finally:
+        deployment.close()
     return 0
 
 

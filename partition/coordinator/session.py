@@ -46,9 +46,16 @@ class PipelineSession:
         self.spans: list[HopSpan] = []
         self._steps = 0
 
-    @torch.inference_mode()
     def step(self, token_ids: list[int], position: int) -> torch.Tensor:
         """Logits [V] of the last of `token_ids`, placed at `position`.. of the session."""
+        return self._forward(token_ids, position, every_position=False)[-1]
+
+    def logits(self, token_ids: list[int], position: int) -> torch.Tensor:
+        """Logits [S, V] of every one of `token_ids` (teacher forcing: one step scores a whole sequence)."""
+        return self._forward(token_ids, position, every_position=True)
+
+    @torch.inference_mode()
+    def _forward(self, token_ids: list[int], position: int, every_position: bool) -> torch.Tensor:
         d = self.deployment
         step_start_ns = time.time_ns()
         x = torch.tensor([token_ids], dtype=torch.long)
@@ -59,18 +66,17 @@ class PipelineSession:
             front_s = time.perf_counter() - started
         result = None
         if self._remote is not None:
-            coro = self._remote.step(
-                x, position, codec=d.topology.input_codec, last_only=d.tail_model is None
-            )
+            last_only = d.tail_model is None and not every_position
+            coro = self._remote.step(x, position, codec=d.topology.input_codec, last_only=last_only)
             result = d.loop.run(coro)
             x = result.output
         if d.tail_model is not None:
             started = time.perf_counter()
-            x = d.tail_model(x, self._tail_cache, [0], [position], last_token_only=True)
+            x = d.tail_model(x, self._tail_cache, [0], [position], last_token_only=not every_position)
             tail_s = time.perf_counter() - started
         self._record(len(token_ids), step_start_ns, front_s, tail_s, result)
         self._steps += 1
-        return x[0, -1]
+        return x[0]
 
     def _record(self, n_tokens: int, step_start_ns: int, front_s: float, tail_s: float, result) -> None:
         d = self.deployment

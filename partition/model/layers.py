@@ -133,21 +133,37 @@ class Embedding(nn.Module):
         super().__init__()
         self.tokens = nn.Embedding(spec.vocab_size, spec.hidden_size)
         self.positions = nn.Embedding(spec.max_context, spec.hidden_size) if spec.family == "gpt2" else None
+        self.table_DV: torch.Tensor | None = None  # the head's matrix, when tied and in this process
+
+    def share_table(self, table_DV: nn.Parameter) -> None:
+        """Read token vectors from the head's [D, V] matrix (tied embeddings: one copy, not two)."""
+        self.tokens = None
+        self.table_DV = table_DV
 
     def forward(self, ids_BS: torch.Tensor, positions_BS: torch.Tensor) -> torch.Tensor:
-        x_BSD = self.tokens(ids_BS)
+        if self.table_DV is not None:
+            B, S = ids_BS.shape
+            # contiguous: a strided activation takes another matmul kernel and rounds differently
+            x_BSD = self.table_DV.index_select(1, ids_BS.reshape(-1)).t().contiguous().view(B, S, -1)
+        else:
+            x_BSD = self.tokens(ids_BS)
         if self.positions is not None:
             x_BSD = x_BSD + self.positions(positions_BS)
         return x_BSD
 
 
 class Head(nn.Module):
-    """Final norm + LM head: hidden states [B, S, D] -> logits [B, S, V]."""
+    """Final norm + LM head: hidden states [B, S, D] -> logits [B, S, V].
+
+    The LM head is stored [D, V] (transposed from the checkpoint's [V, D]): for one token, `x @ W_DV`
+    streams the 113 MB matrix of SmolLM2 about 1.8x faster than `F.linear` on the CPU (measured with
+    MKL, 1 and 2 threads), and decoding reads it once per token.
+    """
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
         self.norm = make_norm(spec)
-        self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
+        self.lm_head_t = nn.Parameter(torch.empty(spec.hidden_size, spec.vocab_size))
 
     def forward(self, x_BSD: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(self.norm(x_BSD))
+        return self.norm(x_BSD) @ self.lm_head_t

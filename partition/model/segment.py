@@ -179,5 +179,5 @@ def load_segment(
         del state
     if model.embed is not None and model.head is not None and source.spec.tie_embeddings:
         # one matrix serves both ends when a single process holds them (saves vocab x hidden floats)
-        model.head.lm_head.weight = model.embed.tokens.weight
+        model.embed.share_table(model.head.lm_head_t)
     return model.eval()

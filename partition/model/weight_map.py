@@ -27,7 +27,10 @@ def unit_state(source, unit: int) -> dict[str, torch.Tensor]:
     block = unit - 1
     mapper = _MAPPERS[(source.format, spec.family)]
     get = _getter(reader, source)
-    return mapper(kind, block, spec, get)
+    state = mapper(kind, block, spec, get)
+    if kind == "head":  # stored transposed, see layers.Head
+        state["lm_head_t"] = state.pop("lm_head.weight").t().contiguous()
+    return state
 
 
 def _getter(reader: CheckpointReader, source) -> Callable[..., torch.Tensor | None]:

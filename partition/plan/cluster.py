@@ -41,6 +41,7 @@ from partition.types import DeviceProfile, LinkProfile, ModelRef
 GB = 1e9  # memory sizes are decimal gigabytes, as the error messages print them
 MBPS = 1e6 / 8  # bytes per second in one megabit per second
 
+# `threads`: the worker's --threads; checked against the threads its profile was measured with
 _DEVICE_KEYS = {"name", "role", "profile", "memory_gb", "count", "address", "threads"}
 _LINK_KEYS = {"from", "to", "bandwidth_mbps", "latency_ms"}
 
@@ -177,7 +178,11 @@ def _parse_device(
     where = f"{where} ({name!r})"
     role = _require(entry, "role", str, where)
     if "profile" not in entry:
-        hint = " (profiling a remote worker by address comes with the runtime)" if "address" in entry else ""
+        hint = (
+            "; with workers running, `partition profile --cluster FILE --model MODEL` profiles every device"
+            if "address" in entry
+            else ""
+        )
         raise ConfigError(f'{where}: needs profile = "FILE.json" made by `partition profile`{hint}')
     profile_path = base_dir / _require(entry, "profile", str, where)
     if profile_path not in profiles:

@@ -127,6 +127,8 @@ class StageClient:
             await call.done_writing()
         except grpc.aio.AioRpcError as error:
             raise StageCallError(error.code(), error.details() or "", self.address) from None
+        except asyncio.InvalidStateError:  # the worker ended the call before a write
+            raise StageCallError(await call.code(), await call.details() or "", self.address) from None
         finally:
             call.cancel()
         return samples
@@ -149,6 +151,8 @@ class StageClient:
             await call.done_writing()
         except grpc.aio.AioRpcError as error:
             raise StageCallError(error.code(), error.details() or "", self.address) from None
+        except asyncio.InvalidStateError:  # the worker ended the call before a write
+            raise StageCallError(await call.code(), await call.details() or "", self.address) from None
         finally:
             call.cancel()
         return list(reply.samples) if reply is not grpc.aio.EOF else []
@@ -258,8 +262,18 @@ class ChainSession:
                     _open_stream(self._chain_call, self.ref, forward_pb2.STREAM_ROLE_CHAIN, first),
                     _open_stream(self._return_call, self.ref, forward_pb2.STREAM_ROLE_RETURN, last),
                 )
-        except BaseException:
+        except BaseException as error:
             self._cancel()
+            # Stages free a session the chain refused, but not one the whole chain accepted before the
+            # RETURN stream failed: end it everywhere rather than hold KV slots until they expire.
+            with contextlib.suppress(StageCallError):
+                await asyncio.gather(*(s.end_session(self.ref, timeout_s=2.0) for s in self.chain.stages))
+            if isinstance(error, TimeoutError):
+                raise StageCallError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"the chain did not accept the session within {timeout_s:g} s",
+                    first,
+                ) from None
             raise
         self.stages = tuple(opened[0].stages)
         self.next_position = opened[0].next_position
@@ -397,6 +411,8 @@ async def _open_stream(
         reply = await call.read()
     except grpc.aio.AioRpcError as error:
         raise StageCallError(error.code(), error.details() or "", address) from None
+    except asyncio.InvalidStateError:  # the worker ended the call before our first write (e.g. no token)
+        raise StageCallError(await call.code(), await call.details() or "", address) from None
     if reply is grpc.aio.EOF:
         raise StageCallError(await call.code(), await call.details() or "stream ended unopened", address)
     return reply.opened

@@ -94,7 +94,7 @@ class ForwardService:
         self, ref: forward_pb2.SessionRef, open_request: bytes, context: grpc.aio.ServicerContext
     ):
         session_id = ref.session_id
-        session, _ = await self.compute.call(
+        session, new = await self.compute.call(
             self.runtime.open_session, session_id, ref.plan_id, ref.epoch, ref.model_digest
         )
         deployment = self.runtime.deployment
@@ -103,7 +103,12 @@ class ForwardService:
         try:
             stages = [self.worker]
             if deployment.downstream:
-                downstream = await Downstream.open(self.pool, deployment.downstream, open_request)
+                try:
+                    downstream = await Downstream.open(self.pool, deployment.downstream, open_request)
+                except BaseException:  # refused downstream, or the caller gave up (cancelled) meanwhile
+                    if new:  # do not hold the session's KV slot until it expires
+                        await self.compute.call(self.runtime.end_session, session_id, ref.plan_id, ref.epoch)
+                    raise
                 stages += downstream.opened.stages
             opened = forward_pb2.StreamOpened(
                 stages=stages, kv_slot=session.slot, next_position=session.next_position

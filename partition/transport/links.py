@@ -90,6 +90,8 @@ class Downstream:
             reply = await asyncio.wait_for(call.read(), OPEN_TIMEOUT_S)
         except grpc.aio.AioRpcError as error:
             raise StatusError.from_rpc(error, address) from None
+        except asyncio.InvalidStateError:  # the next stage ended the call before our first write
+            reply = grpc.aio.EOF
         except TimeoutError:
             call.cancel()
             raise StatusError(

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import partition
@@ -36,6 +36,7 @@ class LocalWorker:
     address: str  # host:port it serves on
     process: subprocess.Popen
     log_path: Path  # its stderr and stdout
+    _terminated: bool = field(default=False, repr=False)
 
     @property
     def pid(self) -> int:
@@ -47,7 +48,7 @@ class LocalWorker:
     def stop(self, timeout_s: float = 10.0) -> int:
         """SIGTERM, wait up to `timeout_s` for the graceful shutdown, then SIGKILL; the exit code."""
         if self.alive():
-            self.process.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 return self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:
@@ -59,6 +60,13 @@ class LocalWorker:
                 )
                 self.process.kill()
         return self.process.wait()
+
+    def terminate(self) -> None:
+        """Send SIGTERM once, without waiting (stop_workers stops many at once)."""
+        # A second SIGTERM could land after the worker removed its handler and kill it uncleanly.
+        if self.alive() and not self._terminated:
+            self._terminated = True
+            self.process.send_signal(signal.SIGTERM)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -110,3 +118,10 @@ def spawn_worker(
         time.sleep(0.05)
     info = json.loads(ready.read_text())
     return LocalWorker(name, info["address"], process, log_path)
+
+
+def stop_workers(workers: list[LocalWorker], timeout_s: float = 10.0) -> list[int]:
+    """SIGTERM every worker at once, then wait for each (killing any that hangs); their exit codes."""
+    for worker in workers:
+        worker.terminate()
+    return [worker.stop(timeout_s) for worker in workers]

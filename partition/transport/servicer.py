@@ -82,15 +82,19 @@ class StageServicer:
         return deploy_pb2.EndSessionReply(found=True, positions=session.next_position)
 
     async def profile(self, request: measure_pb2.ProfileRequest, _context) -> measure_pb2.ProfileReply:
+        """Run the per-unit profiler here, on this worker's device, threads and CPU limits (minutes)."""
+        from partition.artifacts import profile_to_json
+        from partition.runtime.models_dir import resolve_allowed
+
         if not request.model:
             raise InvalidRequestError(
                 "Profile: model is empty; name a built-in model or a path in --models-dir"
             )
-        raise StatusError(
-            grpc.StatusCode.UNIMPLEMENTED,
-            f"[{self.worker}] Profile is not available on this worker version: the per-layer profiler "
-            "(partition/profile) is not wired into the worker yet; run `partition profile` on the machine itself",
+        resolve_allowed(request.model, self.settings.models_dir)  # PERMISSION_DENIED outside the models dir
+        profile = await self.compute.call(
+            _profile_here, request, self.worker, self.settings.device, inline=False
         )
+        return measure_pb2.ProfileReply(worker=self.worker, device_profile_json=profile_to_json(profile))
 
     async def probe(self, _request_iterator, context: grpc.aio.ServicerContext) -> None:
         limit = self.config.max_message_bytes - _MESSAGE_OVERHEAD
@@ -150,6 +154,8 @@ class StageServicer:
             await call.done_writing()
         except grpc.aio.AioRpcError as error:
             raise StatusError.from_rpc(error, address) from None
+        except asyncio.InvalidStateError:  # the peer ended the call before a write
+            raise StatusError(await call.code(), await call.details() or "") from None
         finally:
             call.cancel()
         return samples
@@ -208,4 +214,31 @@ def _redeployed(worker: str, plan_id: str, epoch: int) -> StatusError:
     return StatusError(
         grpc.StatusCode.FAILED_PRECONDITION,
         f"[{worker}] the worker was redeployed to plan {plan_id!r} epoch {epoch}; this session was dropped",
+    )
+
+
+def _profile_here(request: measure_pb2.ProfileRequest, worker: str, device: str):
+    from dataclasses import replace
+
+    from partition.profile import ProfileSettings, profile_device
+    from partition.profile.device import cpu_quota_cores
+
+    settings = ProfileSettings()
+    overrides = {
+        "prefill_lengths": tuple(request.prefill_lengths) or None,
+        "context_lengths": tuple(request.context_lengths) or None,
+        "repeats": request.repeats or None,
+    }
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    if cpu_quota_cores() is not None and settings.min_time_s == 0:
+        # under a CFS quota a lone short call can run in a burst at full speed; time sustained runs
+        # of at least three 100 ms periods so the profile shows the rate the quota allows
+        settings = replace(settings, min_time_s=0.3)
+    return profile_device(
+        request.model,
+        settings,
+        dtype=request.dtype or "float32",
+        threads=request.threads or None,
+        device=device,
+        name=worker,
     )

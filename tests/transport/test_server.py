@@ -1,7 +1,7 @@
 """The worker's server: reflection for any gRPC client, health, and graceful shutdown on SIGTERM."""
 
 import asyncio
-import time
+from datetime import datetime
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -37,7 +37,7 @@ def test_reflection_lists_and_describes_the_stage_service(start_worker):
 def test_sigterm_drains_and_exits_cleanly_with_a_session_open(start_worker):
     import torch
 
-    worker = start_worker("terminated", "--grace", "2")
+    worker = start_worker("terminated", "--grace", str(GRACE_S))
     with grpc.insecure_channel(worker.address) as channel:
         health = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=""), timeout=10
@@ -49,15 +49,24 @@ def test_sigterm_drains_and_exits_cleanly_with_a_session_open(start_worker):
         chain = Chain([worker.address], TransportConfig())
         session = await chain.open_session(new_session_id(), "plan", 1, digest)
         await session.step(torch.tensor([PROMPT]), 0)
-        started = time.monotonic()
-        code = await asyncio.to_thread(worker.stop, 10.0)
-        elapsed = time.monotonic() - started
+        code = await asyncio.to_thread(worker.stop, 30.0)
         await session.close(end_session=False)
         await chain.close()
-        return code, elapsed
+        return code
 
-    code, elapsed = asyncio.run(open_then_terminate())
-    assert code == 0  # exited by itself after SIGTERM, not killed
-    assert elapsed < 5.0  # grace 2 s for the open streams, then stop
+    assert asyncio.run(open_then_terminate()) == 0  # exited by itself after SIGTERM, not killed
     log = worker.log_text()
-    assert "signal received: draining" in log and "worker terminated stopped" in log
+    drained, stopped = (
+        _log_time(log, text) for text in ("signal received: draining", "worker terminated stopped")
+    )
+    assert 0 <= stopped - drained < GRACE_S + 1.0  # the open session's streams held it for the grace at most
+
+
+GRACE_S = 2.0
+
+
+def _log_time(log: str, text: str) -> float:
+    """Seconds of the day at which the line containing `text` was logged."""
+    line = next(line for line in log.splitlines() if text in line)
+    clock = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+    return clock.hour * 3600 + clock.minute * 60 + clock.second + clock.microsecond / 1e6

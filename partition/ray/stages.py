@@ -1,0 +1,315 @@
+"""Place a plan's remote stages on a Ray cluster (deploy, serve under Ray).
+
+Each remote stage of the plan gets one stage actor (partition/ray/actor.py) on a node that advertises
+the custom resource `device:<name>` of its device. The actors start the ordinary gRPC stage servers;
+the coordinator (this process, the job's driver, on the edge) then deploys the plan on their
+addresses and serves as usual. Ray places and supervises; activations go over the gRPC chain.
+
+    with ray_stages(plan, "auto") as stages:        # ray.init, one actor per remote stage, addresses
+        deployment = deploy(plan, stages.addresses, stages.transport)
+        ...                                         # errors name the stage's device and node
+    # every actor stopped (killed if it does not stop), the driver disconnected if it connected here
+
+Nothing waits forever: a device no node advertises fails at once, with the resources the cluster
+has; an actor Ray cannot start in `start_timeout_s` fails naming the device and its nodes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from partition.coordinator.topology import split_plan
+from partition.coordinator.workers import is_listening
+from partition.errors import ConfigError, PartitionError
+from partition.ray.actor import StageActor, StageOptions
+from partition.types import Plan
+
+log = logging.getLogger(__name__)
+
+RESOURCE_PREFIX = "device:"  # a node serves device NAME when it advertises resource "device:NAME"
+# A stage asks for a sliver of its device's resource: placement only, so that a second job on the same
+# cluster is not blocked by the first (it competes for CPUs instead, which Ray accounts for).
+DEVICE_SHARE = 0.01
+START_TIMEOUT_S = 120.0  # seconds for Ray to place every actor and for each to import torch and bind
+STOP_TIMEOUT_S = 15.0  # seconds for the actors to stop gracefully before they are killed
+CONNECT_TIMEOUT_S = 5.0  # seconds for the GCS address to accept a TCP connection
+DEATH_NOTICE_S = 5.0  # seconds to let Ray report a dead actor after a broken connection
+# gRPC codes that mean "the peer went away": worth waiting for Ray to say which actor died
+_CONNECTION_CODES = {"UNAVAILABLE", "CANCELLED", "ABORTED", "DEADLINE_EXCEEDED", "INTERNAL"}
+
+
+class RayStageError(PartitionError):
+    """A stage actor could not be placed, did not start, failed, or died; names the device and node."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where Ray put one stage."""
+
+    device: str
+    name: str  # the actor's name in the Ray cluster (`ray list actors`)
+    address: str  # host:port of its gRPC stage server
+    node_id: str  # hex id of the Ray node
+    node_ip: str
+    actor_id: str
+    pid: int  # of the actor process, on its node
+
+    def where(self) -> str:
+        return f"Ray actor {self.name} on node {self.node_ip} ({self.node_id[:12]})"
+
+
+def device_nodes() -> dict[str, list[dict]]:
+    """device name -> the alive nodes (ray.nodes() entries) advertising `device:<name>`."""
+    import ray
+
+    by_device: dict[str, list[dict]] = {}
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        for key, amount in node.get("Resources", {}).items():
+            if key.startswith(RESOURCE_PREFIX) and amount > 0:
+                by_device.setdefault(key[len(RESOURCE_PREFIX) :], []).append(node)
+    return by_device
+
+
+class RayStages:
+    """The stage actors of one plan: start them, explain failures in terms of devices, stop them."""
+
+    def __init__(self, plan: Plan, transport, options: dict[str, StageOptions]) -> None:
+        self.plan = plan
+        self.transport = transport  # TransportConfig the coordinator uses to reach the actors
+        self._options = options  # device -> StageOptions, chain order
+        self._actors: dict[str, object] = {}  # device -> ActorHandle
+        self._done: dict[str, object] = {}  # device -> ObjectRef of wait_stopped()
+        self.placements: dict[str, Placement] = {}
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        return {device: p.address for device, p in self.placements.items()}
+
+    def start(self, cpus: float, start_timeout_s: float = START_TIMEOUT_S) -> None:
+        import ray
+
+        nodes = device_nodes()
+        missing = [device for device in self._options if device not in nodes]
+        if missing:
+            raise RayStageError(_missing_message(missing, nodes))
+        _check_edge(self.plan.edge, nodes)
+        actor_class = ray.remote(StageActor)
+        names = {device: f"partition-{device}-{uuid.uuid4().hex[:8]}" for device in self._options}
+        for device, options in self._options.items():
+            self._actors[device] = actor_class.options(
+                name=names[device],
+                num_cpus=cpus,
+                resources={RESOURCE_PREFIX + device: DEVICE_SHARE},
+                max_restarts=0,  # failover is the coordinator's business, not Ray's
+                max_concurrency=4,  # wait_stopped blocks one thread; info and stop need others
+            ).remote(options)
+        infos = {device: actor.info.remote() for device, actor in self._actors.items()}
+        ready, _ = ray.wait(list(infos.values()), num_returns=len(infos), timeout=start_timeout_s)
+        for device, ref in infos.items():
+            if ref not in ready:
+                raise RayStageError(
+                    f"Ray did not start the stage actor for device {device!r} within {start_timeout_s:g} s: "
+                    f"it needs {cpus:g} CPU(s) on a node advertising {RESOURCE_PREFIX}{device}: "
+                    f"{_node_list(nodes[device], cpus=True)}. Are their CPUs taken by other work? "
+                    "(`ray status` shows pending demands; --threads sets the CPUs a stage asks for)"
+                )
+            try:
+                info = ray.get(ref)
+            except ray.exceptions.RayError as error:
+                raise RayStageError(
+                    f"the stage actor for device {device!r} failed to start on "
+                    f"{_node_list(nodes[device])}: {_short(error)}"
+                ) from None
+            self.placements[device] = Placement(
+                device, names[device], info["address"], info["node_id"], info["node_ip"], info["actor_id"],
+                info["pid"],
+            )  # fmt: skip
+            self._done[device] = self._actors[device].wait_stopped.remote()
+            log.info("stage %s: %s serving at %s", device, self.placements[device].where(), info["address"])
+
+    def dead(self, wait_s: float = 0.0) -> dict[str, str]:
+        """device -> why, for every actor Ray reports dead (waiting up to `wait_s` for a first one)."""
+        import ray
+
+        refs = list(self._done.values())
+        if not refs:
+            return {}
+        ready, _ = ray.wait(refs, num_returns=1, timeout=wait_s)
+        if ready:  # give the others a moment too: a dead node takes several stages with it
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0.5)
+        dead = {}
+        for device, ref in self._done.items():
+            if ref in ready:
+                try:
+                    ray.get(ref)
+                    dead[device] = "it stopped"
+                except ray.exceptions.RayError as error:
+                    dead[device] = _short(error)
+        return dead
+
+    def explain(self, error: PartitionError) -> PartitionError:
+        """The same failure told in devices and nodes: which actor died, or where each address lives."""
+        code = getattr(getattr(error, "code", None), "name", "")
+        dead = self.dead(DEATH_NOTICE_S if code in _CONNECTION_CODES else 0.0)
+        if dead:
+            lines = [
+                f"stage {device!r} ({self.placements[device].where()}) died: {why}"
+                for device, why in dead.items()
+            ]
+            return RayStageError("; ".join(lines) + f"; the request ended with: {error}")
+        text = str(error)
+        known = [p for p in self.placements.values() if p.address in text]
+        if not known:
+            return error
+        where = "; ".join(f"{p.address} is stage {p.device!r}, {p.where()}" for p in known)
+        return RayStageError(f"{text} [{where}]")
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Stop every actor gracefully, then kill it (stopped or not): nothing outlives the job."""
+        import ray
+
+        dead = self.dead()
+        serving = [device for device in self.placements if device in self._actors and device not in dead]
+        refs = [self._actors[device].stop.remote() for device in serving]
+        if refs:
+            ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        for actor in self._actors.values():
+            ray.kill(actor, no_restart=True)
+        self._actors.clear()
+        self._done.clear()
+
+
+@contextlib.contextmanager
+def ray_stages(
+    plan: Plan,
+    address: str | None = "auto",
+    transport=None,
+    threads: int = 0,
+    kv_budget_bytes: int = 1 << 30,
+    start_timeout_s: float = START_TIMEOUT_S,
+) -> Iterator[RayStages]:
+    """Connect to Ray, start one stage actor per remote stage of `plan`, stop them all on exit.
+
+    A PartitionError raised inside the block comes out naming the stage's device and Ray node."""
+    from partition.transport.channels import TransportConfig
+
+    transport = transport or TransportConfig()
+    if transport.tls:
+        raise ConfigError(
+            "--ray serves plaintext with a fresh shared token per run; drop --tls-* "
+            "(TLS certificates for stage actors are not supported yet)"
+        )
+    token = transport.token or secrets.token_urlsafe(32)
+    transport = TransportConfig(token=token, keepalive_s=transport.keepalive_s)
+    models_dir = None
+    model_path = Path(plan.model.name)
+    if model_path.exists():  # a path: every node must have it at the same place
+        models_dir = str(model_path.resolve().parent)
+    options = {
+        stage.device: StageOptions(
+            stage.device, token, threads=threads, models_dir=models_dir, kv_budget_bytes=kv_budget_bytes
+        )
+        for stage in split_plan(plan).remote
+    }
+    connected_here = connect(address)
+    stages = RayStages(plan, transport, options)
+    try:
+        if options:
+            stages.start(cpus=max(1, threads), start_timeout_s=start_timeout_s)
+        yield stages
+    except PartitionError as error:
+        raise stages.explain(error) from None
+    finally:
+        stages.stop()
+        if connected_here:
+            import ray
+
+            ray.shutdown()
+
+
+def connect(address: str | None) -> bool:
+    """ray.init unless this process is already a driver; True when it connected here."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or "auto"
+    if (
+        address != "auto"
+        and not address.startswith("ray://")
+        and not is_listening(address, CONNECT_TIMEOUT_S)
+    ):
+        # ray.init would retry an unreachable GCS for minutes
+        raise RayStageError(
+            f"nothing answers at {address}: give the address of the Ray head's GCS (`ray start --head` "
+            "prints it, port 6379 by default), or leave it out to use RAY_ADDRESS"
+        )
+    verbose = logging.getLogger("partition").getEffectiveLevel() <= logging.INFO
+    try:
+        ray.init(
+            address=address,
+            logging_level=logging.INFO if verbose else logging.WARNING,
+            log_to_driver=verbose,
+        )
+    except ConnectionError:
+        raise RayStageError(
+            "no running Ray cluster found (RAY_ADDRESS is not set and this machine belongs to none): "
+            "start one (`ray start --head`, or `ray up cluster/ray/cluster.yaml`) or give its address: "
+            "--ray HOST:PORT"
+        ) from None
+    return True
+
+
+def _check_edge(edge: str, nodes: dict[str, list[dict]]) -> None:
+    import ray
+
+    here = ray.get_runtime_context().get_node_id()
+    edge_nodes = nodes.get(edge, [])
+    if edge_nodes and here not in {n["NodeID"] for n in edge_nodes}:
+        log.warning(
+            "this coordinator runs on node %s, but %s%s is on %s: the edge's own segments run here. "
+            "Submit with `ray job submit --entrypoint-resources '{\"%s%s\": %g}' ...` to run on the edge",
+            here[:12], RESOURCE_PREFIX, edge, _node_list(edge_nodes), RESOURCE_PREFIX, edge, DEVICE_SHARE,
+        )  # fmt: skip
+
+
+def _missing_message(missing: list[str], nodes: dict[str, list[dict]]) -> str:
+    import ray
+
+    resources = sorted(
+        key
+        for key in ray.cluster_resources()
+        if not key.startswith("node:") and key not in ("memory", "object_store_memory")
+    )
+    devices = ", ".join(f"{d} on {_node_list(ns)}" for d, ns in sorted(nodes.items())) or "none"
+    wanted = ", ".join(f"{RESOURCE_PREFIX}{d}" for d in missing)
+    return (
+        f"no node of the Ray cluster advertises {wanted} (device(s) {', '.join(map(repr, missing))} of the "
+        f"plan). Devices the cluster has: {devices}; its resources: {', '.join(resources) or 'none'}. "
+        f"Start the node with `ray start --resources '{{\"{RESOURCE_PREFIX}{missing[0]}\": 1}}'` "
+        "or set it under `resources` in cluster.yaml"
+    )
+
+
+def _node_list(nodes: list[dict], cpus: bool = False) -> str:
+    return ", ".join(
+        f"{n['NodeManagerAddress']} ({n['NodeID'][:12]}"
+        + (f", {n['Resources'].get('CPU', 0):g} CPUs in all)" if cpus else ")")
+        for n in nodes
+    )
+
+
+def _short(error: BaseException, lines: int = 6) -> str:
+    """A Ray error's message without most of its traceback: the first line and the last few."""
+    text = [line for line in str(error).strip().splitlines() if line.strip()]
+    if len(text) <= lines:
+        return " ".join(line.strip() for line in text)
+    return " ".join(line.strip() for line in [text[0], "...", *text[-(lines - 1) :]])

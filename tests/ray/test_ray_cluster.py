@@ -1,0 +1,220 @@
+"""`partition serve --ray` on a simulated three-node Ray cluster (ray.cluster_utils.Cluster).
+
+The nodes are real raylets on this machine, each advertising one device: device:phone on the head
+(where the coordinator, the edge, runs), device:server-a and device:server-b on two more. One cluster
+serves the whole module: the exact tokens of the whole model with every actor on its device's node,
+a device nobody advertises, a segment an actor cannot load, and a stage actor killed mid-request.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from partition.artifacts import save_plan
+from partition.coordinator.workers import is_listening
+from partition.model.generation import GenerationRequest, generate, local_step
+from partition.transport.client import STEP_TIMEOUT_S
+from tests.coordinator.plans import split_plan
+from tests.ray.helpers import (
+    NODE_OBJECT_STORE_BYTES,
+    Output,
+    partition,
+    stage_actors,
+    stop_process,
+    wait_gone,
+)
+
+ray = pytest.importorskip("ray", reason="needs the ray extra: pip install -e '.[ray]'")
+pytestmark = pytest.mark.ray
+
+DEVICES = ("phone", "server-a", "server-b")  # phone: the head node and the edge
+# three stages, one per device: the edge embeds and runs the first blocks, server-b ends with the head
+STAGES = [("phone", 0, 10, "raw"), ("server-a", 10, 21, "shuffle-zstd"), ("server-b", 21, 32, "raw")]
+N_TOKENS = 32
+STORY = "Tell me a long story about a lighthouse keeper and the sea."
+
+
+def _node_args(device: str) -> dict:
+    return {
+        "num_cpus": 1,
+        "resources": {f"device:{device}": 1},
+        "object_store_memory": NODE_OBJECT_STORE_BYTES,
+        "include_dashboard": False,
+        "dashboard_agent_listen_port": None,  # any free port, not Ray's fixed default
+    }
+
+
+@pytest.fixture(scope="module")
+def cluster(ray_env):
+    from ray.cluster_utils import Cluster
+
+    started = time.monotonic()
+    cluster = Cluster(initialize_head=True, head_node_args=_node_args("phone"), shutdown_at_exit=True)
+    nodes = [cluster.head_node]
+    try:
+        nodes += [cluster.add_node(**_node_args(device)) for device in DEVICES[1:]]
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+        print(f"cluster of {len(nodes)} nodes up in {time.monotonic() - started:.1f} s")
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()  # asserts that no process of any node is left
+    assert not any(node.any_processes_alive() for node in nodes)
+
+
+@pytest.fixture(scope="module")
+def device_node_ids(cluster) -> dict[str, str]:
+    """device -> id of the node advertising device:<device>."""
+    return {
+        key.removeprefix("device:"): node["NodeID"]
+        for node in ray.nodes()
+        if node["Alive"]
+        for key in node["Resources"]
+        if key.startswith("device:")
+    }
+
+
+@pytest.fixture(scope="module")
+def plan_file(smollm2, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ray") / "plan.json"
+    save_plan(split_plan(smollm2, STAGES), path)
+    return path
+
+
+def _serve(plan_file, address: str, env: dict, *extra: str) -> subprocess.Popen:
+    command = partition(
+        "serve", "--plan", str(plan_file), "--ray", address, "--threads", "1", "--max-context", "512",
+        "--max-sessions", "1", "--chat", *extra,
+    )  # fmt: skip
+    return subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+
+
+def _whole_model_tokens(model, prompt: list[int], n: int) -> list[int]:
+    cache = model.new_cache(1, len(prompt) + n)
+    request = GenerationRequest(prompt, max_new_tokens=n, context=len(prompt) + n)
+    return generate(local_step(model, cache), request, eos_ids=(), decode=lambda ids: "").token_ids
+
+
+def test_serve_ray_gives_the_whole_models_tokens_with_each_stage_on_its_device_node(
+    cluster, device_node_ids, plan_file, smollm2_whole, ray_env
+):
+    started = time.monotonic()
+    serve = _serve(plan_file, cluster.address, ray_env, "--json", "--max-new-tokens", str(N_TOKENS))
+    stdout = Output(serve.stdout)
+    stderr = Output(serve.stderr)
+    try:
+        serve.stdin.write(f"{STORY}\n".encode())
+        serve.stdin.flush()
+        assert stdout.wait_for(lambda text: text.endswith("\n"), timeout_s=240), (
+            stderr.wait_for(lambda _: False, 1) or stderr.text[-3000:]
+        )
+        answered_s = time.monotonic() - started
+        # still serving (waiting for the next prompt): the actors are up, each on its device's node
+        actors = stage_actors()
+        assert set(actors) == {"server-a", "server-b"}
+        for device, info in actors.items():
+            assert info["node_id"] == device_node_ids[device], f"{device} landed on the wrong node"
+            assert is_listening(info["address"])
+        serve.stdin.close()
+        assert serve.wait(60) == 0, stderr.text[-3000:]
+    finally:
+        stop_process(serve)
+    print(f"serve --ray answered in {answered_s:.1f} s")
+
+    out = json.loads(stdout.text)
+    reference = _whole_model_tokens(smollm2_whole, out["prompt_token_ids"], N_TOKENS)
+    assert out["token_ids"] == reference[: len(out["token_ids"])]
+    assert len(out["token_ids"]) == N_TOKENS or out["finish_reason"] == "eos"
+    assert [(h["from"], h["to"]) for h in out["hops"]] == [("phone", "server-a"), ("server-a", "server-b"),
+                                                           ("server-b", "phone")]  # fmt: skip
+
+    # everything stops: no stage actor, no actor process, no port left behind
+    assert wait_gone([info["pid"] for info in actors.values()]) == []
+    assert stage_actors() == {}
+    assert not any(is_listening(info["address"]) for info in actors.values())
+
+
+def test_a_device_no_node_advertises_fails_at_once_listing_the_clusters_devices(cluster, smollm2):
+    from partition.ray.stages import RayStageError, ray_stages
+
+    plan = split_plan(smollm2, [("phone", 0, 10, "raw"), ("server-z", 10, 32, "raw")])
+    started = time.monotonic()
+    with pytest.raises(RayStageError) as error, ray_stages(plan, cluster.address):
+        pytest.fail("no stage actor can start for server-z")
+    message = str(error.value)
+    assert time.monotonic() - started < 10
+    assert "device:server-z" in message
+    assert "server-a" in message and "server-b" in message and "phone" in message  # what the cluster has
+    assert stage_actors() == {}
+
+
+def test_an_actor_ray_cannot_place_fails_after_the_start_timeout_naming_the_device(cluster, smollm2):
+    from partition.ray.stages import RayStageError, ray_stages
+
+    plan = split_plan(smollm2, STAGES)
+    started = time.monotonic()
+    # 2 threads ask for 2 CPUs; each simulated node has 1: Ray can never place the actors
+    stages = ray_stages(plan, cluster.address, threads=2, start_timeout_s=3)
+    with pytest.raises(RayStageError) as error, stages:
+        pytest.fail("no node has 2 CPUs")
+    assert time.monotonic() - started < 20
+    message = str(error.value)
+    assert "within 3 s" in message and "device:server-a" in message and "1 CPUs in all" in message, message
+    assert stage_actors() == {}
+
+
+def test_an_actor_that_cannot_load_its_segment_names_its_device_and_node(cluster, smollm2):
+    from partition.coordinator.deploy import deploy
+    from partition.ray.stages import RayStageError, ray_stages
+
+    # both stages remote, so the failure comes from the actors before this process loads anything
+    plan = split_plan(smollm2, [("server-a", 0, 16, "raw"), ("server-b", 16, 32, "raw")])
+    # a KV budget of 1 KiB cannot hold one session: LoadSegment fails on the stage actors
+    stages_ = ray_stages(plan, cluster.address, kv_budget_bytes=1024, threads=1)
+    with pytest.raises(RayStageError) as error, stages_ as stages:
+        placements = dict(stages.placements)
+        deploy(plan, stages.addresses, stages.transport, max_context=512, max_sessions=1)
+    message = str(error.value)
+    failed = [p for p in placements.values() if repr(p.device) in message]
+    assert failed, message
+    assert all(p.node_ip in message and p.node_id[:12] in message for p in failed), message
+    assert "KV cache" in message
+    assert wait_gone([p.pid for p in placements.values()]) == []
+    assert stage_actors() == {}
+
+
+@pytest.mark.parametrize("how", ["ray.kill", "node dies"])  # the node goes last: the module ends with it
+def test_a_stage_lost_mid_request_ends_it_with_an_error_naming_the_stage(cluster, plan_file, ray_env, how):
+    serve = _serve(plan_file, cluster.address, ray_env, "--max-new-tokens", "400", "--prompt", STORY)
+    stdout = Output(serve.stdout)
+    stderr = Output(serve.stderr)
+    try:
+        # the answer streams token by token: wait for the first words, then take server-a away
+        assert stdout.wait_for(lambda text: len(text.split()) >= 3, timeout_s=240), stderr.text[-3000:]
+        actors = stage_actors()
+        victim = actors["server-a"]
+        lost = time.monotonic()
+        if how == "ray.kill":
+            ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
+        else:  # every process of the node at once: its raylet, and the actor with it
+            (node,) = [n for n in cluster.worker_nodes if n.node_id == victim["node_id"]]
+            cluster.remove_node(node, allow_graceful=False)
+        code = serve.wait(STEP_TIMEOUT_S)
+        ended_s = time.monotonic() - lost
+    finally:
+        stop_process(serve)
+    stderr.wait_for(lambda _: False, timeout_s=1)
+    print(f"request ended {ended_s:.2f} s after {how}")
+    assert code == 2, stderr.text[-3000:]
+    assert ended_s < 30, "the request outlived its stage by far"
+    (error,) = [line for line in stderr.text.splitlines() if line.startswith("partition serve: error:")]
+    assert "stage 'server-a'" in error and "died" in error and victim["node_id"][:12] in error, error
+    assert wait_gone([info["pid"] for info in actors.values()]) == []
+    assert stage_actors() == {}
