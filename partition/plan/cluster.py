@@ -11,6 +11,8 @@ name = "gpu"
 role = "server"
 profile = "gpu.json"
 count = 4               # optional: gpu-0 .. gpu-3, identical; links naming "gpu" apply to each
+address = "10.0.0.5:7001"  # optional here: where the worker listens (serve reads it)
+threads = 2             # optional: the worker's threads; must match the profile's
 [[link]]
 from = "phone"
 to = "gpu"              # symmetric unless the other direction is declared too
@@ -39,7 +41,7 @@ from partition.types import DeviceProfile, LinkProfile, ModelRef
 GB = 1e9  # memory sizes are decimal gigabytes, as the error messages print them
 MBPS = 1e6 / 8  # bytes per second in one megabit per second
 
-# `threads` is informational here (the worker's --threads; the profile records what it measured with)
+# `threads`: the worker's --threads; checked against the threads its profile was measured with
 _DEVICE_KEYS = {"name", "role", "profile", "memory_gb", "count", "address", "threads"}
 _LINK_KEYS = {"from", "to", "bandwidth_mbps", "latency_ms"}
 
@@ -186,6 +188,11 @@ def _parse_device(
     if profile_path not in profiles:
         profiles[profile_path] = load_profile(profile_path)
     profile = profiles[profile_path]
+    if "threads" in entry and entry["threads"] != profile.device.threads:
+        raise ConfigError(
+            f"{where}: runs {entry['threads']!r} thread(s) but {profile_path.name} was measured with "
+            f"{profile.device.threads}; profile it again with --threads {entry['threads']}"
+        )
     if "memory_gb" in entry:
         memory_gb = _number(entry, "memory_gb", where)
         memory = int(memory_gb * GB)

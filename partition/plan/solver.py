@@ -312,12 +312,13 @@ class _Solver:
         if least is None:
             return None
         least_sum, items = self.value(least)
-        candidates = self.item_values((least_sum + W * items - least_sum) / W)
+        # A chain with largest item T costs at least least_sum + W x T, so only T below the least-sum
+        # chain's own largest item can beat it.
+        candidates = self.item_values(items)
         known: list[tuple[float, float, Chain]] = [(least_sum, items, least)]  # (sum, largest item, chain)
         best = [least_sum + W * items, least]
-        solved: dict[
-            int, tuple[float, float] | float
-        ] = {}  # index -> (min_sum, its largest item) or "no less than"
+        # index -> (min_sum, largest item of a chain achieving it), or a float: min_sum is no less than it
+        solved: dict[int, tuple[float, float] | float] = {}
 
         def at(index: int, limit: float) -> tuple[float, float] | None:
             """(min_sum, largest item of a chain achieving it) at cap candidates[index], or None when

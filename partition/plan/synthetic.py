@@ -1,7 +1,8 @@
 """Profiles and clusters built from a few numbers (plan): scenarios for benchmarks and tests.
 
 Real profiles come from `partition profile`; these stand in where a scenario needs devices this
-machine does not have (a GPU server, a phone). The defaults are SmolLM2-135M in fp32 on this CPU.
+machine does not have (a GPU server, a phone). The defaults are what `partition profile` measured for
+SmolLM2-135M in fp32 on this CPU with one thread; `speed` scales them.
 """
 
 from __future__ import annotations
@@ -45,16 +46,17 @@ def synthetic_profile(
         device=DeviceIdentity(name, "synthetic", 1, None, int(memory_gb * GB)),
         model=model,
         dtype="float32",
-        embed=cost("embed", Fit(2e-5, 1e-7), Fit(2e-5, 0.0), embed_weight_bytes, 0, act),
+        embed=cost("embed", Fit(3e-5, 1e-7), Fit(3e-5, 0.0), embed_weight_bytes, 0, act),
         block=cost(
             "block",
-            Fit(1.0e-3, 0.35e-3, 2e-8),
-            Fit(1.3e-3, 2e-7),
+            Fit(2.0e-3, 1.2e-4, 2e-9),
+            Fit(1.1e-3, 6.5e-7),
             block_weight_bytes,
             KV_BYTES_PER_TOKEN,
             act,
         ),
-        head=cost("head", Fit(1.5e-3, 4.0e-3), Fit(8e-3, 0.0), embed_weight_bytes, 0, TOKEN_ID_BYTES),
+        # the head runs on the last position only, in prefill as in decode (the coordinator samples it)
+        head=cost("head", Fit(14e-3, 2e-5), Fit(13.5e-3, 0.0), embed_weight_bytes, 0, TOKEN_ID_BYTES),
     )
 
 

@@ -119,7 +119,10 @@ latency_ms = 0.1
         ('[[device]]\nname = "phone"\nrole = "server"\nprofile = "gpu.json"\n', "appear more than once"),
         ('[[device]]\nname = "s"\nrole = "srv"\nprofile = "gpu.json"\n', "role must be"),
         ('[[device]]\nname = "s"\nrole = "server"\n', "needs profile"),
-        ('[[device]]\nname = "s"\nrole = "server"\naddress = "10.0.0.5:7001"\n', "remote worker"),
+        (
+            '[[device]]\nname = "s"\nrole = "server"\naddress = "10.0.0.5:7001"\n',
+            "partition profile --cluster FILE",
+        ),
         ('[[device]]\nname = "s"\nrole = "server"\nprofile = "nope.json"\n', "cannot read"),
         (
             '[[device]]\nname = "s"\nrole = "server"\nprofile = "gpu.json"\nmemory_gb = -1\n',
@@ -136,6 +139,10 @@ latency_ms = 0.1
             "missing bandwidth_mbps",
         ),
         ("[extra]\n", "unknown table"),
+        (
+            '[[device]]\nname = "s"\nrole = "server"\nprofile = "gpu.json"\nthreads = 4\n',
+            "profile it again with --threads 4",
+        ),
         ("not toml [", "not valid TOML"),
     ],
 )
