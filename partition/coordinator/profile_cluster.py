@@ -14,10 +14,10 @@ import asyncio
 import itertools
 import json
 import logging
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from partition.coordinator.workers import read_cluster_toml
 from partition.errors import ConfigError
 from partition.types import DeviceProfile, LinkProfile
 
@@ -34,12 +34,7 @@ class ClusterDevice:
 
 
 def read_devices(path: Path) -> list[ClusterDevice]:
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"cluster file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"cluster file {path} is not valid TOML: {error}") from None
+    data = read_cluster_toml(path)
     devices = []
     for entry in data.get("device", []):
         name, role = entry.get("name"), entry.get("role", "server")

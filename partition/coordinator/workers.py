@@ -13,14 +13,19 @@ from partition.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def cluster_addresses(path: Path) -> dict[str, str]:
-    """device name -> "host:port" for every device of the cluster file that declares an address."""
+def read_cluster_toml(path: Path) -> dict:
+    """The cluster file's raw tables; ConfigError when it is missing or not TOML."""
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"cluster file {path} does not exist") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"cluster file {path} is not valid TOML: {error}") from None
+
+
+def cluster_addresses(path: Path) -> dict[str, str]:
+    """device name -> "host:port" for every device of the cluster file that declares an address."""
+    data = read_cluster_toml(path)
     addresses = {}
     for entry in data.get("device", []):
         if isinstance(entry, dict) and isinstance(entry.get("address"), str):
