@@ -15,9 +15,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", required=True, help="model the profiles were measured with (name or digest)"
     )
+    parser.add_argument("--cluster", type=Path, help="cluster TOML file (devices, profiles, links); or --ray")
     parser.add_argument(
-        "--cluster", required=True, type=Path, help="cluster TOML file (devices, profiles, links)"
+        "--ray",
+        nargs="?",
+        const="auto",
+        metavar="ADDRESS",
+        help="profile the live Ray cluster first (every node advertising device:<name>, and its links), "
+        "then plan on it; the profiles go beside --out",
     )
+    parser.add_argument("--edge", help="with --ray: the edge device (default: the device of this node)")
     parser.add_argument(
         "--objective",
         choices=("latency", "throughput"),
@@ -61,6 +68,15 @@ def run(args: argparse.Namespace) -> int:
     from partition.plan.report import format_plan
     from partition.types import Workload
 
+    if args.ray is not None:
+        from partition.ray.profile import profile_ray_cluster
+
+        args.cluster = profile_ray_cluster(args.ray, args.model, args.out.parent / "cluster.toml", args.edge)
+        print(f"profiled the Ray cluster into {args.cluster}")
+    elif args.cluster is None:
+        raise ConfigError(
+            "give --cluster FILE (a cluster file with profiles) or --ray to profile a Ray cluster"
+        )
     cluster = load_cluster(args.cluster)
     model = cluster.model
     if args.model not in (model.name, model.digest):

@@ -14,6 +14,15 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="built-in name, Hugging Face directory or .gguf file")
     parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        metavar="ADDRESS",
+        help="profile every node of a Ray cluster that advertises device:<name> (and the links between them); "
+        "writes a cluster file (--out, default cluster.toml) and a profile per device",
+    )
+    parser.add_argument("--edge", help="with --ray: the edge device (default: the device of this node)")
+    parser.add_argument(
         "--cluster",
         type=Path,
         help="profile every device of this cluster file through its worker and measure every link; "
@@ -58,6 +67,14 @@ def run(args: argparse.Namespace) -> int:
         "min_time_s": args.min_time,
     }
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    if args.ray is not None:
+        from partition.ray.profile import profile_ray_cluster
+
+        out = args.out or Path("cluster.toml")
+        written = profile_ray_cluster(args.ray, args.model, out, args.edge, args.threads or 0, settings)
+        print(written.read_text())
+        print(f"wrote {written} and a profile per device beside it")
+        return 0
     if args.cluster is not None:
         from partition.coordinator.profile_cluster import profile_cluster
 

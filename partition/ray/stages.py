@@ -81,8 +81,8 @@ def device_nodes() -> dict[str, list[dict]]:
 class RayStages:
     """The stage actors of one plan: start them, explain failures in terms of devices, stop them."""
 
-    def __init__(self, plan: Plan, transport, options: dict[str, StageOptions]) -> None:
-        self.plan = plan
+    def __init__(self, edge: str, transport, options: dict[str, StageOptions]) -> None:
+        self.edge = edge  # the device whose node should run this process (the coordinator)
         self.transport = transport  # TransportConfig the coordinator uses to reach the actors
         self._options = options  # device -> StageOptions, chain order
         self._actors: dict[str, object] = {}  # device -> ActorHandle
@@ -100,7 +100,7 @@ class RayStages:
         missing = [device for device in self._options if device not in nodes]
         if missing:
             raise RayStageError(_missing_message(missing, nodes))
-        _check_edge(self.plan.edge, nodes)
+        _check_edge(self.edge, nodes)
         actor_class = ray.remote(StageActor)
         names = {device: f"partition-{device}-{uuid.uuid4().hex[:8]}" for device in self._options}
         for device, options in self._options.items():
@@ -199,6 +199,25 @@ def ray_stages(
     """Connect to Ray, start one stage actor per remote stage of `plan`, stop them all on exit.
 
     A PartitionError raised inside the block comes out naming the stage's device and Ray node."""
+    devices = [stage.device for stage in split_plan(plan).remote]
+    with ray_devices(
+        devices, plan.edge, plan.model.name, address, transport, threads, kv_budget_bytes, start_timeout_s
+    ) as stages:
+        yield stages
+
+
+@contextlib.contextmanager
+def ray_devices(
+    devices: list[str],
+    edge: str,
+    model: str,
+    address: str | None = "auto",
+    transport=None,
+    threads: int = 0,
+    kv_budget_bytes: int = 1 << 30,
+    start_timeout_s: float = START_TIMEOUT_S,
+) -> Iterator[RayStages]:
+    """One stage actor (a worker) on the node of each of `devices`; all stopped on exit."""
     from partition.transport.channels import TransportConfig
 
     transport = transport or TransportConfig()
@@ -210,17 +229,17 @@ def ray_stages(
     token = transport.token or secrets.token_urlsafe(32)
     transport = TransportConfig(token=token, keepalive_s=transport.keepalive_s)
     models_dir = None
-    model_path = Path(plan.model.name)
+    model_path = Path(model)
     if model_path.exists():  # a path: every node must have it at the same place
         models_dir = str(model_path.resolve().parent)
     options = {
-        stage.device: StageOptions(
-            stage.device, token, threads=threads, models_dir=models_dir, kv_budget_bytes=kv_budget_bytes
+        device: StageOptions(
+            device, token, threads=threads, models_dir=models_dir, kv_budget_bytes=kv_budget_bytes
         )
-        for stage in split_plan(plan).remote
+        for device in devices
     }
     connected_here = connect(address)
-    stages = RayStages(plan, transport, options)
+    stages = RayStages(edge, transport, options)
     try:
         if options:
             stages.start(cpus=max(1, threads), start_timeout_s=start_timeout_s)

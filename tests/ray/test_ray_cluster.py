@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import tomllib
 
 import pytest
 
@@ -139,6 +140,34 @@ def test_serve_ray_gives_the_whole_models_tokens_with_each_stage_on_its_device_n
     assert wait_gone([info["pid"] for info in actors.values()]) == []
     assert stage_actors() == {}
     assert not any(is_listening(info["address"]) for info in actors.values())
+
+
+def test_profile_ray_profiles_every_device_where_it_runs_and_plan_reads_it(cluster, ray_env, tmp_path):
+    """`partition profile --ray`: a worker actor on each device's node profiles it; links actor to actor."""
+    out = tmp_path / "cluster.toml"
+    result = subprocess.run(
+        partition(
+            "profile", "--ray", cluster.address, "--model", "smollm2-135m", "--edge", "phone", "--out", str(out),
+            "--prefill-lengths", "8", "32", "--context-lengths", "16", "64", "--repeats", "2",
+        ),
+        capture_output=True, text=True, timeout=600, env=ray_env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = tomllib.loads(out.read_text())
+    roles = {d["name"]: d["role"] for d in data["device"]}
+    assert roles == {"phone": "edge", "server-a": "server", "server-b": "server"}
+    for name in roles:
+        profile = json.loads((tmp_path / f"{name}.json").read_text())
+        assert profile["device"]["name"] == name  # measured by the actor on that device's node
+    assert len(data["link"]) == 6  # three pairs, both directions
+    plan = tmp_path / "plan.json"
+    result = subprocess.run(
+        partition("plan", "--model", "smollm2-135m", "--cluster", str(out), "--out", str(plan)),
+        capture_output=True, text=True, timeout=120, env=ray_env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(plan.read_text())["edge"] == "phone"
+    assert stage_actors() == {}  # the profiling actors are gone
 
 
 def test_a_device_no_node_advertises_fails_at_once_listing_the_clusters_devices(cluster, smollm2):

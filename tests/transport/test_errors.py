@@ -153,9 +153,13 @@ def test_no_free_kv_slot_is_resource_exhausted(pair):
     assert serves(pair, digest)  # the first session's close freed its slot
 
 
-def test_profile_is_unimplemented_until_the_profiler_lands(pair, digest):
+def test_profile_of_a_model_the_worker_cannot_read_is_refused_and_it_serves_on(pair, digest):
     error = refused(pair, lambda chain: chain.stages[0].profile(measure_pb2.ProfileRequest(model="tiny")))
-    assert error.code == grpc.StatusCode.UNIMPLEMENTED and "profiler" in error.details
+    assert error.code == grpc.StatusCode.NOT_FOUND and "unknown model 'tiny'" in error.details
+    error = refused(
+        pair, lambda chain: chain.stages[0].profile(measure_pb2.ProfileRequest(model="/etc/passwd"))
+    )
+    assert error.code == grpc.StatusCode.PERMISSION_DENIED
     assert serves(pair, digest)
 
 
