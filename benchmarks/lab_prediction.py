@@ -41,7 +41,8 @@ def run_config(name: str, workdir: Path, requests: int) -> dict:
     with lab_up(LAB_CONFIGS[name], workdir) as lab:
         cluster = profile(lab, MODEL, workdir)
         plan = make_plan(MODEL, cluster, workdir / "plan.json")
-        report = bench(lab, plan, cluster, workdir / "bench.json", requests)
+        spans = workdir / "spans.msgpack"
+        report = bench(lab, plan, cluster, workdir / "bench.json", requests, extra=["--spans", str(spans)])
     rows = report["predicted_vs_measured"]
     result = {
         "config": name,
@@ -50,6 +51,7 @@ def run_config(name: str, workdir: Path, requests: int) -> dict:
         "ttft": comparison(report, "TTFT"),
         "tpot": comparison(report, "TPOT"),
         "parts": [row for row in rows if row["name"] not in ("TTFT", "TPOT")],
+        "prefill_parts": prefill_rows(plan, spans),
         "links": report["links"],
         "seconds": time.perf_counter() - started,
         "artifacts": str(workdir),
@@ -58,13 +60,55 @@ def run_config(name: str, workdir: Path, requests: int) -> dict:
     return result
 
 
+def prefill_rows(plan_path: Path, spans_path: Path) -> list[dict]:
+    """The prompt's step (TTFT) per stage and link: the plan's prefill prediction beside the median
+    over requests of the spans of step 0 (compute per stage; encode + wire + decode per link)."""
+    import statistics
+
+    from partition.artifacts import load_plan
+    from partition.metrics.spanlog import read_spans
+
+    plan = load_plan(plan_path)
+    by_hop: dict[int, list] = {}
+    for span in read_spans(spans_path):
+        if span.token == 0:
+            by_hop.setdefault(span.hop, []).append(span)
+    hops = [by_hop[h] for h in sorted(by_hop)]
+    rows = []
+    # stages: the i-th hop whose receiver is the stage's device, in chain order
+    remaining = list(hops)
+    for stage, prediction in zip(plan.stages, plan.predicted.stages, strict=True):
+        index = next((i for i, group in enumerate(remaining) if group[0].dst == stage.device), None)
+        if index is None:
+            continue
+        group = remaining.pop(index)
+        remaining = remaining[index:]
+        measured = statistics.median(s.compute_s for s in group)
+        rows.append(_row(f"stage {stage.device} {stage.segment}", prediction.prefill_s, measured))
+    links = [group for group in hops if group[0].src]
+    for prediction in plan.predicted.links:
+        group = next((g for g in links if (g[0].src, g[0].dst) == (prediction.src, prediction.dst)), None)
+        if group is not None:
+            links.remove(group)
+            measured = statistics.median(s.link_s for s in group)
+            rows.append(_row(f"link {prediction.src} -> {prediction.dst}", prediction.prefill_s, measured))
+    return rows
+
+
+def _row(name: str, predicted: float, measured: float) -> dict:
+    error = predicted / measured - 1 if measured > 0 else float("nan")
+    return {"name": name, "predicted_s": predicted, "measured_s": measured, "error": error}
+
+
 def print_parts(result: dict) -> None:
-    print(f"  plan {stages_text(result['stages'])}; per stage and link, decode step medians:")
-    for row in result["parts"]:
-        print(
-            f"    {row['name']:<34} predicted {row['predicted_s'] * 1e3:8.2f} ms  "
-            f"measured {row['measured_s'] * 1e3:8.2f} ms  error {row['error']:+7.1%}"
-        )
+    print(f"  plan {stages_text(result['stages'])}; per stage and link, medians:")
+    for title, key in (("decode step (TPOT)", "parts"), ("prompt step (TTFT)", "prefill_parts")):
+        print(f"    {title}")
+        for row in result[key]:
+            print(
+                f"      {row['name']:<32} predicted {row['predicted_s'] * 1e3:8.2f} ms  "
+                f"measured {row['measured_s'] * 1e3:8.2f} ms  error {row['error']:+7.1%}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -82,6 +83,8 @@ def lab_up(config: Path, workdir: Path, state_dir: Path = STATE_DIR) -> Iterator
 
     lab_config = load_lab_config(config)
     workdir.mkdir(parents=True, exist_ok=True)
+    # Profiles measured now, in this lab: the workers (started by `lab up`) inherit a fresh cache.
+    os.environ["PARTITION_CACHE_DIR"] = str((workdir / "profile-cache").resolve())
     cluster = workdir / "lab-cluster.toml"
     base = partition_argv("lab", "--state-dir", str(state_dir))
     step([*base, "up", "--config", str(config), "--out", str(cluster)], workdir / "lab-up.log")
