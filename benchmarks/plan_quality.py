@@ -1,0 +1,253 @@
+"""Does the chosen split beat the splits other systems use? (plan -> serve -> metrics, in the emulated lab)
+
+    python benchmarks/plan_quality.py [--configs wifi-edge lan wan] [--requests 5] [--rounds 1]
+                                      [--json out/plan_quality.json]
+
+For each lab config: `lab up`, profile, plan the demo's workload (40 prompt tokens, 32 new), then from
+inside the edge (the coordinator runs the edge's segments under its CPU quota, behind its links) measure
+the chosen plan and every feasible baseline of the same plan file (even, memory_proportional, edge_only,
+best_single_server; each hop with the codec the planner would pick, so only the split differs) exactly
+as `partition bench --baseline NAME` does: deploy, one discarded warm-up request, then --requests
+requests of the same prompt, one at a time; TTFT and TPOT are medians over requests. One process inside
+the edge runs every split (its start-up under a quarter core costs half a minute), and with --rounds > 1
+the splits take turns, so drifting load on a shared host hits them alike. Prints measured TPOT and TTFT
+of every split with its ratio to the chosen plan, beside the prediction.
+Targets: the chosen plan's TPOT at most 5 % above every baseline's, in every lab; in wifi-edge,
+memory_proportional's TPOT at least 1.3x the chosen plan's. Needs root (the lab); ends with one summary line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.labkit import (
+    LAB_CONFIGS,
+    MODEL,
+    NEW_TOKENS,
+    PROMPT_TOKENS,
+    in_edge,
+    lab_up,
+    load_average,
+    make_plan,
+    profile,
+    stages_text,
+    step,
+)
+
+SLACK = 0.05  # the plan's TPOT may be this much above a baseline's
+WIFI_GAIN = 1.3  # memory_proportional TPOT / plan TPOT in wifi-edge, at least
+
+
+def split_names(plan_path: Path) -> tuple[list[str], list[str]]:
+    """("plan" and every feasible baseline, the infeasible baselines) of a plan file."""
+    from partition.artifacts import load_plan
+
+    plan = load_plan(plan_path)
+    feasible = ["plan"] + [b.name for b in plan.baselines if b.predicted is not None]
+    return feasible, [b.name for b in plan.baselines if b.predicted is None]
+
+
+# -- inside the edge --------------------------------------------------------------------------------------
+
+
+def edge_run(spec_path: Path) -> None:
+    """Bench every split of the spec's plan in turn, as `partition bench` does; raw numbers to spec["out"]."""
+    import torch
+
+    from partition.artifacts import load_plan
+    from partition.coordinator.bench import bench_prompt, predicted_vs_measured, run_requests
+    from partition.coordinator.deploy import deploy
+    from partition.coordinator.workers import cluster_addresses
+    from partition.model.tokenizer import load_tokenizer
+    from partition.plan.variants import baseline_plan
+
+    spec = json.loads(spec_path.read_text())
+    torch.set_num_threads(spec["threads"])
+    base = load_plan(Path(spec["plan"]))
+    addresses = cluster_addresses(Path(spec["cluster"]))
+    prompt_tokens, new_tokens = base.workload.prompt_tokens, base.workload.new_tokens
+    results: dict[str, dict] = {}
+    for _ in range(spec["rounds"]):
+        for split in spec["splits"]:
+            plan = base if split == "plan" else baseline_plan(base, split)
+            deployment = deploy(plan, addresses, max_context=prompt_tokens + new_tokens, max_sessions=1)
+            try:
+                prompt = bench_prompt(load_tokenizer(deployment.source), prompt_tokens)
+                run_requests(deployment, prompt, min(new_tokens, 8), 1)  # warm-up, discarded
+                run = run_requests(deployment, prompt, new_tokens, spec["requests"])
+                comparisons = predicted_vs_measured(deployment, run)
+            finally:
+                deployment.close()
+            result = results.setdefault(
+                split,
+                {
+                    "stages": [[s.device, s.segment.start, s.segment.end, s.codec_out] for s in plan.stages],
+                    "predicted_ttft_s": plan.predicted.ttft_s,
+                    "predicted_tpot_s": plan.predicted.tpot_s,
+                    "ttfts_s": [],
+                    "tpots_s": [],
+                    "parts": [],
+                },
+            )
+            for t in run.timings:
+                result["ttfts_s"].append(t.token_times_s[0] - t.arrival_s)
+                result["tpots_s"].append((t.token_times_s[-1] - t.token_times_s[0]) / (t.n_tokens - 1))
+            result["parts"].append([vars(c) | {"error": c.error} for c in comparisons[2:]])
+            print(f"{split}: TPOT {statistics.median(result['tpots_s']) * 1e3:.1f} ms", flush=True)
+    Path(spec["out"]).write_text(json.dumps(results))
+
+
+# -- on the host ------------------------------------------------------------------------------------------
+
+
+def run_config(name: str, workdir: Path, requests: int, rounds: int) -> dict:
+    print(f"\n== {name}", flush=True)
+    started = time.perf_counter()
+    workdir = workdir.resolve()
+    with lab_up(LAB_CONFIGS[name], workdir) as lab:
+        cluster = profile(lab, MODEL, workdir)
+        plan = make_plan(MODEL, cluster, workdir / "plan.json")
+        splits, infeasible = split_names(plan)
+        spec = {
+            "threads": lab.edge_threads,
+            "plan": str(plan),
+            "cluster": str(cluster),
+            "splits": splits,
+            "requests": requests,
+            "rounds": rounds,
+            "out": str(workdir / "edge-results.json"),
+        }
+        (workdir / "edge-spec.json").write_text(json.dumps(spec))
+        argv = [sys.executable, str(Path(__file__).resolve()), "--edge-run", str(workdir / "edge-spec.json")]
+        step(in_edge(lab, argv), workdir / "edge-run.log")
+        raw = json.loads((workdir / "edge-results.json").read_text())
+    rows = []
+    for split in splits:
+        r = raw[split]
+        rows.append(
+            {
+                "split": split,
+                "infeasible": False,
+                "stages": r["stages"],
+                "tpot_s": statistics.median(r["tpots_s"]),
+                "ttft_s": statistics.median(r["ttfts_s"]),
+                "predicted_tpot_s": r["predicted_tpot_s"],
+                "predicted_ttft_s": r["predicted_ttft_s"],
+                "tpots_s": r["tpots_s"],
+                "ttfts_s": r["ttfts_s"],
+                "parts": r["parts"],
+            }
+        )
+    rows += [{"split": split, "infeasible": True} for split in infeasible]
+    chosen = rows[0]
+    for row in rows:
+        if not row["infeasible"]:
+            row["tpot_vs_plan"] = row["tpot_s"] / chosen["tpot_s"]
+            row["ttft_vs_plan"] = row["ttft_s"] / chosen["ttft_s"]
+            row["same_split_as_plan"] = [s[:3] for s in row["stages"]] == [s[:3] for s in chosen["stages"]]
+    measured = [r for r in rows[1:] if not r["infeasible"]]
+    best = min(measured, key=lambda r: r["tpot_s"]) if measured else None
+    result = {
+        "config": name,
+        "splits": rows,
+        "best_baseline": best["split"] if best else None,
+        # the plan no worse than SLACK above any baseline
+        "plan_within_slack": best is None or chosen["tpot_s"] <= (1 + SLACK) * best["tpot_s"],
+        "seconds": time.perf_counter() - started,
+        "artifacts": str(workdir),
+    }
+    if name == "wifi-edge":
+        memory = next((r for r in measured if r["split"] == "memory_proportional"), None)
+        result["memory_proportional_gain"] = memory["tpot_vs_plan"] if memory else None
+    print_table(result)
+    return result
+
+
+def print_table(result: dict) -> None:
+    print(
+        f"  {'split':<20} {'stages':<58} {'TPOT':>9} {'x plan':>7} {'pred.':>9} "
+        f"{'TTFT':>9} {'x plan':>7} {'pred.':>9}"
+    )
+    for row in result["splits"]:
+        if row["infeasible"]:
+            print(f"  {row['split']:<20} infeasible (the planner says why in plan.log)")
+            continue
+        same = " (= plan)" if row["split"] != "plan" and row["same_split_as_plan"] else ""
+        print(
+            f"  {row['split']:<20} {stages_text(row['stages']) + same:<58} {row['tpot_s'] * 1e3:7.1f}ms "
+            f"{row['tpot_vs_plan']:6.2f}x {row['predicted_tpot_s'] * 1e3:7.1f}ms {row['ttft_s'] * 1e3:7.1f}ms "
+            f"{row['ttft_vs_plan']:6.2f}x {row['predicted_ttft_s'] * 1e3:7.1f}ms"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--configs", nargs="+", choices=list(LAB_CONFIGS), default=list(LAB_CONFIGS))
+    parser.add_argument("--requests", type=int, default=5, help="measured requests per split and round")
+    parser.add_argument("--rounds", type=int, default=1, help="turns each split takes (interleaved)")
+    parser.add_argument("--workdir", type=Path, default=Path("out/plan_quality"))
+    parser.add_argument("--json", type=Path, default=Path("out/plan_quality.json"))
+    parser.add_argument("--edge-run", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.edge_run:
+        edge_run(args.edge_run)
+        return 0
+
+    load = load_average()
+    results = [run_config(name, args.workdir / name, args.requests, args.rounds) for name in args.configs]
+    print(
+        f"\n{MODEL}, {PROMPT_TOKENS} prompt tokens, {NEW_TOKENS} new, median of {args.requests} x {args.rounds} "
+        "requests per split, run inside the edge; x plan = the split's time / the chosen plan's"
+    )
+    for result in results:
+        print(f"{result['config']}:")
+        print_table(result)
+    wifi = next((r for r in results if r["config"] == "wifi-edge"), None)
+    gain = wifi.get("memory_proportional_gain") if wifi else None
+    gain_met = gain is None or gain >= WIFI_GAIN
+    met = all(r["plan_within_slack"] for r in results) and gain_met
+    report = {
+        "model": MODEL,
+        "requests": args.requests,
+        "slack": SLACK,
+        "wifi_gain_target": WIFI_GAIN,
+        "machine": platform.processor() or platform.machine(),
+        "load_average_before": load,
+        "labs": results,
+        "met": met,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2))
+
+    def closest(r: dict) -> str:
+        measured = [s for s in r["splits"][1:] if not s["infeasible"]]
+        if not measured:
+            return f"{r['config']}: no baseline"
+        best = min(measured, key=lambda s: s["tpot_vs_plan"])
+        return f"{r['config']} best baseline {best['split']} at {best['tpot_vs_plan']:.2f}x"
+
+    print(
+        f"plan_quality: plan TPOT within {SLACK:.0%} of every baseline in "
+        f"{sum(r['plan_within_slack'] for r in results)}/{len(results)} labs ("
+        + "; ".join(closest(r) for r in results)
+        + ")"
+        + (
+            f"; wifi-edge memory_proportional {gain:.2f}x (target >= {WIFI_GAIN}x)"
+            if gain is not None
+            else ""
+        )
+        + f"; target {'met' if met else 'MISSED'}; JSON in {args.json}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
