@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.labkit import LAB_CONFIGS, MODEL, in_edge, lab_up, load_average, profile, step
+from labkit import LAB_CONFIGS, MODEL, in_edge, lab_up, load_average, profile, step
 
 PROMPT = "Tell me a long story about a lighthouse keeper and the sea."
 DEFAULT_SPLIT = "edge:0:1,server-a:1:31,edge:31:32"

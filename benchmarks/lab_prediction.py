@@ -18,7 +18,7 @@ import platform
 import time
 from pathlib import Path
 
-from benchmarks.labkit import (
+from labkit import (
     LAB_CONFIGS,
     MODEL,
     NEW_TOKENS,

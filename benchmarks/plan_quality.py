@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.labkit import (
+from labkit import (
     LAB_CONFIGS,
     MODEL,
     NEW_TOKENS,

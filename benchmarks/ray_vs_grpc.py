@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 import torch
+from transport import PROMPT, WARMUP, decode_through_chain, even_split, single_process
 
-from benchmarks.transport import PROMPT, WARMUP, decode_through_chain, even_split, single_process
 from partition.model import load_segment, resolve_model
 from partition.transport.local import spawn_worker
 from partition.types import Segment
