@@ -101,7 +101,10 @@ def _row(name: str, predicted: float, measured: float) -> dict:
 
 
 def print_parts(result: dict) -> None:
-    print(f"  plan {stages_text(result['stages'])}; per stage and link, medians:")
+    print(f"  plan {stages_text(result['stages'])}; per stage and link, medians (a head's prediction")
+    print(
+        "  includes the coordinator's work for each token after it, which the head's measured span does not):"
+    )
     for title, key in (("decode step (TPOT)", "parts"), ("prompt step (TTFT)", "prefill_parts")):
         print(f"    {title}")
         for row in result[key]:

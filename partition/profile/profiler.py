@@ -2,14 +2,19 @@
 
 For each unit kind (embed, block, head) a one-unit segment is loaded the way a worker loads it, then
 timed the way the runtime calls it: prefill of P tokens from position 0 at several P (the head on the
-last position only, as the coordinator samples), and one decode step at several context lengths.
+last position only, as the coordinator samples), and one decode step at several context lengths; each
+sample after an idle pause, as a stage waits for the rest of the chain between tokens. The head's time
+includes the coordinator's own work for each token (`step_tail`), which runs right after it on the edge.
 Medians are fitted (prefill quadratic in P, decode linear in the context); spreads are recorded.
-All blocks have one shape, so block 0 stands for all of them.
+All blocks have one shape, so a run of the first `block_span` blocks, timed together, stands for all
+of them: a block timed alone keeps its weights in the CPU cache from one call to the next, which the
+blocks of a served segment, each read once per token, do not.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -46,7 +51,15 @@ class ProfileSettings:
     )  # context lengths of the timed decode steps, tokens
     repeats: int = 5  # timed runs per point
     warmup: int = 2  # untimed runs per point first
-    min_time_s: float = 0.0  # seconds one sample lasts at least (back-to-back calls; for CPU quotas)
+    min_time_s: float = 0.0  # seconds one sample lasts at least (back-to-back calls)
+    # Seconds idle before each sample: a served stage runs once per token, after waiting for the rest
+    # of the chain, and a call after a pause is slower than one back to back (30 blocks here: 33.5 ms
+    # back to back, 35.6 ms after 40 ms idle, 44 ms after 80 ms on a quiet machine; more when other
+    # processes run meanwhile); under a CPU quota it also starts, as when served, on a fresh quota.
+    idle_s: float = 0.04
+    # Blocks timed together, per-block time = their time / span. SmolLM2 on this machine, one thread,
+    # one decode step: 0.69 ms for a block alone, 0.99 ms per block for 2, 1.07-1.12 ms for 4 to 30.
+    block_span: int = 8
 
     def __post_init__(self) -> None:
         if (
@@ -57,10 +70,14 @@ class ProfileSettings:
             raise ConfigError(
                 "prefill and context lengths must be positive token counts, at least one of each"
             )
-        if self.repeats < 1 or self.warmup < 0 or self.min_time_s < 0:
-            raise ConfigError(
-                f"repeats must be >= 1, warmup and min_time_s >= 0; got {self.repeats}, {self.warmup}, {self.min_time_s}"
-            )
+        lows = {"repeats": 1, "block_span": 1, "warmup": 0, "min_time_s": 0, "idle_s": 0}
+        wrong = [
+            f"{k} must be >= {low}, got {getattr(self, k)}"
+            for k, low in lows.items()
+            if getattr(self, k) < low
+        ]
+        if wrong:
+            raise ConfigError("; ".join(wrong))
 
 
 def profile_model(
@@ -95,7 +112,12 @@ def _profile(source: ModelSource, settings: ProfileSettings, dtype: str, device:
     cuda = torch.cuda.get_device_name(device) if device.startswith("cuda") else None
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
     n_blocks = spec.n_blocks
-    units = {"embed": Segment(0, 1), "block": Segment(1, 2), "head": Segment(n_blocks + 1, n_blocks + 2)}
+    span = min(settings.block_span, n_blocks)
+    units = {
+        "embed": Segment(0, 1),
+        "block": Segment(1, 1 + span),  # blocks 0 .. span - 1
+        "head": Segment(n_blocks + 1, n_blocks + 2),
+    }
     costs = {
         kind: _profile_unit(source, kind, segment, settings, DTYPES[dtype], device, sync)
         for kind, segment in units.items()
@@ -110,8 +132,22 @@ def _profile(source: ModelSource, settings: ProfileSettings, dtype: str, device:
     )
 
 
+def step_tail(logits: torch.Tensor, io: ThreadPoolExecutor) -> int:
+    """What the coordinator does right after the head, every token, on the same device: pick the
+    token (greedy) and pass the next step to its I/O thread and take the reply back. Timed with the head:
+    alone it is small (0.7 ms here), but under a CPU quota it runs on what the head left of the quota
+    (about 7 ms at a quarter core), and a served edge pays that every token.
+    """
+    token = int(torch.argmax(logits[0, -1]))
+    io.submit(int, token).result()  # the step to the I/O thread ...
+    io.submit(int, token).result()  # ... and its result back
+    return token
+
+
 def _profile_unit(source, kind, segment, settings, dtype, device, sync) -> LayerCost:
+    """The cost of one unit of `kind`, timed as `segment` (len(segment) units of that kind) / its length."""
     spec = source.spec
+    per_unit = len(segment)
     model = load_segment(source, segment, dtype=dtype, device=device)
     max_len = max(max(settings.prefill_lengths), max(settings.context_lengths) + 1)
     cache = model.new_cache(slots=1, max_len=max_len)
@@ -124,29 +160,32 @@ def _profile_unit(source, kind, segment, settings, dtype, device, sync) -> Layer
 
     def timed(tokens: int, position: int):
         x = inputs(tokens)
-        return time_call(
-            lambda: model(x, cache, slots=[0], positions=[position], last_token_only=head),
-            settings.repeats,
-            settings.warmup,
-            sync,
-            settings.min_time_s,
-        )
 
-    prefill = [timed(p, 0) for p in settings.prefill_lengths]
-    # One new token at position c attends to c + 1 keys; the cache's contents do not change the time.
-    decode = [timed(1, c) for c in settings.context_lengths]
+        def call():
+            out = model(x, cache, slots=[0], positions=[position], last_token_only=head)
+            if head:
+                step_tail(out, io)
+            return out
+
+        return time_call(call, settings.repeats, settings.warmup, sync, settings.min_time_s, settings.idle_s)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="profile-io") as io:
+        prefill = [timed(p, 0) for p in settings.prefill_lengths]
+        # One new token at position c attends to c + 1 keys; the cache's contents do not change the time.
+        decode = [timed(1, c) for c in settings.context_lengths]
     log.info(
-        "profiled %s: prefill %s s, decode %s s",
+        "profiled %s x %d: prefill %s s, decode %s s",
         kind,
+        per_unit,
         [t.median_s for t in prefill],
         [t.median_s for t in decode],
     )
     element = torch.tensor([], dtype=dtype).element_size()
     return LayerCost(
         kind=kind,
-        prefill=fit_times(list(settings.prefill_lengths), [t.median_s for t in prefill], degree=2),
-        decode=fit_times(list(settings.context_lengths), [t.median_s for t in decode], degree=1),
-        weight_bytes=model.weight_bytes(),
+        prefill=fit_times(list(settings.prefill_lengths), [t.median_s / per_unit for t in prefill], degree=2),
+        decode=fit_times(list(settings.context_lengths), [t.median_s / per_unit for t in decode], degree=1),
+        weight_bytes=model.weight_bytes() // per_unit,
         # keys and values: n_kv_heads x head_dim each, per token, per block
         kv_bytes_per_token=2 * spec.n_kv_heads * spec.head_dim * element if kind == "block" else 0,
         # what crosses the cut after this unit: fp32 hidden states (the wire's raw form), or token ids

@@ -27,12 +27,14 @@ def time_call(
     warmup: int,
     sync: Callable[[], None] = lambda: None,
     min_time_s: float = 0.0,
+    idle_s: float = 0.0,
 ) -> Timing:
     """Run `fn` `warmup` times untimed, then take `repeats` timed samples (device synchronized).
 
     A sample is one call, or with `min_time_s` as many back-to-back calls as last that long, divided
     by their number: under a CPU quota (cgroup CFS) a single short call may run in a burst at full
-    speed, while a sustained load sees the quota's rate.
+    speed, while a sustained load sees the quota's rate. With `idle_s`, the caller sleeps that long
+    before each sample, as a pipeline stage idles between tokens while the rest of the chain works.
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
@@ -41,6 +43,8 @@ def time_call(
     sync()
     samples = []
     for _ in range(repeats):
+        if idle_s > 0:
+            time.sleep(idle_s)
         calls, start = 0, time.perf_counter()
         while True:
             fn()

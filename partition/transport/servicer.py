@@ -221,7 +221,6 @@ def _profile_here(request: measure_pb2.ProfileRequest, worker: str, device: str)
     from dataclasses import replace
 
     from partition.profile import ProfileSettings, profile_device
-    from partition.profile.device import cpu_quota_cores
 
     settings = ProfileSettings()
     overrides = {
@@ -229,11 +228,9 @@ def _profile_here(request: measure_pb2.ProfileRequest, worker: str, device: str)
         "context_lengths": tuple(request.context_lengths) or None,
         "repeats": request.repeats or None,
     }
+    # Each sample is one call after an idle pause (ProfileSettings.idle_s), as a stage is called when
+    # served; under a CPU quota that is also how the quota meets it (see partition/lab/cgroup.py).
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-    if cpu_quota_cores() is not None and settings.min_time_s == 0:
-        # under a CFS quota a lone short call can run in a burst at full speed; time sustained runs
-        # of at least three 100 ms periods so the profile shows the rate the quota allows
-        settings = replace(settings, min_time_s=0.3)
     return profile_device(
         request.model,
         settings,
