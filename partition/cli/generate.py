@@ -18,7 +18,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from partition.errors import ConfigError
     from partition.model import load_segment, resolve_model
     from partition.model.generation import generate, local_step
     from partition.model.tokenizer import load_tokenizer
@@ -26,15 +25,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.max_new_tokens < 1:
-        raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     source = resolve_model(args.model)
     tokenizer = load_tokenizer(source)
     ids = prompt_ids(args, tokenizer)
-    context = min(source.spec.max_context, len(ids) + args.max_new_tokens)
-    request = build_request(args, ids, max(context, len(ids)))
-    if len(ids) >= source.spec.max_context:
-        request = build_request(args, ids, source.spec.max_context)  # generate() raises with the numbers
+    request = build_request(args, ids, source.spec.max_context)
     model = load_segment(source, Segment.whole(source.spec.n_blocks))
     cache = model.new_cache(slots=1, max_len=request.context)
     eos = tuple(set(source.spec.eos_token_ids) | set(tokenizer.eos_ids))

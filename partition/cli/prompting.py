@@ -29,6 +29,14 @@ def prompt_ids(args: argparse.Namespace, tokenizer) -> list[int]:
     return tokenizer.encode(tokenizer.render_chat(messages), add_special=False)
 
 
-def build_request(args: argparse.Namespace, ids: list[int], context: int) -> GenerationRequest:
+def build_request(args: argparse.Namespace, ids: list[int], max_context: int) -> GenerationRequest:
+    """The request, its context sized to prompt + --max-new-tokens within `max_context` tokens.
+
+    A prompt that does not fit gets the whole `max_context`, and generate() refuses it with the numbers."""
+    from partition.errors import ConfigError
+
+    if args.max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     sampling = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
+    context = min(max_context, len(ids) + args.max_new_tokens)
     return GenerationRequest(ids, args.max_new_tokens, sampling, tuple(args.stop), context)

@@ -117,8 +117,7 @@ def answer(deployment, args: argparse.Namespace, prompt: str) -> None:
     tokenizer = load_tokenizer(deployment.source)
     args.prompt = prompt
     ids = prompt_ids(args, tokenizer)
-    context = min(deployment.max_context, len(ids) + args.max_new_tokens)
-    request = build_request(args, ids, max(context, min(len(ids), deployment.max_context)))
+    request = build_request(args, ids, deployment.max_context)
     eos = tuple(set(deployment.source.spec.eos_token_ids) | set(tokenizer.eos_ids))
     session = PipelineSession(deployment, context=request.context)
 
