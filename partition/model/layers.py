@@ -24,6 +24,7 @@ class StepContext:
     slots: list[int]  # KV-cache slot of each batch row
     starts: list[int]  # position of the first new token of each row
     n_tokens: int  # new tokens per row (S)
+    positions: torch.Tensor  # [B, S] int64: the position of every new token
     kv_len: int  # keys each row attends over at most: max(starts) + S
     slot_index: torch.Tensor | None  # slots as a tensor, for batched gathers (B > 1)
     cos: torch.Tensor | None  # [B, 1, S, Dh] rotary tables (None for GPT-2)

@@ -98,7 +98,7 @@ class SegmentModel(nn.Module):
         B, S = x.shape[0], x.shape[1]
         ctx = self._context(list(slots), list(positions), B, S, cache)
         if self.embed is not None:
-            x = self.embed(x, self._positions_tensor(ctx.starts, S, x.device))
+            x = self.embed(x, ctx.positions)
         for index, block in enumerate(self.blocks):
             k_cache, v_cache = cache.layer(index)
             x = block(x, ctx, k_cache, v_cache)
@@ -121,10 +121,10 @@ class SegmentModel(nn.Module):
             )
         device = cache.k.device
         dtype = cache.k.dtype
+        positions_BS = self._positions_tensor(starts, S, device)
         cos = sin = None
         if self.spec.family != "gpt2" and self.blocks:
             rotary = self._rotary_table(cache.max_len, device)
-            positions_BS = self._positions_tensor(starts, S, device)
             cos, sin = rotary.at(positions_BS, dtype)
         mask = None
         causal = False
@@ -135,7 +135,7 @@ class SegmentModel(nn.Module):
         elif S > 1 or len(set(starts)) > 1:
             mask = _causal_mask(starts, S, kv_len, device)
         slot_index = torch.tensor(slots, device=device) if B > 1 else None
-        return StepContext(slots, starts, S, kv_len, slot_index, cos, sin, mask, causal)
+        return StepContext(slots, starts, S, positions_BS, kv_len, slot_index, cos, sin, mask, causal)
 
     def _positions_tensor(self, starts: list[int], S: int, device) -> torch.Tensor:
         """[B, S]: the position of every new token."""
