@@ -56,8 +56,6 @@ def deploy(
     probe_rounds: int = PROBE_ROUNDS,
 ) -> Deployment:
     """Load `plan`; `addresses` maps each remote device name to its worker's host:port."""
-    import torch  # noqa: F401  (the edge segments need it; fail early if missing)
-
     from partition.model import load_segment, resolve_model
     from partition.transport.channels import TransportConfig
     from partition.transport.client import Chain, StageCallError

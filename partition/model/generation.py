@@ -7,6 +7,7 @@ stops on EOS, stop strings or length, streams text, and records when each token 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,7 +60,7 @@ class GenerationResult:
             "tpot_s": self.tpot_s,
             "tbt_s": self.tbt_s,
             "total_s": total,
-            "decode_tokens_per_s": 1.0 / self.tpot_s if self.tpot_s == self.tpot_s and self.tpot_s else 0.0,
+            "decode_tokens_per_s": 1.0 / self.tpot_s if self.tpot_s and not math.isnan(self.tpot_s) else 0.0,
         }
 
 

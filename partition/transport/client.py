@@ -102,15 +102,18 @@ class StageClient:
     async def profile(self, request: measure_pb2.ProfileRequest, timeout_s: float = LOAD_TIMEOUT_S):
         return await self._unary("Profile", request, measure_pb2.ProfileReply, timeout_s)
 
-    async def probe(
-        self, rounds: int, payload_bytes: int = 0, reply_bytes: int = 0, timeout_s: float = 60.0
-    ) -> list[measure_pb2.ProbeSample]:
-        """`rounds` round trips over one Probe stream: (t0, t1, t2, t3) samples for RTT and clock offset."""
-        call = self.channel.stream_stream(
+    def _probe_call(self, timeout_s: float):
+        return self.channel.stream_stream(
             PROBE,
             request_serializer=measure_pb2.ProbeRequest.SerializeToString,
             response_deserializer=measure_pb2.ProbeReply.FromString,
         )(metadata=self.metadata, timeout=timeout_s)
+
+    async def probe(
+        self, rounds: int, payload_bytes: int = 0, reply_bytes: int = 0, timeout_s: float = 60.0
+    ) -> list[measure_pb2.ProbeSample]:
+        """`rounds` round trips over one Probe stream: (t0, t1, t2, t3) samples for RTT and clock offset."""
+        call = self._probe_call(timeout_s)
         payload = bytes(payload_bytes)
         samples = []
         try:
@@ -137,11 +140,7 @@ class StageClient:
         self, target: str, rounds: int, payload_bytes: int = 0, reply_bytes: int = 0, timeout_s: float = 120.0
     ) -> list[measure_pb2.ProbeSample]:
         """Samples of this worker probing the worker at `target` (a worker-to-worker link)."""
-        call = self.channel.stream_stream(
-            PROBE,
-            request_serializer=measure_pb2.ProbeRequest.SerializeToString,
-            response_deserializer=measure_pb2.ProbeReply.FromString,
-        )(metadata=self.metadata, timeout=timeout_s)
+        call = self._probe_call(timeout_s)
         request = measure_pb2.ProbeRequest(
             payload=bytes(payload_bytes), reply_bytes=reply_bytes, forward_to=target, count=rounds
         )
