@@ -7,6 +7,8 @@ balancer, `grpc_health_probe`) can watch a worker without the secret; they revea
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
 
@@ -17,6 +19,7 @@ from partition.transport.channels import AUTH_HEADER
 log = logging.getLogger(__name__)
 
 EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
+FIRST_MESSAGE_WAIT_S = 2.0  # how long a refused stream waits for the caller's first message
 
 
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
@@ -53,14 +56,22 @@ def _deny(handler: grpc.RpcMethodHandler | None, reason: str) -> grpc.RpcMethodH
     async def abort(_request, context: grpc.aio.ServicerContext):
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
+    async def abort_after_first_message(requests, context: grpc.aio.ServicerContext):
+        # A streaming client writes its first message before it reads. If the refusal lands while that
+        # write is in flight, the client's gRPC core fails the write and reports INTERNAL instead of our
+        # status; taking the first message (as raw bytes) before refusing closes that race.
+        with contextlib.suppress(TimeoutError, StopAsyncIteration):
+            await asyncio.wait_for(anext(aiter(requests)), FIRST_MESSAGE_WAIT_S)
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
     # Same streaming shape as the real handler, so the refusal reaches any kind of call. The request
     # is never deserialized: an unauthenticated caller cannot make the worker parse anything.
     streaming_in = handler is not None and handler.request_streaming
     streaming_out = handler is not None and handler.response_streaming
     if streaming_in and streaming_out:
-        return grpc.stream_stream_rpc_method_handler(abort)
+        return grpc.stream_stream_rpc_method_handler(abort_after_first_message)
     if streaming_in:
-        return grpc.stream_unary_rpc_method_handler(abort)
+        return grpc.stream_unary_rpc_method_handler(abort_after_first_message)
     if streaming_out:
         return grpc.unary_stream_rpc_method_handler(abort)
     return grpc.unary_unary_rpc_method_handler(abort)
