@@ -167,8 +167,14 @@ def load_segment(
     segment: Segment,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    huge_pages: bool = True,
 ) -> SegmentModel:
-    """Build `segment` of `source` and load only its units' tensors, one unit at a time."""
+    """Build `segment` of `source` and load only its units' tensors, one unit at a time.
+
+    On the CPU each unit's weights then move into 2 MiB pages (partition/model/huge_pages.py) unless
+    `huge_pages` is False.
+    """
+    from partition.model.huge_pages import move_to_huge_pages
     from partition.model.weight_map import unit_state
 
     model = build_segment(source.spec, segment)
@@ -179,6 +185,8 @@ def load_segment(
         )
         module.load_state_dict(state, strict=True, assign=True)
         del state
+        if huge_pages and torch.device(device).type == "cpu":
+            move_to_huge_pages(module)
     tied = model.embed is not None and model.head is not None and source.spec.tie_embeddings
     if tied and model.head.lm_head.transposed:
         # one [D, V] matrix serves both ends when a single process holds them (saves vocab x hidden
