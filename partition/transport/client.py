@@ -117,21 +117,18 @@ class StageClient:
         payload = bytes(payload_bytes)
         samples = []
         try:
-            for _ in range(rounds):
-                request = measure_pb2.ProbeRequest(
-                    payload=payload, reply_bytes=reply_bytes, client_sent_unix_ns=time.time_ns()
-                )
-                await call.write(request)
-                reply = await call.read()
-                t3 = time.time_ns()
-                if reply is grpc.aio.EOF:
-                    break
-                samples.append(_sample(request, reply, t3))
-            await call.done_writing()
-        except grpc.aio.AioRpcError as error:
-            raise StageCallError(error.code(), error.details() or "", self.address) from None
-        except asyncio.InvalidStateError:  # the worker ended the call before a write
-            raise StageCallError(await call.code(), await call.details() or "", self.address) from None
+            async with _stage_errors(call, self.address):
+                for _ in range(rounds):
+                    request = measure_pb2.ProbeRequest(
+                        payload=payload, reply_bytes=reply_bytes, client_sent_unix_ns=time.time_ns()
+                    )
+                    await call.write(request)
+                    reply = await call.read()
+                    t3 = time.time_ns()
+                    if reply is grpc.aio.EOF:
+                        break
+                    samples.append(_sample(request, reply, t3))
+                await call.done_writing()
         finally:
             call.cancel()
         return samples
@@ -145,13 +142,10 @@ class StageClient:
             payload=bytes(payload_bytes), reply_bytes=reply_bytes, forward_to=target, count=rounds
         )
         try:
-            await call.write(request)
-            reply = await call.read()
-            await call.done_writing()
-        except grpc.aio.AioRpcError as error:
-            raise StageCallError(error.code(), error.details() or "", self.address) from None
-        except asyncio.InvalidStateError:  # the worker ended the call before a write
-            raise StageCallError(await call.code(), await call.details() or "", self.address) from None
+            async with _stage_errors(call, self.address):
+                await call.write(request)
+                reply = await call.read()
+                await call.done_writing()
         finally:
             call.cancel()
         return list(reply.samples) if reply is not grpc.aio.EOF else []
@@ -402,16 +396,23 @@ class ChainSession:
         return StageCallError(code, details or "", self.chain.addresses[0])
 
 
+@contextlib.asynccontextmanager
+async def _stage_errors(call: grpc.aio.StreamStreamCall, address: str):
+    """A streaming call's failures as StageCallError naming the stage at `address`."""
+    try:
+        yield
+    except grpc.aio.AioRpcError as error:
+        raise StageCallError(error.code(), error.details() or "", address) from None
+    except asyncio.InvalidStateError:  # the worker ended the call before our write (e.g. no token)
+        raise StageCallError(await call.code(), await call.details() or "", address) from None
+
+
 async def _open_stream(
     call: grpc.aio.StreamStreamCall, ref: forward_pb2.SessionRef, role: int, address: str
 ) -> forward_pb2.StreamOpened:
-    try:
+    async with _stage_errors(call, address):
         await call.write(forward_pb2.ForwardRequest(open=forward_pb2.OpenStream(session=ref, role=role)))
         reply = await call.read()
-    except grpc.aio.AioRpcError as error:
-        raise StageCallError(error.code(), error.details() or "", address) from None
-    except asyncio.InvalidStateError:  # the worker ended the call before our first write (e.g. no token)
-        raise StageCallError(await call.code(), await call.details() or "", address) from None
     if reply is grpc.aio.EOF:
         raise StageCallError(await call.code(), await call.details() or "stream ended unopened", address)
     return reply.opened
