@@ -6,8 +6,8 @@ other processes ran (every stage of a pipeline, between its tokens) starts each 
 walks. 2 MiB pages need 512 times fewer. Linux hands them out only to memory advised so when
 transparent huge pages are in `madvise` mode (the common default), and torch's allocator does not
 advise, so the loader does it here. On a machine without THP the advice is ignored and nothing changes.
-Measured on a 2-core EPYC VM (THP in madvise mode), 10 SmolLM2 blocks, one thread, medians of 6
-alternating runs: 12.3 -> 11.6 ms per decode step back to back, 17.5 -> 15.4 ms after 30 ms idle pauses.
+Measured by `python benchmarks/engine.py --threads 2` on a 2-core EPYC VM (THP in madvise mode):
+SmolLM2 decode 41.3 -> 38.5 ms per token.
 """
 
 from __future__ import annotations

@@ -178,6 +178,7 @@ def load_segment(
     from partition.model.weight_map import unit_state
 
     model = build_segment(source.spec, segment)
+    huge_pages = huge_pages and torch.device(device).type == "cpu"
     for offset, module in enumerate(model.units().values()):
         state = unit_state(source, segment.start + offset)
         state = to_module_layout(
@@ -185,7 +186,7 @@ def load_segment(
         )
         module.load_state_dict(state, strict=True, assign=True)
         del state
-        if huge_pages and torch.device(device).type == "cpu":
+        if huge_pages:
             move_to_huge_pages(module)
     tied = model.embed is not None and model.head is not None and source.spec.tie_embeddings
     if tied and model.head.lm_head.transposed:
