@@ -6,7 +6,8 @@
 For each lab config: `lab up`, profile, plan the demo's workload (40 prompt tokens, 32 new), then from
 inside the edge (the coordinator runs the edge's segments under its CPU quota, behind its links) measure
 the chosen plan and every feasible baseline of the same plan file (even, memory_proportional, edge_only,
-best_single_server; each hop with the codec the planner would pick, so only the split differs) exactly
+best_single_server; each hop with the codec the planner would pick and the head where it costs less,
+so only the split of the blocks differs) exactly
 as `partition bench --baseline NAME` does: deploy, one discarded warm-up request, then --requests
 requests of the same prompt, one at a time; TTFT and TPOT are medians over requests. One process inside
 the edge runs every split (its start-up under a quarter core costs half a minute), and with --rounds > 1

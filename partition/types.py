@@ -95,10 +95,14 @@ class Segment:
 # Profile artifacts: what `partition profile` measures on one device (profile -> plan).
 # ---------------------------------------------------------------------------------------------------
 
-# Token ids cross the cut before `embed` (prompt in) and after `head` (sampled token out) as int32.
+# Token ids cross the cut before `embed` (the prompt in) as int32.
 TOKEN_ID_BYTES = 4
 # Activations between blocks travel in their raw form as fp32; codecs are described relative to it.
 RAW_VALUE_BYTES = 4
+# A server that holds `head` sends back the RETURN_TOP_K largest logits of the last position (token id
+# int32 + logit fp32 each), not all V of them: exactly what greedy and top-k sampling (k <= K) need.
+RETURN_TOP_K = 64
+TOP_K_LOGITS_BYTES = RETURN_TOP_K * (TOKEN_ID_BYTES + RAW_VALUE_BYTES)
 
 UNIT_KINDS = (EMBED, BLOCK, HEAD)
 
@@ -204,6 +208,21 @@ class LinkProfile:
 
 
 OBJECTIVES = ("latency", "throughput")
+
+
+@dataclass(frozen=True)
+class Pinning:
+    """Units the edge keeps for itself whatever would be faster (the planner places the others)."""
+
+    embed: bool = True  # unit 0: the prompt's token ids never leave the edge
+    head: bool = False  # unit n - 1: every logit computed on the edge; else a server may return the top K
+
+    def server_units(self, n: int) -> tuple[int, int]:
+        """[lo, hi): the units a server may hold."""
+        return (1 if self.embed else 0), (n - 1 if self.head else n)
+
+
+DEFAULT_PINNING = Pinning()
 
 
 @dataclass(frozen=True)

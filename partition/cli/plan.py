@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from partition.types import RETURN_TOP_K
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -52,7 +54,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="JSON",
         help="measured codec table (benchmarks/codecs.py output) instead of the built-in estimates",
     )
-    parser.add_argument("--no-pin", action="store_true", help="let servers hold embed and head too")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="let servers hold embed too (token ids leave the edge)"
+    )
+    parser.add_argument(
+        "--head-on-edge",
+        action="store_true",
+        help=f"keep the head on the edge (every logit local); by default a server may hold it and return the top "
+        f"{RETURN_TOP_K} logits, exact for greedy and top-k <= {RETURN_TOP_K} sampling",
+    )
     parser.add_argument(
         "--epoch", type=int, help="plan epoch (default: the previous --out plan's epoch + 1, or 1)"
     )
@@ -66,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from partition.errors import ConfigError
     from partition.plan import DEFAULT_CODECS, load_cluster, load_codec_table, make_plan, select_codecs
     from partition.plan.report import format_plan
-    from partition.types import Workload
+    from partition.types import Pinning, Workload
 
     if args.ray is not None:
         from partition.ray.profile import profile_ray_cluster
@@ -100,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
                 epoch = previous.epoch + 1
     if epoch < 1:
         raise ConfigError(f"--epoch must be at least 1, got {epoch}")
-    plan = make_plan(cluster, workload, codecs, pin=not args.no_pin, epoch=epoch)
+    pin = Pinning(embed=not args.no_pin, head=args.head_on_edge)
+    plan = make_plan(cluster, workload, codecs, pin=pin, epoch=epoch)
     save_plan(plan, args.out)
     print(format_plan(plan, cluster))
     print(f"\nwrote {args.out}")

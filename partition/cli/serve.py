@@ -113,13 +113,22 @@ def answer(deployment, args: argparse.Namespace, prompt: str) -> None:
     from partition.metrics.spans import link_summaries, stage_summaries
     from partition.model.generation import generate
     from partition.model.tokenizer import load_tokenizer
+    from partition.types import RETURN_TOP_K
 
     tokenizer = load_tokenizer(deployment.source)
     args.prompt = prompt
     ids = prompt_ids(args, tokenizer)
     request = build_request(args, ids, deployment.max_context)
     eos = tuple(set(deployment.source.spec.eos_token_ids) | set(tokenizer.eos_ids))
-    session = PipelineSession(deployment, context=request.context)
+    session = PipelineSession(deployment, context=request.context, sampling=request.sampling)
+    if session.logits_top_k == 0 and deployment.returns_remote_logits:
+        vocab = deployment.source.spec.vocab_size
+        print(
+            f"note: sampling with temperature and no --top-k needs every logit, so the worker holding the head "
+            f"sends {4 * vocab} bytes per token instead of the plan's top {RETURN_TOP_K}; add --top-k "
+            f"{RETURN_TOP_K} (or fewer) to keep the plan's cost, or plan with --head-on-edge",
+            file=sys.stderr,
+        )
 
     def show(chunk: str) -> None:
         sys.stdout.write(chunk)

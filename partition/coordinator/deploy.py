@@ -40,6 +40,11 @@ class Deployment:
     max_context: int = 2048  # tokens per session
     loop: LoopThread = field(default_factory=LoopThread)
 
+    @property
+    def returns_remote_logits(self) -> bool:
+        """Whether a worker holds the head (the chain returns logits, not hidden states)."""
+        return self.chain is not None and self.tail_model is None
+
     def close(self) -> None:
         if self.chain is not None:
             self.loop.run(self.chain.close(), timeout_s=10)

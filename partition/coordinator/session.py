@@ -7,6 +7,9 @@
 
 A step runs the edge's front segment here, sends its output down the chain of workers, waits for the
 last worker's result, and runs the edge's head here. Every step records one span per hop.
+When a worker holds the head, it returns only the largest logits that `sampling` can pick from
+(RETURN_TOP_K, what the plan assumes, or more for a larger top-k), and every logit only when the
+sampler needs them all (temperature or top-p without top-k).
 """
 
 from __future__ import annotations
@@ -20,11 +23,26 @@ from partition.coordinator.deploy import Deployment
 from partition.coordinator.spans import EdgeTimes, RemoteHop, step_spans
 from partition.errors import ContextOverflowError
 from partition.metrics.spans import HopSpan
+from partition.model.sampling import SamplingParams
+from partition.types import RETURN_TOP_K
+
+
+def logits_to_return(sampling: SamplingParams) -> int:
+    """Step.logits_top_k for a sampler: how many logits a worker holding the head sends back (0: all)."""
+    needed = sampling.deciding_logits
+    return 0 if needed is None else max(RETURN_TOP_K, needed)
 
 
 class PipelineSession:
-    def __init__(self, deployment: Deployment, session_id: str | None = None, context: int | None = None):
+    def __init__(
+        self,
+        deployment: Deployment,
+        session_id: str | None = None,
+        context: int | None = None,
+        sampling: SamplingParams | None = None,  # greedy when None
+    ):
         self.deployment = deployment
+        self.logits_top_k = logits_to_return(sampling or SamplingParams())
         self.session_id = session_id or uuid.uuid4().hex[:16]
         self.context = context or deployment.max_context
         if self.context > deployment.max_context:
@@ -67,7 +85,8 @@ class PipelineSession:
         result = None
         if self._remote is not None:
             last_only = d.tail_model is None and not every_position
-            coro = self._remote.step(x, position, codec=d.topology.input_codec, last_only=last_only)
+            top_k = self.logits_top_k if last_only else 0
+            coro = self._remote.step(x, position, d.topology.input_codec, last_only, top_k)
             result = d.loop.run(coro)
             x = result.output
         if d.tail_model is not None:
@@ -105,9 +124,12 @@ class PipelineSession:
                         hop.compute_s, hop.encode_s, hop.bytes_in, hop.bytes_out,
                     )
                 )  # fmt: skip
+        codecs = self._codecs
+        if result is not None:  # the way back is what the last stage sent (the top-k logits, or all)
+            codecs = [*codecs[:-1], result.codec_received]
         self.spans.extend(
             step_spans(
-                edge, times, hops, self._codecs, d.clocks, d.front_model is not None, d.tail_model is not None
+                edge, times, hops, codecs, d.clocks, d.front_model is not None, d.tail_model is not None
             )
         )
 

@@ -28,6 +28,14 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
+    @property
+    def deciding_logits(self) -> int | None:
+        """How many of the largest logits decide the next token: 1 for greedy, k with top-k, None (all
+        of them) for temperature or top-p sampling alone. Ties with the last of them count as well."""
+        if self.greedy:
+            return 1
+        return self.top_k or None
+
 
 class Sampler:
     def __init__(self, params: SamplingParams):

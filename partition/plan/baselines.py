@@ -4,8 +4,9 @@
 - memory_proportional: blocks in proportion to each device's memory (exo, llama.cpp RPC).
 - edge_only: the whole model on the edge.
 - best_single_server: the blocks (the whole model with --no-pin) on the one server that does best.
-In every baseline the edge keeps embed and head, and each hop uses the codec the planner would pick,
-so the comparison isolates the split itself.
+The edge keeps embed in every baseline (but the last with --no-pin); the head goes where it costs
+less, on the edge or on the last server returning the top K logits, as the plan may place it; and each
+hop uses the codec the planner would pick. So the comparison isolates the split of the blocks.
 """
 
 from __future__ import annotations
@@ -14,31 +15,29 @@ from partition.plan.cluster import Cluster
 from partition.plan.codecs import CodecSpec
 from partition.plan.costmodel import evaluate, with_best_codecs
 from partition.plan.validate import chain_problem
-from partition.types import Baseline, Workload
+from partition.types import Baseline, Pinning, Workload
 
 BASELINES = ("even", "memory_proportional", "edge_only", "best_single_server")
 
 
+Placement = list[tuple[str, int, int]]  # (device, start, end) per stage, in chain order
+
+
 def baselines(
-    cluster: Cluster, w: Workload, codecs: tuple[CodecSpec, ...], pin: bool
+    cluster: Cluster, w: Workload, codecs: tuple[CodecSpec, ...], pin: Pinning
 ) -> tuple[Baseline, ...]:
+    even = _by_shares(cluster, [1.0] * len(cluster.devices))
+    by_memory = _by_shares(cluster, [float(d.memory_bytes) for d in cluster.devices])
     return (
-        _predict(cluster, "even", _by_shares(cluster, [1.0] * len(cluster.devices)), w, codecs, pin),
-        _predict(
-            cluster,
-            "memory_proportional",
-            _by_shares(cluster, [float(d.memory_bytes) for d in cluster.devices]),
-            w,
-            codecs,
-            pin,
-        ),
+        _best(cluster, "even", _head_either_way(even, pin), w, codecs, pin),
+        _best(cluster, "memory_proportional", _head_either_way(by_memory, pin), w, codecs, pin),
         _predict(cluster, "edge_only", [(cluster.edge.name, 0, cluster.model.n_units)], w, codecs, pin),
         _best_single_server(cluster, w, codecs, pin),
     )
 
 
 def _predict(
-    cluster: Cluster, name: str, placement: list[tuple[str, int, int]], w: Workload, codecs, pin: bool
+    cluster: Cluster, name: str, placement: Placement, w: Workload, codecs, pin: Pinning
 ) -> Baseline:
     stages = with_best_codecs(cluster, placement, w, codecs)
     problem = chain_problem(cluster, stages, w, pin)
@@ -47,7 +46,27 @@ def _predict(
     return Baseline(name, stages, evaluate(cluster, stages, w, codecs))
 
 
-def _by_shares(cluster: Cluster, weights: list[float]) -> list[tuple[str, int, int]]:
+def _best(
+    cluster: Cluster, name: str, placements: list[Placement], w: Workload, codecs, pin: Pinning
+) -> Baseline:
+    """The fastest feasible of `placements` under one name, or the first one's reason it cannot run."""
+    candidates = [_predict(cluster, name, placement, w, codecs, pin) for placement in placements]
+    feasible = [c for c in candidates if c.predicted is not None]
+    if feasible:
+        return min(feasible, key=lambda c: c.predicted.objective_s)
+    return candidates[0]
+
+
+def _head_either_way(placement: Placement, pin: Pinning) -> list[Placement]:
+    """`placement` (the edge holding the head last), and unless the head is pinned, the same with the
+    head on the last server instead."""
+    if pin.head or len(placement) < 3:
+        return [placement]
+    *front, (server, start, _), _head = placement
+    return [placement, [*front, (server, start, placement[-1][2])]]
+
+
+def _by_shares(cluster: Cluster, weights: list[float]) -> Placement:
     """Blocks split by largest remainder in proportion to `weights` (one per device, file order, edge
     first); the edge also holds embed and head; devices that get no block are left out."""
     n_blocks = cluster.model.n_blocks
@@ -75,14 +94,16 @@ def _by_shares(cluster: Cluster, weights: list[float]) -> list[tuple[str, int, i
     return placement
 
 
-def _best_single_server(cluster: Cluster, w: Workload, codecs, pin: bool) -> Baseline:
+def _best_single_server(cluster: Cluster, w: Workload, codecs, pin: Pinning) -> Baseline:
     n, edge = cluster.model.n_units, cluster.edge.name
+    lo = 1 if pin.embed else 0
     candidates = []
     for server in cluster.servers:
-        placement = (
-            [(edge, 0, 1), (server.name, 1, n - 1), (edge, n - 1, n)] if pin else [(server.name, 0, n)]
-        )
-        candidates.append(_predict(cluster, "best_single_server", placement, w, codecs, pin))
+        front = [(edge, 0, lo)] if lo else []
+        placements = [[*front, (server.name, lo, n - 1), (edge, n - 1, n)]]
+        if not pin.head:
+            placements.append([*front, (server.name, lo, n)])
+        candidates += [_predict(cluster, "best_single_server", p, w, codecs, pin) for p in placements]
     feasible = [c for c in candidates if c.predicted is not None]
     if feasible:
         return min(feasible, key=lambda c: c.predicted.objective_s)

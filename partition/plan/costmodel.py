@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from partition.plan.cluster import Cluster
 from partition.plan.codecs import CodecSpec
 from partition.types import (
+    HEAD,
     TOKEN_ID_BYTES,
+    TOP_K_LOGITS_BYTES,
     LayerCost,
     LinkPrediction,
     LinkProfile,
@@ -36,6 +38,8 @@ from partition.types import (
 
 # Token ids are integers: they always travel raw, whatever codecs the plan may use for activations.
 TOKEN_CODEC = CodecSpec("raw", 4.0, 0.0, 0.0, lossless=True)
+# After the head: the top K logits, token ids and fp32 values as they are (partition.transport.tensors).
+LOGITS_CODEC = CodecSpec("top-k", 4.0, 0.0, 0.0, lossless=True)
 
 
 def decode_context(workload: Workload) -> float:
@@ -73,13 +77,23 @@ def unit_objective_s(cost: LayerCost, w: Workload) -> float:
 
 
 def is_token_cut(cut: int, n: int) -> bool:
-    """Cut 0 carries the prompt's token ids, cut n the sampled token ids; the others carry activations."""
+    """Cut 0 carries the prompt's token ids, cut n the top logits; the others carry activations."""
     return cut in (0, n)
 
 
+def fixed_codec(cut: int, n: int) -> CodecSpec:
+    """The format of a cut no activation codec applies to (`is_token_cut`)."""
+    return TOKEN_CODEC if cut == 0 else LOGITS_CODEC
+
+
 def cut_bytes_per_token(cost_before: LayerCost | None) -> int:
-    """Bytes per token crossing the cut after `cost_before` (token ids before the embedding)."""
-    return TOKEN_ID_BYTES if cost_before is None else cost_before.activation_bytes_per_token
+    """Bytes per token crossing the cut after `cost_before` (token ids before the embedding).
+
+    After the head it is always the top-K logits the runtime sends, whatever an older profile says.
+    """
+    if cost_before is None:
+        return TOKEN_ID_BYTES
+    return TOP_K_LOGITS_BYTES if cost_before.kind == HEAD else cost_before.activation_bytes_per_token
 
 
 @dataclass(frozen=True)
@@ -106,7 +120,7 @@ def hop_cost(
 ) -> HopCost:
     """Cost of sending a cut's tensor over `link` with `codec`.
 
-    `to_head_output`: the cut after the head, where prefill yields one sampled token per session.
+    `to_head_output`: the cut after the head, where prefill returns the last position's logits only.
     """
     prefill_tokens = w.sessions * (1 if to_head_output else w.prompt_tokens)
     raw_prefill = prefill_tokens * bytes_per_token
@@ -134,7 +148,7 @@ def best_hop(
     smallest step time also has the smallest share of the sum (both objectives are monotone in both).
     """
     if is_token_cut(cut, n):
-        return hop_cost(link, TOKEN_CODEC, bytes_per_token, cut == n, w)
+        return hop_cost(link, fixed_codec(cut, n), bytes_per_token, cut == n, w)
     options = [hop_cost(link, codec, bytes_per_token, False, w) for codec in codecs]
     return min(options, key=lambda hop: (hop.objective_s(w), hop.step_s))
 
@@ -177,7 +191,7 @@ def evaluate(
     for src, dst, cut, codec_name in hops(cluster, stages):
         profile = cluster.device(src).profile
         per_token = cut_bytes_per_token(profile.unit_cost(cut - 1) if cut > 0 else None)
-        codec = TOKEN_CODEC if is_token_cut(cut, n) else by_name[codec_name]
+        codec = fixed_codec(cut, n) if is_token_cut(cut, n) else by_name[codec_name]
         hop = hop_cost(cluster.link(src, dst), codec, per_token, cut == n, w)
         links.append(
             LinkPrediction(
@@ -221,7 +235,8 @@ def with_best_codecs(
 ) -> tuple[Stage, ...]:
     """Stages for (device, start, end) triples, each sending with the codec `best_hop` picks.
 
-    Links must exist between consecutive devices (validate first); a missing one gets "raw".
+    Links must exist between consecutive devices (validate first); a missing one gets "raw", and so
+    does the stage holding the head: its logits go as the top K, or raw when a step asks for all.
     """
     n = cluster.model.n_units
     edge = cluster.edge.name

@@ -19,7 +19,7 @@ from partition.plan.costmodel import (
     unit_objective_s,
     unit_step_s,
 )
-from partition.types import Workload
+from partition.types import Pinning, Workload
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,11 @@ class Instance:
     hops: dict[
         tuple[int, int], tuple[HopOption, ...]
     ]  # (from kind, to kind) -> option per cut 0..n; absent: no link
-    pin: bool  # the edge must hold embed (unit 0) and head (unit n - 1)
+    pin: Pinning  # the units the edge must hold
     weight: float  # factor on the bottleneck: S - 1 under the throughput objective, 0 under latency
 
 
-def build_instance(cluster: Cluster, w: Workload, codecs: tuple[CodecSpec, ...], pin: bool) -> Instance:
+def build_instance(cluster: Cluster, w: Workload, codecs: tuple[CodecSpec, ...], pin: Pinning) -> Instance:
     n = cluster.model.n_units
     kinds = device_kinds(cluster)
     tables = tuple(_kind_table(cluster.device(members[0]), members, w, n) for members in kinds)

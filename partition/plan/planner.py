@@ -17,17 +17,20 @@ from partition.plan.costmodel import evaluate, unit_memory_bytes
 from partition.plan.instance import build_instance
 from partition.plan.solver import Solution, solve
 from partition.plan.validate import chain_problem, gb
-from partition.types import Plan, Segment, Stage, Workload
+from partition.types import DEFAULT_PINNING, Pinning, Plan, Segment, Stage, Workload
 
 
 def make_plan(
     cluster: Cluster,
     workload: Workload,
     codecs: tuple[CodecSpec, ...] = DEFAULT_CODECS,
-    pin: bool = True,
+    pin: Pinning = DEFAULT_PINNING,
     epoch: int = 1,
 ) -> Plan:
-    """The optimal plan for `workload` on `cluster`; InfeasiblePlanError says why when none fits."""
+    """The optimal plan for `workload` on `cluster`; InfeasiblePlanError says why when none fits.
+
+    By default the edge holds embed and the planner places the head where it is cheapest.
+    """
     if not codecs:
         raise ConfigError("the planner needs at least one codec")
     if cluster.model.n_blocks < 1:
@@ -81,7 +84,7 @@ def plan_id(cluster: Cluster, stages: tuple[Stage, ...], workload: Workload) -> 
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def diagnose(cluster: Cluster, w: Workload, pin: bool) -> str:
+def diagnose(cluster: Cluster, w: Workload, pin: Pinning) -> str:
     """Why no chain fits: the first constraint found broken, with the shortfall."""
     n = cluster.model.n_units
     edge = cluster.edge
@@ -90,12 +93,16 @@ def diagnose(cluster: Cluster, w: Workload, pin: bool) -> str:
     def need(device, start: int, end: int) -> int:
         return sum(unit_memory_bytes(device.profile.unit_cost(u), w) for u in range(start, end))
 
-    if pin:
-        ends = need(edge, 0, 1) + need(edge, n - 1, n)
+    pinned = [(name, unit) for name, unit, on in (("embed", 0, pin.embed), ("head", n - 1, pin.head)) if on]
+    if pinned:
+        ends = sum(need(edge, unit, unit + 1) for _, unit in pinned)
         if ends > edge.memory_bytes:
+            names = " and ".join(name for name, _ in pinned)
             return (
-                f"the edge {edge.name} must hold embed and head, which need {gb(ends)}, but it offers "
+                f"the edge {edge.name} must hold {names}, which {'need' if len(pinned) > 1 else 'needs'} "
+                f"{gb(ends)}, but it offers "
                 f"{gb(edge.memory_bytes)}; raise its memory_gb or plan with --no-pin"
+                + (" and without --head-on-edge" if pin.head else "")
             )
     reachable = _servers_on_a_round_trip(cluster)
     devices = [edge, *reachable]

@@ -39,7 +39,7 @@ Chain = list[tuple[int, int, int]]  # (kind, start, end) per stage; kind 0 is th
 class Solution:
     objective: float  # seconds: the workload's objective (total_s or round_s)
     stages: tuple[tuple[int, int, int], ...]  # (kind, start, end) in chain order; kind 0 is the edge
-    codecs: tuple[str, ...]  # codec_out of each stage ("raw" where it sends token ids or nothing)
+    codecs: tuple[str, ...]  # codec_out of each stage ("raw" where it sends token ids, logits or nothing)
 
 
 def solve(inst: Instance, shortcut: bool = True) -> Solution | None:
@@ -56,7 +56,7 @@ class _Solver:
         n, kinds = inst.n, inst.kinds
         self.n, self.kinds, self.W, self.K = n, kinds, inst.weight, len(kinds)
         edge = kinds[0]
-        lo, hi = (1, n - 1) if inst.pin else (0, n)  # units a server may hold: [lo, hi)
+        lo, hi = inst.pin.server_units(n)
         self.lo, self.hi = lo, hi
         self.prefix_ok = [lo <= a < hi and edge.mem[a] <= edge.cap for a in range(n + 1)]
         self.suffix_mem = [edge.mem[n] - edge.mem[b] for b in range(n + 1)]
@@ -394,7 +394,7 @@ class _Solver:
         codecs = []
         for pos, (k, _, j) in enumerate(stages):
             nxt = stages[pos + 1][0] if pos + 1 < len(stages) else 0
-            codecs.append(hops[(k, nxt)][j].codec if (k, j) != (0, n) and (k != 0 or nxt != 0) else "raw")
+            codecs.append(hops[(k, nxt)][j].codec if j != n and (k != 0 or nxt != 0) else "raw")
         return Solution(cost, tuple(stages), tuple(codecs))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from partition.plan.cluster import GB, MBPS, Cluster, Device
 from partition.types import (
-    TOKEN_ID_BYTES,
+    TOP_K_LOGITS_BYTES,
     DeviceIdentity,
     DeviceProfile,
     Fit,
@@ -56,7 +56,7 @@ def synthetic_profile(
             act,
         ),
         # the head runs on the last position only, in prefill as in decode (the coordinator samples it)
-        head=cost("head", Fit(14e-3, 2e-5), Fit(13.5e-3, 0.0), embed_weight_bytes, 0, TOKEN_ID_BYTES),
+        head=cost("head", Fit(14e-3, 2e-5), Fit(13.5e-3, 0.0), embed_weight_bytes, 0, TOP_K_LOGITS_BYTES),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from partition.plan.cluster import GB, Cluster
 from partition.plan.costmodel import hops, unit_memory_bytes
-from partition.types import Stage, Workload, n_units
+from partition.types import Pinning, Stage, Workload, n_units
 
 
 def gb(n_bytes: float) -> str:
@@ -31,7 +31,7 @@ def device_memory(cluster: Cluster, stages: tuple[Stage, ...], w: Workload) -> d
     return out
 
 
-def chain_problem(cluster: Cluster, stages: tuple[Stage, ...], w: Workload, pin: bool) -> str:
+def chain_problem(cluster: Cluster, stages: tuple[Stage, ...], w: Workload, pin: Pinning) -> str:
     """The first reason `stages` cannot run on `cluster`, or "" if it can."""
     n = n_units(cluster.model.n_blocks)
     names = {device.name for device in cluster.devices}
@@ -55,8 +55,10 @@ def chain_problem(cluster: Cluster, stages: tuple[Stage, ...], w: Workload, pin:
         return f"the edge {edge} may run only the first and the last stage of the chain"
     if order == [edge, edge]:
         return f"the edge {edge} runs two adjacent stages; make them one"
-    if pin and (order[0] != edge or order[-1] != edge):
-        return f"the edge {edge} must hold embed (unit 0) and head (unit {n - 1}); plan with --no-pin to lift this"
+    if pin.embed and order[0] != edge:
+        return f"the edge {edge} must hold embed (unit 0); plan with --no-pin to lift this"
+    if pin.head and order[-1] != edge:
+        return f"the edge {edge} must hold head (unit {n - 1}); plan without --head-on-edge to lift this"
     for src, dst, cut, _ in hops(cluster, stages):
         if cluster.link(src, dst) is None:
             return f"no link from {src} to {dst} (needed at cut {cut}); add a [[link]] between them"

@@ -26,7 +26,7 @@ from partition.profile.fit import fit_times
 from partition.profile.timing import time_call
 from partition.types import (
     RAW_VALUE_BYTES,
-    TOKEN_ID_BYTES,
+    TOP_K_LOGITS_BYTES,
     DeviceProfile,
     LayerCost,
     ModelRef,
@@ -189,7 +189,7 @@ def _profile_unit(source, kind, segment, settings, dtype, device, sync) -> Layer
         # keys and values: n_kv_heads x head_dim each, per token, per block
         kv_bytes_per_token=2 * spec.n_kv_heads * spec.head_dim * element if kind == "block" else 0,
         # what crosses the cut after this unit: fp32 hidden states (the wire's raw form), or token ids
-        activation_bytes_per_token=TOKEN_ID_BYTES if head else RAW_VALUE_BYTES * spec.hidden_size,
+        activation_bytes_per_token=TOP_K_LOGITS_BYTES if head else RAW_VALUE_BYTES * spec.hidden_size,
         prefill_spread=max(t.spread for t in prefill),
         decode_spread=max(t.spread for t in decode),
     )

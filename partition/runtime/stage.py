@@ -86,6 +86,11 @@ class StageRuntime:
     def deployment(self) -> Deployment | None:
         return self._loaded.deployment if self._loaded else None
 
+    @property
+    def returns_logits(self) -> bool:
+        """Whether the loaded segment ends with the head (its outputs are logits)."""
+        return self._loaded is not None and self._loaded.model.returns_logits
+
     def load(self, wanted: Deployment, expected_digest: str = "") -> LoadResult:
         """Load `wanted.segment` of `wanted.model`, or answer at once if it is already loaded."""
         from partition.codec import get_codec

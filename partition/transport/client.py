@@ -60,6 +60,7 @@ class StepResult:
     decode_s: float  # coordinator seconds decoding the result
     bytes_sent: int  # encoded input bytes (Tensor.data) sent to the first stage
     bytes_received: int  # encoded result bytes received from the last stage
+    codec_received: str = "raw"  # how the result was encoded ("top-k" for the largest logits only)
 
 
 class StageClient:
@@ -275,8 +276,18 @@ class ChainSession:
             asyncio.ensure_future(self._pump_results()),
         ]
 
-    async def send(self, x: torch.Tensor, position: int, codec: str = "raw", last_only: bool = True) -> None:
-        """Write one step: token ids [1, S] (or activations [1, S, D] if stage 1 takes them) at `position`."""
+    async def send(
+        self,
+        x: torch.Tensor,
+        position: int,
+        codec: str = "raw",
+        last_only: bool = True,
+        logits_top_k: int = 0,
+    ) -> None:
+        """Write one step: token ids [1, S] (or activations [1, S, D] if stage 1 takes them) at `position`.
+
+        `logits_top_k`: if the last stage holds the head, it returns only the K largest logits (0: all).
+        """
         started = time.perf_counter()
         tensor = to_proto(x, codec)
         encode_s = time.perf_counter() - started
@@ -288,6 +299,7 @@ class ChainSession:
             n_tokens=x.shape[1],
             tensor=tensor,
             output=forward_pb2.OUTPUT_SELECT_LAST if last_only else forward_pb2.OUTPUT_SELECT_ALL,
+            logits_top_k=logits_top_k,
         )
         step.sent_unix_ns = time.time_ns()
         self._sent[position] = (step.sent_unix_ns, encode_s, len(tensor.data))
@@ -328,12 +340,18 @@ class ChainSession:
             decode_s=decode_s,
             bytes_sent=bytes_sent,
             bytes_received=len(step.tensor.data),
+            codec_received=step.tensor.codec or "raw",
         )
 
     async def step(
-        self, x: torch.Tensor, position: int, codec: str = "raw", last_only: bool = True
+        self,
+        x: torch.Tensor,
+        position: int,
+        codec: str = "raw",
+        last_only: bool = True,
+        logits_top_k: int = 0,
     ) -> StepResult:
-        await self.send(x, position, codec, last_only)
+        await self.send(x, position, codec, last_only, logits_top_k)
         return await self.receive()
 
     async def close(self, end_session: bool = True) -> None:

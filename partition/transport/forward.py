@@ -23,7 +23,7 @@ from partition.transport.links import ChannelPool, Downstream, StatusError
 from partition.transport.messages import check_session_ref, check_step_header
 from partition.transport.routes import End, ReturnRoutes
 from partition.transport.status import parse, status_code
-from partition.transport.tensors import from_proto, to_proto
+from partition.transport.tensors import from_proto, to_proto, to_top_k_proto
 
 log = logging.getLogger(__name__)
 
@@ -174,13 +174,18 @@ def _process(runtime: StageRuntime, step: forward_pb2.Step, recv_ns: int, submit
     started = time.perf_counter()
     session = runtime.begin_step(step.session_id, step.plan_id, step.epoch, step.position, step.n_tokens)
     deployment = runtime.deployment
+    last_only = not deployment.downstream and step.output == forward_pb2.OUTPUT_SELECT_LAST
+    top_k = step.logits_top_k if not deployment.downstream and runtime.returns_logits else 0
+    if top_k and not (last_only or step.n_tokens == 1):
+        raise InvalidRequestError(
+            f"logits_top_k={top_k} applies to the last position only: send the step with OUTPUT_SELECT_LAST"
+        )
     x = from_proto(step.tensor)
     decoded = time.perf_counter()
-    last_only = not deployment.downstream and step.output == forward_pb2.OUTPUT_SELECT_LAST
     out = runtime.run_step(session, x, step.n_tokens, last_only)
     computed = time.perf_counter()
     bytes_in, codec_in = len(step.tensor.data), step.tensor.codec
-    step.tensor.CopyFrom(to_proto(out, deployment.codec_out))
+    step.tensor.CopyFrom(to_top_k_proto(out, top_k) if top_k else to_proto(out, deployment.codec_out))
     encoded = time.perf_counter()
     step.hops.add(
         stage=worker,

@@ -2,7 +2,9 @@
 
 Two layouts cross the network and nothing else: token ids `[batch, seq]` (int32, raw little-endian)
 and activations or logits `[batch, seq, width]` (float32 before encoding, bytes from a
-partition.codec codec). Every stage and the coordinator go through `to_proto` / `from_proto`.
+partition.codec codec). Logits of one position may also go as their top K (`to_top_k_proto`): what
+a sampler on the other end needs, in a few hundred bytes instead of vocab x 4. Every stage and the
+coordinator go through these functions.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from partition.runtime.errors import InvalidRequestError
 from partition.transport.generated import tensor_pb2
 
 RAW = "raw"
+TOP_K = "top-k"  # the largest logits of one position: K int32 ids, then K float32 values
 # Largest tensor a message may declare: 2^28 values = 1 GiB as float32, far above a 32k-token
 # prefill of a 8k-wide model. Checked before decoding so a forged shape cannot make us allocate.
 MAX_ELEMENTS = 1 << 28
@@ -44,9 +47,29 @@ def to_proto(x: torch.Tensor, codec: str = RAW) -> tensor_pb2.Tensor:
     return tensor_pb2.Tensor(shape=x.shape, dtype=tensor_pb2.DTYPE_INT32, codec=RAW, data=data)
 
 
+def to_top_k_proto(logits: torch.Tensor, k: int) -> tensor_pb2.Tensor:
+    """The `k` largest of logits `[1, 1, V]`, and every other logit equal to the k-th (ties), so that a
+    greedy or top-k (<= k) sampler on the receiving end picks what it would from all V logits."""
+    if logits.dim() != 3 or logits.shape[0] != 1 or logits.shape[1] != 1:
+        raise InvalidRequestError(
+            f"logits_top_k needs the last position of one session, logits [1, 1, vocab]; got "
+            f"{list(logits.shape)} (send OUTPUT_SELECT_LAST)"
+        )
+    row = logits.detach().reshape(-1).to(device="cpu", dtype=torch.float32)
+    if k < row.numel():
+        kth = torch.topk(row, k, sorted=False).values.min()
+        ids = torch.nonzero(row >= kth).reshape(-1)  # NaN never compares: a NaN logit is not sent
+    else:
+        ids = torch.arange(row.numel())
+    data = ids.to(torch.int32).numpy().astype("<i4").tobytes() + row[ids].numpy().astype("<f4").tobytes()
+    return tensor_pb2.Tensor(shape=logits.shape, dtype=tensor_pb2.DTYPE_FLOAT32, codec=TOP_K, data=data)
+
+
 def from_proto(msg: tensor_pb2.Tensor, max_elements: int = MAX_ELEMENTS) -> torch.Tensor:
     """A new CPU tensor: int64 ids `[B, S]` or float32 `[B, S, D]`. InvalidRequestError if malformed."""
     shape = _checked_shape(msg, max_elements)
+    if msg.codec == TOP_K:
+        return _from_top_k(msg.data, shape)
     if msg.dtype == tensor_pb2.DTYPE_INT32:
         if msg.codec not in ("", RAW):
             raise InvalidRequestError(f"token ids must be sent raw, got codec {msg.codec!r}")
@@ -68,6 +91,24 @@ def from_proto(msg: tensor_pb2.Tensor, max_elements: int = MAX_ELEMENTS) -> torc
         return codec.decode(msg.data, shape)
     except CodecError as error:
         raise InvalidRequestError(f"tensor payload: {error}") from None
+
+
+def _from_top_k(data: bytes, shape: tuple[int, ...]) -> torch.Tensor:
+    """Logits `[1, 1, V]`: the sent ones in place, every other one -inf."""
+    vocab = shape[-1]
+    if shape[:2] != (1, 1) or len(data) % 8 or not 0 < len(data) // 8 <= vocab:
+        raise InvalidRequestError(
+            f"top-k logits need shape [1, 1, vocab] and K ids + K logits (8 bytes each, 1 <= K <= vocab); "
+            f"got shape {list(shape)} with {len(data)} bytes"
+        )
+    k = len(data) // 8
+    ids = torch.from_numpy(np.frombuffer(data, dtype="<i4", count=k).astype(np.int64))
+    values = torch.from_numpy(np.frombuffer(data, dtype="<f4", offset=4 * k).astype(np.float32))
+    if int(ids.min()) < 0 or int(ids.max()) >= vocab or torch.unique(ids).numel() != k:
+        raise InvalidRequestError(f"top-k logits: token ids must be distinct and lie in [0, {vocab})")
+    logits = torch.full((vocab,), float("-inf"))
+    logits[ids] = values
+    return logits.reshape(shape)
 
 
 def _checked_shape(msg: tensor_pb2.Tensor, max_elements: int) -> tuple[int, ...]:

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -43,10 +44,11 @@ def test_plan_prints_the_table_and_writes_the_plan(cluster, capsys):
     assert main([*args, "--prompt-tokens", "64", "--new-tokens", "32"]) == 0
     text = capsys.readouterr().out
     plan = load_plan(out)
-    assert [s.device for s in plan.stages] == ["phone", "server-a", "phone"]
+    assert [s.device for s in plan.stages] == ["phone", "server-a"]  # the head too: top logits come back
     assert plan.epoch == 1 and plan.unused == ("server-b",)
     for expected in ("block.0-29", "unused: server-b", "TTFT", "even", "memory_proportional", "edge_only"):
         assert expected in text
+    assert re.search(r"-> phone +cut 32 +top-k +512 B", text)
     assert "infeasible: no link from server-a to server-b" in text  # even needs a link that is not declared
     assert f"wrote {out}" in text
 
@@ -55,6 +57,9 @@ def test_plan_prints_the_table_and_writes_the_plan(cluster, capsys):
     again = load_plan(out)
     assert again.epoch == 2 and {s.codec_out for s in again.stages} <= {"raw", "fp16"}
     assert json.loads(out.read_text())["workload"]["prompt_tokens"] == 128
+
+    assert main([*args, "--head-on-edge"]) == 0
+    assert [s.device for s in load_plan(out).stages] == ["phone", "server-a", "phone"]
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 Lossless codecs must reproduce `partition generate` exactly; fp16 and int8 blockwise must agree with
 it on at least 97 % of 256 greedy positions (teacher-forced: each position sees the reference prefix).
+A worker holding the head returns only the top logits, which must change no token for greedy and
+top-k sampling, and every logit when the sampler needs them all.
 """
 
 import pytest
@@ -10,7 +12,9 @@ import torch
 from partition.coordinator.deploy import deploy
 from partition.coordinator.session import PipelineSession
 from partition.model.generation import GenerationRequest, generate, local_step
+from partition.model.sampling import SamplingParams
 from partition.model.tokenizer import load_tokenizer
+from partition.types import RETURN_TOP_K, TOP_K_LOGITS_BYTES
 from tests.coordinator.plans import split_plan
 
 # (device, start, end) chains over SmolLM2's 32 units; "phone" is the edge (runs in this process)
@@ -22,6 +26,7 @@ SPLITS = {
 }
 N_EXACT = 48
 N_LOSSY = 256
+GREEDY = SamplingParams()
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +36,9 @@ def prompt(smollm2):
     return tokenizer.encode(tokenizer.render_chat(chat), add_special=False)
 
 
-def _reference(model, prompt, n):
+def _reference(model, prompt, n, sampling=GREEDY):
     cache = model.new_cache(1, len(prompt) + n)
-    request = GenerationRequest(prompt, max_new_tokens=n, context=len(prompt) + n)
+    request = GenerationRequest(prompt, max_new_tokens=n, sampling=sampling, context=len(prompt) + n)
     return generate(local_step(model, cache), request, eos_ids=(), decode=lambda ids: "").token_ids
 
 
@@ -71,6 +76,39 @@ def test_lossless_split_gives_exactly_the_whole_models_tokens(
     links = [s for s in session.spans if s.token == 1 and s.src]
     assert [s.dst for s in links] == [*remote, "phone"]
     assert all(s.codec for s in links)
+    back = links[-1]
+    if SPLITS[split][-1][0] != "phone":  # the head ran on a worker: only the top logits came back
+        assert (back.codec, back.payload_bytes) == ("top-k", TOP_K_LOGITS_BYTES)
+
+
+@pytest.mark.parametrize(
+    ("sampling", "codec_back"),
+    [
+        (SamplingParams(temperature=0.9, top_k=RETURN_TOP_K, seed=11), "top-k"),
+        (SamplingParams(temperature=0.9, top_p=0.95, seed=11), "raw"),  # needs all: every logit comes back
+    ],
+    ids=["top-k", "top-p"],
+)
+def test_sampling_through_a_head_on_a_worker_picks_the_whole_models_tokens(
+    smollm2, smollm2_whole, workers, prompt, sampling, codec_back
+):
+    reference = _reference(smollm2_whole, prompt, N_EXACT, sampling)
+    deployment = deploy(_plan(smollm2, SPLITS["2-stages"], "raw"), workers, max_context=512, max_sessions=2)
+    try:
+        session = PipelineSession(deployment, context=len(prompt) + N_EXACT, sampling=sampling)
+        request = GenerationRequest(prompt, N_EXACT, sampling=sampling, context=len(prompt) + N_EXACT)
+        result = generate(session.step, request, eos_ids=(), decode=lambda ids: "")
+        session.close()
+    finally:
+        deployment.close()
+    assert result.token_ids == reference
+    assert len(set(reference)) > 10  # sampled, not a greedy loop
+    back = [s for s in session.spans if s.token == 1 and s.dst == "phone"][-1]
+    vocab = smollm2.spec.vocab_size
+    assert (back.codec, back.payload_bytes) == (
+        codec_back,
+        TOP_K_LOGITS_BYTES if codec_back == "top-k" else 4 * vocab,
+    )
 
 
 @pytest.mark.parametrize(("codec", "floor"), [("fp16", 0.97), ("int8", 0.97)])

@@ -14,20 +14,21 @@ import random
 from partition.plan.cluster import GB, Cluster, Device
 from partition.plan.codecs import DEFAULT_CODECS, CodecSpec
 from partition.plan.costmodel import (
-    TOKEN_CODEC,
     cut_bytes_per_token,
+    fixed_codec,
     hop_cost,
     is_token_cut,
     stage_prediction,
 )
 from partition.types import (
-    TOKEN_ID_BYTES,
+    TOP_K_LOGITS_BYTES,
     DeviceIdentity,
     DeviceProfile,
     Fit,
     LayerCost,
     LinkProfile,
     ModelRef,
+    Pinning,
     Segment,
     Stage,
     Workload,
@@ -63,7 +64,7 @@ def random_profile(
         dtype="float32",
         embed=cost("embed", rng.randint(1, 200) * 1_000_000, 0, 4 * hidden),
         block=cost("block", block_weights, rng.randint(0, 4000), 4 * hidden),
-        head=cost("head", rng.randint(1, 200) * 1_000_000, 0, TOKEN_ID_BYTES),
+        head=cost("head", rng.randint(1, 200) * 1_000_000, 0, TOP_K_LOGITS_BYTES),
     )
 
 
@@ -84,7 +85,7 @@ def random_codecs(rng: random.Random, most: int = 3) -> tuple[CodecSpec, ...]:
 
 def random_case(
     rng: random.Random, max_units: int = 12, max_devices: int = 6
-) -> tuple[Cluster, Workload, tuple[CodecSpec, ...], bool]:
+) -> tuple[Cluster, Workload, tuple[CodecSpec, ...], Pinning]:
     """A random cluster (edge + up to max_devices - 1 servers, some identical), workload, codecs, pinning."""
     n_blocks = rng.randint(1, max_units - 2)
     hidden = rng.choice([64, 576, 4096])
@@ -146,17 +147,20 @@ def random_case(
             links.append(LinkProfile(b, a, lat, bw))
     # Every codec multiplies the chains to enumerate; big clusters get fewer.
     codecs = random_codecs(rng, most=2 if n_servers >= 4 and n_blocks >= 7 else 3)
-    return Cluster(tuple(devices), tuple(links)), w, codecs, rng.random() < 0.7
+    draw = rng.random()  # one draw, so that the cases stay what they were before pinning had two parts
+    pin = Pinning(embed=draw < 0.7, head=draw < 0.35 or draw > 0.85)
+    return Cluster(tuple(devices), tuple(links)), w, codecs, pin
 
 
 def brute_force(
-    cluster: Cluster, w: Workload, codecs: tuple[CodecSpec, ...], pin: bool, budget: int = 200_000
+    cluster: Cluster, w: Workload, codecs: tuple[CodecSpec, ...], pin: Pinning, budget: int = 200_000
 ) -> tuple[float, tuple[Stage, ...]] | None:
     """The best chain by enumeration, or None when none fits; BudgetExceeded past `budget` chains.
 
     Partial chains carry (sum, largest item) so that each complete chain costs O(1) to score.
     """
     n = cluster.model.n_units
+    lo, hi = pin.server_units(n)
     edge = cluster.edge
     W = w.sessions - 1 if w.objective == "throughput" else 0
     latency = w.objective == "latency"
@@ -184,7 +188,7 @@ def brute_force(
                 per_token = cut_bytes_per_token(
                     cluster.device(src).profile.unit_cost(cut - 1) if cut > 0 else None
                 )
-                for codec in [TOKEN_CODEC] if is_token_cut(cut, n) else codecs:
+                for codec in [fixed_codec(cut, n)] if is_token_cut(cut, n) else codecs:
                     h = hop_cost(link, codec, per_token, cut == n, w)
                     share = (
                         h.prefill_s + (w.new_tokens - 1) * h.decode_s if latency else h.latency_s + h.step_s
@@ -204,7 +208,7 @@ def brute_force(
 
     def extend(i, prev, used, total, items, prefix_mem, prefix_item, chain) -> None:
         # close: back to the edge, which runs [i, n)
-        if used and (i <= n - 1 if pin else i <= n):
+        if used and i <= hi:
             mem, share, item = stage(edge.name, i, n) if i < n else (0, 0.0, 0.0)
             if prefix_mem + mem <= edge.memory_bytes:
                 for codec, h_share, h_item in hop_options(prev, edge.name, i):
@@ -214,7 +218,7 @@ def brute_force(
             if server.name in used:
                 continue
             options = hop_options(prev, server.name, i)
-            for j in range(i + 1, (n - 1 if pin else n) + 1):
+            for j in range(i + 1, hi + 1):
                 mem, share, item = stage(server.name, i, j)
                 if mem > server.memory_bytes:
                     break
@@ -233,7 +237,7 @@ def brute_force(
     mem, share, item = stage(edge.name, 0, n)
     if mem <= edge.memory_bytes:
         score(share, 0.0, item, ((edge.name, 0, n, "raw"),))
-    for a in range(1 if pin else 0, n):
+    for a in range(lo, n):
         mem, share, item = stage(edge.name, 0, a) if a > 0 else (0, 0.0, 0.0)
         if mem > edge.memory_bytes:
             break

@@ -75,12 +75,13 @@ def test_sessions_batch_for_latency_and_pipeline_for_throughput(cluster):
     assert pred.tokens_per_s == pytest.approx(2 / 0.038) and pred.objective_s == pred.round_s
 
 
-def test_token_ids_travel_raw_whatever_the_codecs(cluster):
+def test_token_ids_go_raw_and_logits_as_the_top_k_whatever_the_codecs(cluster):
     chain = (Stage("srv", Segment(0, 4), "raw"),)
     pred = evaluate(cluster, chain, Workload(10, 5), DEFAULT_CODECS[3:4])
+    # in: 10 prompt ids then one id per step; back: the last position's top 64 logits (id + fp32 each)
     assert [(h.cut, h.codec, h.prefill_bytes, h.decode_bytes) for h in pred.links] == [
         (0, "raw", 40, 4),
-        (4, "raw", 4, 4),
+        (4, "top-k", 512, 512),
     ]
 
 

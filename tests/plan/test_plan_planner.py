@@ -6,7 +6,7 @@ from partition.errors import InfeasiblePlanError
 from partition.plan import make_plan
 from partition.plan.cluster import GB, Cluster, Device
 from partition.plan.synthetic import link_pair, star_cluster, synthetic_profile
-from partition.types import Workload
+from partition.types import TOP_K_LOGITS_BYTES, Pinning, Workload
 
 W = Workload(prompt_tokens=128, new_tokens=64)
 
@@ -32,10 +32,32 @@ def two_devices(edge_speed: float, server_speed: float, mbps: float, latency_ms:
     ],
 )
 def test_where_blocks_go(edge_speed, server_speed, mbps, server_blocks):
-    plan = make_plan(two_devices(edge_speed, server_speed, mbps), W)
+    plan = make_plan(two_devices(edge_speed, server_speed, mbps), W, pin=Pinning(head=True))
     assert blocks_on(plan, "server") == server_blocks
     assert plan.stages[0].segment.start == 0 and plan.stages[0].device == "phone"
     assert plan.stages[-1].device == "phone"  # pinned: head and sampling on the edge
+
+
+@pytest.mark.parametrize(
+    ("edge_speed", "mbps", "head_on"),
+    [
+        (0.2, 1000, "server"),  # the slow edge hands the head off: 512 B of top logits come back
+        (0.2, 0.05, "phone"),  # a link slower than the edge: nothing leaves it
+        (5.0, 1000, "phone"),  # the edge is the fastest device
+    ],
+)
+def test_the_head_goes_where_it_costs_less(edge_speed, mbps, head_on):
+    plan = make_plan(two_devices(edge_speed, 10 if head_on == "server" else 1.0, mbps), W)
+    n = plan.model.n_units
+    assert plan.stages[0].device == "phone" and plan.stages[0].segment.start == 0  # embed stays pinned
+    assert plan.stages[-1].device == head_on and plan.stages[-1].segment.end == n
+    if head_on == "server":
+        back = plan.predicted.links[-1]
+        assert (back.src, back.dst, back.cut, back.codec) == ("server", "phone", n, "top-k")
+        assert back.decode_bytes == TOP_K_LOGITS_BYTES
+        assert plan.stages[-1].codec_out == "raw"  # what the stage sends when a step asks for every logit
+        on_edge = make_plan(two_devices(edge_speed, 10, mbps), W, pin=Pinning(head=True))
+        assert plan.predicted.objective_s < on_edge.predicted.objective_s
 
 
 def test_less_memory_means_a_smaller_share():
@@ -45,7 +67,7 @@ def test_less_memory_means_a_smaller_share():
     for memory_gb in (0.4, 0.3, 0.2, 0.1):
         servers = [("a", a_fast, memory_gb), ("b", b_slower, 0.3)]
         cluster = star_cluster(edge, 0.3, servers, (1000, 1), (10000, 0.2))
-        shares.append(blocks_on(make_plan(cluster, W), "a"))
+        shares.append(blocks_on(make_plan(cluster, W, pin=Pinning(head=True)), "a"))
     assert shares == sorted(shares, reverse=True) and len(set(shares)) == 4, shares
 
 
@@ -61,8 +83,8 @@ def test_identical_servers_share_a_model_too_big_for_one():
 
 def test_no_pin_lets_a_server_hold_embed_and_head():
     cluster = two_devices(0.02, 10, 10000, latency_ms=0.5)
-    pinned = make_plan(cluster, W)
-    free = make_plan(cluster, W, pin=False)
+    pinned = make_plan(cluster, W, pin=Pinning(head=True))
+    free = make_plan(cluster, W, pin=Pinning(embed=False))
     assert [s.device for s in pinned.stages] == ["phone", "server", "phone"]
     assert [s.device for s in free.stages] == ["server"]
     assert free.predicted.objective_s < pinned.predicted.objective_s
@@ -95,7 +117,7 @@ def test_throughput_objective_balances_the_pipeline():
             16,
             None,
             True,
-            r"the edge phone must hold embed and head, which need 0.2\d GB, but it offers 0.10 GB",
+            r"the edge phone must hold embed, which needs 0.1\d GB, but it offers 0.10 GB",
         ),
         (0.3, 0.1, None, True, r"the model needs 0.6\d GB .* devices reachable from the edge offer 0.40 GB"),
         (

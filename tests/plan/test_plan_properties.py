@@ -12,7 +12,7 @@ from partition.errors import InfeasiblePlanError
 from partition.plan import make_plan
 from partition.plan.cluster import Cluster, Device
 from partition.plan.codecs import DEFAULT_CODECS
-from partition.types import LinkProfile
+from partition.types import LinkProfile, Pinning
 
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
 SETTINGS = settings(max_examples=40, deadline=None)
@@ -81,7 +81,8 @@ def test_more_codecs_or_no_pin_never_make_the_optimum_worse(seed):
     base = optimum(cluster, w, codecs, pin)
     more = codecs + tuple(c for c in DEFAULT_CODECS if c.name not in {x.name for x in codecs})
     assert no_worse(optimum(cluster, w, more, pin), base)
-    assert no_worse(optimum(cluster, w, codecs, False), base)
+    assert no_worse(optimum(cluster, w, codecs, Pinning(embed=pin.embed, head=False)), base)
+    assert no_worse(optimum(cluster, w, codecs, Pinning(embed=False, head=False)), base)
 
 
 @SETTINGS

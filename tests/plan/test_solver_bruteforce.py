@@ -26,7 +26,8 @@ def test_cases_cover_the_space(cases):
         seen["6 devices"] += len(cluster.devices) == 6
         seen["identical servers"] += any(len(kind) > 1 for kind in device_kinds(cluster))
         seen["throughput, S > 1"] += w.objective == "throughput" and w.sessions > 1
-        seen["no pin"] += not pin
+        seen["no pin"] += not pin.embed
+        seen["head may leave the edge"] += not pin.head
         seen["infeasible"] += best is None
         seen["uses 2+ servers"] += best is not None and len({s.device for s in best[1]}) >= 3
     assert len(cases) == N_CASES

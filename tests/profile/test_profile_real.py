@@ -5,7 +5,7 @@ import pytest
 from partition.plan import make_plan
 from partition.plan.cluster import GB, Cluster, Device
 from partition.plan.synthetic import link_pair
-from partition.types import Workload
+from partition.types import TOP_K_LOGITS_BYTES, Pinning, Workload
 
 W = Workload(prompt_tokens=64, new_tokens=32)
 
@@ -20,7 +20,10 @@ def test_profile_records_the_model_as_loaded(server_profile, smollm2):
     block_params = 2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536 + 2 * 576
     assert p.block.weight_bytes == 4 * block_params
     assert p.block.kv_bytes_per_token == 2 * 3 * 64 * 4 and p.embed.kv_bytes_per_token == 0
-    assert p.block.activation_bytes_per_token == 4 * 576 and p.head.activation_bytes_per_token == 4
+    assert (
+        p.block.activation_bytes_per_token == 4 * 576
+        and p.head.activation_bytes_per_token == TOP_K_LOGITS_BYTES
+    )
     for cost in (p.embed, p.block, p.head):
         assert cost.prefill.at(32) > 0 and cost.decode.at(64) > 0
     assert p.block.prefill.at(32) > p.block.decode.at(32)  # 32 tokens cost more than one
@@ -58,7 +61,7 @@ def server_blocks(plan) -> int:
 def test_slow_edge_and_fast_link_move_the_blocks_to_the_server(server_profile, edge_profile):
     plan = make_plan(two_device_cluster(edge_profile.profile, server_profile, 1000, 0.2), W)
     assert server_blocks(plan) == 30, plan.stages
-    assert [s.device for s in plan.stages] == ["edge", "server", "edge"]  # embed and head stay on the edge
+    assert [s.device for s in plan.stages] == ["edge", "server"]  # embed stays; the head returns top logits
 
 
 def test_a_very_slow_link_keeps_the_blocks_on_the_edge(server_profile, edge_profile):
@@ -70,7 +73,13 @@ def test_a_very_slow_link_keeps_the_blocks_on_the_edge(server_profile, edge_prof
 @pytest.mark.parametrize("memory_gb", [[0.5, 0.25, 0.12, 0.06]])
 def test_less_server_memory_means_a_smaller_share(server_profile, edge_profile, memory_gb):
     shares = [
-        server_blocks(make_plan(two_device_cluster(edge_profile.profile, server_profile, 1000, 0.2, gb), W))
+        server_blocks(
+            make_plan(
+                two_device_cluster(edge_profile.profile, server_profile, 1000, 0.2, gb),
+                W,
+                pin=Pinning(head=True),
+            )
+        )
         for gb in memory_gb
     ]
     assert shares[0] == 30 and shares == sorted(shares, reverse=True) and len(set(shares)) == len(shares), (

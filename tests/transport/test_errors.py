@@ -125,6 +125,33 @@ def test_missing_fields_are_invalid_argument(pair, digest):
     assert serves(pair, digest)
 
 
+def test_top_k_logits_of_every_position_are_refused_before_the_step_runs(pair, digest):
+    async def body(chain):
+        session = await chain.open_session(new_session_id(), "plan", 1, digest)
+        try:
+            await session.step(torch.tensor([PROMPT]), 0, last_only=False, logits_top_k=4)
+        finally:
+            await session.close()
+
+    error = refused(pair, body)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "logits_top_k=4 applies to the last position only" in error.details
+    assert serves(pair, digest)
+
+    async def top_k_then_the_next_position(chain):  # a valid top-k step, and its position advanced
+        session = await chain.open_session(new_session_id(), "plan", 1, digest)
+        try:
+            first = await session.step(torch.tensor([PROMPT]), 0, logits_top_k=4)
+            second = await session.step(torch.tensor([[7]]), len(PROMPT), logits_top_k=4)
+            return first, second
+        finally:
+            await session.close()
+
+    for result in run_chain(pair, top_k_then_the_next_position):
+        kept = torch.isfinite(result.output).sum().item()
+        assert result.codec_received == "top-k" and result.bytes_received == 8 * kept and kept >= 4
+
+
 def test_model_path_outside_the_models_dir_is_permission_denied(pair, digest, tmp_path):
     for model in ("../../../etc", "/etc/passwd", str(tmp_path)):
 

@@ -6,7 +6,7 @@ import torch
 from partition.codec import CODECS, get_codec
 from partition.runtime.errors import InvalidRequestError
 from partition.transport.generated import tensor_pb2
-from partition.transport.tensors import from_proto, to_proto
+from partition.transport.tensors import from_proto, to_proto, to_top_k_proto
 
 
 def test_token_ids_round_trip_as_int32():
@@ -72,3 +72,35 @@ def test_layouts_other_than_ids_or_activations_are_refused_on_the_way_out():
         to_proto(torch.zeros(1, 2, 3, dtype=torch.int64))
     with pytest.raises(ValueError, match="always sent raw"):
         to_proto(torch.zeros(1, 2, dtype=torch.int64), "int8")
+
+
+def test_top_k_logits_keep_the_largest_and_their_ties_and_nothing_else():
+    logits = torch.tensor([[[0.5, 3.0, -1.0, 2.0, 2.0, 1.0]]])
+    msg = tensor_pb2.Tensor.FromString(to_top_k_proto(logits, 2).SerializeToString())
+    assert msg.codec == "top-k" and len(msg.data) == 3 * 8  # 3.0, and both 2.0s tie for second
+    back = from_proto(msg)
+    inf = float("-inf")
+    assert back.shape == (1, 1, 6) and torch.equal(back, torch.tensor([[[inf, 3.0, inf, 2.0, 2.0, inf]]]))
+    assert int(back.argmax()) == int(logits.argmax())
+    assert torch.equal(from_proto(to_top_k_proto(logits, 10)), logits)  # K >= vocab: all of them
+
+
+@pytest.mark.parametrize(
+    ("data", "shape", "match"),
+    [
+        (b"\x00" * 12, [1, 1, 6], "K ids \\+ K logits"),
+        (b"", [1, 1, 6], "K ids \\+ K logits"),
+        (b"\x00" * 8, [1, 2, 6], "shape \\[1, 1, vocab\\]"),
+        (b"\x09\x00\x00\x00" + b"\x00" * 4, [1, 1, 6], "lie in \\[0, 6\\)"),
+        (b"\x01\x00\x00\x00" * 2 + b"\x00" * 8, [1, 1, 6], "distinct"),
+    ],
+)
+def test_malformed_top_k_logits_are_invalid_requests(data, shape, match):
+    msg = tensor_pb2.Tensor(shape=shape, dtype=tensor_pb2.DTYPE_FLOAT32, codec="top-k", data=data)
+    with pytest.raises(InvalidRequestError, match=match):
+        from_proto(msg)
+
+
+def test_top_k_of_more_than_one_position_is_refused():
+    with pytest.raises(InvalidRequestError, match="OUTPUT_SELECT_LAST"):
+        to_top_k_proto(torch.zeros(1, 3, 6), 2)
