@@ -12,7 +12,8 @@ Execution model (a request = P prompt tokens, then D - 1 decode steps; S session
 - round (throughput): the S sessions as S micro-batches of one; with t_i the time each resource
   (a device's compute, a link's encode + wire + decode) spends on one micro-batch, Alpa's formula
   gives sum of the chain's times + (S - 1) x max t_i.
-Hops: encode on the sender, latency + bytes / bandwidth on the wire, decode on the receiver.
+Hops: encode on the sender, latency + bytes / bandwidth on the wire, decode on the receiver, and
+HOP_SOFTWARE_S of message handling that a link probe does not see.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ from partition.types import (
     Workload,
     n_units,
 )
+
+# What a hop costs beyond the probed link and the codec: parsing and checking the step, its hop record,
+# serializing it again, and waking an idle receiver, at both ends. `benchmarks/transport.py` measures
+# a hop of our chain at 0.6-0.8 ms where a back-to-back echo (what `partition profile` probes) takes
+# 0.14 ms one way, on a 2-core x86 host; in the wifi-edge lab hops took 0.8-1.4 ms over their probe.
+HOP_SOFTWARE_S = 0.45e-3
 
 # Token ids are integers: they always travel raw, whatever codecs the plan may use for activations.
 TOKEN_CODEC = CodecSpec("raw", 4.0, 0.0, 0.0, lossless=True)
@@ -106,7 +113,7 @@ class HopCost:
     prefill_s: float  # seconds: encode + latency + wire + decode of the prefill activations
     decode_s: float  # seconds per batched decode step
     step_s: float  # seconds per one-session step without latency (the link's time as a pipeline resource)
-    latency_s: float  # one-way latency of the link
+    latency_s: float  # one-way latency of the link, plus HOP_SOFTWARE_S
 
     def objective_s(self, w: Workload) -> float:
         """This hop's additive share of the objective (see `unit_objective_s`)."""
@@ -132,10 +139,10 @@ def hop_cost(
         codec=codec.name,
         prefill_bytes=wire_prefill,
         decode_bytes=wire_decode,
-        prefill_s=link.transfer_s(wire_prefill) + codec.codec_s(raw_prefill),
-        decode_s=link.transfer_s(wire_decode) + codec.codec_s(raw_decode),
+        prefill_s=link.transfer_s(wire_prefill) + HOP_SOFTWARE_S + codec.codec_s(raw_prefill),
+        decode_s=link.transfer_s(wire_decode) + HOP_SOFTWARE_S + codec.codec_s(raw_decode),
         step_s=wire_step / link.bandwidth_Bps + codec.codec_s(bytes_per_token),
-        latency_s=link.latency_s,
+        latency_s=link.latency_s + HOP_SOFTWARE_S,
     )
 
 
@@ -209,7 +216,7 @@ def evaluate(
     ttft = sum(s.prefill_s for s in stage_predictions) + sum(h.prefill_s for h in links)
     tpot = sum(s.decode_s for s in stage_predictions) + sum(h.decode_s for h in links)
     total = ttft + (w.new_tokens - 1) * tpot
-    latencies = sum(cluster.link(h.src, h.dst).latency_s for h in links)
+    latencies = sum(cluster.link(h.src, h.dst).latency_s + HOP_SOFTWARE_S for h in links)
     chain_s = sum(s.step_s for s in stage_predictions) + sum(h.step_s for h in links) + latencies
     per_device: dict[str, float] = {}
     for s in stage_predictions:  # the edge may run two stages; they share its compute

@@ -4,7 +4,7 @@ import pytest
 
 from partition.plan.cluster import Cluster, Device
 from partition.plan.codecs import DEFAULT_CODECS, CodecSpec
-from partition.plan.costmodel import best_hop, evaluate
+from partition.plan.costmodel import HOP_SOFTWARE_S, best_hop, evaluate
 from partition.types import (
     DeviceIdentity,
     DeviceProfile,
@@ -19,6 +19,7 @@ from partition.types import (
 
 MODEL = ModelRef("m", "d", 2)  # embed, block.0, block.1, head
 RAW = (CodecSpec("raw", 4.0, 0.0, 0.0, True),)
+SW = HOP_SOFTWARE_S  # every hop's message handling, on top of the link
 
 
 def profile(name: str, block_prefill_per_token: float, block_step: float) -> DeviceProfile:
@@ -52,9 +53,9 @@ CHAIN = (
 def test_one_session_by_hand(cluster):
     pred = evaluate(cluster, CHAIN, Workload(prompt_tokens=10, new_tokens=5), RAW)
     # prefill: embed 1 ms, 10 x 1000 B over 1 MB/s + 10 ms, 2 blocks x 10 tokens x 1 ms, the same hop back, head 5 ms
-    assert pred.ttft_s == pytest.approx(0.001 + 0.020 + 0.020 + 0.020 + 0.005)
+    assert pred.ttft_s == pytest.approx(0.001 + 0.020 + 0.020 + 0.020 + 0.005 + 2 * SW)
     # a step: 1 ms, 1000 B + 10 ms, 2 x 2 ms, 1000 B + 10 ms, 5 ms
-    assert pred.tpot_s == pytest.approx(0.001 + 0.011 + 0.004 + 0.011 + 0.005)
+    assert pred.tpot_s == pytest.approx(0.001 + 0.011 + 0.004 + 0.011 + 0.005 + 2 * SW)
     assert pred.total_s == pytest.approx(pred.ttft_s + 4 * pred.tpot_s)
     assert pred.round_s == pytest.approx(pred.tpot_s) and pred.objective_s == pred.total_s
     assert [s.memory_bytes for s in pred.stages] == [100, 2 * (100 + 10 * 15), 100]
@@ -67,12 +68,12 @@ def test_one_session_by_hand(cluster):
 def test_sessions_batch_for_latency_and_pipeline_for_throughput(cluster):
     pred = evaluate(cluster, CHAIN, Workload(10, 5, sessions=2, objective="throughput"), RAW)
     # S = 2 prompts in one prefill batch: blocks twice the tokens; hops twice the bytes
-    assert pred.ttft_s == pytest.approx(0.001 + 0.030 + 2 * 0.020 + 0.030 + 0.005)
+    assert pred.ttft_s == pytest.approx(0.001 + 0.030 + 2 * 0.020 + 0.030 + 0.005 + 2 * SW)
     # batched step: each block one step + one extra token at the prefill rate (2 ms + 1 ms)
-    assert pred.tpot_s == pytest.approx(0.001 + 0.012 + 2 * 0.003 + 0.012 + 0.005)
+    assert pred.tpot_s == pytest.approx(0.001 + 0.012 + 2 * 0.003 + 0.012 + 0.005 + 2 * SW)
     # micro-batches: chain 32 ms + (S - 1) x the busiest resource (the edge: embed + head = 6 ms)
-    assert pred.round_s == pytest.approx(0.032 + 0.006)
-    assert pred.tokens_per_s == pytest.approx(2 / 0.038) and pred.objective_s == pred.round_s
+    assert pred.round_s == pytest.approx(0.032 + 2 * SW + 0.006)
+    assert pred.tokens_per_s == pytest.approx(2 / pred.round_s) and pred.objective_s == pred.round_s
 
 
 def test_token_ids_go_raw_and_logits_as_the_top_k_whatever_the_codecs(cluster):
