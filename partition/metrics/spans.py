@@ -99,10 +99,15 @@ def link_summaries(spans: Iterable[HopSpan], decode_only: bool = True) -> list[L
 
 
 def stage_summaries(spans: Iterable[HopSpan], decode_only: bool = True) -> list[StageSummary]:
-    """Per hop position (a device may appear twice: the edge runs the first segment and the head)."""
+    """Per hop position (a device may appear twice: the edge runs the first segment and the head).
+
+    A hop's end that computed nothing in any step runs no segment (the edge when a server holds the
+    head: it only samples) and is not a stage.
+    """
     groups: dict[tuple[int, str], list[HopSpan]] = {}
     for span in _decode_only(spans, decode_only):
         groups.setdefault((span.hop, span.dst), []).append(span)
+    groups = {key: group for key, group in groups.items() if any(s.compute_s > 0 for s in group)}
     return [
         StageSummary(
             hop=hop,

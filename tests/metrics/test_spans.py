@@ -63,6 +63,14 @@ def test_stage_summaries_keep_the_edge_twice():
     assert stages[1].compute_p50_s == pytest.approx(0.005) and stages[1].n_messages == 3
 
 
+def test_an_end_that_computes_nothing_is_not_a_stage():
+    # the head on server a: the result comes back to an edge that only samples
+    spans = [span(t, h, src, dst, 0.01, compute) for t in range(3) for h, src, dst, compute in
+             [(0, "", "edge", 0.001), (1, "edge", "a", 0.02), (2, "a", "edge", 0.0)]]  # fmt: skip
+    assert [(s.hop, s.device) for s in stage_summaries(spans)] == [(0, "edge"), (1, "a")]
+    assert [(link.src, link.dst) for link in link_summaries(spans)] == [("edge", "a"), ("a", "edge")]
+
+
 def test_span_log_round_trip(tmp_path):
     path = tmp_path / "spans.msgpack"
     assert write_spans(path, chain()) == 12
