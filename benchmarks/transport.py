@@ -13,8 +13,8 @@ Run from the repository root; real worker processes on 127.0.0.1, and a bare gRP
    moments. Both ends of the echo then sit idle between messages as a stage does between tokens
    (waking an idle process costs: a 2.3 KB echo's RTT doubles with pauses of 20 ms). The hot,
    back-to-back echo is reported too. Target: at most 1.5x.
-2. TPOT. The whole model split evenly over K stages (head on the last; it returns the last position's
-   logits) against single-process TPOT plus the hop costs of 1 (links carrying more than a hidden
+2. TPOT. The whole model split evenly over K stages (head on the last; it returns the top logits of
+   the last position, as serve asks for greedy sampling) against single-process TPOT plus the hop costs of 1 (links carrying more than a hidden
    state add the hot echo's extra time for their size). Single-process and split runs alternate in
    rounds, so load from neighbours on a shared host hits both. Target: within 15 %. The split tokens
    must equal the single-process greedy tokens (raw codec).
@@ -43,7 +43,7 @@ from partition.model import load_segment, resolve_model
 from partition.transport.channels import TransportConfig
 from partition.transport.client import Chain
 from partition.transport.local import spawn_worker
-from partition.types import Segment
+from partition.types import RETURN_TOP_K, Segment
 
 PROMPT = [1, 504, 3458, 282, 4649, 314, 5175, 47, 2]  # any ids; the same for every run
 WARMUP = 8  # decode steps (and echo rounds) discarded from every run
@@ -151,7 +151,7 @@ async def decode_through_chain(addresses, model: str, segments, codec: str, toke
             f"bench-{time.monotonic_ns()}", "bench", 1, replies[0].model_digest
         )
         try:
-            result = await session.step(torch.tensor([PROMPT]), 0)
+            result = await session.step(torch.tensor([PROMPT]), 0, logits_top_k=RETURN_TOP_K)
             for position in range(len(PROMPT), len(PROMPT) + tokens):
                 if echo is not None and steps:
                     sizes = sorted(set(link_sizes(steps[-1][1])))
@@ -162,7 +162,7 @@ async def decode_through_chain(addresses, model: str, segments, codec: str, toke
                     token = int(result.output[0, -1, 0].abs() * 1000) % vocab
                 out.append(token)
                 started = time.perf_counter()
-                result = await session.step(torch.tensor([[token]]), position)
+                result = await session.step(torch.tensor([[token]]), position, logits_top_k=RETURN_TOP_K)
                 steps.append((time.perf_counter() - started, result))
         finally:
             await session.close()
