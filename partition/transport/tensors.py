@@ -57,8 +57,10 @@ def to_top_k_proto(logits: torch.Tensor, k: int) -> tensor_pb2.Tensor:
         )
     row = logits.detach().reshape(-1).to(device="cpu", dtype=torch.float32)
     if k < row.numel():
-        kth = torch.topk(row, k, sorted=False).values.min()
-        ids = torch.nonzero(row >= kth).reshape(-1)  # NaN never compares: a NaN logit is not sent
+        top = torch.topk(row, k + 1)  # sorted: the (k+1)-th says whether a tie crosses the cut
+        ids = top.indices[:k]
+        if not top.values[k] < top.values[k - 1]:  # a tie with the k-th (or NaN): send every one of them
+            ids = torch.nonzero(row >= top.values[k - 1]).reshape(-1)
     else:
         ids = torch.arange(row.numel())
     data = ids.to(torch.int32).numpy().astype("<i4").tobytes() + row[ids].numpy().astype("<f4").tobytes()
