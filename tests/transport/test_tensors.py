@@ -83,6 +83,10 @@ def test_top_k_logits_keep_the_largest_and_their_ties_and_nothing_else():
     assert back.shape == (1, 1, 6) and torch.equal(back, torch.tensor([[[inf, 3.0, inf, 2.0, 2.0, inf]]]))
     assert int(back.argmax()) == int(logits.argmax())
     assert torch.equal(from_proto(to_top_k_proto(logits, 10)), logits)  # K >= vocab: all of them
+    assert torch.equal(
+        from_proto(to_top_k_proto(logits, 1)), torch.tensor([[[inf, 3.0, inf, inf, inf, inf]]])
+    )
+    assert len(to_top_k_proto(logits, 4).data) == 4 * 8  # no tie at the 4th: exactly 4
 
 
 @pytest.mark.parametrize(
