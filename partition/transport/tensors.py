@@ -59,8 +59,9 @@ def to_top_k_proto(logits: torch.Tensor, k: int) -> tensor_pb2.Tensor:
     if k < row.numel():
         top = torch.topk(row, k + 1)  # sorted: the (k+1)-th says whether a tie crosses the cut
         ids = top.indices[:k]
-        if not top.values[k] < top.values[k - 1]:  # a tie with the k-th (or NaN): send every one of them
-            ids = torch.nonzero(row >= top.values[k - 1]).reshape(-1)
+        if not top.values[k] < top.values[k - 1]:  # a tie with the k-th: send every one of them
+            tied = torch.nonzero(row >= top.values[k - 1]).reshape(-1)
+            ids = tied if tied.numel() >= k else ids  # NaN compares false: send the top k as they are
     else:
         ids = torch.arange(row.numel())
     data = ids.to(torch.int32).numpy().astype("<i4").tobytes() + row[ids].numpy().astype("<f4").tobytes()

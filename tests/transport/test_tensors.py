@@ -87,6 +87,8 @@ def test_top_k_logits_keep_the_largest_and_their_ties_and_nothing_else():
         from_proto(to_top_k_proto(logits, 1)), torch.tensor([[[inf, 3.0, inf, inf, inf, inf]]])
     )
     assert len(to_top_k_proto(logits, 4).data) == 4 * 8  # no tie at the 4th: exactly 4
+    nan = torch.tensor([[[0.5, float("nan"), 1.0, 2.0]]])  # a broken head's NaN travels as it would in full
+    assert len(to_top_k_proto(nan, 1).data) == 8 and len(to_top_k_proto(nan, 2).data) == 2 * 8
 
 
 @pytest.mark.parametrize(
