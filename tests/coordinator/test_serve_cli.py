@@ -43,3 +43,20 @@ def test_serve_spawn_local_answers_paris_with_per_hop_metrics(smollm2, tmp_path)
     # int8 blockwise carries ~1.06 bytes per value, fp16 2, raw 4 (hidden 576)
     per_token = {h["codec"]: h["bytes_per_token"] for h in out["hops"]}
     assert per_token["int8"] < per_token["fp16"] < per_token["raw"]
+
+
+def test_serve_says_what_sampling_without_top_k_costs_when_a_worker_holds_the_head(smollm2, tmp_path):
+    plan = split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")])
+    path = tmp_path / "plan.json"
+    save_plan(plan, path)
+    result = subprocess.run(
+        [sys.executable, "-m", "partition", "serve", "--plan", str(path), "--spawn-local", "--threads", "1",
+         "--prompt", "Once upon a time", "--temperature", "0.8", "--seed", "3", "--max-new-tokens", "6",
+         "--json"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "needs every logit" in result.stderr and "--top-k 64" in result.stderr
+    back = json.loads(result.stdout)["hops"][-1]
+    assert (back["from"], back["to"], back["codec"]) == ("server-a", "phone", "raw")
+    assert back["bytes_per_token"] == 4 * smollm2.spec.vocab_size  # every logit came back, as the note says
