@@ -197,10 +197,6 @@ class LinkProfile:
     latency_s: float  # one-way latency in seconds
     bandwidth_Bps: float  # bytes per second
 
-    def transfer_s(self, n_bytes: float) -> float:
-        """Seconds for `n_bytes` to arrive: latency plus serialization at the link's bandwidth."""
-        return self.latency_s + n_bytes / self.bandwidth_Bps
-
 
 # ---------------------------------------------------------------------------------------------------
 # Plan artifacts: what `partition plan` decides (plan -> deploy -> serve).

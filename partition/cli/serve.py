@@ -113,7 +113,7 @@ def answer(deployment, args: argparse.Namespace, prompt: str) -> None:
     from partition.metrics.spans import link_summaries, stage_summaries
     from partition.model.generation import generate
     from partition.model.tokenizer import load_tokenizer
-    from partition.types import RETURN_TOP_K
+    from partition.types import RAW_VALUE_BYTES, RETURN_TOP_K
 
     tokenizer = load_tokenizer(deployment.source)
     args.prompt = prompt
@@ -125,7 +125,7 @@ def answer(deployment, args: argparse.Namespace, prompt: str) -> None:
         vocab = deployment.source.spec.vocab_size
         print(
             f"note: sampling with temperature and no --top-k needs every logit, so the worker holding the head "
-            f"sends {4 * vocab} bytes per token instead of the plan's top {RETURN_TOP_K}; add --top-k "
+            f"sends {RAW_VALUE_BYTES * vocab} bytes per token instead of the plan's top {RETURN_TOP_K}; add --top-k "
             f"{RETURN_TOP_K} (or fewer) to keep the plan's cost, or plan with --head-on-edge",
             file=sys.stderr,
         )

@@ -53,7 +53,6 @@ class PipelineSession:
         d = deployment
         self._front_cache = d.front_model.new_cache(1, self.context) if d.front_model else None
         self._tail_cache = d.tail_model.new_cache(1, self.context) if d.tail_model else None
-        self._codecs = d.topology.link_codecs()
         self._remote = None
         if d.chain is not None:
             plan = d.plan
@@ -113,6 +112,7 @@ class PipelineSession:
             received_unix_ns=result.received_unix_ns if result else 0,
             decode_s=result.decode_s if result else 0.0,
             bytes_received=result.bytes_received if result else 0,
+            codec_received=result.codec_received if result else "",
             tail_compute_s=tail_s,
         )
         hops = []
@@ -121,16 +121,11 @@ class PipelineSession:
                 hops.append(
                     RemoteHop(
                         stage.device, hop.recv_unix_ns, hop.sent_unix_ns, hop.queue_s, hop.decode_s,
-                        hop.compute_s, hop.encode_s, hop.bytes_in, hop.bytes_out,
+                        hop.compute_s, hop.encode_s, hop.bytes_in, hop.bytes_out, hop.codec_in or "raw",
                     )
                 )  # fmt: skip
-        codecs = self._codecs
-        if result is not None:  # the way back is what the last stage sent (the top-k logits, or all)
-            codecs = [*codecs[:-1], result.codec_received]
         self.spans.extend(
-            step_spans(
-                edge, times, hops, codecs, d.clocks, d.front_model is not None, d.tail_model is not None
-            )
+            step_spans(edge, times, hops, d.clocks, d.front_model is not None, d.tail_model is not None)
         )
 
     def close(self) -> None:

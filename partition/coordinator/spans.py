@@ -28,6 +28,7 @@ class RemoteHop:
     encode_s: float
     bytes_in: int
     bytes_out: int
+    codec_in: str  # how its input arrived
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class EdgeTimes:
     received_unix_ns: int  # when the chain's result was read
     decode_s: float  # decoding the chain's result
     bytes_received: int
+    codec_received: str  # how the result arrived ("top-k" when a worker holding the head sent the top logits)
     tail_compute_s: float  # edge segment after the chain (head), 0 when none
 
 
@@ -53,13 +55,11 @@ def step_spans(
     edge: str,
     edge_times: EdgeTimes,
     hops: Sequence[RemoteHop],
-    codecs: Sequence[str],
     clocks: Sequence[ClockEstimate],
     has_front: bool,
     has_tail: bool,
 ) -> list[HopSpan]:
-    """Spans of one step. `codecs[i]` is the codec on the link into remote stage i; `codecs[-1]` the
-    codec back to the edge (len(codecs) == len(hops) + 1). `clocks[i]` is remote stage i's clock."""
+    """Spans of one step; each link's codec is the one its receiver saw. `clocks[i]` is remote stage i's clock."""
     e = edge_times
     base = e.session_start_ns
 
@@ -76,7 +76,7 @@ def step_spans(
         recv_ns = clocks[index].to_local_ns(hop.recv_unix_ns)
         spans.append(
             _span(
-                e, len(spans), prev_device, hop.device, codecs[index], hop.bytes_in,
+                e, len(spans), prev_device, hop.device, hop.codec_in, hop.bytes_in,
                 since_start(prev_sent_ns) - prev_encode_s, prev_encode_s, (recv_ns - prev_sent_ns) / 1e9,
                 hop.decode_s, hop.queue_s, hop.compute_s,
             )
@@ -88,7 +88,7 @@ def step_spans(
         # the result's way back to the edge, plus the head if the edge runs it
         spans.append(
             _span(
-                e, len(spans), prev_device, edge, codecs[-1], e.bytes_received,
+                e, len(spans), prev_device, edge, e.codec_received, e.bytes_received,
                 since_start(prev_sent_ns) - prev_encode_s, prev_encode_s,
                 (e.received_unix_ns - prev_sent_ns) / 1e9, e.decode_s, 0.0, e.tail_compute_s,
             )

@@ -24,16 +24,6 @@ class Topology:
         """Codec of the chain's input: the front's output codec, or raw token ids."""
         return self.front.codec_out if self.front is not None else "raw"
 
-    @property
-    def return_codec(self) -> str:
-        return self.remote[-1].codec_out if self.remote else ""
-
-    def link_codecs(self) -> list[str]:
-        """Codec on each link: into remote stage i, then back to the edge (len(remote) + 1)."""
-        if not self.remote:
-            return []
-        return [self.input_codec, *(s.codec_out for s in self.remote[:-1]), self.return_codec]
-
 
 def split_plan(plan: Plan) -> Topology:
     stages = list(plan.stages)

@@ -62,8 +62,8 @@ def _head_either_way(placement: Placement, pin: Pinning) -> list[Placement]:
     head on the last server instead."""
     if pin.head or len(placement) < 3:
         return [placement]
-    *front, (server, start, _), _head = placement
-    return [placement, [*front, (server, start, placement[-1][2])]]
+    *front, (server, start, _), (_, _, end) = placement
+    return [placement, [*front, (server, start, end)]]
 
 
 def _by_shares(cluster: Cluster, weights: list[float]) -> Placement:

@@ -39,8 +39,8 @@ from partition.types import (
 
 # What a hop costs beyond the probed link and the codec: parsing and checking the step, its hop record,
 # serializing it again, and waking an idle receiver, at both ends. `benchmarks/transport.py` measures
-# a hop of our chain at 0.6-0.8 ms where a back-to-back echo (what `partition profile` probes) takes
-# 0.14 ms one way, on a 2-core x86 host; in the wifi-edge lab hops took 0.8-1.4 ms over their probe.
+# a hop of our chain at 0.57-0.86 ms where a back-to-back echo (what `partition profile` probes) takes
+# 0.12-0.20 ms one way, on a 2-core x86 host; in the wifi-edge lab hops took 0.8-1.4 ms over their probe.
 HOP_SOFTWARE_S = 0.45e-3
 
 # Token ids are integers: they always travel raw, whatever codecs the plan may use for activations.
@@ -135,14 +135,15 @@ def hop_cost(
     wire_prefill, wire_decode, wire_step = (
         codec.wire_bytes(raw) for raw in (raw_prefill, raw_decode, bytes_per_token)
     )
+    latency = link.latency_s + HOP_SOFTWARE_S
     return HopCost(
         codec=codec.name,
         prefill_bytes=wire_prefill,
         decode_bytes=wire_decode,
-        prefill_s=link.transfer_s(wire_prefill) + HOP_SOFTWARE_S + codec.codec_s(raw_prefill),
-        decode_s=link.transfer_s(wire_decode) + HOP_SOFTWARE_S + codec.codec_s(raw_decode),
+        prefill_s=latency + wire_prefill / link.bandwidth_Bps + codec.codec_s(raw_prefill),
+        decode_s=latency + wire_decode / link.bandwidth_Bps + codec.codec_s(raw_decode),
         step_s=wire_step / link.bandwidth_Bps + codec.codec_s(bytes_per_token),
-        latency_s=link.latency_s + HOP_SOFTWARE_S,
+        latency_s=latency,
     )
 
 
@@ -195,11 +196,13 @@ def evaluate(
     by_name = {codec.name: codec for codec in codecs}
     stage_predictions = tuple(stage_prediction(cluster, stage, w) for stage in stages)
     links: list[LinkPrediction] = []
+    latencies = 0.0
     for src, dst, cut, codec_name in hops(cluster, stages):
         profile = cluster.device(src).profile
         per_token = cut_bytes_per_token(profile.unit_cost(cut - 1) if cut > 0 else None)
         codec = fixed_codec(cut, n) if is_token_cut(cut, n) else by_name[codec_name]
         hop = hop_cost(cluster.link(src, dst), codec, per_token, cut == n, w)
+        latencies += hop.latency_s
         links.append(
             LinkPrediction(
                 src,
@@ -216,7 +219,6 @@ def evaluate(
     ttft = sum(s.prefill_s for s in stage_predictions) + sum(h.prefill_s for h in links)
     tpot = sum(s.decode_s for s in stage_predictions) + sum(h.decode_s for h in links)
     total = ttft + (w.new_tokens - 1) * tpot
-    latencies = sum(cluster.link(h.src, h.dst).latency_s + HOP_SOFTWARE_S for h in links)
     chain_s = sum(s.step_s for s in stage_predictions) + sum(h.step_s for h in links) + latencies
     per_device: dict[str, float] = {}
     for s in stage_predictions:  # the edge may run two stages; they share its compute

@@ -174,8 +174,9 @@ def _process(runtime: StageRuntime, step: forward_pb2.Step, recv_ns: int, submit
     started = time.perf_counter()
     session = runtime.begin_step(step.session_id, step.plan_id, step.epoch, step.position, step.n_tokens)
     deployment = runtime.deployment
-    last_only = not deployment.downstream and step.output == forward_pb2.OUTPUT_SELECT_LAST
-    top_k = step.logits_top_k if not deployment.downstream and runtime.returns_logits else 0
+    last_stage = not deployment.downstream
+    last_only = last_stage and step.output == forward_pb2.OUTPUT_SELECT_LAST
+    top_k = step.logits_top_k if last_stage and runtime.returns_logits else 0
     if top_k and not (last_only or step.n_tokens == 1):
         raise InvalidRequestError(
             f"logits_top_k={top_k} applies to the last position only: send the step with OUTPUT_SELECT_LAST"
