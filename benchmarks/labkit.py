@@ -83,7 +83,8 @@ def lab_up(config: Path, workdir: Path, state_dir: Path = STATE_DIR) -> Iterator
 
     lab_config = load_lab_config(config)
     workdir.mkdir(parents=True, exist_ok=True)
-    # Profiles measured now, in this lab: the workers (started by `lab up`) inherit a fresh cache.
+    # The lab's own profile cache (the workers started by `lab up` inherit it); `profile` refreshes it,
+    # so every run plans from what the devices measure now, not from a busier or quieter hour.
     os.environ["PARTITION_CACHE_DIR"] = str((workdir / "profile-cache").resolve())
     cluster = workdir / "lab-cluster.toml"
     base = partition_argv("lab", "--state-dir", str(state_dir))
@@ -106,7 +107,7 @@ def profile(lab: Lab, model: str, out_dir: Path, extra: Sequence[str] = ()) -> P
     """Profile every device through its worker and every link; returns the profiled cluster file."""
     out = out_dir / "cluster.toml"
     argv = partition_argv("profile", "--cluster", str(lab.cluster), "--model", model, "--out", str(out))
-    argv += [*PROFILE_POINTS, "--repeats", str(PROFILE_REPEATS), *extra]
+    argv += [*PROFILE_POINTS, "--repeats", str(PROFILE_REPEATS), "--refresh", *extra]
     step(argv, out_dir / "profile.log")
     return out
 

@@ -44,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cache-dir", type=Path, help="profile cache (default ~/.cache/partition/profiles)")
     parser.add_argument(
-        "--refresh", action="store_true", help="measure again even if a cached profile exists"
+        "--refresh",
+        action="store_true",
+        help="measure again even if a cached profile exists (with --cluster or --ray: on every device)",
     )
     parser.add_argument("--out", type=Path, help="where to write (default device.json)")
 
@@ -71,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
         from partition.ray.profile import profile_ray_cluster
 
         out = args.out or Path("cluster.toml")
-        written = profile_ray_cluster(args.ray, args.model, out, args.edge, args.threads or 0, settings)
+        written = profile_ray_cluster(
+            args.ray, args.model, out, args.edge, args.threads or 0, settings, refresh=args.refresh
+        )
         print(written.read_text())
         print(f"wrote {written} and a profile per device beside it")
         return 0
@@ -79,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         from partition.coordinator.profile_cluster import profile_cluster
 
         out = args.out or args.cluster.with_suffix(".profiled.toml")
-        written = profile_cluster(args.cluster, args.model, out, settings=settings)
+        written = profile_cluster(args.cluster, args.model, out, settings=settings, refresh=args.refresh)
         print(written.read_text())
         print(f"wrote {written} and a profile per device beside it")
         return 0

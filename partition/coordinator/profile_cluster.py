@@ -54,12 +54,17 @@ def read_devices(path: Path) -> list[ClusterDevice]:
     return devices
 
 
-def profile_cluster(cluster: Path, model: str, out: Path, transport=None, settings=None) -> Path:
-    """Profile every device and link of `cluster`; write `<name>.json` beside `out` and the cluster file."""
+def profile_cluster(
+    cluster: Path, model: str, out: Path, transport=None, settings=None, refresh: bool = False
+) -> Path:
+    """Profile every device and link of `cluster`; write `<name>.json` beside `out` and the cluster file.
+
+    Each device answers from its own profile cache unless `refresh` (links are always measured).
+    """
     from partition.transport.channels import TransportConfig
 
     devices = read_devices(cluster)
-    profiles, links = asyncio.run(_measure(devices, model, transport or TransportConfig(), settings))
+    profiles, links = asyncio.run(_measure(devices, model, transport or TransportConfig(), settings, refresh))
     out.parent.mkdir(parents=True, exist_ok=True)
     from partition.artifacts import save_profile
 
@@ -69,7 +74,9 @@ def profile_cluster(cluster: Path, model: str, out: Path, transport=None, settin
     return out
 
 
-async def _measure(devices, model, transport, settings) -> tuple[dict[str, DeviceProfile], list[LinkProfile]]:
+async def _measure(
+    devices, model, transport, settings, refresh: bool
+) -> tuple[dict[str, DeviceProfile], list[LinkProfile]]:
     from partition.artifacts import profile_from_json
     from partition.coordinator.links import measure_between, measure_from_here
     from partition.transport.client import StageClient
@@ -80,10 +87,12 @@ async def _measure(devices, model, transport, settings) -> tuple[dict[str, Devic
         profiles: dict[str, DeviceProfile] = {}
         for device in devices:
             if device.address is None:
-                profiles[device.name] = await asyncio.to_thread(_profile_here, model, device.name, settings)
+                profiles[device.name] = await asyncio.to_thread(
+                    _profile_here, model, device.name, settings, refresh
+                )
                 continue
             log.info("profiling %s at %s", device.name, device.address)
-            request = measure_pb2.ProfileRequest(model=model)
+            request = measure_pb2.ProfileRequest(model=model, refresh=refresh)
             if settings is not None:
                 request.prefill_lengths.extend(settings.prefill_lengths)
                 request.context_lengths.extend(settings.context_lengths)
@@ -106,10 +115,10 @@ async def _measure(devices, model, transport, settings) -> tuple[dict[str, Devic
             await client.close()
 
 
-def _profile_here(model: str, name: str, settings) -> DeviceProfile:
+def _profile_here(model: str, name: str, settings, refresh: bool) -> DeviceProfile:
     from partition.profile import profile_device
 
-    return profile_device(model, settings, name=name)
+    return profile_device(model, settings, name=name, refresh=refresh)
 
 
 def render_cluster(devices: list[ClusterDevice], links: list[LinkProfile], source: Path) -> str:

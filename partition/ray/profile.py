@@ -23,6 +23,7 @@ def profile_ray_cluster(
     edge: str | None = None,
     threads: int = 0,
     settings=None,
+    refresh: bool = False,
 ) -> Path:
     """Write `out` (cluster file) and `<device>.json` beside it for every device of the Ray cluster."""
     import ray
@@ -50,7 +51,9 @@ def profile_ray_cluster(
         ):
             cluster = Path(tmp) / "cluster.toml"
             cluster.write_text(_cluster_toml(devices, edge, stages.addresses, nodes, threads))
-            return profile_cluster(cluster, model, out, transport=stages.transport, settings=settings)
+            return profile_cluster(
+                cluster, model, out, transport=stages.transport, settings=settings, refresh=refresh
+            )
     finally:
         if connected_here:
             ray.shutdown()

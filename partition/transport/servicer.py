@@ -238,4 +238,5 @@ def _profile_here(request: measure_pb2.ProfileRequest, worker: str, device: str)
         threads=request.threads or None,
         device=device,
         name=worker,
+        refresh=request.refresh,
     )

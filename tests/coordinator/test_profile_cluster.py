@@ -52,3 +52,36 @@ def test_profile_cluster_then_plan_then_serve(workers, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Paris" in json.loads(result.stdout)["text"]
+
+
+def test_profile_cluster_answers_from_each_cache_until_refresh(tmp_path, monkeypatch):
+    """--refresh reaches every device: the edge profiled here and the worker through its Profile rpc."""
+    from partition.coordinator.profile_cluster import profile_cluster
+    from partition.profile import ProfileSettings
+    from partition.transport.local import spawn_worker
+
+    cache = tmp_path / "cache"  # one cache for this process (the edge) and the worker
+    monkeypatch.setenv("PARTITION_CACHE_DIR", str(cache))
+    worker = spawn_worker("server-a", extra_args=("--threads", "1"), env={"PARTITION_CACHE_DIR": str(cache)})
+    try:
+        cluster = tmp_path / "cluster.toml"
+        cluster.write_text(
+            '[[device]]\nname = "phone"\nrole = "edge"\n\n'
+            f'[[device]]\nname = "server-a"\nrole = "server"\naddress = "{worker.address}"\n'
+        )
+        settings = ProfileSettings(prefill_lengths=(8, 16), context_lengths=(16, 32), repeats=1)
+
+        def profile(refresh: bool) -> dict[str, int]:
+            profile_cluster(
+                cluster, "smollm2-135m", tmp_path / "out" / "cluster.toml", settings=settings, refresh=refresh
+            )
+            return {path.name: path.stat().st_mtime_ns for path in (cache / "profiles").glob("*.json")}
+
+        measured = profile(refresh=False)
+        assert len(measured) == 2  # one cached profile per device (their names are in the key)
+        assert profile(refresh=False) == measured  # both answered from their caches
+        refreshed = profile(refresh=True)
+        assert refreshed.keys() == measured.keys()
+        assert all(refreshed[name] > measured[name] for name in measured), "a device did not measure again"
+    finally:
+        worker.stop()
