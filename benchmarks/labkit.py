@@ -31,9 +31,11 @@ STATE_DIR = Path("/run/partition-lab-bench")  # ours alone: `lab down` here neve
 MODEL = "smollm2-135m"
 PROMPT_TOKENS = 40  # the demo's workload: a short chat turn
 NEW_TOKENS = 32
-# Profile points around that workload: prompts up to 64 tokens, decode contexts up to 128.
-PROFILE_POINTS = ("--prefill-lengths", "16", "40", "64", "--context-lengths", "16", "64", "128")
-PROFILE_REPEATS = 3
+# Profile points around that workload: prompts up to 64 tokens, decode contexts up to 128 (40 and 72
+# bound the workload's own). Five repeats, the profiler's default: with three, one slow sample on a
+# shared host moved a point's median, and the decode fit turned it into a slope per context token.
+PROFILE_POINTS = ("--prefill-lengths", "16", "40", "64", "--context-lengths", "16", "40", "72", "128")
+PROFILE_REPEATS = 5
 
 
 class StepError(RuntimeError):
