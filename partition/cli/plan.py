@@ -113,6 +113,6 @@ def run(args: argparse.Namespace) -> int:
     pin = Pinning(embed=not args.no_pin, head=args.head_on_edge)
     plan = make_plan(cluster, workload, codecs, pin=pin, epoch=epoch)
     save_plan(plan, args.out)
-    print(format_plan(plan, cluster))
+    print(format_plan(plan, cluster, codecs))
     print(f"\nwrote {args.out}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from partition.plan.cluster import GB, Cluster
+from partition.plan.codecs import DEFAULT_CODECS, CodecSpec
 from partition.types import Plan, Prediction, Segment, unit_name
 
 
@@ -32,8 +33,10 @@ def size(n_bytes: float) -> str:
     return f"{n_bytes:.0f} B"
 
 
-def format_plan(plan: Plan, cluster: Cluster) -> str:
+def format_plan(plan: Plan, cluster: Cluster, codecs: tuple[CodecSpec, ...] = DEFAULT_CODECS) -> str:
+    """`codecs`: the table the plan was made with (it says which codecs are lossy)."""
     w, pred, n_blocks = plan.workload, plan.predicted, plan.model.n_blocks
+    lossy = {codec.name for codec in codecs if not codec.lossless}
     lines = [
         f"plan {plan.plan_id}  epoch {plan.epoch}  model {plan.model.name} ({plan.model.n_units} units)  "
         f"{w.objective} objective: {w.prompt_tokens} prompt tokens, {w.new_tokens} new, {w.sessions} session(s)",
@@ -43,7 +46,7 @@ def format_plan(plan: Plan, cluster: Cluster) -> str:
     ]
     hops = {link.cut: link for link in pred.links}
     if 0 in hops:
-        lines.append(_hop_line(hops[0]))
+        lines.append(_hop_line(hops[0], lossy))
     for index, (stage, sp) in enumerate(zip(plan.stages, pred.stages, strict=True), start=1):
         offered = cluster.device(stage.device).memory_bytes
         memory = f"{size(sp.memory_bytes)} / {offered / GB:.2f} GB"
@@ -52,9 +55,14 @@ def format_plan(plan: Plan, cluster: Cluster) -> str:
             f"{memory:<22} {seconds(sp.prefill_s):>10} {seconds(sp.decode_s):>10}"
         )
         if stage.segment.end in hops:
-            lines.append(_hop_line(hops[stage.segment.end]))
+            lines.append(_hop_line(hops[stage.segment.end], lossy))
     if plan.unused:
         lines.append(f"unused: {', '.join(plan.unused)} (no faster chain uses them)")
+    if any(link.codec in lossy for link in pred.links):
+        lines.append(
+            "lossy links: the tokens may differ from the whole model's (--codecs raw shuffle-zstd keeps "
+            "every link exact)"
+        )
     lines += ["", "predicted: " + _summary(pred, w.new_tokens, w.sessions), ""]
     lines.append(f"{'split':<20} {'TTFT':>10} {'TPOT':>10} {'total':>10} {'tok/s':>8}  objective vs plan")
     lines.append(_row("plan", pred, pred))
@@ -66,10 +74,11 @@ def format_plan(plan: Plan, cluster: Cluster) -> str:
     return "\n".join(lines)
 
 
-def _hop_line(link) -> str:
+def _hop_line(link, lossy: set[str]) -> str:
     volume = f"{size(link.prefill_bytes)} + {size(link.decode_bytes)}/tok"
+    codec = f"{link.codec} (lossy)" if link.codec in lossy else link.codec
     return (
-        f"{'':<6} {'-> ' + link.dst:<14} {'cut ' + str(link.cut):<9} {link.codec:<22} {volume:<22} "
+        f"{'':<6} {'-> ' + link.dst:<14} {'cut ' + str(link.cut):<9} {codec:<22} {volume:<22} "
         f"{seconds(link.prefill_s):>10} {seconds(link.decode_s):>10}"
     )
 

@@ -49,6 +49,9 @@ def test_plan_prints_the_table_and_writes_the_plan(cluster, capsys):
     for expected in ("block.0-29", "unused: server-b", "TTFT", "even", "memory_proportional", "edge_only"):
         assert expected in text
     assert re.search(r"-> phone +cut 32 +top-k +512 B", text)
+    # a small lossy codec wins this link; the table says it is lossy and how to stay exact
+    assert re.search(r"-> server-a +cut \d+ +int8(-zstd)? \(lossy\)", text)
+    assert "(--codecs raw shuffle-zstd keeps every link exact)" in text
     assert "infeasible: no link from server-a to server-b" in text  # even needs a link that is not declared
     assert f"wrote {out}" in text
 
@@ -57,6 +60,10 @@ def test_plan_prints_the_table_and_writes_the_plan(cluster, capsys):
     again = load_plan(out)
     assert again.epoch == 2 and {s.codec_out for s in again.stages} <= {"raw", "fp16"}
     assert json.loads(out.read_text())["workload"]["prompt_tokens"] == 128
+
+    capsys.readouterr()
+    assert main([*args, "--codecs", "raw", "shuffle-zstd"]) == 0
+    assert "lossy" not in capsys.readouterr().out
 
     assert main([*args, "--head-on-edge"]) == 0
     assert [s.device for s in load_plan(out).stages] == ["phone", "server-a", "phone"]
