@@ -3,8 +3,8 @@
     python benchmarks/transport.py [--model smollm2-135m] [--stages 3] [--tokens 64] [--codec raw]
                                    [--threads 1] [--json out/transport.json]
 
-Run from the repository root; real worker processes on 127.0.0.1, and a bare gRPC echo server
-(a generic bidi handler that yields back what it reads) in its own process.
+Run from the repository root; real worker processes on 127.0.0.1, and the bare gRPC references of
+benchmarks/grpc_reference.py (an echo server, a relay chain) in processes of their own.
 1. Hop overhead. A chain of K stages holding one block each (the first also the embedding, none the
    head, so every link carries one hidden state) decodes greedily. Per step, (latency - the stages'
    compute) is what the transport costs over the K + 1 hops. It is set against the sum, over the same
@@ -12,7 +12,8 @@ Run from the repository root; real worker processes on 127.0.0.1, and a bare gRP
    one round trip before each of the chain's steps: at the pipeline's message rate, in the same
    moments. Both ends of the echo then sit idle between messages as a stage does between tokens
    (waking an idle process costs: a 2.3 KB echo's RTT doubles with pauses of 20 ms). The hot,
-   back-to-back echo is reported too. Target: at most 1.5x.
+   back-to-back echo is reported too. Target: at most 1.5x. For scale, a relay chain of K processes
+   that forward the bytes and do nothing else, measured the same way: what the chain's shape costs.
 2. TPOT. The whole model split evenly over K stages (head on the last; it returns the top logits of
    the last position, as serve asks for greedy sampling) against single-process TPOT plus the hop costs of 1 (links carrying more than a hidden
    state add the hot echo's extra time for their size). Single-process and split runs alternate in
@@ -29,15 +30,11 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
-import grpc
 import torch
+from grpc_reference import Echo, hot_echo, relay_chain, start_echo, start_relays
 
 from partition.model import load_segment, resolve_model
 from partition.transport.channels import TransportConfig
@@ -48,76 +45,7 @@ from partition.types import RETURN_TOP_K, Segment
 PROMPT = [1, 504, 3458, 282, 4649, 314, 5175, 47, 2]  # any ids; the same for every run
 WARMUP = 8  # decode steps (and echo rounds) discarded from every run
 ROUNDS = 3  # alternating single-process and split runs for the TPOT comparison
-HOT_ROUNDS = 300  # back-to-back echo rounds per size
 HEADER_BYTES = 160  # a Step's fields besides the tensor (ids, positions, hop records), roughly
-ECHO_METHOD = "/bench.Echo/Echo"
-GRPC_OPTIONS = [("grpc.max_receive_message_length", 1 << 28), ("grpc.max_send_message_length", 1 << 28)]
-
-
-# -- the bare echo ------------------------------------------------------------------------------------------
-
-
-async def serve_echo(ready: Path) -> None:
-    async def echo(request_iterator, context):
-        async for message in request_iterator:
-            yield message
-
-    handler = grpc.method_handlers_generic_handler(
-        "bench.Echo", {"Echo": grpc.stream_stream_rpc_method_handler(echo)}
-    )
-    server = grpc.aio.server(options=GRPC_OPTIONS)
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    ready.write_text(str(port))
-    await server.wait_for_termination()
-
-
-def start_echo() -> tuple[subprocess.Popen, str]:
-    ready = Path(tempfile.mkdtemp(prefix="echo-")) / "port"
-    process = subprocess.Popen([sys.executable, __file__, "--serve-echo", str(ready)])
-    while not ready.exists():
-        if process.poll() is not None:
-            raise RuntimeError("the echo server exited")
-        time.sleep(0.05)
-    return process, f"127.0.0.1:{ready.read_text()}"
-
-
-class Echo:
-    """One open bidi stream per message size to the echo server; round trips recorded per size."""
-
-    def __init__(self, address: str) -> None:
-        self.channel = grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
-        self.calls: dict[int, tuple[grpc.aio.StreamStreamCall, bytes]] = {}
-        self.rtts: dict[int, list[float]] = defaultdict(list)
-
-    async def round_trip(self, size: int) -> None:
-        if size not in self.calls:
-            self.calls[size] = (self.channel.stream_stream(ECHO_METHOD)(), os.urandom(size))
-        call, payload = self.calls[size]
-        start = time.perf_counter()
-        await call.write(payload)
-        await call.read()
-        self.rtts[size].append(time.perf_counter() - start)
-
-    def one_way_s(self) -> dict[int, float]:
-        return {size: statistics.median(rtts[WARMUP:] or rtts) / 2 for size, rtts in self.rtts.items()}
-
-    async def close(self) -> None:
-        for call, _ in self.calls.values():
-            await call.done_writing()
-        await self.channel.close()
-
-
-async def hot_echo(address: str, sizes: list[int]) -> dict[int, float]:
-    echo = Echo(address)
-    try:
-        for size in sizes:
-            for _ in range(HOT_ROUNDS + WARMUP):
-                await echo.round_trip(size)
-        return echo.one_way_s()
-    finally:
-        await echo.close()
 
 
 # -- the chain ----------------------------------------------------------------------------------------------
@@ -240,11 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--codec", default="raw")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, per worker and single process")
     parser.add_argument("--json", type=Path, default=Path("out/transport.json"))
-    parser.add_argument("--serve-echo", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve_echo:
-        asyncio.run(serve_echo(args.serve_echo))
-        return 0
     torch.set_num_threads(args.threads)
     source = resolve_model(args.model)
     k = args.stages
@@ -255,10 +179,17 @@ def main(argv: list[str] | None = None) -> int:
     model = load_segment(source, Segment.whole(source.spec.n_blocks))
     workers = [spawn_worker(f"stage-{i}", extra_args=("--threads", str(args.threads))) for i in range(k)]
     echo_process, echo_address = start_echo()
+    relays, first_relay, last_relay = start_relays(k)
     try:
         addresses = [w.address for w in workers]
         _, thin_steps, echo = asyncio.run(
             decode_through_chain(addresses, args.model, thin, args.codec, n_steps, echo_address)
+        )
+        # The relay chain at the same message rate: idle between passes as long as the stages computed.
+        thin_compute_s = statistics.median(sum(h.compute_s for h in r.hops) for _, r in thin_steps)
+        hidden_size = link_sizes(thin_steps[-1][1])[1]
+        relay_pass_s, relay_echo_s = asyncio.run(
+            relay_chain(first_relay, last_relay, echo_address, hidden_size, n_steps, thin_compute_s)
         )
         # Single process and split alternate in rounds: load from neighbours on a shared host hits both.
         single_s, split_steps = [], []
@@ -273,8 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for worker in workers:
             worker.stop()
-        echo_process.terminate()
-        echo_process.wait()
+        for process in [echo_process, *relays]:
+            process.terminate()
+            process.wait()
 
     # 1. hop overhead on the thin chain
     thin_sizes = link_sizes(thin_steps[-1][1])
@@ -283,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     hot_s = sum(hot[size] for size in thin_sizes)
     ratio = overhead_s / bare_s
     hop_s = overhead_s / len(thin_sizes)  # our cost of one hop of a hidden state
+    relay_hop_s = relay_pass_s / len(thin_sizes)
+    relay_ratio = relay_hop_s / relay_echo_s
     # 2. TPOT of the whole model split, against single process + hop costs
     split_sizes = link_sizes(split_steps[-1][1])
     hidden = thin_sizes[1]  # a hidden state's message: the size hop_s was measured with
@@ -301,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  transport {overhead_s * 1e3:.3f} ms/step over {len(thin_sizes)} hops ({hop_s * 1e3:.3f} ms/hop); "
         f"bare echo {bare_s * 1e3:.3f} ms ({ratio:.2f}x), hot {hot_s * 1e3:.3f} ms ({overhead_s / hot_s:.2f}x)"
+    )
+    print(
+        f"  relay chain ({k} processes forwarding {hidden_size} B, nothing parsed): {relay_hop_s * 1e3:.3f} ms/hop, "
+        f"{relay_ratio:.2f}x its echo ({relay_echo_s * 1e3:.3f} ms one way); our hop = {hop_s / relay_hop_s:.2f}x a relay hop"
     )
     print(f"2. TPOT: stages {[str(s) for s in whole]}")
     split_links = links_table(split_steps, workers, hot, hot)
@@ -324,6 +262,12 @@ def main(argv: list[str] | None = None) -> int:
             "hot_echo_sum_s": hot_s,
             "ratio_vs_bare_echo": ratio,
             "ratio_vs_hot_echo": overhead_s / hot_s,
+            "relay_chain": {
+                "message_bytes": hidden_size,
+                "per_hop_s": relay_hop_s,
+                "echo_one_way_s": relay_echo_s,
+                "ratio_vs_bare_echo": relay_ratio,
+            },
         },
         "tpot": {
             "stages": [str(s) for s in whole],
@@ -340,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     args.json.write_text(json.dumps(report, indent=2))
     print(
         f"transport: hop overhead {ratio:.2f}x a bare gRPC echo at the same message rate ({hop_s * 1e3:.3f} ms/hop; "
-        f"{overhead_s / hot_s:.2f}x a hot echo; target <= 1.5x); split TPOT {split_tpot * 1e3:.1f} ms vs single + "
+        f"{overhead_s / hot_s:.2f}x a hot echo; a relay chain doing nothing {relay_ratio:.2f}x; target <= 1.5x); split TPOT {split_tpot * 1e3:.1f} ms vs single + "
         f"hops {predicted * 1e3:.1f} ms ({tpot_error:+.1%}, target within 15%); tokens match: {match}; JSON in {args.json}"
     )
     return 0
