@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
@@ -11,6 +14,11 @@ import torch
 torch.manual_seed(0)
 torch.set_num_threads(2)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Profiles and model digests go to a cache of this session, which every worker, CLI run and Ray actor
+# started by a test inherits: tests neither read what another run measured nor write into the user's
+# ~/.cache/partition.
+os.environ["PARTITION_CACHE_DIR"] = tempfile.mkdtemp(prefix="partition-test-cache-")
+atexit.register(shutil.rmtree, os.environ["PARTITION_CACHE_DIR"], ignore_errors=True)
 
 TINY_KINDS = ("llama", "llama3", "llama-tied", "qwen2", "mistral", "gpt2")
 GGUF_QUANTS = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1")
