@@ -37,7 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve one of the plan's baselines instead (even, memory_proportional, edge_only, best_single_server)",
     )
     parser.add_argument(
-        "--threads", type=int, default=0, help="torch threads of spawned workers and the edge"
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads of spawned workers and the edge (default for the edge: its threads in --cluster, "
+        "or its profile's)",
     )
     parser.add_argument("--max-context", type=int, default=2048, help="tokens per session (prompt + output)")
     parser.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions per worker")
@@ -63,11 +67,12 @@ def run(args: argparse.Namespace) -> int:
 
     from partition.artifacts import load_plan
     from partition.coordinator.topology import split_plan
-    from partition.coordinator.workers import cluster_addresses, spawn_missing
+    from partition.coordinator.workers import cluster_addresses, edge_threads, spawn_missing
     from partition.errors import ConfigError
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads_here = args.threads or (edge_threads(args.cluster) if args.cluster else None)
+    if threads_here:  # this process runs the edge's segments
+        torch.set_num_threads(threads_here)
     plan = load_plan(args.plan)
     if args.baseline:
         from partition.plan.variants import baseline_plan

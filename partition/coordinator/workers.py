@@ -33,6 +33,26 @@ def cluster_addresses(path: Path) -> dict[str, str]:
     return addresses
 
 
+def edge_threads(path: Path) -> int | None:
+    """The torch threads the edge device runs with: its `threads` in the cluster file, else the threads
+    its profile was measured with; None when the file says neither. The coordinator runs the edge's
+    segments, and with other threads than the profile's they cost what the plan did not predict
+    (under a CPU quota, more threads only wait for each other)."""
+    from partition.artifacts import load_profile
+
+    for entry in read_cluster_toml(path).get("device", []):
+        if not isinstance(entry, dict) or entry.get("role") != "edge":
+            continue
+        if isinstance(entry.get("threads"), int):
+            return entry["threads"]
+        if isinstance(entry.get("profile"), str):
+            try:
+                return load_profile(path.parent / entry["profile"]).device.threads
+            except (ConfigError, OSError):
+                return None  # the planner reports a broken profile; serving goes on without it
+    return None
+
+
 def is_listening(address: str, timeout_s: float = 0.5) -> bool:
     host, _, port = address.rpartition(":")
     try:
