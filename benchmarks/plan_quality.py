@@ -14,7 +14,9 @@ the edge runs every split (its start-up under a quarter core costs half a minute
 the splits take turns, so drifting load on a shared host hits them alike. Prints measured TPOT and TTFT
 of every split with its ratio to the chosen plan, beside the prediction.
 Targets: the chosen plan's TPOT at most 5 % above every baseline's, in every lab; in wifi-edge,
-memory_proportional's TPOT at least 1.3x the chosen plan's. Needs root (the lab); ends with one summary line.
+memory_proportional's TPOT at least 1.3x the chosen plan's. A baseline that is the chosen split
+(best_single_server often is) is measured and shown, but it measures only the host's noise, so the
+first target does not judge it. Needs root (the lab); ends with one summary line.
 """
 
 from __future__ import annotations
@@ -128,6 +130,14 @@ def run_config(name: str, workdir: Path, requests: int, rounds: int) -> dict:
         argv = [sys.executable, str(Path(__file__).resolve()), "--edge-run", str(workdir / "edge-spec.json")]
         step(in_edge(lab, argv), workdir / "edge-run.log")
         raw = json.loads((workdir / "edge-results.json").read_text())
+    result = judge(name, splits, infeasible, raw)
+    result.update(seconds=time.perf_counter() - started, artifacts=str(workdir))
+    print_table(result)
+    return result
+
+
+def judge(name: str, splits: list[str], infeasible: list[str], raw: dict) -> dict:
+    """Each split's medians and ratios to the chosen plan (the first split), and the verdicts."""
     rows = []
     for split in splits:
         r = raw[split]
@@ -153,20 +163,21 @@ def run_config(name: str, workdir: Path, requests: int, rounds: int) -> dict:
             row["ttft_vs_plan"] = row["ttft_s"] / chosen["ttft_s"]
             row["same_split_as_plan"] = [s[:3] for s in row["stages"]] == [s[:3] for s in chosen["stages"]]
     measured = [r for r in rows[1:] if not r["infeasible"]]
-    best = min(measured, key=lambda r: r["tpot_s"]) if measured else None
+    # A baseline that is the chosen split measures nothing but this host's noise: shown, not judged.
+    others = [r for r in measured if not r["same_split_as_plan"]]
+    best = min(others, key=lambda r: r["tpot_s"]) if others else None
+    same = [r["tpot_vs_plan"] for r in measured if r["same_split_as_plan"]]
     result = {
         "config": name,
         "splits": rows,
         "best_baseline": best["split"] if best else None,
-        # the plan no worse than SLACK above any baseline
+        # the plan no worse than SLACK above any other split
         "plan_within_slack": best is None or chosen["tpot_s"] <= (1 + SLACK) * best["tpot_s"],
-        "seconds": time.perf_counter() - started,
-        "artifacts": str(workdir),
+        "same_split_again_vs_plan": same,
     }
     if name == "wifi-edge":
         memory = next((r for r in measured if r["split"] == "memory_proportional"), None)
         result["memory_proportional_gain"] = memory["tpot_vs_plan"] if memory else None
-    print_table(result)
     return result
 
 
@@ -229,14 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     args.json.write_text(json.dumps(report, indent=2))
 
     def closest(r: dict) -> str:
-        measured = [s for s in r["splits"][1:] if not s["infeasible"]]
-        if not measured:
-            return f"{r['config']}: no baseline"
-        best = min(measured, key=lambda s: s["tpot_vs_plan"])
-        return f"{r['config']} best baseline {best['split']} at {best['tpot_vs_plan']:.2f}x"
+        again = "".join(f", the plan's own split again {x:.2f}x" for x in r["same_split_again_vs_plan"])
+        if r["best_baseline"] is None:
+            return f"{r['config']}: no other split{again}"
+        best = next(s for s in r["splits"] if s["split"] == r["best_baseline"])
+        return f"{r['config']} best other split {best['split']} at {best['tpot_vs_plan']:.2f}x{again}"
 
     print(
-        f"plan_quality: plan TPOT within {SLACK:.0%} of every baseline in "
+        f"plan_quality: plan TPOT within {SLACK:.0%} of every other baseline split in "
         f"{sum(r['plan_within_slack'] for r in results)}/{len(results)} labs ("
         + "; ".join(closest(r) for r in results)
         + ")"
