@@ -11,7 +11,12 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from partition.cli.serve import add_transport_arguments, transport_config
+from partition.cli.serve import (
+    add_threads_argument,
+    add_transport_arguments,
+    transport_config,
+    use_edge_threads,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,13 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", metavar="NAME", help="benchmark one of the plan's baselines instead")
     parser.add_argument("--cluster", type=Path, help="cluster file with each device's `address`")
     parser.add_argument("--spawn-local", action="store_true", help="start missing workers on this machine")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="torch threads of spawned workers and the edge (default for the edge: its threads in --cluster, "
-        "or its profile's)",
-    )
+    add_threads_argument(parser)
     parser.add_argument("--requests", type=int, default=5, help="requests to run")
     parser.add_argument("--concurrency", type=int, default=1, help="requests in flight at once")
     parser.add_argument("--prompt-tokens", type=int, help="prompt length (default: the plan's workload)")
@@ -44,13 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from partition.artifacts import load_plan
     from partition.coordinator.bench import bench_prompt, predicted_vs_measured, run_requests
     from partition.coordinator.deploy import deploy
     from partition.coordinator.topology import split_plan
-    from partition.coordinator.workers import cluster_addresses, edge_threads, spawn_missing
+    from partition.coordinator.workers import cluster_addresses, spawn_missing
     from partition.errors import ConfigError
     from partition.metrics.aggregate import summarize_run
     from partition.metrics.report import comparison_table, hop_table, run_table
@@ -59,9 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.requests < 1 or args.concurrency < 1:
         raise ConfigError("--requests and --concurrency must be at least 1")
-    threads_here = args.threads or (edge_threads(args.cluster) if args.cluster else None)
-    if threads_here:  # this process runs the edge's segments
-        torch.set_num_threads(threads_here)
+    use_edge_threads(args)
     plan = load_plan(args.plan)
     if args.baseline:
         from partition.plan.variants import baseline_plan

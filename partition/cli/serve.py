@@ -36,6 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="serve one of the plan's baselines instead (even, memory_proportional, edge_only, best_single_server)",
     )
+    add_threads_argument(parser)
+    parser.add_argument("--max-context", type=int, default=2048, help="tokens per session (prompt + output)")
+    parser.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions per worker")
+    add_prompt_arguments(parser, required=False)
+    add_transport_arguments(parser)
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=int,
@@ -43,10 +51,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch threads of spawned workers and the edge (default for the edge: its threads in --cluster, "
         "or its profile's)",
     )
-    parser.add_argument("--max-context", type=int, default=2048, help="tokens per session (prompt + output)")
-    parser.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions per worker")
-    add_prompt_arguments(parser, required=False)
-    add_transport_arguments(parser)
+
+
+def use_edge_threads(args: argparse.Namespace) -> None:
+    """This process runs the edge's segments: give torch the threads the edge's profile was measured with."""
+    import torch
+
+    from partition.coordinator.workers import edge_threads
+
+    threads = args.threads or (edge_threads(args.cluster) if args.cluster else None)
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def add_transport_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,16 +78,13 @@ def transport_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from partition.artifacts import load_plan
     from partition.coordinator.topology import split_plan
-    from partition.coordinator.workers import cluster_addresses, edge_threads, spawn_missing
+    from partition.coordinator.workers import cluster_addresses, spawn_missing
     from partition.errors import ConfigError
 
-    threads_here = args.threads or (edge_threads(args.cluster) if args.cluster else None)
-    if threads_here:  # this process runs the edge's segments
-        torch.set_num_threads(threads_here)
+    use_edge_threads(args)
     plan = load_plan(args.plan)
     if args.baseline:
         from partition.plan.variants import baseline_plan
