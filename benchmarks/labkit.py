@@ -25,17 +25,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+# The demo's workload and profiling points (anew each run, around that workload): the benchmarks
+# measure what `make demo` shows.
+from partition.demo import NEW_TOKENS, PROFILE_POINTS, PROMPT_TOKENS
+
 REPO = Path(__file__).resolve().parents[1]
 LAB_CONFIGS = {name: REPO / "cluster" / "lab" / f"{name}.toml" for name in ("wifi-edge", "lan", "wan")}
 STATE_DIR = Path("/run/partition-lab-bench")  # ours alone: `lab down` here never meets another lab
 MODEL = "smollm2-135m"
-PROMPT_TOKENS = 40  # the demo's workload: a short chat turn
-NEW_TOKENS = 32
-# Profile points around that workload: prompts up to 64 tokens, decode contexts up to 128 (40 and 72
-# bound the workload's own). Five repeats, the profiler's default: with three, one slow sample on a
-# shared host moved a point's median, and the decode fit turned it into a slope per context token.
-PROFILE_POINTS = ("--prefill-lengths", "16", "40", "64", "--context-lengths", "16", "40", "72", "128")
-PROFILE_REPEATS = 5
 
 
 class StepError(RuntimeError):
@@ -109,7 +106,7 @@ def profile(lab: Lab, model: str, out_dir: Path, extra: Sequence[str] = ()) -> P
     """Profile every device through its worker and every link; returns the profiled cluster file."""
     out = out_dir / "cluster.toml"
     argv = partition_argv("profile", "--cluster", str(lab.cluster), "--model", model, "--out", str(out))
-    argv += [*PROFILE_POINTS, "--repeats", str(PROFILE_REPEATS), "--refresh", *extra]
+    argv += [*PROFILE_POINTS, *extra]
     step(argv, out_dir / "profile.log")
     return out
 

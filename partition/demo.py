@@ -25,11 +25,14 @@ QUESTION = "What is the capital of France?"
 LAB_CONFIG = Path(__file__).resolve().parents[1] / "cluster" / "lab" / "wifi-edge.toml"
 # Profiling points around the demo's workload (a 40-token prompt, 32 new tokens: contexts 40 to 72),
 # measured anew each run (--refresh, about a minute): a profile cached in a busier or quieter hour of
-# a shared machine predicts another speed than the one the bench then measures.
+# a shared machine predicts another speed than the one the bench then measures. Five repeats: with
+# three, one slow sample moved a point's median and the decode fit made it a slope per context token.
+# benchmarks/labkit.py profiles the labs with these same points.
 PROFILE_POINTS = [
     "--prefill-lengths", "16", "40", "64", "--context-lengths", "16", "40", "72", "128", "--repeats", "5", "--refresh",
 ]  # fmt: skip
-WORKLOAD = ["--prompt-tokens", "40", "--new-tokens", "32"]
+PROMPT_TOKENS, NEW_TOKENS = 40, 32  # the workload planned for: a short chat turn
+WORKLOAD = ["--prompt-tokens", str(PROMPT_TOKENS), "--new-tokens", str(NEW_TOKENS)]
 
 
 class DemoError(PartitionError):
