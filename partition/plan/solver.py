@@ -379,14 +379,17 @@ class _Solver:
         for options in hops.values():
             values.update(hop.item for hop in options if hop.item <= limit)
         edge = kinds[0].item
+        # The edge's item summed exactly as `value` sums it (prefix piece, then suffix piece): a value
+        # one rounding below a chain's own item would leave that chain out of min_sum at this cap.
         for a in range(n + 1):
             if self.prefix_ok[a] or a == 0:
                 for b in range(n, a - 1, -1):
-                    if edge[a] + edge[n] - edge[b] > limit:
+                    both = 0.0 + (edge[a] - edge[0]) + (edge[n] - edge[b])
+                    if both > limit:
                         break
-                    values.add(edge[a] + edge[n] - edge[b])
-        if self.edge_only_ok and edge[n] <= limit:
-            values.add(edge[n])
+                    values.add(both)
+        if self.edge_only_ok and edge[n] - edge[0] <= limit:
+            values.add(0.0 + (edge[n] - edge[0]))
         return sorted(values)
 
     def _solution(self, cost: float, stages: Chain) -> Solution:

@@ -4,7 +4,7 @@ import dataclasses
 import math
 import random
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from plan_kit import random_case, random_profile
 
@@ -75,6 +75,7 @@ def test_a_faster_link_never_makes_the_optimum_worse(seed, factor):
 
 @SETTINGS
 @given(seeds)
+@example(7736)  # the edge's item in the throughput search was summed in another order than the chain's
 def test_more_codecs_or_no_pin_never_make_the_optimum_worse(seed):
     rng = random.Random(seed)
     cluster, w, codecs, pin = random_case(rng)
