@@ -315,6 +315,9 @@ class Plan:
     predicted: Prediction
     baselines: tuple[Baseline, ...]
     unused: tuple[str, ...] = ()  # devices of the cluster that the plan leaves idle
+    # torch threads the edge's profile was measured with: the coordinator runs the edge's segments
+    # with as many, or they cost what the plan did not predict; 0 in plans that do not record it
+    edge_threads: int = 0
 
     def __post_init__(self) -> None:
         expected = 0
@@ -328,3 +331,5 @@ class Plan:
             raise ValueError(
                 f"stages cover units [0,{expected}) but the model has {self.model.n_units} units"
             )
+        if self.edge_threads < 0:
+            raise ValueError(f"edge_threads must be 0 (not recorded) or more, got {self.edge_threads}")

@@ -49,8 +49,14 @@ def test_plan_round_trips_with_the_documented_fields(plan, tmp_path):
         "edge_only",
         "best_single_server",
     ]
+    assert data["edge_threads"] == 1  # the synthetic edge profile's threads
     save_plan(plan, tmp_path / "plan.json")
     assert load_plan(tmp_path / "plan.json") == plan
+
+
+def test_a_plan_written_before_edge_threads_still_loads(plan):
+    older = plan_from_json(_mutated(plan, lambda d: d.pop("edge_threads")))
+    assert older.edge_threads == 0 and older.stages == plan.stages
 
 
 def _mutated(plan, change) -> str:
@@ -72,6 +78,7 @@ def _mutated(plan, change) -> str:
         (lambda d: d["model"].update(n_units=7), "n_units 7 disagrees"),
         (lambda d: d["stages"].pop(), "cover units"),
         (lambda d: d["predicted"].update(ttft_s=None), "predicted.ttft_s: expected float"),
+        (lambda d: d.update(edge_threads=-2), "edge_threads must be 0"),
     ],
 )
 def test_malformed_plans_name_the_problem(plan, change, message):

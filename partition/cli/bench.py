@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.requests < 1 or args.concurrency < 1:
         raise ConfigError("--requests and --concurrency must be at least 1")
-    use_edge_threads(args)
     plan = load_plan(args.plan)
+    use_edge_threads(args, plan)
     if args.baseline:
         from partition.plan.variants import baseline_plan
 

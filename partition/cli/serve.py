@@ -48,18 +48,19 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=0,
-        help="torch threads of spawned workers and the edge (default for the edge: its threads in --cluster, "
-        "or its profile's)",
+        help="torch threads of spawned workers and the edge (default for the edge: the threads its profile "
+        "was measured with, as the plan records them, else its threads in --cluster)",
     )
 
 
-def use_edge_threads(args: argparse.Namespace) -> None:
-    """This process runs the edge's segments: give torch the threads the edge's profile was measured with."""
+def use_edge_threads(args: argparse.Namespace, plan) -> None:
+    """This process runs the edge's segments: give torch the threads the plan's edge costs were measured
+    with (--threads overrides; plans that do not record them fall back to the cluster file)."""
     import torch
 
     from partition.coordinator.workers import edge_threads
 
-    threads = args.threads or (edge_threads(args.cluster) if args.cluster else None)
+    threads = args.threads or plan.edge_threads or (edge_threads(args.cluster) if args.cluster else None)
     if threads:
         torch.set_num_threads(threads)
 
@@ -84,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
     from partition.coordinator.workers import cluster_addresses, spawn_missing
     from partition.errors import ConfigError
 
-    use_edge_threads(args)
     plan = load_plan(args.plan)
+    use_edge_threads(args, plan)
     if args.baseline:
         from partition.plan.variants import baseline_plan
 

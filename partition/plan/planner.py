@@ -58,6 +58,7 @@ def make_plan(
         predicted=predicted,
         baselines=baselines(cluster, workload, codecs, pin),
         unused=tuple(d.name for d in cluster.devices if d.name not in used),
+        edge_threads=cluster.edge.profile.device.threads,
     )
 
 
