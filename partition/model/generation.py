@@ -65,23 +65,44 @@ class GenerationResult:
 
 
 class TextStream:
-    """Incremental detokenization that never emits half a UTF-8 character or a stop string."""
+    """Incremental detokenization that never emits half a UTF-8 character or a stop string.
+
+    A push decodes only the tokens whose text is not known yet, after the tokens of the previous
+    push as context, so its cost does not grow with the text (decoding the whole text each token
+    did: 0.2 ms a token at 2000 tokens on this CPU, four times that on a quarter-core edge). Our
+    tokenizers are byte-level, so the text of a window is the text of its first part followed by the
+    text its new tokens add. The whole text is decoded once, by `text()`.
+    """
 
     def __init__(self, decode: Callable[[list[int]], str], stop: tuple[str, ...]):
         self.decode, self.stop = decode, stop
         self.ids: list[int] = []
+        self._text = ""  # text of ids[:_read], whole characters only
+        self._context = 0  # ids[_context:_read] are decoded again before the newer tokens
+        self._read = 0
+        self._searched = 0  # characters already searched for stop strings
         self.emitted = 0  # characters already handed out
         self.stopped = False
 
     def push(self, token_id: int) -> str:
         self.ids.append(token_id)
-        text = self.decode(self.ids)
-        for stop in self.stop:
-            cut = text.find(stop)
-            if cut != -1:
-                self.stopped = True
-                return self._emit(text[:cut], final=True)
-        return self._emit(text, final=False)
+        window = self.decode(self.ids[self._context :])
+        known = self.decode(self.ids[self._context : self._read])
+        if window.startswith(known):
+            text = self._text + window[len(known) :]
+        else:  # a decode that is not byte-level: fall back to the whole text
+            text, self._searched = self.decode(self.ids), 0
+        whole = text.rstrip("\ufffd")  # the last character may still miss bytes
+        if len(whole) == len(text):  # the next push decodes only tokens after these
+            self._text, self._context, self._read = text, self._read, len(self.ids)
+        # A stop string found now ends in the new text, so it starts at most len(stop) - 1 before it.
+        found = (whole.find(s, max(0, self._searched - len(s) + 1)) for s in self.stop)
+        cuts = [cut for cut in found if cut != -1]
+        self._searched = len(whole)
+        if cuts:
+            self.stopped = True
+            return self._emit(whole[: min(cuts)], final=True)
+        return self._emit(whole, final=False)
 
     def text(self) -> str:
         full = self.decode(self.ids)
@@ -90,10 +111,7 @@ class TextStream:
 
     def _emit(self, text: str, final: bool) -> str:
         safe = len(text)
-        if not final:
-            if text.endswith("\ufffd"):  # an incomplete multi-byte character
-                safe = len(text.rstrip("\ufffd"))
-            # hold back a tail that could be the start of a stop string
+        if not final:  # hold back a tail that could be the start of a stop string
             for stop in self.stop:
                 for k in range(min(len(stop) - 1, len(text)), 0, -1):
                     if text.endswith(stop[:k]):
