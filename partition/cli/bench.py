@@ -36,6 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tbt-deadline", type=float, default=0.03, help="seconds per later token (default 0.03)"
     )
+    slo = parser.add_argument_group(
+        "service-level objectives: goodput counts the requests that meet all given"
+    )
+    slo.add_argument("--slo-ttft", type=float, metavar="S", help="TTFT at most S seconds")
+    slo.add_argument("--slo-tpot", type=float, metavar="S", help="TPOT at most S seconds")
+    slo.add_argument("--slo-tbt-p99", type=float, metavar="S", help="a request's p99 TBT at most S seconds")
+    slo.add_argument("--slo-fluidity", type=float, metavar="F", help="fluidity-index at least F (0 to 1)")
     parser.add_argument("--json", type=Path, dest="json_out", help="write every number here")
     parser.add_argument("--spans", type=Path, help="write every hop span here (msgpack)")
     parser.add_argument("--plot", type=Path, help="draw a per-token timeline of stages and hops (PNG)")
@@ -57,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.requests < 1 or args.concurrency < 1:
         raise ConfigError("--requests and --concurrency must be at least 1")
+    slo = slo_from(args)
     plan = load_plan(args.plan)
     use_edge_threads(args, plan)
     if args.baseline:
@@ -89,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         for worker in spawned:
             worker.stop()
 
-    metrics = summarize_run(bench.timings, ttft_deadline, args.tbt_deadline)
+    metrics = summarize_run(bench.timings, ttft_deadline, args.tbt_deadline, slo)
     links, stages = link_summaries(bench.spans), stage_summaries(bench.spans)
     print(f"plan {plan.plan_id} epoch {plan.epoch}: {args.requests} requests x {new_tokens} tokens, "
           f"prompt {prompt_tokens} tokens, concurrency {args.concurrency}")  # fmt: skip
@@ -127,3 +135,15 @@ def run(args: argparse.Namespace) -> int:
 
         plot_timeline(bench.spans, args.plot)
     return 0
+
+
+def slo_from(args: argparse.Namespace):
+    from partition.errors import ConfigError
+    from partition.metrics.aggregate import Slo
+
+    for flag, value in (("ttft", args.slo_ttft), ("tpot", args.slo_tpot), ("tbt-p99", args.slo_tbt_p99)):
+        if value is not None and not value > 0:
+            raise ConfigError(f"--slo-{flag} is in seconds and must be above 0, got {value:g}")
+    if args.slo_fluidity is not None and not 0 <= args.slo_fluidity <= 1:
+        raise ConfigError(f"--slo-fluidity is a fraction from 0 to 1, got {args.slo_fluidity:g}")
+    return Slo(args.slo_ttft, args.slo_tpot, args.slo_tbt_p99, args.slo_fluidity)

@@ -27,6 +27,20 @@ class Slo:
         ]
         return all(checks)
 
+    def given(self) -> bool:
+        return any(v is not None for v in (self.ttft_s, self.tpot_s, self.tbt_p99_s, self.fluidity_index))
+
+    def describe(self) -> str:
+        """'TTFT <= 500 ms, TPOT <= 80 ms', or 'none' when no objective is set."""
+        parts = [
+            f"{name} <= {value * 1e3:g} ms"
+            for name, value in (("TTFT", self.ttft_s), ("TPOT", self.tpot_s), ("TBT p99", self.tbt_p99_s))
+            if value is not None
+        ]
+        if self.fluidity_index is not None:
+            parts.append(f"fluidity-index >= {self.fluidity_index:g}")
+        return ", ".join(parts) or "none"
+
 
 @dataclass(frozen=True)
 class RunMetrics:
@@ -42,6 +56,7 @@ class RunMetrics:
     throughput_requests_per_s: float  # requests / duration
     goodput_requests_per_s: float  # requests meeting every SLO / duration
     slo_attainment: float  # fraction of requests meeting every SLO
+    slo: Slo = Slo()  # the objectives goodput counts (none given: every request counts)
 
 
 def summarize_run(
@@ -78,5 +93,6 @@ def summarize_run(
         throughput_tokens_per_s=rate(sum(r.n_tokens for r in requests)),
         throughput_requests_per_s=rate(len(requests)),
         goodput_requests_per_s=rate(good),
+        slo=slo,
         slo_attainment=good / len(requests),
     )

@@ -35,8 +35,11 @@ def run_table(run: RunMetrics) -> str:
         row("fluidity-index", run.fluidity_index, scale=1.0, fmt="{:.3f}"),
         "",
         f"requests {run.n_requests} in {run.duration_s:.2f} s: "
-        f"throughput {run.throughput_tokens_per_s:.1f} tokens/s, {run.throughput_requests_per_s:.2f} requests/s; "
-        f"goodput {run.goodput_requests_per_s:.2f} requests/s ({run.slo_attainment:.0%} meet the SLOs)",
+        f"throughput {run.throughput_tokens_per_s:.1f} tokens/s, {run.throughput_requests_per_s:.2f} requests/s",
+        f"goodput {run.goodput_requests_per_s:.2f} requests/s: {run.slo_attainment:.0%} meet the SLOs "
+        f"({run.slo.describe()})"
+        if run.slo.given()
+        else "goodput: no SLO given (--slo-ttft, --slo-tpot, --slo-tbt-p99, --slo-fluidity)",
     ]
     if run.fluid_token_rate is not None:
         lines.append(f"fluid token generation rate {run.fluid_token_rate:.1f} tokens/s")

@@ -18,14 +18,17 @@ def test_bench_reports_metrics_and_predicted_vs_measured(smollm2, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "partition", "bench", "--plan", str(path), "--spawn-local", "--threads", "1",
          "--requests", "2", "--prompt-tokens", "16", "--new-tokens", "6", "--json", str(out_json),
-         "--plot", str(plot)],
+         "--plot", str(plot), "--slo-ttft", "1e-6", "--slo-tpot", "10"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     for needle in ("TTFT (ms)", "TPOT (ms)", "fluidity-index", "phone -> server-a", "predicted ms"):
         assert needle in result.stdout, result.stdout
+    # a TTFT of a microsecond is met by no request
+    assert "0% meet the SLOs (TTFT <= 0.001 ms, TPOT <= 10000 ms)" in result.stdout, result.stdout
     report = json.loads(out_json.read_text())
     assert report["metrics"]["n_requests"] == 2
+    assert report["metrics"]["goodput_requests_per_s"] == 0 and report["metrics"]["slo"]["ttft_s"] == 1e-6
     names = [row["name"] for row in report["predicted_vs_measured"]]
     assert names[:2] == ["TTFT", "TPOT"]
     assert "stage server-a [10,25)" in names
@@ -33,3 +36,15 @@ def test_bench_reports_metrics_and_predicted_vs_measured(smollm2, tmp_path):
     for row in report["predicted_vs_measured"]:
         assert row["measured_s"] > 0 and row["predicted_s"] is not None
     assert plot.stat().st_size > 10_000  # a real PNG was drawn
+
+
+def test_bench_refuses_an_slo_it_cannot_judge(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "partition", "bench", "--plan", str(tmp_path / "plan.json"), "--slo-fluidity", "2"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert (
+        "--slo-fluidity is a fraction from 0 to 1, got 2" in result.stderr
+        and "Traceback" not in result.stderr
+    )

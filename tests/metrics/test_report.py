@@ -1,6 +1,7 @@
 import pytest
 
 from partition.metrics import RequestTiming, summarize_run
+from partition.metrics.aggregate import Slo
 from partition.metrics.report import Comparison, comparison_table, hop_table, run_table
 from partition.metrics.spans import LinkSummary, StageSummary
 
@@ -15,6 +16,15 @@ def test_run_table_shows_every_metric_in_ms():
     assert "fluidity-index" in text and "1.000" in text
     assert "throughput 12.5 tokens/s" in text  # 3 tokens in 0.24 s
     assert "fluid token generation rate 50.0 tokens/s" in text
+    assert "goodput: no SLO given" in text  # not "100% meet the SLOs" of objectives nobody set
+
+
+def test_run_table_names_the_slos_goodput_counts():
+    timings = [RequestTiming(0.0, (0.2, 0.22, 0.24)), RequestTiming(0.0, (0.6, 0.62))]
+    run = summarize_run(timings, 0.3, 0.03, Slo(ttft_s=0.5, fluidity_index=0.9))
+    assert "goodput 1.61 requests/s: 50% meet the SLOs (TTFT <= 500 ms, fluidity-index >= 0.9)" in run_table(
+        run
+    )
 
 
 def test_hop_table_lists_stages_and_links():
