@@ -98,6 +98,9 @@ def server_options(config: TransportConfig) -> list[tuple[str, int]]:
         ("grpc.http2.min_ping_interval_without_data_ms", int(config.keepalive_s * 1000 / 2)),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_ping_strikes", 0),
+        # gRPC binds with SO_REUSEPORT by default: a second worker on a taken port would start and
+        # take half of the connections meant for the first. Fail the bind instead.
+        ("grpc.so_reuseport", 0),
     ]
 
 

@@ -4,6 +4,7 @@ import asyncio
 from datetime import datetime
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -70,3 +71,19 @@ def _log_time(log: str, text: str) -> float:
     line = next(line for line in log.splitlines() if text in line)
     clock = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
     return clock.hour * 3600 + clock.minute * 60 + clock.second + clock.microsecond / 1e6
+
+
+def test_a_second_server_on_a_taken_port_is_refused():
+    from partition.errors import ConfigError
+    from partition.transport.server import GrpcServer
+
+    async def scenario():
+        first = GrpcServer([], [], TransportConfig())
+        port = await first.start("127.0.0.1:0")
+        try:
+            with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}.*in use"):
+                await GrpcServer([], [], TransportConfig()).start(f"127.0.0.1:{port}")
+        finally:
+            await first.stop(0)
+
+    asyncio.run(scenario())
