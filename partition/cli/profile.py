@@ -28,7 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="profile every device of this cluster file through its worker and measure every link; "
         "writes <name>.json and a profiled cluster file (--out, default <cluster>.profiled.toml)",
     )
-    parser.add_argument("--threads", type=int, help="torch threads the worker will use (default: torch's)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads to measure with (default: torch's); with --cluster, those of an edge that has no "
+        "worker and declares no threads (workers measure with their own --threads)",
+    )
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--name", help="device name recorded in the profile (default: the hostname)")
@@ -83,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
         from partition.coordinator.profile_cluster import profile_cluster
 
         out = args.out or args.cluster.with_suffix(".profiled.toml")
-        written = profile_cluster(args.cluster, args.model, out, settings=settings, refresh=args.refresh)
+        written = profile_cluster(
+            args.cluster, args.model, out, settings=settings, refresh=args.refresh, threads=args.threads
+        )
         print(written.read_text())
         print(f"wrote {written} and a profile per device beside it")
         return 0

@@ -55,16 +55,27 @@ def read_devices(path: Path) -> list[ClusterDevice]:
 
 
 def profile_cluster(
-    cluster: Path, model: str, out: Path, transport=None, settings=None, refresh: bool = False
+    cluster: Path,
+    model: str,
+    out: Path,
+    transport=None,
+    settings=None,
+    refresh: bool = False,
+    threads: int | None = None,
 ) -> Path:
     """Profile every device and link of `cluster`; write `<name>.json` beside `out` and the cluster file.
 
-    Each device answers from its own profile cache unless `refresh` (links are always measured).
+    Each device answers from its own profile cache unless `refresh` (links are always measured). An edge
+    without a worker is profiled here with its declared `threads`, else `threads`, else torch's default;
+    workers measure with the threads they serve with (their --threads).
     """
     from partition.transport.channels import TransportConfig
 
     devices = read_devices(cluster)
-    profiles, links = asyncio.run(_measure(devices, model, transport or TransportConfig(), settings, refresh))
+    edge_threads = _edge_threads(devices, threads, cluster)
+    profiles, links = asyncio.run(
+        _measure(devices, model, transport or TransportConfig(), settings, refresh, edge_threads)
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     from partition.artifacts import save_profile
 
@@ -74,8 +85,23 @@ def profile_cluster(
     return out
 
 
+def _edge_threads(devices: list[ClusterDevice], threads: int | None, cluster: Path) -> int | None:
+    edge = next(d for d in devices if d.role == "edge")
+    declared = edge.extra.get("threads")
+    if declared is not None and (not isinstance(declared, int) or declared < 1):
+        raise ConfigError(
+            f"{cluster}: device {edge.name!r}: threads must be a whole number >= 1, got {declared!r}"
+        )
+    if declared is not None and threads is not None and declared != threads:
+        raise ConfigError(
+            f"{cluster}: the edge {edge.name!r} declares threads = {declared} but --threads is {threads}; "
+            "drop one of them"
+        )
+    return declared if declared is not None else threads
+
+
 async def _measure(
-    devices, model, transport, settings, refresh: bool
+    devices, model, transport, settings, refresh: bool, edge_threads: int | None
 ) -> tuple[dict[str, DeviceProfile], list[LinkProfile]]:
     from partition.artifacts import profile_from_json
     from partition.coordinator.links import measure_between, measure_from_here
@@ -88,7 +114,7 @@ async def _measure(
         for device in devices:
             if device.address is None:
                 profiles[device.name] = await asyncio.to_thread(
-                    _profile_here, model, device.name, settings, refresh
+                    _profile_here, model, device.name, settings, refresh, edge_threads
                 )
                 continue
             log.info("profiling %s at %s", device.name, device.address)
@@ -97,6 +123,8 @@ async def _measure(
                 request.prefill_lengths.extend(settings.prefill_lengths)
                 request.context_lengths.extend(settings.context_lengths)
                 request.repeats = settings.repeats
+                request.warmup = settings.warmup
+                request.min_time_s = settings.min_time_s
             reply = await clients[device.name].profile(request)
             profiles[device.name] = profile_from_json(reply.device_profile_json, f"profile of {device.name}")
         links: list[LinkProfile] = []
@@ -115,10 +143,10 @@ async def _measure(
             await client.close()
 
 
-def _profile_here(model: str, name: str, settings, refresh: bool) -> DeviceProfile:
+def _profile_here(model: str, name: str, settings, refresh: bool, threads: int | None) -> DeviceProfile:
     from partition.profile import profile_device
 
-    return profile_device(model, settings, name=name, refresh=refresh)
+    return profile_device(model, settings, threads=threads, name=name, refresh=refresh)
 
 
 def render_cluster(devices: list[ClusterDevice], links: list[LinkProfile], source: Path) -> str:

@@ -227,6 +227,8 @@ def _profile_here(request: measure_pb2.ProfileRequest, worker: str, device: str)
         "prefill_lengths": tuple(request.prefill_lengths) or None,
         "context_lengths": tuple(request.context_lengths) or None,
         "repeats": request.repeats or None,
+        "warmup": request.warmup if request.HasField("warmup") else None,
+        "min_time_s": request.min_time_s or None,
     }
     # Each sample is one call after an idle pause (ProfileSettings.idle_s), as a stage is called when
     # served; under a CPU quota that is also how the quota meets it (see partition/lab/cgroup.py).

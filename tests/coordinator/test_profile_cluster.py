@@ -1,5 +1,6 @@
 """From running workers to an answer with no hand-written numbers: profile --cluster, plan, serve."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -18,7 +19,8 @@ def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 def test_profile_cluster_then_plan_then_serve(workers, tmp_path):
     cluster = tmp_path / "cluster.toml"
-    lines = ['[[device]]\nname = "phone"\nrole = "edge"\nmemory_gb = 1.0\n']
+    # The edge has no worker: it is profiled in this process, with the threads it declares.
+    lines = ['[[device]]\nname = "phone"\nrole = "edge"\nmemory_gb = 1.0\nthreads = 1\n']
     for name in SERVERS[:2]:
         lines.append(
             f'[[device]]\nname = "{name}"\nrole = "server"\naddress = "{workers[name]}"\nmemory_gb = 4.0\n'
@@ -36,6 +38,7 @@ def test_profile_cluster_then_plan_then_serve(workers, tmp_path):
     for name in devices:
         profile = json.loads((profiled.parent / f"{name}.json").read_text())
         assert profile["device"]["name"] == name  # profiled by the worker itself
+        assert profile["device"]["threads"] == 1  # the phone's declared threads; the workers' --threads 1
     pairs = {(link["from"], link["to"]) for link in data["link"]}
     assert len(pairs) == 6  # 3 pairs, both directions, all measured
     for link in data["link"]:
@@ -71,7 +74,7 @@ def test_profile_cluster_answers_from_each_cache_until_refresh(tmp_path, monkeyp
         )
         settings = ProfileSettings(prefill_lengths=(8, 16), context_lengths=(16, 32), repeats=1)
 
-        def profile(refresh: bool) -> dict[str, int]:
+        def profile(refresh: bool, settings=settings) -> dict[str, int]:
             profile_cluster(
                 cluster, "smollm2-135m", tmp_path / "out" / "cluster.toml", settings=settings, refresh=refresh
             )
@@ -83,5 +86,9 @@ def test_profile_cluster_answers_from_each_cache_until_refresh(tmp_path, monkeyp
         refreshed = profile(refresh=True)
         assert refreshed.keys() == measured.keys()
         assert all(refreshed[name] > measured[name] for name in measured), "a device did not measure again"
+        # Every setting reaches the worker: each is part of the cache key, so each change is a new
+        # profile on both devices, not only on the edge.
+        assert len(profile(False, dataclasses.replace(settings, warmup=0))) == 4
+        assert len(profile(False, dataclasses.replace(settings, warmup=0, min_time_s=0.01))) == 6
     finally:
         worker.stop()

@@ -53,7 +53,7 @@ class ProbeReply(_message.Message):
     def __init__(self, worker: _Optional[str] = ..., payload: _Optional[bytes] = ..., client_sent_unix_ns: _Optional[int] = ..., server_recv_unix_ns: _Optional[int] = ..., server_send_unix_ns: _Optional[int] = ..., samples: _Optional[_Iterable[_Union[ProbeSample, _Mapping]]] = ...) -> None: ...
 
 class ProfileRequest(_message.Message):
-    __slots__ = ("model", "dtype", "threads", "prefill_lengths", "context_lengths", "repeats", "refresh")
+    __slots__ = ("model", "dtype", "threads", "prefill_lengths", "context_lengths", "repeats", "refresh", "warmup", "min_time_s")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     THREADS_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,8 @@ class ProfileRequest(_message.Message):
     CONTEXT_LENGTHS_FIELD_NUMBER: _ClassVar[int]
     REPEATS_FIELD_NUMBER: _ClassVar[int]
     REFRESH_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_FIELD_NUMBER: _ClassVar[int]
+    MIN_TIME_S_FIELD_NUMBER: _ClassVar[int]
     model: str
     dtype: str
     threads: int
@@ -68,7 +70,9 @@ class ProfileRequest(_message.Message):
     context_lengths: _containers.RepeatedScalarFieldContainer[int]
     repeats: int
     refresh: bool
-    def __init__(self, model: _Optional[str] = ..., dtype: _Optional[str] = ..., threads: _Optional[int] = ..., prefill_lengths: _Optional[_Iterable[int]] = ..., context_lengths: _Optional[_Iterable[int]] = ..., repeats: _Optional[int] = ..., refresh: _Optional[bool] = ...) -> None: ...
+    warmup: int
+    min_time_s: float
+    def __init__(self, model: _Optional[str] = ..., dtype: _Optional[str] = ..., threads: _Optional[int] = ..., prefill_lengths: _Optional[_Iterable[int]] = ..., context_lengths: _Optional[_Iterable[int]] = ..., repeats: _Optional[int] = ..., refresh: _Optional[bool] = ..., warmup: _Optional[int] = ..., min_time_s: _Optional[float] = ...) -> None: ...
 
 class ProfileReply(_message.Message):
     __slots__ = ("worker", "device_profile_json")
