@@ -8,6 +8,7 @@ Without --prompt, reads one prompt per line from standard input.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -126,11 +127,28 @@ def _serve(args: argparse.Namespace, plan, addresses: dict[str, str], transport)
     return 0
 
 
+def _stage_failure(deployment, error) -> str:
+    """A worker's failure during generation, named by its device as in the plan."""
+    import grpc
+
+    devices = {a: s.device for a, s in zip(deployment.addresses, deployment.topology.remote, strict=True)}
+    where = f"{devices[error.address]} at {error.address}" if error.address in devices else error.address
+    message = f"{where}: {error.code.name}: {error.details}"
+    if error.code == grpc.StatusCode.UNAVAILABLE:
+        message += (
+            f"; the worker of {where} stopped or cannot be reached: start it again "
+            "(or serve with --spawn-local) and send the prompt again"
+        )
+    return message
+
+
 def answer(deployment, args: argparse.Namespace, prompt: str) -> None:
     from partition.coordinator.session import PipelineSession
+    from partition.errors import PartitionError
     from partition.metrics.spans import link_summaries, stage_summaries
     from partition.model.generation import generate
     from partition.model.tokenizer import load_tokenizer
+    from partition.transport.client import StageCallError
     from partition.types import RAW_VALUE_BYTES, RETURN_TOP_K
 
     tokenizer = load_tokenizer(deployment.source)
@@ -148,14 +166,25 @@ def answer(deployment, args: argparse.Namespace, prompt: str) -> None:
             file=sys.stderr,
         )
 
+    shown: list[str] = []
+
     def show(chunk: str) -> None:
+        shown.append(chunk)
         sys.stdout.write(chunk)
         sys.stdout.flush()
 
     try:
         result = generate(session.step, request, eos, tokenizer.decode, None if args.json else show)
-    finally:
-        session.close()
+    except BaseException as error:
+        with contextlib.suppress(Exception):  # closing fails the same way; the first error says why
+            session.close()
+        if shown:  # end the streamed text's line before the error
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        if isinstance(error, StageCallError):
+            raise PartitionError(_stage_failure(deployment, error)) from None
+        raise
+    session.close()
     if not args.json:
         sys.stdout.write("\n")
         return

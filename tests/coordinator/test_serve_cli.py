@@ -60,3 +60,30 @@ def test_serve_says_what_sampling_without_top_k_costs_when_a_worker_holds_the_he
     back = json.loads(result.stdout)["hops"][-1]
     assert (back["from"], back["to"], back["codec"]) == ("server-a", "phone", "raw")
     assert back["bytes_per_token"] == 4 * smollm2.spec.vocab_size  # every logit came back, as the note says
+
+
+def test_a_worker_dying_mid_answer_is_named_with_what_to_do(smollm2, tmp_path):
+    from partition.transport.local import spawn_worker
+
+    worker = spawn_worker("server-a", extra_args=("--threads", "1"))
+    try:
+        plan = split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")])
+        save_plan(plan, tmp_path / "plan.json")
+        cluster = tmp_path / "cluster.toml"
+        cluster.write_text(f'[[device]]\nname = "server-a"\nrole = "server"\naddress = "{worker.address}"\n')
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "partition", "serve", "--plan", str(tmp_path / "plan.json"), "--cluster",
+             str(cluster), "--threads", "1", "--prompt", "Once upon a time", "--max-new-tokens", "2000"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        first = serve.stdout.read(1)  # the answer has started streaming
+        assert first, serve.stderr.read()[-3000:]
+        worker.process.kill()
+        out, err = serve.communicate(timeout=120)
+    finally:
+        worker.stop()
+    assert serve.returncode != 0
+    assert (first + out).endswith("\n")  # the streamed line is ended before the error
+    assert "Traceback" not in err, err[-3000:]
+    assert f"server-a at {worker.address}: UNAVAILABLE" in err, err[-3000:]
+    assert "start it again" in err and "send the prompt again" in err
