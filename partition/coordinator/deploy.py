@@ -79,6 +79,11 @@ def deploy(
             f"this machine's copy of {plan.model.name!r} has digest {source.digest}, but the plan was made "
             f"for {plan.model.digest}; re-run `partition plan` against this model"
         )
+    if plan.model.n_blocks != source.spec.n_blocks:
+        raise DeployError(
+            f"the plan splits {plan.model.n_blocks} blocks, but {plan.model.name!r} has {source.spec.n_blocks}; "
+            "re-run `partition plan` for this model"
+        )
     front = load_segment(source, topology.front.segment) if topology.front else None
     tail = load_segment(source, topology.tail.segment) if topology.tail else None
     deployment = Deployment(plan, topology, source, front, tail, None, (), (), max_context=max_context)
