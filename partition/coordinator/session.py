@@ -46,9 +46,15 @@ class PipelineSession:
         self.session_id = session_id or uuid.uuid4().hex[:16]
         self.context = context or deployment.max_context
         if self.context > deployment.max_context:
+            limit = deployment.source.spec.max_context
+            advice = (
+                f"{deployment.plan.model.name!r} holds at most {limit} tokens: use a shorter prompt or fewer new tokens"
+                if deployment.max_context >= limit
+                else f"serve with a larger --max-context (at most {limit}, the model's)"
+            )
             raise ContextOverflowError(
                 f"a session of {self.context} tokens exceeds the deployment's context of "
-                f"{deployment.max_context}; serve with a larger --max-context"
+                f"{deployment.max_context}; {advice}"
             )
         d = deployment
         self._front_cache = d.front_model.new_cache(1, self.context) if d.front_model else None

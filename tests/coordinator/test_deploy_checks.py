@@ -1,6 +1,7 @@
 """deploy refuses a plan that does not fit the model on this machine, before loading anything."""
 
 import dataclasses
+import re
 
 import pytest
 
@@ -20,3 +21,19 @@ def test_a_plan_for_another_block_count_is_refused_with_what_to_do(smollm2):
         DeployError, match="the plan splits 38 blocks, but 'smollm2-135m' has 30; re-run `partition plan`"
     ):
         deploy(other, {})
+
+
+@pytest.mark.parametrize(
+    ("max_context", "advice"),
+    [(64, "serve with a larger --max-context (at most 8192, the model's)"), (10_000, "use a shorter prompt")],
+)
+def test_a_session_longer_than_the_context_says_what_can_help(smollm2, max_context, advice):
+    from partition.coordinator.session import PipelineSession
+    from partition.errors import ContextOverflowError
+
+    deployment = deploy(split_plan(smollm2, [("phone", 0, 32, "raw")]), {}, max_context=max_context)
+    try:
+        with pytest.raises(ContextOverflowError, match=re.escape(advice)):
+            PipelineSession(deployment, context=9000)
+    finally:
+        deployment.close()
