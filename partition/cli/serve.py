@@ -127,24 +127,28 @@ def _serve(args: argparse.Namespace, plan, addresses: dict[str, str], transport)
     return 0
 
 
-def _stage_failure(deployment, error) -> str:
-    """A worker's failure during generation, named by its device as in the plan."""
+def _stage_failure(deployment, error):
+    """The same StageCallError (code and address kept), named by the failing stage's device as in the
+    plan, and for a worker that went away, what to do."""
     import grpc
+
+    from partition.transport.client import StageCallError
 
     devices = {a: s.device for a, s in zip(deployment.addresses, deployment.topology.remote, strict=True)}
     where = f"{devices[error.address]} at {error.address}" if error.address in devices else error.address
-    message = f"{where}: {error.code.name}: {error.details}"
+    details = error.details
     if error.code == grpc.StatusCode.UNAVAILABLE:
-        message += (
+        details += (
             f"; the worker of {where} stopped or cannot be reached: start it again "
             "(or serve with --spawn-local) and send the prompt again"
         )
-    return message
+    named = StageCallError(error.code, details, where)
+    named.address = error.address
+    return named
 
 
 def answer(deployment, args: argparse.Namespace, prompt: str) -> None:
     from partition.coordinator.session import PipelineSession
-    from partition.errors import PartitionError
     from partition.metrics.spans import link_summaries, stage_summaries
     from partition.model.generation import generate
     from partition.model.tokenizer import load_tokenizer
@@ -182,7 +186,7 @@ def answer(deployment, args: argparse.Namespace, prompt: str) -> None:
             sys.stdout.write("\n")
             sys.stdout.flush()
         if isinstance(error, StageCallError):
-            raise PartitionError(_stage_failure(deployment, error)) from None
+            raise _stage_failure(deployment, error) from None
         raise
     session.close()
     if not args.json:
