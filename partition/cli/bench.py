@@ -50,7 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     from partition.artifacts import load_plan
     from partition.coordinator.bench import bench_prompt, predicted_vs_measured, run_requests
     from partition.coordinator.deploy import deploy

@@ -80,7 +80,6 @@ def transport_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-
     from partition.artifacts import load_plan
     from partition.coordinator.topology import split_plan
     from partition.coordinator.workers import cluster_addresses, spawn_missing
@@ -128,23 +127,22 @@ def _serve(args: argparse.Namespace, plan, addresses: dict[str, str], transport)
 
 
 def _stage_failure(deployment, error):
-    """The same StageCallError (code and address kept), named by the failing stage's device as in the
-    plan, and for a worker that went away, what to do."""
+    """The same failure (code and address kept), named by the stage's device as in the plan, and for a
+    worker that went away, what to do."""
     import grpc
 
     from partition.transport.client import StageCallError
 
     devices = {a: s.device for a, s in zip(deployment.addresses, deployment.topology.remote, strict=True)}
-    where = f"{devices[error.address]} at {error.address}" if error.address in devices else error.address
+    device = devices.get(error.address, "")
     details = error.details
     if error.code == grpc.StatusCode.UNAVAILABLE:
+        where = f"{device} at {error.address}" if device else error.address
         details += (
             f"; the worker of {where} stopped or cannot be reached: start it again "
             "(or serve with --spawn-local) and send the prompt again"
         )
-    named = StageCallError(error.code, details, where)
-    named.address = error.address
-    return named
+    return StageCallError(error.code, details, error.address, device)
 
 
 def answer(deployment, args: argparse.Namespace, prompt: str) -> None:
@@ -170,10 +168,11 @@ def answer(deployment, args: argparse.Namespace, prompt: str) -> None:
             file=sys.stderr,
         )
 
-    shown: list[str] = []
+    streamed = False  # some text is on the terminal: an error must start on a line of its own
 
     def show(chunk: str) -> None:
-        shown.append(chunk)
+        nonlocal streamed
+        streamed = True
         sys.stdout.write(chunk)
         sys.stdout.flush()
 
@@ -182,7 +181,7 @@ def answer(deployment, args: argparse.Namespace, prompt: str) -> None:
     except BaseException as error:
         with contextlib.suppress(Exception):  # closing fails the same way; the first error says why
             session.close()
-        if shown:  # end the streamed text's line before the error
+        if streamed:
             sys.stdout.write("\n")
             sys.stdout.flush()
         if isinstance(error, StageCallError):

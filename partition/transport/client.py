@@ -41,11 +41,13 @@ CHAIN_STATUS_WAIT_S = 2.0  # seconds to wait for the CHAIN stream's status after
 class StageCallError(PartitionError):
     """A call to a worker failed; `code` is the gRPC status, the message is the worker's."""
 
-    def __init__(self, code: grpc.StatusCode, details: str, address: str) -> None:
-        super().__init__(f"{address}: {code.name}: {details}")
+    def __init__(self, code: grpc.StatusCode, details: str, address: str, device: str = "") -> None:
+        where = f"{device} at {address}" if device else address
+        super().__init__(f"{where}: {code.name}: {details}")
         self.code = code
         self.details = details
         self.address = address
+        self.device = device  # the plan's name for the worker at `address`, where the caller knows it
 
 
 @dataclass(frozen=True)
