@@ -67,11 +67,10 @@ class GenerationResult:
 class TextStream:
     """Incremental detokenization that never emits half a UTF-8 character or a stop string.
 
-    A push decodes only the tokens whose text is not known yet, after the tokens of the previous
-    push as context, so its cost does not grow with the text (decoding the whole text each token
-    did: 0.2 ms a token at 2000 tokens on this CPU, four times that on a quarter-core edge). Our
-    tokenizers are byte-level, so the text of a window is the text of its first part followed by the
-    text its new tokens add. The whole text is decoded once, by `text()`.
+    A push decodes only the tokens whose text is not known yet, after the previous push's tokens as
+    context, instead of the whole text (benchmarks/text_stream.py compares the two). Our tokenizers are
+    byte-level, so the text of a window is its context's text followed by what the new tokens add. The
+    whole text is decoded once, by `text()`.
     """
 
     def __init__(self, decode: Callable[[list[int]], str], stop: tuple[str, ...]):
@@ -80,6 +79,7 @@ class TextStream:
         self._text = ""  # text of ids[:_read], whole characters only
         self._context = 0  # ids[_context:_read] are decoded again before the newer tokens
         self._read = 0
+        self._known = ""  # their text: the end of _text
         self._searched = 0  # characters already searched for stop strings
         self.emitted = 0  # characters already handed out
         self.stopped = False
@@ -87,14 +87,16 @@ class TextStream:
     def push(self, token_id: int) -> str:
         self.ids.append(token_id)
         window = self.decode(self.ids[self._context :])
-        known = self.decode(self.ids[self._context : self._read])
-        if window.startswith(known):
-            text = self._text + window[len(known) :]
+        if window.startswith(self._known):
+            added = window[len(self._known) :]
+            text = self._text + added
         else:  # a decode that is not byte-level: fall back to the whole text
             text, self._searched = self.decode(self.ids), 0
+            added = text[len(self._text) :]
         whole = text.rstrip("\ufffd")  # the last character may still miss bytes
         if len(whole) == len(text):  # the next push decodes only tokens after these
-            self._text, self._context, self._read = text, self._read, len(self.ids)
+            self._text, self._known = text, added
+            self._context, self._read = self._read, len(self.ids)
         # A stop string found now ends in the new text, so it starts at most len(stop) - 1 before it.
         found = (whole.find(s, max(0, self._searched - len(s) + 1)) for s in self.stop)
         cuts = [cut for cut in found if cut != -1]

@@ -54,4 +54,5 @@ def test_a_push_decodes_only_the_newest_tokens():
     stream = TextStream(decode, ("STOP",))
     streamed = "".join(stream.push(i) for i in range(500))
     assert max(seen) <= 2  # the new token after the previous one, not the whole text
+    assert len(seen) == 500  # one decode a token
     assert streamed == stream.text() == "".join(f" w{i}" for i in range(500))
