@@ -83,13 +83,14 @@ async def _serve(handler, ready: Path) -> None:
 
 
 def _start(*args: str) -> tuple[subprocess.Popen, str]:
-    ready = Path(tempfile.mkdtemp(prefix="grpc-reference-")) / "port"
-    process = subprocess.Popen([sys.executable, __file__, *args[:1], str(ready), *args[1:]])
-    while not ready.exists():
-        if process.poll() is not None:
-            raise RuntimeError(f"the {args[0]} server exited")
-        time.sleep(0.05)
-    return process, f"127.0.0.1:{ready.read_text()}"
+    with tempfile.TemporaryDirectory(prefix="grpc-reference-") as folder:
+        ready = Path(folder) / "port"
+        process = subprocess.Popen([sys.executable, __file__, *args[:1], str(ready), *args[1:]])
+        while not ready.exists() or not ready.read_text():
+            if process.poll() is not None:
+                raise RuntimeError(f"the {args[0]} server exited")
+            time.sleep(0.05)
+        return process, f"127.0.0.1:{ready.read_text()}"
 
 
 def start_echo() -> tuple[subprocess.Popen, str]:
