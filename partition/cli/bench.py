@@ -51,7 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from partition.artifacts import load_plan
-    from partition.coordinator.bench import bench_prompt, predicted_vs_measured, run_requests
+    from partition.coordinator.bench import (
+        bench_prompt,
+        predicted_vs_measured,
+        run_requests,
+        workload_caveat,
+    )
     from partition.coordinator.deploy import deploy
     from partition.coordinator.topology import split_plan
     from partition.coordinator.workers import cluster_addresses, spawn_missing
@@ -65,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--requests and --concurrency must be at least 1")
     slo = slo_from(args)
     plan = load_plan(args.plan)
+    base_id = plan.plan_id
     use_edge_threads(args, plan)
     if args.baseline:
         from partition.plan.variants import baseline_plan
@@ -98,16 +104,22 @@ def run(args: argparse.Namespace) -> int:
 
     metrics = summarize_run(bench.timings, ttft_deadline, args.tbt_deadline, slo)
     links, stages = link_summaries(bench.spans), stage_summaries(bench.spans)
-    print(f"plan {plan.plan_id} epoch {plan.epoch}: {args.requests} requests x {new_tokens} tokens, "
+    caveat = workload_caveat(plan, prompt_tokens, new_tokens, args.concurrency)
+    what = f"baseline {args.baseline!r} of plan {base_id}" if args.baseline else f"plan {plan.plan_id}"
+    print(f"{what} epoch {plan.epoch}: {args.requests} requests x {new_tokens} tokens, "
           f"prompt {prompt_tokens} tokens, concurrency {args.concurrency}")  # fmt: skip
     print(run_table(metrics))
     print()
     print(hop_table(links, stages))
     print()
+    if caveat:
+        print(f"note: {caveat}")
     print(comparison_table(comparisons))
     if args.json_out:
         report = {
             "plan_id": plan.plan_id,
+            "baseline": args.baseline,  # null: the plan's own split; else the baseline's, its own plan_id
+            "base_plan_id": base_id,
             "epoch": plan.epoch,
             "stages": [[s.device, s.segment.start, s.segment.end, s.codec_out] for s in plan.stages],
             "workload": {
@@ -118,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
             "metrics": asdict(metrics),
             "links": [asdict(link) for link in links],
             "stages_measured": [asdict(stage) for stage in stages],
+            "prediction_caveat": caveat,
             "predicted_vs_measured": [
                 {"name": c.name, "predicted_s": c.predicted_s, "measured_s": c.measured_s, "error": c.error}
                 for c in comparisons

@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="measure again even if a cached profile exists (with --cluster or --ray: on every device)",
     )
     parser.add_argument("--out", type=Path, help="where to write (default device.json)")
+    from partition.cli.serve import add_transport_arguments
+
+    add_transport_arguments(parser)  # with --cluster: the credentials the workers ask for
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,12 +87,24 @@ def run(args: argparse.Namespace) -> int:
         print(written.read_text())
         print(f"wrote {written} and a profile per device beside it")
         return 0
+    credentials = (args.tls_ca, args.tls_cert, args.tls_key, args.token_file)
+    if args.cluster is None and any(credentials):
+        raise ConfigError(
+            "--tls-ca, --tls-cert, --tls-key and --token-file reach workers: use them with --cluster"
+        )
     if args.cluster is not None:
+        from partition.cli.serve import transport_config
         from partition.coordinator.profile_cluster import profile_cluster
 
         out = args.out or args.cluster.with_suffix(".profiled.toml")
         written = profile_cluster(
-            args.cluster, args.model, out, settings=settings, refresh=args.refresh, threads=args.threads
+            args.cluster,
+            args.model,
+            out,
+            transport=transport_config(args),
+            settings=settings,
+            refresh=args.refresh,
+            threads=args.threads,
         )
         print(written.read_text())
         print(f"wrote {written} and a profile per device beside it")

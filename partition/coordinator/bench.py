@@ -67,6 +67,25 @@ def run_requests(
     )
 
 
+def workload_caveat(plan, prompt_tokens: int, new_tokens: int, concurrency: int) -> str | None:
+    """What makes the plan's predictions not comparable with this run, or None when the run is the
+    plan's workload: the plan predicts its own prompt length, output length and sessions at once."""
+    w = plan.workload
+    ran = {"--prompt-tokens": (w.prompt_tokens, prompt_tokens), "--new-tokens": (w.new_tokens, new_tokens)}
+    ran["--sessions"] = (w.sessions, concurrency)  # bench's --concurrency is plan's --sessions
+    differ = {flag: (planned, used) for flag, (planned, used) in ran.items() if planned != used}
+    if not differ:
+        return None
+    what = ", ".join(
+        f"{flag.removeprefix('--')} {used} (plan: {planned})" for flag, (planned, used) in differ.items()
+    )
+    again = " ".join(f"{flag} {used}" for flag, (_, used) in differ.items())
+    return (
+        f"the plan predicts its own workload, and this run differs: {what}; the predictions below are not "
+        f"for this run (`partition plan ... {again}` predicts it)"
+    )
+
+
 def predicted_vs_measured(deployment: Deployment, run: BenchRun) -> list[Comparison]:
     """TTFT, TPOT, each stage's decode compute and each link's decode latency: plan beside measurement."""
     plan = deployment.plan

@@ -73,7 +73,14 @@ def deploy(
             "cluster file, or use --spawn-local to start them on this machine"
         )
     source = resolve_model(plan.model.name)
-    max_context = min(max_context, source.spec.max_context)
+    if max_context > source.spec.max_context:
+        log.warning(
+            "max context %d is more than %r holds: sessions get at most %d tokens",
+            max_context,
+            plan.model.name,
+            source.spec.max_context,
+        )
+        max_context = source.spec.max_context
     if plan.model.digest and source.digest != plan.model.digest:
         raise DeployError(
             f"this machine's copy of {plan.model.name!r} has digest {source.digest}, but the plan was made "

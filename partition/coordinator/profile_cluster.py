@@ -14,43 +14,25 @@ import asyncio
 import itertools
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
-from partition.coordinator.workers import read_cluster_toml
+from partition.coordinator.cluster_devices import ClusterDevice, read_devices
 from partition.errors import ConfigError
+from partition.plan.cluster import check_one_edge
 from partition.types import DeviceProfile, LinkProfile
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ClusterDevice:
-    name: str
-    role: str
-    address: str | None  # host:port of its worker; None for an edge profiled in this process
-    memory_gb: float | None
-    extra: dict  # other keys of the entry, written back unchanged
-
-
-def read_devices(path: Path) -> list[ClusterDevice]:
-    data = read_cluster_toml(path)
-    devices = []
-    for entry in data.get("device", []):
-        name, role = entry.get("name"), entry.get("role", "server")
-        if not isinstance(name, str):
-            raise ConfigError(f"{path}: every [[device]] needs a name")
-        address = entry.get("address")
-        if address is None and role != "edge":
+def read_cluster_devices(path: Path) -> list[ClusterDevice]:
+    """The devices to profile: every server with the address of its worker, exactly one edge."""
+    devices = read_devices(path)
+    for device in devices:
+        if device.address is None and device.role != "edge":
             raise ConfigError(
-                f'{path}: device {name!r} needs address = "host:port" of its `partition worker`'
+                f'{path}: device {device.name!r} needs address = "host:port" of its `partition worker`'
             )
-        extra = {
-            k: v for k, v in entry.items() if k not in ("name", "role", "address", "memory_gb", "profile")
-        }
-        devices.append(ClusterDevice(name, role, address, entry.get("memory_gb"), extra))
-    if sum(d.role == "edge" for d in devices) != 1:
-        raise ConfigError(f'{path}: exactly one device needs role = "edge"')
+    check_one_edge([device.name for device in devices if device.role == "edge"], str(path))
     return devices
 
 
@@ -71,7 +53,7 @@ def profile_cluster(
     """
     from partition.transport.channels import TransportConfig
 
-    devices = read_devices(cluster)
+    devices = read_cluster_devices(cluster)
     edge_threads = _edge_threads(devices, threads, cluster)
     profiles, links = asyncio.run(
         _measure(devices, model, transport or TransportConfig(), settings, refresh, edge_threads)
@@ -87,11 +69,7 @@ def profile_cluster(
 
 def _edge_threads(devices: list[ClusterDevice], threads: int | None, cluster: Path) -> int | None:
     edge = next(d for d in devices if d.role == "edge")
-    declared = edge.extra.get("threads")
-    if declared is not None and (not isinstance(declared, int) or declared < 1):
-        raise ConfigError(
-            f"{cluster}: device {edge.name!r}: threads must be a whole number >= 1, got {declared!r}"
-        )
+    declared = edge.threads
     if declared is not None and threads is not None and declared != threads:
         raise ConfigError(
             f"{cluster}: the edge {edge.name!r} declares threads = {declared} but --threads is {threads}; "
@@ -105,11 +83,12 @@ async def _measure(
 ) -> tuple[dict[str, DeviceProfile], list[LinkProfile]]:
     from partition.artifacts import profile_from_json
     from partition.coordinator.links import measure_between, measure_from_here
-    from partition.transport.client import StageClient
+    from partition.transport.client import StageCallError, StageClient
     from partition.transport.generated import measure_pb2
 
     clients = {d.name: StageClient(d.address, transport) for d in devices if d.address}
     try:
+        await _check_answering(devices, clients)
         profiles: dict[str, DeviceProfile] = {}
         for device in devices:
             if device.address is None:
@@ -125,7 +104,10 @@ async def _measure(
                 request.repeats = settings.repeats
                 request.warmup = settings.warmup
                 request.min_time_s = settings.min_time_s
-            reply = await clients[device.name].profile(request)
+            try:
+                reply = await clients[device.name].profile(request)
+            except StageCallError as error:
+                raise StageCallError(error.code, error.details, error.address, device.name) from None
             profiles[device.name] = profile_from_json(reply.device_profile_json, f"profile of {device.name}")
         links: list[LinkProfile] = []
         for a, b in itertools.combinations(devices, 2):
@@ -141,6 +123,36 @@ async def _measure(
     finally:
         for client in clients.values():
             await client.close()
+
+
+# Seconds a worker has to answer one probe before anything is profiled (a live one answers in ms).
+ANSWER_TIMEOUT_S = 10.0
+
+
+async def _check_answering(devices, clients) -> None:
+    """One probe round trip to every worker first, so that a worker that is down or refuses the
+    credentials is named before minutes of profiling the others are spent."""
+    import grpc
+
+    from partition.transport.client import StageCallError
+
+    for device in devices:
+        if device.address is None:
+            continue
+        try:
+            await clients[device.name].probe(1, timeout_s=ANSWER_TIMEOUT_S)
+        except StageCallError as error:
+            advice = {
+                grpc.StatusCode.UNAVAILABLE: f"start it with `partition worker --listen {device.address} "
+                f"--name {device.name}`, or correct its address in the cluster file",
+                grpc.StatusCode.DEADLINE_EXCEEDED: "it did not answer in time: is the address that of a "
+                "`partition worker`, and is the host reachable?",
+                grpc.StatusCode.UNAUTHENTICATED: "give the worker's shared token with --token-file",
+            }.get(error.code, "check that a `partition worker` listens there")
+            raise ConfigError(
+                f"the worker of device {device.name!r} at {device.address} does not answer "
+                f"({error.code.name}: {error.details}); {advice}. Nothing was profiled."
+            ) from None
 
 
 def _profile_here(model: str, name: str, settings, refresh: bool, threads: int | None) -> DeviceProfile:
@@ -170,7 +182,8 @@ def render_cluster(devices: list[ClusterDevice], links: list[LinkProfile], sourc
             lines.append(f"address = {value(d.address)}")
         if d.memory_gb is not None:
             lines.append(f"memory_gb = {value(d.memory_gb)}")
-        lines += [f"{k} = {value(v)}" for k, v in d.extra.items()]
+        written = ("name", "role", "address", "memory_gb", "profile")  # above, or the new profile
+        lines += [f"{k} = {value(v)}" for k, v in d.table.items() if k not in written]
         lines.append("")
     for link in links:
         lines += [

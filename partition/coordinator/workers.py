@@ -5,32 +5,17 @@ from __future__ import annotations
 
 import logging
 import socket
-import tomllib
 from pathlib import Path
 
+from partition.coordinator.cluster_devices import read_devices
 from partition.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
-def read_cluster_toml(path: Path) -> dict:
-    """The cluster file's raw tables; ConfigError when it is missing or not TOML."""
-    try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"cluster file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"cluster file {path} is not valid TOML: {error}") from None
-
-
 def cluster_addresses(path: Path) -> dict[str, str]:
     """device name -> "host:port" for every device of the cluster file that declares an address."""
-    data = read_cluster_toml(path)
-    addresses = {}
-    for entry in data.get("device", []):
-        if isinstance(entry, dict) and isinstance(entry.get("address"), str):
-            addresses[str(entry.get("name"))] = entry["address"]
-    return addresses
+    return {device.name: device.address for device in read_devices(path) if device.address is not None}
 
 
 def edge_threads(path: Path) -> int | None:
@@ -40,14 +25,14 @@ def edge_threads(path: Path) -> int | None:
     (under a CPU quota, more threads only wait for each other)."""
     from partition.artifacts import load_profile
 
-    for entry in read_cluster_toml(path).get("device", []):
-        if not isinstance(entry, dict) or entry.get("role") != "edge":
+    for device in read_devices(path):
+        if device.role != "edge":
             continue
-        if isinstance(entry.get("threads"), int):
-            return entry["threads"]
-        if isinstance(entry.get("profile"), str):
+        if device.threads is not None:
+            return device.threads
+        if isinstance(device.table.get("profile"), str):
             try:
-                return load_profile(path.parent / entry["profile"]).device.threads
+                return load_profile(path.parent / device.table["profile"]).device.threads
             except (ConfigError, OSError):
                 return None  # the planner reports a broken profile; serving goes on without it
     return None

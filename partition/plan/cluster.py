@@ -44,6 +44,7 @@ MBPS = 1e6 / 8  # bytes per second in one megabit per second
 # `threads`: the worker's --threads; checked against the threads its profile was measured with
 _DEVICE_KEYS = {"name", "role", "profile", "memory_gb", "count", "address", "threads"}
 _LINK_KEYS = {"from", "to", "bandwidth_mbps", "latency_ms"}
+_ROLES = ("edge", "server")  # one edge: where prompts arrive; servers: workers
 
 
 @dataclass(frozen=True)
@@ -66,14 +67,12 @@ class Cluster:
             raise ConfigError(
                 f"device name(s) {', '.join(duplicates)} appear more than once; names must be unique"
             )
-        edges = [device.name for device in self.devices if device.role == "edge"]
-        if len(edges) != 1:
-            raise ConfigError(f'a cluster needs exactly one device with role = "edge", found {len(edges)}')
-        for device in self.devices:
-            if device.role not in ("edge", "server"):
+        for device in self.devices:  # before counting edges: a misspelt role is not a missing edge
+            if device.role not in _ROLES:
                 raise ConfigError(
                     f'device {device.name!r}: role must be "edge" or "server", not {device.role!r}'
                 )
+        check_one_edge([device.name for device in self.devices if device.role == "edge"])
         known = set(names)
         pairs = [(link.src, link.dst) for link in self.links]
         for link in self.links:
@@ -164,19 +163,41 @@ def parse_cluster(data: dict, base_dir: Path, source: str = "cluster file") -> C
     return Cluster(tuple(devices), links)
 
 
+def check_one_edge(edges: list[str], where: str = "") -> None:
+    """`edges`: the names of the devices with role = "edge"; a cluster has exactly one."""
+    if len(edges) != 1:
+        prefix = f"{where}: " if where else ""
+        raise ConfigError(
+            f'{prefix}a cluster needs exactly one device with role = "edge", found {len(edges)}'
+            + (f" ({', '.join(edges)})" if edges else "")
+        )
+
+
+def check_device_table(entry: object, where: str, default_role: str | None = None) -> tuple[str, str]:
+    """The rules every reader of a [[device]] table applies: known keys, a name, a valid role.
+
+    Returns (name, role); `default_role` stands for a missing role (None: role is required)."""
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: expected a [[device]] table")
+    named = f"{where} ({entry['name']!r})" if isinstance(entry.get("name"), str) else where
+    unknown = set(entry) - _DEVICE_KEYS
+    if unknown:  # before a missing name: the name itself may be the misspelt key
+        raise ConfigError(
+            f"{named}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_DEVICE_KEYS))}"
+        )
+    name = _require(entry, "name", str, where)
+    where = named
+    role = entry.get("role", default_role) if default_role else _require(entry, "role", str, where)
+    if role not in _ROLES:
+        raise ConfigError(f'{where}: role must be "edge" or "server", not {role!r}')
+    return name, role
+
+
 def _parse_device(
     entry: object, where: str, base_dir: Path, profiles: dict[Path, DeviceProfile]
 ) -> list[Device]:
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{where}: expected a [[device]] table")
-    unknown = set(entry) - _DEVICE_KEYS
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_DEVICE_KEYS))}"
-        )
-    name = _require(entry, "name", str, where)
+    name, role = check_device_table(entry, where)
     where = f"{where} ({name!r})"
-    role = _require(entry, "role", str, where)
     if "profile" not in entry:
         hint = (
             "; with workers running, `partition profile --cluster FILE --model MODEL` profiles every device"

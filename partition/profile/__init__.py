@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from partition.model.source import ModelSource
 from partition.profile.cache import cache_key, cached, default_cache_dir, store
 from partition.profile.device import cpu_model, cpu_quota_cores
 from partition.profile.profiler import ProfileSettings, profile_model
@@ -16,7 +17,7 @@ __all__ = ["ProfileSettings", "profile_device", "profile_model"]
 
 
 def profile_device(
-    model: str,
+    model: str | ModelSource,
     settings: ProfileSettings | None = None,
     dtype: str = "float32",
     threads: int | None = None,
@@ -25,7 +26,8 @@ def profile_device(
     cache_dir: Path | None = None,
     refresh: bool = False,
 ) -> DeviceProfile:
-    """The profile of `model` on this machine: from the cache unless `refresh`, else measured and stored.
+    """The profile of `model` (a name or path, or a source resolved already) on this machine: from the
+    cache unless `refresh`, else measured and stored.
 
     `cache_dir=None` uses `default_cache_dir()`; pass a folder per test session to keep tests apart.
     """
@@ -36,7 +38,7 @@ def profile_device(
     from partition.model import resolve_model
 
     settings = settings or ProfileSettings()
-    source = resolve_model(model)
+    source = model if isinstance(model, ModelSource) else resolve_model(model)
     threads = threads or torch.get_num_threads()
     cuda = torch.cuda.get_device_name(device) if device.startswith("cuda") else None
     identity = {"name": name or socket.gethostname(), "cpu_model": cpu_model(), "cuda_device": cuda}

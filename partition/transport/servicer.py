@@ -84,15 +84,18 @@ class StageServicer:
     async def profile(self, request: measure_pb2.ProfileRequest, _context) -> measure_pb2.ProfileReply:
         """Run the per-unit profiler here, on this worker's device, threads and CPU limits (minutes)."""
         from partition.artifacts import profile_to_json
+        from partition.model.source import ModelSource
         from partition.runtime.models_dir import resolve_allowed
 
         if not request.model:
             raise InvalidRequestError(
                 "Profile: model is empty; name a built-in model or a path in --models-dir"
             )
-        resolve_allowed(request.model, self.settings.models_dir)  # PERMISSION_DENIED outside the models dir
+        # PERMISSION_DENIED outside the models dir; a relative path is read inside it, as LoadSegment does
+        found = resolve_allowed(request.model, self.settings.models_dir)
+        source = ModelSource(request.model, found.path, found.format)  # named as the coordinator asked
         profile = await self.compute.call(
-            _profile_here, request, self.worker, self.settings.device, inline=False
+            _profile_here, request, source, self.worker, self.settings.device, inline=False
         )
         return measure_pb2.ProfileReply(worker=self.worker, device_profile_json=profile_to_json(profile))
 
@@ -217,7 +220,7 @@ def _redeployed(worker: str, plan_id: str, epoch: int) -> StatusError:
     )
 
 
-def _profile_here(request: measure_pb2.ProfileRequest, worker: str, device: str):
+def _profile_here(request: measure_pb2.ProfileRequest, source, worker: str, device: str):
     from dataclasses import replace
 
     from partition.profile import ProfileSettings, profile_device
@@ -234,7 +237,7 @@ def _profile_here(request: measure_pb2.ProfileRequest, worker: str, device: str)
     # served; under a CPU quota that is also how the quota meets it (see partition/lab/cgroup.py).
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     return profile_device(
-        request.model,
+        source,
         settings,
         dtype=request.dtype or "float32",
         threads=request.threads or None,

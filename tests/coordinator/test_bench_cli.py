@@ -36,6 +36,23 @@ def test_bench_reports_metrics_and_predicted_vs_measured(smollm2, tmp_path):
     for row in report["predicted_vs_measured"]:
         assert row["measured_s"] > 0 and row["predicted_s"] is not None
     assert plot.stat().st_size > 10_000  # a real PNG was drawn
+    # The run's workload is not the plan's: the comparison says so, and how to predict this one.
+    caveat = "prompt-tokens 16 (plan: 32), new-tokens 6 (plan: 48)"
+    assert f"note: the plan predicts its own workload, and this run differs: {caveat}" in result.stdout
+    assert (
+        caveat in report["prediction_caveat"]
+        and "--prompt-tokens 16 --new-tokens 6" in report["prediction_caveat"]
+    )
+    assert report["baseline"] is None and report["base_plan_id"] == report["plan_id"] == plan.plan_id
+
+
+def test_the_caveat_names_only_what_differs_from_the_plans_workload(smollm2):
+    from partition.coordinator.bench import workload_caveat
+
+    plan = split_plan(smollm2, [("phone", 0, 32, "raw")])  # made for 32 prompt tokens, 48 new, 1 session
+    assert workload_caveat(plan, 32, 48, 1) is None
+    caveat = workload_caveat(plan, 32, 48, 4)
+    assert "sessions 4 (plan: 1)" in caveat and "prompt" not in caveat and "--sessions 4" in caveat
 
 
 def test_bench_refuses_an_slo_it_cannot_judge(tmp_path):
@@ -48,3 +65,27 @@ def test_bench_refuses_an_slo_it_cannot_judge(tmp_path):
         "--slo-fluidity is a fraction from 0 to 1, got 2" in result.stderr
         and "Traceback" not in result.stderr
     )
+
+
+def test_bench_of_a_baseline_says_it_is_one(smollm2, tmp_path):
+    import dataclasses
+
+    from partition.types import Baseline
+
+    plan = split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")])
+    edge_only = split_plan(smollm2, [("phone", 0, 32, "raw")])
+    plan = dataclasses.replace(
+        plan, baselines=(Baseline("edge_only", edge_only.stages, edge_only.predicted),)
+    )
+    save_plan(plan, tmp_path / "plan.json")
+    result = subprocess.run(
+        [sys.executable, "-m", "partition", "bench", "--plan", str(tmp_path / "plan.json"), "--baseline",
+         "edge_only", "--threads", "1", "--requests", "1", "--warmup", "0", "--json", str(tmp_path / "b.json")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith(f"baseline 'edge_only' of plan {plan.plan_id} epoch 1:"), result.stdout
+    assert "note:" not in result.stdout  # the plan's own workload: its predictions apply
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert report["baseline"] == "edge_only" and report["base_plan_id"] == plan.plan_id != report["plan_id"]
+    assert report["stages"] == [["phone", 0, 32, "raw"]]

@@ -37,3 +37,12 @@ def test_a_session_longer_than_the_context_says_what_can_help(smollm2, max_conte
             PipelineSession(deployment, context=9000)
     finally:
         deployment.close()
+
+
+def test_a_max_context_above_the_models_says_what_sessions_get(smollm2, caplog):
+    deployment = deploy(split_plan(smollm2, [("phone", 0, 32, "raw")]), {}, max_context=10_000)
+    deployment.close()
+    assert deployment.max_context == 8192
+    assert (
+        "max context 10000 is more than 'smollm2-135m' holds: sessions get at most 8192 tokens" in caplog.text
+    )

@@ -92,3 +92,31 @@ def test_profile_cluster_answers_from_each_cache_until_refresh(tmp_path, monkeyp
         assert len(profile(False, dataclasses.replace(settings, warmup=0, min_time_s=0.01))) == 6
     finally:
         worker.stop()
+
+
+def test_a_worker_that_does_not_answer_is_named_before_anything_is_profiled(tmp_path, monkeypatch):
+    import socket
+
+    import pytest
+
+    from partition.coordinator import profile_cluster as module
+    from partition.errors import ConfigError
+
+    def profiled_too_early(*_args, **_kwargs):
+        raise AssertionError("the edge was profiled before every worker was known to answer")
+
+    monkeypatch.setattr(module, "_profile_here", profiled_too_early)
+    with socket.socket() as placeholder:  # a port nothing listens on: bound, never listening
+        placeholder.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{placeholder.getsockname()[1]}"
+        cluster = tmp_path / "cluster.toml"
+        cluster.write_text(
+            '[[device]]\nname = "phone"\nrole = "edge"\n\n'
+            f'[[device]]\nname = "server-a"\nrole = "server"\naddress = "{address}"\n'
+        )
+        with pytest.raises(ConfigError) as caught:
+            module.profile_cluster(cluster, "smollm2-135m", tmp_path / "out" / "cluster.toml")
+    message = str(caught.value)
+    assert f"the worker of device 'server-a' at {address} does not answer (UNAVAILABLE" in message
+    assert f"start it with `partition worker --listen {address} --name server-a`" in message
+    assert not (tmp_path / "out").exists()

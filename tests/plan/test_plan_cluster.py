@@ -156,3 +156,10 @@ def test_profiles_of_different_models_are_refused(folder):
     save_profile(other, folder / "other.json")
     with pytest.raises(ConfigError, match="different models"):
         load_cluster(write(folder, '[[device]]\nname = "s"\nrole = "server"\nprofile = "other.json"\n'))
+
+
+def test_a_misspelt_role_is_named_not_counted_as_a_missing_edge(folder):
+    path = folder / "typo.toml"
+    path.write_text('[[device]]\nname = "phone"\nrole = "egde"\nprofile = "phone.json"\n')
+    with pytest.raises(ConfigError, match="""role must be "edge" or "server", not 'egde'"""):
+        load_cluster(path)
