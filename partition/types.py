@@ -318,6 +318,11 @@ class Plan:
     # torch threads the edge's profile was measured with: the coordinator runs the edge's segments
     # with as many, or they cost what the plan did not predict; 0 in plans that do not record it
     edge_threads: int = 0
+    # a server had to save more than this fraction of the objective to be used (0: the exact optimum);
+    # the servers the exact optimum used that this plan leaves out, and that optimum's objective
+    min_gain: float = 0.0
+    left_out: tuple[str, ...] = ()
+    optimum_s: float = 0.0  # 0 when nothing was left out (then the plan is the optimum)
 
     def __post_init__(self) -> None:
         expected = 0
@@ -333,3 +338,5 @@ class Plan:
             )
         if self.edge_threads < 0:
             raise ValueError(f"edge_threads must be 0 (not recorded) or more, got {self.edge_threads}")
+        if not 0 <= self.min_gain < 1:
+            raise ValueError(f"min_gain is a fraction of the objective in [0, 1), got {self.min_gain}")

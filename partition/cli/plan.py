@@ -12,6 +12,11 @@ from pathlib import Path
 
 from partition.types import RETURN_TOP_K
 
+# What a server must save to be used, as a fraction of the objective. Profiles of alike devices
+# differ by about this much from run to run (see partition/plan/simplify.py); the library's
+# make_plan keeps the exact optimum (0) unless asked.
+DEFAULT_MIN_GAIN = 0.01
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -64,6 +69,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"{RETURN_TOP_K} logits, exact for greedy and top-k <= {RETURN_TOP_K} sampling",
     )
     parser.add_argument(
+        "--min-gain",
+        type=float,
+        default=DEFAULT_MIN_GAIN,
+        metavar="F",
+        help="a server must save more than this fraction of the objective to be used: the optimum's "
+        "servers that save less are left out, for a plan within F of it on fewer devices "
+        f"(default {DEFAULT_MIN_GAIN}: below what profiles can tell apart; 0: the exact optimum)",
+    )
+    parser.add_argument(
         "--epoch", type=int, help="plan epoch (default: the previous --out plan's epoch + 1, or 1)"
     )
     parser.add_argument(
@@ -105,13 +119,19 @@ def run(args: argparse.Namespace) -> int:
     if epoch is None:
         epoch = 1
         if args.out.exists():
-            previous = load_plan(args.out)
+            try:
+                previous = load_plan(args.out)
+            except ConfigError as error:  # its epoch is unknown: a guess could repeat one workers hold
+                raise ConfigError(
+                    f"{args.out} exists but cannot be read for its epoch ({error}); give --epoch N "
+                    "above the epoch the workers serve, or remove it"
+                ) from None
             if previous.model.digest == model.digest:
                 epoch = previous.epoch + 1
     if epoch < 1:
         raise ConfigError(f"--epoch must be at least 1, got {epoch}")
     pin = Pinning(embed=not args.no_pin, head=args.head_on_edge)
-    plan = make_plan(cluster, workload, codecs, pin=pin, epoch=epoch)
+    plan = make_plan(cluster, workload, codecs, pin=pin, epoch=epoch, min_gain=args.min_gain)
     save_plan(plan, args.out)
     print(format_plan(plan, cluster, codecs))
     print(f"\nwrote {args.out}")

@@ -15,6 +15,7 @@ from partition.plan.cluster import Cluster
 from partition.plan.codecs import DEFAULT_CODECS, CodecSpec
 from partition.plan.costmodel import evaluate, unit_memory_bytes
 from partition.plan.instance import build_instance
+from partition.plan.simplify import leave_out_needless
 from partition.plan.solver import Solution, solve
 from partition.plan.validate import chain_problem, gb
 from partition.types import DEFAULT_PINNING, Pinning, Plan, Segment, Stage, Workload
@@ -26,20 +27,35 @@ def make_plan(
     codecs: tuple[CodecSpec, ...] = DEFAULT_CODECS,
     pin: Pinning = DEFAULT_PINNING,
     epoch: int = 1,
+    min_gain: float = 0.0,
 ) -> Plan:
     """The optimal plan for `workload` on `cluster`; InfeasiblePlanError says why when none fits.
 
-    By default the edge holds embed and the planner places the head where it is cheapest.
+    By default the edge holds embed and the planner places the head where it is cheapest. With
+    `min_gain` > 0, servers that save less than that fraction of the objective are left out
+    (partition.plan.simplify): the plan is then within `min_gain` of the optimum, on fewer devices.
     """
     if not codecs:
         raise ConfigError("the planner needs at least one codec")
     if cluster.model.n_blocks < 1:
         raise ConfigError("the model has no transformer blocks; there is nothing to split")
-    instance = build_instance(cluster, workload, codecs, pin)
-    solution = solve(instance)
+    if not 0 <= min_gain < 1:
+        raise ConfigError(f"min_gain is a fraction of the objective from 0 to below 1, got {min_gain:g}")
+
+    def solve_on(c: Cluster) -> Solution | None:
+        return solve(build_instance(c, workload, codecs, pin))
+
+    def servers_used(c: Cluster, solution: Solution) -> set[str]:
+        chain = to_stages(build_instance(c, workload, codecs, pin).kinds, solution)
+        return {stage.device for stage in chain} - {c.edge.name}
+
+    solution = solve_on(cluster)
     if solution is None:
         raise InfeasiblePlanError(diagnose(cluster, workload, pin))
-    stages = to_stages(instance.kinds, solution)
+    optimum = solution
+    chosen, solution = leave_out_needless(cluster, optimum, servers_used, solve_on, min_gain)
+    stages = to_stages(build_instance(chosen, workload, codecs, pin).kinds, solution)
+    left_out = servers_used(cluster, optimum) - {stage.device for stage in stages}
     problem = chain_problem(cluster, stages, workload, pin)
     assert not problem, f"solver returned an invalid chain: {problem}"
     predicted = evaluate(cluster, stages, workload, codecs)
@@ -59,6 +75,9 @@ def make_plan(
         baselines=baselines(cluster, workload, codecs, pin),
         unused=tuple(d.name for d in cluster.devices if d.name not in used),
         edge_threads=cluster.edge.profile.device.threads,
+        min_gain=min_gain,
+        left_out=tuple(sorted(left_out)),
+        optimum_s=optimum.objective if solution is not optimum else 0.0,
     )
 
 

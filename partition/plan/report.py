@@ -56,8 +56,16 @@ def format_plan(plan: Plan, cluster: Cluster, codecs: tuple[CodecSpec, ...] = DE
         )
         if stage.segment.end in hops:
             lines.append(_hop_line(hops[stage.segment.end], lossy))
-    if plan.unused:
-        lines.append(f"unused: {', '.join(plan.unused)} (no faster chain uses them)")
+    idle = [name for name in plan.unused if name not in plan.left_out]
+    if idle:
+        lines.append(f"unused: {', '.join(idle)} (no faster chain uses them)")
+    if plan.left_out:
+        faster = 1 - plan.optimum_s / pred.objective_s
+        them = "them" if len(plan.left_out) > 1 else "it"
+        lines.append(
+            f"left out: {', '.join(plan.left_out)} (the exact optimum, with {them}, is {faster:.3%} faster: "
+            f"under --min-gain {plan.min_gain:.1%}; --min-gain 0 keeps {them})"
+        )
     if any(link.codec in lossy for link in pred.links):
         lines.append(
             "lossy links: the tokens may differ from the whole model's (--codecs raw shuffle-zstd keeps "
