@@ -58,7 +58,7 @@ def format_plan(plan: Plan, cluster: Cluster, codecs: tuple[CodecSpec, ...] = DE
             lines.append(_hop_line(hops[stage.segment.end], lossy))
     idle = [name for name in plan.unused if name not in plan.left_out]
     if idle:
-        lines.append(f"unused: {', '.join(idle)} (no faster chain uses them)")
+        lines.append(f"unused: {', '.join(idle)} (no faster chain uses {'them' if len(idle) > 1 else 'it'})")
     if plan.left_out:
         faster = 1 - plan.optimum_s / pred.objective_s
         them = "them" if len(plan.left_out) > 1 else "it"
