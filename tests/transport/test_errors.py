@@ -181,8 +181,9 @@ def test_no_free_kv_slot_is_resource_exhausted(pair):
 
 
 def test_profile_of_a_model_the_worker_cannot_read_is_refused_and_it_serves_on(pair, digest):
-    error = refused(pair, lambda chain: chain.stages[0].profile(measure_pb2.ProfileRequest(model="tiny")))
-    assert error.code == grpc.StatusCode.NOT_FOUND and "unknown model 'tiny'" in error.details
+    missing = measure_pb2.ProfileRequest(model="no-such-model")  # read inside --models-dir: not there
+    error = refused(pair, lambda chain: chain.stages[0].profile(missing))
+    assert error.code == grpc.StatusCode.NOT_FOUND and "no-such-model" in error.details
     error = refused(
         pair, lambda chain: chain.stages[0].profile(measure_pb2.ProfileRequest(model="/etc/passwd"))
     )
