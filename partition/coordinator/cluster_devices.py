@@ -64,9 +64,13 @@ def read_devices(path: Path) -> list[ClusterDevice]:
 
 
 def _check_address(address: object, where: str) -> None:
-    host, _, port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    from partition.transport.channels import check_address
+
+    try:
+        if not isinstance(address, str):
+            raise ConfigError(f"address {address!r} is not a string")
+        check_address(address)
+    except ConfigError as error:
         raise ConfigError(
-            f'{where}: address must be "host:port" where its `partition worker --listen` listens, '
-            f"got {address!r}"
-        )
+            f'{where}: address must be "host:port" where its `partition worker --listen` listens ({error})'
+        ) from None
