@@ -15,6 +15,7 @@ from partition.runtime.errors import InvalidRequestError, ModelAccessError
 def resolve_allowed(model: str, models_dir: Path | None):
     """The `ModelSource` for `model`; ModelAccessError (PERMISSION_DENIED) if it lies outside `models_dir`."""
     from partition.model import BUILTIN_MODELS, resolve_model
+    from partition.model.source import ModelSource
 
     if not model:
         raise InvalidRequestError(
@@ -37,7 +38,8 @@ def resolve_allowed(model: str, models_dir: Path | None):
     if path.is_dir():
         for entry in path.iterdir():  # an HF directory's files may be symlinks (the HF cache uses them)
             _check_inside(entry.resolve(), root, model)
-    return resolve_model(path)
+    found = resolve_model(path)
+    return ModelSource(model, found.path, found.format)  # named as the caller asked, read inside the dir
 
 
 def _check_inside(path: Path, root: Path, model: str) -> None:

@@ -84,7 +84,6 @@ class StageServicer:
     async def profile(self, request: measure_pb2.ProfileRequest, _context) -> measure_pb2.ProfileReply:
         """Run the per-unit profiler here, on this worker's device, threads and CPU limits (minutes)."""
         from partition.artifacts import profile_to_json
-        from partition.model.source import ModelSource
         from partition.runtime.models_dir import resolve_allowed
 
         if not request.model:
@@ -92,8 +91,7 @@ class StageServicer:
                 "Profile: model is empty; name a built-in model or a path in --models-dir"
             )
         # PERMISSION_DENIED outside the models dir; a relative path is read inside it, as LoadSegment does
-        found = resolve_allowed(request.model, self.settings.models_dir)
-        source = ModelSource(request.model, found.path, found.format)  # named as the coordinator asked
+        source = resolve_allowed(request.model, self.settings.models_dir)
         profile = await self.compute.call(
             _profile_here, request, source, self.worker, self.settings.device, inline=False
         )
