@@ -15,7 +15,7 @@ from partition.plan.cluster import Cluster
 from partition.plan.codecs import DEFAULT_CODECS, CodecSpec
 from partition.plan.costmodel import evaluate, unit_memory_bytes
 from partition.plan.instance import build_instance
-from partition.plan.simplify import leave_out_needless
+from partition.plan.simplify import Chain, leave_out_needless, servers_of
 from partition.plan.solver import Solution, solve
 from partition.plan.validate import chain_problem, gb
 from partition.types import DEFAULT_PINNING, Pinning, Plan, Segment, Stage, Workload
@@ -42,26 +42,23 @@ def make_plan(
     if not 0 <= min_gain < 1:
         raise ConfigError(f"min_gain is a fraction of the objective from 0 to below 1, got {min_gain:g}")
 
-    def solve_on(c: Cluster) -> Solution | None:
-        return solve(build_instance(c, workload, codecs, pin))
+    def best_chain(c: Cluster) -> Chain | None:
+        instance = build_instance(c, workload, codecs, pin)
+        solution = solve(instance)
+        return None if solution is None else (solution.objective, to_stages(instance.kinds, solution))
 
-    def servers_used(c: Cluster, solution: Solution) -> set[str]:
-        chain = to_stages(build_instance(c, workload, codecs, pin).kinds, solution)
-        return {stage.device for stage in chain} - {c.edge.name}
-
-    solution = solve_on(cluster)
-    if solution is None:
+    optimum = best_chain(cluster)
+    if optimum is None:
         raise InfeasiblePlanError(diagnose(cluster, workload, pin))
-    optimum = solution
-    chosen, solution = leave_out_needless(cluster, optimum, servers_used, solve_on, min_gain)
-    stages = to_stages(build_instance(chosen, workload, codecs, pin).kinds, solution)
-    left_out = servers_used(cluster, optimum) - {stage.device for stage in stages}
+    chosen = leave_out_needless(cluster, optimum, best_chain, min_gain)
+    objective, stages = chosen
+    left_out = servers_of(optimum, cluster.edge.name) - servers_of(chosen, cluster.edge.name)
     problem = chain_problem(cluster, stages, workload, pin)
     assert not problem, f"solver returned an invalid chain: {problem}"
     predicted = evaluate(cluster, stages, workload, codecs)
-    assert math.isclose(predicted.objective_s, solution.objective, rel_tol=1e-6, abs_tol=1e-12), (
+    assert math.isclose(predicted.objective_s, objective, rel_tol=1e-6, abs_tol=1e-12), (
         predicted.objective_s,
-        solution.objective,
+        objective,
     )
     used = {stage.device for stage in stages} | {cluster.edge.name}
     return Plan(
@@ -77,7 +74,7 @@ def make_plan(
         edge_threads=cluster.edge.profile.device.threads,
         min_gain=min_gain,
         left_out=tuple(sorted(left_out)),
-        optimum_s=optimum.objective if solution is not optimum else 0.0,
+        optimum_s=optimum[0] if chosen is not optimum else 0.0,
     )
 
 

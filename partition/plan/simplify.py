@@ -16,7 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from partition.plan.cluster import Cluster
-from partition.plan.solver import Solution
+from partition.types import Stage
+
+Chain = tuple[float, tuple[Stage, ...]]  # (objective in seconds, stages in chain order)
 
 
 def without(cluster: Cluster, name: str) -> Cluster:
@@ -26,32 +28,32 @@ def without(cluster: Cluster, name: str) -> Cluster:
     return Cluster(devices, links)
 
 
+def servers_of(chain: Chain, edge: str) -> set[str]:
+    return {stage.device for stage in chain[1]} - {edge}
+
+
 def leave_out_needless(
     cluster: Cluster,
-    optimum: Solution,
-    used: Callable[[Cluster, Solution], set[str]],
-    solve_on: Callable[[Cluster], Solution | None],
+    optimum: Chain,
+    best_chain: Callable[[Cluster], Chain | None],
     min_gain: float,
-) -> tuple[Cluster, Solution]:
-    """A smaller cluster, found greedily, whose best chain runs on fewer servers and is within
-    `min_gain` of `optimum`; the cluster itself and `optimum` when there is none.
+) -> Chain:
+    """The best chain, found greedily on smaller clusters, that runs on fewer servers than `optimum`
+    and is within `min_gain` of it; `optimum` itself when there is none.
 
-    `used(cluster, solution)`: the servers a solution's chain runs on; `solve_on(cluster)`: the best
-    chain on a cluster, or None. A removal counts only if the chain then uses fewer servers (not
-    another server in place of the one removed)."""
-    limit = optimum.objective * (1 + min_gain)
-    current, solution = cluster, optimum
+    `best_chain(cluster)`: the optimal chain on a cluster, or None. A removal counts only if the chain
+    then uses fewer servers (not another server in place of the one removed)."""
+    edge, limit = cluster.edge.name, optimum[0] * (1 + min_gain)
+    current, chosen = cluster, optimum
     while min_gain > 0:
-        servers = used(current, solution)
+        used = servers_of(chosen, edge)
         options = []
-        for name in sorted(servers):
+        for name in sorted(used):
             reduced = without(current, name)
-            candidate = solve_on(reduced)
-            if candidate is not None and candidate.objective <= limit:
-                fewer = len(used(reduced, candidate)) < len(servers)
-                if fewer:
-                    options.append((candidate.objective, name, reduced, candidate))
+            candidate = best_chain(reduced)
+            if candidate and candidate[0] <= limit and len(servers_of(candidate, edge)) < len(used):
+                options.append((candidate[0], name, reduced, candidate))
         if not options:
             break
-        _, _, current, solution = min(options, key=lambda option: option[:2])
-    return current, solution
+        _, _, current, chosen = min(options, key=lambda option: option[:2])
+    return chosen
