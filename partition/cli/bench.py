@@ -153,9 +153,9 @@ def slo_from(args: argparse.Namespace):
     from partition.errors import ConfigError
     from partition.metrics.aggregate import Slo
 
-    for flag, value in (("ttft", args.slo_ttft), ("tpot", args.slo_tpot), ("tbt-p99", args.slo_tbt_p99)):
-        if value is not None and not value > 0:
-            raise ConfigError(f"--slo-{flag} is in seconds and must be above 0, got {value:g}")
-    if args.slo_fluidity is not None and not 0 <= args.slo_fluidity <= 1:
-        raise ConfigError(f"--slo-fluidity is a fraction from 0 to 1, got {args.slo_fluidity:g}")
-    return Slo(args.slo_ttft, args.slo_tpot, args.slo_tbt_p99, args.slo_fluidity)
+    try:
+        return Slo(args.slo_ttft, args.slo_tpot, args.slo_tbt_p99, args.slo_fluidity)
+    except ValueError as error:  # Slo's message starts with the field's name; say the flag's
+        field, rest = str(error).split(" ", 1)
+        flag = {"ttft_s": "ttft", "tpot_s": "tpot", "tbt_p99_s": "tbt-p99", "fluidity_index": "fluidity"}
+        raise ConfigError(f"--slo-{flag[field]} {rest}") from None

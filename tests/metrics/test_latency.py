@@ -83,3 +83,12 @@ def test_slo_objectives():
     assert not Slo(tpot_s=0.049).met_by(m)
     assert not Slo(tbt_p99_s=0.049).met_by(m)
     assert not Slo(fluidity_index=1.0).met_by(m)
+
+
+@pytest.mark.parametrize(
+    ("objectives", "message"),
+    [({"ttft_s": 0.0}, "ttft_s is in seconds and must be above 0"), ({"fluidity_index": 1.5}, "from 0 to 1")],
+)
+def test_an_slo_no_request_can_be_judged_by_is_refused(objectives, message):
+    with pytest.raises(ValueError, match=message):
+        Slo(**objectives)
