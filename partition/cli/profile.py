@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from partition.cli.serve import add_transport_arguments, transport_config
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="built-in name, Hugging Face directory or .gguf file")
@@ -54,8 +56,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="measure again even if a cached profile exists (with --cluster or --ray: on every device)",
     )
     parser.add_argument("--out", type=Path, help="where to write (default device.json)")
-    from partition.cli.serve import add_transport_arguments
-
     add_transport_arguments(parser)  # with --cluster: the credentials the workers ask for
 
 
@@ -93,7 +93,6 @@ def run(args: argparse.Namespace) -> int:
             "--tls-ca, --tls-cert, --tls-key and --token-file reach workers: use them with --cluster"
         )
     if args.cluster is not None:
-        from partition.cli.serve import transport_config
         from partition.coordinator.profile_cluster import profile_cluster
 
         out = args.out or args.cluster.with_suffix(".profiled.toml")
