@@ -2,13 +2,13 @@
 
 partition serve --plan plan.json --cluster cluster.toml --chat --prompt "What is the capital of France?"
 partition serve --plan plan.json --spawn-local --prompt "Once upon a time" --json
-Without --prompt, reads one prompt per line from standard input.
+partition serve --plan plan.json --cluster cluster.toml --http 127.0.0.1:8000   # OpenAI-compatible API
+Without --prompt or --http, reads one prompt per line from standard input.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -41,6 +41,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-context", type=int, default=2048, help="tokens per session (prompt + output)")
     parser.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions per worker")
     add_prompt_arguments(parser, required=False)
+    parser.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models) at "
+        "HOST:PORT until stopped (port 0: any free port; the address is printed)",
+    )
+    parser.add_argument(
+        "--http-token-file",
+        type=Path,
+        help="file with the API key clients must send as `Authorization: Bearer KEY` (with --http)",
+    )
     add_transport_arguments(parser)
 
 
@@ -81,11 +92,21 @@ def transport_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from partition.artifacts import load_plan
+
+    plan = load_plan(args.plan)
+    http = _http_server(args)  # listening before workers start: a taken port fails first
+    try:
+        return _run(args, plan, http)
+    finally:
+        if http is not None:
+            http.server_close()
+
+
+def _run(args: argparse.Namespace, plan, http) -> int:
     from partition.coordinator.topology import split_plan
     from partition.coordinator.workers import cluster_addresses, spawn_missing
     from partition.errors import ConfigError
 
-    plan = load_plan(args.plan)
     use_edge_threads(args, plan)
     if args.baseline:
         from partition.plan.variants import baseline_plan
@@ -97,76 +118,99 @@ def run(args: argparse.Namespace) -> int:
         if args.cluster or args.spawn_local:
             raise ConfigError("--ray places the stages itself: drop --cluster and --spawn-local")
         with ray_stages(plan, args.ray, transport_config(args), args.threads) as stages:
-            return _serve(args, plan, stages.addresses, stages.transport)
+            return _serve(args, plan, stages.addresses, stages.transport, http)
     addresses = cluster_addresses(args.cluster) if args.cluster else {}
     remote = [s.device for s in split_plan(plan).remote]
     spawned = spawn_missing(remote, addresses, plan.model.name, args.threads) if args.spawn_local else []
     try:
-        return _serve(args, plan, addresses, transport_config(args))
+        return _serve(args, plan, addresses, transport_config(args), http)
     finally:
         for worker in spawned:
             worker.stop()
 
 
-def _serve(args: argparse.Namespace, plan, addresses: dict[str, str], transport) -> int:
+def _http_server(args: argparse.Namespace):
+    """The API server of --http, listening but not yet answering (None without --http): checks that it
+    goes without --prompt and --json, reads its key file, and binds the port."""
+    from partition.errors import ConfigError
+    from partition.transport.channels import check_address
+
+    if args.http is None:
+        if args.http_token_file is not None:
+            raise ConfigError("--http-token-file protects the API of --http: give --http HOST:PORT too")
+        return None
+    check_address(args.http, listening=True)
+    if args.prompt is not None or args.json:
+        raise ConfigError("--http serves requests from HTTP clients: drop --prompt and --json")
+    token = None
+    if args.http_token_file is not None:
+        try:
+            token = args.http_token_file.read_text().strip()
+        except OSError as error:
+            raise ConfigError(f"--http-token-file {args.http_token_file}: {error.strerror}") from None
+        if not token:
+            raise ConfigError(f"--http-token-file {args.http_token_file} is empty; put the API key in it")
+    from partition.api.server import ApiServer
+
+    host, _, port = args.http.rpartition(":")
+    try:
+        return ApiServer(host.strip("[]"), int(port), token)
+    except OSError as error:
+        raise ConfigError(f"--http {args.http}: cannot listen there ({error.strerror})") from None
+
+
+def _serve(args: argparse.Namespace, plan, addresses: dict[str, str], transport, http=None) -> int:
+    from partition.coordinator.answer import Answerer
     from partition.coordinator.deploy import deploy
 
     deployment = deploy(
         plan, addresses, transport, max_context=args.max_context, max_sessions=args.max_sessions
     )
     try:
-        if args.prompt is not None:
-            answer(deployment, args, args.prompt)
+        answerer = Answerer(deployment)
+        if http is not None:
+            _serve_http(http, answerer)
+        elif args.prompt is not None:
+            answer(answerer, args, args.prompt)
         else:
             for line in sys.stdin:
                 if line.strip():
-                    answer(deployment, args, line.rstrip("\n"))
+                    answer(answerer, args, line.rstrip("\n"))
     finally:
         deployment.close()
     return 0
 
 
-def _stage_failure(deployment, error):
-    """The same failure (code and address kept), named by the stage's device as in the plan, and for a
-    worker that went away, what to do."""
-    import grpc
+def _serve_http(server, answerer) -> None:
+    """The OpenAI-compatible API until SIGTERM (returns) or Ctrl-C (KeyboardInterrupt)."""
+    import signal
+    import threading
 
-    from partition.transport.client import StageCallError
-
-    devices = {a: s.device for a, s in zip(deployment.addresses, deployment.topology.remote, strict=True)}
-    device = devices.get(error.address, "")
-    details = error.details
-    if error.code == grpc.StatusCode.UNAVAILABLE:
-        where = f"{device} at {error.address}" if device else error.address
-        details += (
-            f"; the worker of {where} stopped or cannot be reached: start it again "
-            "(or serve with --spawn-local) and send the prompt again"
-        )
-    return StageCallError(error.code, details, error.address, device)
-
-
-def answer(deployment, args: argparse.Namespace, prompt: str) -> None:
-    from partition.coordinator.session import PipelineSession
-    from partition.metrics.spans import link_summaries, stage_summaries
-    from partition.model.generation import generate
-    from partition.model.tokenizer import load_tokenizer
-    from partition.transport.client import StageCallError
-    from partition.types import RAW_VALUE_BYTES, RETURN_TOP_K
-
-    tokenizer = load_tokenizer(deployment.source)
-    args.prompt = prompt
-    ids = prompt_ids(args, tokenizer)
-    request = build_request(args, ids, deployment.max_context)
-    eos = tuple(set(deployment.source.spec.eos_token_ids) | set(tokenizer.eos_ids))
-    session = PipelineSession(deployment, context=request.context, sampling=request.sampling)
-    if session.logits_top_k == 0 and deployment.returns_remote_logits:
-        vocab = deployment.source.spec.vocab_size
+    server.attach(answerer)
+    previous = signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    try:
+        plan = answerer.deployment.plan
         print(
-            f"note: sampling with temperature and no --top-k needs every logit, so the worker holding the head "
-            f"sends {RAW_VALUE_BYTES * vocab} bytes per token instead of the plan's top {RETURN_TOP_K}; add --top-k "
-            f"{RETURN_TOP_K} (or fewer) to keep the plan's cost, or plan with --head-on-edge",
+            f"partition serve: plan {plan.plan_id} epoch {plan.epoch} ({plan.model.name}) answers at {server.url} "
+            "(OpenAI-compatible: /chat/completions, /completions, /models); Ctrl-C or SIGTERM stops",
             file=sys.stderr,
+            flush=True,
         )
+        server.serve_forever()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def answer(answerer, args: argparse.Namespace, prompt: str) -> None:
+    """One prompt through the split: text streamed to the terminal, or one JSON object with --json."""
+    from partition.types import RETURN_TOP_K
+
+    args.prompt = prompt
+    ids = prompt_ids(args, answerer.tokenizer)
+    request = build_request(args, ids, answerer.deployment.max_context)
+    note = answerer.logits_note(request.sampling, f"--top-k {RETURN_TOP_K}")
+    if note:
+        print(f"note: {note}", file=sys.stderr)
 
     streamed = False  # some text is on the terminal: an error must start on a line of its own
 
@@ -177,45 +221,21 @@ def answer(deployment, args: argparse.Namespace, prompt: str) -> None:
         sys.stdout.flush()
 
     try:
-        result = generate(session.step, request, eos, tokenizer.decode, None if args.json else show)
-    except BaseException as error:
-        with contextlib.suppress(Exception):  # closing fails the same way; the first error says why
-            session.close()
+        done = answerer.answer(request, None if args.json else show)
+    except BaseException:
         if streamed:
             sys.stdout.write("\n")
             sys.stdout.flush()
-        if isinstance(error, StageCallError):
-            raise _stage_failure(deployment, error) from None
         raise
-    session.close()
     if not args.json:
         sys.stdout.write("\n")
         return
-    links = link_summaries(session.spans)
+    result = done.result
     out = {
-        "plan_id": deployment.plan.plan_id,
-        "epoch": deployment.plan.epoch,
         "text": result.text,
         "token_ids": result.token_ids,
         "prompt_token_ids": result.prompt_token_ids,
         "finish_reason": result.finish_reason,
-        "metrics": {"ttft_s": result.ttft_s, "tpot_s": result.tpot_s, "tbt_s": result.tbt_s},
-        "hops": [
-            {
-                "from": link.src,
-                "to": link.dst,
-                "codec": link.codec,
-                "latency_p50_s": link.latency_p50_s,
-                "latency_p99_s": link.latency_p99_s,
-                "wire_p50_s": link.wire_p50_s,
-                "bytes_per_token": link.bytes_per_token,
-            }
-            for link in links
-        ],
-        "stages": [
-            {"device": s.device, "compute_p50_s": s.compute_p50_s, "queue_p50_s": s.queue_p50_s}
-            for s in stage_summaries(session.spans)
-        ],
-        "predicted": {"ttft_s": deployment.plan.predicted.ttft_s, "tpot_s": deployment.plan.predicted.tpot_s},
+        **done.report(),
     }
     print(json.dumps(out))

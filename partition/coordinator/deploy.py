@@ -38,6 +38,7 @@ class Deployment:
     clocks: tuple[ClockEstimate, ...]  # per remote stage
     acks: tuple = ()  # LoadSegmentReply per remote stage
     max_context: int = 2048  # tokens per session
+    max_sessions: int = 4  # sessions at once: the KV slots each worker holds
     loop: LoopThread = field(default_factory=LoopThread)
 
     @property
@@ -93,7 +94,9 @@ def deploy(
         )
     front = load_segment(source, topology.front.segment) if topology.front else None
     tail = load_segment(source, topology.tail.segment) if topology.tail else None
-    deployment = Deployment(plan, topology, source, front, tail, None, (), (), max_context=max_context)
+    deployment = Deployment(
+        plan, topology, source, front, tail, None, (), (), max_context=max_context, max_sessions=max_sessions
+    )
     if not topology.remote:
         return deployment
     remote_addresses = tuple(addresses[s.device] for s in topology.remote)

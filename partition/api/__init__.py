@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP endpoint over the coordinator (serve --http): requests in, replies out."""

@@ -1,0 +1,85 @@
+"""Replies in OpenAI's shapes (serve --http): whole completions, stream chunks, usage, models.
+
+Every reply also carries `partition`: the plan it ran on and where its time went (TTFT, TPOT, each
+link's latency and bytes, each stage's compute), the same report as `partition serve --json`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from partition.api.requests import CHAT, TextRequest
+
+FINISH_REASON = {"eos": "stop", "stop": "stop", "length": "length"}  # ours -> OpenAI's
+
+
+class ReplyIds:
+    """The id, creation time and object names shared by every reply and chunk of one request."""
+
+    def __init__(self, request: TextRequest) -> None:
+        self.request = request
+        chat = request.kind == CHAT
+        self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+        self.created = int(time.time())
+        self.object = "chat.completion" if chat else "text_completion"
+        self.chunk_object = "chat.completion.chunk" if chat else "text_completion"
+
+    def _envelope(self, obj: str, choices: list[dict]) -> dict:
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.request.model,
+            "choices": choices,
+        }
+
+    def completion(self, answer) -> dict:
+        """The whole answer (`answer`: partition.coordinator.answer.Answer)."""
+        result = answer.result
+        finish = FINISH_REASON[result.finish_reason]
+        if self.request.kind == CHAT:
+            choice = {"index": 0, "message": {"role": "assistant", "content": result.text}}
+        else:
+            choice = {"index": 0, "text": result.text}
+        choice |= {"logprobs": None, "finish_reason": finish}
+        return self._envelope(self.object, [choice]) | {"usage": usage(result), "partition": answer.report()}
+
+    def chunk(self, text: str = "", first: bool = False, finish_reason: str | None = None) -> dict:
+        """One stream event: text as it is decoded (the first chat chunk also names the role)."""
+        if self.request.kind == CHAT:
+            delta = {"role": "assistant", "content": text} if first else ({"content": text} if text else {})
+            choice = {"index": 0, "delta": delta}
+        else:
+            choice = {"index": 0, "text": text}
+        choice |= {
+            "logprobs": None,
+            "finish_reason": FINISH_REASON.get(finish_reason) if finish_reason else None,
+        }
+        out = self._envelope(self.chunk_object, [choice])
+        if self.request.include_usage:
+            out["usage"] = None
+        return out
+
+    def last_chunks(self, answer) -> list[dict]:
+        """After the text: the finish reason, then (stream_options.include_usage) the token counts and
+        the timing report in a chunk without choices."""
+        out = [self.chunk(finish_reason=answer.result.finish_reason)]
+        if self.request.include_usage:
+            out.append(
+                self._envelope(self.chunk_object, [])
+                | {"usage": usage(answer.result), "partition": answer.report()}
+            )
+        return out
+
+
+def usage(result) -> dict:
+    prompt, completion = len(result.prompt_token_ids), len(result.token_ids)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def models(name: str, created: int) -> dict:
+    return {
+        "object": "list",
+        "data": [{"id": name, "object": "model", "created": created, "owned_by": "partition"}],
+    }

@@ -1,0 +1,261 @@
+"""OpenAI-style request bodies -> the generation request the coordinator runs (serve --http).
+
+`POST /v1/chat/completions` takes `messages` (rendered with the model's chat template) and
+`POST /v1/completions` takes `prompt` (text, or token ids). Both take the OpenAI sampling fields
+(`max_tokens` or `max_completion_tokens`, `temperature`, `top_p`, `seed`, `stop`, `stream`,
+`stream_options.include_usage`) and vLLM's `top_k`. Defaults are OpenAI's: temperature 1, and at most
+16 new tokens for completions, the rest of the context for chat.
+
+A field we cannot honour (`n` > 1, logprobs, penalties, tools, a JSON response format) is refused with
+a 400 that names it, never silently ignored; fields that change nothing here (`user`, `metadata`, ...)
+are accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from partition.errors import ConfigError
+from partition.model.generation import GenerationRequest
+from partition.model.sampling import SamplingParams
+
+CHAT, COMPLETION = "chat", "completion"
+COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+# field -> the values that mean "off": anything else asks for something we do not do
+NEUTRAL = {
+    "n": (1, None),
+    "best_of": (1, None),
+    "logprobs": (False, None),
+    "top_logprobs": (None, 0),
+    "echo": (False, None),
+    "presence_penalty": (0, None),
+    "frequency_penalty": (0, None),
+    "repetition_penalty": (1, None),
+    "logit_bias": (None, {}),
+    "tools": (None, []),
+    "tool_choice": (None, "none"),
+    "functions": (None, []),
+    "function_call": (None, "none"),
+    "suffix": (None, ""),
+}
+
+
+class ApiError(Exception):
+    """An HTTP error in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(
+        self, status: int, message: str, param: str | None = None, code: str | None = None, kind: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.kind = kind or ("invalid_request_error" if status < 500 else "server_error")
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+@dataclass(frozen=True)
+class Served:
+    """What the endpoint serves: requests are checked against it."""
+
+    model: str  # the name requests may give in `model`, as the plan names it
+    tokenizer: object  # partition.model.tokenizer.Tokenizer
+    vocab_size: int
+    max_context: int  # tokens per session (prompt + output)
+
+
+@dataclass(frozen=True)
+class TextRequest:
+    kind: str  # CHAT or COMPLETION
+    model: str  # the served model's name, as replies name it
+    generation: GenerationRequest
+    stream: bool
+    include_usage: bool  # stream_options.include_usage: a last chunk with the token counts
+
+
+def parse_body(data: bytes) -> dict:
+    try:
+        body = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ApiError(400, f"the request body is not valid JSON ({error})") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, f"the request body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
+def text_request(kind: str, body: dict, served: Served) -> TextRequest:
+    """The checked request; ApiError names the first field that is wrong and says what would do."""
+    model, max_context = served.model, served.max_context
+    asked = body.get("model")
+    if asked is not None and asked != model:
+        raise ApiError(
+            404,
+            f"the model {asked!r} is not served here; this endpoint serves {model!r} (GET /v1/models)",
+            "model",
+            "model_not_found",
+        )
+    for name, neutral in NEUTRAL.items():
+        value = body.get(name)
+        if not any(_same(value, v) for v in neutral):
+            raise ApiError(400, f"{name}={json.dumps(value)} is not supported here; leave it out", name)
+    response_format = body.get("response_format")
+    if response_format is not None and response_format != {"type": "text"}:
+        raise ApiError(
+            400, "only the text response format is supported; leave response_format out", "response_format"
+        )
+    ids = _chat_ids(body, served.tokenizer) if kind == CHAT else _prompt_ids(body, served)
+    if len(ids) >= max_context:
+        raise ApiError(
+            400,
+            f"the prompt has {len(ids)} tokens, but this deployment holds {max_context} per session; shorten "
+            "it (or serve with a larger --max-context)",
+            "messages" if kind == CHAT else "prompt",
+            "context_length_exceeded",
+        )
+    room = max_context - len(ids)
+    default = room if kind == CHAT else min(room, COMPLETION_DEFAULT_MAX_TOKENS)
+    max_tokens = _max_tokens(body, default)
+    if max_tokens > room:
+        raise ApiError(
+            400,
+            f"the prompt ({len(ids)} tokens) and max_tokens ({max_tokens}) need {len(ids) + max_tokens} tokens, "
+            f"over the {max_context} this deployment holds per session; ask for at most {room} new tokens",
+            "max_tokens",
+            "context_length_exceeded",
+        )
+    stream = _boolean(body, "stream", False)
+    options = body.get("stream_options")
+    if options is not None and not (isinstance(options, dict) and stream):
+        raise ApiError(400, "stream_options must be an object, and only with stream=true", "stream_options")
+    include_usage = _boolean(options or {}, "include_usage", False, "stream_options.include_usage")
+    generation = GenerationRequest(
+        prompt_ids=ids,
+        max_new_tokens=max_tokens,
+        sampling=_sampling(body),
+        stop=_stop(body),
+        context=len(ids) + max_tokens,
+    )
+    return TextRequest(kind, model, generation, stream, include_usage)
+
+
+def _chat_ids(body: dict, tokenizer) -> list[int]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "messages must be a non-empty list of {role, content} objects", "messages")
+    rendered = []
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise ApiError(400, f"{where} must be an object with role and content", where)
+        role = message.get("role")
+        if role not in ROLES:
+            raise ApiError(400, f"{where}.role {role!r} is not one of {', '.join(ROLES)}", f"{where}.role")
+        rendered.append(
+            {"role": ROLES[role], "content": _content(message.get("content"), f"{where}.content")}
+        )
+    try:
+        text = tokenizer.render_chat(rendered)
+    except Exception as error:  # the template's raise_exception or a model without one
+        raise ApiError(
+            400, f"the model's chat template refused these messages: {error}", "messages"
+        ) from None
+    return tokenizer.encode(text, add_special=False)
+
+
+def _content(content, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: text only
+        texts = []
+        for part in content:
+            if not (
+                isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+            ):
+                raise ApiError(400, f"{where}: only text parts ({{type: text, text}}) are supported", where)
+            texts.append(part["text"])
+        return "".join(texts)
+    raise ApiError(400, f"{where} must be a string or a list of text parts", where)
+
+
+def _same(value, neutral) -> bool:
+    """JSON equality: false is not 0 and 1.0 is 1."""
+    return value == neutral and isinstance(value, bool) == isinstance(neutral, bool)
+
+
+def _prompt_ids(body: dict, served: Served) -> list[int]:
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
+        prompt = prompt[0]  # a batch of one
+    if isinstance(prompt, str):
+        if not prompt:
+            raise ApiError(400, "prompt is empty: give at least one token of text", "prompt")
+        return served.tokenizer.encode(prompt)
+    if isinstance(prompt, list) and prompt and all(type(t) is int for t in prompt):
+        vocab = served.vocab_size
+        if not all(0 <= t < vocab for t in prompt):
+            raise ApiError(400, f"prompt token ids must lie in [0, {vocab})", "prompt")
+        return list(prompt)
+    raise ApiError(400, "prompt must be a string or a list of token ids (one prompt per request)", "prompt")
+
+
+def _max_tokens(body: dict, default: int) -> int:
+    name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    value = body.get(name)
+    if value is None:
+        return default
+    if type(value) is not int or value < 1:
+        raise ApiError(400, f"{name} must be a whole number >= 1, got {json.dumps(value)}", name)
+    return value
+
+
+def _sampling(body: dict) -> SamplingParams:
+    temperature = _number(body, "temperature", 1.0, 0.0, 2.0)
+    top_p = _number(body, "top_p", 1.0, 0.0, 1.0)
+    top_k = body.get("top_k", 0)
+    if top_k is None or top_k == -1:  # vLLM: -1 = off
+        top_k = 0
+    if type(top_k) is not int or top_k < 0:
+        raise ApiError(
+            400, f"top_k must be a whole number >= 0 (0 or -1 = off), got {json.dumps(top_k)}", "top_k"
+        )
+    seed = body.get("seed")
+    if seed is not None and type(seed) is not int:
+        raise ApiError(400, f"seed must be a whole number, got {json.dumps(seed)}", "seed")
+    try:
+        return SamplingParams(temperature, top_k, top_p, seed)
+    except ConfigError as error:
+        raise ApiError(400, str(error), "top_p") from None
+
+
+def _number(body: dict, name: str, default: float, low: float, high: float) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if type(value) not in (int, float) or not math.isfinite(value) or not low <= value <= high:
+        raise ApiError(400, f"{name} must be a number in [{low:g}, {high:g}], got {json.dumps(value)}", name)
+    return float(value)
+
+
+def _stop(body: dict) -> tuple[str, ...]:
+    stop = body.get("stop")
+    if stop is None:
+        return ()
+    stops = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
+        raise ApiError(400, "stop must be a non-empty string or a list of them", "stop")
+    return tuple(stops)
+
+
+def _boolean(body: dict, name: str, default: bool, param: str | None = None) -> bool:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ApiError(400, f"{param or name} must be true or false, got {json.dumps(value)}", param or name)
+    return value

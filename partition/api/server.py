@@ -1,0 +1,264 @@
+"""The OpenAI-compatible HTTP endpoint over a deployment (serve --http HOST:PORT).
+
+    GET  /v1/models             the served model
+    POST /v1/chat/completions   messages -> the assistant's answer (stream: server-sent events)
+    POST /v1/completions        prompt -> its continuation
+    GET  /health                200 while the endpoint is up, with the plan it serves
+
+Any OpenAI client works against http://HOST:PORT/v1. Each request is one session through the split
+(partition.coordinator.answer); requests beyond the workers' session slots wait their turn. A bad
+request gets a 400 in OpenAI's error shape naming the field, a worker that went away a 503 naming the
+device, and the endpoint keeps serving. A client that disconnects mid-stream ends its session.
+
+The standard library's threading HTTP server is enough here: one thread per connection, and every
+thread spends its time waiting on the pipeline, not on HTTP.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+
+from partition.api.replies import ReplyIds, models
+from partition.api.requests import CHAT, COMPLETION, ApiError, Served, parse_body, text_request
+from partition.coordinator.answer import Answerer
+from partition.errors import ContextOverflowError, PartitionError
+from partition.transport.client import StageCallError
+from partition.types import RETURN_TOP_K
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 8 << 20  # a request body; a full context of text is a few hundred KB at most
+ROUTES = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETION}
+# a worker's status -> the HTTP status the client sees (the worker's message goes along)
+STAGE_STATUS = {
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+}
+
+
+class ClientGone(Exception):
+    """The client closed its connection while its answer was streaming."""
+
+
+class ApiServer(ThreadingHTTPServer):
+    daemon_threads = True  # a stuck client must not keep the process alive at shutdown
+    allow_reuse_address = True
+
+    def __init__(self, host: str, port: int, token: str | None = None) -> None:
+        """Listen at once (a taken port fails before anything is deployed); `attach` before serving."""
+        super().__init__((host, port), _Handler)
+        self.token = token
+        self.answerer: Answerer | None = None
+        self.served: Served | None = None
+        self.started = int(time.time())
+
+    def attach(self, answerer: Answerer) -> None:
+        """Answer requests through `answerer`'s deployment."""
+        d = answerer.deployment
+        self.answerer = answerer
+        self.served = Served(d.plan.model.name, answerer.tokenizer, d.source.spec.vocab_size, d.max_context)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def serve_in_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve_forever, name="http-api", daemon=True)
+        thread.start()
+        return thread
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive; streams use chunked transfer encoding
+    server: ApiServer
+
+    # -- routes ---------------------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        try:
+            if path == "/health":
+                plan = self.server.answerer.deployment.plan
+                self._send_json(
+                    200,
+                    {
+                        "status": "ok",
+                        "model": self.server.served.model,
+                        "plan_id": plan.plan_id,
+                        "epoch": plan.epoch,
+                    },
+                )
+                return
+            self._authorize()
+            if path == "/v1/models":
+                self._send_json(200, models(self.server.served.model, self.server.started))
+                return
+            raise ApiError(
+                404, f"no route GET {path}; this endpoint has GET /v1/models and /health", code="not_found"
+            )
+        except ApiError as error:
+            self._send_error(error)
+
+    def do_POST(self) -> None:
+        path = self.path.split("?", 1)[0]
+        try:
+            self._authorize()
+            kind = ROUTES.get(path)
+            if kind is None:
+                raise ApiError(
+                    404,
+                    f"no route POST {path}; this endpoint has POST {' and '.join(ROUTES)}",
+                    code="not_found",
+                )
+            request = text_request(kind, parse_body(self._read_body()), self.server.served)
+        except ApiError as error:
+            self._send_error(error)
+            return
+        note = self.server.answerer.logits_note(request.generation.sampling, f'"top_k": {RETURN_TOP_K}')
+        if note:
+            log.info("%s %s: %s", self.address_string(), path, note)
+        if request.stream:
+            self._stream(request)
+        else:
+            self._complete(request)
+
+    # -- answers --------------------------------------------------------------------------------------
+
+    def _complete(self, request) -> None:
+        try:
+            answer = self.server.answerer.answer(request.generation)
+        except Exception as error:
+            self._send_error(_api_error(error))
+            return
+        self._send_json(200, ReplyIds(request).completion(answer))
+
+    def _stream(self, request) -> None:
+        ids, events = ReplyIds(request), _EventStream(self)
+
+        def begin() -> None:
+            if not events.started and request.kind == CHAT:
+                events.send(ids.chunk(first=True))
+
+        def on_text(text: str) -> None:
+            begin()
+            events.send(ids.chunk(text))
+
+        try:
+            answer = self.server.answerer.answer(request.generation, on_text)
+            begin()
+            for chunk in ids.last_chunks(answer):
+                events.send(chunk)
+            events.done()
+        except ClientGone:
+            log.info("%s left while its answer streamed; its session is closed", self.address_string())
+            self.close_connection = True
+        except Exception as error:
+            failure = _api_error(error)
+            if not events.started:
+                self._send_error(failure)
+                return
+            try:  # the stream has begun with status 200: the error goes as its last event
+                events.send(failure.body())
+                events.done()
+            except ClientGone:
+                self.close_connection = True
+
+    # -- HTTP plumbing --------------------------------------------------------------------------------
+
+    def _authorize(self) -> None:
+        token = self.server.token
+        if token is None:
+            return
+        given = self.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise ApiError(
+                401,
+                "missing or wrong API key: send the header `Authorization: Bearer <key>`",
+                code="invalid_api_key",
+            )
+
+    def _read_body(self) -> bytes:
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            self.close_connection = True
+            raise ApiError(411, "send the request body with a Content-Length header")
+        size = int(length)
+        if size > MAX_BODY_BYTES:
+            self.close_connection = True
+            raise ApiError(413, f"the request body has {size} bytes, over the limit of {MAX_BODY_BYTES}")
+        return self.rfile.read(size)
+
+    def _send_json(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        try:
+            self.wfile.write(data)
+        except OSError:
+            self.close_connection = True
+
+    def _send_error(self, error: ApiError) -> None:
+        self._send_json(error.status, error.body())
+
+    def log_message(self, format: str, *args) -> None:
+        log.info("%s %s", self.address_string(), format % args)
+
+
+class _EventStream:
+    """Server-sent events (`data: {...}`) over chunked transfer encoding; the 200 goes out with the first
+    event, so a request that fails before any text still gets a proper error status."""
+
+    def __init__(self, handler: _Handler) -> None:
+        self.handler = handler
+        self.started = False
+
+    def send(self, event: dict | str) -> None:
+        data = event if isinstance(event, str) else json.dumps(event)
+        self._write(f"data: {data}\n\n".encode())
+
+    def done(self) -> None:
+        self.send("[DONE]")
+        self._write(b"")  # the last chunk of the transfer
+
+    def _write(self, payload: bytes) -> None:
+        h = self.handler
+        try:
+            if not self.started:
+                self.started = True
+                h.send_response(200)
+                h.send_header("Content-Type", "text/event-stream")
+                h.send_header("Cache-Control", "no-cache")
+                h.send_header("Transfer-Encoding", "chunked")
+                h.end_headers()
+            h.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
+            h.wfile.flush()
+        except OSError as error:  # BrokenPipeError, ConnectionResetError: the client went away
+            raise ClientGone(str(error)) from None
+
+
+def _api_error(error: Exception) -> ApiError:
+    """What the client is told about a failure while answering (the endpoint itself stays up)."""
+    if isinstance(error, ApiError):
+        return error
+    if isinstance(error, StageCallError):
+        return ApiError(STAGE_STATUS.get(error.code, 502), str(error), code=error.code.name.lower())
+    if isinstance(error, ContextOverflowError):
+        return ApiError(400, str(error), code="context_length_exceeded")
+    if isinstance(error, PartitionError):
+        return ApiError(500, str(error))
+    log.exception("answering failed")
+    return ApiError(
+        500, f"internal error ({type(error).__name__}: {error}); the server's log has the traceback"
+    )

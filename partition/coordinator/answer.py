@@ -1,0 +1,129 @@
+"""Answer one generation request through a deployment (serve): a session, the generation loop, and
+failures named by the plan's device. `partition serve --prompt` and the HTTP endpoint both go through it.
+
+    answerer = Answerer(deployment)
+    answer = answerer.answer(request, on_text=print_chunk)   # waits for a free session slot first
+    answer.result.text, answer.report()                        # the text, and where its time went
+
+Each worker holds `max_sessions` KV slots; requests beyond that wait here for a slot instead of being
+refused by a worker. A request that fails (a worker went away, the caller stopped reading) closes its
+session, so its slot is free for the next one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+
+from partition.coordinator.deploy import Deployment
+from partition.coordinator.session import PipelineSession
+from partition.metrics.spans import HopSpan, link_summaries, stage_summaries
+from partition.model.generation import GenerationRequest, GenerationResult, generate
+from partition.model.sampling import SamplingParams
+from partition.transport.client import StageCallError
+from partition.types import RAW_VALUE_BYTES, RETURN_TOP_K
+
+
+@dataclass(frozen=True)
+class Answer:
+    result: GenerationResult
+    spans: tuple[HopSpan, ...]  # every hop of every step
+    plan_id: str
+    epoch: int
+    predicted_ttft_s: float
+    predicted_tpot_s: float
+
+    def report(self) -> dict:
+        """Timings of the answer, per link and per stage, beside the plan's prediction (JSON-ready)."""
+        result = self.result
+        return {
+            "plan_id": self.plan_id,
+            "epoch": self.epoch,
+            "metrics": {"ttft_s": result.ttft_s, "tpot_s": result.tpot_s, "tbt_s": result.tbt_s},
+            "hops": [
+                {
+                    "from": link.src,
+                    "to": link.dst,
+                    "codec": link.codec,
+                    "latency_p50_s": link.latency_p50_s,
+                    "latency_p99_s": link.latency_p99_s,
+                    "wire_p50_s": link.wire_p50_s,
+                    "bytes_per_token": link.bytes_per_token,
+                }
+                for link in link_summaries(self.spans)
+            ],
+            "stages": [
+                {"device": s.device, "compute_p50_s": s.compute_p50_s, "queue_p50_s": s.queue_p50_s}
+                for s in stage_summaries(self.spans)
+            ],
+            "predicted": {"ttft_s": self.predicted_ttft_s, "tpot_s": self.predicted_tpot_s},
+        }
+
+
+class Answerer:
+    def __init__(self, deployment: Deployment) -> None:
+        from partition.model.tokenizer import load_tokenizer
+
+        self.deployment = deployment
+        self.tokenizer = load_tokenizer(deployment.source)
+        self.eos_ids = tuple(sorted(set(deployment.source.spec.eos_token_ids) | set(self.tokenizer.eos_ids)))
+        self._slots = threading.BoundedSemaphore(max(1, deployment.max_sessions))
+
+    def logits_note(self, sampling: SamplingParams, ask_top_k: str) -> str | None:
+        """What a sampler costs beyond the plan, when a worker must send every logit back for it;
+        `ask_top_k` says how to ask for top-k 64 where the request comes from ("--top-k 64")."""
+        if sampling.deciding_logits is not None or not self.deployment.returns_remote_logits:
+            return None
+        vocab = self.deployment.source.spec.vocab_size
+        return (
+            f"sampling with temperature and no top-k needs every logit, so the worker holding the head sends "
+            f"{RAW_VALUE_BYTES * vocab} bytes per token instead of the plan's top {RETURN_TOP_K}; add {ask_top_k} "
+            "(or fewer) to keep the plan's cost, or plan with --head-on-edge"
+        )
+
+    def answer(self, request: GenerationRequest, on_text: Callable[[str], None] | None = None) -> Answer:
+        """Generate `request` through the split; `on_text` gets the text as it is decoded. An exception
+        from `on_text` (the caller went away) ends the request and frees its session."""
+        with self._slots:
+            session = None
+            try:
+                session = PipelineSession(self.deployment, context=request.context, sampling=request.sampling)
+                result = generate(session.step, request, self.eos_ids, self.tokenizer.decode, on_text)
+            except BaseException as error:
+                if session is not None:
+                    with contextlib.suppress(
+                        Exception
+                    ):  # closing fails the same way; the first error says why
+                        session.close()
+                if isinstance(error, StageCallError):
+                    raise self._named(error) from None
+                raise
+            session.close()
+        plan = self.deployment.plan
+        return Answer(
+            result,
+            tuple(session.spans),
+            plan.plan_id,
+            plan.epoch,
+            plan.predicted.ttft_s,
+            plan.predicted.tpot_s,
+        )
+
+    def _named(self, error: StageCallError) -> StageCallError:
+        """The same failure (code and address kept), named by the stage's device as in the plan, and for a
+        worker that went away, what to do."""
+        d = self.deployment
+        devices = {a: s.device for a, s in zip(d.addresses, d.topology.remote, strict=True)}
+        device = devices.get(error.address, "")
+        details = error.details
+        if error.code == grpc.StatusCode.UNAVAILABLE:
+            where = f"{device} at {error.address}" if device else error.address
+            details += (
+                f"; the worker of {where} stopped or cannot be reached: start it again "
+                "(or serve with --spawn-local) and send the prompt again"
+            )
+        return StageCallError(error.code, details, error.address, device)

@@ -1,0 +1,248 @@
+"""The OpenAI-compatible endpoint as a client sees it: a real HTTP server on 127.0.0.1 over a deployment
+whose second half runs in a real worker process (it holds the head and returns the top logits)."""
+
+import http.client
+import json
+import socket
+import threading
+
+import pytest
+
+from partition.api.server import ApiServer
+from partition.coordinator.answer import Answerer
+from partition.coordinator.deploy import deploy
+from partition.model.generation import GenerationRequest, generate, local_step
+from partition.model.tokenizer import load_tokenizer
+from partition.transport.local import spawn_worker
+from tests.coordinator.plans import split_plan
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+TIMEOUT_S = 300
+
+
+@pytest.fixture(scope="module")
+def deployed(smollm2):
+    worker = spawn_worker("server-a", extra_args=("--threads", "1"))
+    try:
+        plan = split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")])
+        # one KV slot per worker: a second request has to wait for the first one's session to end
+        deployment = deploy(plan, {"server-a": worker.address}, max_context=256, max_sessions=1)
+        try:
+            yield Answerer(deployment)
+        finally:
+            deployment.close()
+    finally:
+        worker.stop()
+
+
+@pytest.fixture(scope="module")
+def api(deployed):
+    server = ApiServer("127.0.0.1", 0)
+    server.attach(deployed)
+    server.serve_in_thread()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def request(server, method, path, body=None, headers=None, raw: bytes | None = None):
+    """(status, parsed JSON or the raw text) of one request on a new connection."""
+    host, port = server.server_address[:2]
+    connection = http.client.HTTPConnection(host, port, timeout=TIMEOUT_S)
+    try:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        connection.request(
+            method, path, body=data, headers={"Content-Type": "application/json", **(headers or {})}
+        )
+        response = connection.getresponse()
+        text = response.read().decode()
+        kind = response.getheader("Content-Type", "")
+        return response.status, json.loads(text) if kind == "application/json" else text
+    finally:
+        connection.close()
+
+
+def events(text: str) -> list:
+    """The `data:` payloads of a server-sent event stream, JSON-decoded except [DONE]."""
+    out = []
+    for block in text.split("\n\n"):
+        if block.strip():
+            assert block.startswith("data: "), block
+            payload = block.removeprefix("data: ")
+            out.append(payload if payload == "[DONE]" else json.loads(payload))
+    return out
+
+
+def whole_model_greedy(smollm2, smollm2_whole, prompt_ids: list[int], max_new_tokens: int) -> str:
+    tokenizer = load_tokenizer(smollm2)
+    eos = tuple(set(smollm2.spec.eos_token_ids) | set(tokenizer.eos_ids))
+    cache = smollm2_whole.new_cache(slots=1, max_len=len(prompt_ids) + max_new_tokens)
+    request = GenerationRequest(prompt_ids, max_new_tokens, context=len(prompt_ids) + max_new_tokens)
+    return generate(local_step(smollm2_whole, cache), request, eos, tokenizer.decode).text
+
+
+def chat_prompt_ids(smollm2) -> list[int]:
+    tokenizer = load_tokenizer(smollm2)
+    return tokenizer.encode(tokenizer.render_chat(QUESTION), add_special=False)
+
+
+def test_a_chat_completion_is_the_whole_models_greedy_answer(api, deployed, smollm2, smollm2_whole):
+    body = {"model": "smollm2-135m", "messages": QUESTION, "temperature": 0, "max_tokens": 24}
+    status, reply = request(api, "POST", "/v1/chat/completions", body)
+    assert status == 200, reply
+    prompt_ids = chat_prompt_ids(smollm2)
+    expected = whole_model_greedy(smollm2, smollm2_whole, prompt_ids, 24)
+    assert reply["object"] == "chat.completion" and reply["id"].startswith("chatcmpl-")
+    assert reply["model"] == "smollm2-135m"
+    (choice,) = reply["choices"]
+    assert choice["message"] == {"role": "assistant", "content": expected}
+    assert "Paris" in expected
+    assert choice["finish_reason"] in ("stop", "length")
+    usage = reply["usage"]
+    assert usage["prompt_tokens"] == len(prompt_ids)
+    assert (
+        usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] <= len(prompt_ids) + 24
+    )
+    timing = reply["partition"]
+    assert timing["plan_id"] == deployed.deployment.plan.plan_id
+    assert timing["metrics"]["ttft_s"] > 0 and timing["metrics"]["tpot_s"] > 0
+    assert [(h["from"], h["to"]) for h in timing["hops"]] == [("phone", "server-a"), ("server-a", "phone")]
+
+
+def test_a_streamed_chat_sends_the_same_text_in_pieces_then_usage_and_done(api, smollm2, smollm2_whole):
+    body = {
+        "messages": QUESTION,
+        "temperature": 0,
+        "max_tokens": 24,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    status, text = request(api, "POST", "/v1/chat/completions", body)
+    assert status == 200, text
+    got = events(text)
+    assert got[-1] == "[DONE]"
+    chunks, usage = got[:-2], got[-2]
+    assert all(c["object"] == "chat.completion.chunk" and c["id"] == chunks[0]["id"] for c in chunks)
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    pieces = [c["choices"][0]["delta"].get("content", "") for c in chunks]
+    assert len([p for p in pieces if p]) > 3  # streamed, not sent at the end
+    expected = whole_model_greedy(smollm2, smollm2_whole, chat_prompt_ids(smollm2), 24)
+    assert "".join(pieces) == expected
+    assert [c["choices"][0]["finish_reason"] for c in chunks[:-1]] == [None] * (len(chunks) - 1)
+    assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] >= len([p for p in pieces if p])
+    assert usage["partition"]["metrics"]["tpot_s"] > 0
+
+
+def test_completions_continue_text_or_token_ids_for_16_tokens_by_default(api, smollm2, smollm2_whole):
+    ids = load_tokenizer(smollm2).encode("Once upon a time")
+    status, by_text = request(
+        api, "POST", "/v1/completions", {"prompt": "Once upon a time", "temperature": 0}
+    )
+    assert status == 200, by_text
+    status, by_ids = request(api, "POST", "/v1/completions", {"prompt": ids, "temperature": 0})
+    assert status == 200, by_ids
+    assert by_text["object"] == "text_completion"
+    assert by_text["usage"]["completion_tokens"] == 16 and by_text["choices"][0]["finish_reason"] == "length"
+    assert by_text["choices"][0]["text"] == by_ids["choices"][0]["text"]
+    assert by_text["choices"][0]["text"] == whole_model_greedy(smollm2, smollm2_whole, ids, 16)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "param", "says"),
+    [
+        ("/v1/chat/completions", b"{not json", 400, None, "not valid JSON"),
+        ("/v1/chat/completions", b"[1, 2]", 400, None, "must be a JSON object"),
+        ("/v1/embeddings", {"input": "x"}, 404, None, "/v1/chat/completions"),
+        ("/v1/chat/completions", {"model": "gpt-4o", "messages": QUESTION}, 404, "model", "'smollm2-135m'"),
+        ("/v1/chat/completions", {"messages": QUESTION, "n": 2}, 400, "n", "n=2 is not supported"),
+        ("/v1/chat/completions", {"messages": QUESTION, "logprobs": True}, 400, "logprobs", "leave it out"),
+        ("/v1/chat/completions", {"messages": QUESTION, "temperature": 3}, 400, "temperature", "[0, 2]"),
+        ("/v1/chat/completions", {"messages": QUESTION, "top_k": "ten"}, 400, "top_k", "whole number"),
+        ("/v1/chat/completions", {"messages": []}, 400, "messages", "non-empty list"),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "tool", "content": "x"}]},
+            400,
+            "messages[0].role",
+            "tool",
+        ),
+        ("/v1/chat/completions", {"messages": QUESTION, "max_tokens": 0}, 400, "max_tokens", ">= 1"),
+        ("/v1/chat/completions", {"messages": QUESTION, "max_tokens": 1000}, 400, "max_tokens", "at most"),
+        (
+            "/v1/chat/completions",
+            {"messages": QUESTION, "stream_options": {}},
+            400,
+            "stream_options",
+            "stream=true",
+        ),
+        ("/v1/completions", {"prompt": ["a", "b"]}, 400, "prompt", "one prompt per request"),
+        ("/v1/completions", {"prompt": [1, 10**9]}, 400, "prompt", "token ids must lie in"),
+        ("/v1/completions", {"prompt": "x " * 400}, 400, "prompt", "holds 256 per session"),
+    ],
+)
+def test_a_bad_request_is_named_in_openais_error_shape_and_the_endpoint_keeps_serving(
+    api, path, body, status, param, says
+):
+    raw = body if isinstance(body, bytes) else None
+    got, reply = request(api, "POST", path, None if raw else body, raw=raw)
+    assert got == status, reply
+    error = reply["error"]
+    assert says in error["message"], error
+    assert error["param"] == param
+    assert error["type"] == "invalid_request_error"
+    ok, models = request(api, "GET", "/v1/models")
+    assert ok == 200 and [m["id"] for m in models["data"]] == ["smollm2-135m"]
+
+
+def test_a_client_that_leaves_mid_stream_frees_its_session_for_the_next_one(api):
+    host, port = api.server_address[:2]
+    body = json.dumps({"messages": QUESTION, "max_tokens": 200, "stream": True, "temperature": 0}).encode()
+    with socket.create_connection((host, port), timeout=TIMEOUT_S) as client:
+        client.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        assert b"data: " in client.recv(4096)  # the answer is streaming
+    # The deployment has one session slot per worker: this answer needs the one the stream held.
+    status, reply = request(api, "POST", "/v1/completions", {"prompt": "Hello", "max_tokens": 3})
+    assert status == 200, reply
+    assert reply["usage"]["completion_tokens"] == 3
+
+
+def test_two_clients_at_once_on_one_session_slot_both_get_their_answer(api):
+    replies = [None, None]
+
+    def ask(index: int) -> None:
+        replies[index] = request(
+            api, "POST", "/v1/completions", {"prompt": "The sea", "max_tokens": 6, "temperature": 0}
+        )
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT_S)
+    assert [status for status, _ in replies] == [200, 200], replies
+    assert replies[0][1]["choices"][0]["text"] == replies[1][1]["choices"][0]["text"]
+
+
+def test_with_an_api_key_only_requests_that_carry_it_are_answered(deployed):
+    server = ApiServer("127.0.0.1", 0, token="s3cret")
+    server.attach(deployed)
+    server.serve_in_thread()
+    try:
+        status, reply = request(server, "GET", "/v1/models")
+        assert status == 401 and reply["error"]["code"] == "invalid_api_key"
+        assert "Authorization: Bearer" in reply["error"]["message"]
+        status, _ = request(server, "GET", "/v1/models", headers={"Authorization": "Bearer wrong"})
+        assert status == 401
+        status, reply = request(server, "GET", "/v1/models", headers={"Authorization": "Bearer s3cret"})
+        assert status == 200 and reply["data"][0]["id"] == "smollm2-135m"
+        status, reply = request(server, "GET", "/health")  # for load balancers: no key needed
+        assert status == 200 and reply["status"] == "ok"
+    finally:
+        server.shutdown()
+        server.server_close()
