@@ -59,6 +59,7 @@ class ApiServer(ThreadingHTTPServer):
         self.token = token
         self.answerer: Answerer | None = None
         self.served: Served | None = None
+        self.noted_logits = False  # the log said once what sampling without top_k costs
         self.started = int(time.time())
 
     def attach(self, answerer: Answerer) -> None:
@@ -125,8 +126,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(error)
             return
         note = self.server.answerer.logits_note(request.generation.sampling, f'"top_k": {RETURN_TOP_K}')
-        if note:
-            log.info("%s %s: %s", self.address_string(), path, note)
+        if note and not self.server.noted_logits:  # once: every such request costs the same
+            self.server.noted_logits = True
+            log.warning("%s (a request to %s; said once)", note, path)
         if request.stream:
             self._stream(request)
         else:

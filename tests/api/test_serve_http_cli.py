@@ -1,0 +1,117 @@
+"""`partition serve --http` as a user runs it: a real worker, the CLI in its own process, an HTTP client."""
+
+import http.client
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+from urllib.parse import urlsplit
+
+from partition.artifacts import save_plan
+from partition.transport.local import spawn_worker
+from tests.api.test_http_endpoint import QUESTION
+from tests.coordinator.plans import split_plan
+
+TIMEOUT_S = 300
+
+
+def post(url: str, path: str, body: dict) -> tuple[int, dict]:
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT_S)
+    try:
+        connection.request(
+            "POST", parts.path + path, body=json.dumps(body), headers={"Content-Type": "application/json"}
+        )
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def get(url: str, path: str) -> int:
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT_S)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def test_serve_http_answers_names_a_dead_worker_and_stops_on_sigterm(smollm2, tmp_path):
+    worker = spawn_worker("server-a", extra_args=("--threads", "1"))
+    serve = None
+    try:
+        plan = split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")])
+        save_plan(plan, tmp_path / "plan.json")
+        cluster = tmp_path / "cluster.toml"
+        cluster.write_text(f'[[device]]\nname = "server-a"\nrole = "server"\naddress = "{worker.address}"\n')
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "partition", "serve", "--plan", str(tmp_path / "plan.json"), "--cluster",
+             str(cluster), "--threads", "1", "--max-context", "256", "--http", "127.0.0.1:0"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        said = []
+        while not any("answers at" in line for line in said):
+            line = serve.stderr.readline()
+            assert line, "".join(said)[-3000:]
+            said.append(line)
+        url = re.search(r"answers at (http://\S+/v1)", said[-1]).group(1)
+        assert plan.plan_id in said[-1]
+
+        status, reply = post(
+            url, "/chat/completions", {"messages": QUESTION, "temperature": 0, "max_tokens": 16}
+        )
+        assert status == 200, reply
+        assert "Paris" in reply["choices"][0]["message"]["content"]
+
+        worker.process.kill()
+        worker.process.wait(timeout=30)
+        status, reply = post(url, "/completions", {"prompt": "Hello", "max_tokens": 4})
+        assert status == 503, reply
+        message = reply["error"]["message"]
+        assert f"server-a at {worker.address}: UNAVAILABLE" in message and "start it again" in message
+        assert reply["error"]["type"] == "server_error"
+        assert get(url, "/health") == 200  # the endpoint itself stays up
+
+        serve.send_signal(signal.SIGTERM)
+        _, err = serve.communicate(timeout=60)
+        assert serve.returncode == 0, err[-3000:]
+        assert "Traceback" not in err, err[-3000:]
+    finally:
+        if serve is not None and serve.poll() is None:
+            serve.kill()
+            serve.wait()
+        worker.stop()
+
+
+def test_serve_http_refuses_a_prompt_and_a_taken_port_before_deploying(smollm2, tmp_path):
+    plan = split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")])
+    save_plan(plan, tmp_path / "plan.json")
+    base = [
+        sys.executable,
+        "-m",
+        "partition",
+        "serve",
+        "--plan",
+        str(tmp_path / "plan.json"),
+        "--spawn-local",
+    ]
+    both = subprocess.run(
+        [*base, "--http", "127.0.0.1:0", "--prompt", "Hi"], capture_output=True, text=True, timeout=120
+    )
+    assert both.returncode == 2 and "--http serves requests from HTTP clients: drop --prompt" in both.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = subprocess.run(
+            [*base, "--http", f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=120
+        )
+    assert busy.returncode == 2, busy.stderr[-3000:]
+    assert f"--http 127.0.0.1:{port}: cannot listen there" in busy.stderr
+    assert "started local worker" not in busy.stderr and "Traceback" not in busy.stderr
