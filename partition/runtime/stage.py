@@ -73,6 +73,7 @@ class _Loaded:
     model: torch.nn.Module  # partition.model.SegmentModel
     cache: object  # partition.model.KVCache
     sessions: SessionTable
+    dtype: torch.dtype  # of the segment's weights: what its activations are converted to
 
 
 class StageRuntime:
@@ -149,7 +150,7 @@ class StageRuntime:
             dropped_sessions=tuple(current.sessions.ids()) if current else (),
         )
         sessions = SessionTable(slots, wanted.max_context, self.settings.idle_timeout_s)
-        self._loaded = _Loaded(wanted, result, model, cache, sessions)
+        self._loaded = _Loaded(wanted, result, model, cache, sessions, DTYPES[wanted.dtype])
         log.info(
             "loaded %s %s of %s (plan %s epoch %d) in %.2f s: %d KV slots of %d tokens",
             self.settings.name, wanted.segment, source.name, wanted.plan_id, wanted.epoch,
@@ -263,7 +264,10 @@ class StageRuntime:
                 f"this stage holds units {segment}: it takes activations [1, {n_tokens}, {spec.hidden_size}], "
                 f"got {x.dtype} {list(x.shape)}"
             )
-        return x.to(device=self.settings.device, dtype=next(model.parameters()).dtype)
+        dtype = self._loaded.dtype
+        if x.dtype == dtype and self.settings.device == "cpu":
+            return x  # the usual case (float32 on the CPU): no conversion to pay for on every step
+        return x.to(device=self.settings.device, dtype=dtype)
 
 
 def _check_request(wanted: Deployment) -> None:
