@@ -19,6 +19,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,6 +56,7 @@ class ApiServer(ThreadingHTTPServer):
 
     def __init__(self, host: str, port: int, token: str | None = None) -> None:
         """Listen at once (a taken port fails before anything is deployed); `attach` before serving."""
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         super().__init__((host, port), _Handler)
         self.token = token
         self.answerer: Answerer | None = None
@@ -71,7 +73,7 @@ class ApiServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://[{host}]:{port}/v1" if ":" in host else f"http://{host}:{port}/v1"
 
     def serve_in_thread(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, name="http-api", daemon=True)
@@ -81,6 +83,9 @@ class ApiServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive; streams use chunked transfer encoding
+    # seconds a connection may stay silent (an idle keep-alive, a half-sent body) or refuse to take a
+    # streamed chunk before its thread gives up on it; a stream's session is closed then
+    timeout = 120
     server: ApiServer
 
     # -- routes ---------------------------------------------------------------------------------------
