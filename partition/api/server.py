@@ -3,6 +3,7 @@
     GET  /v1/models             the served model
     POST /v1/chat/completions   messages -> the assistant's answer (stream: server-sent events)
     POST /v1/completions        prompt -> its continuation
+    GET  /metrics               requests, tokens, TTFT, TPOT, every link's and stage's time (Prometheus)
     GET  /health                200 while the endpoint is up, with the plan it serves
 
 Any OpenAI client works against http://HOST:PORT/v1. Each request is one session through the split
@@ -28,6 +29,7 @@ import grpc
 
 from partition.api.replies import ReplyIds, models
 from partition.api.requests import CHAT, COMPLETION, ApiError, Served, parse_body, text_request
+from partition.api.serving_stats import ServingStats
 from partition.coordinator.answer import Answerer
 from partition.errors import ContextOverflowError, PartitionError
 from partition.transport.client import StageCallError
@@ -61,6 +63,7 @@ class ApiServer(ThreadingHTTPServer):
         self.token = token
         self.answerer: Answerer | None = None
         self.served: Served | None = None
+        self.stats: ServingStats | None = None
         self.noted_logits = False  # the log said once what sampling without top_k costs
         self.started = int(time.time())
 
@@ -69,6 +72,7 @@ class ApiServer(ThreadingHTTPServer):
         d = answerer.deployment
         self.answerer = answerer
         self.served = Served(d.plan.model.name, answerer.tokenizer, d.source.spec.vocab_size, d.max_context)
+        self.stats = ServingStats(answerer)
 
     @property
     def url(self) -> str:
@@ -109,8 +113,15 @@ class _Handler(BaseHTTPRequestHandler):
             if path == "/v1/models":
                 self._send_json(200, models(self.server.served.model, self.server.started))
                 return
+            if path == "/metrics":
+                self._send(
+                    200, self.server.stats.render().encode(), "text/plain; version=0.0.4; charset=utf-8"
+                )
+                return
             raise ApiError(
-                404, f"no route GET {path}; this endpoint has GET /v1/models and /health", code="not_found"
+                404,
+                f"no route GET {path}; this endpoint has GET /v1/models, /metrics and /health",
+                code="not_found",
             )
         except ApiError as error:
             self._send_error(error)
@@ -128,7 +139,7 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             request = text_request(kind, parse_body(self._read_body()), self.server.served)
         except ApiError as error:
-            self._send_error(error)
+            self._failed(error)
             return
         note = self.server.answerer.logits_note(request.generation.sampling, f'"top_k": {RETURN_TOP_K}')
         if note and not self.server.noted_logits:  # once: every such request costs the same
@@ -145,8 +156,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             answer = self.server.answerer.answer(request.generation)
         except Exception as error:
-            self._send_error(_api_error(error))
+            self._failed(_api_error(error))
             return
+        self.server.stats.answered(answer)
         self._send_json(200, ReplyIds(request).completion(answer))
 
     def _stream(self, request) -> None:
@@ -160,20 +172,25 @@ class _Handler(BaseHTTPRequestHandler):
             begin()
             events.send(ids.chunk(text))
 
+        answer = None
         try:
             answer = self.server.answerer.answer(request.generation, on_text)
+            self.server.stats.answered(answer)
             begin()
             for chunk in ids.last_chunks(answer):
                 events.send(chunk)
             events.done()
         except ClientGone:
-            log.info("%s left while its answer streamed; its session is closed", self.address_string())
+            if answer is None:  # it left mid-answer (not while its last chunks went out)
+                log.info("%s left while its answer streamed; its session is closed", self.address_string())
+                self.server.stats.ended("client_gone")
             self.close_connection = True
         except Exception as error:
             failure = _api_error(error)
             if not events.started:
-                self._send_error(failure)
+                self._failed(failure)
                 return
+            self.server.stats.ended(str(failure.status))
             try:  # the stream has begun with status 200: the error goes as its last event
                 events.send(failure.body())
                 events.done()
@@ -206,9 +223,11 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(size)
 
     def _send_json(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
+        self._send(status, json.dumps(body).encode(), "application/json")
+
+    def _send(self, status: int, data: bytes, content_type: str) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         try:
@@ -218,6 +237,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_error(self, error: ApiError) -> None:
         self._send_json(error.status, error.body())
+
+    def _failed(self, error: ApiError) -> None:
+        """A request that could not be answered: counted, and the client told why."""
+        self.server.stats.ended(str(error.status))
+        self._send_error(error)
 
     def log_message(self, format: str, *args) -> None:
         log.info("%s %s", self.address_string(), format % args)

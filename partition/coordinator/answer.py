@@ -72,6 +72,9 @@ class Answerer:
         self.tokenizer = load_tokenizer(deployment.source)
         self.eos_ids = tuple(sorted(set(deployment.source.spec.eos_token_ids) | set(self.tokenizer.eos_ids)))
         self._slots = threading.BoundedSemaphore(max(1, deployment.max_sessions))
+        self._counts = threading.Lock()
+        self.waiting = 0  # requests waiting for a session slot now
+        self.running = 0  # requests generating now
 
     def logits_note(self, sampling: SamplingParams, ask_top_k: str) -> str | None:
         """What a sampler costs beyond the plan, when a worker must send every logit back for it;
@@ -88,16 +91,14 @@ class Answerer:
     def answer(self, request: GenerationRequest, on_text: Callable[[str], None] | None = None) -> Answer:
         """Generate `request` through the split; `on_text` gets the text as it is decoded. An exception
         from `on_text` (the caller went away) ends the request and frees its session."""
-        with self._slots:
+        with self._slot():
             session = None
             try:
                 session = PipelineSession(self.deployment, context=request.context, sampling=request.sampling)
                 result = generate(session.step, request, self.eos_ids, self.tokenizer.decode, on_text)
             except BaseException as error:
-                if session is not None:
-                    with contextlib.suppress(
-                        Exception
-                    ):  # closing fails the same way; the first error says why
+                if session is not None:  # closing fails the same way; the first error says why
+                    with contextlib.suppress(Exception):
                         session.close()
                 if isinstance(error, StageCallError):
                     raise self._named(error) from None
@@ -112,6 +113,26 @@ class Answerer:
             plan.predicted.ttft_s,
             plan.predicted.tpot_s,
         )
+
+    @contextlib.contextmanager
+    def _slot(self):
+        """Hold one of the workers' session slots, waiting for one if all are taken; counted while
+        waiting and while generating."""
+        with self._counts:
+            self.waiting += 1
+        try:
+            self._slots.acquire()
+        finally:
+            with self._counts:
+                self.waiting -= 1
+        with self._counts:
+            self.running += 1
+        try:
+            yield
+        finally:
+            with self._counts:
+                self.running -= 1
+            self._slots.release()
 
     def _named(self, error: StageCallError) -> StageCallError:
         """The same failure (code and address kept), named by the stage's device as in the plan, and for a

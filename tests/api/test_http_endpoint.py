@@ -246,3 +246,46 @@ def test_with_an_api_key_only_requests_that_carry_it_are_answered(deployed):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_metrics_count_what_this_endpoint_served_per_link_and_stage(deployed):
+    server = ApiServer("127.0.0.1", 0)  # a new endpoint: its counts start at zero
+    server.attach(deployed)
+    server.serve_in_thread()
+    try:
+        body = {"prompt": "Once upon a time", "max_tokens": 5, "temperature": 0}
+        status, first = request(server, "POST", "/v1/completions", body)
+        assert status == 200, first
+        status, text = request(server, "POST", "/v1/completions", body | {"max_tokens": 4, "stream": True})
+        assert status == 200, text
+        assert request(server, "POST", "/v1/completions", body | {"n": 3})[0] == 400
+        host, port = server.server_address[:2]
+        connection = http.client.HTTPConnection(host, port, timeout=TIMEOUT_S)
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        assert response.status == 200
+        assert response.getheader("Content-Type").startswith("text/plain; version=0.0.4")
+        samples = dict(
+            line.rsplit(" ", 1) for line in response.read().decode().splitlines() if not line.startswith("#")
+        )
+        connection.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (
+        first["choices"][0]["finish_reason"] == "length"
+    )  # 5 tokens: 1 from the prompt's step, 4 decode steps
+    plan_id = deployed.deployment.plan.plan_id
+    assert samples[f'partition_plan_info{{plan_id="{plan_id}",epoch="1",model="smollm2-135m"}}'] == "1"
+    assert samples['partition_requests_total{outcome="ok"}'] == "2"
+    assert samples['partition_requests_total{outcome="400"}'] == "1"
+    assert samples["partition_requests_running"] == "0" and samples["partition_requests_waiting"] == "0"
+    assert samples["partition_generation_tokens_total"] == str(5 + 4)
+    assert samples["partition_prompt_tokens_total"] == str(2 * first["usage"]["prompt_tokens"])
+    assert samples["partition_time_to_first_token_seconds_count"] == "2"
+    decode_steps = (5 - 1) + (4 - 1)
+    for link in ('src="phone",dst="server-a",codec="raw"', 'src="server-a",dst="phone",codec="top-k"'):
+        assert samples[f"partition_link_latency_seconds_count{{{link}}}"] == str(decode_steps), link
+        assert samples[f'partition_link_latency_seconds_bucket{{{link},le="+Inf"}}'] == str(decode_steps)
+    assert samples['partition_stage_compute_seconds_count{hop="1",device="server-a"}'] == str(decode_steps)
+    assert samples['partition_stage_compute_seconds_count{hop="0",device="phone"}'] == str(decode_steps)
