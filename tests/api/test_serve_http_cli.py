@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from partition.artifacts import save_plan
 from partition.transport.local import spawn_worker
 from tests.api.test_http_endpoint import QUESTION
-from tests.coordinator.plans import split_plan
+from tests.coordinator.plans import served_by_one_worker, split_plan
 
 TIMEOUT_S = 300
 
@@ -46,12 +46,9 @@ def test_serve_http_answers_names_a_dead_worker_and_stops_on_sigterm(smollm2, tm
     worker = spawn_worker("server-a", extra_args=("--threads", "1"))
     serve = None
     try:
-        plan = split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")])
-        save_plan(plan, tmp_path / "plan.json")
-        cluster = tmp_path / "cluster.toml"
-        cluster.write_text(f'[[device]]\nname = "server-a"\nrole = "server"\naddress = "{worker.address}"\n')
+        plan, plan_file, cluster = served_by_one_worker(smollm2, tmp_path, worker.address)
         serve = subprocess.Popen(
-            [sys.executable, "-m", "partition", "serve", "--plan", str(tmp_path / "plan.json"), "--cluster",
+            [sys.executable, "-m", "partition", "serve", "--plan", str(plan_file), "--cluster",
              str(cluster), "--threads", "1", "--max-context", "256", "--http", "127.0.0.1:0"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip

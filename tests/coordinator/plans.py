@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from partition.plan.codecs import DEFAULT_CODECS
 from partition.plan.costmodel import evaluate
 from partition.plan.planner import plan_id
@@ -34,3 +36,15 @@ def split_plan(source, stages: list[tuple[str, int, int, str]], epoch: int = 1, 
         predicted=evaluate(cluster, chain, workload, DEFAULT_CODECS),
         baselines=(),
     )
+
+
+def served_by_one_worker(source, tmp_path: Path, address: str) -> tuple[Plan, Path, Path]:
+    """The plan phone [0,16) -> server-a [16,32) (raw, server-a holds the head) and a cluster file giving
+    server-a's address, both written into `tmp_path`: (plan, plan file, cluster file)."""
+    from partition.artifacts import save_plan
+
+    plan = split_plan(source, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")])
+    save_plan(plan, tmp_path / "plan.json")
+    cluster = tmp_path / "cluster.toml"
+    cluster.write_text(f'[[device]]\nname = "server-a"\nrole = "server"\naddress = "{address}"\n')
+    return plan, tmp_path / "plan.json", cluster

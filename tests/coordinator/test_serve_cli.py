@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from partition.artifacts import save_plan
-from tests.coordinator.plans import split_plan
+from tests.coordinator.plans import served_by_one_worker, split_plan
 
 
 def test_serve_spawn_local_answers_paris_with_per_hop_metrics(smollm2, tmp_path):
@@ -67,12 +67,9 @@ def test_a_worker_dying_mid_answer_is_named_with_what_to_do(smollm2, tmp_path):
 
     worker = spawn_worker("server-a", extra_args=("--threads", "1"))
     try:
-        plan = split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")])
-        save_plan(plan, tmp_path / "plan.json")
-        cluster = tmp_path / "cluster.toml"
-        cluster.write_text(f'[[device]]\nname = "server-a"\nrole = "server"\naddress = "{worker.address}"\n')
+        _, plan_file, cluster = served_by_one_worker(smollm2, tmp_path, worker.address)
         serve = subprocess.Popen(
-            [sys.executable, "-m", "partition", "serve", "--plan", str(tmp_path / "plan.json"), "--cluster",
+            [sys.executable, "-m", "partition", "serve", "--plan", str(plan_file), "--cluster",
              str(cluster), "--threads", "1", "--prompt", "Once upon a time", "--max-new-tokens", "2000"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
