@@ -230,12 +230,14 @@ def answer(answerer, args: argparse.Namespace, prompt: str) -> None:
     if not args.json:
         sys.stdout.write("\n")
         return
-    result = done.result
+    result, report = done.result, done.report()
     out = {
+        "plan_id": report.pop("plan_id"),  # first, as it always was: log readers look for '{"plan_id"'
+        "epoch": report.pop("epoch"),
         "text": result.text,
         "token_ids": result.token_ids,
         "prompt_token_ids": result.prompt_token_ids,
         "finish_reason": result.finish_reason,
-        **done.report(),
+        **report,
     }
     print(json.dumps(out))

@@ -289,3 +289,18 @@ def test_metrics_count_what_this_endpoint_served_per_link_and_stage(deployed):
         assert samples[f'partition_link_latency_seconds_bucket{{{link},le="+Inf"}}'] == str(decode_steps)
     assert samples['partition_stage_compute_seconds_count{hop="1",device="server-a"}'] == str(decode_steps)
     assert samples['partition_stage_compute_seconds_count{hop="0",device="phone"}'] == str(decode_steps)
+
+
+def test_the_body_of_a_refused_request_is_never_taken_for_the_next_request(api):
+    host, port = api.server_address[:2]
+    hidden = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"  # a request inside the body of a refused one
+    connection = http.client.HTTPConnection(host, port, timeout=TIMEOUT_S)
+    try:
+        connection.request("POST", "/v1/embeddings", body=hidden)
+        response = connection.getresponse()
+        assert response.status == 404 and b"no route POST /v1/embeddings" in response.read()
+        connection.request("GET", "/health")  # the same connection, kept alive
+        response = connection.getresponse()
+        assert response.status == 200 and json.loads(response.read())["status"] == "ok"
+    finally:
+        connection.close()

@@ -26,6 +26,7 @@ def test_serve_spawn_local_answers_paris_with_per_hop_metrics(smollm2, tmp_path)
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith('{"plan_id"')  # what readers of job logs look for (tests/ray)
     out = json.loads(result.stdout)
     assert "Paris" in out["text"]
     assert out["plan_id"] == plan.plan_id and out["epoch"] == 1
