@@ -9,7 +9,8 @@
 Any OpenAI client works against http://HOST:PORT/v1. Each request is one session through the split
 (partition.coordinator.answer); requests beyond the workers' session slots wait their turn. A bad
 request gets a 400 in OpenAI's error shape naming the field, a worker that went away a 503 naming the
-device, and the endpoint keeps serving. A client that disconnects mid-stream ends its session.
+device, and the endpoint keeps serving. A client that disconnects before its answer is whole ends
+its request. On `shutdown` + `drain` the requests under way finish before the deployment closes.
 
 The standard library's threading HTTP server is enough here: one thread per connection, and every
 thread spends its time waiting on the pipeline, not on HTTP (benchmarks/http_api.py: a streaming
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import select
 import socket
 import threading
 import time
@@ -38,6 +40,7 @@ from partition.types import RETURN_TOP_K
 
 log = logging.getLogger(__name__)
 
+DRAIN_TIMEOUT_S = 60.0  # seconds requests under way may take to finish when the endpoint stops
 MAX_BODY_BYTES = 8 << 20  # a request body; a full context of text is a few hundred KB at most
 ROUTES = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETION}
 # a worker's status -> the HTTP status the client sees (the worker's message goes along)
@@ -49,7 +52,7 @@ STAGE_STATUS = {
 
 
 class ClientGone(Exception):
-    """The client closed its connection while its answer was streaming."""
+    """The client closed its connection before its answer was complete."""
 
 
 class ApiServer(ThreadingHTTPServer):
@@ -83,6 +86,18 @@ class ApiServer(ThreadingHTTPServer):
         thread = threading.Thread(target=self.serve_forever, name="http-api", daemon=True)
         thread.start()
         return thread
+
+    def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
+        """After `shutdown`: take no new connections and wait for the requests under way (answering or
+        waiting for a slot) to finish. True when none is left, False when `timeout_s` ran out first."""
+        self.server_close()
+        deadline = time.monotonic() + timeout_s
+        answerer = self.answerer
+        while answerer is not None and (answerer.running or answerer.waiting):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -155,8 +170,13 @@ class _Handler(BaseHTTPRequestHandler):
     # -- answers --------------------------------------------------------------------------------------
 
     def _complete(self, request) -> None:
-        try:
-            answer = self.server.answerer.answer(request.generation)
+        try:  # a client that hangs up before its answer is whole ends the request
+            answer = self.server.answerer.answer(request.generation, lambda _: self._check_client())
+        except ClientGone:
+            log.info("%s left before its answer was whole; its session is closed", self.address_string())
+            self.server.stats.ended("client_gone")
+            self.close_connection = True
+            return
         except Exception as error:
             self._failed(_api_error(error))
             return
@@ -200,6 +220,19 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
 
     # -- HTTP plumbing --------------------------------------------------------------------------------
+
+    def _check_client(self) -> None:
+        """ClientGone if the client closed its connection: readable now, and a peek reads end-of-stream.
+        (A poll first: with a timeout set, the socket's own recv would wait for data.)"""
+        poller = select.poll()
+        poller.register(self.connection, select.POLLIN)
+        if not poller.poll(0):
+            return  # nothing to read: still there
+        try:
+            if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                raise ClientGone("the client closed its connection")
+        except OSError as error:
+            raise ClientGone(str(error)) from None
 
     def _authorize(self) -> None:
         token = self.server.token

@@ -182,7 +182,8 @@ def _serve(args: argparse.Namespace, plan, addresses: dict[str, str], transport,
 
 
 def _serve_http(server, answerer) -> None:
-    """The OpenAI-compatible API until SIGTERM (returns) or Ctrl-C (KeyboardInterrupt)."""
+    """The OpenAI-compatible API until SIGTERM, after which the requests under way finish (up to
+    DRAIN_TIMEOUT_S), or Ctrl-C, which stops at once (KeyboardInterrupt)."""
     import signal
     import threading
 
@@ -192,11 +193,14 @@ def _serve_http(server, answerer) -> None:
         plan = answerer.deployment.plan
         print(
             f"partition serve: plan {plan.plan_id} epoch {plan.epoch} ({plan.model.name}) answers at {server.url} "
-            "(OpenAI-compatible: /chat/completions, /completions, /models); Ctrl-C or SIGTERM stops",
+            "(OpenAI-compatible: /chat/completions, /completions, /models); SIGTERM stops after the requests "
+            "under way, Ctrl-C at once",
             file=sys.stderr,
             flush=True,
         )
         server.serve_forever()
+        if not server.drain():
+            print("partition serve: stopped with requests still under way", file=sys.stderr)
     finally:
         signal.signal(signal.SIGTERM, previous)
 

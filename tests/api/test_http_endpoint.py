@@ -5,6 +5,7 @@ import http.client
 import json
 import socket
 import threading
+import time
 
 import pytest
 
@@ -304,3 +305,73 @@ def test_the_body_of_a_refused_request_is_never_taken_for_the_next_request(api):
         assert response.status == 200 and json.loads(response.read())["status"] == "ok"
     finally:
         connection.close()
+
+
+def get_metrics(server) -> dict[str, str]:
+    status, text = request(server, "GET", "/metrics")
+    assert status == 200, text
+    return dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+
+
+def test_a_client_that_hangs_up_before_its_whole_answer_ends_the_request(deployed):
+    server = ApiServer("127.0.0.1", 0)
+    server.attach(deployed)
+    server.serve_in_thread()
+    try:
+        host, port = server.server_address[:2]
+        body = json.dumps({"prompt": "Once upon a time", "max_tokens": 200, "temperature": 0}).encode()
+        with socket.create_connection(
+            (host, port), timeout=TIMEOUT_S
+        ) as client:  # no stream: one reply at the end
+            client.sendall(
+                b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(body), body)
+            )
+        # one session slot: the two requests take turns, in either order
+        status, reply = request(server, "POST", "/v1/completions", {"prompt": "Hello", "max_tokens": 3})
+        assert status == 200, reply
+        deadline = time.monotonic() + TIMEOUT_S
+        while (deployed.running or deployed.waiting) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        samples = get_metrics(server)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert samples['partition_requests_total{outcome="client_gone"}'] == "1"
+    assert samples['partition_requests_total{outcome="ok"}'] == "1"
+    assert samples["partition_generation_tokens_total"] == "3"  # only the answered request's
+
+
+def test_a_stopping_endpoint_refuses_new_connections_and_lets_a_streaming_answer_finish(deployed):
+    server = ApiServer("127.0.0.1", 0)
+    server.attach(deployed)
+    server.serve_in_thread()
+    host, port = server.server_address[:2]
+    streaming, lines = threading.Event(), []
+
+    def stream() -> None:
+        connection = http.client.HTTPConnection(host, port, timeout=TIMEOUT_S)
+        body = {"prompt": "Once upon a time", "max_tokens": 24, "temperature": 0, "stream": True}
+        connection.request("POST", "/v1/completions", body=json.dumps(body))
+        response = connection.getresponse()
+        while line := response.readline():
+            if line.startswith(b"data: "):
+                lines.append(line[6:].strip().decode())
+                streaming.set()
+        connection.close()
+
+    client = threading.Thread(target=stream)
+    client.start()
+    try:
+        assert streaming.wait(TIMEOUT_S)
+        server.shutdown()
+        drained = server.drain(TIMEOUT_S)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host, port), timeout=5)
+    finally:
+        client.join(TIMEOUT_S)
+        server.server_close()
+    assert drained and deployed.running == 0
+    assert lines[-1] == "[DONE]"
+    assert json.loads(lines[-2])["choices"][0]["finish_reason"] == "length"
+    assert sum(bool(json.loads(line)["choices"][0]["text"]) for line in lines[:-2]) > 10
