@@ -108,6 +108,7 @@ def _run(args: argparse.Namespace, plan, http) -> int:
     from partition.errors import ConfigError
 
     use_edge_threads(args, plan)
+    args.base_plan_id = plan.plan_id  # a baseline has an id of its own; --json names both
     if args.baseline:
         from partition.plan.variants import baseline_plan
 
@@ -238,6 +239,7 @@ def answer(answerer, args: argparse.Namespace, prompt: str) -> None:
     out = {
         "plan_id": report.pop("plan_id"),  # first, as it always was: log readers look for '{"plan_id"'
         "epoch": report.pop("epoch"),
+        **({"baseline": args.baseline, "base_plan_id": args.base_plan_id} if args.baseline else {}),
         "text": result.text,
         "token_ids": result.token_ids,
         "prompt_token_ids": result.prompt_token_ids,

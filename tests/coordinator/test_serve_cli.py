@@ -85,3 +85,25 @@ def test_a_worker_dying_mid_answer_is_named_with_what_to_do(smollm2, tmp_path):
     assert "Traceback" not in err, err[-3000:]
     assert f"server-a at {worker.address}: UNAVAILABLE" in err, err[-3000:]
     assert "start it again" in err and "send the prompt again" in err
+
+
+def test_serve_of_a_baseline_says_which_and_of_which_plan(smollm2, tmp_path):
+    import dataclasses
+
+    from partition.types import Baseline
+
+    plan = split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")])
+    edge_only = split_plan(smollm2, [("phone", 0, 32, "raw")])
+    plan = dataclasses.replace(
+        plan, baselines=(Baseline("edge_only", edge_only.stages, edge_only.predicted),)
+    )
+    save_plan(plan, tmp_path / "plan.json")
+    result = subprocess.run(
+        [sys.executable, "-m", "partition", "serve", "--plan", str(tmp_path / "plan.json"), "--baseline",
+         "edge_only", "--threads", "1", "--prompt", "Once upon a time", "--max-new-tokens", "4", "--json"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    assert out["baseline"] == "edge_only" and out["base_plan_id"] == plan.plan_id != out["plan_id"]
+    assert out["hops"] == [] and len(out["token_ids"]) == 4  # the whole model on the edge
