@@ -134,7 +134,7 @@ def _http_server(args: argparse.Namespace):
     """The API server of --http, listening but not yet answering (None without --http): checks that it
     goes without --prompt and --json, reads its key file, and binds the port."""
     from partition.errors import ConfigError
-    from partition.transport.channels import check_address
+    from partition.transport.channels import check_address, read_token
 
     if args.http is None:
         if args.http_token_file is not None:
@@ -143,14 +143,7 @@ def _http_server(args: argparse.Namespace):
     check_address(args.http, listening=True)
     if args.prompt is not None or args.json:
         raise ConfigError("--http serves requests from HTTP clients: drop --prompt and --json")
-    token = None
-    if args.http_token_file is not None:
-        try:
-            token = args.http_token_file.read_text().strip()
-        except OSError as error:
-            raise ConfigError(f"--http-token-file {args.http_token_file}: {error.strerror}") from None
-        if not token:
-            raise ConfigError(f"--http-token-file {args.http_token_file} is empty; put the API key in it")
+    token = read_token(args.http_token_file, "--http-token-file") if args.http_token_file else None
     from partition.api.server import ApiServer
 
     host, _, port = args.http.rpartition(":")

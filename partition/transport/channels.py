@@ -59,13 +59,14 @@ class TransportConfig:
         )
 
 
-def read_token(path: str | Path) -> str:
-    """The shared token: the file's content without surrounding whitespace; at least 16 characters."""
-    file = _readable(path, "--token-file")
+def read_token(path: str | Path, flag: str = "--token-file") -> str:
+    """A shared secret (the workers' token, the HTTP API key): the file's content without surrounding
+    whitespace; at least 16 characters. `flag` names the file in errors."""
+    file = _readable(path, flag)
     token = file.read_text(encoding="utf-8").strip()
     if len(token) < 16:
         raise ConfigError(
-            f"--token-file {file} holds {len(token)} characters; use at least 16, e.g. "
+            f"{flag} {file} holds {len(token)} characters; use at least 16, e.g. "
             "`python -c 'import secrets; print(secrets.token_urlsafe(32))' > token`"
         )
     return token
