@@ -73,7 +73,6 @@ class _Loaded:
     model: torch.nn.Module  # partition.model.SegmentModel
     cache: object  # partition.model.KVCache
     sessions: SessionTable
-    dtype: torch.dtype  # of the segment's weights: what its activations are converted to
 
 
 class StageRuntime:
@@ -150,7 +149,7 @@ class StageRuntime:
             dropped_sessions=tuple(current.sessions.ids()) if current else (),
         )
         sessions = SessionTable(slots, wanted.max_context, self.settings.idle_timeout_s)
-        self._loaded = _Loaded(wanted, result, model, cache, sessions, DTYPES[wanted.dtype])
+        self._loaded = _Loaded(wanted, result, model, cache, sessions)
         log.info(
             "loaded %s %s of %s (plan %s epoch %d) in %.2f s: %d KV slots of %d tokens",
             self.settings.name, wanted.segment, source.name, wanted.plan_id, wanted.epoch,
@@ -264,7 +263,7 @@ class StageRuntime:
                 f"this stage holds units {segment}: it takes activations [1, {n_tokens}, {spec.hidden_size}], "
                 f"got {x.dtype} {list(x.shape)}"
             )
-        dtype = self._loaded.dtype
+        dtype = DTYPES[self._loaded.deployment.dtype]  # the segment's weights were loaded in it
         if x.dtype == dtype and self.settings.device == "cpu":
             return x  # the usual case (float32 on the CPU): no conversion to pay for on every step
         return x.to(device=self.settings.device, dtype=dtype)
