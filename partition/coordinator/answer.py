@@ -25,24 +25,21 @@ from partition.metrics.spans import HopSpan, link_summaries, stage_summaries
 from partition.model.generation import GenerationRequest, GenerationResult, generate
 from partition.model.sampling import SamplingParams
 from partition.transport.client import StageCallError
-from partition.types import RAW_VALUE_BYTES, RETURN_TOP_K
+from partition.types import RAW_VALUE_BYTES, RETURN_TOP_K, Plan
 
 
 @dataclass(frozen=True)
 class Answer:
     result: GenerationResult
     spans: tuple[HopSpan, ...]  # every hop of every step
-    plan_id: str
-    epoch: int
-    predicted_ttft_s: float
-    predicted_tpot_s: float
+    plan: Plan  # the plan it ran on
 
     def report(self) -> dict:
         """Timings of the answer, per link and per stage, beside the plan's prediction (JSON-ready)."""
         result = self.result
         return {
-            "plan_id": self.plan_id,
-            "epoch": self.epoch,
+            "plan_id": self.plan.plan_id,
+            "epoch": self.plan.epoch,
             "metrics": {"ttft_s": result.ttft_s, "tpot_s": result.tpot_s, "tbt_s": result.tbt_s},
             "hops": [
                 {
@@ -60,7 +57,7 @@ class Answer:
                 {"device": s.device, "compute_p50_s": s.compute_p50_s, "queue_p50_s": s.queue_p50_s}
                 for s in stage_summaries(self.spans)
             ],
-            "predicted": {"ttft_s": self.predicted_ttft_s, "tpot_s": self.predicted_tpot_s},
+            "predicted": {"ttft_s": self.plan.predicted.ttft_s, "tpot_s": self.plan.predicted.tpot_s},
         }
 
 
@@ -104,15 +101,7 @@ class Answerer:
                     raise self._named(error) from None
                 raise
             session.close()
-        plan = self.deployment.plan
-        return Answer(
-            result,
-            tuple(session.spans),
-            plan.plan_id,
-            plan.epoch,
-            plan.predicted.ttft_s,
-            plan.predicted.tpot_s,
-        )
+        return Answer(result, tuple(session.spans), self.deployment.plan)
 
     @contextlib.contextmanager
     def _slot(self):
