@@ -19,6 +19,7 @@ client gets its tokens at the direct TPOT within 1 %).
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -69,6 +70,8 @@ class ApiServer(ThreadingHTTPServer):
         self.stats: ServingStats | None = None
         self.noted_logits = False  # the log said once what sampling without top_k costs
         self.started = int(time.time())
+        self._answering = threading.Condition()
+        self._under_way = 0  # requests between their check and the end of their answer
 
     def attach(self, answerer: Answerer) -> None:
         """Answer requests through `answerer`'s deployment."""
@@ -88,16 +91,24 @@ class ApiServer(ThreadingHTTPServer):
         return thread
 
     def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
-        """After `shutdown`: take no new connections and wait for the requests under way (answering or
-        waiting for a slot) to finish. True when none is left, False when `timeout_s` ran out first."""
+        """After `shutdown`: take no new connections and wait for the requests under way (waiting for a
+        slot, generating, or sending their last bytes) to be answered. True when none is left, False
+        when `timeout_s` ran out first."""
         self.server_close()
-        deadline = time.monotonic() + timeout_s
-        answerer = self.answerer
-        while answerer is not None and (answerer.running or answerer.waiting):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        return True
+        with self._answering:
+            return self._answering.wait_for(lambda: self._under_way == 0, timeout_s)
+
+    @contextlib.contextmanager
+    def under_way(self):
+        """Count a request from its check to the last byte of its answer (what `drain` waits for)."""
+        with self._answering:
+            self._under_way += 1
+        try:
+            yield
+        finally:
+            with self._answering:
+                self._under_way -= 1
+                self._answering.notify_all()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -162,16 +173,19 @@ class _Handler(BaseHTTPRequestHandler):
         if note and not self.server.noted_logits:  # once: every such request costs the same
             self.server.noted_logits = True
             log.warning("%s (a request to %s; said once)", note, path)
-        if request.stream:
-            self._stream(request)
-        else:
-            self._complete(request)
+        with self.server.under_way():
+            if request.stream:
+                self._stream(request)
+            else:
+                self._complete(request)
 
     # -- answers --------------------------------------------------------------------------------------
 
     def _complete(self, request) -> None:
+        client = select.poll()  # one per request: its check runs with every text chunk
+        client.register(self.connection, select.POLLIN)
         try:  # a client that hangs up before its answer is whole ends the request
-            answer = self.server.answerer.answer(request.generation, lambda _: self._check_client())
+            answer = self.server.answerer.answer(request.generation, lambda _: self._check_client(client))
         except ClientGone:
             log.info("%s left before its answer was whole; its session is closed", self.address_string())
             self.server.stats.ended("client_gone")
@@ -221,12 +235,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- HTTP plumbing --------------------------------------------------------------------------------
 
-    def _check_client(self) -> None:
-        """ClientGone if the client closed its connection: readable now, and a peek reads end-of-stream.
-        (A poll first: with a timeout set, the socket's own recv would wait for data.)"""
-        poller = select.poll()
-        poller.register(self.connection, select.POLLIN)
-        if not poller.poll(0):
+    def _check_client(self, client) -> None:
+        """ClientGone if the client closed its connection: readable now (`client` polls it), and a peek
+        reads end-of-stream. (A poll first: with a timeout set, the socket's own recv would wait.)"""
+        if not client.poll(0):
             return  # nothing to read: still there
         try:
             if self.connection.recv(1, socket.MSG_PEEK) == b"":

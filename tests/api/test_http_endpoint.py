@@ -347,17 +347,18 @@ def test_a_stopping_endpoint_refuses_new_connections_and_lets_a_streaming_answer
     server.attach(deployed)
     server.serve_in_thread()
     host, port = server.server_address[:2]
-    streaming, lines = threading.Event(), []
+    streaming, finished, lines = threading.Event(), threading.Event(), []
 
     def stream() -> None:
         connection = http.client.HTTPConnection(host, port, timeout=TIMEOUT_S)
-        body = {"prompt": "Once upon a time", "max_tokens": 24, "temperature": 0, "stream": True}
+        body = {"prompt": "Once upon a time", "max_tokens": 48, "temperature": 0, "stream": True}
         connection.request("POST", "/v1/completions", body=json.dumps(body))
         response = connection.getresponse()
         while line := response.readline():
             if line.startswith(b"data: "):
                 lines.append(line[6:].strip().decode())
                 streaming.set()
+        finished.set()
         connection.close()
 
     client = threading.Thread(target=stream)
@@ -366,6 +367,9 @@ def test_a_stopping_endpoint_refuses_new_connections_and_lets_a_streaming_answer
         assert streaming.wait(TIMEOUT_S)
         server.shutdown()
         drained = server.drain(TIMEOUT_S)
+        # drain returned once the answer's last byte was sent: the client has it at once, not after
+        # the rest of the 48 tokens (seconds on this CPU) had been generated
+        assert finished.wait(2.0)
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection((host, port), timeout=5)
     finally:
