@@ -48,3 +48,14 @@ def served_by_one_worker(source, tmp_path: Path, address: str) -> tuple[Plan, Pa
     cluster = tmp_path / "cluster.toml"
     cluster.write_text(f'[[device]]\nname = "server-a"\nrole = "server"\naddress = "{address}"\n')
     return plan, tmp_path / "plan.json", cluster
+
+
+def with_edge_only_baseline(source) -> Plan:
+    """phone [0,16) -> server-a [16,32), with one feasible baseline: edge_only (the whole model on phone)."""
+    from dataclasses import replace
+
+    from partition.types import Baseline
+
+    plan = split_plan(source, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")])
+    edge_only = split_plan(source, [("phone", 0, 32, "raw")])
+    return replace(plan, baselines=(Baseline("edge_only", edge_only.stages, edge_only.predicted),))

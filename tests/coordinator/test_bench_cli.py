@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from partition.artifacts import save_plan
-from tests.coordinator.plans import split_plan
+from tests.coordinator.plans import split_plan, with_edge_only_baseline
 
 
 def test_bench_reports_metrics_and_predicted_vs_measured(smollm2, tmp_path):
@@ -68,15 +68,7 @@ def test_bench_refuses_an_slo_it_cannot_judge(tmp_path):
 
 
 def test_bench_of_a_baseline_says_it_is_one(smollm2, tmp_path):
-    import dataclasses
-
-    from partition.types import Baseline
-
-    plan = split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")])
-    edge_only = split_plan(smollm2, [("phone", 0, 32, "raw")])
-    plan = dataclasses.replace(
-        plan, baselines=(Baseline("edge_only", edge_only.stages, edge_only.predicted),)
-    )
+    plan = with_edge_only_baseline(smollm2)
     save_plan(plan, tmp_path / "plan.json")
     result = subprocess.run(
         [sys.executable, "-m", "partition", "bench", "--plan", str(tmp_path / "plan.json"), "--baseline",

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from partition.artifacts import save_plan
-from tests.coordinator.plans import served_by_one_worker, split_plan
+from tests.coordinator.plans import served_by_one_worker, split_plan, with_edge_only_baseline
 
 
 def test_serve_spawn_local_answers_paris_with_per_hop_metrics(smollm2, tmp_path):
@@ -88,15 +88,7 @@ def test_a_worker_dying_mid_answer_is_named_with_what_to_do(smollm2, tmp_path):
 
 
 def test_serve_of_a_baseline_says_which_and_of_which_plan(smollm2, tmp_path):
-    import dataclasses
-
-    from partition.types import Baseline
-
-    plan = split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")])
-    edge_only = split_plan(smollm2, [("phone", 0, 32, "raw")])
-    plan = dataclasses.replace(
-        plan, baselines=(Baseline("edge_only", edge_only.stages, edge_only.predicted),)
-    )
+    plan = with_edge_only_baseline(smollm2)
     save_plan(plan, tmp_path / "plan.json")
     result = subprocess.run(
         [sys.executable, "-m", "partition", "serve", "--plan", str(tmp_path / "plan.json"), "--baseline",
