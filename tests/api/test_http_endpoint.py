@@ -206,7 +206,11 @@ def test_a_client_that_leaves_mid_stream_frees_its_session_for_the_next_one(api)
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
         )
-        assert b"data: " in client.recv(4096)  # the answer is streaming
+        received = b""
+        while b"data: " not in received:  # the headers and each event are separate writes
+            chunk = client.recv(4096)
+            assert chunk, received  # the answer is streaming, not ended
+            received += chunk
     # The deployment has one session slot per worker: this answer needs the one the stream held.
     status, reply = request(api, "POST", "/v1/completions", {"prompt": "Hello", "max_tokens": 3})
     assert status == 200, reply
