@@ -125,10 +125,12 @@ class StageRuntime:
         slots = self._slots_for(wanted, spec)
         start = time.perf_counter()
         reusable = current is not None and _same_weights(current.deployment, wanted)
+        # The old segment serves on until the new one is in memory, so a load that fails (a broken
+        # checkpoint, an unsupported file, too little memory) leaves the worker and its sessions as they
+        # were. A redeploy to other weights holds both segments for that moment.
         if reusable:
             model = current.model
         else:
-            self._loaded = None  # drop the old segment first: two models may not fit in memory
             model = load_segment(
                 source, wanted.segment, dtype=DTYPES[wanted.dtype], device=self.settings.device
             )

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from partition.errors import ModelNotFoundError
 from partition.model import load_segment, resolve_model
 from partition.runtime.errors import (
     CapacityError,
@@ -109,6 +110,20 @@ def test_inputs_of_the_wrong_kind_or_range_are_invalid(runtime):
     runtime.open_session("t", "plan", 1, runtime.deployment.model_digest)
     with pytest.raises(InvalidRequestError, match=r"takes activations \[1, 1, 64\]"):
         runtime.run_step(runtime.begin_step("t", "plan", 1, 0, 1), torch.tensor([[1]]), 1, last_only=False)
+
+
+def test_a_load_that_fails_leaves_the_deployment_and_its_sessions_serving(runtime, models):
+    runtime.load(deployment())
+    runtime.open_session("s", "plan", 1, runtime.deployment.model_digest)
+    runtime.run_step(runtime.begin_step("s", "plan", 1, 0, 2), torch.tensor([[1, 2]]), 2, last_only=False)
+    broken = models / "broken"  # a config and no weights: found, then fails while loading
+    broken.mkdir(exist_ok=True)
+    (broken / "config.json").write_text((models / "tiny" / "config.json").read_text())
+    with pytest.raises(ModelNotFoundError, match="has no model.safetensors"):
+        runtime.load(deployment(model="broken", epoch=2))
+    assert runtime.deployment.epoch == 1
+    step = runtime.begin_step("s", "plan", 1, 2, 1)  # the session goes on where it was
+    assert runtime.run_step(step, torch.tensor([[3]]), 1, last_only=False).shape[1] == 1
 
 
 def test_redeploying_drops_sessions_and_reuses_same_weights(runtime):
