@@ -2,14 +2,19 @@
 
 LoadSegment and Profile name a model in a request from the network, so the name must never lead the
 worker to open an arbitrary file. Paths are resolved (symlinks followed) and must stay inside the
-models dir, and so must every file of a model directory.
+models dir, and so must every file of a model directory. What a caller is told names the model as it
+asked for it, never the models dir's place on the worker's disk (the worker's log has that).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+from partition.errors import ModelNotFoundError
 from partition.runtime.errors import InvalidRequestError, ModelAccessError
+
+log = logging.getLogger(__name__)
 
 
 def resolve_allowed(model: str, models_dir: Path | None):
@@ -38,13 +43,21 @@ def resolve_allowed(model: str, models_dir: Path | None):
     if path.is_dir():
         for entry in path.iterdir():  # an HF directory's files may be symlinks (the HF cache uses them)
             _check_inside(entry.resolve(), root, model)
-    found = resolve_model(path)
+    try:
+        found = resolve_model(path)
+    except ModelNotFoundError as error:
+        log.warning("model %r not found in --models-dir %s: %s", model, root, error)
+        raise ModelNotFoundError(
+            f"model {model!r} is not in this worker's --models-dir (no GGUF file or HF directory with a "
+            "config.json by that path); copy the model there, or name it by its path relative to that directory"
+        ) from None
     return ModelSource(model, found.path, found.format)  # named as the caller asked, read inside the dir
 
 
 def _check_inside(path: Path, root: Path, model: str) -> None:
     if not path.is_relative_to(root):
+        log.warning("refused model %r: %s is outside --models-dir %s", model, path, root)
         raise ModelAccessError(
-            f"model path {model!r} leads outside the worker's --models-dir {root}; put the model inside "
+            f"model path {model!r} leads outside the worker's --models-dir; put the model inside "
             "that directory and name it by its path relative to it"
         )

@@ -203,12 +203,25 @@ class StageServicer:
         if isinstance(error, StatusError):
             await context.abort(error.code, error.details)
         if isinstance(error, PartitionError):
-            await context.abort(status_code(error), f"[{self.worker}] {error}")
+            await context.abort(status_code(error), self._for_caller(f"[{self.worker}] {error}"))
         log.exception("unexpected error in a Stage handler")
         await context.abort(
             grpc.StatusCode.INTERNAL,
-            f"[{self.worker}] internal error ({type(error).__name__}: {error}); the worker's log has the traceback",
+            self._for_caller(
+                f"[{self.worker}] internal error ({type(error).__name__}: {error}); the worker's log has the traceback"
+            ),
         )
+
+    def _for_caller(self, message: str) -> str:
+        """`message` with the models dir's place on this disk written as <--models-dir>: a caller names
+        models relative to it and has no use for (nor right to) the worker's directory layout."""
+        models_dir = self.settings.models_dir
+        if models_dir is None:
+            return message
+        root = str(models_dir.resolve())
+        if root in message:
+            log.info("told a caller: %s", message)  # the operator keeps the full path
+        return message.replace(root, "<--models-dir>")
 
 
 def _redeployed(worker: str, plan_id: str, epoch: int) -> StatusError:

@@ -21,8 +21,9 @@ def test_relative_and_absolute_paths_inside_are_allowed(models):
 @pytest.mark.parametrize("name", ["../outside", "tiny/../../outside", "/etc", "/etc/passwd"])
 def test_paths_leading_outside_are_denied(models, tmp_path, name):
     save_tiny_hf("llama", tmp_path / "outside")
-    with pytest.raises(ModelAccessError, match="outside the worker's --models-dir"):
+    with pytest.raises(ModelAccessError, match="outside the worker's --models-dir") as refused:
         resolve_allowed(name, models)
+    assert str(models.resolve()) not in str(refused.value)  # a caller never learns the worker's paths
 
 
 def test_symlinks_out_of_the_models_dir_are_denied(models, tmp_path):
@@ -46,5 +47,6 @@ def test_without_a_models_dir_only_builtin_names_resolve(models):
 
 
 def test_missing_model_inside_is_not_found(models):
-    with pytest.raises(ModelNotFoundError):
+    with pytest.raises(ModelNotFoundError, match="'nope' is not in this worker's --models-dir") as missing:
         resolve_allowed("nope", models)
+    assert str(models.resolve()) not in str(missing.value)

@@ -152,7 +152,7 @@ def test_top_k_logits_of_every_position_are_refused_before_the_step_runs(pair, d
         assert result.codec_received == "top-k" and result.bytes_received == 8 * kept and kept >= 4
 
 
-def test_model_path_outside_the_models_dir_is_permission_denied(pair, digest, tmp_path):
+def test_model_path_outside_the_models_dir_is_permission_denied(pair, digest, tmp_path, models_dir):
     for model in ("../../../etc", "/etc/passwd", str(tmp_path)):
 
         async def load(chain, model=model):
@@ -162,7 +162,26 @@ def test_model_path_outside_the_models_dir_is_permission_denied(pair, digest, tm
         error = refused(pair, load)
         assert error.code == grpc.StatusCode.PERMISSION_DENIED, model
         assert "outside the worker's --models-dir" in error.details
+        assert str(models_dir.resolve()) not in error.details  # the worker's disk layout stays its own
     assert serves(pair, digest)  # the refused loads did not replace the deployment
+
+
+def test_a_model_that_fails_to_load_is_named_without_the_workers_paths_and_the_old_one_serves_on(
+    pair, digest, models_dir
+):
+    broken = models_dir / "broken"  # a config and no weights: allowed, found, then fails while loading
+    broken.mkdir(exist_ok=True)
+    (broken / "config.json").write_text((models_dir / "tiny" / "config.json").read_text())
+
+    async def load(chain):
+        request = deploy_pb2.LoadSegmentRequest(plan_id="plan", epoch=2, model="broken", start=0, end=2)
+        return await chain.stages[0].load_segment(request)
+
+    error = refused(pair, load)
+    assert error.code == grpc.StatusCode.NOT_FOUND
+    assert "<--models-dir>/broken has no model.safetensors" in error.details
+    assert str(models_dir.resolve()) not in error.details
+    assert serves(pair, digest)  # epoch 1 is still deployed, on both workers
 
 
 def test_no_free_kv_slot_is_resource_exhausted(pair):
@@ -180,10 +199,11 @@ def test_no_free_kv_slot_is_resource_exhausted(pair):
     assert serves(pair, digest)  # the first session's close freed its slot
 
 
-def test_profile_of_a_model_the_worker_cannot_read_is_refused_and_it_serves_on(pair, digest):
+def test_profile_of_a_model_the_worker_cannot_read_is_refused_and_it_serves_on(pair, digest, models_dir):
     missing = measure_pb2.ProfileRequest(model="no-such-model")  # read inside --models-dir: not there
     error = refused(pair, lambda chain: chain.stages[0].profile(missing))
     assert error.code == grpc.StatusCode.NOT_FOUND and "no-such-model" in error.details
+    assert str(models_dir.resolve()) not in error.details
     error = refused(
         pair, lambda chain: chain.stages[0].profile(measure_pb2.ProfileRequest(model="/etc/passwd"))
     )
