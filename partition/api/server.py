@@ -132,6 +132,7 @@ class _Handler(BaseHTTPRequestHandler):
                         "model": self.server.served.model,
                         "plan_id": plan.plan_id,
                         "epoch": plan.epoch,
+                        **self.server.answerer.labels,
                     },
                 )
                 return

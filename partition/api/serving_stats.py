@@ -55,7 +55,8 @@ class ServingStats:
             Info(
                 "partition_plan_info",
                 "The plan this endpoint serves.",
-                {"plan_id": plan.plan_id, "epoch": str(plan.epoch), "model": plan.model.name},
+                {"plan_id": plan.plan_id, "epoch": str(plan.epoch), "model": plan.model.name}
+                | answerer.labels,
             ),
             self.requests,
             Gauge("partition_requests_running", "Requests generating now.", lambda: answerer.running),

@@ -161,7 +161,8 @@ def _serve(args: argparse.Namespace, plan, addresses: dict[str, str], transport,
         plan, addresses, transport, max_context=args.max_context, max_sessions=args.max_sessions
     )
     try:
-        answerer = Answerer(deployment)
+        baseline = {"baseline": args.baseline, "base_plan_id": args.base_plan_id} if args.baseline else {}
+        answerer = Answerer(deployment, labels=baseline)
         if http is not None:
             _serve_http(http, answerer)
         elif args.prompt is not None:
@@ -232,7 +233,6 @@ def answer(answerer, args: argparse.Namespace, prompt: str) -> None:
     out = {
         "plan_id": report.pop("plan_id"),  # first, as it always was: log readers look for '{"plan_id"'
         "epoch": report.pop("epoch"),
-        **({"baseline": args.baseline, "base_plan_id": args.base_plan_id} if args.baseline else {}),
         "text": result.text,
         "token_ids": result.token_ids,
         "prompt_token_ids": result.prompt_token_ids,

@@ -1,7 +1,7 @@
 """Answer one generation request through a deployment (serve): a session, the generation loop, and
 failures named by the plan's device. `partition serve --prompt` and the HTTP endpoint both go through it.
 
-    answerer = Answerer(deployment)
+    answerer = Answerer(deployment)          # labels={"baseline": ...} when serving a plan's baseline
     answer = answerer.answer(request, on_text=print_chunk)   # waits for a free session slot first
     answer.result.text, answer.report()                        # the text, and where its time went
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -33,6 +33,7 @@ class Answer:
     result: GenerationResult
     spans: tuple[HopSpan, ...]  # every hop of every step
     plan: Plan  # the plan it ran on
+    labels: Mapping[str, str] = field(default_factory=dict)  # what else the report says of that plan
 
     def report(self) -> dict:
         """Timings of the answer, per link and per stage, beside the plan's prediction (JSON-ready)."""
@@ -40,6 +41,7 @@ class Answer:
         return {
             "plan_id": self.plan.plan_id,
             "epoch": self.plan.epoch,
+            **self.labels,
             "metrics": {"ttft_s": result.ttft_s, "tpot_s": result.tpot_s, "tbt_s": result.tbt_s},
             "hops": [
                 {
@@ -62,10 +64,13 @@ class Answer:
 
 
 class Answerer:
-    def __init__(self, deployment: Deployment) -> None:
+    def __init__(self, deployment: Deployment, labels: Mapping[str, str] | None = None) -> None:
+        """`labels`: said beside the plan id wherever the plan is named (every answer's report, the
+        endpoint's /health and /metrics); serve --baseline names the baseline and the plan it is of."""
         from partition.model.tokenizer import load_tokenizer
 
         self.deployment = deployment
+        self.labels = dict(labels or {})
         self.tokenizer = load_tokenizer(deployment.source)
         self.eos_ids = tuple(sorted(set(deployment.source.spec.eos_token_ids) | set(self.tokenizer.eos_ids)))
         self._slots = threading.BoundedSemaphore(max(1, deployment.max_sessions))
@@ -101,7 +106,7 @@ class Answerer:
                     raise self._named(error) from None
                 raise
             session.close()
-        return Answer(result, tuple(session.spans), self.deployment.plan)
+        return Answer(result, tuple(session.spans), self.deployment.plan, self.labels)
 
     @contextlib.contextmanager
     def _slot(self):

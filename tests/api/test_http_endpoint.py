@@ -296,6 +296,27 @@ def test_metrics_count_what_this_endpoint_served_per_link_and_stage(deployed):
     assert samples['partition_stage_compute_seconds_count{hop="0",device="phone"}'] == str(decode_steps)
 
 
+def test_a_served_baseline_is_named_in_every_reply_health_and_metrics(deployed):
+    # what serve --baseline edge_only gives its Answerer (a baseline runs under a plan id of its own)
+    labels = {"baseline": "edge_only", "base_plan_id": "0123456789ab"}
+    server = ApiServer("127.0.0.1", 0)
+    server.attach(Answerer(deployed.deployment, labels=labels))
+    server.serve_in_thread()
+    try:
+        body = {"prompt": "Once upon a time", "max_tokens": 2, "temperature": 0}
+        status, reply = request(server, "POST", "/v1/completions", body)
+        assert status == 200, reply
+        assert reply["partition"]["plan_id"] == deployed.deployment.plan.plan_id
+        assert reply["partition"].items() >= labels.items()
+        status, health = request(server, "GET", "/health")
+        assert status == 200 and health.items() >= labels.items()
+        status, metrics = request(server, "GET", "/metrics")
+        assert 'baseline="edge_only",base_plan_id="0123456789ab"} 1' in metrics
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_the_body_of_a_refused_request_is_never_taken_for_the_next_request(api):
     host, port = api.server_address[:2]
     hidden = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"  # a request inside the body of a refused one
