@@ -180,6 +180,23 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._complete(request)
 
+    def _not_allowed(self) -> None:
+        """Every other method: 405 in OpenAI's error shape (not the stdlib's 501 page), body read first."""
+        length = self.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) <= MAX_BODY_BYTES:
+            self.rfile.read(int(length))
+        elif length is not None or self.headers.get("Transfer-Encoding"):
+            self.close_connection = True  # where the next request starts is unknown
+        error = ApiError(
+            405,
+            f"method {self.command} is not served; this endpoint answers GET and POST",
+            code="method_not_allowed",
+        )
+        data = b"" if self.command == "HEAD" else json.dumps(error.body()).encode()  # HEAD: headers only
+        self._send(405, data, "application/json", {"Allow": "GET, POST"})
+
+    do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
+
     # -- answers --------------------------------------------------------------------------------------
 
     def _complete(self, request) -> None:
@@ -273,9 +290,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(self, status: int, body: dict) -> None:
         self._send(status, json.dumps(body).encode(), "application/json")
 
-    def _send(self, status: int, data: bytes, content_type: str) -> None:
+    def _send(
+        self, status: int, data: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
         if self.close_connection:
             self.send_header("Connection", "close")

@@ -296,6 +296,27 @@ def test_metrics_count_what_this_endpoint_served_per_link_and_stage(deployed):
     assert samples['partition_stage_compute_seconds_count{hop="0",device="phone"}'] == str(decode_steps)
 
 
+def test_other_methods_get_a_405_saying_what_is_served_and_the_connection_goes_on(api):
+    host, port = api.server_address[:2]
+    connection = http.client.HTTPConnection(host, port, timeout=TIMEOUT_S)
+    try:
+        for method in ("PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"):
+            connection.request(method, "/v1/chat/completions", body=b'{"x": 1}')  # a body, read and dropped
+            response = connection.getresponse()
+            text = response.read()
+            assert response.status == 405 and response.getheader("Allow") == "GET, POST", method
+            if method == "HEAD":
+                assert text == b""
+            else:
+                error = json.loads(text)["error"]
+                assert error["code"] == "method_not_allowed" and method in error["message"]
+        connection.request("GET", "/health")  # the same kept-alive connection
+        response = connection.getresponse()
+        assert response.status == 200 and json.loads(response.read())["status"] == "ok"
+    finally:
+        connection.close()
+
+
 def test_a_served_baseline_is_named_in_every_reply_health_and_metrics(deployed):
     # what serve --baseline edge_only gives its Answerer (a baseline runs under a plan id of its own)
     labels = {"baseline": "edge_only", "base_plan_id": "0123456789ab"}
