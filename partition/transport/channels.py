@@ -77,6 +77,10 @@ def auth_metadata(config: TransportConfig) -> tuple[tuple[str, str], ...]:
     return ((AUTH_HEADER, f"Bearer {config.token}"),) if config.token else ()
 
 
+RECONNECT_MIN_MS = 250
+RECONNECT_MAX_MS = 2_000
+
+
 def channel_options(config: TransportConfig) -> list[tuple[str, int | str]]:
     options: list[tuple[str, int | str]] = [
         ("grpc.max_send_message_length", config.max_message_bytes),
@@ -85,6 +89,11 @@ def channel_options(config: TransportConfig) -> list[tuple[str, int | str]]:
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.keepalive_permit_without_calls", 1),
+        # A worker that went away is tried again at least every RECONNECT_MAX_MS (gRPC's default backs
+        # off to 120 s), so one started again at its address serves the next request within seconds.
+        ("grpc.initial_reconnect_backoff_ms", RECONNECT_MIN_MS),
+        ("grpc.min_reconnect_backoff_ms", RECONNECT_MIN_MS),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_MS),
     ]
     if config.tls_server_name:
         options.append(("grpc.ssl_target_name_override", config.tls_server_name))

@@ -181,6 +181,19 @@ class Chain:
         for stage in self.stages:
             await stage.close()
 
+    async def connected(self, timeout_s: float) -> bool:
+        """Wait until every stage's channel is connected, at most `timeout_s`; whether they all are.
+
+        A worker that went away is tried again at gRPC's reconnect backoff (at most RECONNECT_MAX_MS):
+        until then, calls to it fail at once even when it is back. This waits for that attempt.
+        """
+        ready = asyncio.gather(*(stage.channel.channel_ready() for stage in self.stages))
+        try:
+            await asyncio.wait_for(ready, timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
     async def load(
         self,
         plan_id: str,
