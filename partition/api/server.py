@@ -35,6 +35,7 @@ from partition.api.replies import ReplyIds, models
 from partition.api.requests import CHAT, COMPLETION, ApiError, Served, parse_body, text_request
 from partition.api.serving_stats import ServingStats
 from partition.coordinator.answer import Answerer
+from partition.coordinator.deploy import DeployError
 from partition.errors import ContextOverflowError, PartitionError
 from partition.transport.client import StageCallError
 from partition.types import RETURN_TOP_K
@@ -358,6 +359,8 @@ def _api_error(error: Exception) -> ApiError:
         return ApiError(STAGE_STATUS.get(error.code, 502), str(error), code=error.code.name.lower())
     if isinstance(error, ContextOverflowError):
         return ApiError(400, str(error), code="context_length_exceeded")
+    if isinstance(error, DeployError):  # a worker came back as something the plan does not have there
+        return ApiError(502, str(error), code="deploy_mismatch")
     if isinstance(error, PartitionError):
         return ApiError(500, str(error))
     log.exception("answering failed")

@@ -8,7 +8,7 @@ which link or stage the time goes to while the endpoint serves.
 
 from __future__ import annotations
 
-from partition.metrics.prometheus import Counter, Gauge, Histogram, Info, render
+from partition.metrics.prometheus import Counter, CountRead, Gauge, Histogram, Info, render
 
 # Bucket bounds in seconds, spanning what this runtime sees from a LAN server to a Wi-Fi phone.
 TTFT_BUCKETS_S = (0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
@@ -64,6 +64,11 @@ class ServingStats:
                 "partition_requests_waiting",
                 "Requests waiting for a session slot now.",
                 lambda: answerer.waiting,
+            ),
+            CountRead(
+                "partition_worker_reloads_total",
+                "Times the workers were given their segments again after one went away and came back.",
+                lambda: answerer.reloads,
             ),
             self.prompt_tokens,
             self.generated_tokens,

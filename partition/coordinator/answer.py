@@ -7,25 +7,37 @@ failures named by the plan's device. `partition serve --prompt` and the HTTP end
 
 Each worker holds `max_sessions` KV slots; requests beyond that wait here for a slot instead of being
 refused by a worker. A request that fails (a worker went away, the caller stopped reading) closes its
-session, so its slot is free for the next one.
+session, so its slot is free for the next one. A worker that went away and was started again at its
+address holds nothing: the next request gives every worker its segment again (LoadSegment, same plan
+and epoch) before it starts, so a long-running endpoint heals without a restart. The request that
+was under way when the worker went is not resumed; it ends with the device named.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import grpc
 
-from partition.coordinator.deploy import Deployment
+from partition.coordinator.deploy import Deployment, load_workers
 from partition.coordinator.session import PipelineSession
 from partition.metrics.spans import HopSpan, link_summaries, stage_summaries
 from partition.model.generation import GenerationRequest, GenerationResult, generate
 from partition.model.sampling import SamplingParams
+from partition.runtime.errors import NOTHING_LOADED
+from partition.transport.channels import RECONNECT_MAX_MS
 from partition.transport.client import StageCallError
 from partition.types import RAW_VALUE_BYTES, RETURN_TOP_K, Plan
+
+log = logging.getLogger(__name__)
+
+# How long a request waits for a lost worker to be reachable again before it fails (503 on the
+# endpoint): one reconnect attempt of its channel (partition/transport/channels.py), and a margin.
+RECONNECT_WAIT_S = RECONNECT_MAX_MS / 1000 + 1.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,9 @@ class Answerer:
         self._counts = threading.Lock()
         self.waiting = 0  # requests waiting for a session slot now
         self.running = 0  # requests generating now
+        self.reloads = 0  # times the workers were loaded again after one went away
+        self._worker_lost = False  # a request found a worker unreachable
+        self._reloading = threading.Lock()
 
     def logits_note(self, sampling: SamplingParams, ask_top_k: str) -> str | None:
         """What a sampler costs beyond the plan, when a worker must send every logit back for it;
@@ -96,17 +111,44 @@ class Answerer:
         with self._slot():
             session = None
             try:
-                session = PipelineSession(self.deployment, context=request.context, sampling=request.sampling)
+                if self._worker_lost:
+                    self._load_workers_again()
+                session = self._open_session(request)
                 result = generate(session.step, request, self.eos_ids, self.tokenizer.decode, on_text)
             except BaseException as error:
                 if session is not None:  # closing fails the same way; the first error says why
                     with contextlib.suppress(Exception):
                         session.close()
                 if isinstance(error, StageCallError):
+                    if error.code == grpc.StatusCode.UNAVAILABLE:
+                        self._worker_lost = True  # the next request loads its segment again, if it is back
                     raise self._named(error) from None
                 raise
             session.close()
         return Answer(result, tuple(session.spans), self.deployment.plan, self.labels)
+
+    def _open_session(self, request: GenerationRequest) -> PipelineSession:
+        """A session through the chain. A worker that was restarted since the last request holds no
+        segment and refuses it: its segment is loaded again, and the session opened once more (no token
+        was generated yet, so nothing is lost)."""
+        try:
+            return PipelineSession(self.deployment, context=request.context, sampling=request.sampling)
+        except StageCallError as error:
+            if NOTHING_LOADED not in error.details:
+                raise
+        self._load_workers_again()
+        return PipelineSession(self.deployment, context=request.context, sampling=request.sampling)
+
+    def _load_workers_again(self) -> None:
+        """LoadSegment on every worker (one request at a time does it); StageCallError while a worker is
+        still away, and the next request tries again."""
+        with self._reloading:
+            d = self.deployment
+            d.loop.run(d.chain.connected(RECONNECT_WAIT_S))  # one still away fails the load below
+            load_workers(d)
+            self._worker_lost = False
+            self.reloads += 1
+        log.warning("loaded the plan's segments on the workers again (a worker had gone away)")
 
     @contextlib.contextmanager
     def _slot(self):

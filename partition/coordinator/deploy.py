@@ -59,7 +59,6 @@ def deploy(
     transport=None,
     max_context: int = 2048,
     max_sessions: int = 4,
-    probe_rounds: int = PROBE_ROUNDS,
 ) -> Deployment:
     """Load `plan`; `addresses` maps each remote device name to its worker's host:port."""
     from partition.model import load_segment, resolve_model
@@ -103,27 +102,7 @@ def deploy(
     chain = deployment.loop.run(_make_chain(Chain, list(remote_addresses), transport or TransportConfig()))
     deployment.chain, deployment.addresses = chain, remote_addresses
     try:
-        acks = deployment.loop.run(
-            chain.load(
-                plan.plan_id,
-                plan.epoch,
-                plan.model.name,
-                [s.segment for s in topology.remote],
-                [s.codec_out for s in topology.remote],
-                model_digest=plan.model.digest,
-                max_context=max_context,
-                max_sessions=max_sessions,
-            )
-        )
-        for stage, address, ack in zip(topology.remote, remote_addresses, acks, strict=True):
-            _check_ack(plan, stage, address, ack)
-        deployment.acks = tuple(acks)
-        deployment.clocks = tuple(
-            estimate_offset(
-                [(s.t0, s.t1, s.t2, s.t3) for s in deployment.loop.run(stage.probe(probe_rounds))]
-            )
-            for stage in chain.stages
-        )
+        load_workers(deployment)
     except StageCallError as error:
         deployment.close()
         device = _device_at(topology.remote, remote_addresses, error.address)
@@ -133,6 +112,37 @@ def deploy(
     except BaseException:
         deployment.close()
         raise
+    return deployment
+
+
+def load_workers(deployment: Deployment) -> None:
+    """LoadSegment on every worker, each ack checked, and each worker's clock offset measured.
+
+    `deploy` calls it once; a running deployment calls it again when a worker was restarted (it came
+    back with nothing loaded): that one loads its segment of the same plan and epoch, and the others,
+    which still hold theirs, answer at once and keep their sessions. Raises DeployError for a wrong ack,
+    StageCallError for a worker that refuses or is still away.
+    """
+    plan, topology, chain = deployment.plan, deployment.topology, deployment.chain
+    acks = deployment.loop.run(
+        chain.load(
+            plan.plan_id,
+            plan.epoch,
+            plan.model.name,
+            [s.segment for s in topology.remote],
+            [s.codec_out for s in topology.remote],
+            model_digest=plan.model.digest,
+            max_context=deployment.max_context,
+            max_sessions=deployment.max_sessions,
+        )
+    )
+    for stage, address, ack in zip(topology.remote, deployment.addresses, acks, strict=True):
+        _check_ack(plan, stage, address, ack)
+    clocks = tuple(
+        estimate_offset([(s.t0, s.t1, s.t2, s.t3) for s in deployment.loop.run(stage.probe(PROBE_ROUNDS))])
+        for stage in chain.stages
+    )
+    deployment.acks, deployment.clocks = tuple(acks), clocks
     for stage, ack, clock in zip(topology.remote, deployment.acks, deployment.clocks, strict=True):
         log.info(
             "stage %s %s loaded %s in %.2f s, %.1f MB; clock offset %+.3f ms (+/- %.3f ms)",
@@ -144,7 +154,6 @@ def deploy(
             clock.offset_ns / 1e6,
             clock.error_bound_ns / 1e6,
         )
-    return deployment
 
 
 async def _make_chain(chain_class, addresses, config):

@@ -84,6 +84,12 @@ class Gauge(_Metric):
         return [f"{self.name} {_number(self.read())}"]
 
 
+class CountRead(Gauge):
+    """A count kept elsewhere and only ever growing (the workers' reloads), read when scraped."""
+
+    kind = "counter"
+
+
 class Info(_Metric):
     """Constant labels worth knowing (the plan served), as a gauge of value 1."""
 

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from partition.errors import PartitionError
 
+# What a worker says when it holds no segment (it was just started or restarted). A coordinator that
+# finds these words loads the worker again (partition/coordinator/answer.py): part of the contract.
+NOTHING_LOADED = "no segment is loaded on this worker"
+
 
 class InvalidRequestError(PartitionError):
     """A malformed message: garbage bytes, a missing field, a value out of its range (INVALID_ARGUMENT)."""

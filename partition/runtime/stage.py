@@ -13,7 +13,12 @@ from pathlib import Path
 
 import torch
 
-from partition.runtime.errors import CapacityError, InvalidRequestError, StaleDeploymentError
+from partition.runtime.errors import (
+    NOTHING_LOADED,
+    CapacityError,
+    InvalidRequestError,
+    StaleDeploymentError,
+)
 from partition.runtime.models_dir import resolve_allowed
 from partition.runtime.sessions import Session, SessionTable
 from partition.types import Segment
@@ -180,9 +185,7 @@ class StageRuntime:
     def check_deployment(self, plan_id: str, epoch: int, model_digest: str | None = None) -> _Loaded:
         loaded = self._loaded
         if loaded is None:
-            raise StaleDeploymentError(
-                "no segment is loaded on this worker; deploy the plan (LoadSegment) first"
-            )
+            raise StaleDeploymentError(f"{NOTHING_LOADED}; deploy the plan (LoadSegment) first")
         d = loaded.deployment
         if (plan_id, epoch) != (d.plan_id, d.epoch):
             raise StaleDeploymentError(

@@ -42,7 +42,23 @@ def get(url: str, path: str) -> int:
         connection.close()
 
 
-def test_serve_http_answers_names_a_dead_worker_and_stops_on_sigterm(smollm2, tmp_path):
+def ask_paris(url: str) -> bool:
+    status, reply = post(url, "/chat/completions", {"messages": QUESTION, "temperature": 0, "max_tokens": 16})
+    assert status == 200, reply
+    return "Paris" in reply["choices"][0]["message"]["content"]
+
+
+def metrics(url: str) -> str:
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT_S)
+    try:
+        connection.request("GET", "/metrics")
+        return connection.getresponse().read().decode()
+    finally:
+        connection.close()
+
+
+def test_serve_http_answers_names_a_dead_worker_heals_when_it_is_back_and_stops_on_sigterm(smollm2, tmp_path):
     worker = spawn_worker("server-a", extra_args=("--threads", "1"))
     serve = None
     try:
@@ -60,11 +76,7 @@ def test_serve_http_answers_names_a_dead_worker_and_stops_on_sigterm(smollm2, tm
         url = re.search(r"answers at (http://\S+/v1)", said[-1]).group(1)
         assert plan.plan_id in said[-1]
 
-        status, reply = post(
-            url, "/chat/completions", {"messages": QUESTION, "temperature": 0, "max_tokens": 16}
-        )
-        assert status == 200, reply
-        assert "Paris" in reply["choices"][0]["message"]["content"]
+        assert ask_paris(url)
 
         worker.process.kill()
         worker.process.wait(timeout=30)
@@ -74,6 +86,17 @@ def test_serve_http_answers_names_a_dead_worker_and_stops_on_sigterm(smollm2, tm
         assert f"server-a at {worker.address}: UNAVAILABLE" in message and "start it again" in message
         assert reply["error"]["type"] == "server_error"
         assert get(url, "/health") == 200  # the endpoint itself stays up
+
+        # started again at its address, it gets its segment back with the next request (503 seen before)
+        port = int(worker.address.rsplit(":", 1)[1])
+        worker = spawn_worker("server-a", port=port, extra_args=("--threads", "1"))
+        assert ask_paris(url)
+        # and when it restarts between two requests, the next one loads it again and is answered
+        worker.process.kill()
+        worker.process.wait(timeout=30)
+        worker = spawn_worker("server-a", port=port, extra_args=("--threads", "1"))
+        assert ask_paris(url)
+        assert "partition_worker_reloads_total 2" in metrics(url)
 
         serve.send_signal(signal.SIGTERM)
         _, err = serve.communicate(timeout=60)
