@@ -25,6 +25,10 @@ class ServingStats:
             "Requests that ended, by outcome: ok, client_gone, or the HTTP status of the failure.",
             ("outcome",),
         )
+        self.resumes = Counter(
+            "partition_request_resumes_total",
+            "Times an answered request went on after a worker went away and came back mid-request.",
+        )
         self.prompt_tokens = Counter("partition_prompt_tokens_total", "Prompt tokens of answered requests.")
         self.generated_tokens = Counter(
             "partition_generation_tokens_total", "Tokens generated for answered requests."
@@ -59,6 +63,7 @@ class ServingStats:
                 | answerer.labels,
             ),
             self.requests,
+            self.resumes,
             Gauge("partition_requests_running", "Requests generating now.", lambda: answerer.running),
             Gauge(
                 "partition_requests_waiting",
@@ -82,6 +87,7 @@ class ServingStats:
         """Record an answer (partition.coordinator.answer.Answer)."""
         result = answer.result
         self.requests.inc(outcome="ok")
+        self.resumes.inc(answer.resumes)
         self.prompt_tokens.inc(len(result.prompt_token_ids))
         self.generated_tokens.inc(len(result.token_ids))
         self.ttft.observe(result.ttft_s)

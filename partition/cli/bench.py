@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     ttft_deadline = args.ttft_deadline if args.ttft_deadline is not None else plan.predicted.ttft_s + 0.3
     addresses = cluster_addresses(args.cluster) if args.cluster else {}
     remote = [s.device for s in split_plan(plan).remote]
-    spawned = spawn_missing(remote, addresses, plan.model.name, args.threads) if args.spawn_local else []
+    spawned = spawn_missing(remote, addresses, plan.model.name, args.threads) if args.spawn_local else None
     try:
         deployment = deploy(
             plan,
@@ -99,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
         finally:
             deployment.close()
     finally:
-        for worker in spawned:
-            worker.stop()
+        if spawned is not None:
+            spawned.stop()
 
     metrics = summarize_run(bench.timings, ttft_deadline, args.tbt_deadline, slo)
     links, stages = link_summaries(bench.spans), stage_summaries(bench.spans)

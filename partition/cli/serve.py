@@ -122,12 +122,13 @@ def _run(args: argparse.Namespace, plan, http) -> int:
             return _serve(args, plan, stages.addresses, stages.transport, http)
     addresses = cluster_addresses(args.cluster) if args.cluster else {}
     remote = [s.device for s in split_plan(plan).remote]
-    spawned = spawn_missing(remote, addresses, plan.model.name, args.threads) if args.spawn_local else []
+    spawned = spawn_missing(remote, addresses, plan.model.name, args.threads) if args.spawn_local else None
     try:
-        return _serve(args, plan, addresses, transport_config(args), http)
+        restart = spawned.restart_dead if spawned is not None else None  # a worker of ours died: again
+        return _serve(args, plan, addresses, transport_config(args), http, restart)
     finally:
-        for worker in spawned:
-            worker.stop()
+        if spawned is not None:
+            spawned.stop()
 
 
 def _http_server(args: argparse.Namespace):
@@ -153,7 +154,9 @@ def _http_server(args: argparse.Namespace):
         raise ConfigError(f"--http {args.http}: cannot listen there ({error.strerror})") from None
 
 
-def _serve(args: argparse.Namespace, plan, addresses: dict[str, str], transport, http=None) -> int:
+def _serve(
+    args: argparse.Namespace, plan, addresses: dict[str, str], transport, http=None, restart=None
+) -> int:
     from partition.coordinator.answer import Answerer
     from partition.coordinator.deploy import deploy
 
@@ -162,7 +165,7 @@ def _serve(args: argparse.Namespace, plan, addresses: dict[str, str], transport,
     )
     try:
         baseline = {"baseline": args.baseline, "base_plan_id": args.base_plan_id} if args.baseline else {}
-        answerer = Answerer(deployment, labels=baseline)
+        answerer = Answerer(deployment, labels=baseline, before_reload=restart)
         if http is not None:
             _serve_http(http, answerer)
         elif args.prompt is not None:

@@ -8,9 +8,9 @@ failures named by the plan's device. `partition serve --prompt` and the HTTP end
 Each worker holds `max_sessions` KV slots; requests beyond that wait here for a slot instead of being
 refused by a worker. A request that fails (a worker went away, the caller stopped reading) closes its
 session, so its slot is free for the next one. A worker that went away and was started again at its
-address holds nothing: the next request gives every worker its segment again (LoadSegment, same plan
-and epoch) before it starts, so a long-running endpoint heals without a restart. The request that
-was under way when the worker went is not resumed; it ends with the device named.
+address holds nothing: every worker gets its segment again (LoadSegment, same plan and epoch) before
+the next request, or, when it is back within seconds, the request under way resumes on a new session
+(partition/coordinator/resume.py). A worker that stays away ends the request, named by its device.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from partition.coordinator.deploy import Deployment, load_workers
+from partition.coordinator.resume import ResumingSession
 from partition.coordinator.session import PipelineSession
 from partition.metrics.spans import HopSpan, link_summaries, stage_summaries
 from partition.model.generation import GenerationRequest, GenerationResult, generate
@@ -46,6 +47,7 @@ class Answer:
     spans: tuple[HopSpan, ...]  # every hop of every step
     plan: Plan  # the plan it ran on
     labels: Mapping[str, str] = field(default_factory=dict)  # what else the report says of that plan
+    resumes: int = 0  # times a worker went away mid-request and the request went on (coordinator/resume.py)
 
     def report(self) -> dict:
         """Timings of the answer, per link and per stage, beside the plan's prediction (JSON-ready)."""
@@ -72,13 +74,21 @@ class Answer:
                 for s in stage_summaries(self.spans)
             ],
             "predicted": {"ttft_s": self.plan.predicted.ttft_s, "tpot_s": self.plan.predicted.tpot_s},
+            "resumes": self.resumes,
         }
 
 
 class Answerer:
-    def __init__(self, deployment: Deployment, labels: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        deployment: Deployment,
+        labels: Mapping[str, str] | None = None,
+        before_reload: Callable[[], None] | None = None,
+    ) -> None:
         """`labels`: said beside the plan id wherever the plan is named (every answer's report, the
-        endpoint's /health and /metrics); serve --baseline names the baseline and the plan it is of."""
+        endpoint's /health and /metrics); serve --baseline names the baseline and the plan it is of.
+        `before_reload`: called when a worker went away, before the workers get their segments again
+        (serve --spawn-local starts its dead workers again there)."""
         from partition.model.tokenizer import load_tokenizer
 
         self.deployment = deployment
@@ -90,8 +100,8 @@ class Answerer:
         self.waiting = 0  # requests waiting for a session slot now
         self.running = 0  # requests generating now
         self.reloads = 0  # times the workers were loaded again after one went away
-        self._worker_lost = False  # a request found a worker unreachable
         self._reloading = threading.Lock()
+        self._before_reload = before_reload
 
     def logits_note(self, sampling: SamplingParams, ask_top_k: str) -> str | None:
         """What a sampler costs beyond the plan, when a worker must send every logit back for it;
@@ -111,21 +121,17 @@ class Answerer:
         with self._slot():
             session = None
             try:
-                if self._worker_lost:
-                    self._load_workers_again()
-                session = self._open_session(request)
+                session = ResumingSession(lambda: self._open_session(request), self._load_workers_again)
                 result = generate(session.step, request, self.eos_ids, self.tokenizer.decode, on_text)
             except BaseException as error:
                 if session is not None:  # closing fails the same way; the first error says why
                     with contextlib.suppress(Exception):
                         session.close()
                 if isinstance(error, StageCallError):
-                    if error.code == grpc.StatusCode.UNAVAILABLE:
-                        self._worker_lost = True  # the next request loads its segment again, if it is back
                     raise self._named(error) from None
                 raise
             session.close()
-        return Answer(result, tuple(session.spans), self.deployment.plan, self.labels)
+        return Answer(result, tuple(session.spans), self.deployment.plan, self.labels, session.resumes)
 
     def _open_session(self, request: GenerationRequest) -> PipelineSession:
         """A session through the chain. A worker that was restarted since the last request holds no
@@ -143,10 +149,11 @@ class Answerer:
         """LoadSegment on every worker (one request at a time does it); StageCallError while a worker is
         still away, and the next request tries again."""
         with self._reloading:
+            if self._before_reload is not None:
+                self._before_reload()
             d = self.deployment
             d.loop.run(d.chain.connected(RECONNECT_WAIT_S))  # one still away fails the load below
             load_workers(d)
-            self._worker_lost = False
             self.reloads += 1
         log.warning("loaded the plan's segments on the workers again (a worker had gone away)")
 

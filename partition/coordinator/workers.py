@@ -47,34 +47,58 @@ def is_listening(address: str, timeout_s: float = 0.5) -> bool:
         return False
 
 
-def spawn_missing(devices: list[str], addresses: dict[str, str], model: str, threads: int = 0) -> list:
+def spawn_missing(
+    devices: list[str], addresses: dict[str, str], model: str, threads: int = 0
+) -> SpawnedWorkers:
     """Start a local worker for each device with no address or nothing listening at it.
 
-    Updates `addresses` in place and returns the LocalWorker handles (the caller stops them)."""
-    from partition.transport.local import spawn_worker
-
+    Updates `addresses` in place and returns the workers started (the caller stops them)."""
     extra: tuple[str, ...] = ()
     model_path = Path(model)
     if model_path.exists():  # a path: let the worker read inside its directory, nothing else
         extra = ("--models-dir", str(model_path.resolve().parent))
     if threads:
         extra += ("--threads", str(threads))
-    started = []
+    spawned = SpawnedWorkers(extra)
     try:
         for device in devices:
             address = addresses.get(device)
             if address is not None and is_listening(address):
                 continue
-            host, port = "127.0.0.1", 0
-            if address is not None:
-                host, _, port_text = address.rpartition(":")
-                port = int(port_text)
-            worker = spawn_worker(device, host=host, port=port, extra_args=extra)
-            log.info("started local worker %s at %s (pid %d)", device, worker.address, worker.pid)
-            addresses[device] = worker.address
-            started.append(worker)
+            addresses[device] = spawned.start(device, address or "127.0.0.1:0").address
     except BaseException:
-        for worker in started:
-            worker.stop()
+        spawned.stop()
         raise
-    return started
+    return spawned
+
+
+class SpawnedWorkers:
+    """The local workers `--spawn-local` started. One that died is started again at its address by
+    `restart_dead` (serve calls it before it gives the workers their segments again)."""
+
+    def __init__(self, extra_args: tuple[str, ...] = ()) -> None:
+        self.workers: list = []  # partition.transport.local.LocalWorker
+        self._extra_args = extra_args
+
+    def start(self, device: str, address: str):
+        from partition.transport.local import spawn_worker
+
+        host, _, port = address.rpartition(":")
+        worker = spawn_worker(device, host=host, port=int(port), extra_args=self._extra_args)
+        log.info("started local worker %s at %s (pid %d)", device, worker.address, worker.pid)
+        self.workers.append(worker)
+        return worker
+
+    def restart_dead(self) -> None:
+        for worker in list(self.workers):
+            if not worker.alive():
+                log.warning(
+                    "local worker %s (pid %d) exited with %s; starting it again at %s",
+                    worker.name, worker.pid, worker.process.returncode, worker.address,
+                )  # fmt: skip
+                self.workers.remove(worker)
+                self.start(worker.name, worker.address)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()

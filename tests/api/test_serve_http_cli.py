@@ -2,6 +2,7 @@
 
 import http.client
 import json
+import os
 import re
 import signal
 import socket
@@ -107,6 +108,45 @@ def test_serve_http_answers_names_a_dead_worker_heals_when_it_is_back_and_stops_
             serve.kill()
             serve.wait()
         worker.stop()
+
+
+def test_serve_spawn_local_starts_a_worker_of_its_own_again_when_it_dies(smollm2, tmp_path):
+    plan = split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")])
+    save_plan(plan, tmp_path / "plan.json")
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "partition", "-v", "serve", "--plan", str(tmp_path / "plan.json"),
+         "--spawn-local", "--threads", "1", "--max-context", "256", "--http", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        said = []
+        while not any("answers at" in line for line in said):
+            line = serve.stderr.readline()
+            assert line, "".join(said)[-3000:]
+            said.append(line)
+        url = re.search(r"answers at (http://\S+/v1)", said[-1]).group(1)
+        started = re.search(r"started local worker server-a at (\S+) \(pid (\d+)\)", "".join(said))
+        address, pid = started.group(1), int(started.group(2))
+        assert ask_paris(url)
+
+        os.kill(pid, signal.SIGKILL)  # the worker serve started for server-a, by its process id
+        assert ask_paris(url)  # answered: serve started it again and gave it its segment
+        assert "partition_worker_reloads_total 1" in metrics(url)
+
+        serve.send_signal(signal.SIGTERM)
+        _, err = serve.communicate(timeout=60)
+        assert serve.returncode == 0, err[-3000:]
+        again = re.search(
+            r"local worker server-a \(pid (\d+)\) exited with -9; starting it again at (\S+)", err
+        )
+        assert again and int(again.group(1)) == pid and again.group(2) == address, err[-3000:]
+        assert re.search(
+            rf"started local worker server-a at {re.escape(address)} \(pid (?!{pid}\b)\d+\)", err
+        )
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
 
 
 def test_serve_http_refuses_a_prompt_and_a_taken_port_before_deploying(smollm2, tmp_path):

@@ -1,0 +1,95 @@
+"""A request that survives a worker's restart (serve): the session is opened again and its tokens replayed.
+
+A worker that dies mid-request takes the session's KV cache with it. When it is back at its address
+within a few seconds (a supervisor restarted it, or serve --spawn-local started it again), the
+coordinator loads its segment again, opens a new session through the chain and sends every token the
+old session had seen as one prefill step: the KV caches are rebuilt on every stage, and generation
+goes on from the same position. The caller sees a pause, not a failure, and no token is lost or
+repeated. The same holds for a worker found gone when the session opens. A worker that is not back
+in time ends the request as before, named by its device.
+
+    session = ResumingSession(open_session, reload_workers)
+    logits = session.step(token_ids, position)      # as PipelineSession.step
+    session.spans, session.resumes                  # every hop of every session, how many resumes
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+
+import grpc
+import torch
+
+from partition.coordinator.session import PipelineSession
+from partition.metrics.spans import HopSpan
+from partition.transport.client import StageCallError
+
+log = logging.getLogger(__name__)
+
+MAX_RESUMES = 3  # per request: a worker that keeps dying is not waited for forever
+
+
+class ResumingSession:
+    def __init__(
+        self,
+        open_session: Callable[[], PipelineSession],
+        reload_workers: Callable[[], None],
+        max_resumes: int = MAX_RESUMES,
+    ) -> None:
+        """`open_session` opens a session through the chain; `reload_workers` waits for the workers to
+        be reachable and gives each its segment again (StageCallError when one is still away)."""
+        self._open_session = open_session
+        self._reload_workers = reload_workers
+        self.max_resumes = max_resumes
+        self.session: PipelineSession | None = None  # opened by the first step
+        self._seen: list[int] = []  # token ids by position: what the session's caches hold
+        self._done_spans: list[HopSpan] = []  # of the sessions lost before the current one
+        self._reopened = 0  # sessions opened again after a worker went away (bounded)
+        self.resumes = 0  # of them, those that carried on a request under way (some tokens seen)
+
+    @property
+    def spans(self) -> list[HopSpan]:
+        return self._done_spans + (self.session.spans if self.session is not None else [])
+
+    def step(self, token_ids: list[int], position: int) -> torch.Tensor:
+        """Logits [V] of the last of `token_ids`, placed at `position`.. (as PipelineSession.step)."""
+        if position != len(self._seen):
+            raise ValueError(f"step at position {position}, but the session holds {len(self._seen)} tokens")
+        while True:
+            try:
+                if self.session is None:  # first, or lost: a new one sees every earlier token at once
+                    self.session = self._open_session()
+                    logits = self.session.step(self._seen + token_ids, 0)
+                else:
+                    logits = self.session.step(token_ids, position)
+                break
+            except StageCallError as error:
+                if error.code != grpc.StatusCode.UNAVAILABLE or self._reopened >= self.max_resumes:
+                    raise
+                self._lost(error)
+        self._seen += token_ids
+        return logits
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+
+    def _lost(self, error: StageCallError) -> None:
+        """Drop the broken session and load the workers again; `error` again if one is still away."""
+        log.warning(
+            "a worker went away at position %d (%s); resuming the request on a new session",
+            len(self._seen), error.details,
+        )  # fmt: skip
+        if self.session is not None:
+            self._done_spans += self.session.spans
+            with contextlib.suppress(Exception):  # its stages may be gone: nothing left to free
+                self.session.close()
+            self.session = None
+        try:
+            self._reload_workers()
+        except StageCallError:
+            raise error from None  # still away: the request ends with what broke it
+        self._reopened += 1
+        self.resumes += 1 if self._seen else 0

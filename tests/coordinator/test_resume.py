@@ -1,0 +1,96 @@
+"""A request through a real worker process that is killed mid-request and started again at its address:
+the request goes on (coordinator/resume.py) and its tokens are those of an uninterrupted run."""
+
+import pytest
+
+from partition.coordinator.answer import Answerer
+from partition.coordinator.deploy import deploy
+from partition.model.generation import GenerationRequest
+from partition.transport.client import StageCallError
+from partition.transport.local import spawn_worker
+from tests.coordinator.plans import split_plan
+
+TOKENS = 24
+
+
+class Restarts:
+    """The worker process of one device, killed and started again at the same port on demand."""
+
+    def __init__(self) -> None:
+        self.worker = spawn_worker("server-a", extra_args=("--threads", "1"))
+        self.port = int(self.worker.address.rsplit(":", 1)[1])
+
+    def kill(self) -> None:
+        self.worker.process.kill()
+        self.worker.process.wait(timeout=30)
+
+    def start_again(self) -> None:
+        self.worker = spawn_worker("server-a", port=self.port, extra_args=("--threads", "1"))
+
+
+@pytest.fixture
+def answerer(smollm2):
+    restarts = Restarts()
+    try:
+        plan = split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")])
+        deployment = deploy(plan, {"server-a": restarts.worker.address}, max_context=128, max_sessions=1)
+        try:
+            yield Answerer(deployment), restarts
+        finally:
+            deployment.close()
+    finally:
+        restarts.worker.stop()
+
+
+def request(answerer: Answerer, question: str = "Write a short story about a cat.") -> GenerationRequest:
+    tokenizer = answerer.tokenizer
+    chat = tokenizer.render_chat([{"role": "user", "content": question}])
+    ids = tokenizer.encode(chat, add_special=False)
+    return GenerationRequest(ids, TOKENS, context=len(ids) + TOKENS)
+
+
+def test_a_worker_restarted_mid_request_costs_a_pause_and_no_token(answerer):
+    answerer, restarts = answerer
+    whole = answerer.answer(request(answerer))  # uninterrupted, for the tokens to compare with
+    assert whole.resumes == 0 and len(whole.result.token_ids) == TOKENS
+
+    chunks = []
+
+    def restart_after_the_fifth_chunk(text: str) -> None:
+        chunks.append(text)
+        if len(chunks) == 5:  # the worker dies with the session's KV cache and comes back empty
+            restarts.kill()
+            restarts.start_again()
+
+    resumed = answerer.answer(request(answerer), on_text=restart_after_the_fifth_chunk)
+    assert resumed.resumes == 1
+    assert resumed.result.token_ids == whole.result.token_ids
+    assert resumed.result.text == whole.result.text == "".join(chunks)
+    assert resumed.report()["resumes"] == 1
+    # the hops of both sessions are kept: one step per token, the new session's first step the replay
+    # of the prompt and every token before the lost step
+    first_session = resumed.spans[0].session
+    steps = {(span.session, span.token): span.n_tokens for span in resumed.spans}
+    assert len(steps) == TOKENS and len({session for session, _ in steps}) == 2
+    replay = next(n for (session, token), n in steps.items() if session != first_session and token == 0)
+    assert replay > len(resumed.result.prompt_token_ids)
+
+
+def test_a_worker_that_stays_away_ends_the_request_named_and_the_next_one_heals(answerer):
+    answerer, restarts = answerer
+
+    chunks = []
+
+    def kill_after_the_third_chunk(text: str) -> None:
+        chunks.append(text)
+        if len(chunks) == 3:
+            restarts.kill()
+
+    with pytest.raises(StageCallError) as failure:
+        answerer.answer(request(answerer), on_text=kill_after_the_third_chunk)
+    assert failure.value.device == "server-a" and "UNAVAILABLE" in str(failure.value)
+    assert "start it again" in str(failure.value)
+
+    restarts.start_again()
+    again = answerer.answer(request(answerer, "What is the capital of France?"))
+    assert again.resumes == 0 and "Paris" in again.result.text and answerer.reloads == 1
