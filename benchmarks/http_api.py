@@ -80,12 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     from partition.coordinator.deploy import deploy
     from partition.model import resolve_model
     from partition.model.generation import GenerationRequest
-    from partition.plan.codecs import DEFAULT_CODECS
-    from partition.plan.costmodel import evaluate
-    from partition.plan.planner import plan_id
-    from partition.plan.synthetic import star_cluster, synthetic_profile
+    from partition.plan.synthetic import chosen_split_plan
     from partition.transport.local import spawn_worker
-    from partition.types import ModelRef, Plan, Segment, Stage, Workload
+    from partition.types import ModelRef, Segment, Stage, Workload
 
     torch.set_num_threads(args.threads)
     source = resolve_model("smollm2-135m")
@@ -95,24 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         Stage("edge", Segment(0, half), "raw"),
         Stage("server", Segment(half, source.spec.n_units), "raw"),
     )
-    cluster = star_cluster(
-        synthetic_profile("edge", model=model),
-        8.0,
-        [("server", synthetic_profile("server", model=model), 8.0)],
-        edge_link=(1000.0, 0.5),
-        server_link=(1000.0, 0.5),
-    )
-    workload = Workload(prompt_tokens=16, new_tokens=args.tokens)
-    plan = Plan(
-        plan_id=plan_id(cluster, stages, workload),
-        epoch=1,
-        model=model,
-        edge="edge",
-        stages=stages,
-        workload=workload,
-        predicted=evaluate(cluster, stages, workload, DEFAULT_CODECS),
-        baselines=(),
-    )
+    plan = chosen_split_plan(model, stages, Workload(prompt_tokens=16, new_tokens=args.tokens), "edge")
     worker = spawn_worker("server", extra_args=("--threads", str(args.threads)))
     direct, over_http, texts = [], [], set()
     try:

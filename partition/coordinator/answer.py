@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from partition.coordinator.deploy import Deployment, load_workers
-from partition.coordinator.resume import ResumingSession
+from partition.coordinator.resume import MAX_RESUMES, ResumingSession
 from partition.coordinator.session import PipelineSession
 from partition.metrics.spans import HopSpan, link_summaries, stage_summaries
 from partition.model.generation import GenerationRequest, GenerationResult, generate
@@ -84,11 +84,13 @@ class Answerer:
         deployment: Deployment,
         labels: Mapping[str, str] | None = None,
         before_reload: Callable[[], None] | None = None,
+        max_resumes: int = MAX_RESUMES,
     ) -> None:
         """`labels`: said beside the plan id wherever the plan is named (every answer's report, the
         endpoint's /health and /metrics); serve --baseline names the baseline and the plan it is of.
         `before_reload`: called when a worker went away, before the workers get their segments again
-        (serve --spawn-local starts its dead workers again there)."""
+        (serve --spawn-local starts its dead workers again there). `max_resumes`: per request, how
+        many times a request goes on after a worker came back (0: a lost worker ends it)."""
         from partition.model.tokenizer import load_tokenizer
 
         self.deployment = deployment
@@ -102,6 +104,7 @@ class Answerer:
         self.reloads = 0  # times the workers were loaded again after one went away
         self._reloading = threading.Lock()
         self._before_reload = before_reload
+        self.max_resumes = max_resumes
 
     def logits_note(self, sampling: SamplingParams, ask_top_k: str) -> str | None:
         """What a sampler costs beyond the plan, when a worker must send every logit back for it;
@@ -121,7 +124,9 @@ class Answerer:
         with self._slot():
             session = None
             try:
-                session = ResumingSession(lambda: self._open_session(request), self._load_workers_again)
+                session = ResumingSession(
+                    lambda: self._open_session(request), self._load_workers_again, self.max_resumes
+                )
                 result = generate(session.step, request, self.eos_ids, self.tokenizer.decode, on_text)
             except BaseException as error:
                 if session is not None:  # closing fails the same way; the first error says why

@@ -16,6 +16,9 @@ from partition.types import (
     LayerCost,
     LinkProfile,
     ModelRef,
+    Plan,
+    Stage,
+    Workload,
 )
 
 # SmolLM2-135M: hidden 576, 3 KV heads of 64, 30 blocks, 49152-token vocabulary (tied head), fp32.
@@ -84,3 +87,31 @@ def star_cluster(
             for b, _, _ in servers[i + 1 :]:
                 links.extend(link_pair(a, b, *server_link))
     return Cluster(tuple(devices), tuple(links))
+
+
+def chosen_split_plan(model: ModelRef, stages: tuple[Stage, ...], workload: Workload, edge: str) -> Plan:
+    """A plan with `stages` as given (the first device `edge`, every other one a server), predicted
+    from synthetic profiles on a 1 Gbit/s, 0.5 ms LAN: for tests and benchmarks that pick the split
+    themselves and run it on real workers."""
+    from partition.plan.codecs import DEFAULT_CODECS
+    from partition.plan.costmodel import evaluate
+    from partition.plan.planner import plan_id
+
+    servers = sorted({stage.device for stage in stages if stage.device != edge})
+    cluster = star_cluster(
+        synthetic_profile(edge, model=model),
+        8.0,
+        [(name, synthetic_profile(name, model=model), 8.0) for name in servers],
+        edge_link=(1000.0, 0.5),
+        server_link=(1000.0, 0.5),
+    )
+    return Plan(
+        plan_id=plan_id(cluster, stages, workload),
+        epoch=1,
+        model=model,
+        edge=edge,
+        stages=stages,
+        workload=workload,
+        predicted=evaluate(cluster, stages, workload, DEFAULT_CODECS),
+        baselines=(),
+    )

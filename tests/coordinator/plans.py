@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from partition.plan.codecs import DEFAULT_CODECS
-from partition.plan.costmodel import evaluate
-from partition.plan.planner import plan_id
-from partition.plan.synthetic import star_cluster, synthetic_profile
+from partition.plan.synthetic import chosen_split_plan
 from partition.types import ModelRef, Plan, Segment, Stage, Workload
 
 EDGE = "phone"
@@ -16,26 +14,9 @@ EDGE = "phone"
 def split_plan(source, stages: list[tuple[str, int, int, str]], epoch: int = 1, edge: str = EDGE) -> Plan:
     """stages: (device, start, end, codec_out) in chain order; every non-edge device is a server."""
     model = ModelRef(source.name, source.digest, source.spec.n_blocks)
-    servers = sorted({device for device, *_ in stages if device != edge})
-    cluster = star_cluster(
-        synthetic_profile(edge, model=model),
-        8.0,
-        [(name, synthetic_profile(name, model=model), 8.0) for name in servers],
-        edge_link=(1000.0, 0.5),
-        server_link=(1000.0, 0.5),
-    )
     chain = tuple(Stage(device, Segment(start, end), codec) for device, start, end, codec in stages)
-    workload = Workload(prompt_tokens=32, new_tokens=48)
-    return Plan(
-        plan_id=plan_id(cluster, chain, workload),
-        epoch=epoch,
-        model=model,
-        edge=edge,
-        stages=chain,
-        workload=workload,
-        predicted=evaluate(cluster, chain, workload, DEFAULT_CODECS),
-        baselines=(),
-    )
+    plan = chosen_split_plan(model, chain, Workload(prompt_tokens=32, new_tokens=48), edge)
+    return replace(plan, epoch=epoch)
 
 
 def served_by_one_worker(source, tmp_path: Path, address: str) -> tuple[Plan, Path, Path]:
@@ -52,8 +33,6 @@ def served_by_one_worker(source, tmp_path: Path, address: str) -> tuple[Plan, Pa
 
 def with_edge_only_baseline(source) -> Plan:
     """phone [0,16) -> server-a [16,32), with one feasible baseline: edge_only (the whole model on phone)."""
-    from dataclasses import replace
-
     from partition.types import Baseline
 
     plan = split_plan(source, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")])
