@@ -50,3 +50,13 @@ def test_missing_model_inside_is_not_found(models):
     with pytest.raises(ModelNotFoundError, match="'nope' is not in this worker's --models-dir") as missing:
         resolve_allowed("nope", models)
     assert str(models.resolve()) not in str(missing.value)
+
+
+def test_an_unchanged_model_is_opened_once_and_a_changed_one_again(models):
+    first = resolve_allowed("tiny", models)
+    assert resolve_allowed("tiny", models) is first  # a redeploy does not parse the model again
+    digest = first.digest
+    config = models / "tiny" / "config.json"
+    config.write_text(config.read_text().replace("}", ', "changed": true}', 1))  # rewritten in place
+    again = resolve_allowed("tiny", models)
+    assert again is not first and again.digest != digest
