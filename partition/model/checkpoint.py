@@ -66,8 +66,8 @@ SUPPORTED_GGUF_TYPES = tuple(sorted(_GGUF_FLOAT_TYPES | _GGUF_QUANT_TYPES))
 class GGUFCheckpointReader:
     """A `.gguf` file. Tensors are memory-mapped, so only the ones read are paged in."""
 
-    def __init__(self, reader):  # a gguf.GGUFReader, opened once by the caller with the metadata
-        self._tensors = {tensor.name: tensor for tensor in reader.tensors}
+    def __init__(self, gguf):  # a partition.model.gguf_file.GGUFFile, opened once with the metadata
+        self._tensors = {tensor.name: tensor for tensor in gguf.tensors}
 
     def names(self) -> set[str]:
         return set(self._tensors)
@@ -88,5 +88,5 @@ class GGUFCheckpointReader:
                 f"supported: {', '.join(SUPPORTED_GGUF_TYPES)}"
             )
         # GGUF lists dims fastest-first; the reader's array is already [rows, cols] like torch.
-        shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
+        shape = tuple(reversed(tensor.shape))
         return torch.from_numpy(np.ascontiguousarray(array).reshape(shape))

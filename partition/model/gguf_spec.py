@@ -10,15 +10,15 @@ from partition.model.spec import ModelSpec
 SUPPORTED_GGUF_ARCHITECTURES = ("llama", "qwen2", "gpt2")
 
 
-def gguf_metadata(reader) -> dict[str, Any]:
-    """Scalar and string fields of a gguf.GGUFReader (token lists are read separately)."""
+def gguf_metadata(gguf) -> dict[str, Any]:
+    """Scalar and string fields of a partition.model.gguf_file.GGUFFile (token lists are read separately)."""
     fields = {}
-    for key, field in reader.fields.items():
+    for key, value in gguf.fields.items():
         if key in ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges"):
             continue
         if key.startswith("tokenizer.ggml.") and key.endswith("scores"):
             continue
-        fields[key] = field.contents()
+        fields[key] = value
     return fields
 
 

@@ -45,10 +45,10 @@ class ModelSource:
 
     @cached_property
     def _gguf(self):
-        from gguf import GGUFReader
+        from partition.model.gguf_file import GGUFFile
 
         try:
-            return GGUFReader(self.path)
+            return GGUFFile(self.path)
         except (ValueError, OSError) as error:
             raise UnsupportedModelError(f"{self.path} is not a readable GGUF file: {error}") from None
 
@@ -72,7 +72,7 @@ class ModelSource:
             meta = dict(self.metadata)
             meta.setdefault(
                 f"{meta.get('general.architecture')}.vocab_size",
-                len(self._gguf.fields["tokenizer.ggml.tokens"].data)
+                len(self._gguf.fields["tokenizer.ggml.tokens"])
                 if "tokenizer.ggml.tokens" in self._gguf.fields
                 else None,
             )
@@ -101,7 +101,7 @@ class ModelSource:
         """A GGUF array field (token lists); None where absent or for HF directories."""
         if self.format != "gguf" or key not in self._gguf.fields:
             return None
-        return self._gguf.fields[key].contents()
+        return self._gguf.fields[key]
 
 
 def resolve_model(name_or_path: str | Path) -> ModelSource:

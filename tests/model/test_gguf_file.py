@@ -1,0 +1,42 @@
+"""Our GGUF reader against gguf-py's GGUFReader (the reference): the same key/values and the same tensor
+bytes for the embedded model and tiny files of every quantization we load; a broken file is refused."""
+
+import numpy as np
+import pytest
+from gguf import GGUFReader
+
+from partition.errors import UnsupportedModelError
+from partition.model import resolve_model
+from partition.model.gguf_file import GGUFFile
+
+
+def assert_reads_as_the_reference(path) -> None:
+    ours, reference = GGUFFile(path), GGUFReader(path)
+    keys = [key for key in reference.fields if not key.startswith("GGUF.")]  # its header, as fields
+    assert list(ours.fields) == keys
+    for key in keys:
+        assert ours.fields[key] == reference.fields[key].contents(), key
+    assert len(ours.tensors) == len(reference.tensors)
+    for mine, theirs in zip(ours.tensors, reference.tensors, strict=True):
+        assert (mine.name, mine.tensor_type) == (theirs.name, theirs.tensor_type)
+        assert mine.shape == tuple(theirs.shape.tolist()), mine.name
+        assert mine.data.dtype == theirs.data.dtype and mine.data.shape == theirs.data.shape, mine.name
+        assert np.array_equal(mine.data, theirs.data), mine.name
+
+
+def test_the_embedded_model_reads_as_gguf_py_reads_it(smollm2):
+    assert_reads_as_the_reference(smollm2.path)
+
+
+def test_tiny_files_of_every_quantization_read_as_gguf_py_reads_them(tiny_ggufs):
+    for path in tiny_ggufs.values():
+        assert_reads_as_the_reference(path)
+
+
+@pytest.mark.parametrize("cut", [4, 20, 200, -100])
+def test_a_file_cut_short_is_refused_with_its_name(smollm2, tmp_path, cut):
+    data = smollm2.path.read_bytes()
+    short = tmp_path / "short.gguf"
+    short.write_bytes(data[:cut] if cut > 0 else data[: len(data) // 2 + cut])
+    with pytest.raises(UnsupportedModelError, match="short.gguf is not a readable GGUF file"):
+        resolve_model(short).spec.n_blocks  # noqa: B018 (reading it is the test)
