@@ -1,0 +1,162 @@
+"""What a worker restart costs a request under way (serve): resuming it against sending it again.
+
+    python benchmarks/resume.py [--tokens 64] [--kill-at 32] [--rounds 3] [--threads 1]
+                                [--json out/resume.json]
+
+Run from the repository root. The default model is split in two: the edge (this process) holds the
+embedding and the first 15 blocks, one `partition worker` process on 127.0.0.1 the other 15 and the
+head, raw codec. Each request continues the same prompt greedily for --tokens tokens (EOS ignored).
+When the request has produced --kill-at tokens, the worker is killed and started again at the same
+port (as a supervisor would; the start is part of what the request waits for). Per round, in turn:
+- uninterrupted: the request with no restart (what the others add to);
+- resumed: partition's coordinator opens a new session when the worker is back and replays the
+  tokens seen so far in one prefill step (partition/coordinator/resume.py);
+- sent again: what a runtime that loses the request gives its user (Petals, exo, llama.cpp RPC, vLLM
+  without resumption): the request fails, and the client sends it again once the worker is back.
+Both must end with the uninterrupted run's text. Reported: time from the request's start to its last
+token (medians over rounds), the restart's own time, and the ratio sent-again / resumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+PROMPT = "Once upon a time, in a small village by the sea, there lived"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tokens", type=int, default=64, help="new tokens per request")
+    parser.add_argument("--kill-at", type=int, default=32, help="tokens produced when the worker is killed")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the edge and the worker")
+    parser.add_argument("--json", type=Path, default=Path("out/resume.json"))
+    args = parser.parse_args(argv)
+    if not 0 < args.kill_at < args.tokens:
+        parser.error("--kill-at must lie between 0 and --tokens")
+
+    import torch
+
+    from partition.coordinator.answer import Answerer
+    from partition.coordinator.deploy import deploy
+    from partition.model import resolve_model
+    from partition.model.generation import GenerationRequest
+    from partition.plan.synthetic import chosen_split_plan
+    from partition.transport.client import StageCallError
+    from partition.transport.local import spawn_worker
+    from partition.types import ModelRef, Segment, Stage, Workload
+
+    torch.set_num_threads(args.threads)
+    source = resolve_model("smollm2-135m")
+    model = ModelRef(source.name, source.digest, source.spec.n_blocks)
+    half = source.spec.n_units // 2
+    stages = (
+        Stage("edge", Segment(0, half), "raw"),
+        Stage("server", Segment(half, source.spec.n_units), "raw"),
+    )
+    plan = chosen_split_plan(model, stages, Workload(prompt_tokens=16, new_tokens=args.tokens), "edge")
+    worker_args = ("--threads", str(args.threads))
+    worker = spawn_worker("server", extra_args=worker_args)
+    port = int(worker.address.rsplit(":", 1)[1])
+    restart_s: list[float] = []
+
+    def restart_at(k: int):
+        """on_text for one request: after its k-th text chunk, kill the worker and start it again."""
+        chunks = []
+
+        def on_text(text: str) -> None:
+            nonlocal worker
+            chunks.append(text)
+            if len(chunks) == k:
+                started = time.perf_counter()
+                worker.process.kill()
+                worker.process.wait(timeout=30)
+                worker = spawn_worker("server", port=port, extra_args=worker_args)
+                restart_s.append(time.perf_counter() - started)
+
+        return on_text
+
+    runs: dict[str, list[float]] = {"uninterrupted": [], "resumed": [], "sent again": []}
+    texts: dict[str, set[str]] = {name: set() for name in runs}
+    try:
+        deployment = deploy(plan, {"server": worker.address}, max_context=256, max_sessions=1)
+        try:
+            resuming = Answerer(deployment)
+            losing = Answerer(deployment, max_resumes=0)  # a lost worker ends the request
+            for answerer in (resuming, losing):
+                answerer.eos_ids = ()  # every request generates exactly --tokens tokens
+            ids = resuming.tokenizer.encode(PROMPT)
+            request = GenerationRequest(ids, args.tokens, context=len(ids) + args.tokens)
+            resuming.answer(GenerationRequest(ids, 8, context=len(ids) + 8))  # warm-up, discarded
+            for _ in range(args.rounds):
+                started = time.perf_counter()
+                answer = resuming.answer(request)
+                runs["uninterrupted"].append(time.perf_counter() - started)
+                texts["uninterrupted"].add(answer.result.text)
+
+                started = time.perf_counter()
+                answer = resuming.answer(request, on_text=restart_at(args.kill_at))
+                runs["resumed"].append(time.perf_counter() - started)
+                texts["resumed"].add(answer.result.text)
+                assert answer.resumes == 1, answer.resumes
+
+                started = time.perf_counter()
+                try:
+                    losing.answer(request, on_text=restart_at(args.kill_at))
+                    raise AssertionError("the request was not lost")
+                except StageCallError:
+                    answer = losing.answer(request)  # the worker is back: the client sends it again
+                runs["sent again"].append(time.perf_counter() - started)
+                texts["sent again"].add(answer.result.text)
+        finally:
+            deployment.close()
+    finally:
+        worker.stop()
+
+    median = {name: statistics.median(times) for name, times in runs.items()}
+    restart = statistics.median(restart_s)
+    same_text = len(set.union(*texts.values())) == 1
+    ratio = median["sent again"] / median["resumed"]
+    print(
+        f"smollm2-135m, edge [0,{half}) here + 1 worker process [{half},{source.spec.n_units}), "
+        f"{args.tokens} tokens, worker killed and started again after {args.kill_at}, {args.rounds} rounds"
+    )
+    print(f"  {'request':<16}{'start to last token s':>24}")
+    for name, value in median.items():
+        print(f"  {name:<16}{value:>24.2f}")
+    print(f"  worker restart (kill, start, ready): {restart:.2f} s")
+    report = {
+        "model": "smollm2-135m",
+        "tokens": args.tokens,
+        "kill_at": args.kill_at,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "request_s": runs,
+        "median_request_s": median,
+        "worker_restart_s": restart_s,
+        "sent_again_over_resumed": ratio,
+        "same_text": same_text,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2))
+    print(
+        f"resume: a worker restart mid-request costs {median['resumed'] - median['uninterrupted']:.2f} s "
+        f"resumed against {median['sent again'] - median['uninterrupted']:.2f} s sent again "
+        f"(sent again / resumed = {ratio:.2f}x; restart {restart:.2f} s); same text: {same_text}; "
+        f"JSON in {args.json}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
