@@ -79,6 +79,9 @@ def auth_metadata(config: TransportConfig) -> tuple[tuple[str, str], ...]:
 
 RECONNECT_MIN_MS = 250
 RECONNECT_MAX_MS = 2_000
+# How long a call waits for a lost peer's channel to be up again before it fails: one reconnect
+# attempt (at most RECONNECT_MAX_MS after the last) and a margin.
+RECONNECT_WAIT_S = RECONNECT_MAX_MS / 1000 + 1.0
 
 
 def channel_options(config: TransportConfig) -> list[tuple[str, int | str]]:
@@ -91,8 +94,9 @@ def channel_options(config: TransportConfig) -> list[tuple[str, int | str]]:
         ("grpc.keepalive_permit_without_calls", 1),
         # A worker that went away is tried again at least every RECONNECT_MAX_MS (gRPC's default backs
         # off to 120 s), so one started again at its address serves the next request within seconds.
+        # Not grpc.min_reconnect_backoff_ms: gRPC core takes it as the timeout of each connection
+        # attempt (default 20 s), and a handshake over a slow link would fail under a short one.
         ("grpc.initial_reconnect_backoff_ms", RECONNECT_MIN_MS),
-        ("grpc.min_reconnect_backoff_ms", RECONNECT_MIN_MS),
         ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_MS),
     ]
     if config.tls_server_name:

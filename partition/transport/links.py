@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import grpc
 
-from partition.transport.channels import TransportConfig, auth_metadata, open_channel
+from partition.transport.channels import RECONNECT_WAIT_S, TransportConfig, auth_metadata, open_channel
 from partition.transport.generated import forward_pb2, stage_pb2
 
 log = logging.getLogger(__name__)
@@ -82,9 +82,15 @@ class Downstream:
     @staticmethod
     async def open(pool: ChannelPool, address: str, open_request: bytes) -> Downstream:
         """Open the stream and wait until the rest of the chain accepted the session."""
-        call = pool.get(address).stream_stream(
-            FORWARD, response_deserializer=forward_pb2.ForwardReply.FromString
-        )(metadata=pool.metadata)
+        channel = pool.get(address)
+        if channel.get_state(try_to_connect=True) == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            # the next stage went away: its channel tries again within the reconnect backoff, and a
+            # stage started again there is reached then; a call now would fail at once
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(channel.channel_ready(), RECONNECT_WAIT_S)
+        call = channel.stream_stream(FORWARD, response_deserializer=forward_pb2.ForwardReply.FromString)(
+            metadata=pool.metadata
+        )
         try:
             await call.write(open_request)
             reply = await asyncio.wait_for(call.read(), OPEN_TIMEOUT_S)
