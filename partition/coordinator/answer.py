@@ -30,15 +30,11 @@ from partition.metrics.spans import HopSpan, link_summaries, stage_summaries
 from partition.model.generation import GenerationRequest, GenerationResult, generate
 from partition.model.sampling import SamplingParams
 from partition.runtime.errors import NOTHING_LOADED
-from partition.transport.channels import RECONNECT_MAX_MS
+from partition.transport.channels import RECONNECT_WAIT_S
 from partition.transport.client import StageCallError
 from partition.types import RAW_VALUE_BYTES, RETURN_TOP_K, Plan
 
 log = logging.getLogger(__name__)
-
-# How long a request waits for a lost worker to be reachable again before it fails (503 on the
-# endpoint): one reconnect attempt of its channel (partition/transport/channels.py), and a margin.
-RECONNECT_WAIT_S = RECONNECT_MAX_MS / 1000 + 1.0
 
 
 @dataclass(frozen=True)
@@ -103,6 +99,8 @@ class Answerer:
         self.running = 0  # requests generating now
         self.reloads = 0  # times the workers were loaded again after one went away
         self._reloading = threading.Lock()
+        self._reload_tries = 0  # reloads begun, failed or not (see _load_workers_again)
+        self._reload_failure: Exception | None = None  # why the last one failed
         self._before_reload = before_reload
         self.max_resumes = max_resumes
 
@@ -151,14 +149,26 @@ class Answerer:
         return PipelineSession(self.deployment, context=request.context, sampling=request.sampling)
 
     def _load_workers_again(self) -> None:
-        """LoadSegment on every worker (one request at a time does it); StageCallError while a worker is
-        still away, and the next request tries again."""
+        """LoadSegment on every worker; StageCallError while a worker is still away (the next request
+        tries again). Requests that found the same worker gone share one reload: a request that waited
+        while another one tried takes that try's outcome instead of trying again."""
+        tries = self._reload_tries  # before waiting: a try that starts after this saw our failure too
         with self._reloading:
-            if self._before_reload is not None:
-                self._before_reload()
-            d = self.deployment
-            d.loop.run(d.chain.connected(RECONNECT_WAIT_S))  # one still away fails the load below
-            load_workers(d)
+            if self._reload_tries != tries:
+                if self._reload_failure is not None:
+                    raise self._reload_failure
+                return
+            self._reload_tries += 1
+            try:
+                if self._before_reload is not None:
+                    self._before_reload()
+                d = self.deployment
+                d.loop.run(d.chain.connected(RECONNECT_WAIT_S))  # one still away fails the load below
+                load_workers(d)
+            except Exception as error:
+                self._reload_failure = error
+                raise
+            self._reload_failure = None
             self.reloads += 1
         log.warning("loaded the plan's segments on the workers again (a worker had gone away)")
 

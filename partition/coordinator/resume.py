@@ -5,7 +5,8 @@ within a few seconds (a supervisor restarted it, or serve --spawn-local started 
 coordinator loads its segment again, opens a new session through the chain and sends every token the
 old session had seen as one prefill step: the KV caches are rebuilt on every stage, and generation
 goes on from the same position. The caller sees a pause, not a failure, and no token is lost or
-repeated. The same holds for a worker found gone when the session opens. A worker that is not back
+repeated. (The rebuilt caches come from one prefill where the lost ones came step by step; their
+rounding may differ, which changes a greedy token only at a near-tie: none in the tests.) The same holds for a worker found gone when the session opens. A worker that is not back
 in time ends the request as before, named by its device.
 
     session = ResumingSession(open_session, reload_workers)
@@ -89,7 +90,9 @@ class ResumingSession:
             self.session = None
         try:
             self._reload_workers()
-        except StageCallError:
-            raise error from None  # still away: the request ends with what broke it
+        except StageCallError as refused:
+            if refused.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise error from None  # still away: the request ends with what broke it
+            raise  # back, but it refused its segment: that is the news
         self._reopened += 1
         self.resumes += 1 if self._seen else 0

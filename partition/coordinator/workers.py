@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from pathlib import Path
+
+import grpc
 
 from partition.coordinator.cluster_devices import read_devices
 from partition.errors import ConfigError
@@ -79,6 +82,8 @@ class SpawnedWorkers:
     def __init__(self, extra_args: tuple[str, ...] = ()) -> None:
         self.workers: list = []  # partition.transport.local.LocalWorker
         self._extra_args = extra_args
+        self._lock = threading.Lock()  # restarts (request threads) against stop (serve's end)
+        self._stopped = False
 
     def start(self, device: str, address: str):
         from partition.transport.local import spawn_worker
@@ -90,15 +95,35 @@ class SpawnedWorkers:
         return worker
 
     def restart_dead(self) -> None:
-        for worker in list(self.workers):
-            if not worker.alive():
+        """Start every dead worker again at its address; StageCallError (UNAVAILABLE) naming the one
+        that does not start, or when serve is stopping. Its log stays here (it has local paths)."""
+        from partition.transport.client import StageCallError
+        from partition.transport.local import WorkerStartError
+
+        with self._lock:
+            for worker in [w for w in self.workers if not w.alive()]:
+                if self._stopped:
+                    raise StageCallError(
+                        grpc.StatusCode.UNAVAILABLE, "serve is stopping", worker.address, worker.name
+                    )
                 log.warning(
                     "local worker %s (pid %d) exited with %s; starting it again at %s",
                     worker.name, worker.pid, worker.process.returncode, worker.address,
                 )  # fmt: skip
-                self.workers.remove(worker)
-                self.start(worker.name, worker.address)
+                try:
+                    self.start(worker.name, worker.address)
+                except WorkerStartError as error:
+                    log.error("local worker %s did not start again: %s", worker.name, error)
+                    raise StageCallError(
+                        grpc.StatusCode.UNAVAILABLE,
+                        "the local worker died and did not start again (serve's log says why)",
+                        worker.address,
+                        worker.name,
+                    ) from None
+                self.workers.remove(worker)  # only once its successor serves: the next try needs it
 
     def stop(self) -> None:
-        for worker in self.workers:
-            worker.stop()
+        with self._lock:
+            self._stopped = True
+            for worker in self.workers:
+                worker.stop()

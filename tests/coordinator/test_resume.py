@@ -16,8 +16,9 @@ TOKENS = 24
 class Restarts:
     """The worker process of one device, killed and started again at the same port on demand."""
 
-    def __init__(self) -> None:
-        self.worker = spawn_worker("server-a", extra_args=("--threads", "1"))
+    def __init__(self, device: str = "server-a") -> None:
+        self.device = device
+        self.worker = spawn_worker(device, extra_args=("--threads", "1"))
         self.port = int(self.worker.address.rsplit(":", 1)[1])
 
     def kill(self) -> None:
@@ -25,7 +26,7 @@ class Restarts:
         self.worker.process.wait(timeout=30)
 
     def start_again(self) -> None:
-        self.worker = spawn_worker("server-a", port=self.port, extra_args=("--threads", "1"))
+        self.worker = spawn_worker(self.device, port=self.port, extra_args=("--threads", "1"))
 
 
 @pytest.fixture
@@ -94,3 +95,32 @@ def test_a_worker_that_stays_away_ends_the_request_named_and_the_next_one_heals(
     restarts.start_again()
     again = answerer.answer(request(answerer, "What is the capital of France?"))
     assert again.resumes == 0 and "Paris" in again.result.text and answerer.reloads == 1
+
+
+def test_the_last_of_two_workers_restarted_mid_request_is_reached_again_by_the_first(smollm2):
+    """server-b is reached over server-a's own channel to it, which must come back too."""
+    first, last = Restarts("server-a"), Restarts("server-b")
+    try:
+        plan = split_plan(
+            smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 24, "raw"), ("server-b", 24, 32, "raw")]
+        )
+        addresses = {"server-a": first.worker.address, "server-b": last.worker.address}
+        deployment = deploy(plan, addresses, max_context=128, max_sessions=1)
+        try:
+            answerer = Answerer(deployment)
+            whole = answerer.answer(request(answerer))
+            chunks = []
+
+            def restart_the_last_after_the_fifth_chunk(text: str) -> None:
+                chunks.append(text)
+                if len(chunks) == 5:
+                    last.kill()
+                    last.start_again()
+
+            resumed = answerer.answer(request(answerer), on_text=restart_the_last_after_the_fifth_chunk)
+            assert resumed.resumes == 1 and resumed.result.token_ids == whole.result.token_ids
+        finally:
+            deployment.close()
+    finally:
+        first.worker.stop()
+        last.worker.stop()
