@@ -52,7 +52,8 @@ class GGUFTensor:
 
 
 class GGUFFile:
-    """`fields`: key -> int, float, bool, str or a list of them; `tensors`: in file order.
+    """`fields`: key -> int, float, bool, str or a list of them (a nested array as nested lists, where
+    gguf-py's `contents()` flattens it); `tensors`: in file order.
     ValueError when the file is not GGUF v2/v3 or is cut short."""
 
     def __init__(self, path: Path | str) -> None:
@@ -65,6 +66,8 @@ class GGUFFile:
 
     def _read(self) -> None:
         magic, version, n_tensors, n_fields = struct.unpack_from("<4sIQQ", self._map, 0)
+        if magic == b"GGUF" and version in (2 << 24, 3 << 24):
+            raise ValueError("it is a big-endian GGUF; only little-endian files are read (convert it again)")
         if magic != b"GGUF" or version not in (2, 3):
             raise ValueError(f"not a GGUF v2/v3 file (magic {magic!r}, version {version})")
         offset = 24
@@ -81,7 +84,9 @@ class GGUFFile:
             kind, data_offset = struct.unpack_from("<IQ", self._map, offset + 4 + 8 * n_dims)
             offset += 4 + 8 * n_dims + 12
             directory.append((name, dims, kind, data_offset))
-        alignment = int(self.fields.get("general.alignment", 32))
+        alignment = self.fields.get("general.alignment", 32)
+        if not isinstance(alignment, int) or alignment < 8 or alignment % 8:
+            raise ValueError(f"general.alignment is {alignment!r}, not a positive multiple of 8")
         start = offset + (-offset % alignment)
         self.tensors = [self._tensor(start, *entry) for entry in directory]
         names = [t.name for t in self.tensors]

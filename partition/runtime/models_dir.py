@@ -56,12 +56,14 @@ def resolve_allowed(model: str, models_dir: Path | None):
 
 
 def _opened(name: str, path: Path, format: str):
-    """The same ModelSource for the same files as long as none changed (name, size, mtime of each):
+    """The same ModelSource for the same files as long as none changed (name, inode, size, times):
     opening a GGUF parses its metadata (about 2.5 s for SmolLM2's 49k-token vocabulary on this CPU),
     and every LoadSegment names the model again, also when it changes nothing (a redeploy, a reload
     after another worker restarted). A changed file opens afresh, with its new digest."""
     files = sorted(path.iterdir()) if format == "hf" else [path]
-    identity = tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+    stats = [(f.name, f.stat()) for f in files]
+    # the inode and change time too: a copy that keeps size and mtime (cp -p, rsync -a) still differs
+    identity = tuple((n, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) for n, st in stats)
     return _source(name, str(path), format, identity)
 
 

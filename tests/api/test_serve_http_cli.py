@@ -43,6 +43,16 @@ def get(url: str, path: str) -> int:
         connection.close()
 
 
+def wait_for_url(serve: subprocess.Popen) -> tuple[str, list[str]]:
+    """The endpoint's base URL once serve says it answers, and the lines it wrote until then."""
+    said = []
+    while not any("answers at" in line for line in said):
+        line = serve.stderr.readline()
+        assert line, "".join(said)[-3000:]
+        said.append(line)
+    return re.search(r"answers at (http://\S+/v1)", said[-1]).group(1), said
+
+
 def ask_paris(url: str) -> bool:
     status, reply = post(url, "/chat/completions", {"messages": QUESTION, "temperature": 0, "max_tokens": 16})
     assert status == 200, reply
@@ -69,12 +79,7 @@ def test_serve_http_answers_names_a_dead_worker_heals_when_it_is_back_and_stops_
              str(cluster), "--threads", "1", "--max-context", "256", "--http", "127.0.0.1:0"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        said = []
-        while not any("answers at" in line for line in said):
-            line = serve.stderr.readline()
-            assert line, "".join(said)[-3000:]
-            said.append(line)
-        url = re.search(r"answers at (http://\S+/v1)", said[-1]).group(1)
+        url, said = wait_for_url(serve)
         assert plan.plan_id in said[-1]
 
         assert ask_paris(url)
@@ -119,12 +124,7 @@ def test_serve_spawn_local_starts_a_worker_of_its_own_again_when_it_dies(smollm2
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        said = []
-        while not any("answers at" in line for line in said):
-            line = serve.stderr.readline()
-            assert line, "".join(said)[-3000:]
-            said.append(line)
-        url = re.search(r"answers at (http://\S+/v1)", said[-1]).group(1)
+        url, said = wait_for_url(serve)
         started = re.search(r"started local worker server-a at (\S+) \(pid (\d+)\)", "".join(said))
         address, pid = started.group(1), int(started.group(2))
         assert ask_paris(url)

@@ -40,3 +40,34 @@ def test_a_file_cut_short_is_refused_with_its_name(smollm2, tmp_path, cut):
     short.write_bytes(data[:cut] if cut > 0 else data[: len(data) // 2 + cut])
     with pytest.raises(UnsupportedModelError, match="short.gguf is not a readable GGUF file"):
         resolve_model(short).spec.n_blocks  # noqa: B018 (reading it is the test)
+
+
+def write_gguf(path, endian=None, alignment: int | None = None):
+    """A small GGUF of one F32 tensor, as gguf-py writes it."""
+    import gguf
+
+    options = {"endianess": endian} if endian is not None else {}
+    writer = gguf.GGUFWriter(str(path), "llama", **options)
+    if alignment is not None:
+        writer.add_uint32("general.alignment", alignment)  # as written, unchecked
+    writer.add_tensor("token_embd.weight", np.arange(32, dtype=np.float32).reshape(4, 8))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_a_big_endian_file_and_a_bad_alignment_are_named(tmp_path):
+    import gguf
+
+    big = write_gguf(tmp_path / "big.gguf", endian=gguf.GGUFEndian.BIG)
+    with pytest.raises(ValueError, match="big-endian GGUF"):
+        GGUFFile(big)
+    with pytest.raises(ValueError, match="general.alignment is 0"):
+        GGUFFile(write_gguf(tmp_path / "zero.gguf", alignment=0))
+    with pytest.raises(UnsupportedModelError, match="zero.gguf is not a readable GGUF file"):
+        resolve_model(tmp_path / "zero.gguf").spec  # noqa: B018
+    small = GGUFFile(write_gguf(tmp_path / "small.gguf"))
+    (tensor,) = small.tensors
+    assert tensor.shape == (8, 4) and tensor.data.tolist() == np.arange(32).reshape(4, 8).tolist()

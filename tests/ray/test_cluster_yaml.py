@@ -11,11 +11,13 @@ import re
 import shlex
 
 import pytest
-import yaml
-from jsonschema import ValidationError
-from ray.autoscaler._private.util import prepare_config, validate_config
 
-from tests.ray.helpers import SOURCE_ROOT
+pytest.importorskip("ray", reason="the `ray` extra is not installed")
+import yaml  # noqa: E402 (ray's dependencies: there only with ray)
+from jsonschema import ValidationError  # noqa: E402
+from ray.autoscaler._private.util import prepare_config, validate_config  # noqa: E402
+
+from tests.ray.helpers import SOURCE_ROOT  # noqa: E402
 
 CONFIG = SOURCE_ROOT / "cluster" / "ray" / "cluster.yaml"
 DEVICES = {"phone", "server-a", "server-b"}  # as cluster/ray/README.md's plan names them
