@@ -49,20 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     from partition.coordinator.deploy import deploy
     from partition.model import resolve_model
     from partition.model.generation import GenerationRequest
-    from partition.plan.synthetic import chosen_split_plan
+    from partition.plan.synthetic import halves_plan
     from partition.transport.client import StageCallError
     from partition.transport.local import spawn_worker
-    from partition.types import ModelRef, Segment, Stage, Workload
+    from partition.types import ModelRef
 
     torch.set_num_threads(args.threads)
     source = resolve_model("smollm2-135m")
     model = ModelRef(source.name, source.digest, source.spec.n_blocks)
-    half = source.spec.n_units // 2
-    stages = (
-        Stage("edge", Segment(0, half), "raw"),
-        Stage("server", Segment(half, source.spec.n_units), "raw"),
-    )
-    plan = chosen_split_plan(model, stages, Workload(prompt_tokens=16, new_tokens=args.tokens), "edge")
+    plan = halves_plan(model, source.spec.n_units, args.tokens)
+    half = plan.stages[0].segment.end
     worker_args = ("--threads", str(args.threads))
     worker = spawn_worker("server", extra_args=worker_args)
     port = int(worker.address.rsplit(":", 1)[1])

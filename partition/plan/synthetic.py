@@ -17,6 +17,7 @@ from partition.types import (
     LinkProfile,
     ModelRef,
     Plan,
+    Segment,
     Stage,
     Workload,
 )
@@ -115,3 +116,11 @@ def chosen_split_plan(model: ModelRef, stages: tuple[Stage, ...], workload: Work
         predicted=evaluate(cluster, stages, workload, DEFAULT_CODECS),
         baselines=(),
     )
+
+
+def halves_plan(model: ModelRef, n_units: int, new_tokens: int) -> Plan:
+    """`edge` holds the first half of the units, one `server` the rest, raw: the fixed split of the
+    benchmarks that measure the serving path rather than the planner."""
+    half = n_units // 2
+    stages = (Stage("edge", Segment(0, half), "raw"), Stage("server", Segment(half, n_units), "raw"))
+    return chosen_split_plan(model, stages, Workload(prompt_tokens=16, new_tokens=new_tokens), "edge")
