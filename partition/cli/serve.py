@@ -108,10 +108,11 @@ def _run(args: argparse.Namespace, plan, http) -> int:
     from partition.errors import ConfigError
 
     use_edge_threads(args, plan)
-    args.base_plan_id = plan.plan_id  # a baseline has an id of its own; --json names both
+    labels = {}  # said beside the plan id in every report
     if args.baseline:
         from partition.plan.variants import baseline_plan
 
+        labels = {"baseline": args.baseline, "base_plan_id": plan.plan_id}  # a baseline has its own id
         plan = baseline_plan(plan, args.baseline)
     if args.ray is not None:
         from partition.ray.stages import ray_stages
@@ -119,13 +120,13 @@ def _run(args: argparse.Namespace, plan, http) -> int:
         if args.cluster or args.spawn_local:
             raise ConfigError("--ray places the stages itself: drop --cluster and --spawn-local")
         with ray_stages(plan, args.ray, transport_config(args), args.threads) as stages:
-            return _serve(args, plan, stages.addresses, stages.transport, http)
+            return _serve(args, plan, stages.addresses, stages.transport, http, labels)
     addresses = cluster_addresses(args.cluster) if args.cluster else {}
     remote = [s.device for s in split_plan(plan).remote]
     spawned = spawn_missing(remote, addresses, plan.model.name, args.threads) if args.spawn_local else None
     try:
         restart = spawned.restart_dead if spawned is not None else None  # a worker of ours died: again
-        return _serve(args, plan, addresses, transport_config(args), http, restart)
+        return _serve(args, plan, addresses, transport_config(args), http, labels, restart)
     finally:
         if spawned is not None:
             spawned.stop()
@@ -155,7 +156,7 @@ def _http_server(args: argparse.Namespace):
 
 
 def _serve(
-    args: argparse.Namespace, plan, addresses: dict[str, str], transport, http=None, restart=None
+    args: argparse.Namespace, plan, addresses: dict[str, str], transport, http, labels, restart=None
 ) -> int:
     from partition.coordinator.answer import Answerer
     from partition.coordinator.deploy import deploy
@@ -164,8 +165,7 @@ def _serve(
         plan, addresses, transport, max_context=args.max_context, max_sessions=args.max_sessions
     )
     try:
-        baseline = {"baseline": args.baseline, "base_plan_id": args.base_plan_id} if args.baseline else {}
-        answerer = Answerer(deployment, labels=baseline, before_reload=restart)
+        answerer = Answerer(deployment, labels=labels, before_reload=restart)
         if http is not None:
             _serve_http(http, answerer)
         elif args.prompt is not None:
