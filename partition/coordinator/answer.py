@@ -29,7 +29,6 @@ from partition.coordinator.session import PipelineSession
 from partition.metrics.spans import HopSpan, link_summaries, stage_summaries
 from partition.model.generation import GenerationRequest, GenerationResult, generate
 from partition.model.sampling import SamplingParams
-from partition.runtime.errors import NOTHING_LOADED
 from partition.transport.channels import RECONNECT_WAIT_S
 from partition.transport.client import StageCallError
 from partition.types import RAW_VALUE_BYTES, RETURN_TOP_K, Plan
@@ -123,7 +122,11 @@ class Answerer:
             session = None
             try:
                 session = ResumingSession(
-                    lambda: self._open_session(request), self._load_workers_again, self.max_resumes
+                    lambda: PipelineSession(
+                        self.deployment, context=request.context, sampling=request.sampling
+                    ),
+                    self._load_workers_again,
+                    self.max_resumes,
                 )
                 result = generate(session.step, request, self.eos_ids, self.tokenizer.decode, on_text)
             except BaseException as error:
@@ -135,18 +138,6 @@ class Answerer:
                 raise
             session.close()
         return Answer(result, tuple(session.spans), self.deployment.plan, self.labels, session.resumes)
-
-    def _open_session(self, request: GenerationRequest) -> PipelineSession:
-        """A session through the chain. A worker that was restarted since the last request holds no
-        segment and refuses it: its segment is loaded again, and the session opened once more (no token
-        was generated yet, so nothing is lost)."""
-        try:
-            return PipelineSession(self.deployment, context=request.context, sampling=request.sampling)
-        except StageCallError as error:
-            if NOTHING_LOADED not in error.details:
-                raise
-        self._load_workers_again()
-        return PipelineSession(self.deployment, context=request.context, sampling=request.sampling)
 
     def _load_workers_again(self) -> None:
         """LoadSegment on every worker; StageCallError while a worker is still away (the next request

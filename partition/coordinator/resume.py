@@ -25,11 +25,20 @@ import torch
 
 from partition.coordinator.session import PipelineSession
 from partition.metrics.spans import HopSpan
+from partition.runtime.errors import NOTHING_LOADED
 from partition.transport.client import StageCallError
 
 log = logging.getLogger(__name__)
 
 MAX_RESUMES = 3  # per request: a worker that keeps dying is not waited for forever
+
+
+def worker_lost(error: StageCallError) -> bool:
+    """Whether `error` says a worker went away (UNAVAILABLE) or was restarted since the deployment (it
+    holds no segment): both are mended by loading the workers again and opening a new session."""
+    if error.code == grpc.StatusCode.UNAVAILABLE:
+        return True
+    return error.code == grpc.StatusCode.FAILED_PRECONDITION and NOTHING_LOADED in error.details
 
 
 class ResumingSession:
@@ -67,7 +76,7 @@ class ResumingSession:
                     logits = self.session.step(token_ids, position)
                 break
             except StageCallError as error:
-                if error.code != grpc.StatusCode.UNAVAILABLE or self._reopened >= self.max_resumes:
+                if not worker_lost(error) or self._reopened >= self.max_resumes:
                     raise
                 self._lost(error)
         self._seen += token_ids
@@ -80,7 +89,7 @@ class ResumingSession:
     def _lost(self, error: StageCallError) -> None:
         """Drop the broken session and load the workers again; `error` again if one is still away."""
         log.warning(
-            "a worker went away at position %d (%s); resuming the request on a new session",
+            "a worker went away or came back empty at position %d (%s); resuming on a new session",
             len(self._seen), error.details,
         )  # fmt: skip
         if self.session is not None:

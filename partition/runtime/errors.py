@@ -9,7 +9,7 @@ from __future__ import annotations
 from partition.errors import PartitionError
 
 # What a worker says when it holds no segment (it was just started or restarted). A coordinator that
-# finds these words loads the worker again (partition/coordinator/answer.py): part of the contract.
+# finds these words loads the worker again (partition/coordinator/resume.py): part of the contract.
 NOTHING_LOADED = "no segment is loaded on this worker"
 
 
