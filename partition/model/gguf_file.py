@@ -28,9 +28,8 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import quant_shape_to_byte_shape
 
 _STRING, _ARRAY = 8, 9
+# value type -> struct format code, which numpy reads as the same type ("<" + code)
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-_NUMPY = {"B": np.uint8, "b": np.int8, "H": np.uint16, "h": np.int16, "I": np.uint32, "i": np.int32,
-          "f": np.float32, "?": np.bool_, "Q": np.uint64, "q": np.int64, "d": np.float64}  # fmt: skip
 # Unquantized tensor types, read as typed values; every other type as bytes per row.
 _TYPED = {
     GGMLQuantizationType.F32: np.float32,
@@ -111,8 +110,7 @@ class GGUFFile:
         element, count = struct.unpack_from("<IQ", self._map, offset)
         offset += 12
         if element in _SCALARS:  # numbers in one go: token types, scores
-            dtype = np.dtype(_NUMPY[_SCALARS[element]]).newbyteorder("<")
-            values = np.frombuffer(self._map, dtype, count, offset)
+            values = np.frombuffer(self._map, np.dtype("<" + _SCALARS[element]), count, offset)
             return values.tolist(), offset + values.nbytes
         items = []
         for _ in range(count):  # strings (tokens, merges) or nested arrays
