@@ -7,6 +7,7 @@ worker-to-worker probes) open channels through `open_channel`, so all links shar
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,17 @@ RECONNECT_MAX_MS = 2_000
 # How long a call waits for a lost peer's channel to be up again before it fails: one reconnect
 # attempt (at most RECONNECT_MAX_MS after the last) and a margin.
 RECONNECT_WAIT_S = RECONNECT_MAX_MS / 1000 + 1.0
+
+
+async def reachable(channel: grpc.aio.Channel, timeout_s: float = RECONNECT_WAIT_S) -> bool:
+    """Wait until `channel` is connected, at most `timeout_s`; whether it is. A peer that went away is
+    tried again at the reconnect backoff, and until then calls to it fail at once even when it is back:
+    this waits for that attempt."""
+    try:
+        await asyncio.wait_for(channel.channel_ready(), timeout_s)
+    except TimeoutError:
+        return False
+    return True
 
 
 def channel_options(config: TransportConfig) -> list[tuple[str, int | str]]:

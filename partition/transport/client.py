@@ -24,7 +24,7 @@ import grpc
 import torch
 
 from partition.errors import PartitionError
-from partition.transport.channels import TransportConfig, auth_metadata, open_channel
+from partition.transport.channels import TransportConfig, auth_metadata, open_channel, reachable
 from partition.transport.generated import deploy_pb2, forward_pb2, measure_pb2
 from partition.transport.links import FORWARD, PROBE, STAGE_SERVICE
 from partition.transport.tensors import from_proto, to_proto
@@ -182,17 +182,9 @@ class Chain:
             await stage.close()
 
     async def connected(self, timeout_s: float) -> bool:
-        """Wait until every stage's channel is connected, at most `timeout_s`; whether they all are.
-
-        A worker that went away is tried again at gRPC's reconnect backoff (at most RECONNECT_MAX_MS):
-        until then, calls to it fail at once even when it is back. This waits for that attempt.
-        """
-        ready = asyncio.gather(*(stage.channel.channel_ready() for stage in self.stages))
-        try:
-            await asyncio.wait_for(ready, timeout_s)
-        except TimeoutError:
-            return False
-        return True
+        """Wait until every stage's channel is connected, at most `timeout_s`; whether they all are."""
+        ready = await asyncio.gather(*(reachable(stage.channel, timeout_s) for stage in self.stages))
+        return all(ready)
 
     async def load(
         self,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import grpc
 
-from partition.transport.channels import RECONNECT_WAIT_S, TransportConfig, auth_metadata, open_channel
+from partition.transport.channels import TransportConfig, auth_metadata, open_channel, reachable
 from partition.transport.generated import forward_pb2, stage_pb2
 
 log = logging.getLogger(__name__)
@@ -84,10 +84,7 @@ class Downstream:
         """Open the stream and wait until the rest of the chain accepted the session."""
         channel = pool.get(address)
         if channel.get_state(try_to_connect=True) == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
-            # the next stage went away: its channel tries again within the reconnect backoff, and a
-            # stage started again there is reached then; a call now would fail at once
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(channel.channel_ready(), RECONNECT_WAIT_S)
+            await reachable(channel)  # the next stage went away: a stage started again there is reached
         call = channel.stream_stream(FORWARD, response_deserializer=forward_pb2.ForwardReply.FromString)(
             metadata=pool.metadata
         )
