@@ -323,6 +323,10 @@ class Plan:
     min_gain: float = 0.0
     left_out: tuple[str, ...] = ()
     optimum_s: float = 0.0  # 0 when nothing was left out (then the plan is the optimum)
+    # what the planner was allowed, so that a re-plan (a worker lost while serving) keeps to it: the
+    # units pinned to the edge, and the codecs a hop could use (() in plans that do not record them: any)
+    pin: Pinning = DEFAULT_PINNING
+    codecs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         expected = 0

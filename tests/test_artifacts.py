@@ -15,7 +15,7 @@ from partition.artifacts import (
 from partition.errors import ConfigError
 from partition.plan import make_plan
 from partition.plan.synthetic import star_cluster, synthetic_profile
-from partition.types import Workload
+from partition.types import Pinning, Workload
 
 
 @pytest.fixture
@@ -50,6 +50,9 @@ def test_plan_round_trips_with_the_documented_fields(plan, tmp_path):
         "best_single_server",
     ]
     assert data["edge_threads"] == 1  # the synthetic edge profile's threads
+    # what a re-plan keeps to: the units pinned to the edge and the codecs the planner could choose from
+    assert data["pin"] == {"embed": True, "head": False}
+    assert data["codecs"] == ["raw", "fp16", "bf16", "int8", "shuffle-zstd", "int8-zstd"]
     save_plan(plan, tmp_path / "plan.json")
     assert load_plan(tmp_path / "plan.json") == plan
 
@@ -57,6 +60,11 @@ def test_plan_round_trips_with_the_documented_fields(plan, tmp_path):
 def test_a_plan_written_before_edge_threads_still_loads(plan):
     older = plan_from_json(_mutated(plan, lambda d: d.pop("edge_threads")))
     assert older.edge_threads == 0 and older.stages == plan.stages
+
+
+def test_a_plan_written_before_pin_and_codecs_still_loads(plan):
+    older = plan_from_json(_mutated(plan, lambda d: [d.pop("pin"), d.pop("codecs")]))
+    assert older.pin == Pinning() and older.codecs == () and older.stages == plan.stages
 
 
 def _mutated(plan, change) -> str:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +130,16 @@ class Cluster:
             Device(d.name, d.role, d.profile, memory_bytes) if d.name == name else d for d in self.devices
         )
         return Cluster(devices, self.links)
+
+    def without(self, names: Iterable[str]) -> Cluster:
+        """The cluster minus the servers `names` and their links (the edge cannot be left out)."""
+        gone = set(names)
+        for name in gone:
+            if self.device(name).role == "edge":
+                raise ConfigError(f"{name} is the edge: a cluster without it has nowhere to start")
+        devices = tuple(d for d in self.devices if d.name not in gone)
+        links = tuple(link for link in self.links if link.src not in gone and link.dst not in gone)
+        return Cluster(devices, links)
 
 
 def load_cluster(path: Path) -> Cluster:

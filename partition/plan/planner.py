@@ -75,6 +75,8 @@ def make_plan(
         min_gain=min_gain,
         left_out=tuple(sorted(left_out)),
         optimum_s=optimum[0] if chosen is not optimum else 0.0,
+        pin=pin,
+        codecs=tuple(codec.name for codec in codecs),
     )
 
 
