@@ -19,7 +19,14 @@ COMPUTE_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 
 class ServingStats:
     def __init__(self, answerer) -> None:
-        plan = answerer.deployment.plan
+        def plan_labels() -> dict[str, str]:
+            plan = answerer.deployment.plan  # the one served now: a re-plan moves it on
+            return {
+                "plan_id": plan.plan_id,
+                "epoch": str(plan.epoch),
+                "model": plan.model.name,
+            } | answerer.labels
+
         self.requests = Counter(
             "partition_requests_total",
             "Requests that ended, by outcome: ok, client_gone, or the HTTP status of the failure.",
@@ -56,12 +63,7 @@ class ServingStats:
             ("hop", "device"),
         )
         self._metrics = [
-            Info(
-                "partition_plan_info",
-                "The plan this endpoint serves.",
-                {"plan_id": plan.plan_id, "epoch": str(plan.epoch), "model": plan.model.name}
-                | answerer.labels,
-            ),
+            Info("partition_plan_info", "The plan this endpoint serves.", plan_labels),
             self.requests,
             self.resumes,
             Gauge("partition_requests_running", "Requests generating now.", lambda: answerer.running),
@@ -74,6 +76,11 @@ class ServingStats:
                 "partition_worker_reloads_total",
                 "Times the workers were given their segments again after one went away and came back.",
                 lambda: answerer.reloads,
+            ),
+            CountRead(
+                "partition_replans_total",
+                "Times a worker stayed away and the plan was made again without it (plan_info: the new plan).",
+                lambda: answerer.replans,
             ),
             self.prompt_tokens,
             self.generated_tokens,

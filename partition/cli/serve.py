@@ -4,16 +4,22 @@ partition serve --plan plan.json --cluster cluster.toml --chat --prompt "What is
 partition serve --plan plan.json --spawn-local --prompt "Once upon a time" --json
 partition serve --plan plan.json --cluster cluster.toml --http 127.0.0.1:8000   # OpenAI-compatible API
 Without --prompt or --http, reads one prompt per line from standard input.
+With a cluster file that names each device's profile (the one `partition profile` writes), a worker
+that stays away is planned around: the plan is made again without it, deployed, and written beside
+the plan file as plan.epoch<N>.json (--no-replan: the request ends instead).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
 from partition.cli.prompting import add_prompt_arguments, build_request, prompt_ids
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--baseline",
         metavar="NAME",
         help="serve one of the plan's baselines instead (even, memory_proportional, edge_only, best_single_server)",
+    )
+    parser.add_argument(
+        "--no-replan",
+        action="store_true",
+        help="end a request when a worker stays away, instead of planning again without it (re-planning "
+        "needs --cluster with the devices' profiles)",
     )
     add_threads_argument(parser)
     parser.add_argument("--max-context", type=int, default=2048, help="tokens per session (prompt + output)")
@@ -126,7 +138,9 @@ def _run(args: argparse.Namespace, plan, http) -> int:
     spawned = spawn_missing(remote, addresses, plan.model.name, args.threads) if args.spawn_local else None
     try:
         restart = spawned.restart_dead if spawned is not None else None  # a worker of ours died: again
-        return _serve(args, plan, addresses, transport_config(args), http, labels, restart)
+        transport = transport_config(args)
+        failover = None if args.baseline else _failover(args, plan, addresses, transport)
+        return _serve(args, plan, addresses, transport, http, labels, restart, failover)
     finally:
         if spawned is not None:
             spawned.stop()
@@ -155,8 +169,38 @@ def _http_server(args: argparse.Namespace):
         raise ConfigError(f"--http {args.http}: cannot listen there ({error.strerror})") from None
 
 
+def _failover(args: argparse.Namespace, plan, addresses: dict[str, str], transport):
+    """What re-plans around a worker that stays away, when --cluster names every device's profile and
+    --no-replan is not given; else None (such a worker ends the request). A baseline is served to be
+    measured as it is, so it gets none."""
+    from partition.coordinator.cluster_devices import read_devices
+    from partition.coordinator.replan import Failover, check_cluster_fits
+    from partition.errors import ConfigError
+    from partition.plan import load_cluster
+
+    if args.no_replan or args.cluster is None:
+        return None
+    if not all(isinstance(device.table.get("profile"), str) for device in read_devices(args.cluster)):
+        log.info("%s names no profiles: a worker that stays away ends the request", args.cluster)
+        return None
+    try:
+        cluster = load_cluster(args.cluster)
+        check_cluster_fits(plan, cluster)
+    except ConfigError as error:
+        log.warning("cannot re-plan around a lost worker (%s); serving without it", error)
+        return None
+    return Failover(cluster, addresses, transport, args.plan)
+
+
 def _serve(
-    args: argparse.Namespace, plan, addresses: dict[str, str], transport, http, labels, restart=None
+    args: argparse.Namespace,
+    plan,
+    addresses: dict[str, str],
+    transport,
+    http,
+    labels,
+    restart=None,
+    failover=None,
 ) -> int:
     from partition.coordinator.answer import Answerer
     from partition.coordinator.deploy import deploy
@@ -165,7 +209,11 @@ def _serve(
         plan, addresses, transport, max_context=args.max_context, max_sessions=args.max_sessions
     )
     try:
-        answerer = Answerer(deployment, labels=labels, before_reload=restart)
+        answerer = Answerer(deployment, labels=labels, before_reload=restart, failover=failover)
+    except BaseException:
+        deployment.close()
+        raise
+    try:
         if http is not None:
             _serve_http(http, answerer)
         elif args.prompt is not None:
@@ -175,7 +223,7 @@ def _serve(
                 if line.strip():
                     answer(answerer, args, line.rstrip("\n"))
     finally:
-        deployment.close()
+        answerer.close()  # and every deployment a re-plan replaced
     return 0
 
 

@@ -10,7 +10,9 @@ refused by a worker. A request that fails (a worker went away, the caller stoppe
 session, so its slot is free for the next one. A worker that went away and was started again at its
 address holds nothing: every worker gets its segment again (LoadSegment, same plan and epoch) before
 the next request, or, when it is back within seconds, the request under way resumes on a new session
-(partition/coordinator/resume.py). A worker that stays away ends the request, named by its device.
+(partition/coordinator/resume.py). A worker that stays away ends the request, named by its device,
+unless serve has the cluster's profiles: then the plan is made again without it and deployed, and the
+request resumes on the new split (partition/coordinator/replan.py).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from dataclasses import dataclass, field
 import grpc
 
 from partition.coordinator.deploy import Deployment, load_workers
-from partition.coordinator.resume import MAX_RESUMES, ResumingSession
+from partition.coordinator.replan import Failover
+from partition.coordinator.resume import MAX_RESUMES, STILL_AWAY, ResumingSession
 from partition.coordinator.session import PipelineSession
+from partition.errors import PartitionError
 from partition.metrics.spans import HopSpan, link_summaries, stage_summaries
 from partition.model.generation import GenerationRequest, GenerationResult, generate
 from partition.model.sampling import SamplingParams
@@ -80,12 +84,14 @@ class Answerer:
         labels: Mapping[str, str] | None = None,
         before_reload: Callable[[], None] | None = None,
         max_resumes: int = MAX_RESUMES,
+        failover: Failover | None = None,
     ) -> None:
         """`labels`: said beside the plan id wherever the plan is named (every answer's report, the
         endpoint's /health and /metrics); serve --baseline names the baseline and the plan it is of.
         `before_reload`: called when a worker went away, before the workers get their segments again
         (serve --spawn-local starts its dead workers again there). `max_resumes`: per request, how
-        many times a request goes on after a worker came back (0: a lost worker ends it)."""
+        many times a request goes on after a worker came back (0: a lost worker ends it). `failover`:
+        re-plans without a worker that stays away; without it such a worker ends the request."""
         from partition.model.tokenizer import load_tokenizer
 
         self.deployment = deployment
@@ -102,6 +108,9 @@ class Answerer:
         self._reload_failure: Exception | None = None  # why the last one failed
         self._before_reload = before_reload
         self.max_resumes = max_resumes
+        self._failover = failover
+        self.replans = 0  # times a worker stayed away and the plan was made again without it
+        self._retired: list[Deployment] = []  # deployments replaced by a re-plan, closed with this
 
     def logits_note(self, sampling: SamplingParams, ask_top_k: str) -> str | None:
         """What a sampler costs beyond the plan, when a worker must send every logit back for it;
@@ -127,6 +136,7 @@ class Answerer:
                     ),
                     self._load_workers_again,
                     self.max_resumes,
+                    current=lambda: self.deployment,
                 )
                 result = generate(session.step, request, self.eos_ids, self.tokenizer.decode, on_text)
             except BaseException as error:
@@ -137,12 +147,19 @@ class Answerer:
                     raise self._named(error) from None
                 raise
             session.close()
-        return Answer(result, tuple(session.spans), self.deployment.plan, self.labels, session.resumes)
+        plan = session.session.deployment.plan if session.session is not None else self.deployment.plan
+        return Answer(result, tuple(session.spans), plan, self.labels, session.resumes)
+
+    def close(self) -> None:
+        """Close the deployment served now and every one a re-plan replaced."""
+        for deployment in [*self._retired, self.deployment]:
+            deployment.close()
 
     def _load_workers_again(self) -> None:
-        """LoadSegment on every worker; StageCallError while a worker is still away (the next request
-        tries again). Requests that found the same worker gone share one reload: a request that waited
-        while another one tried takes that try's outcome instead of trying again."""
+        """LoadSegment on every worker; for a worker still away, a re-plan without it (with a failover),
+        else StageCallError (the next request tries again). Requests that found the same worker gone
+        share one reload: a request that waited while another one tried takes that try's outcome
+        instead of trying again."""
         tries = self._reload_tries  # before waiting: a try that starts after this saw our failure too
         with self._reloading:
             if self._reload_tries != tries:
@@ -154,14 +171,34 @@ class Answerer:
                 if self._before_reload is not None:
                     self._before_reload()
                 d = self.deployment
-                d.loop.run(d.chain.connected(RECONNECT_WAIT_S))  # one still away fails the load below
-                load_workers(d)
+                try:
+                    d.loop.run(d.chain.connected(RECONNECT_WAIT_S))  # one still away fails the load below
+                    load_workers(d)
+                except StageCallError as error:
+                    if self._failover is None or error.code not in STILL_AWAY:
+                        raise
+                    self._replan_without(error)
             except Exception as error:
                 self._reload_failure = error
                 raise
             self._reload_failure = None
             self.reloads += 1
         log.warning("loaded the plan's segments on the workers again (a worker had gone away)")
+
+    def _replan_without(self, error: StageCallError) -> None:
+        """Deploy a plan without the worker `error` came from; `error` if that cannot be done."""
+        old = self.deployment
+        device = self._named(error).device
+        if not device:
+            raise error
+        try:
+            new = self._failover.redeploy(old, device)
+        except PartitionError as failed:
+            log.error("re-planning without %s failed: %s", device, failed)
+            raise error from None
+        self.deployment = new
+        self._retired.append(old)  # requests still on it fail over to the new one (ResumingSession)
+        self.replans += 1
 
     @contextlib.contextmanager
     def _slot(self):

@@ -6,8 +6,10 @@ coordinator loads its segment again, opens a new session through the chain and s
 old session had seen as one prefill step: the KV caches are rebuilt on every stage, and generation
 goes on from the same position. The caller sees a pause, not a failure, and no token is lost or
 repeated. (The rebuilt caches come from one prefill where the lost ones came step by step; their
-rounding may differ, which changes a greedy token only at a near-tie: none in the tests.) The same holds for a worker found gone when the session opens. A worker that is not back
-in time ends the request as before, named by its device.
+rounding may differ, which changes a greedy token only at a near-tie: none in the tests.) The same
+holds for a worker found gone when the session opens. A worker that is not back in time ends the
+request, named by its device, unless the coordinator can re-plan without it (coordinator/replan.py):
+then the tokens are replayed through the new plan's split instead.
 
     session = ResumingSession(open_session, reload_workers)
     logits = session.step(token_ids, position)      # as PipelineSession.step
@@ -31,6 +33,8 @@ from partition.transport.client import StageCallError
 log = logging.getLogger(__name__)
 
 MAX_RESUMES = 3  # per request: a worker that keeps dying is not waited for forever
+# A worker that did not answer a load: gone, or not back yet after one reconnect attempt.
+STILL_AWAY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 def worker_lost(error: StageCallError) -> bool:
@@ -47,11 +51,15 @@ class ResumingSession:
         open_session: Callable[[], PipelineSession],
         reload_workers: Callable[[], None],
         max_resumes: int = MAX_RESUMES,
+        current: Callable[[], object] | None = None,
     ) -> None:
         """`open_session` opens a session through the chain; `reload_workers` waits for the workers to
-        be reachable and gives each its segment again (StageCallError when one is still away)."""
+        be reachable and gives each its segment again (StageCallError when one is still away), or
+        deploys a new plan without it. `current` gives the deployment serving now: a session whose
+        deployment was replaced meanwhile (by another request's re-plan) is opened again too."""
         self._open_session = open_session
         self._reload_workers = reload_workers
+        self._current = current
         self.max_resumes = max_resumes
         self.session: PipelineSession | None = None  # opened by the first step
         self._seen: list[int] = []  # token ids by position: what the session's caches hold
@@ -76,7 +84,7 @@ class ResumingSession:
                     logits = self.session.step(token_ids, position)
                 break
             except StageCallError as error:
-                if not worker_lost(error) or self._reopened >= self.max_resumes:
+                if not (worker_lost(error) or self._replaced()) or self._reopened >= self.max_resumes:
                     raise
                 self._lost(error)
         self._seen += token_ids
@@ -85,6 +93,11 @@ class ResumingSession:
     def close(self) -> None:
         if self.session is not None:
             self.session.close()
+
+    def _replaced(self) -> bool:
+        """Whether the session runs on a deployment that a re-plan replaced while it ran."""
+        session, current = self.session, self._current
+        return session is not None and current is not None and session.deployment is not current()
 
     def _lost(self, error: StageCallError) -> None:
         """Drop the broken session and load the workers again; `error` again if one is still away."""
@@ -100,7 +113,7 @@ class ResumingSession:
         try:
             self._reload_workers()
         except StageCallError as refused:
-            if refused.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            if refused.code in STILL_AWAY:
                 raise error from None  # still away: the request ends with what broke it
             raise  # back, but it refused its segment: that is the news
         self._reopened += 1

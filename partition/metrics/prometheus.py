@@ -91,16 +91,20 @@ class CountRead(Gauge):
 
 
 class Info(_Metric):
-    """Constant labels worth knowing (the plan served), as a gauge of value 1."""
+    """Labels worth knowing (the plan served), as a gauge of value 1. `read` gives them when scraped
+    (a re-plan changes the plan), with the same names every time."""
 
     kind = "gauge"
 
-    def __init__(self, name: str, help_text: str, labels: dict[str, str]) -> None:
-        super().__init__(name, help_text, tuple(labels))
-        self.values = tuple(str(v) for v in labels.values())
+    def __init__(self, name: str, help_text: str, read: Callable[[], dict[str, str]]) -> None:
+        super().__init__(name, help_text, tuple(read()))
+        self.read = read
 
     def samples(self) -> list[str]:
-        return [f"{self.name}{self._label_text(self.values)} 1"]
+        labels = self.read()
+        if tuple(labels) != self.labels:
+            raise ValueError(f"{self.name}: labels {tuple(labels)} are not the declared {self.labels}")
+        return [f"{self.name}{self._label_text(tuple(str(v) for v in labels.values()))} 1"]
 
 
 class Histogram(_Metric):

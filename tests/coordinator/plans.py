@@ -38,3 +38,29 @@ def with_edge_only_baseline(source) -> Plan:
     plan = split_plan(source, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")])
     edge_only = split_plan(source, [("phone", 0, 32, "raw")])
     return replace(plan, baselines=(Baseline("edge_only", edge_only.stages, edge_only.predicted),))
+
+
+def profiled_cluster(source, folder: Path, addresses: dict[str, str], memory_gb: dict[str, float]) -> Path:
+    """A cluster file as `partition profile` writes it, from synthetic profiles of the real model: the
+    phone (edge, a quarter of this CPU's speed) and each server of `memory_gb` at its address, every
+    pair linked at 1 Gbit/s, 0.5 ms. Returns the file's path."""
+    from partition.artifacts import save_profile
+    from partition.plan.synthetic import synthetic_profile
+
+    model = ModelRef(source.name, source.digest, source.spec.n_blocks)
+    speeds = {EDGE: 0.25} | {name: 1.0 for name in memory_gb}
+    lines = []
+    for name, speed in speeds.items():
+        save_profile(synthetic_profile(name, speed=speed, model=model), folder / f"{name}.json")
+        role = "edge" if name == EDGE else "server"
+        lines += ["[[device]]", f'name = "{name}"', f'role = "{role}"', f'profile = "{name}.json"']
+        lines += [f"memory_gb = {memory_gb.get(name, 8.0)}", "threads = 1"]
+        lines += [f'address = "{addresses[name]}"'] if name in addresses else []
+    for a in speeds:
+        for b in speeds:
+            if a != b:
+                lines += ["[[link]]", f'from = "{a}"', f'to = "{b}"', "bandwidth_mbps = 1000"]
+                lines += ["latency_ms = 0.5"]
+    path = folder / "cluster.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -39,7 +39,7 @@ def test_counters_gauges_and_info_render_with_escaped_labels():
     requests.inc(outcome='say "hi"\\\n')
     tokens = Counter("tok_total", "Tokens.")  # no labels: 0 before anything happened
     running = Gauge("running", "Now.", lambda: 3)
-    info = Info("plan_info", "Plan.", {"plan_id": "abc", "epoch": "2"})
+    info = Info("plan_info", "Plan.", lambda: {"plan_id": "abc", "epoch": "2"})
     assert render([requests, tokens, running, info]).splitlines() == [
         "# HELP r_total Requests.",
         "# TYPE r_total counter",

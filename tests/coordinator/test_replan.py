@@ -1,0 +1,181 @@
+"""A worker that dies and stays away: the coordinator plans again without it, deploys the new plan on
+the real worker processes left and the request under way ends with the tokens of an uninterrupted run
+(coordinator/replan.py)."""
+
+import threading
+from dataclasses import replace
+
+import pytest
+
+from partition.artifacts import load_plan
+from partition.coordinator.answer import Answerer
+from partition.coordinator.deploy import deploy
+from partition.coordinator.replan import Failover, check_cluster_fits, replan_without
+from partition.errors import ConfigError, InfeasiblePlanError
+from partition.plan import load_cluster
+from partition.transport.client import StageCallError
+from partition.transport.local import spawn_worker
+from partition.types import Pinning
+from tests.coordinator.plans import profiled_cluster, split_plan
+from tests.coordinator.test_resume import request
+
+THREE_STAGES = [("phone", 0, 16, "raw"), ("server-a", 16, 24, "raw"), ("server-b", 24, 32, "raw")]
+
+
+def three_stage_plan(source):
+    """phone [0,16) -> server-a [16,24) -> server-b [24,32), made with lossless codecs only: a re-plan
+    keeps to them, so the split tokens stay exact."""
+    return replace(split_plan(source, THREE_STAGES), codecs=("raw",))
+
+
+@pytest.fixture
+def two_workers(smollm2, tmp_path):
+    workers = {name: spawn_worker(name, extra_args=("--threads", "1")) for name in ("server-a", "server-b")}
+    try:
+        yield workers
+    finally:
+        for worker in workers.values():
+            worker.stop()
+
+
+def serving(smollm2, tmp_path, workers, memory_gb=None):
+    """(Answerer with a failover over the profiled cluster of `workers`, the plan file it re-plans from)."""
+    addresses = {name: worker.address for name, worker in workers.items()}
+    cluster = profiled_cluster(smollm2, tmp_path, addresses, memory_gb or dict.fromkeys(workers, 8.0))
+    plan = three_stage_plan(smollm2)
+    deployment = deploy(plan, addresses, max_context=128, max_sessions=1)
+    failover = Failover(load_cluster(cluster), addresses, plan_path=tmp_path / "plan.json")
+    return Answerer(deployment, failover=failover)
+
+
+def test_a_worker_lost_mid_request_is_planned_around_and_no_token_is_lost(smollm2, tmp_path, two_workers):
+    answerer = serving(smollm2, tmp_path, two_workers)
+    try:
+        whole = answerer.answer(request(answerer))  # uninterrupted, on the three-stage plan
+        assert whole.plan.epoch == 1
+        chunks = []
+
+        def kill_server_b_for_good_after_the_fifth_chunk(text: str) -> None:
+            chunks.append(text)
+            if len(chunks) == 5:
+                two_workers["server-b"].process.kill()
+                two_workers["server-b"].process.wait(timeout=30)
+
+        replanned = answerer.answer(request(answerer), on_text=kill_server_b_for_good_after_the_fifth_chunk)
+        assert replanned.result.token_ids == whole.result.token_ids
+        assert replanned.result.text == whole.result.text == "".join(chunks)
+        assert replanned.resumes == 1 and answerer.replans == 1
+        plan = replanned.plan
+        assert plan.epoch == 2 and plan.codecs == ("raw",) and plan.workload == whole.plan.workload
+        assert {stage.device for stage in plan.stages} == {"phone", "server-a"}
+        assert answerer.deployment.plan == plan
+        assert load_plan(tmp_path / "plan.epoch2.json") == plan  # the new plan, beside the old one
+        report = replanned.report()
+        assert report["epoch"] == 2 and report["resumes"] == 1
+
+        again = answerer.answer(request(answerer, "What is the capital of France?"))
+        assert "Paris" in again.result.text and again.plan == plan and answerer.replans == 1
+    finally:
+        answerer.close()
+
+
+def test_requests_under_way_on_the_replaced_plan_go_on_on_the_new_one(smollm2, tmp_path, two_workers):
+    """Two requests at once: one re-plans, the other shares that outcome (its stream broke too, or it
+    opened on the old plan as a worker left took the new epoch) and resumes on the new plan."""
+    addresses = {name: worker.address for name, worker in two_workers.items()}
+    cluster = profiled_cluster(smollm2, tmp_path, addresses, dict.fromkeys(addresses, 8.0))
+    deployment = deploy(three_stage_plan(smollm2), addresses, max_context=128, max_sessions=2)
+    answerer = Answerer(deployment, failover=Failover(load_cluster(cluster), addresses))
+    try:
+        whole = answerer.answer(request(answerer))
+        chunks, answers = [], []
+
+        def kill_server_b_after_the_fifth_chunk(text: str) -> None:
+            chunks.append(text)
+            if len(chunks) == 5:
+                two_workers["server-b"].process.kill()
+                two_workers["server-b"].process.wait(timeout=30)
+
+        other = threading.Thread(target=lambda: answers.append(answerer.answer(request(answerer))))
+        other.start()
+        answers.append(answerer.answer(request(answerer), on_text=kill_server_b_after_the_fifth_chunk))
+        other.join(timeout=300)
+        assert len(answers) == 2 and answerer.replans == 1
+        for answer in answers:
+            assert answer.result.token_ids == whole.result.token_ids and answer.plan.epoch == 2
+    finally:
+        answerer.close()
+
+
+def test_with_every_server_gone_the_edge_answers_alone(smollm2, tmp_path, two_workers):
+    answerer = serving(smollm2, tmp_path, two_workers)
+    try:
+        whole = answerer.answer(request(answerer))
+        for worker in two_workers.values():
+            worker.process.kill()
+            worker.process.wait(timeout=30)
+        alone = answerer.answer(request(answerer))
+        assert alone.result.token_ids == whole.result.token_ids and alone.resumes == 0
+        assert [(s.device, str(s.segment)) for s in alone.plan.stages] == [("phone", "[0,32)")]
+        assert answerer.replans == 1 and alone.plan.epoch == 2
+    finally:
+        answerer.close()
+
+
+def test_a_plan_that_no_longer_fits_ends_the_request_named_as_before(smollm2, tmp_path, two_workers):
+    # the phone cannot hold the model, server-a holds too little to take server-b's blocks
+    memory_gb = {"phone": 0.5, "server-a": 0.1, "server-b": 8.0}
+    answerer = serving(smollm2, tmp_path, two_workers, memory_gb)
+    try:
+        two_workers["server-b"].process.kill()
+        two_workers["server-b"].process.wait(timeout=30)
+        with pytest.raises(StageCallError) as failure:
+            answerer.answer(request(answerer))
+        assert failure.value.device == "server-b" and "UNAVAILABLE" in str(failure.value)
+        assert answerer.replans == 0 and answerer.deployment.plan.epoch == 1
+        assert not (tmp_path / "plan.epoch2.json").exists()
+    finally:
+        answerer.close()
+
+
+# -- the re-plan itself (no processes) ------------------------------------------------------------------
+
+
+def test_a_replan_keeps_workload_pinning_codecs_and_goes_one_epoch_on(smollm2, tmp_path):
+    addresses = {"server-a": "127.0.0.1:1", "server-b": "127.0.0.1:2"}
+    cluster = load_cluster(profiled_cluster(smollm2, tmp_path, addresses, {"server-a": 8.0, "server-b": 8.0}))
+    plan = replace(three_stage_plan(smollm2), epoch=4, pin=Pinning(embed=True, head=True), min_gain=0.02)
+    again = replan_without(plan, cluster, ["server-b"])
+    assert again.epoch == 5 and again.workload == plan.workload and again.min_gain == 0.02
+    assert again.pin == plan.pin and again.codecs == ("raw",)
+    assert "server-b" not in {stage.device for stage in again.stages}
+    assert again.stages[-1].device == "phone"  # the head stays pinned to the edge
+    assert all(stage.codec_out == "raw" for stage in again.stages)
+    # a plan that does not record its codecs may use every codec
+    assert len(replan_without(replace(plan, codecs=()), cluster, ["server-b"]).codecs) > 1
+
+
+def test_a_cluster_that_cannot_replan_the_plan_is_refused(smollm2, tmp_path):
+    cluster = load_cluster(profiled_cluster(smollm2, tmp_path, {}, {"server-a": 8.0}))
+    plan = three_stage_plan(smollm2)
+    with pytest.raises(ConfigError, match="server-b that the cluster file does not list"):
+        check_cluster_fits(plan, cluster)
+    with pytest.raises(ConfigError, match="measured on model"):
+        check_cluster_fits(replace(plan, model=replace(plan.model, digest="sha256:other")), cluster)
+    with pytest.raises(ConfigError, match="is the edge"):
+        cluster.without(["phone"])
+
+
+def test_no_server_listening_and_an_edge_too_small_is_infeasible(smollm2, tmp_path):
+    addresses = {"server-a": "127.0.0.1:9", "server-b": "127.0.0.1:9"}  # nothing listens on port 9
+    memory_gb = {"phone": 0.5, "server-a": 8.0, "server-b": 8.0}
+    cluster = load_cluster(profiled_cluster(smollm2, tmp_path, addresses, memory_gb))
+    failover = Failover(cluster, addresses)
+
+    class Deployed:  # what redeploy reads of the deployment it replaces
+        plan = three_stage_plan(smollm2)
+        max_context, max_sessions = 128, 1
+
+    with pytest.raises(InfeasiblePlanError):
+        failover.redeploy(Deployed(), "server-b")
+    assert failover.lost == {"server-b"}  # server-a was away now, not given up on
