@@ -187,7 +187,9 @@ def _failover(args: argparse.Namespace, plan, addresses: dict[str, str], transpo
         cluster = load_cluster(args.cluster)
         check_cluster_fits(plan, cluster)
     except ConfigError as error:
-        log.warning("cannot re-plan around a lost worker (%s); serving without it", error)
+        log.warning(
+            "cannot re-plan around a lost worker (%s): one that stays away will end the request", error
+        )
         return None
     return Failover(cluster, addresses, transport, args.plan)
 

@@ -27,7 +27,7 @@ import grpc
 
 from partition.coordinator.deploy import Deployment, load_workers
 from partition.coordinator.replan import Failover
-from partition.coordinator.resume import MAX_RESUMES, STILL_AWAY, ResumingSession
+from partition.coordinator.resume import MAX_RESUMES, ResumingSession
 from partition.coordinator.session import PipelineSession
 from partition.errors import PartitionError
 from partition.metrics.spans import HopSpan, link_summaries, stage_summaries
@@ -38,6 +38,9 @@ from partition.transport.client import StageCallError
 from partition.types import RAW_VALUE_BYTES, RETURN_TOP_K, Plan
 
 log = logging.getLogger(__name__)
+
+# A worker that did not answer a load: gone, or not back yet after one reconnect attempt.
+STILL_AWAY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 @dataclass(frozen=True)
@@ -90,8 +93,9 @@ class Answerer:
         endpoint's /health and /metrics); serve --baseline names the baseline and the plan it is of.
         `before_reload`: called when a worker went away, before the workers get their segments again
         (serve --spawn-local starts its dead workers again there). `max_resumes`: per request, how
-        many times a request goes on after a worker came back (0: a lost worker ends it). `failover`:
-        re-plans without a worker that stays away; without it such a worker ends the request."""
+        many times a request goes on after a worker came back or was planned around (0: a lost worker
+        ends it, and no re-plan is made). `failover`: re-plans without a worker that stays away;
+        without it such a worker ends the request."""
         from partition.model.tokenizer import load_tokenizer
 
         self.deployment = deployment
@@ -110,7 +114,13 @@ class Answerer:
         self.max_resumes = max_resumes
         self._failover = failover
         self.replans = 0  # times a worker stayed away and the plan was made again without it
-        self._retired: list[Deployment] = []  # deployments replaced by a re-plan, closed with this
+        # Deployments a re-plan replaced, each closed once no request runs on it (its edge segments
+        # and channels go then); the requests under way, by the deployment they run on.
+        self._retired: list[Deployment] = []
+        self._live: set[ResumingSession] = set()
+        self._devices = {
+            a: s.device for a, s in zip(deployment.addresses, deployment.topology.remote, strict=True)
+        }
 
     def logits_note(self, sampling: SamplingParams, ask_top_k: str) -> str | None:
         """What a sampler costs beyond the plan, when a worker must send every logit back for it;
@@ -128,32 +138,45 @@ class Answerer:
         """Generate `request` through the split; `on_text` gets the text as it is decoded. An exception
         from `on_text` (the caller went away) ends the request and frees its session."""
         with self._slot():
-            session = None
+            session = ResumingSession(
+                lambda d: PipelineSession(d, context=request.context, sampling=request.sampling),
+                self._load_workers_again,
+                lambda: self.deployment,
+                self.max_resumes,
+            )
+            with self._counts:
+                self._live.add(session)
             try:
-                session = ResumingSession(
-                    lambda: PipelineSession(
-                        self.deployment, context=request.context, sampling=request.sampling
-                    ),
-                    self._load_workers_again,
-                    self.max_resumes,
-                    current=lambda: self.deployment,
-                )
                 result = generate(session.step, request, self.eos_ids, self.tokenizer.decode, on_text)
             except BaseException as error:
-                if session is not None:  # closing fails the same way; the first error says why
-                    with contextlib.suppress(Exception):
-                        session.close()
+                with contextlib.suppress(Exception):  # closing fails the same way; the first error says why
+                    session.close()
                 if isinstance(error, StageCallError):
                     raise self._named(error) from None
                 raise
+            finally:
+                self._forget(session)
             session.close()
         plan = session.session.deployment.plan if session.session is not None else self.deployment.plan
         return Answer(result, tuple(session.spans), plan, self.labels, session.resumes)
 
     def close(self) -> None:
-        """Close the deployment served now and every one a re-plan replaced."""
-        for deployment in [*self._retired, self.deployment]:
-            deployment.close()
+        """Close the deployment served now and every replaced one still open."""
+        with contextlib.ExitStack() as closing:  # each one closed, whatever the others raise
+            for deployment in [*self._retired, self.deployment]:
+                closing.callback(deployment.close)
+        self._retired = []
+
+    def _forget(self, session: ResumingSession) -> None:
+        """A request ended: close the replaced deployments no request runs on any more."""
+        with self._counts:
+            self._live.discard(session)
+            in_use = {id(live.deployment) for live in self._live}
+            idle = [d for d in self._retired if id(d) not in in_use]
+            self._retired = [d for d in self._retired if id(d) in in_use]
+        for deployment in idle:
+            with contextlib.suppress(Exception):  # its workers may be gone: nothing left to free
+                deployment.close()
 
     def _load_workers_again(self) -> None:
         """LoadSegment on every worker; for a worker still away, a re-plan without it (with a failover),
@@ -167,10 +190,13 @@ class Answerer:
                     raise self._reload_failure
                 return
             self._reload_tries += 1
+            d = self.deployment
+            if d.chain is None:  # every stage is on the edge now: no worker to load
+                self._reload_failure = None
+                return
             try:
                 if self._before_reload is not None:
                     self._before_reload()
-                d = self.deployment
                 try:
                     d.loop.run(d.chain.connected(RECONNECT_WAIT_S))  # one still away fails the load below
                     load_workers(d)
@@ -178,6 +204,8 @@ class Answerer:
                     if self._failover is None or error.code not in STILL_AWAY:
                         raise
                     self._replan_without(error)
+                    self._reload_failure = None
+                    return
             except Exception as error:
                 self._reload_failure = error
                 raise
@@ -186,18 +214,24 @@ class Answerer:
         log.warning("loaded the plan's segments on the workers again (a worker had gone away)")
 
     def _replan_without(self, error: StageCallError) -> None:
-        """Deploy a plan without the worker `error` came from; `error` if that cannot be done."""
+        """Deploy a plan without the worker `error` came from; `error`, saying why, if that fails."""
         old = self.deployment
-        device = self._named(error).device
+        device = self._devices.get(error.address, "")
         if not device:
             raise error
         try:
             new = self._failover.redeploy(old, device)
         except PartitionError as failed:
             log.error("re-planning without %s failed: %s", device, failed)
-            raise error from None
-        self.deployment = new
-        self._retired.append(old)  # requests still on it fail over to the new one (ResumingSession)
+            with contextlib.suppress(Exception):  # workers the new plan reached serve the old one again
+                load_workers(old)
+            raise StageCallError(
+                error.code, f"{error.details}; planning without it failed: {failed}", error.address, device
+            ) from None
+        with self._counts:
+            self._devices |= {a: s.device for a, s in zip(new.addresses, new.topology.remote, strict=True)}
+            self.deployment = new
+            self._retired.append(old)  # closed when the requests still on it moved (ResumingSession)
         self.replans += 1
 
     @contextlib.contextmanager
@@ -223,9 +257,7 @@ class Answerer:
     def _named(self, error: StageCallError) -> StageCallError:
         """The same failure (code and address kept), named by the stage's device as in the plan, and for a
         worker that went away, what to do."""
-        d = self.deployment
-        devices = {a: s.device for a, s in zip(d.addresses, d.topology.remote, strict=True)}
-        device = devices.get(error.address, "")
+        device = self._devices.get(error.address, "")  # of any plan served: the error may be from an old one
         details = error.details
         if error.code == grpc.StatusCode.UNAVAILABLE:
             where = f"{device} at {error.address}" if device else error.address

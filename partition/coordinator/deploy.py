@@ -47,10 +47,12 @@ class Deployment:
         return self.chain is not None and self.tail_model is None
 
     def close(self) -> None:
+        """Close the channels and let the edge's segments go (a replaced deployment holds memory)."""
         if self.chain is not None:
             self.loop.run(self.chain.close(), timeout_s=10)
             self.chain = None
         self.loop.close()
+        self.front_model = self.tail_model = None
 
 
 def deploy(

@@ -16,6 +16,7 @@ written beside the plan file as `<plan>.epoch<N>.json`, and the request under wa
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -72,25 +73,37 @@ class Failover:
         self.lost: set[str] = set()  # devices given up on: no later plan uses them
 
     def redeploy(self, deployment: Deployment, lost_device: str) -> Deployment:
-        """Plan without `lost_device` (and the servers not listening now), deploy, write the plan."""
-        self.lost.add(lost_device)
+        """Plan without `lost_device` (and the servers not listening now), deploy, write the plan. The
+        device is given up on once the new plan is deployed (a failed try changes nothing)."""
+        lost = self.lost | {lost_device}
         away = {
             device.name
             for device in self.cluster.servers
-            if device.name not in self.lost
+            if device.name not in lost
             and not (device.name in self.addresses and is_listening(self.addresses[device.name]))
         }
-        plan = replan_without(deployment.plan, self.cluster, self.lost | away)
+        plan = replan_without(deployment.plan, self.cluster, lost | away)
         log.warning(
             "re-planned without %s: plan %s epoch %d, %s",
-            ", ".join(sorted(self.lost | away)), plan.plan_id, plan.epoch,
+            ", ".join(sorted(lost | away)), plan.plan_id, plan.epoch,
             " ".join(f"{s.device}{s.segment}" for s in plan.stages),
         )  # fmt: skip
         new = deploy(plan, self.addresses, self.transport, deployment.max_context, deployment.max_sessions)
-        if self.plan_path is not None:
-            from partition.artifacts import save_plan
-
-            written = self.plan_path.with_name(f"{self.plan_path.stem}.epoch{plan.epoch}.json")
-            save_plan(plan, written)
-            log.warning("the new plan is in %s", written)
+        self.lost = lost
+        self._write(plan)
         return new
+
+    def _write(self, plan: Plan) -> None:
+        """The plan beside the plan file (plan.json -> plan.epoch2.json); serving goes on without it."""
+        if self.plan_path is None:
+            return
+        from partition.artifacts import save_plan
+
+        stem = re.sub(r"\.epoch\d+$", "", self.plan_path.stem)  # plan.epoch2.json -> plan.epoch3.json
+        path = self.plan_path.with_name(f"{stem}.epoch{plan.epoch}.json")
+        try:
+            save_plan(plan, path)
+        except OSError as error:
+            log.warning("cannot write the new plan to %s (%s); serving it all the same", path, error)
+            return
+        log.warning("the new plan is in %s", path)

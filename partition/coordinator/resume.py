@@ -11,7 +11,7 @@ holds for a worker found gone when the session opens. A worker that is not back 
 request, named by its device, unless the coordinator can re-plan without it (coordinator/replan.py):
 then the tokens are replayed through the new plan's split instead.
 
-    session = ResumingSession(open_session, reload_workers)
+    session = ResumingSession(open_session, reload_workers, current)   # open_session(deployment)
     logits = session.step(token_ids, position)      # as PipelineSession.step
     session.spans, session.resumes                  # every hop of every session, how many resumes
 """
@@ -25,6 +25,7 @@ from collections.abc import Callable
 import grpc
 import torch
 
+from partition.coordinator.deploy import Deployment
 from partition.coordinator.session import PipelineSession
 from partition.metrics.spans import HopSpan
 from partition.runtime.errors import NOTHING_LOADED
@@ -33,8 +34,6 @@ from partition.transport.client import StageCallError
 log = logging.getLogger(__name__)
 
 MAX_RESUMES = 3  # per request: a worker that keeps dying is not waited for forever
-# A worker that did not answer a load: gone, or not back yet after one reconnect attempt.
-STILL_AWAY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 def worker_lost(error: StageCallError) -> bool:
@@ -48,18 +47,20 @@ def worker_lost(error: StageCallError) -> bool:
 class ResumingSession:
     def __init__(
         self,
-        open_session: Callable[[], PipelineSession],
+        open_session: Callable[[Deployment], PipelineSession],
         reload_workers: Callable[[], None],
+        current: Callable[[], Deployment],
         max_resumes: int = MAX_RESUMES,
-        current: Callable[[], object] | None = None,
     ) -> None:
-        """`open_session` opens a session through the chain; `reload_workers` waits for the workers to
-        be reachable and gives each its segment again (StageCallError when one is still away), or
-        deploys a new plan without it. `current` gives the deployment serving now: a session whose
-        deployment was replaced meanwhile (by another request's re-plan) is opened again too."""
+        """`open_session` opens a session through a deployment's chain; `reload_workers` waits for the
+        workers to be reachable and gives each its segment again (StageCallError when one is still
+        away), or deploys a new plan without it; `current` gives the deployment serving now. A session
+        on a deployment that was replaced meanwhile (another request re-planned) is opened again on
+        the new one, whatever its error (a worker left may serve the new epoch already)."""
         self._open_session = open_session
         self._reload_workers = reload_workers
         self._current = current
+        self._on: Deployment | None = None  # the deployment of the last session opened (or tried)
         self.max_resumes = max_resumes
         self.session: PipelineSession | None = None  # opened by the first step
         self._seen: list[int] = []  # token ids by position: what the session's caches hold
@@ -78,7 +79,8 @@ class ResumingSession:
         while True:
             try:
                 if self.session is None:  # first, or lost: a new one sees every earlier token at once
-                    self.session = self._open_session()
+                    self._on = self._current()
+                    self.session = self._open_session(self._on)
                     logits = self.session.step(self._seen + token_ids, 0)
                 else:
                     logits = self.session.step(token_ids, position)
@@ -94,13 +96,19 @@ class ResumingSession:
         if self.session is not None:
             self.session.close()
 
+    @property
+    def deployment(self) -> Deployment | None:
+        """The deployment of the last session opened (or tried); None before the first step."""
+        return self._on
+
     def _replaced(self) -> bool:
-        """Whether the session runs on a deployment that a re-plan replaced while it ran."""
-        session, current = self.session, self._current
-        return session is not None and current is not None and session.deployment is not current()
+        """Whether the session was opened (or tried) on a deployment that a re-plan has replaced."""
+        return self._on is not None and self._on is not self._current()
 
     def _lost(self, error: StageCallError) -> None:
-        """Drop the broken session and load the workers again; `error` again if one is still away."""
+        """Drop the broken session and load the workers again (or deploy a plan without one that stays
+        away); the load's StageCallError when that fails: it names the worker still away, or the
+        refusal of one that came back (`error` may name the stage that lost its next one)."""
         log.warning(
             "a worker went away or came back empty at position %d (%s); resuming on a new session",
             len(self._seen), error.details,
@@ -110,11 +118,6 @@ class ResumingSession:
             with contextlib.suppress(Exception):  # its stages may be gone: nothing left to free
                 self.session.close()
             self.session = None
-        try:
-            self._reload_workers()
-        except StageCallError as refused:
-            if refused.code in STILL_AWAY:
-                raise error from None  # still away: the request ends with what broke it
-            raise  # back, but it refused its segment: that is the news
+        self._reload_workers()
         self._reopened += 1
         self.resumes += 1 if self._seen else 0
