@@ -40,6 +40,10 @@ class Deployment:
     max_context: int = 2048  # tokens per session
     max_sessions: int = 4  # sessions at once: the KV slots each worker holds
     loop: LoopThread = field(default_factory=LoopThread)
+    # whether close() stops the loop: a re-plan's deployment runs on its predecessor's loop (gRPC's
+    # asyncio poller serves one loop; a closed one beside it gets callbacks it cannot take) and takes
+    # the loop over from it
+    owns_loop: bool = True
 
     @property
     def returns_remote_logits(self) -> bool:
@@ -51,7 +55,8 @@ class Deployment:
         if self.chain is not None:
             self.loop.run(self.chain.close(), timeout_s=10)
             self.chain = None
-        self.loop.close()
+        if self.owns_loop:
+            self.loop.close()
         self.front_model = self.tail_model = None
 
 
@@ -61,8 +66,10 @@ def deploy(
     transport=None,
     max_context: int = 2048,
     max_sessions: int = 4,
+    loop: LoopThread | None = None,
 ) -> Deployment:
-    """Load `plan`; `addresses` maps each remote device name to its worker's host:port."""
+    """Load `plan`; `addresses` maps each remote device name to its worker's host:port. With `loop`,
+    the deployment's channels run on that loop, which it does not stop when it closes."""
     from partition.model import load_segment, resolve_model
     from partition.transport.channels import TransportConfig
     from partition.transport.client import Chain, StageCallError
@@ -96,8 +103,9 @@ def deploy(
     front = load_segment(source, topology.front.segment) if topology.front else None
     tail = load_segment(source, topology.tail.segment) if topology.tail else None
     deployment = Deployment(
-        plan, topology, source, front, tail, None, (), (), max_context=max_context, max_sessions=max_sessions
-    )
+        plan, topology, source, front, tail, None, (), (), max_context=max_context, max_sessions=max_sessions,
+        loop=loop or LoopThread(), owns_loop=loop is None,
+    )  # fmt: skip
     if not topology.remote:
         return deployment
     remote_addresses = tuple(addresses[s.device] for s in topology.remote)

@@ -88,7 +88,15 @@ class Failover:
             ", ".join(sorted(lost | away)), plan.plan_id, plan.epoch,
             " ".join(f"{s.device}{s.segment}" for s in plan.stages),
         )  # fmt: skip
-        new = deploy(plan, self.addresses, self.transport, deployment.max_context, deployment.max_sessions)
+        new = deploy(
+            plan,
+            self.addresses,
+            self.transport,
+            deployment.max_context,
+            deployment.max_sessions,
+            loop=deployment.loop,
+        )
+        new.owns_loop, deployment.owns_loop = deployment.owns_loop, False  # the loop goes on with `new`
         self.lost = lost
         self._write(plan)
         return new
