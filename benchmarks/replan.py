@@ -21,29 +21,16 @@ token (medians over rounds) and the ratio sent-again / re-planned.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
-import statistics
 import time
-from pathlib import Path
 
-PROMPT = "Once upon a time, in a small village by the sea, there lived"
+from interruptions import PROMPT, parse_args, print_medians
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--tokens", type=int, default=64, help="new tokens per request")
-    parser.add_argument("--kill-at", type=int, default=32, help="tokens produced when server-b is killed")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the edge and the workers")
-    parser.add_argument("--json", type=Path, default=Path("out/replan.json"))
-    args = parser.parse_args(argv)
-    if not 0 < args.kill_at < args.tokens:
-        parser.error("--kill-at must lie between 0 and --tokens")
+    args = parse_args(__doc__, argv, "out/replan.json", "tokens produced when server-b is killed")
 
     from dataclasses import replace
 
@@ -148,18 +135,15 @@ def main(argv: list[str] | None = None) -> int:
         for worker in workers.values():
             worker.stop()
 
-    median = {name: statistics.median(times) for name, times in runs.items()}
     same_text = len(set.union(*texts.values())) == 1
-    ratio = median["sent again"] / median["re-planned"]
     new_split = " ".join(f"{s.device}{s.segment}" for s in new_plan.stages)
     print(
         f"smollm2-135m, edge [0,16) here + server-a [16,24) + server-b [24,32) in worker processes, "
         f"{args.tokens} tokens, server-b killed for good after {args.kill_at}, {args.rounds} rounds; "
         f"re-planned to {new_split}"
     )
-    print(f"  {'request':<16}{'start to last token s':>24}")
-    for name, value in median.items():
-        print(f"  {name:<16}{value:>24.2f}")
+    median = print_medians(runs)
+    ratio = median["sent again"] / median["re-planned"]
     report = {
         "model": "smollm2-135m",
         "tokens": args.tokens,

@@ -12,36 +12,25 @@ port (as a supervisor would; the start is part of what the request waits for). P
 - resumed: partition's coordinator opens a new session when the worker is back and replays the
   tokens seen so far in one prefill step (partition/coordinator/resume.py);
 - sent again: what a runtime that loses the request gives its user (Petals, exo, llama.cpp RPC, vLLM
-  without resumption): the request fails, and the client sends it again once the worker is back.
+  without resumption): the request fails, and the client sends it again once the worker is back
+  (that request loads the restarted worker again first, as every partition request does).
 Both must end with the uninterrupted run's text. Reported: time from the request's start to its last
 token (medians over rounds), the restart's own time, and the ratio sent-again / resumed.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import statistics
 import time
-from pathlib import Path
 
-PROMPT = "Once upon a time, in a small village by the sea, there lived"
+from interruptions import PROMPT, parse_args, print_medians
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--tokens", type=int, default=64, help="new tokens per request")
-    parser.add_argument("--kill-at", type=int, default=32, help="tokens produced when the worker is killed")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the edge and the worker")
-    parser.add_argument("--json", type=Path, default=Path("out/resume.json"))
-    args = parser.parse_args(argv)
-    if not 0 < args.kill_at < args.tokens:
-        parser.error("--kill-at must lie between 0 and --tokens")
+    args = parse_args(__doc__, argv, "out/resume.json", "tokens produced when the worker is killed")
 
     import torch
 
@@ -109,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                     losing.answer(request, on_text=restart_at(args.kill_at))
                     raise AssertionError("the request was not lost")
                 except StageCallError:
-                    answer = losing.answer(request)  # the worker is back: the client sends it again
+                    answer = resuming.answer(request)  # the worker is back: the client sends it again
                 runs["sent again"].append(time.perf_counter() - started)
                 texts["sent again"].add(answer.result.text)
         finally:
@@ -117,17 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         worker.stop()
 
-    median = {name: statistics.median(times) for name, times in runs.items()}
     restart = statistics.median(restart_s)
     same_text = len(set.union(*texts.values())) == 1
-    ratio = median["sent again"] / median["resumed"]
     print(
         f"smollm2-135m, edge [0,{half}) here + 1 worker process [{half},{source.spec.n_units}), "
         f"{args.tokens} tokens, worker killed and started again after {args.kill_at}, {args.rounds} rounds"
     )
-    print(f"  {'request':<16}{'start to last token s':>24}")
-    for name, value in median.items():
-        print(f"  {name:<16}{value:>24.2f}")
+    median = print_medians(runs)
+    ratio = median["sent again"] / median["resumed"]
     print(f"  worker restart (kill, start, ready): {restart:.2f} s")
     report = {
         "model": "smollm2-135m",

@@ -1,0 +1,32 @@
+"""What the benchmarks that lose a worker mid-request share (resume.py, replan.py; serve): their
+options, the prompt every request continues, and the table of request times they print."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+PROMPT = "Once upon a time, in a small village by the sea, there lived"
+
+
+def parse_args(doc: str, argv: list[str] | None, json_default: str, kill_help: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=64, help="new tokens per request")
+    parser.add_argument("--kill-at", type=int, default=32, help=kill_help)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the edge and the workers")
+    parser.add_argument("--json", type=Path, default=Path(json_default))
+    args = parser.parse_args(argv)
+    if not 0 < args.kill_at < args.tokens:
+        parser.error("--kill-at must lie between 0 and --tokens")
+    return args
+
+
+def print_medians(runs: dict[str, list[float]]) -> dict[str, float]:
+    """Print and return each kind of request's median time from its start to its last token."""
+    median = {name: statistics.median(times) for name, times in runs.items()}
+    print(f"  {'request':<16}{'start to last token s':>24}")
+    for name, value in median.items():
+        print(f"  {name:<16}{value:>24.2f}")
+    return median
