@@ -30,3 +30,27 @@ def print_medians(runs: dict[str, list[float]]) -> dict[str, float]:
     for name, value in median.items():
         print(f"  {name:<16}{value:>24.2f}")
     return median
+
+
+def write_report(
+    args: argparse.Namespace, runs: dict[str, list[float]], median: dict[str, float], **extra
+) -> None:
+    """The JSON of one run: the options, the machine, every request's time and their medians, `extra`."""
+    import json
+    import os
+    import platform
+
+    report = {
+        "model": "smollm2-135m",
+        "tokens": args.tokens,
+        "kill_at": args.kill_at,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "request_s": runs,
+        "median_request_s": median,
+        **extra,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2))

@@ -21,12 +21,9 @@ token (medians over rounds) and the ratio sent-again / re-planned.
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import time
 
-from interruptions import PROMPT, parse_args, print_medians
+from interruptions import PROMPT, parse_args, print_medians, write_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,22 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     median = print_medians(runs)
     ratio = median["sent again"] / median["re-planned"]
-    report = {
-        "model": "smollm2-135m",
-        "tokens": args.tokens,
-        "kill_at": args.kill_at,
-        "threads": args.threads,
-        "rounds": args.rounds,
-        "machine": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "replanned_to": new_split,
-        "request_s": runs,
-        "median_request_s": median,
-        "sent_again_over_replanned": ratio,
-        "same_text": same_text,
-    }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2))
+    write_report(
+        args, runs, median, replanned_to=new_split, sent_again_over_replanned=ratio, same_text=same_text
+    )
     print(
         f"replan: losing a worker for good mid-request costs {median['re-planned'] - median['uninterrupted']:.2f} s "
         f"re-planned against {median['sent again'] - median['uninterrupted']:.2f} s sent again "

@@ -20,13 +20,10 @@ token (medians over rounds), the restart's own time, and the ratio sent-again / 
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import statistics
 import time
 
-from interruptions import PROMPT, parse_args, print_medians
+from interruptions import PROMPT, parse_args, print_medians, write_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,22 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     median = print_medians(runs)
     ratio = median["sent again"] / median["resumed"]
     print(f"  worker restart (kill, start, ready): {restart:.2f} s")
-    report = {
-        "model": "smollm2-135m",
-        "tokens": args.tokens,
-        "kill_at": args.kill_at,
-        "threads": args.threads,
-        "rounds": args.rounds,
-        "machine": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "request_s": runs,
-        "median_request_s": median,
-        "worker_restart_s": restart_s,
-        "sent_again_over_resumed": ratio,
-        "same_text": same_text,
-    }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2))
+    write_report(
+        args, runs, median, worker_restart_s=restart_s, sent_again_over_resumed=ratio, same_text=same_text
+    )
     print(
         f"resume: a worker restart mid-request costs {median['resumed'] - median['uninterrupted']:.2f} s "
         f"resumed against {median['sent again'] - median['uninterrupted']:.2f} s sent again "
