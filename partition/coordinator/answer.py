@@ -118,9 +118,7 @@ class Answerer:
         # and channels go then); the requests under way, by the deployment they run on.
         self._retired: list[Deployment] = []
         self._live: set[ResumingSession] = set()
-        self._devices = {
-            a: s.device for a, s in zip(deployment.addresses, deployment.topology.remote, strict=True)
-        }
+        self._devices = deployment.devices  # of every plan served: an error may come from an old one
 
     def logits_note(self, sampling: SamplingParams, ask_top_k: str) -> str | None:
         """What a sampler costs beyond the plan, when a worker must send every logit back for it;
@@ -190,27 +188,26 @@ class Answerer:
                     raise self._reload_failure
                 return
             self._reload_tries += 1
-            d = self.deployment
-            if d.chain is None:  # every stage is on the edge now: no worker to load
-                self._reload_failure = None
-                return
             try:
-                if self._before_reload is not None:
-                    self._before_reload()
-                try:
-                    d.loop.run(d.chain.connected(RECONNECT_WAIT_S))  # one still away fails the load below
-                    load_workers(d)
-                except StageCallError as error:
-                    if self._failover is None or error.code not in STILL_AWAY:
-                        raise
-                    self._replan_without(error)
-                    self._reload_failure = None
-                    return
+                if self.deployment.chain is not None:  # None: every stage is on the edge, nothing to load
+                    self._reload_or_replan(self.deployment)
             except Exception as error:
                 self._reload_failure = error
                 raise
             self._reload_failure = None
-            self.reloads += 1
+
+    def _reload_or_replan(self, d: Deployment) -> None:
+        if self._before_reload is not None:
+            self._before_reload()
+        try:
+            d.loop.run(d.chain.connected(RECONNECT_WAIT_S))  # one still away fails the load below
+            load_workers(d)
+        except StageCallError as error:
+            if self._failover is None or error.code not in STILL_AWAY:
+                raise
+            self._replan_without(error)
+            return
+        self.reloads += 1
         log.warning("loaded the plan's segments on the workers again (a worker had gone away)")
 
     def _replan_without(self, error: StageCallError) -> None:
@@ -229,7 +226,7 @@ class Answerer:
                 error.code, f"{error.details}; planning without it failed: {failed}", error.address, device
             ) from None
         with self._counts:
-            self._devices |= {a: s.device for a, s in zip(new.addresses, new.topology.remote, strict=True)}
+            self._devices |= new.devices
             self.deployment = new
             self._retired.append(old)  # closed when the requests still on it moved (ResumingSession)
         self.replans += 1
@@ -257,7 +254,7 @@ class Answerer:
     def _named(self, error: StageCallError) -> StageCallError:
         """The same failure (code and address kept), named by the stage's device as in the plan, and for a
         worker that went away, what to do."""
-        device = self._devices.get(error.address, "")  # of any plan served: the error may be from an old one
+        device = self._devices.get(error.address, "")
         details = error.details
         if error.code == grpc.StatusCode.UNAVAILABLE:
             where = f"{device} at {error.address}" if device else error.address

@@ -46,6 +46,13 @@ class Deployment:
     owns_loop: bool = True
 
     @property
+    def devices(self) -> dict[str, str]:
+        """Each remote stage's address -> its device, as the plan names it."""
+        return {
+            address: stage.device for address, stage in zip(self.addresses, self.topology.remote, strict=True)
+        }
+
+    @property
     def returns_remote_logits(self) -> bool:
         """Whether a worker holds the head (the chain returns logits, not hidden states)."""
         return self.chain is not None and self.tail_model is None
@@ -115,7 +122,7 @@ def deploy(
         load_workers(deployment)
     except StageCallError as error:
         deployment.close()
-        device = _device_at(topology.remote, remote_addresses, error.address)
+        device = deployment.devices.get(error.address, "?")
         raise DeployError(
             f"worker for device {device!r} at {error.address} refused: {error.details}"
         ) from None
@@ -189,10 +196,3 @@ def _check_ack(plan: Plan, stage: Stage, address: str, ack) -> None:
         )
     if (ack.start, ack.end) != (stage.segment.start, stage.segment.end):
         raise DeployError(f"{who} loaded [{ack.start},{ack.end}), the plan gave it {stage.segment}")
-
-
-def _device_at(stages, addresses, address: str) -> str:
-    for stage, candidate in zip(stages, addresses, strict=True):
-        if candidate == address:
-            return stage.device
-    return "?"
