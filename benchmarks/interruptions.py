@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 PROMPT = "Once upon a time, in a small village by the sea, there lived"
 
@@ -54,3 +57,19 @@ def write_report(
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
+
+
+def timed(
+    runs: dict[str, list[float]],
+    texts: dict[str, set[str]],
+    name: str,
+    answer: Callable[..., Any],
+    *args,
+    **kwargs,
+):
+    """`answer(*args, **kwargs)` (it returns an Answer), its time and text recorded under `name`."""
+    started = time.perf_counter()
+    result = answer(*args, **kwargs)
+    runs[name].append(time.perf_counter() - started)
+    texts[name].add(result.result.text)
+    return result

@@ -21,9 +21,7 @@ token (medians over rounds) and the ratio sent-again / re-planned.
 
 from __future__ import annotations
 
-import time
-
-from interruptions import PROMPT, parse_args, print_medians, write_report
+from interruptions import PROMPT, parse_args, print_medians, timed, write_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
             served.eos_ids = ()  # every request generates exactly --tokens tokens
         return pair
 
+    def sent_again(losing: Answerer, served: Answerer):
+        try:
+            losing.answer(request, on_text=kill_server_b_at(args.kill_at))
+        except StageCallError:
+            return served.answer(request)  # the client sends it again
+        raise AssertionError("the request was not lost")
+
     runs: dict[str, list[float]] = {"uninterrupted": [], "re-planned": [], "sent again": []}
     texts: dict[str, set[str]] = {name: set() for name in runs}
     new_plan = None
@@ -101,15 +106,9 @@ def main(argv: list[str] | None = None) -> int:
             served, _ = answerers()
             try:
                 served.answer(GenerationRequest(ids, 8, context=len(ids) + 8))  # warm-up, discarded
-                started = time.perf_counter()
-                answer = served.answer(request)
-                runs["uninterrupted"].append(time.perf_counter() - started)
-                texts["uninterrupted"].add(answer.result.text)
-
-                started = time.perf_counter()
-                answer = served.answer(request, on_text=kill_server_b_at(args.kill_at))
-                runs["re-planned"].append(time.perf_counter() - started)
-                texts["re-planned"].add(answer.result.text)
+                timed(runs, texts, "uninterrupted", served.answer, request)
+                kill = kill_server_b_at(args.kill_at)
+                answer = timed(runs, texts, "re-planned", served.answer, request, on_text=kill)
                 assert served.replans == 1 and answer.resumes == 1, (served.replans, answer.resumes)
                 new_plan = answer.plan
             finally:
@@ -117,14 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
             served, losing = answerers()
             try:
-                started = time.perf_counter()
-                try:
-                    losing.answer(request, on_text=kill_server_b_at(args.kill_at))
-                    raise AssertionError("the request was not lost")
-                except StageCallError:
-                    answer = served.answer(request)  # the client sends it again
-                runs["sent again"].append(time.perf_counter() - started)
-                texts["sent again"].add(answer.result.text)
+                answer = timed(runs, texts, "sent again", sent_again, losing, served)
                 assert served.replans == 1 and answer.plan == new_plan, served.replans
             finally:
                 served.close()  # the deployment both answerers used, and the one of the new plan

@@ -23,7 +23,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from interruptions import PROMPT, parse_args, print_medians, write_report
+from interruptions import PROMPT, parse_args, print_medians, timed, write_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,26 +78,21 @@ def main(argv: list[str] | None = None) -> int:
             ids = resuming.tokenizer.encode(PROMPT)
             request = GenerationRequest(ids, args.tokens, context=len(ids) + args.tokens)
             resuming.answer(GenerationRequest(ids, 8, context=len(ids) + 8))  # warm-up, discarded
-            for _ in range(args.rounds):
-                started = time.perf_counter()
-                answer = resuming.answer(request)
-                runs["uninterrupted"].append(time.perf_counter() - started)
-                texts["uninterrupted"].add(answer.result.text)
 
-                started = time.perf_counter()
-                answer = resuming.answer(request, on_text=restart_at(args.kill_at))
-                runs["resumed"].append(time.perf_counter() - started)
-                texts["resumed"].add(answer.result.text)
-                assert answer.resumes == 1, answer.resumes
-
-                started = time.perf_counter()
+            def sent_again():
                 try:
                     losing.answer(request, on_text=restart_at(args.kill_at))
-                    raise AssertionError("the request was not lost")
                 except StageCallError:
-                    answer = resuming.answer(request)  # the worker is back: the client sends it again
-                runs["sent again"].append(time.perf_counter() - started)
-                texts["sent again"].add(answer.result.text)
+                    return resuming.answer(request)  # the worker is back: the client sends it again
+                raise AssertionError("the request was not lost")
+
+            for _ in range(args.rounds):
+                timed(runs, texts, "uninterrupted", resuming.answer, request)
+                answer = timed(
+                    runs, texts, "resumed", resuming.answer, request, on_text=restart_at(args.kill_at)
+                )
+                assert answer.resumes == 1, answer.resumes
+                timed(runs, texts, "sent again", sent_again)
         finally:
             deployment.close()
     finally:
