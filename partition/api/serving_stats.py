@@ -82,6 +82,11 @@ class ServingStats:
                 "Times a worker stayed away and the plan was made again without it (plan_info: the new plan).",
                 lambda: answerer.replans,
             ),
+            CountRead(
+                "partition_rejoins_total",
+                "Times a device planned around was back and a plan with it was deployed (plan_info: the new plan).",
+                lambda: answerer.rejoins,
+            ),
             self.prompt_tokens,
             self.generated_tokens,
             self.ttft,

@@ -6,7 +6,8 @@ partition serve --plan plan.json --cluster cluster.toml --http 127.0.0.1:8000   
 Without --prompt or --http, reads one prompt per line from standard input.
 With a cluster file that names each device's profile (the one `partition profile` writes), a worker
 that stays away is planned around: the plan is made again without it, deployed, and written beside
-the plan file as plan.epoch<N>.json (--no-replan: the request ends instead).
+the plan file as plan.epoch<N>.json (--no-replan: the request ends instead); once its worker listens
+again, the plan is made with it again.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-replan",
         action="store_true",
-        help="end a request when a worker stays away, instead of planning again without it (re-planning "
-        "needs --cluster with the devices' profiles)",
+        help="end a request when a worker stays away, instead of planning again without it and with it "
+        "once it is back (re-planning needs --cluster with the devices' profiles)",
     )
     add_threads_argument(parser)
     parser.add_argument("--max-context", type=int, default=2048, help="tokens per session (prompt + output)")

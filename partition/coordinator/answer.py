@@ -12,7 +12,9 @@ address holds nothing: every worker gets its segment again (LoadSegment, same pl
 the next request, or, when it is back within seconds, the request under way resumes on a new session
 (partition/coordinator/resume.py). A worker that stays away ends the request, named by its device,
 unless serve has the cluster's profiles: then the plan is made again without it and deployed, and the
-request resumes on the new split (partition/coordinator/replan.py).
+request resumes on the new split (partition/coordinator/replan.py). Once its worker listens again, a
+request that starts while no other one runs first plans with it again (the requests that arrive
+meanwhile wait).
 """
 
 from __future__ import annotations
@@ -112,8 +114,11 @@ class Answerer:
         self._reload_failure: Exception | None = None  # why the last one failed
         self._before_reload = before_reload
         self.max_resumes = max_resumes
-        self._failover = failover
+        self.failover = failover  # None: a worker that stays away ends the request
         self.replans = 0  # times a worker stayed away and the plan was made again without it
+        self.rejoins = 0  # times a device planned around was back and a plan with it was deployed
+        self._changing = threading.Condition(self._counts)  # notified when a take-back ends
+        self._taking_back = False  # a request is planning with returned devices: others wait to start
         # Deployments a re-plan replaced, each closed once no request runs on it (its edge segments
         # and channels go then); the requests under way, by the deployment they run on.
         self._retired: list[Deployment] = []
@@ -142,9 +147,8 @@ class Answerer:
                 lambda: self.deployment,
                 self.max_resumes,
             )
-            with self._counts:
-                self._live.add(session)
             try:
+                self._admit(session)
                 result = generate(session.step, request, self.eos_ids, self.tokenizer.decode, on_text)
             except BaseException as error:
                 with contextlib.suppress(Exception):  # closing fails the same way; the first error says why
@@ -164,6 +168,51 @@ class Answerer:
             for deployment in [*self._retired, self.deployment]:
                 closing.callback(deployment.close)
         self._retired = []
+
+    def _admit(self, session: ResumingSession) -> None:
+        """Count `session` as under way; when no other request runs and a device planned around is back,
+        first deploy a plan with it (requests starting meanwhile wait for that)."""
+        with self._changing:
+            while self._taking_back:
+                self._changing.wait()
+            alone = not self._live
+            self._live.add(session)
+            if not alone or self.failover is None:
+                return
+            self._taking_back = True
+        try:
+            self._take_back()
+        finally:
+            with self._changing:
+                self._taking_back = False
+                self._changing.notify_all()
+
+    def _take_back(self) -> None:
+        """Deploy a plan with the devices planned around whose workers listen again; on failure, log why
+        and keep serving the plan as it is."""
+        returned = self.failover.returned()
+        if not returned:
+            return
+        with self._reloading:
+            old = self.deployment
+            try:
+                new = self.failover.take_back(old, returned)
+            except PartitionError as failed:
+                log.error(
+                    "planning with %s again failed: %s; serving plan %s epoch %d as it is, next look in %.0f s",
+                    ", ".join(sorted(returned)), failed, old.plan.plan_id, old.plan.epoch, self.failover.wait_s,
+                )  # fmt: skip
+                with contextlib.suppress(Exception):  # workers the new plan reached serve the old one again
+                    load_workers(old)
+                return
+            if new is None:
+                return
+            with self._counts:
+                self._devices |= new.devices
+                self.deployment = new
+            with contextlib.suppress(Exception):  # no request runs on it; a worker of it may be gone
+                old.close()
+            self.rejoins += 1
 
     def _forget(self, session: ResumingSession) -> None:
         """A request ended: close the replaced deployments no request runs on any more."""
@@ -203,7 +252,7 @@ class Answerer:
             d.loop.run(d.chain.connected(RECONNECT_WAIT_S))  # one still away fails the load below
             load_workers(d)
         except StageCallError as error:
-            if self._failover is None or error.code not in STILL_AWAY:
+            if self.failover is None or error.code not in STILL_AWAY:
                 raise
             self._replan_without(error)
             return
@@ -217,7 +266,7 @@ class Answerer:
         if not device:
             raise error
         try:
-            new = self._failover.redeploy(old, device)
+            new = self.failover.redeploy(old, device)
         except PartitionError as failed:
             log.error("re-planning without %s failed: %s", device, failed)
             with contextlib.suppress(Exception):  # workers the new plan reached serve the old one again

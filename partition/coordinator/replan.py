@@ -1,4 +1,5 @@
-"""Re-plan around a worker that stays away (serve): the same workload on the devices left, one epoch on.
+"""Re-plan around a worker that stays away, and with it again once it is back (serve): the same
+workload on the devices there are, one epoch on each time.
 
 A worker that died and is not back within one reconnect attempt would end every request: when serve
 has the cluster's profiles (the cluster file `partition profile` writes), the coordinator instead plans
@@ -7,17 +8,27 @@ workload, the units it pinned to the edge and the codecs it could use. The new p
 deployed as `partition serve` deploys one: the workers left load their new segments and drop the old
 epoch's sessions, a server the old plan left idle may get layers, the edge may take more itself. It is
 written beside the plan file as `<plan>.epoch<N>.json`, and the request under way resumes on it
-(coordinator/resume.py). A lost device is not taken back when it returns: plan and serve again for that.
+(coordinator/resume.py).
+
+A device planned around is looked for again, at most every `recheck_s` seconds, when a request starts
+and no other one runs (the Answerer asks): once its worker listens again, the plan is made with it and,
+when that moves any layer, deployed as above (the returned worker loads its segment). Once every
+device is back, the plan served first comes back (one epoch on). A take-back that fails leaves the
+plan served as it was, and the next look waits twice as long.
 
     failover = Failover(cluster, addresses, transport, plan_path=Path("plan.json"))
     deployment = failover.redeploy(deployment, "server-b")   # DeployError, InfeasiblePlanError
+    back = failover.returned()                               # {"server-b"} once it listens again
+    deployment = failover.take_back(deployment, back) or deployment   # None: the plan stays as it is
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from partition.coordinator.deploy import Deployment, deploy
@@ -27,6 +38,9 @@ from partition.plan.cluster import Cluster
 from partition.types import Plan
 
 log = logging.getLogger(__name__)
+
+RECHECK_S = 10.0  # seconds between looks for devices planned around that listen again
+MAX_RECHECK_S = 300.0  # after take-backs that failed, looks wait twice as long each time, up to this
 
 
 def replan_without(plan: Plan, cluster: Cluster, lost: Iterable[str]) -> Plan:
@@ -63,30 +77,77 @@ class Failover:
         addresses: Mapping[str, str],
         transport=None,
         plan_path: Path | None = None,
+        recheck_s: float = RECHECK_S,
     ) -> None:
         """`cluster`: the devices and profiles the plan was made from; `addresses`: each server's worker
-        (host:port); `plan_path`: the plan file, beside which every new plan is written."""
+        (host:port); `plan_path`: the plan file, beside which every new plan is written; `recheck_s`:
+        seconds between looks for a device planned around (0: at every request)."""
         self.cluster = cluster
         self.addresses = addresses
         self.transport = transport
         self.plan_path = plan_path
-        self.lost: set[str] = set()  # devices given up on: no later plan uses them
+        self.recheck_s = recheck_s
+        self.lost: set[str] = set()  # devices the plan served now was made without: gone, or not listening
+        self.first: Plan | None = None  # the plan served before the first re-plan
+        self.wait_s = recheck_s  # before the next look (longer after failed take-backs)
+        self._looked = time.monotonic()
 
     def redeploy(self, deployment: Deployment, lost_device: str) -> Deployment:
         """Plan without `lost_device` (and the servers not listening now), deploy, write the plan. The
         device is given up on once the new plan is deployed (a failed try changes nothing)."""
-        lost = self.lost | {lost_device}
+        first = self.first or deployment.plan
+        new = self._deploy_without(deployment, self.lost | {lost_device})
+        self.first = first
+        self._looked = time.monotonic()  # it was away a moment ago: the first look waits recheck_s
+        return new
+
+    def returned(self) -> set[str]:
+        """The devices planned around whose workers listen again; empty until `recheck_s` passed since the
+        last look (or the re-plan)."""
+        if not self.lost or time.monotonic() - self._looked < self.wait_s:
+            return set()
+        self._looked = time.monotonic()
+        return {name for name in self.lost if name in self.addresses and is_listening(self.addresses[name])}
+
+    def take_back(self, deployment: Deployment, returned: set[str]) -> Deployment | None:
+        """Plan with the devices `returned` again; the new deployment, or None when the plan would not
+        move a layer (they are then used by the next re-plan). Raises what `redeploy` raises, and then
+        waits twice as long before the next look."""
+        try:
+            new = self._deploy_without(deployment, self.lost - returned, unchanged=deployment.plan)
+        except BaseException:
+            self.wait_s = min(max(2 * self.wait_s, 1.0), MAX_RECHECK_S)
+            raise
+        self.wait_s = self.recheck_s
+        return new
+
+    def _deploy_without(
+        self, deployment: Deployment, lost: set[str], unchanged: Plan | None = None
+    ) -> Deployment | None:
+        """Plan without `lost` and the servers not listening now; None when the stages are those of
+        `unchanged`, else the plan deployed and written."""
         away = {
             device.name
             for device in self.cluster.servers
             if device.name not in lost
             and not (device.name in self.addresses and is_listening(self.addresses[device.name]))
         }
-        plan = replan_without(deployment.plan, self.cluster, lost | away)
+        if not (lost | away) and self.first is not None:  # every device is back: the plan served first
+            plan = replace(self.first, epoch=deployment.plan.epoch + 1)
+        else:
+            plan = replan_without(deployment.plan, self.cluster, lost | away)
+        if unchanged is not None and plan.stages == unchanged.stages:
+            log.info("%s back; the plan stays as it is", ", ".join(sorted(self.lost - lost - away)))
+            self.lost = lost | away
+            return None
+        change = (
+            f"with {', '.join(sorted(self.lost - lost - away))} back"
+            if unchanged is not None
+            else f"without {', '.join(sorted(lost | away))}"
+        )
         log.warning(
-            "re-planned without %s: plan %s epoch %d, %s",
-            ", ".join(sorted(lost | away)), plan.plan_id, plan.epoch,
-            " ".join(f"{s.device}{s.segment}" for s in plan.stages),
+            "re-planned %s: plan %s epoch %d, %s",
+            change, plan.plan_id, plan.epoch, " ".join(f"{s.device}{s.segment}" for s in plan.stages),
         )  # fmt: skip
         new = deploy(
             plan,
@@ -97,7 +158,7 @@ class Failover:
             loop=deployment.loop,
         )
         new.owns_loop, deployment.owns_loop = deployment.owns_loop, False  # the loop goes on with `new`
-        self.lost = lost
+        self.lost = lost | away
         self._write(plan)
         return new
 

@@ -37,7 +37,7 @@ def test_serve_http_replans_around_a_worker_that_stays_away(smollm2, tmp_path):
         replanned = load_plan(tmp_path / "plan.epoch2.json")
         assert {stage.device for stage in replanned.stages} == {"phone", "server-a"}
         scraped = metrics(url)
-        assert "partition_replans_total 1" in scraped
+        assert "partition_replans_total 1" in scraped and "partition_rejoins_total 0" in scraped
         assert re.search(rf'partition_plan_info\{{plan_id="{replanned.plan_id}",epoch="2"', scraped), scraped
         assert ask_paris(url)  # and goes on answering there
 

@@ -1,6 +1,6 @@
 """A worker that dies and stays away: the coordinator plans again without it, deploys the new plan on
-the real worker processes left and the request under way ends with the tokens of an uninterrupted run
-(coordinator/replan.py)."""
+the real worker processes left and the request under way ends with the tokens of an uninterrupted run;
+once the worker is back, it is planned with again (coordinator/replan.py)."""
 
 import threading
 from dataclasses import replace
@@ -10,7 +10,7 @@ import pytest
 from partition.artifacts import load_plan
 from partition.coordinator.answer import Answerer
 from partition.coordinator.deploy import deploy
-from partition.coordinator.replan import Failover, check_cluster_fits, replan_without
+from partition.coordinator.replan import RECHECK_S, Failover, check_cluster_fits, replan_without
 from partition.errors import ConfigError, InfeasiblePlanError
 from partition.plan import load_cluster
 from partition.transport.client import StageCallError
@@ -38,14 +38,21 @@ def two_workers(smollm2, tmp_path):
             worker.stop()
 
 
-def serving(smollm2, tmp_path, workers, memory_gb=None):
+def serving(smollm2, tmp_path, workers, memory_gb=None, recheck_s=RECHECK_S):
     """(Answerer with a failover over the profiled cluster of `workers`, the plan file it re-plans from)."""
     addresses = {name: worker.address for name, worker in workers.items()}
     cluster = profiled_cluster(smollm2, tmp_path, addresses, memory_gb or dict.fromkeys(workers, 8.0))
     plan = three_stage_plan(smollm2)
     deployment = deploy(plan, addresses, max_context=128, max_sessions=1)
-    failover = Failover(load_cluster(cluster), addresses, plan_path=tmp_path / "plan.json")
+    failover = Failover(
+        load_cluster(cluster), addresses, plan_path=tmp_path / "plan.json", recheck_s=recheck_s
+    )
     return Answerer(deployment, failover=failover)
+
+
+def kill(worker) -> None:
+    worker.process.kill()
+    worker.process.wait(timeout=30)
 
 
 def test_a_worker_lost_mid_request_is_planned_around_and_no_token_is_lost(smollm2, tmp_path, two_workers):
@@ -59,8 +66,7 @@ def test_a_worker_lost_mid_request_is_planned_around_and_no_token_is_lost(smollm
         def kill_server_b_for_good_after_the_fifth_chunk(text: str) -> None:
             chunks.append(text)
             if len(chunks) == 5:
-                two_workers["server-b"].process.kill()
-                two_workers["server-b"].process.wait(timeout=30)
+                kill(two_workers["server-b"])
 
         replanned = answerer.answer(request(answerer), on_text=kill_server_b_for_good_after_the_fifth_chunk)
         assert replanned.result.token_ids == whole.result.token_ids
@@ -95,8 +101,7 @@ def test_requests_under_way_on_the_replaced_plan_go_on_on_the_new_one(smollm2, t
         def kill_server_b_after_the_fifth_chunk(text: str) -> None:
             chunks.append(text)
             if len(chunks) == 5:
-                two_workers["server-b"].process.kill()
-                two_workers["server-b"].process.wait(timeout=30)
+                kill(two_workers["server-b"])
 
         other = threading.Thread(target=lambda: answers.append(answerer.answer(request(answerer))))
         other.start()
@@ -137,6 +142,75 @@ def test_a_plan_that_no_longer_fits_ends_the_request_named_as_before(smollm2, tm
         assert "planning without it failed: the model needs" in str(failure.value)
         assert answerer.replans == 0 and answerer.deployment.plan.epoch == 1
         assert not (tmp_path / "plan.epoch2.json").exists()
+    finally:
+        answerer.close()
+
+
+def test_a_worker_back_at_its_address_is_planned_with_again(smollm2, tmp_path, two_workers):
+    answerer = serving(smollm2, tmp_path, two_workers, recheck_s=0.0)
+    first = answerer.deployment.plan
+    try:
+        whole = answerer.answer(request(answerer))
+        kill(two_workers["server-b"])
+        without = answerer.answer(request(answerer))
+        assert without.plan.epoch == 2 and "server-b" not in {s.device for s in without.plan.stages}
+        assert answerer.failover.lost == {"server-b"}
+        no_change_yet = answerer.answer(request(answerer))  # looked: nothing listens there yet
+        assert no_change_yet.plan == without.plan and answerer.rejoins == 0
+
+        port = int(two_workers["server-b"].address.rpartition(":")[2])
+        two_workers["server-b"] = spawn_worker("server-b", port=port, extra_args=("--threads", "1"))
+        back = answerer.answer(request(answerer))  # the request starts on the plan served first
+        assert back.plan.epoch == 3 and back.plan.stages == first.stages
+        assert back.plan.plan_id == first.plan_id
+        assert back.result.token_ids == whole.result.token_ids and back.resumes == 0
+        assert answerer.rejoins == 1 and answerer.replans == 1 and answerer.failover.lost == set()
+        assert load_plan(tmp_path / "plan.epoch3.json") == back.plan
+        assert answerer.answer(request(answerer)).plan == back.plan  # nothing more to take back
+
+        kill(two_workers["server-b"])  # and lost once more: planned around again, one epoch on
+        again = answerer.answer(request(answerer))
+        assert again.plan.epoch == 4 and again.result.token_ids == whole.result.token_ids
+        assert answerer.replans == 2
+    finally:
+        answerer.close()
+
+
+def test_a_device_back_is_looked_for_only_every_recheck_s(smollm2, tmp_path, two_workers):
+    answerer = serving(smollm2, tmp_path, two_workers, recheck_s=3600.0)
+    try:
+        kill(two_workers["server-b"])
+        answerer.answer(request(answerer))
+        port = int(two_workers["server-b"].address.rpartition(":")[2])
+        two_workers["server-b"] = spawn_worker("server-b", port=port, extra_args=("--threads", "1"))
+        assert answerer.answer(request(answerer)).plan.epoch == 2  # not looked for yet
+        assert answerer.rejoins == 0 and answerer.failover.lost == {"server-b"}
+    finally:
+        answerer.close()
+
+
+def test_a_take_back_that_fails_keeps_the_plan_served(smollm2, tmp_path, two_workers):
+    """A gRPC server that is no worker at server-b's address: the plan with it fails to deploy (its
+    LoadSegment is UNIMPLEMENTED), the request is answered on the plan served, the next look waits."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    answerer = serving(smollm2, tmp_path, two_workers, recheck_s=0.0)
+    try:
+        whole = answerer.answer(request(answerer))
+        kill(two_workers["server-b"])
+        answerer.answer(request(answerer))
+        impostor = grpc.server(ThreadPoolExecutor(max_workers=1))
+        impostor.add_insecure_port(two_workers["server-b"].address)
+        impostor.start()
+        try:
+            kept = answerer.answer(request(answerer))
+        finally:
+            impostor.stop(grace=None)
+        assert kept.plan.epoch == 2 and kept.result.token_ids == whole.result.token_ids
+        assert answerer.rejoins == 0 and answerer.failover.lost == {"server-b"}
+        assert answerer.failover.wait_s >= 1.0
     finally:
         answerer.close()
 
