@@ -150,6 +150,7 @@ class Answerer:
             try:
                 self._admit(session)
                 result = generate(session.step, request, self.eos_ids, self.tokenizer.decode, on_text)
+                session.close()  # before _forget: a take-back may then close the deployment it is on
             except BaseException as error:
                 with contextlib.suppress(Exception):  # closing fails the same way; the first error says why
                     session.close()
@@ -158,7 +159,6 @@ class Answerer:
                 raise
             finally:
                 self._forget(session)
-            session.close()
         plan = session.session.deployment.plan if session.session is not None else self.deployment.plan
         return Answer(result, tuple(session.spans), plan, self.labels, session.resumes)
 
@@ -189,7 +189,7 @@ class Answerer:
 
     def _take_back(self) -> None:
         """Deploy a plan with the devices planned around whose workers listen again; on failure, log why
-        and keep serving the plan as it is."""
+        and keep serving the plan as it is (the take-back is an improvement, never a request's end)."""
         returned = self.failover.returned()
         if not returned:
             return
@@ -197,22 +197,41 @@ class Answerer:
             old = self.deployment
             try:
                 new = self.failover.take_back(old, returned)
-            except PartitionError as failed:
+            except Exception as failed:
                 log.error(
                     "planning with %s again failed: %s; serving plan %s epoch %d as it is, next look in %.0f s",
                     ", ".join(sorted(returned)), failed, old.plan.plan_id, old.plan.epoch, self.failover.wait_s,
+                    exc_info=not isinstance(failed, PartitionError),
                 )  # fmt: skip
-                with contextlib.suppress(Exception):  # workers the new plan reached serve the old one again
-                    load_workers(old)
+                self._restore(old)
                 return
             if new is None:
                 return
-            with self._counts:
-                self._devices |= new.devices
-                self.deployment = new
-            with contextlib.suppress(Exception):  # no request runs on it; a worker of it may be gone
-                old.close()
+            self._swap(new)
             self.rejoins += 1
+
+    def _swap(self, new: Deployment) -> None:
+        """Serve `new` from now on; the deployment it replaces is closed once no request runs on it
+        (the requests still on it move to `new`, see ResumingSession)."""
+        with self._counts:
+            self._devices |= new.devices
+            self._retired.append(self.deployment)
+            self.deployment = new
+
+    @staticmethod
+    def _restore(old: Deployment) -> None:
+        """After a new plan failed to deploy: the workers it reached load `old`'s segments again."""
+        if old.chain is None:  # edge-only: no worker serves it
+            return
+        try:
+            load_workers(old)
+        except Exception as error:  # a session on it will then name what is wrong
+            log.warning(
+                "cannot load plan %s epoch %d on the workers again: %s",
+                old.plan.plan_id,
+                old.plan.epoch,
+                error,
+            )
 
     def _forget(self, session: ResumingSession) -> None:
         """A request ended: close the replaced deployments no request runs on any more."""
@@ -269,15 +288,11 @@ class Answerer:
             new = self.failover.redeploy(old, device)
         except PartitionError as failed:
             log.error("re-planning without %s failed: %s", device, failed)
-            with contextlib.suppress(Exception):  # workers the new plan reached serve the old one again
-                load_workers(old)
+            self._restore(old)
             raise StageCallError(
                 error.code, f"{error.details}; planning without it failed: {failed}", error.address, device
             ) from None
-        with self._counts:
-            self._devices |= new.devices
-            self.deployment = new
-            self._retired.append(old)  # closed when the requests still on it moved (ResumingSession)
+        self._swap(new)
         self.replans += 1
 
     @contextlib.contextmanager

@@ -74,9 +74,12 @@ def deploy(
     max_context: int = 2048,
     max_sessions: int = 4,
     loop: LoopThread | None = None,
+    connect_wait_s: float = 0.0,
 ) -> Deployment:
     """Load `plan`; `addresses` maps each remote device name to its worker's host:port. With `loop`,
-    the deployment's channels run on that loop, which it does not stop when it closes."""
+    the deployment's channels run on that loop, which it does not stop when it closes. With
+    `connect_wait_s`, wait that long at most for every worker's channel to connect first: a worker
+    that was away is tried again only at the reconnect backoff (channels to one address share it)."""
     from partition.model import load_segment, resolve_model
     from partition.transport.channels import TransportConfig
     from partition.transport.client import Chain, StageCallError
@@ -119,6 +122,8 @@ def deploy(
     chain = deployment.loop.run(_make_chain(Chain, list(remote_addresses), transport or TransportConfig()))
     deployment.chain, deployment.addresses = chain, remote_addresses
     try:
+        if connect_wait_s:
+            deployment.loop.run(chain.connected(connect_wait_s))  # one still away fails the load below
         load_workers(deployment)
     except StageCallError as error:
         deployment.close()

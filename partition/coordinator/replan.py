@@ -28,6 +28,7 @@ import logging
 import re
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from partition.coordinator.deploy import Deployment, deploy
 from partition.coordinator.workers import is_listening
 from partition.errors import ConfigError
 from partition.plan.cluster import Cluster
+from partition.transport.channels import RECONNECT_WAIT_S
 from partition.types import Plan
 
 log = logging.getLogger(__name__)
@@ -93,28 +95,28 @@ class Failover:
         self._looked = time.monotonic()
 
     def redeploy(self, deployment: Deployment, lost_device: str) -> Deployment:
-        """Plan without `lost_device` (and the servers not listening now), deploy, write the plan. The
+        """Plan without `lost_device` and the servers not listening now, deploy, write the plan. The
         device is given up on once the new plan is deployed (a failed try changes nothing)."""
         first = self.first or deployment.plan
-        new = self._deploy_without(deployment, self.lost | {lost_device})
+        new = self._deploy_without(deployment, {lost_device})
         self.first = first
-        self._looked = time.monotonic()  # it was away a moment ago: the first look waits recheck_s
+        self.wait_s, self._looked = self.recheck_s, time.monotonic()  # the first look waits recheck_s
         return new
 
     def returned(self) -> set[str]:
-        """The devices planned around whose workers listen again; empty until `recheck_s` passed since the
+        """The devices planned around whose workers listen again; empty until `wait_s` passed since the
         last look (or the re-plan)."""
         if not self.lost or time.monotonic() - self._looked < self.wait_s:
             return set()
         self._looked = time.monotonic()
-        return {name for name in self.lost if name in self.addresses and is_listening(self.addresses[name])}
+        return self._listening(self.lost)
 
     def take_back(self, deployment: Deployment, returned: set[str]) -> Deployment | None:
-        """Plan with the devices `returned` again; the new deployment, or None when the plan would not
-        move a layer (they are then used by the next re-plan). Raises what `redeploy` raises, and then
-        waits twice as long before the next look."""
+        """Plan with every server listening now (`returned` among them); the new deployment, or None when
+        the plan would not move a layer (they are then used by the next re-plan). Raises what
+        `redeploy` raises, and then waits twice as long before the next look."""
         try:
-            new = self._deploy_without(deployment, self.lost - returned, unchanged=deployment.plan)
+            new = self._deploy_without(deployment, set(), unchanged=deployment.plan)
         except BaseException:
             self.wait_s = min(max(2 * self.wait_s, 1.0), MAX_RECHECK_S)
             raise
@@ -124,30 +126,29 @@ class Failover:
     def _deploy_without(
         self, deployment: Deployment, lost: set[str], unchanged: Plan | None = None
     ) -> Deployment | None:
-        """Plan without `lost` and the servers not listening now; None when the stages are those of
-        `unchanged`, else the plan deployed and written."""
-        away = {
-            device.name
-            for device in self.cluster.servers
-            if device.name not in lost
-            and not (device.name in self.addresses and is_listening(self.addresses[device.name]))
-        }
-        if not (lost | away) and self.first is not None:  # every device is back: the plan served first
+        """Plan without `lost` and the servers not listening now (one given up on earlier that listens
+        again is planned with); None when the stages are those of `unchanged`, else the plan deployed
+        and written. With every device of the plan served first there, that plan, one epoch on."""
+        servers = {device.name for device in self.cluster.servers} - lost
+        left_out = lost | (servers - self._listening(servers))
+        back = self.lost - left_out
+        first_again = self.first is not None and not left_out & {s.device for s in self.first.stages}
+        if first_again:
             plan = replace(self.first, epoch=deployment.plan.epoch + 1)
         else:
-            plan = replan_without(deployment.plan, self.cluster, lost | away)
+            plan = replan_without(deployment.plan, self.cluster, left_out)
         if unchanged is not None and plan.stages == unchanged.stages:
-            log.info("%s back; the plan stays as it is", ", ".join(sorted(self.lost - lost - away)))
-            self.lost = lost | away
+            log.info("%s back; the plan stays as it is", ", ".join(sorted(back)))
+            self.lost = left_out
             return None
-        change = (
-            f"with {', '.join(sorted(self.lost - lost - away))} back"
-            if unchanged is not None
-            else f"without {', '.join(sorted(lost | away))}"
-        )
+        change = []
+        if left_out:
+            change.append(f"without {', '.join(sorted(left_out))}")
+        if back:
+            change.append(f"with {', '.join(sorted(back))} back")
         log.warning(
-            "re-planned %s: plan %s epoch %d, %s",
-            change, plan.plan_id, plan.epoch, " ".join(f"{s.device}{s.segment}" for s in plan.stages),
+            "re-planned %s%s: plan %s epoch %d, %s",
+            ", ".join(change), " (the plan served first)" if first_again else "", plan.plan_id, plan.epoch, " ".join(f"{s.device}{s.segment}" for s in plan.stages),
         )  # fmt: skip
         new = deploy(
             plan,
@@ -156,11 +157,22 @@ class Failover:
             deployment.max_context,
             deployment.max_sessions,
             loop=deployment.loop,
+            connect_wait_s=RECONNECT_WAIT_S,  # a worker back after a while: its channel retries
         )
-        new.owns_loop, deployment.owns_loop = deployment.owns_loop, False  # the loop goes on with `new`
-        self.lost = lost | away
         self._write(plan)
+        new.owns_loop, deployment.owns_loop = deployment.owns_loop, False  # the loop goes on with `new`
+        self.lost = left_out
         return new
+
+    def _listening(self, devices: set[str]) -> set[str]:
+        """Those of `devices` whose worker accepts a connection now (probed at once, not in turn: an
+        unreachable host takes is_listening's whole timeout)."""
+        named = sorted(name for name in devices if name in self.addresses)
+        if not named:
+            return set()
+        with ThreadPoolExecutor(max_workers=len(named)) as pool:
+            up = list(pool.map(lambda name: is_listening(self.addresses[name]), named))
+        return {name for name, listening in zip(named, up, strict=True) if listening}
 
     def _write(self, plan: Plan) -> None:
         """The plan beside the plan file (plan.json -> plan.epoch2.json); serving goes on without it."""

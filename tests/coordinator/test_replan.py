@@ -55,6 +55,12 @@ def kill(worker) -> None:
     worker.process.wait(timeout=30)
 
 
+def restart(workers, name: str) -> None:
+    """Start the worker of `name` again at its address (it comes back empty)."""
+    port = int(workers[name].address.rpartition(":")[2])
+    workers[name] = spawn_worker(name, port=port, extra_args=("--threads", "1"))
+
+
 def test_a_worker_lost_mid_request_is_planned_around_and_no_token_is_lost(smollm2, tmp_path, two_workers):
     answerer = serving(smollm2, tmp_path, two_workers)
     first = answerer.deployment
@@ -114,17 +120,26 @@ def test_requests_under_way_on_the_replaced_plan_go_on_on_the_new_one(smollm2, t
         answerer.close()
 
 
-def test_with_every_server_gone_the_edge_answers_alone(smollm2, tmp_path, two_workers):
-    answerer = serving(smollm2, tmp_path, two_workers)
+def test_with_every_server_gone_the_edge_answers_alone_until_they_are_back(smollm2, tmp_path, two_workers):
+    answerer = serving(smollm2, tmp_path, two_workers, recheck_s=0.0)
+    first = answerer.deployment.plan
     try:
         whole = answerer.answer(request(answerer))
         for worker in two_workers.values():
-            worker.process.kill()
-            worker.process.wait(timeout=30)
+            kill(worker)
         alone = answerer.answer(request(answerer))
         assert alone.result.token_ids == whole.result.token_ids and alone.resumes == 0
         assert [(s.device, str(s.segment)) for s in alone.plan.stages] == [("phone", "[0,32)")]
         assert answerer.replans == 1 and alone.plan.epoch == 2
+
+        restart(two_workers, "server-a")  # one back: planned with, the other still left out
+        one = answerer.answer(request(answerer))
+        assert one.plan.epoch == 3 and {s.device for s in one.plan.stages} == {"phone", "server-a"}
+        assert one.result.token_ids == whole.result.token_ids and answerer.failover.lost == {"server-b"}
+        restart(two_workers, "server-b")  # both back: the plan served first
+        both = answerer.answer(request(answerer))
+        assert both.plan.epoch == 4 and both.plan.stages == first.stages
+        assert both.result.token_ids == whole.result.token_ids and answerer.rejoins == 2
     finally:
         answerer.close()
 
@@ -158,14 +173,15 @@ def test_a_worker_back_at_its_address_is_planned_with_again(smollm2, tmp_path, t
         no_change_yet = answerer.answer(request(answerer))  # looked: nothing listens there yet
         assert no_change_yet.plan == without.plan and answerer.rejoins == 0
 
-        port = int(two_workers["server-b"].address.rpartition(":")[2])
-        two_workers["server-b"] = spawn_worker("server-b", port=port, extra_args=("--threads", "1"))
+        replaced = answerer.deployment
+        restart(two_workers, "server-b")
         back = answerer.answer(request(answerer))  # the request starts on the plan served first
         assert back.plan.epoch == 3 and back.plan.stages == first.stages
         assert back.plan.plan_id == first.plan_id
         assert back.result.token_ids == whole.result.token_ids and back.resumes == 0
         assert answerer.rejoins == 1 and answerer.replans == 1 and answerer.failover.lost == set()
         assert load_plan(tmp_path / "plan.epoch3.json") == back.plan
+        assert replaced.chain is None and replaced.front_model is None  # closed once the request ended
         assert answerer.answer(request(answerer)).plan == back.plan  # nothing more to take back
 
         kill(two_workers["server-b"])  # and lost once more: planned around again, one epoch on
@@ -181,8 +197,7 @@ def test_a_device_back_is_looked_for_only_every_recheck_s(smollm2, tmp_path, two
     try:
         kill(two_workers["server-b"])
         answerer.answer(request(answerer))
-        port = int(two_workers["server-b"].address.rpartition(":")[2])
-        two_workers["server-b"] = spawn_worker("server-b", port=port, extra_args=("--threads", "1"))
+        restart(two_workers, "server-b")
         assert answerer.answer(request(answerer)).plan.epoch == 2  # not looked for yet
         assert answerer.rejoins == 0 and answerer.failover.lost == {"server-b"}
     finally:
