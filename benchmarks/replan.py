@@ -1,4 +1,5 @@
-"""What losing a worker for good costs a request under way (serve): re-planned around against sent again.
+"""What losing a worker for good costs a request under way (serve): re-planned around against sent again;
+and what its return costs the next request.
 
     python benchmarks/replan.py [--tokens 64] [--kill-at 32] [--rounds 3] [--threads 1]
                                 [--json out/replan.json]
@@ -12,11 +13,13 @@ request continues the same prompt greedily for --tokens tokens (EOS ignored). Pe
 - re-planned: server-b is killed after --kill-at tokens and not started again; partition's coordinator
   plans without it, deploys the new plan and replays the tokens seen so far on it
   (partition/coordinator/replan.py);
+- taken back: server-b is started again; the next request first plans with it again, which brings
+  back the three-stage plan (deployed, one epoch on), then generates on it;
 - sent again: what a runtime that routes new requests around a lost worker but loses the request
   under way gives its user: the request fails, and the client sends it again; that request finds
   server-b gone and is served on the same new plan, generating from the start.
-Both must end with the uninterrupted run's text. Reported: time from the request's start to its last
-token (medians over rounds) and the ratio sent-again / re-planned.
+Every one must end with the uninterrupted run's text. Reported: time from the request's start to its
+last token (medians over rounds), the ratio sent-again / re-planned, and what the take-back adds.
 """
 
 from __future__ import annotations
@@ -75,14 +78,18 @@ def main(argv: list[str] | None = None) -> int:
 
         return on_text
 
-    def answerers() -> tuple[Answerer, Answerer]:
-        """The three-stage plan deployed again (server-b started again first when it is down): one
-        answerer that re-plans and resumes, one over the same deployment that loses the request."""
+    def start_server_b_again() -> None:
         if workers["server-b"].process.poll() is not None:
             workers["server-b"] = spawn_worker("server-b", port=port_b, extra_args=worker_args)
+
+    def answerers() -> tuple[Answerer, Answerer]:
+        """The three-stage plan deployed again (server-b started again first when it is down): one
+        answerer that re-plans, resumes and takes back (looking at every request), one over the same
+        deployment that loses the request."""
+        start_server_b_again()
         deployment = deploy(plan, addresses, max_context=256, max_sessions=1)
         pair = (
-            Answerer(deployment, failover=Failover(cluster, addresses)),
+            Answerer(deployment, failover=Failover(cluster, addresses, recheck_s=0.0)),
             Answerer(deployment, max_resumes=0),
         )
         for served in pair:
@@ -96,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             return served.answer(request)  # the client sends it again
         raise AssertionError("the request was not lost")
 
-    runs: dict[str, list[float]] = {"uninterrupted": [], "re-planned": [], "sent again": []}
+    runs: dict[str, list[float]] = {"uninterrupted": [], "re-planned": [], "taken back": [], "sent again": []}
     texts: dict[str, set[str]] = {name: set() for name in runs}
     new_plan = None
     try:
@@ -111,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
                 answer = timed(runs, texts, "re-planned", served.answer, request, on_text=kill)
                 assert served.replans == 1 and answer.resumes == 1, (served.replans, answer.resumes)
                 new_plan = answer.plan
+                start_server_b_again()
+                answer = timed(runs, texts, "taken back", served.answer, request)
+                assert served.rejoins == 1 and answer.plan.stages == plan.stages, served.rejoins
             finally:
                 served.close()
 
@@ -139,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"replan: losing a worker for good mid-request costs {median['re-planned'] - median['uninterrupted']:.2f} s "
         f"re-planned against {median['sent again'] - median['uninterrupted']:.2f} s sent again "
-        f"(sent again / re-planned = {ratio:.2f}x); same text: {same_text}; JSON in {args.json}"
+        f"(sent again / re-planned = {ratio:.2f}x); its return costs the next request "
+        f"{median['taken back'] - median['uninterrupted']:.2f} s to deploy the plan with it again; "
+        f"same text: {same_text}; JSON in {args.json}"
     )
     return 0
 
