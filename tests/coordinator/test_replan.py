@@ -192,6 +192,39 @@ def test_a_worker_back_at_its_address_is_planned_with_again(smollm2, tmp_path, t
         answerer.close()
 
 
+def test_requests_starting_during_a_take_back_wait_for_it_and_run_on_the_plan_with_it(
+    smollm2, tmp_path, two_workers
+):
+    """Two requests start at once after server-b is back: one deploys the plan with it, the other waits
+    for that (or finds it done), and neither runs on the plan being replaced."""
+    addresses = {name: worker.address for name, worker in two_workers.items()}
+    cluster = profiled_cluster(smollm2, tmp_path, addresses, dict.fromkeys(addresses, 8.0))
+    deployment = deploy(three_stage_plan(smollm2), addresses, max_context=128, max_sessions=2)
+    answerer = Answerer(deployment, failover=Failover(load_cluster(cluster), addresses, recheck_s=0.0))
+    try:
+        whole = answerer.answer(request(answerer))
+        kill(two_workers["server-b"])
+        assert answerer.answer(request(answerer)).plan.epoch == 2
+        restart(two_workers, "server-b")
+        answers, start = [], threading.Barrier(2)
+
+        def ask() -> None:
+            start.wait()
+            answers.append(answerer.answer(request(answerer)))
+
+        threads = [threading.Thread(target=ask) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        assert len(answers) == 2 and answerer.rejoins == 1
+        for answer in answers:
+            assert answer.plan.epoch == 3 and answer.resumes == 0
+            assert answer.result.token_ids == whole.result.token_ids
+    finally:
+        answerer.close()
+
+
 def test_a_device_back_is_looked_for_only_every_recheck_s(smollm2, tmp_path, two_workers):
     answerer = serving(smollm2, tmp_path, two_workers, recheck_s=3600.0)
     try:
