@@ -133,7 +133,9 @@ def _run(args: argparse.Namespace, plan, http) -> int:
         if args.cluster or args.spawn_local:
             raise ConfigError("--ray places the stages itself: drop --cluster and --spawn-local")
         with ray_stages(plan, args.ray, transport_config(args), args.threads) as stages:
-            return _serve(args, plan, stages.addresses, stages.transport, http, labels)
+            # a stage actor that died is started again on its node, at its address, and the request resumes
+            restart = stages.restart_dead
+            return _serve(args, plan, stages.addresses, stages.transport, http, labels, restart)
     addresses = cluster_addresses(args.cluster) if args.cluster else {}
     remote = [s.device for s in split_plan(plan).remote]
     spawned = spawn_missing(remote, addresses, plan.model.name, args.threads) if args.spawn_local else None

@@ -34,6 +34,9 @@ class StageOptions:
     kv_budget_bytes: int = 1 << 30  # bytes of KV cache the worker may preallocate
     idle_timeout_s: float = 600.0  # seconds without a step before a session's slot is freed
     grace_s: float = 5.0  # seconds running calls get to finish on stop
+    # port to listen on (0: any free one); a stage started again after its actor died takes the old
+    # one's, so the coordinator finds it at the same address
+    port: int = 0
 
 
 class StageActor:
@@ -71,7 +74,7 @@ class StageActor:
             # grpc.aio objects belong to the loop they are created on: build them there
             self._servicer = StageServicer(settings, config)
             self._server = GrpcServer([self._servicer.handler()], [STAGE_SERVICE], config)
-            port = await self._server.start(f"{host}:0")
+            port = await self._server.start(f"{host}:{options.port}")
             self._expiry = asyncio.ensure_future(self._servicer.expire_idle_sessions())
             return port
 

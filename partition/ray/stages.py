@@ -3,7 +3,9 @@
 Each remote stage of the plan gets one stage actor (partition/ray/actor.py) on a node that advertises
 the custom resource `device:<name>` of its device. The actors start the ordinary gRPC stage servers;
 the coordinator (this process, the job's driver, on the edge) then deploys the plan on their
-addresses and serves as usual. Ray places and supervises; activations go over the gRPC chain.
+addresses and serves as usual. Ray places and supervises; activations go over the gRPC chain. A stage
+actor that dies is started again on its node at the same address when serve asks (`restart_dead`,
+before it reloads the workers), so a request under way resumes as with any restarted worker.
 
     with ray_stages(plan, "auto") as stages:        # ray.init, one actor per remote stage, addresses
         deployment = deploy(plan, stages.addresses, stages.transport)
@@ -21,7 +23,7 @@ import logging
 import secrets
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from partition.coordinator.topology import split_plan
@@ -87,6 +89,8 @@ class RayStages:
         self._options = options  # device -> StageOptions, chain order
         self._actors: dict[str, object] = {}  # device -> ActorHandle
         self._done: dict[str, object] = {}  # device -> ObjectRef of wait_stopped()
+        self._names: dict[str, str] = {}  # device -> its actor's name in the Ray cluster
+        self._cpus = 1.0  # CPUs each actor asks for (set by start)
         self.placements: dict[str, Placement] = {}
 
     @property
@@ -101,17 +105,8 @@ class RayStages:
         if missing:
             raise RayStageError(_missing_message(missing, nodes))
         _check_edge(self.edge, nodes)
-        actor_class = ray.remote(StageActor)
-        names = {device: f"partition-{device}-{uuid.uuid4().hex[:8]}" for device in self._options}
-        for device, options in self._options.items():
-            self._actors[device] = actor_class.options(
-                name=names[device],
-                num_cpus=cpus,
-                resources={RESOURCE_PREFIX + device: DEVICE_SHARE},
-                max_restarts=0,  # failover is the coordinator's business, not Ray's
-                max_concurrency=4,  # wait_stopped blocks one thread; info and stop need others
-            ).remote(options)
-        infos = {device: actor.info.remote() for device, actor in self._actors.items()}
+        self._cpus = cpus
+        infos = {device: self._launch(device, options) for device, options in self._options.items()}
         ready, _ = ray.wait(list(infos.values()), num_returns=len(infos), timeout=start_timeout_s)
         for device, ref in infos.items():
             if ref not in ready:
@@ -122,18 +117,61 @@ class RayStages:
                     "(`ray status` shows pending demands; --threads sets the CPUs a stage asks for)"
                 )
             try:
-                info = ray.get(ref)
+                self._placed(device, ray.get(ref))
             except ray.exceptions.RayError as error:
                 raise RayStageError(
                     f"the stage actor for device {device!r} failed to start on "
                     f"{_node_list(nodes[device])}: {_short(error)}"
                 ) from None
-            self.placements[device] = Placement(
-                device, names[device], info["address"], info["node_id"], info["node_ip"], info["actor_id"],
-                info["pid"],
-            )  # fmt: skip
-            self._done[device] = self._actors[device].wait_stopped.remote()
-            log.info("stage %s: %s serving at %s", device, self.placements[device].where(), info["address"])
+
+    def restart_dead(self, start_timeout_s: float = START_TIMEOUT_S) -> None:
+        """Start every dead stage again on the node it ran on, listening at the same port, so that the
+        coordinator reloads it where the old one was and the request under way resumes
+        (coordinator/resume.py). A stage whose node is gone, or that cannot start there, stays dead:
+        the request then ends naming it."""
+        import ray
+
+        dead = self.dead(DEATH_NOTICE_S)
+        alive_nodes = {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
+        for device, why in dead.items():
+            old = self.placements[device]
+            if old.node_id not in alive_nodes:
+                log.warning("stage %s (%s) died with its node: not started again", device, old.where())
+                continue
+            log.warning("stage %s (%s) died (%s): starting it again there", device, old.where(), why)
+            options = replace(self._options[device], port=int(old.address.rpartition(":")[2]))
+            ref = self._launch(device, options, node_id=old.node_id)
+            try:
+                self._placed(device, ray.get(ref, timeout=start_timeout_s))
+            except (ray.exceptions.RayError, TimeoutError) as error:
+                log.warning("stage %s could not start again on %s: %s", device, old.node_ip, _short(error))
+
+    def _launch(self, device: str, options: StageOptions, node_id: str | None = None):
+        """Create the stage actor of `device` (on node `node_id` when given); the ObjectRef of its info."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        actor_class = ray.remote(StageActor)
+        name = f"partition-{device}-{uuid.uuid4().hex[:8]}"
+        self._actors[device] = actor_class.options(
+            name=name,
+            num_cpus=self._cpus,
+            resources={RESOURCE_PREFIX + device: DEVICE_SHARE},
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False) if node_id else None,
+            max_restarts=0,  # restarts are ours (restart_dead): at the same port, when a request needs it
+            max_concurrency=4,  # wait_stopped blocks one thread; info and stop need others
+        ).remote(options)
+        self._names[device] = name
+        return self._actors[device].info.remote()
+
+    def _placed(self, device: str, info: dict) -> None:
+        """Record where the actor of `device` serves, and watch for its end."""
+        self.placements[device] = Placement(
+            device, self._names[device], info["address"], info["node_id"], info["node_ip"], info["actor_id"],
+            info["pid"],
+        )  # fmt: skip
+        self._done[device] = self._actors[device].wait_stopped.remote()
+        log.info("stage %s: %s serving at %s", device, self.placements[device].where(), info["address"])
 
     def dead(self, wait_s: float = 0.0) -> dict[str, str]:
         """device -> why, for every actor Ray reports dead (waiting up to `wait_s` for a first one)."""

@@ -3,7 +3,8 @@
 The nodes are real raylets on this machine, each advertising one device: device:phone on the head
 (where the coordinator, the edge, runs), device:server-a and device:server-b on two more. One cluster
 serves the whole module: the exact tokens of the whole model with every actor on its device's node,
-a device nobody advertises, a segment an actor cannot load, and a stage actor killed mid-request.
+a device nobody advertises, a segment an actor cannot load, a stage actor killed (started again where
+it was) and a node lost mid-request.
 """
 
 from __future__ import annotations
@@ -219,8 +220,45 @@ def test_an_actor_that_cannot_load_its_segment_names_its_device_and_node(cluster
     assert stage_actors() == {}
 
 
-@pytest.mark.parametrize("how", ["ray.kill", "node dies"])  # the node goes last: the module ends with it
-def test_a_stage_lost_mid_request_ends_it_with_an_error_naming_the_stage(cluster, plan_file, ray_env, how):
+def test_a_stage_actor_that_died_is_started_again_on_its_node_at_its_address(
+    cluster, device_node_ids, plan_file, ray_env
+):
+    """server-a's actor is killed between two requests: the next one finds it gone, serve starts it
+    again on server-a's node at the same address, reloads it, and answers with the same tokens."""
+    serve = _serve(plan_file, cluster.address, ray_env, "--json", "--max-new-tokens", str(N_TOKENS))
+    stdout = Output(serve.stdout)
+    stderr = Output(serve.stderr)
+    try:
+        for _ in range(2):
+            serve.stdin.write(f"{STORY}\n".encode())
+        serve.stdin.flush()
+        assert stdout.wait_for(lambda text: text.count("\n") >= 1, timeout_s=240), stderr.text[-3000:]
+        before = stage_actors()
+        victim = before["server-a"]
+        ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
+        assert stdout.wait_for(lambda text: text.count("\n") >= 2, timeout_s=240), (
+            stderr.wait_for(lambda _: False, 1) or stderr.text[-3000:]
+        )
+        after = stage_actors()
+        serve.stdin.close()
+        assert serve.wait(60) == 0, stderr.text[-3000:]
+    finally:
+        stop_process(serve)
+    first, second = (json.loads(line) for line in stdout.text.splitlines())
+    assert second["token_ids"] == first["token_ids"] and second["text"] == first["text"]
+    again = after["server-a"]
+    assert again["address"] == victim["address"] and again["node_id"] == device_node_ids["server-a"]
+    assert again["pid"] != victim["pid"] and again["name"] != victim["name"]
+    assert after["server-b"]["pid"] == before["server-b"]["pid"]  # the others are not touched
+    assert stderr.wait_for(lambda text: "starting it again there" in text, timeout_s=5), stderr.text[-3000:]
+    assert wait_gone([info["pid"] for info in (*before.values(), *after.values())]) == []
+    assert stage_actors() == {}
+
+
+# the node goes last: the module ends with it
+def test_a_stage_lost_with_its_node_mid_request_ends_it_with_an_error_naming_the_stage(
+    cluster, plan_file, ray_env
+):
     serve = _serve(plan_file, cluster.address, ray_env, "--max-new-tokens", "400", "--prompt", STORY)
     stdout = Output(serve.stdout)
     stderr = Output(serve.stderr)
@@ -230,17 +268,15 @@ def test_a_stage_lost_mid_request_ends_it_with_an_error_naming_the_stage(cluster
         actors = stage_actors()
         victim = actors["server-a"]
         lost = time.monotonic()
-        if how == "ray.kill":
-            ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
-        else:  # every process of the node at once: its raylet, and the actor with it
-            (node,) = [n for n in cluster.worker_nodes if n.node_id == victim["node_id"]]
-            cluster.remove_node(node, allow_graceful=False)
+        # every process of the node at once: its raylet, and the actor with it (no node to start it on)
+        (node,) = [n for n in cluster.worker_nodes if n.node_id == victim["node_id"]]
+        cluster.remove_node(node, allow_graceful=False)
         code = serve.wait(STEP_TIMEOUT_S)
         ended_s = time.monotonic() - lost
     finally:
         stop_process(serve)
     stderr.wait_for(lambda _: False, timeout_s=1)
-    print(f"request ended {ended_s:.2f} s after {how}")
+    print(f"request ended {ended_s:.2f} s after the node died")
     assert code == 2, stderr.text[-3000:]
     assert ended_s < 30, "the request outlived its stage by far"
     (error,) = [line for line in stderr.text.splitlines() if line.startswith("partition serve: error:")]
