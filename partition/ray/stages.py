@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -42,6 +44,7 @@ START_TIMEOUT_S = 120.0  # seconds for Ray to place every actor and for each to 
 STOP_TIMEOUT_S = 15.0  # seconds for the actors to stop gracefully before they are killed
 CONNECT_TIMEOUT_S = 5.0  # seconds for the GCS address to accept a TCP connection
 DEATH_NOTICE_S = 5.0  # seconds to let Ray report a dead actor after a broken connection
+RESTART_BACKOFF_S = 30.0  # seconds after a stage failed to start again before the next try
 # gRPC codes that mean "the peer went away": worth waiting for Ray to say which actor died
 _CONNECTION_CODES = {"UNAVAILABLE", "CANCELLED", "ABORTED", "DEADLINE_EXCEEDED", "INTERNAL"}
 
@@ -91,6 +94,9 @@ class RayStages:
         self._done: dict[str, object] = {}  # device -> ObjectRef of wait_stopped()
         self._names: dict[str, str] = {}  # device -> its actor's name in the Ray cluster
         self._cpus = 1.0  # CPUs each actor asks for (set by start)
+        self._restart_failed: dict[str, tuple[float, str]] = {}  # device -> (monotonic time, why)
+        self._lock = threading.Lock()  # restart_dead (request threads) against stop
+        self._stopped = False
         self.placements: dict[str, Placement] = {}
 
     @property
@@ -127,24 +133,45 @@ class RayStages:
     def restart_dead(self, start_timeout_s: float = START_TIMEOUT_S) -> None:
         """Start every dead stage again on the node it ran on, listening at the same port, so that the
         coordinator reloads it where the old one was and the request under way resumes
-        (coordinator/resume.py). A stage whose node is gone, or that cannot start there, stays dead:
-        the request then ends naming it."""
+        (coordinator/resume.py). A stage whose node is gone, or that cannot start there (its port taken,
+        no CPU free within `start_timeout_s`), stays dead: the request then ends naming it and why, and
+        the next try waits RESTART_BACKOFF_S."""
         import ray
 
-        dead = self.dead(DEATH_NOTICE_S)
-        alive_nodes = {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
-        for device, why in dead.items():
-            old = self.placements[device]
-            if old.node_id not in alive_nodes:
-                log.warning("stage %s (%s) died with its node: not started again", device, old.where())
-                continue
-            log.warning("stage %s (%s) died (%s): starting it again there", device, old.where(), why)
-            options = replace(self._options[device], port=int(old.address.rpartition(":")[2]))
-            ref = self._launch(device, options, node_id=old.node_id)
-            try:
-                self._placed(device, ray.get(ref, timeout=start_timeout_s))
-            except (ray.exceptions.RayError, TimeoutError) as error:
-                log.warning("stage %s could not start again on %s: %s", device, old.node_ip, _short(error))
+        with self._lock:
+            if self._stopped:
+                return
+            dead = self.dead(DEATH_NOTICE_S)
+            alive_nodes = {node["NodeID"] for node in ray.nodes() if _raylet_answers(node)}
+            for device, why in dead.items():
+                old = self.placements[device]
+                failed = self._restart_failed.get(device)
+                if failed is not None and time.monotonic() - failed[0] < RESTART_BACKOFF_S:
+                    continue
+                if old.node_id not in alive_nodes:
+                    self._restart_failed[device] = (time.monotonic(), "its node is gone")
+                    log.warning("stage %s (%s) died with its node: not started again", device, old.where())
+                    continue
+                log.warning("stage %s (%s) died (%s): starting it again there", device, old.where(), why)
+                self._start_again(device, old, start_timeout_s)
+
+    def _start_again(self, device: str, old: Placement, start_timeout_s: float) -> None:
+        import ray
+
+        options = replace(self._options[device], port=int(old.address.rpartition(":")[2]))
+        previous = self._actors[device], self._names[device]
+        ref = self._launch(device, options, node_id=old.node_id)
+        try:
+            self._placed(device, ray.get(ref, timeout=start_timeout_s))
+        except (ray.exceptions.RayError, TimeoutError) as error:
+            # a pending actor could still start later and take the port from the next try: kill it
+            ray.kill(self._actors[device], no_restart=True)
+            self._actors[device], self._names[device] = previous
+            why = f"starting it again on {old.node_ip} failed: {_short(error)}"
+            self._restart_failed[device] = (time.monotonic(), why)
+            log.warning("stage %s: %s", device, why)
+            return
+        self._restart_failed.pop(device, None)
 
     def _launch(self, device: str, options: StageOptions, node_id: str | None = None):
         """Create the stage actor of `device` (on node `node_id` when given); the ObjectRef of its info."""
@@ -200,6 +227,7 @@ class RayStages:
         if dead:
             lines = [
                 f"stage {device!r} ({self.placements[device].where()}) died: {why}"
+                + (f" ({self._restart_failed[device][1]})" if device in self._restart_failed else "")
                 for device, why in dead.items()
             ]
             return RayStageError("; ".join(lines) + f"; the request ended with: {error}")
@@ -214,6 +242,8 @@ class RayStages:
         """Stop every actor gracefully, then kill it (stopped or not): nothing outlives the job."""
         import ray
 
+        with self._lock:  # a restart under way ends first; none starts after
+            self._stopped = True
         dead = self.dead()
         serving = [device for device in self.placements if device in self._actors and device not in dead]
         refs = [self._actors[device].stop.remote() for device in serving]
@@ -323,6 +353,16 @@ def connect(address: str | None) -> bool:
             "--ray HOST:PORT"
         ) from None
     return True
+
+
+def _raylet_answers(node: dict) -> bool:
+    """Whether `node` (a ray.nodes() entry) is alive and its raylet accepts a connection now: Ray marks a
+    node dead only after missing heartbeats for seconds, and an actor sent there meanwhile waits."""
+    if not node.get("Alive"):
+        return False
+    host = node.get("NodeManagerAddress", "")
+    host = f"[{host}]" if ":" in host else host
+    return is_listening(f"{host}:{node.get('NodeManagerPort', 0)}")
 
 
 def _check_edge(edge: str, nodes: dict[str, list[dict]]) -> None:

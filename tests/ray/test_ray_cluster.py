@@ -220,21 +220,26 @@ def test_an_actor_that_cannot_load_its_segment_names_its_device_and_node(cluster
     assert stage_actors() == {}
 
 
-def test_a_stage_actor_that_died_is_started_again_on_its_node_at_its_address(
+def test_a_stage_actor_killed_mid_request_is_started_again_where_it_was_and_the_request_resumes(
     cluster, device_node_ids, plan_file, ray_env
 ):
-    """server-a's actor is killed between two requests: the next one finds it gone, serve starts it
-    again on server-a's node at the same address, reloads it, and answers with the same tokens."""
-    serve = _serve(plan_file, cluster.address, ray_env, "--json", "--max-new-tokens", str(N_TOKENS))
+    """The same story twice: the first answer uninterrupted; a third of the way into the second (by the
+    first one's time), server-a's actor is killed. serve starts it again on server-a's node at the same
+    address, reloads it, and the second answer resumes to the first one's tokens."""
+    serve = _serve(plan_file, cluster.address, ray_env, "--json", "--max-new-tokens", "200")
     stdout = Output(serve.stdout)
     stderr = Output(serve.stderr)
     try:
-        for _ in range(2):
-            serve.stdin.write(f"{STORY}\n".encode())
+        serve.stdin.write(f"{STORY}\n".encode())
         serve.stdin.flush()
+        asked = time.monotonic()
         assert stdout.wait_for(lambda text: text.count("\n") >= 1, timeout_s=240), stderr.text[-3000:]
+        answer_s = time.monotonic() - asked
         before = stage_actors()
         victim = before["server-a"]
+        serve.stdin.write(f"{STORY}\n".encode())
+        serve.stdin.flush()
+        time.sleep(answer_s / 3)
         ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
         assert stdout.wait_for(lambda text: text.count("\n") >= 2, timeout_s=240), (
             stderr.wait_for(lambda _: False, 1) or stderr.text[-3000:]
@@ -245,6 +250,8 @@ def test_a_stage_actor_that_died_is_started_again_on_its_node_at_its_address(
     finally:
         stop_process(serve)
     first, second = (json.loads(line) for line in stdout.text.splitlines())
+    assert len(first["token_ids"]) >= 32, first["finish_reason"]  # long enough to be killed in
+    assert second["resumes"] == 1, stderr.text[-3000:]  # killed mid-answer, and went on
     assert second["token_ids"] == first["token_ids"] and second["text"] == first["text"]
     again = after["server-a"]
     assert again["address"] == victim["address"] and again["node_id"] == device_node_ids["server-a"]
