@@ -134,8 +134,11 @@ def _run(args: argparse.Namespace, plan, http) -> int:
             raise ConfigError("--ray places the stages itself: drop --cluster and --spawn-local")
         with ray_stages(plan, args.ray, transport_config(args), args.threads) as stages:
             # a stage actor that died is started again on its node, at its address, and the request resumes
-            restart = stages.restart_dead
-            return _serve(args, plan, stages.addresses, stages.transport, http, labels, restart)
+            advice = "serve could not start its stage actor again (see why above): run serve again"
+            return _serve(
+                args, plan, stages.addresses, stages.transport, http, labels, stages.restart_dead,
+                lost_advice=advice,
+            )  # fmt: skip
     addresses = cluster_addresses(args.cluster) if args.cluster else {}
     remote = [s.device for s in split_plan(plan).remote]
     spawned = spawn_missing(remote, addresses, plan.model.name, args.threads) if args.spawn_local else None
@@ -206,15 +209,18 @@ def _serve(
     labels,
     restart=None,
     failover=None,
+    lost_advice: str | None = None,
 ) -> int:
-    from partition.coordinator.answer import Answerer
+    from partition.coordinator.answer import LOST_ADVICE, Answerer
     from partition.coordinator.deploy import deploy
 
     deployment = deploy(
         plan, addresses, transport, max_context=args.max_context, max_sessions=args.max_sessions
     )
     try:
-        answerer = Answerer(deployment, labels=labels, before_reload=restart, failover=failover)
+        answerer = Answerer(
+            deployment, labels, restart, failover=failover, lost_advice=lost_advice or LOST_ADVICE
+        )
     except BaseException:
         deployment.close()
         raise

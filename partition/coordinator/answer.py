@@ -41,6 +41,8 @@ from partition.types import RAW_VALUE_BYTES, RETURN_TOP_K, Plan
 
 log = logging.getLogger(__name__)
 
+# What to do when a worker is gone for good, where workers are started by hand or by serve.
+LOST_ADVICE = "start it again (or serve with --spawn-local) and send the prompt again"
 # A worker that did not answer a load: gone, or not back yet after one reconnect attempt.
 STILL_AWAY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
@@ -90,6 +92,7 @@ class Answerer:
         before_reload: Callable[[], None] | None = None,
         max_resumes: int = MAX_RESUMES,
         failover: Failover | None = None,
+        lost_advice: str = LOST_ADVICE,
     ) -> None:
         """`labels`: said beside the plan id wherever the plan is named (every answer's report, the
         endpoint's /health and /metrics); serve --baseline names the baseline and the plan it is of.
@@ -97,7 +100,8 @@ class Answerer:
         (serve --spawn-local starts its dead workers again there). `max_resumes`: per request, how
         many times a request goes on after a worker came back or was planned around (0: a lost worker
         ends it, and no re-plan is made). `failover`: re-plans without a worker that stays away;
-        without it such a worker ends the request."""
+        without it such a worker ends the request. `lost_advice`: what the error of a request that lost
+        a worker for good tells its user to do."""
         from partition.model.tokenizer import load_tokenizer
 
         self.deployment = deployment
@@ -114,6 +118,7 @@ class Answerer:
         self._reload_failure: Exception | None = None  # why the last one failed
         self._before_reload = before_reload
         self.max_resumes = max_resumes
+        self.lost_advice = lost_advice
         self.failover = failover  # None: a worker that stays away ends the request
         self.replans = 0  # times a worker stayed away and the plan was made again without it
         self.rejoins = 0  # times a device planned around was back and a plan with it was deployed
@@ -322,8 +327,5 @@ class Answerer:
         details = error.details
         if error.code == grpc.StatusCode.UNAVAILABLE:
             where = f"{device} at {error.address}" if device else error.address
-            details += (
-                f"; the worker of {where} stopped or cannot be reached: start it again "
-                "(or serve with --spawn-local) and send the prompt again"
-            )
+            details += f"; the worker of {where} stopped or cannot be reached: {self.lost_advice}"
         return StageCallError(error.code, details, error.address, device)

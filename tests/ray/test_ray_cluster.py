@@ -288,5 +288,6 @@ def test_a_stage_lost_with_its_node_mid_request_ends_it_with_an_error_naming_the
     assert ended_s < 30, "the request outlived its stage by far"
     (error,) = [line for line in stderr.text.splitlines() if line.startswith("partition serve: error:")]
     assert "stage 'server-a'" in error and "died" in error and victim["node_id"][:12] in error, error
+    assert "(its node is gone)" in error and "run serve again" in error, error
     assert wait_gone([info["pid"] for info in actors.values()]) == []
     assert stage_actors() == {}
