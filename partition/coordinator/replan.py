@@ -148,7 +148,8 @@ class Failover:
             change.append(f"with {', '.join(sorted(back))} back")
         log.warning(
             "re-planned %s%s: plan %s epoch %d, %s",
-            ", ".join(change), " (the plan served first)" if first_again else "", plan.plan_id, plan.epoch, " ".join(f"{s.device}{s.segment}" for s in plan.stages),
+            ", ".join(change), " (the plan served first)" if first_again else "",
+            plan.plan_id, plan.epoch, " ".join(f"{s.device}{s.segment}" for s in plan.stages),
         )  # fmt: skip
         new = deploy(
             plan,
