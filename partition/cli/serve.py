@@ -25,7 +25,13 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", type=Path, required=True, help="plan.json from `partition plan`")
-    parser.add_argument("--cluster", type=Path, help="cluster file with each device's `address`")
+    parser.add_argument(
+        "--cluster",
+        type=Path,
+        help="cluster file with each device's `address`; with each device's profile too (the file "
+        "`partition profile` writes), a worker that stays away is planned around (with --ray: the "
+        "profiles only, the addresses are the stage actors')",
+    )
     parser.add_argument(
         "--spawn-local",
         action="store_true",
@@ -128,16 +134,27 @@ def _run(args: argparse.Namespace, plan, http) -> int:
         labels = {"baseline": args.baseline, "base_plan_id": plan.plan_id}  # a baseline has its own id
         plan = baseline_plan(plan, args.baseline)
     if args.ray is not None:
+        from partition.coordinator.replan import Failover
         from partition.ray.stages import ray_stages
 
-        if args.cluster or args.spawn_local:
-            raise ConfigError("--ray places the stages itself: drop --cluster and --spawn-local")
-        with ray_stages(plan, args.ray, transport_config(args), args.threads) as stages:
-            # a stage actor that died is started again on its node, at its address, and the request resumes
+        if args.spawn_local:
+            raise ConfigError("--ray places the stages itself: drop --spawn-local")
+        # with the cluster's profiles, every server gets a stage actor: a re-plan may give it layers
+        cluster = None if args.baseline else _replan_cluster(args, plan)
+        spare = [device.name for device in cluster.servers] if cluster is not None else []
+        from partition.ray.stdout import answers_stream
+
+        with (
+            ray_stages(plan, args.ray, transport_config(args), args.threads, spare=spare) as stages,
+            answers_stream() as out,
+        ):
+            failover = Failover(cluster, stages.addresses, stages.transport, args.plan) if cluster else None
+            # a stage actor that died is started again on its node, at its address, and the request
+            # resumes; one whose node is gone is planned around (with the profiles)
             advice = "serve could not start its stage actor again (see why above): run serve again"
             return _serve(
-                args, plan, stages.addresses, stages.transport, http, labels, stages.restart_dead,
-                lost_advice=advice,
+                args, plan, stages.addresses, stages.transport, http, labels, stages.restart_dead, failover,
+                lost_advice=advice, out=out,
             )  # fmt: skip
     addresses = cluster_addresses(args.cluster) if args.cluster else {}
     remote = [s.device for s in split_plan(plan).remote]
@@ -179,8 +196,17 @@ def _failover(args: argparse.Namespace, plan, addresses: dict[str, str], transpo
     """What re-plans around a worker that stays away, when --cluster names every device's profile and
     --no-replan is not given; else None (such a worker ends the request). A baseline is served to be
     measured as it is, so it gets none."""
+    from partition.coordinator.replan import Failover
+
+    cluster = _replan_cluster(args, plan)
+    return Failover(cluster, addresses, transport, args.plan) if cluster is not None else None
+
+
+def _replan_cluster(args: argparse.Namespace, plan):
+    """The devices and profiles a re-plan is made from: --cluster when it names every device's profile,
+    fits the plan and --no-replan is not given; else None."""
     from partition.coordinator.cluster_devices import read_devices
-    from partition.coordinator.replan import Failover, check_cluster_fits
+    from partition.coordinator.replan import check_cluster_fits
     from partition.errors import ConfigError
     from partition.plan import load_cluster
 
@@ -197,7 +223,7 @@ def _failover(args: argparse.Namespace, plan, addresses: dict[str, str], transpo
             "cannot re-plan around a lost worker (%s): one that stays away will end the request", error
         )
         return None
-    return Failover(cluster, addresses, transport, args.plan)
+    return cluster
 
 
 def _serve(
@@ -210,6 +236,7 @@ def _serve(
     restart=None,
     failover=None,
     lost_advice: str | None = None,
+    out=None,
 ) -> int:
     from partition.coordinator.answer import LOST_ADVICE, Answerer
     from partition.coordinator.deploy import deploy
@@ -228,11 +255,11 @@ def _serve(
         if http is not None:
             _serve_http(http, answerer)
         elif args.prompt is not None:
-            answer(answerer, args, args.prompt)
+            answer(answerer, args, args.prompt, out)
         else:
             for line in sys.stdin:
                 if line.strip():
-                    answer(answerer, args, line.rstrip("\n"))
+                    answer(answerer, args, line.rstrip("\n"), out)
     finally:
         answerer.close()  # and every deployment a re-plan replaced
     return 0
@@ -262,9 +289,11 @@ def _serve_http(server, answerer) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def answer(answerer, args: argparse.Namespace, prompt: str) -> None:
-    """One prompt through the split: text streamed to the terminal, or one JSON object with --json."""
+def answer(answerer, args: argparse.Namespace, prompt: str, out=None) -> None:
+    """One prompt through the split: text streamed to `out` (stdout), or one JSON object with --json."""
     from partition.types import RETURN_TOP_K
+
+    out = out or sys.stdout
 
     args.prompt = prompt
     ids = prompt_ids(args, answerer.tokenizer)
@@ -278,21 +307,22 @@ def answer(answerer, args: argparse.Namespace, prompt: str) -> None:
     def show(chunk: str) -> None:
         nonlocal streamed
         streamed = True
-        sys.stdout.write(chunk)
-        sys.stdout.flush()
+        out.write(chunk)
+        out.flush()
 
     try:
         done = answerer.answer(request, None if args.json else show)
     except BaseException:
         if streamed:
-            sys.stdout.write("\n")
-            sys.stdout.flush()
+            out.write("\n")
+            out.flush()
         raise
     if not args.json:
-        sys.stdout.write("\n")
+        out.write("\n")
+        out.flush()
         return
     result, report = done.result, done.report()
-    out = {
+    document = {
         "plan_id": report.pop("plan_id"),  # first, as it always was: log readers look for '{"plan_id"'
         "epoch": report.pop("epoch"),
         "text": result.text,
@@ -301,4 +331,4 @@ def answer(answerer, args: argparse.Namespace, prompt: str) -> None:
         "finish_reason": result.finish_reason,
         **report,
     }
-    print(json.dumps(out))
+    print(json.dumps(document), file=out, flush=True)

@@ -24,7 +24,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -263,14 +263,18 @@ def ray_stages(
     threads: int = 0,
     kv_budget_bytes: int = 1 << 30,
     start_timeout_s: float = START_TIMEOUT_S,
+    spare: Iterable[str] = (),
 ) -> Iterator[RayStages]:
-    """Connect to Ray, start one stage actor per remote stage of `plan`, stop them all on exit.
+    """Connect to Ray, start one stage actor per remote stage of `plan`, stop them all on exit. `spare`:
+    more devices to start an idle stage actor for, so that a re-plan can give them layers (one that no
+    node advertises is left out, with a warning).
 
     A PartitionError raised inside the block comes out naming the stage's device and Ray node."""
     devices = [stage.device for stage in split_plan(plan).remote]
     with ray_devices(
-        devices, plan.edge, plan.model.name, address, transport, threads, kv_budget_bytes, start_timeout_s
-    ) as stages:
+        devices, plan.edge, plan.model.name, address, transport, threads, kv_budget_bytes, start_timeout_s,
+        spare=[device for device in spare if device not in devices and device != plan.edge],
+    ) as stages:  # fmt: skip
         yield stages
 
 
@@ -284,8 +288,10 @@ def ray_devices(
     threads: int = 0,
     kv_budget_bytes: int = 1 << 30,
     start_timeout_s: float = START_TIMEOUT_S,
+    spare: Iterable[str] = (),
 ) -> Iterator[RayStages]:
-    """One stage actor (a worker) on the node of each of `devices`; all stopped on exit."""
+    """One stage actor (a worker) on the node of each of `devices`, and of each of `spare` that a node
+    advertises; all stopped on exit."""
     from partition.transport.channels import TransportConfig
 
     transport = transport or TransportConfig()
@@ -300,13 +306,19 @@ def ray_devices(
     model_path = Path(model)
     if model_path.exists():  # a path: every node must have it at the same place
         models_dir = str(model_path.resolve().parent)
+    connected_here = connect(address)
+    if spare:
+        advertised = device_nodes()
+        for device in spare:
+            if device not in advertised:
+                log.warning("no node advertises %s%s: a re-plan cannot use it", RESOURCE_PREFIX, device)
+        devices = [*devices, *(device for device in spare if device in advertised)]
     options = {
         device: StageOptions(
             device, token, threads=threads, models_dir=models_dir, kv_budget_bytes=kv_budget_bytes
         )
         for device in devices
     }
-    connected_here = connect(address)
     stages = RayStages(edge, transport, options)
     try:
         if options:

@@ -262,6 +262,58 @@ def test_a_stage_actor_killed_mid_request_is_started_again_where_it_was_and_the_
     assert stage_actors() == {}
 
 
+def test_with_the_clusters_profiles_a_node_lost_mid_request_is_planned_around(
+    cluster, smollm2, ray_env, tmp_path
+):
+    """serve --ray --cluster (profiles): server-b's node dies a third of the way into the second answer;
+    its stage cannot start again, so the coordinator plans without server-b on the actors left and the
+    answer resumes to the first one's tokens. A node advertising server-b is added back afterwards."""
+    from dataclasses import replace
+
+    from tests.coordinator.plans import profiled_cluster
+
+    profiles = profiled_cluster(smollm2, tmp_path, {}, {"server-a": 8.0, "server-b": 8.0})
+    plan_path = tmp_path / "plan.json"
+    save_plan(replace(split_plan(smollm2, STAGES), codecs=("raw", "shuffle-zstd")), plan_path)
+    serve = _serve(
+        plan_path, cluster.address, ray_env, "--cluster", str(profiles), "--json", "--max-new-tokens", "200"
+    )
+    stdout = Output(serve.stdout)
+    stderr = Output(serve.stderr)
+    try:
+        serve.stdin.write(f"{STORY}\n".encode())
+        serve.stdin.flush()
+        asked = time.monotonic()
+        assert stdout.wait_for(lambda text: text.count("\n") >= 1, timeout_s=240), stderr.text[-3000:]
+        answer_s = time.monotonic() - asked
+        victim = stage_actors()["server-b"]
+        serve.stdin.write(f"{STORY}\n".encode())
+        serve.stdin.flush()
+        time.sleep(answer_s / 3)
+        (node,) = [n for n in cluster.worker_nodes if n.node_id == victim["node_id"]]
+        cluster.remove_node(node, allow_graceful=False)
+        assert stdout.wait_for(lambda text: text.count("\n") >= 2, timeout_s=240), (
+            stderr.wait_for(lambda _: False, 1) or stderr.text[-3000:]
+        )
+        serve.stdin.close()
+        assert serve.wait(60) == 0, stderr.text[-3000:]
+    finally:
+        stop_process(serve)
+        cluster.add_node(**_node_args("server-b"))  # for the tests after this one
+        cluster.wait_for_nodes()
+    # stdout holds the answers alone (the driver's print of the raylet's end goes to stderr)
+    first, second = (json.loads(line) for line in stdout.text.splitlines())
+    assert len(first["token_ids"]) >= 32, first["finish_reason"]
+    assert second["resumes"] == 1 and second["epoch"] == 2, stderr.text[-3000:]
+    assert second["token_ids"] == first["token_ids"] and second["text"] == first["text"]
+    replanned = json.loads((tmp_path / "plan.epoch2.json").read_text())
+    assert {stage["device"] for stage in replanned["stages"]} <= {"phone", "server-a"}
+    assert stderr.wait_for(lambda text: "re-planned without server-b" in text, timeout_s=5), stderr.text[
+        -3000:
+    ]
+    assert stage_actors() == {}
+
+
 # the node goes last: the module ends with it
 def test_a_stage_lost_with_its_node_mid_request_ends_it_with_an_error_naming_the_stage(
     cluster, plan_file, ray_env
