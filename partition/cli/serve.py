@@ -124,7 +124,6 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, plan, http) -> int:
     from partition.coordinator.topology import split_plan
     from partition.coordinator.workers import cluster_addresses, spawn_missing
-    from partition.errors import ConfigError
 
     use_edge_threads(args, plan)
     labels = {}  # said beside the plan id in every report
@@ -134,28 +133,7 @@ def _run(args: argparse.Namespace, plan, http) -> int:
         labels = {"baseline": args.baseline, "base_plan_id": plan.plan_id}  # a baseline has its own id
         plan = baseline_plan(plan, args.baseline)
     if args.ray is not None:
-        from partition.coordinator.replan import Failover
-        from partition.ray.stages import ray_stages
-
-        if args.spawn_local:
-            raise ConfigError("--ray places the stages itself: drop --spawn-local")
-        # with the cluster's profiles, every server gets a stage actor: a re-plan may give it layers
-        cluster = None if args.baseline else _replan_cluster(args, plan)
-        spare = [device.name for device in cluster.servers] if cluster is not None else []
-        from partition.ray.stdout import answers_stream
-
-        with (
-            ray_stages(plan, args.ray, transport_config(args), args.threads, spare=spare) as stages,
-            answers_stream() as out,
-        ):
-            failover = Failover(cluster, stages.addresses, stages.transport, args.plan) if cluster else None
-            # a stage actor that died is started again on its node, at its address, and the request
-            # resumes; one whose node is gone is planned around (with the profiles)
-            advice = "serve could not start its stage actor again (see why above): run serve again"
-            return _serve(
-                args, plan, stages.addresses, stages.transport, http, labels, stages.restart_dead, failover,
-                lost_advice=advice, out=out,
-            )  # fmt: skip
+        return _run_on_ray(args, plan, http, labels)
     addresses = cluster_addresses(args.cluster) if args.cluster else {}
     remote = [s.device for s in split_plan(plan).remote]
     spawned = spawn_missing(remote, addresses, plan.model.name, args.threads) if args.spawn_local else None
@@ -167,6 +145,40 @@ def _run(args: argparse.Namespace, plan, http) -> int:
     finally:
         if spawned is not None:
             spawned.stop()
+
+
+def _run_on_ray(args: argparse.Namespace, plan, http, labels) -> int:
+    """serve --ray: the stages as Ray actors; a dead one started again where it was, and with the
+    cluster's profiles (--cluster), one lost with its node planned around."""
+    from partition.coordinator.replan import Failover
+    from partition.errors import ConfigError
+    from partition.ray.stages import ray_stages
+    from partition.ray.stdout import answers_stream
+
+    if args.spawn_local:
+        raise ConfigError("--ray places the stages itself: drop --spawn-local")
+    # with the cluster's profiles, every server gets a stage actor: a re-plan may give it layers
+    cluster = None if args.baseline else _replan_cluster(args, plan)
+    if args.cluster is not None and cluster is None and not (args.baseline or args.no_replan):
+        raise ConfigError(
+            f"with --ray, --cluster is for re-planning: the profiles `partition profile --ray` writes "
+            f"(its addresses are not used), and {args.cluster} gives none that fit the plan; drop it"
+        )
+    spare = [device.name for device in cluster.servers] if cluster is not None else []
+    with (
+        answers_stream() as out,  # first: Ray's start and end print on stdout too
+        ray_stages(plan, args.ray, transport_config(args), args.threads, spare=spare) as stages,
+    ):
+        failover = (
+            Failover(cluster, stages.addresses, stages.transport, args.plan) if cluster is not None else None
+        )
+        # a stage actor that died is started again on its node, at its address, and the request
+        # resumes; one whose node is gone is planned around (with the profiles)
+        advice = "serve could not start its stage actor again (see why above): run serve again"
+        return _serve(
+            args, plan, stages.addresses, stages.transport, http, labels, stages.restart_dead, failover,
+            lost_advice=advice, out=out,
+        )  # fmt: skip
 
 
 def _http_server(args: argparse.Namespace):

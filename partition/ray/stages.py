@@ -86,8 +86,11 @@ def device_nodes() -> dict[str, list[dict]]:
 class RayStages:
     """The stage actors of one plan: start them, explain failures in terms of devices, stop them."""
 
-    def __init__(self, edge: str, transport, options: dict[str, StageOptions]) -> None:
+    def __init__(
+        self, edge: str, transport, options: dict[str, StageOptions], spare: Iterable[str] = ()
+    ) -> None:
         self.edge = edge  # the device whose node should run this process (the coordinator)
+        self.spare = set(spare)  # devices of `options` started for re-plans only: best effort
         self.transport = transport  # TransportConfig the coordinator uses to reach the actors
         self._options = options  # device -> StageOptions, chain order
         self._actors: dict[str, object] = {}  # device -> ActorHandle
@@ -115,6 +118,9 @@ class RayStages:
         infos = {device: self._launch(device, options) for device, options in self._options.items()}
         ready, _ = ray.wait(list(infos.values()), num_returns=len(infos), timeout=start_timeout_s)
         for device, ref in infos.items():
+            if device in self.spare:  # best effort: the plan does without it
+                self._start_spare(device, ref if ref in ready else None)
+                continue
             if ref not in ready:
                 raise RayStageError(
                     f"Ray did not start the stage actor for device {device!r} within {start_timeout_s:g} s: "
@@ -129,6 +135,19 @@ class RayStages:
                     f"the stage actor for device {device!r} failed to start on "
                     f"{_node_list(nodes[device])}: {_short(error)}"
                 ) from None
+
+    def _start_spare(self, device: str, ready_ref) -> None:
+        """Place the spare actor of `device` when it started (`ready_ref`); else kill it, say so, and
+        leave the device out (no address: a re-plan treats it as away)."""
+        import ray
+
+        try:
+            if ready_ref is None:
+                raise TimeoutError("it did not start in time")
+            self._placed(device, ray.get(ready_ref))
+        except (ray.exceptions.RayError, TimeoutError) as error:
+            ray.kill(self._actors.pop(device), no_restart=True)
+            log.warning("spare stage %s did not start (%s): re-plans go without it", device, _short(error))
 
     def restart_dead(self, start_timeout_s: float = START_TIMEOUT_S) -> None:
         """Start every dead stage again on the node it ran on, listening at the same port, so that the
@@ -312,14 +331,15 @@ def ray_devices(
         for device in spare:
             if device not in advertised:
                 log.warning("no node advertises %s%s: a re-plan cannot use it", RESOURCE_PREFIX, device)
-        devices = [*devices, *(device for device in spare if device in advertised)]
+        spare = [device for device in spare if device in advertised]
+        devices = [*devices, *spare]
     options = {
         device: StageOptions(
             device, token, threads=threads, models_dir=models_dir, kv_budget_bytes=kv_budget_bytes
         )
         for device in devices
     }
-    stages = RayStages(edge, transport, options)
+    stages = RayStages(edge, transport, options, spare)
     try:
         if options:
             stages.start(cpus=max(1, threads), start_timeout_s=start_timeout_s)
