@@ -273,8 +273,7 @@ class Answerer:
         if self._before_reload is not None:
             self._before_reload()
         try:
-            d.loop.run(d.chain.connected(RECONNECT_WAIT_S))  # one still away fails the load below
-            load_workers(d)
+            load_workers(d, RECONNECT_WAIT_S)
         except StageCallError as error:
             if self.failover is None or error.code not in STILL_AWAY:
                 raise

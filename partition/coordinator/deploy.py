@@ -77,9 +77,8 @@ def deploy(
     connect_wait_s: float = 0.0,
 ) -> Deployment:
     """Load `plan`; `addresses` maps each remote device name to its worker's host:port. With `loop`,
-    the deployment's channels run on that loop, which it does not stop when it closes. With
-    `connect_wait_s`, wait that long at most for every worker's channel to connect first: a worker
-    that was away is tried again only at the reconnect backoff (channels to one address share it)."""
+    the deployment's channels run on that loop, which it does not stop when it closes.
+    `connect_wait_s`: see load_workers."""
     from partition.model import load_segment, resolve_model
     from partition.transport.channels import TransportConfig
     from partition.transport.client import Chain, StageCallError
@@ -122,9 +121,7 @@ def deploy(
     chain = deployment.loop.run(_make_chain(Chain, list(remote_addresses), transport or TransportConfig()))
     deployment.chain, deployment.addresses = chain, remote_addresses
     try:
-        if connect_wait_s:
-            deployment.loop.run(chain.connected(connect_wait_s))  # one still away fails the load below
-        load_workers(deployment)
+        load_workers(deployment, connect_wait_s)
     except StageCallError as error:
         deployment.close()
         device = deployment.devices.get(error.address, "?")
@@ -137,15 +134,19 @@ def deploy(
     return deployment
 
 
-def load_workers(deployment: Deployment) -> None:
+def load_workers(deployment: Deployment, connect_wait_s: float = 0.0) -> None:
     """LoadSegment on every worker, each ack checked, and each worker's clock offset measured.
 
     `deploy` calls it once; a running deployment calls it again when a worker was restarted (it came
     back with nothing loaded): that one loads its segment of the same plan and epoch, and the others,
-    which still hold theirs, answer at once and keep their sessions. Raises DeployError for a wrong ack,
+    which still hold theirs, answer at once and keep their sessions. With `connect_wait_s`, first wait
+    that long at most for every channel to connect: a worker that was away is tried again only at the
+    reconnect backoff (channels to one address share it). Raises DeployError for a wrong ack,
     StageCallError for a worker that refuses or is still away.
     """
     plan, topology, chain = deployment.plan, deployment.topology, deployment.chain
+    if connect_wait_s:
+        deployment.loop.run(chain.connected(connect_wait_s))  # one still away fails the load below
     acks = deployment.loop.run(
         chain.load(
             plan.plan_id,
