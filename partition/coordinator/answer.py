@@ -201,7 +201,7 @@ class Answerer:
         with self._reloading:
             old = self.deployment
             try:
-                new = self.failover.take_back(old, returned)
+                new = self.failover.take_back(old)
             except Exception as failed:
                 log.error(
                     "planning with %s again failed: %s; serving plan %s epoch %d as it is, next look in %.0f s",

@@ -19,7 +19,8 @@ plan served as it was, and the next look waits twice as long.
     failover = Failover(cluster, addresses, transport, plan_path=Path("plan.json"))
     deployment = failover.redeploy(deployment, "server-b")   # DeployError, InfeasiblePlanError
     back = failover.returned()                               # {"server-b"} once it listens again
-    deployment = failover.take_back(deployment, back) or deployment   # None: the plan stays as it is
+    if back:
+        deployment = failover.take_back(deployment) or deployment     # None: the plan stays as it is
 """
 
 from __future__ import annotations
@@ -111,10 +112,10 @@ class Failover:
         self._looked = time.monotonic()
         return self._listening(self.lost)
 
-    def take_back(self, deployment: Deployment, returned: set[str]) -> Deployment | None:
-        """Plan with every server listening now (`returned` among them); the new deployment, or None when
-        the plan would not move a layer (they are then used by the next re-plan). Raises what
-        `redeploy` raises, and then waits twice as long before the next look."""
+    def take_back(self, deployment: Deployment) -> Deployment | None:
+        """Plan with every server listening now (those `returned` found among them); the new deployment,
+        or None when the plan would not move a layer (they are then used by the next re-plan). Raises
+        what `redeploy` raises, and then waits twice as long before the next look."""
         try:
             new = self._deploy_without(deployment, set(), unchanged=deployment.plan)
         except BaseException:
