@@ -296,7 +296,7 @@ class Prediction:
 class Baseline:
     """A split another system would use, predicted with the same cost model."""
 
-    name: str  # even | memory_proportional | edge_only | best_single_server
+    name: str  # one of partition.plan.baselines.BASELINES
     stages: tuple[Stage, ...]  # empty when infeasible
     predicted: Prediction | None  # None when infeasible
     infeasible: str = ""  # why this split cannot run on the cluster (empty when it can)

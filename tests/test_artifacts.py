@@ -46,6 +46,7 @@ def test_plan_round_trips_with_the_documented_fields(plan, tmp_path):
     assert [b["name"] for b in data["baselines"]] == [
         "even",
         "memory_proportional",
+        "memory_proportional_edge_first",
         "edge_only",
         "best_single_server",
     ]

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from partition.cli.prompting import add_prompt_arguments, build_request, prompt_ids
+from partition.plan.baselines import BASELINES
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--baseline",
         metavar="NAME",
-        help="serve one of the plan's baselines instead (even, memory_proportional, edge_only, best_single_server)",
+        help="serve one of the plan's baselines instead (" + ", ".join(BASELINES) + ")",
     )
     parser.add_argument(
         "--no-replan",

@@ -1,12 +1,17 @@
 """The splits other systems use (plan), predicted with our cost model so a plan can show its gain.
 
 - even: blocks split evenly over the edge and every server, in cluster-file order (vLLM's default).
-- memory_proportional: blocks in proportion to each device's memory (exo, llama.cpp RPC).
+- memory_proportional: blocks in proportion to each device's memory, as exo places them: devices by
+  memory, largest first, so the last blocks and the head land on the device with the least memory
+  (exo/topology/ring_memory_weighted_partitioning_strategy.py; its last shard holds the LM head).
+- memory_proportional_edge_first: the same shares in cluster-file order, the edge first, and the head
+  where it costs less: memory-proportional as favourable as it gets, so the comparison isolates the
+  split of the blocks.
 - edge_only: the whole model on the edge.
 - best_single_server: the blocks (the whole model with --no-pin) on the one server that does best.
-The edge keeps embed in every baseline (but the last with --no-pin); the head goes where it costs
-less, on the edge or on the last server returning the top K logits, as the plan may place it; and each
-hop uses the codec the planner would pick. So the comparison isolates the split of the blocks.
+The edge keeps embed in every baseline (unless --no-pin). In every baseline but memory_proportional the
+head goes where it costs less, on the edge or on the last server returning the top K logits, as the
+plan may place it. Each hop uses the codec the planner would pick.
 """
 
 from __future__ import annotations
@@ -17,7 +22,13 @@ from partition.plan.costmodel import evaluate, with_best_codecs
 from partition.plan.validate import chain_problem
 from partition.types import Baseline, Pinning, Workload
 
-BASELINES = ("even", "memory_proportional", "edge_only", "best_single_server")
+BASELINES = (
+    "even",
+    "memory_proportional",
+    "memory_proportional_edge_first",
+    "edge_only",
+    "best_single_server",
+)
 
 
 Placement = list[tuple[str, int, int]]  # (device, start, end) per stage, in chain order
@@ -27,10 +38,12 @@ def baselines(
     cluster: Cluster, w: Workload, codecs: tuple[CodecSpec, ...], pin: Pinning
 ) -> tuple[Baseline, ...]:
     even = _by_shares(cluster, [1.0] * len(cluster.devices))
-    by_memory = _by_shares(cluster, [float(d.memory_bytes) for d in cluster.devices])
+    memory = [float(d.memory_bytes) for d in cluster.devices]
+    by_memory = _by_shares(cluster, memory)
     return (
         _best(cluster, "even", _head_either_way(even, pin), w, codecs, pin),
-        _best(cluster, "memory_proportional", _head_either_way(by_memory, pin), w, codecs, pin),
+        _predict(cluster, "memory_proportional", _largest_memory_first(cluster, pin), w, codecs, pin),
+        _best(cluster, "memory_proportional_edge_first", _head_either_way(by_memory, pin), w, codecs, pin),
         _predict(cluster, "edge_only", [(cluster.edge.name, 0, cluster.model.n_units)], w, codecs, pin),
         _best_single_server(cluster, w, codecs, pin),
     )
@@ -75,12 +88,7 @@ def _by_shares(cluster: Cluster, weights: list[float]) -> Placement:
     weights = [weights[edge_index]] + [
         w for d, w in zip(cluster.devices, weights, strict=True) if d.role == "server"
     ]
-    total = sum(weights)
-    exact = [n_blocks * w / total for w in weights]
-    shares = [int(x) for x in exact]
-    by_remainder = sorted(range(len(devices)), key=lambda i: (-(exact[i] - shares[i]), i))
-    for i in by_remainder[: n_blocks - sum(shares)]:
-        shares[i] += 1
+    shares = _largest_remainder(n_blocks, weights)
     n = n_blocks + 2
     placement = [(devices[0].name, 0, 1 + shares[0])]
     start = 1 + shares[0]
@@ -92,6 +100,41 @@ def _by_shares(cluster: Cluster, weights: list[float]) -> Placement:
         return [(devices[0].name, 0, n)]
     placement.append((devices[0].name, n - 1, n))
     return placement
+
+
+def _largest_memory_first(cluster: Cluster, pin: Pinning) -> Placement:
+    """exo's ring: blocks by largest remainder in proportion to memory, devices by memory, largest first
+    (ties in file order); the first device with blocks also holds embed and the last the head. A unit
+    pinned to the edge stays there instead."""
+    n = cluster.model.n_units
+    devices = sorted(cluster.devices, key=lambda d: -d.memory_bytes)
+    shares = _largest_remainder(cluster.model.n_blocks, [float(d.memory_bytes) for d in devices])
+    placement, start = [], 1  # unit 1 is block.0
+    for device, share in zip(devices, shares, strict=True):
+        if share:
+            placement.append((device.name, start, start + share))
+            start += share
+    edge = cluster.edge.name
+    first, lo, hi = placement[0]
+    if not pin.embed or first == edge:
+        placement[0] = (first, 0, hi)
+    else:
+        placement.insert(0, (edge, 0, 1))
+    last, lo, hi = placement[-1]
+    if not pin.head or last == edge:
+        placement[-1] = (last, lo, n)
+    else:
+        placement.append((edge, n - 1, n))
+    return placement
+
+
+def _largest_remainder(total: int, weights: list[float]) -> list[int]:
+    """`total` whole items split in proportion to `weights`, rounding by largest remainder."""
+    exact = [total * w / sum(weights) for w in weights]
+    shares = [int(x) for x in exact]
+    for i in sorted(range(len(weights)), key=lambda i: (-(exact[i] - shares[i]), i))[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
 
 
 def _best_single_server(cluster: Cluster, w: Workload, codecs, pin: Pinning) -> Baseline:

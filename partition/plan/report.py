@@ -72,11 +72,11 @@ def format_plan(plan: Plan, cluster: Cluster, codecs: tuple[CodecSpec, ...] = DE
             "every link exact)"
         )
     lines += ["", "predicted: " + _summary(pred, w.new_tokens, w.sessions), ""]
-    lines.append(f"{'split':<20} {'TTFT':>10} {'TPOT':>10} {'total':>10} {'tok/s':>8}  objective vs plan")
+    lines.append(f"{'split':<31} {'TTFT':>10} {'TPOT':>10} {'total':>10} {'tok/s':>8}  objective vs plan")
     lines.append(_row("plan", pred, pred))
     for baseline in plan.baselines:
         if baseline.predicted is None:
-            lines.append(f"{baseline.name:<20} infeasible: {baseline.infeasible}")
+            lines.append(f"{baseline.name:<31} infeasible: {baseline.infeasible}")
         else:
             lines.append(_row(baseline.name, baseline.predicted, pred))
     return "\n".join(lines)
@@ -101,6 +101,6 @@ def _summary(pred: Prediction, new_tokens: int, sessions: int) -> str:
 def _row(name: str, pred: Prediction, plan: Prediction) -> str:
     ratio = pred.objective_s / plan.objective_s if plan.objective_s > 0 else 1.0
     return (
-        f"{name:<20} {seconds(pred.ttft_s):>10} {seconds(pred.tpot_s):>10} {seconds(pred.total_s):>10} "
+        f"{name:<31} {seconds(pred.ttft_s):>10} {seconds(pred.tpot_s):>10} {seconds(pred.total_s):>10} "
         f"{pred.tokens_per_s:>8.1f}  {ratio:.2f}x"
     )

@@ -97,6 +97,7 @@ def test_the_plan_is_never_worse_than_a_feasible_baseline(seed):
     assert [b.name for b in plan.baselines] == [
         "even",
         "memory_proportional",
+        "memory_proportional_edge_first",
         "edge_only",
         "best_single_server",
     ]
