@@ -12,9 +12,9 @@ address holds nothing: every worker gets its segment again (LoadSegment, same pl
 the next request, or, when it is back within seconds, the request under way resumes on a new session
 (partition/coordinator/resume.py). A worker that stays away ends the request, named by its device,
 unless serve has the cluster's profiles: then the plan is made again without it and deployed, and the
-request resumes on the new split (partition/coordinator/replan.py). Once its worker listens again, a
-request that starts while no other one runs first plans with it again (the requests that arrive
-meanwhile wait).
+request resumes on the new split (partition/coordinator/replan.py). Once its worker listens again, the
+next request to start first plans with it again: the requests under way end first (at most DRAIN_S),
+and the requests that arrive meanwhile wait.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 LOST_ADVICE = "start it again (or serve with --spawn-local) and send the prompt again"
 # A worker that did not answer a load: gone, or not back yet after one reconnect attempt.
 STILL_AWAY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# Seconds a take-back waits for the requests under way to end (new ones wait meanwhile); past that it
+# is put off to a later look (Failover.postpone), so that a busy server is not held up at every look.
+DRAIN_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,7 @@ class Answerer:
         self.failover = failover  # None: a worker that stays away ends the request
         self.replans = 0  # times a worker stayed away and the plan was made again without it
         self.rejoins = 0  # times a device planned around was back and a plan with it was deployed
-        self._changing = threading.Condition(self._counts)  # notified when a take-back ends
+        self._changing = threading.Condition(self._counts)  # notified when a take-back or a request ends
         self._taking_back = False  # a request is planning with returned devices: others wait to start
         # Deployments a re-plan replaced, each closed once no request runs on it (its edge segments
         # and channels go then); the requests under way, by the deployment they run on.
@@ -175,14 +179,14 @@ class Answerer:
         self._retired = []
 
     def _admit(self, session: ResumingSession) -> None:
-        """Count `session` as under way; when no other request runs and a device planned around is back,
-        first deploy a plan with it (requests starting meanwhile wait for that)."""
+        """Count `session` as under way. When a device planned around is back (looked for at most every
+        `recheck_s`), first deploy a plan with it: the requests under way end first (a drain of at most
+        DRAIN_S), and requests starting meanwhile wait for the take-back."""
         with self._changing:
             while self._taking_back:
                 self._changing.wait()
-            alone = not self._live
-            self._live.add(session)
-            if not alone or self.failover is None:
+            if self.failover is None:
+                self._live.add(session)
                 return
             self._taking_back = True
         try:
@@ -190,6 +194,7 @@ class Answerer:
         finally:
             with self._changing:
                 self._taking_back = False
+                self._live.add(session)
                 self._changing.notify_all()
 
     def _take_back(self) -> None:
@@ -197,6 +202,15 @@ class Answerer:
         and keep serving the plan as it is (the take-back is an improvement, never a request's end)."""
         returned = self.failover.returned()
         if not returned:
+            return
+        if not self._drained(DRAIN_S):
+            self.failover.postpone()
+            log.warning(
+                "%s back, but the requests under way did not end within %.0f s: serving plan %s epoch %d "
+                "as it is, next look in %.0f s",
+                ", ".join(sorted(returned)), DRAIN_S, self.deployment.plan.plan_id, self.deployment.plan.epoch,
+                self.failover.wait_s,
+            )  # fmt: skip
             return
         with self._reloading:
             old = self.deployment
@@ -238,10 +252,22 @@ class Answerer:
                 error,
             )
 
+    def _drained(self, timeout_s: float) -> bool:
+        """Wait until no request is under way, at most `timeout_s`; whether none is."""
+        deadline = time.monotonic() + timeout_s
+        with self._changing:
+            while self._live:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changing.wait(left)
+        return True
+
     def _forget(self, session: ResumingSession) -> None:
         """A request ended: close the replaced deployments no request runs on any more."""
-        with self._counts:
+        with self._changing:
             self._live.discard(session)
+            self._changing.notify_all()  # a take-back may be waiting for the requests under way
             in_use = {id(live.deployment) for live in self._live}
             idle = [d for d in self._retired if id(d) not in in_use]
             self._retired = [d for d in self._retired if id(d) in in_use]

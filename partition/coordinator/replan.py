@@ -11,10 +11,11 @@ written beside the plan file as `<plan>.epoch<N>.json`, and the request under wa
 (coordinator/resume.py).
 
 A device planned around is looked for again, at most every `recheck_s` seconds, when a request starts
-and no other one runs (the Answerer asks): once its worker listens again, the plan is made with it and,
-when that moves any layer, deployed as above (the returned worker loads its segment). Once every
-device is back, the plan served first comes back (one epoch on). A take-back that fails leaves the
-plan served as it was, and the next look waits twice as long.
+(the Answerer asks, and lets the requests under way end first): once its worker listens again, the
+plan is made with it and, when that moves any layer, deployed as above (the returned worker loads its
+segment). Once every device is back, the plan served first comes back (one epoch on). A take-back that
+fails leaves the plan served as it was, and the next look waits twice as long (as it does when the
+requests under way do not end in time).
 
     failover = Failover(cluster, addresses, transport, plan_path=Path("plan.json"))
     deployment = failover.redeploy(deployment, "server-b")   # DeployError, InfeasiblePlanError
@@ -119,10 +120,15 @@ class Failover:
         try:
             new = self._deploy_without(deployment, set(), unchanged=deployment.plan)
         except BaseException:
-            self.wait_s = min(max(2 * self.wait_s, 1.0), MAX_RECHECK_S)
+            self.postpone()
             raise
         self.wait_s = self.recheck_s
         return new
+
+    def postpone(self) -> None:
+        """A take-back did not happen (it failed, or requests under way did not end): the next look
+        waits twice as long, up to MAX_RECHECK_S."""
+        self.wait_s = min(max(2 * self.wait_s, 1.0), MAX_RECHECK_S)
 
     def _deploy_without(
         self, deployment: Deployment, lost: set[str], unchanged: Plan | None = None

@@ -3,6 +3,7 @@ the real worker processes left and the request under way ends with the tokens of
 once the worker is back, it is planned with again (coordinator/replan.py)."""
 
 import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -38,12 +39,13 @@ def two_workers(smollm2, tmp_path):
             worker.stop()
 
 
-def serving(smollm2, tmp_path, workers, memory_gb=None, recheck_s=RECHECK_S):
-    """(Answerer with a failover over the profiled cluster of `workers`, the plan file it re-plans from)."""
+def serving(smollm2, tmp_path, workers, memory_gb=None, recheck_s=RECHECK_S, sessions=1):
+    """An Answerer with a failover over the profiled cluster of `workers` (plan file tmp_path/plan.json),
+    serving `sessions` requests at once."""
     addresses = {name: worker.address for name, worker in workers.items()}
     cluster = profiled_cluster(smollm2, tmp_path, addresses, memory_gb or dict.fromkeys(workers, 8.0))
     plan = three_stage_plan(smollm2)
-    deployment = deploy(plan, addresses, max_context=128, max_sessions=1)
+    deployment = deploy(plan, addresses, max_context=128, max_sessions=sessions)
     failover = Failover(
         load_cluster(cluster), addresses, plan_path=tmp_path / "plan.json", recheck_s=recheck_s
     )
@@ -221,6 +223,66 @@ def test_requests_starting_during_a_take_back_wait_for_it_and_run_on_the_plan_wi
         for answer in answers:
             assert answer.plan.epoch == 3 and answer.resumes == 0
             assert answer.result.token_ids == whole.result.token_ids
+    finally:
+        answerer.close()
+
+
+def test_a_take_back_under_load_lets_the_request_under_way_end_first(smollm2, tmp_path, two_workers):
+    """server-b comes back while a request runs on the plan without it: the next request waits for that
+    one to end (a drain), then deploys the plan with server-b and runs on it; the first one is never
+    moved mid-answer."""
+    answerer = serving(smollm2, tmp_path, two_workers, recheck_s=0.0, sessions=2)
+    try:
+        whole = answerer.answer(request(answerer))
+        kill(two_workers["server-b"])
+        assert answerer.answer(request(answerer)).plan.epoch == 2
+        chunks, later = [], []
+        second = threading.Thread(target=lambda: later.append(answerer.answer(request(answerer))))
+
+        def bring_server_b_back_and_start_another_request(text: str) -> None:
+            chunks.append(text)
+            if len(chunks) == 3:
+                restart(two_workers, "server-b")
+                second.start()
+                for _ in range(300):  # until the second request is taking server-b back
+                    if answerer._taking_back:
+                        break
+                    time.sleep(0.01)
+                assert answerer._taking_back and answerer.rejoins == 0
+
+        under_way = answerer.answer(request(answerer), on_text=bring_server_b_back_and_start_another_request)
+        second.join(timeout=300)
+        assert under_way.plan.epoch == 2 and under_way.resumes == 0
+        assert under_way.result.token_ids == whole.result.token_ids
+        assert len(later) == 1 and later[0].plan.epoch == 3 and later[0].resumes == 0
+        assert later[0].result.token_ids == whole.result.token_ids and answerer.rejoins == 1
+    finally:
+        answerer.close()
+
+
+def test_a_take_back_that_cannot_drain_in_time_is_put_off(smollm2, tmp_path, two_workers, monkeypatch):
+    """A request under way that outlasts the drain: the request that found server-b back runs on the
+    plan served, and the next look waits twice as long."""
+    from partition.coordinator import answer
+
+    monkeypatch.setattr(answer, "DRAIN_S", 0.0)
+    answerer = serving(smollm2, tmp_path, two_workers, recheck_s=0.0, sessions=2)
+    try:
+        kill(two_workers["server-b"])
+        assert answerer.answer(request(answerer)).plan.epoch == 2
+        chunks, later = [], []
+
+        def bring_server_b_back_and_ask_again(text: str) -> None:
+            chunks.append(text)
+            if len(chunks) == 3:
+                restart(two_workers, "server-b")
+                asker = threading.Thread(target=lambda: later.append(answerer.answer(request(answerer))))
+                asker.start()
+                asker.join(timeout=300)
+
+        answerer.answer(request(answerer), on_text=bring_server_b_back_and_ask_again)
+        assert len(later) == 1 and later[0].plan.epoch == 2 and answerer.rejoins == 0
+        assert answerer.failover.lost == {"server-b"} and answerer.failover.wait_s == 1.0
     finally:
         answerer.close()
 
