@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         + "; ".join(closest(r) for r in results)
         + ")"
         + (
-            f"; wifi-edge memory_proportional {gain:.2f}x (target >= {WIFI_GAIN}x)"
+            f"; wifi-edge memory_proportional (exo's ring) {gain:.2f}x (target >= {WIFI_GAIN}x)"
             + (f", memory_proportional_edge_first {edge_first:.2f}x" if edge_first is not None else "")
             if gain is not None
             else ""

@@ -206,14 +206,20 @@ def print_tables(timing: list[dict], ratios: list[dict]) -> None:
             f"{r['size']:<32} {r['objective']:<16} {r['cluster']:<10} {r['seconds']:>9.3f} {med:>9} {p90:>9} "
             f"{r['limit_s']:>5.0f}s"
         )
-    names = ["even", "memory_proportional", "edge_only", "best_single_server"]
+    columns = {  # baseline -> its column's title
+        "even": "even",
+        "memory_proportional": "memory (exo)",
+        "memory_proportional_edge_first": "memory edge first",
+        "edge_only": "edge_only",
+        "best_single_server": "best_single_server",
+    }
     print(
         f"\n{'scenario (ratio = baseline / plan)':<56} {'plan':>9} "
-        + " ".join(f"{n[:19]:>19}" for n in names)
+        + " ".join(f"{title:>19}" for title in columns.values())
     )
     for r in ratios:
         cells = []
-        for n in names:
+        for n in columns:
             b = r["baselines"][n]
             cells.append(f"{b['ratio']:>18.2f}x" if "ratio" in b else f"{'infeasible':>19}")
         print(f"{r['scenario'][:56]:<56} {r['plan_s']:>8.3f}s " + " ".join(cells))

@@ -127,7 +127,7 @@ class Answerer:
         self.replans = 0  # times a worker stayed away and the plan was made again without it
         self.rejoins = 0  # times a device planned around was back and a plan with it was deployed
         self._changing = threading.Condition(self._counts)  # notified when a take-back or a request ends
-        self._taking_back = False  # a request is planning with returned devices: others wait to start
+        self._taking_back = False  # a request is looking for returned devices (and taking them back)
         # Deployments a re-plan replaced, each closed once no request runs on it (its edge segments
         # and channels go then); the requests under way, by the deployment they run on.
         self._retired: list[Deployment] = []
@@ -185,7 +185,7 @@ class Answerer:
         with self._changing:
             while self._taking_back:
                 self._changing.wait()
-            if self.failover is None:
+            if self.failover is None or not self.failover.due():  # nothing to look for: no probe
                 self._live.add(session)
                 return
             self._taking_back = True

@@ -105,10 +105,13 @@ class Failover:
         self.wait_s, self._looked = self.recheck_s, time.monotonic()  # the first look waits recheck_s
         return new
 
+    def due(self) -> bool:
+        """Whether a device is planned around and `wait_s` passed since the last look (or the re-plan)."""
+        return bool(self.lost) and time.monotonic() - self._looked >= self.wait_s
+
     def returned(self) -> set[str]:
-        """The devices planned around whose workers listen again; empty until `wait_s` passed since the
-        last look (or the re-plan)."""
-        if not self.lost or time.monotonic() - self._looked < self.wait_s:
+        """The devices planned around whose workers listen again; empty until `due`."""
+        if not self.due():
             return set()
         self._looked = time.monotonic()
         return self._listening(self.lost)
@@ -127,8 +130,9 @@ class Failover:
 
     def postpone(self) -> None:
         """A take-back did not happen (it failed, or requests under way did not end): the next look
-        waits twice as long, up to MAX_RECHECK_S."""
+        waits twice as long from now, up to MAX_RECHECK_S."""
         self.wait_s = min(max(2 * self.wait_s, 1.0), MAX_RECHECK_S)
+        self._looked = time.monotonic()
 
     def _deploy_without(
         self, deployment: Deployment, lost: set[str], unchanged: Plan | None = None

@@ -3,7 +3,8 @@
 - even: blocks split evenly over the edge and every server, in cluster-file order (vLLM's default).
 - memory_proportional: blocks in proportion to each device's memory, as exo places them: devices by
   memory, largest first, so the last blocks and the head land on the device with the least memory
-  (exo/topology/ring_memory_weighted_partitioning_strategy.py; its last shard holds the LM head).
+  (exo/topology/ring_memory_weighted_partitioning_strategy.py; its last shard holds the LM head). The
+  edge, which runs only at either end of our chain, goes first when it has the most memory, else last.
 - memory_proportional_edge_first: the same shares in cluster-file order, the edge first, and the head
   where it costs less: memory-proportional as favourable as it gets, so the comparison isolates the
   split of the blocks.
@@ -103,14 +104,17 @@ def _by_shares(cluster: Cluster, weights: list[float]) -> Placement:
 
 
 def _largest_memory_first(cluster: Cluster, pin: Pinning) -> Placement:
-    """exo's ring: blocks by largest remainder in proportion to memory, devices by memory, largest first
-    (ties in file order); the first device with blocks also holds embed and the last the head. A unit
-    pinned to the edge stays there instead."""
+    """exo's ring: devices by memory, largest first (ties in file order), each with the blocks from
+    floor(n x its start fraction) to floor(n x its end fraction) of the memory; the first device with
+    blocks also holds embed and the last the head. Here the edge runs only at either end of the chain,
+    so it goes first when it has the most memory, else last (where exo's ring puts the device with the
+    least). A unit pinned to the edge stays there instead."""
     n = cluster.model.n_units
-    devices = sorted(cluster.devices, key=lambda d: -d.memory_bytes)
-    shares = _largest_remainder(cluster.model.n_blocks, [float(d.memory_bytes) for d in devices])
+    servers = sorted(cluster.servers, key=lambda d: -d.memory_bytes)
+    edge_first = all(cluster.edge.memory_bytes >= d.memory_bytes for d in servers)
+    devices = [cluster.edge, *servers] if edge_first else [*servers, cluster.edge]
     placement, start = [], 1  # unit 1 is block.0
-    for device, share in zip(devices, shares, strict=True):
+    for device, share in zip(devices, _cumulative_floor(cluster.model.n_blocks, devices), strict=True):
         if share:
             placement.append((device.name, start, start + share))
             start += share
@@ -126,6 +130,18 @@ def _largest_memory_first(cluster: Cluster, pin: Pinning) -> Placement:
     else:
         placement.append((edge, n - 1, n))
     return placement
+
+
+def _cumulative_floor(n_blocks: int, devices) -> list[int]:
+    """Blocks per device as exo rounds them: boundaries at floor(n_blocks x cumulative memory fraction)
+    (fractions to 5 decimals, the last boundary n_blocks)."""
+    total = sum(d.memory_bytes for d in devices)
+    bounds, cumulative = [0], 0
+    for device in devices[:-1]:
+        cumulative += device.memory_bytes
+        bounds.append(int(round(cumulative / total, 5) * n_blocks))
+    bounds.append(n_blocks)
+    return [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 def _largest_remainder(total: int, weights: list[float]) -> list[int]:

@@ -3,7 +3,6 @@ the real worker processes left and the request under way ends with the tokens of
 once the worker is back, it is planned with again (coordinator/replan.py)."""
 
 import threading
-import time
 from dataclasses import replace
 
 import pytest
@@ -11,7 +10,13 @@ import pytest
 from partition.artifacts import load_plan
 from partition.coordinator.answer import Answerer
 from partition.coordinator.deploy import deploy
-from partition.coordinator.replan import RECHECK_S, Failover, check_cluster_fits, replan_without
+from partition.coordinator.replan import (
+    MAX_RECHECK_S,
+    RECHECK_S,
+    Failover,
+    check_cluster_fits,
+    replan_without,
+)
 from partition.errors import ConfigError, InfeasiblePlanError
 from partition.plan import load_cluster
 from partition.transport.client import StageCallError
@@ -238,17 +243,21 @@ def test_a_take_back_under_load_lets_the_request_under_way_end_first(smollm2, tm
         assert answerer.answer(request(answerer)).plan.epoch == 2
         chunks, later = [], []
         second = threading.Thread(target=lambda: later.append(answerer.answer(request(answerer))))
+        draining, drained = threading.Event(), answerer._drained
+
+        def drain_seen(timeout_s: float) -> bool:
+            draining.set()
+            return drained(timeout_s)
+
+        answerer._drained = drain_seen
 
         def bring_server_b_back_and_start_another_request(text: str) -> None:
             chunks.append(text)
             if len(chunks) == 3:
                 restart(two_workers, "server-b")
                 second.start()
-                for _ in range(300):  # until the second request is taking server-b back
-                    if answerer._taking_back:
-                        break
-                    time.sleep(0.01)
-                assert answerer._taking_back and answerer.rejoins == 0
+                # the second request found server-b back and waits for this one to end
+                assert draining.wait(timeout=60) and answerer.rejoins == 0
 
         under_way = answerer.answer(request(answerer), on_text=bring_server_b_back_and_start_another_request)
         second.join(timeout=300)
@@ -351,6 +360,20 @@ def test_a_cluster_that_cannot_replan_the_plan_is_refused(smollm2, tmp_path):
         check_cluster_fits(replace(plan, model=replace(plan.model, digest="sha256:other")), cluster)
     with pytest.raises(ConfigError, match="is the edge"):
         cluster.without(["phone"])
+
+
+def test_a_take_back_put_off_waits_twice_as_long_from_then(smollm2, tmp_path):
+    addresses = {"server-a": "127.0.0.1:1", "server-b": "127.0.0.1:2"}
+    cluster = load_cluster(profiled_cluster(smollm2, tmp_path, addresses, {"server-a": 8.0, "server-b": 8.0}))
+    failover = Failover(cluster, addresses, recheck_s=60.0)
+    assert not failover.due()  # nothing planned around
+    failover.lost, failover.wait_s = {"server-b"}, 0.0
+    assert failover.due()
+    failover.postpone()  # a drain ran out, or the take-back failed
+    assert failover.wait_s == 1.0 and not failover.due()  # counted from now, not from the look before
+    failover.wait_s = 200.0
+    failover.postpone()
+    assert failover.wait_s == MAX_RECHECK_S
 
 
 def test_no_server_listening_and_an_edge_too_small_is_infeasible(smollm2, tmp_path):

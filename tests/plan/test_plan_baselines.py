@@ -28,12 +28,15 @@ def stages_of(plan, name: str) -> list[tuple[str, int, int]]:
     ("memory_gb", "pin", "expected"),
     [
         # exo's ring: largest memory first (ties in file order), so the 1 GB edge takes the last 2 blocks
-        # and the head; the edge keeps embed, pinned
+        # (boundaries at floor(30 x 8/17) = 14 and floor(30 x 16/17) = 28) and the head; the edge keeps
+        # embed, pinned
         ((1, 8, 8), Pinning(), [("edge", 0, 1), ("server-a", 1, 15), ("server-b", 15, 29), ("edge", 29, N)]),
         # without the pin the first server takes embed, as exo's first shard does
         ((1, 8, 8), Pinning(embed=False), [("server-a", 0, 15), ("server-b", 15, 29), ("edge", 29, N)]),
-        # more memory on server-b puts it first
-        ((1, 4, 8), Pinning(), [("edge", 0, 1), ("server-b", 1, 20), ("server-a", 20, 29), ("edge", 29, N)]),
+        # more memory on server-b puts it first; boundaries at floor(30 x 8/13) = 18, floor(30 x 12/13) = 27
+        ((1, 4, 8), Pinning(), [("edge", 0, 1), ("server-b", 1, 19), ("server-a", 19, 28), ("edge", 28, N)]),
+        # an edge between the servers in memory still runs last: it can only end the chain
+        ((4, 8, 1), Pinning(), [("edge", 0, 1), ("server-a", 1, 19), ("server-b", 19, 21), ("edge", 21, N)]),
         # the edge with the most memory goes first and holds embed with its blocks; the head follows the
         # last shard onto server-b
         ((8, 1, 1), Pinning(), [("edge", 0, 25), ("server-a", 25, 28), ("server-b", 28, N)]),
