@@ -39,8 +39,7 @@ def baselines(
     cluster: Cluster, w: Workload, codecs: tuple[CodecSpec, ...], pin: Pinning
 ) -> tuple[Baseline, ...]:
     even = _by_shares(cluster, [1.0] * len(cluster.devices))
-    memory = [float(d.memory_bytes) for d in cluster.devices]
-    by_memory = _by_shares(cluster, memory)
+    by_memory = _by_shares(cluster, [float(d.memory_bytes) for d in cluster.devices])
     return (
         _best(cluster, "even", _head_either_way(even, pin), w, codecs, pin),
         _predict(cluster, "memory_proportional", _largest_memory_first(cluster, pin), w, codecs, pin),
@@ -91,12 +90,7 @@ def _by_shares(cluster: Cluster, weights: list[float]) -> Placement:
     ]
     shares = _largest_remainder(n_blocks, weights)
     n = n_blocks + 2
-    placement = [(devices[0].name, 0, 1 + shares[0])]
-    start = 1 + shares[0]
-    for device, share in zip(devices[1:], shares[1:], strict=True):
-        if share:
-            placement.append((device.name, start, start + share))
-            start += share
+    placement = [(devices[0].name, 0, 1 + shares[0])] + _in_turn(devices[1:], shares[1:], 1 + shares[0])
     if len(placement) == 1:
         return [(devices[0].name, 0, n)]
     placement.append((devices[0].name, n - 1, n))
@@ -113,11 +107,7 @@ def _largest_memory_first(cluster: Cluster, pin: Pinning) -> Placement:
     servers = sorted(cluster.servers, key=lambda d: -d.memory_bytes)
     edge_first = all(cluster.edge.memory_bytes >= d.memory_bytes for d in servers)
     devices = [cluster.edge, *servers] if edge_first else [*servers, cluster.edge]
-    placement, start = [], 1  # unit 1 is block.0
-    for device, share in zip(devices, _cumulative_floor(cluster.model.n_blocks, devices), strict=True):
-        if share:
-            placement.append((device.name, start, start + share))
-            start += share
+    placement = _in_turn(devices, _cumulative_floor(cluster.model.n_blocks, devices), 1)  # unit 1: block.0
     edge = cluster.edge.name
     first, lo, hi = placement[0]
     if not pin.embed or first == edge:
@@ -129,6 +119,16 @@ def _largest_memory_first(cluster: Cluster, pin: Pinning) -> Placement:
         placement[-1] = (last, lo, n)
     else:
         placement.append((edge, n - 1, n))
+    return placement
+
+
+def _in_turn(devices, shares: list[int], start: int) -> Placement:
+    """Each device in turn holding its share of units from `start` on; devices with no share left out."""
+    placement = []
+    for device, share in zip(devices, shares, strict=True):
+        if share:
+            placement.append((device.name, start, start + share))
+            start += share
     return placement
 
 
