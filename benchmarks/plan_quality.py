@@ -16,7 +16,8 @@ Targets: the chosen plan's TPOT at most 5 % above every baseline's, in every lab
 memory_proportional's TPOT at least 1.3x the chosen plan's (memory_proportional_edge_first's ratio,
 the same shares with the edge first and the head where it costs less, is printed beside it). A
 baseline that is the chosen split (best_single_server often is) is measured and shown, but it
-measures only the host's noise, so the first target does not judge it. Needs root (the lab); ends with one summary line.
+measures only the host's noise, so the first target does not judge it. Needs root (the lab); ends with
+one summary line.
 """
 
 from __future__ import annotations
