@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,6 +37,9 @@ class LocalWorker:
     address: str  # host:port it serves on
     process: subprocess.Popen
     log_path: Path  # its stderr and stdout
+    # The temporary folder made for it when the caller named no log_dir: removed once the worker
+    # exits cleanly, kept (and named in a warning) when it did not, so its log can be read.
+    scratch_dir: Path | None = None
     _terminated: bool = field(default=False, repr=False)
 
     @property
@@ -50,7 +54,7 @@ class LocalWorker:
         if self.alive():
             self.terminate()
             try:
-                return self.process.wait(timeout_s)
+                self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 log.warning(
                     "worker %s (pid %d) ignored SIGTERM for %.0f s; killing it",
@@ -59,7 +63,20 @@ class LocalWorker:
                     timeout_s,
                 )
                 self.process.kill()
-        return self.process.wait()
+        code = self.process.wait()
+        self._tidy(code)
+        return code
+
+    def _tidy(self, code: int) -> None:
+        if self.scratch_dir is None:
+            return
+        if code == 0:
+            shutil.rmtree(self.scratch_dir, ignore_errors=True)
+        else:
+            log.warning(
+                "worker %s exited with code %d; its log is kept at %s", self.name, code, self.log_path
+            )
+        self.scratch_dir = None
 
     def terminate(self) -> None:
         """Send SIGTERM once, without waiting (stop_workers stops many at once)."""
@@ -82,6 +99,7 @@ def spawn_worker(
 ) -> LocalWorker:
     """Start `partition worker` in a new process and wait until it serves; extra_args go to the CLI."""
     workdir = Path(tempfile.mkdtemp(prefix=f"partition-worker-{name}-", dir=log_dir))
+    scratch_dir = workdir if log_dir is None else None
     ready = workdir / "ready.json"
     log_path = workdir / "worker.log"
     command = [
@@ -117,7 +135,7 @@ def spawn_worker(
             )
         time.sleep(0.05)
     info = json.loads(ready.read_text())
-    return LocalWorker(name, info["address"], process, log_path)
+    return LocalWorker(name, info["address"], process, log_path, scratch_dir)
 
 
 def stop_workers(workers: list[LocalWorker], timeout_s: float = 10.0) -> list[int]:

@@ -1,0 +1,27 @@
+"""Local worker processes (serve --spawn-local, tests, benchmarks) leave no temporary folder behind
+when they exit cleanly, and keep the log of one that did not."""
+
+import os
+import shutil
+import signal
+
+from partition.transport.local import spawn_worker
+
+
+def test_a_clean_stop_removes_the_workers_temporary_folder():
+    worker = spawn_worker("tidy", extra_args=("--threads", "1"))
+    folder = worker.log_path.parent
+    assert folder.is_dir() and worker.log_path.exists()
+    assert worker.stop() == 0
+    assert not folder.exists()
+
+
+def test_a_killed_worker_keeps_its_log():
+    worker = spawn_worker("killed", extra_args=("--threads", "1"))
+    folder = worker.log_path.parent
+    try:
+        os.kill(worker.pid, signal.SIGKILL)
+        assert worker.stop() == -signal.SIGKILL
+        assert worker.log_path.exists() and "serving" in worker.log_text().lower()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
