@@ -8,6 +8,7 @@ gets it and checks that the bytes fit it exactly.
 from __future__ import annotations
 
 import math
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -48,7 +49,10 @@ def check_input(codec: str, x: torch.Tensor) -> torch.Tensor:
         raise CodecError(f"{codec}: expected float32 activations, got {x.dtype}; convert with x.float()")
     if x.device.type != "cpu":
         raise CodecError(f"{codec}: expected a CPU tensor, got one on {x.device}; move it with x.cpu()")
-    return x.detach().contiguous()
+    # Only the calls needed: each costs tens of microseconds on a stage's cold cache.
+    if x.requires_grad:
+        x = x.detach()
+    return x if x.is_contiguous() else x.contiguous()
 
 
 def check_shape(codec: str, shape: Sequence[int]) -> Shape:
@@ -74,7 +78,17 @@ def numel(shape: Shape) -> int:
     return math.prod(shape)
 
 
+# Little-endian numpy dtypes torch can read straight from a buffer on a little-endian host. One torch
+# call instead of numpy's three: a stage decodes a hidden state per token right after its compute has
+# evicted the caches, and there each call costs tens of microseconds (benchmarks/transport.py).
+_TORCH_DTYPES = {"<f4": torch.float32, "<f2": torch.float16, "<i2": torch.int16}
+LITTLE_ENDIAN = sys.byteorder == "little"
+
+
 def tensor_from(data: bytes | bytearray | memoryview, dtype: str, shape: Shape) -> torch.Tensor:
     """A new writable tensor over a copy of `data`, read as the little-endian numpy `dtype`."""
+    torch_dtype = _TORCH_DTYPES.get(dtype) if LITTLE_ENDIAN else None
+    if torch_dtype is not None and len(data):
+        return torch.frombuffer(bytearray(data), dtype=torch_dtype).view(shape)
     array = np.frombuffer(data, dtype=dtype).copy()
     return torch.from_numpy(array).reshape(shape)

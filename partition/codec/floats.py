@@ -11,7 +11,15 @@ from collections.abc import Sequence
 
 import torch
 
-from partition.codec.base import Codec, check_input, check_shape, check_size, numel, tensor_from
+from partition.codec.base import (
+    LITTLE_ENDIAN,
+    Codec,
+    check_input,
+    check_shape,
+    check_size,
+    numel,
+    tensor_from,
+)
 from partition.errors import CodecError
 
 FP16_MAX = 65504.0  # largest finite fp16 value
@@ -26,7 +34,8 @@ class Raw(Codec):
     bytes_per_value = 4.0
 
     def encode(self, x: torch.Tensor) -> bytes:
-        return check_input(self.name, x).numpy().astype("<f4", copy=False).tobytes()
+        array = check_input(self.name, x).numpy()
+        return (array if LITTLE_ENDIAN else array.astype("<f4")).tobytes()
 
     def decode(self, data: bytes, shape: Sequence[int]) -> torch.Tensor:
         dims = check_shape(self.name, shape)

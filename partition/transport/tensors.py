@@ -14,7 +14,8 @@ import math
 import numpy as np
 import torch
 
-from partition.errors import ConfigError
+from partition.codec import get_codec
+from partition.errors import CodecError, ConfigError
 from partition.runtime.errors import InvalidRequestError
 from partition.transport.generated import tensor_pb2
 
@@ -33,9 +34,7 @@ def to_proto(x: torch.Tensor, codec: str = RAW) -> tensor_pb2.Tensor:
     if x.dtype.is_floating_point:
         if x.dim() != 3:
             raise ValueError(f"activations must be [batch, seq, width], got shape {list(x.shape)}")
-        from partition.codec import get_codec
-
-        x_BSD = x.detach().to(device="cpu", dtype=torch.float32)
+        x_BSD = x if x.dtype == torch.float32 and x.device.type == "cpu" else x.to("cpu", torch.float32)
         data = get_codec(codec or RAW).encode(x_BSD)
         return tensor_pb2.Tensor(shape=x.shape, dtype=tensor_pb2.DTYPE_FLOAT32, codec=codec or RAW, data=data)
     if x.dim() != 2:
@@ -83,9 +82,6 @@ def from_proto(msg: tensor_pb2.Tensor, max_elements: int = MAX_ELEMENTS) -> torc
             )
         ids = np.frombuffer(msg.data, dtype="<i4").astype(np.int64)
         return torch.from_numpy(ids).reshape(shape)
-    from partition.codec import get_codec
-    from partition.errors import CodecError
-
     try:
         codec = get_codec(msg.codec or RAW)
     except ConfigError as error:
