@@ -7,9 +7,13 @@
   no tensor is made, so the chain's shape (K + 1 hops, a hand-off to the RETURN stream) is all it
   measures: our stage chain minus its per-step work (message parsing, checks, tensor decode and
   encode, hop records).
+- Computing relay chain: the same, but each relay first streams W weights through the CPU per
+  message (one matrix-vector product, as a transformer block does for one token), and adds the
+  seconds it took to the float64 in the payload's first 8 bytes. The client takes that sum off the
+  pass: what is left is the relay's transport, run on the caches a stage's compute leaves behind.
 
 Each server is its own process (`python benchmarks/grpc_reference.py echo READY` or `relay READY
-[DOWNSTREAM]`), which writes its port to the file READY once it listens.
+WEIGHTS [DOWNSTREAM]`), which writes its port to the file READY once it listens.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -46,13 +51,16 @@ async def serve_echo(ready: Path) -> None:
     await _serve(grpc.method_handlers_generic_handler("bench.Echo", handlers), ready)
 
 
-async def serve_relay(ready: Path, downstream: str) -> None:
+async def serve_relay(ready: Path, weights: int, downstream: str) -> None:
     returned: asyncio.Queue[bytes] = asyncio.Queue()
     channel = grpc.aio.insecure_channel(downstream, options=GRPC_OPTIONS) if downstream else None
+    compute = _matrix_vector(weights) if weights else None
 
     async def chain(request_iterator, context):
         out = channel.stream_stream(RELAY_CHAIN)() if channel is not None else None
         async for message in request_iterator:
+            if compute is not None:
+                message = compute(message)
             if out is not None:
                 await out.write(message)
             else:
@@ -71,6 +79,27 @@ async def serve_relay(ready: Path, downstream: str) -> None:
         "Return": grpc.stream_stream_rpc_method_handler(return_),
     }
     await _serve(grpc.method_handlers_generic_handler("bench.Relay", handlers), ready)
+
+
+def _matrix_vector(weights: int):
+    """A per-message step that streams `weights` float32 values through the CPU, as a block does for
+    one token, and adds its seconds to the payload's leading float64."""
+    import torch
+
+    torch.set_num_threads(1)
+    width = 576  # SmolLM2-135M's hidden size; the weight bytes are what matter
+    matrix = torch.randn(max(1, weights // width), width)
+    vector = torch.randn(width)
+
+    def step(message: bytes) -> bytes:
+        start = time.perf_counter()
+        torch.mv(matrix, vector)
+        spent = time.perf_counter() - start
+        out = bytearray(message)
+        struct.pack_into("<d", out, 0, struct.unpack_from("<d", out)[0] + spent)
+        return bytes(out)
+
+    return step
 
 
 async def _serve(handler, ready: Path) -> None:
@@ -97,12 +126,13 @@ def start_echo() -> tuple[subprocess.Popen, str]:
     return _start("echo")
 
 
-def start_relays(k: int) -> tuple[list[subprocess.Popen], str, str]:
-    """K relay processes chained last to first: (processes, first address, last address)."""
-    process, last = _start("relay")
+def start_relays(k: int, weights: int = 0) -> tuple[list[subprocess.Popen], str, str]:
+    """K relay processes chained last to first: (processes, first address, last address). With
+    `weights`, each streams that many float32 values through the CPU per message."""
+    process, last = _start("relay", str(weights))
     processes, first = [process], last
     for _ in range(k - 1):
-        process, first = _start("relay", first)
+        process, first = _start("relay", str(weights), first)
         processes.append(process)
     return processes, first, last
 
@@ -154,14 +184,15 @@ async def relay_chain(
     """(median seconds for `size` bytes through the relay chain and back, echo one-way seconds of `size`).
 
     Before each pass, one echo round trip (measured in the same moments) and `idle_s` of sleep: our
-    stages compute that long per step, and a process woken after a pause answers slower.
+    stages compute that long per step, and a process woken after a pause answers slower. The seconds
+    computing relays report in the payload are taken off each pass.
     """
     chain_channel = grpc.aio.insecure_channel(first, options=GRPC_OPTIONS)
     return_channel = grpc.aio.insecure_channel(last, options=GRPC_OPTIONS)
     chain = chain_channel.stream_stream(RELAY_CHAIN)()
     returned = return_channel.stream_stream(RELAY_RETURN)()
     echo = Echo(echo_address)
-    payload, passes = os.urandom(size), []
+    payload, passes = bytes(8) + os.urandom(size - 8), []  # leading float64 0.0: no compute yet
     try:
         await returned.write(b"")  # opens the RETURN stream on the last relay
         for _ in range(steps + WARMUP):
@@ -169,8 +200,8 @@ async def relay_chain(
             await asyncio.sleep(idle_s)
             start = time.perf_counter()
             await chain.write(payload)
-            await returned.read()
-            passes.append(time.perf_counter() - start)
+            reply = await returned.read()
+            passes.append(time.perf_counter() - start - struct.unpack_from("<d", reply)[0])
         return statistics.median(passes[WARMUP:]), echo.one_way_s()[size]
     finally:
         chain.cancel()
@@ -185,4 +216,5 @@ if __name__ == "__main__":
     if kind == "echo":
         asyncio.run(serve_echo(Path(ready_file)))
     else:
-        asyncio.run(serve_relay(Path(ready_file), rest[0] if rest else ""))
+        weights, *downstream = rest
+        asyncio.run(serve_relay(Path(ready_file), int(weights), downstream[0] if downstream else ""))

@@ -13,7 +13,9 @@ benchmarks/grpc_reference.py (an echo server, a relay chain) in processes of the
    moments. Both ends of the echo then sit idle between messages as a stage does between tokens
    (waking an idle process costs: a 2.3 KB echo's RTT doubles with pauses of 20 ms). The hot,
    back-to-back echo is reported too. Target: at most 1.5x. For scale, a relay chain of K processes
-   that forward the bytes and do nothing else, measured the same way: what the chain's shape costs.
+   that forward the bytes and do nothing else, measured the same way: what the chain's shape costs;
+   and the same relays each streaming one block's weights through the CPU per message (its compute
+   time taken off): what forwarding costs on the caches a stage's compute leaves behind.
 2. TPOT. The whole model split evenly over K stages (head on the last; it returns the top logits of
    the last position, as serve asks for greedy sampling) against single-process TPOT plus the hop costs of 1 (links carrying more than a hidden
    state add the hot echo's extra time for their size). Single-process and split runs alternate in
@@ -180,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     workers = [spawn_worker(f"stage-{i}", extra_args=("--threads", str(args.threads))) for i in range(k)]
     echo_process, echo_address = start_echo()
     relays, first_relay, last_relay = start_relays(k)
+    block_weights = sum(p.numel() for p in load_segment(source, Segment(2, 3)).parameters())
+    computing, first_computing, last_computing = start_relays(k, block_weights)
     try:
         addresses = [w.address for w in workers]
         _, thin_steps, echo = asyncio.run(
@@ -190,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         hidden_size = link_sizes(thin_steps[-1][1])[1]
         relay_pass_s, relay_echo_s = asyncio.run(
             relay_chain(first_relay, last_relay, echo_address, hidden_size, n_steps, thin_compute_s)
+        )
+        computing_pass_s, computing_echo_s = asyncio.run(
+            relay_chain(first_computing, last_computing, echo_address, hidden_size, n_steps, 0.0)
         )
         # Single process and split alternate in rounds: load from neighbours on a shared host hits both.
         single_s, split_steps = [], []
@@ -204,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for worker in workers:
             worker.stop()
-        for process in [echo_process, *relays]:
+        for process in [echo_process, *relays, *computing]:
             process.terminate()
             process.wait()
 
@@ -217,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     hop_s = overhead_s / len(thin_sizes)  # our cost of one hop of a hidden state
     relay_hop_s = relay_pass_s / len(thin_sizes)
     relay_ratio = relay_hop_s / relay_echo_s
+    computing_hop_s = computing_pass_s / len(thin_sizes)
+    computing_ratio = computing_hop_s / computing_echo_s
     # 2. TPOT of the whole model split, against single process + hop costs
     split_sizes = link_sizes(split_steps[-1][1])
     hidden = thin_sizes[1]  # a hidden state's message: the size hop_s was measured with
@@ -239,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  relay chain ({k} processes forwarding {hidden_size} B, nothing parsed): {relay_hop_s * 1e3:.3f} ms/hop, "
         f"{relay_ratio:.2f}x its echo ({relay_echo_s * 1e3:.3f} ms one way); our hop = {hop_s / relay_hop_s:.2f}x a relay hop"
+    )
+    print(
+        f"  computing relay chain (each streams a block's {block_weights * 4 / 1e6:.1f} MB of weights per message, "
+        f"compute taken off): {computing_hop_s * 1e3:.3f} ms/hop, {computing_ratio:.2f}x its echo "
+        f"({computing_echo_s * 1e3:.3f} ms one way); our hop = {hop_s / computing_hop_s:.2f}x a computing relay hop"
     )
     print(f"2. TPOT: stages {[str(s) for s in whole]}")
     split_links = links_table(split_steps, workers, hot, hot)
@@ -268,6 +282,13 @@ def main(argv: list[str] | None = None) -> int:
                 "echo_one_way_s": relay_echo_s,
                 "ratio_vs_bare_echo": relay_ratio,
             },
+            "computing_relay_chain": {
+                "weights_per_message": block_weights,
+                "per_hop_s": computing_hop_s,
+                "echo_one_way_s": computing_echo_s,
+                "ratio_vs_bare_echo": computing_ratio,
+                "our_hop_ratio": hop_s / computing_hop_s,
+            },
         },
         "tpot": {
             "stages": [str(s) for s in whole],
@@ -284,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     args.json.write_text(json.dumps(report, indent=2))
     print(
         f"transport: hop overhead {ratio:.2f}x a bare gRPC echo at the same message rate ({hop_s * 1e3:.3f} ms/hop; "
-        f"{overhead_s / hot_s:.2f}x a hot echo; a relay chain doing nothing {relay_ratio:.2f}x; target <= 1.5x); split TPOT {split_tpot * 1e3:.1f} ms vs single + "
+        f"{overhead_s / hot_s:.2f}x a hot echo; a relay chain doing nothing {relay_ratio:.2f}x, one computing as the stages do {computing_ratio:.2f}x; target <= 1.5x); split TPOT {split_tpot * 1e3:.1f} ms vs single + "
         f"hops {predicted * 1e3:.1f} ms ({tpot_error:+.1%}, target within 15%); tokens match: {match}; JSON in {args.json}"
     )
     return 0
