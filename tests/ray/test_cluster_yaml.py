@@ -20,7 +20,7 @@ from ray.autoscaler._private.util import prepare_config, validate_config  # noqa
 from tests.ray.helpers import SOURCE_ROOT  # noqa: E402
 
 CONFIG = SOURCE_ROOT / "cluster" / "ray" / "cluster.yaml"
-DEVICES = {"phone", "server-a", "server-b"}  # as cluster/ray/README.md's plan names them
+DEVICES = {"phone", "server-a", "server-b"}  # as the README's Ray section and cluster.yaml name them
 
 
 @pytest.fixture(scope="module")
