@@ -69,7 +69,7 @@ class ServingStats:
             Gauge("partition_requests_running", "Requests generating now.", lambda: answerer.running),
             Gauge(
                 "partition_requests_waiting",
-                "Requests waiting for a session slot now.",
+                "Requests waiting now, for a session slot or for a device's take-back.",
                 lambda: answerer.waiting,
             ),
             CountRead(

@@ -114,8 +114,7 @@ class Answerer:
         self.eos_ids = tuple(sorted(set(deployment.source.spec.eos_token_ids) | set(self.tokenizer.eos_ids)))
         self._slots = threading.BoundedSemaphore(max(1, deployment.max_sessions))
         self._counts = threading.Lock()
-        self.waiting = 0  # requests waiting for a session slot now
-        self.running = 0  # requests generating now
+        self.waiting = 0  # requests waiting now: for a session slot, or behind (or draining for) a take-back
         self.reloads = 0  # times the workers were loaded again after one went away
         self._reloading = threading.Lock()
         self._reload_tries = 0  # reloads begun, failed or not (see _load_workers_again)
@@ -183,10 +182,15 @@ class Answerer:
         `recheck_s`), first deploy a plan with it: the requests under way end first (a drain of at most
         DRAIN_S), and requests starting meanwhile wait for the take-back."""
         with self._changing:
-            while self._taking_back:
-                self._changing.wait()
+            self.waiting += 1  # until it is under way: it generates nothing meanwhile
+            try:
+                while self._taking_back:
+                    self._changing.wait()
+            except BaseException:
+                self.waiting -= 1
+                raise
             if self.failover is None or not self.failover.due():  # nothing to look for: no probe
-                self._live.add(session)
+                self._under_way(session)
                 return
             self._taking_back = True
         try:
@@ -194,8 +198,18 @@ class Answerer:
         finally:
             with self._changing:
                 self._taking_back = False
-                self._live.add(session)
+                self._under_way(session)
                 self._changing.notify_all()
+
+    def _under_way(self, session: ResumingSession) -> None:
+        """Under `_changing`: the request leaves the waiting ones and starts generating."""
+        self.waiting -= 1
+        self._live.add(session)
+
+    @property
+    def running(self) -> int:
+        """Requests generating now."""
+        return len(self._live)
 
     def _take_back(self) -> None:
         """Deploy a plan with the devices planned around whose workers listen again; on failure, log why
@@ -327,8 +341,7 @@ class Answerer:
 
     @contextlib.contextmanager
     def _slot(self):
-        """Hold one of the workers' session slots, waiting for one if all are taken; counted while
-        waiting and while generating."""
+        """Hold one of the workers' session slots, waiting (counted) for one if all are taken."""
         with self._counts:
             self.waiting += 1
         try:
@@ -336,13 +349,9 @@ class Answerer:
         finally:
             with self._counts:
                 self.waiting -= 1
-        with self._counts:
-            self.running += 1
         try:
             yield
         finally:
-            with self._counts:
-                self.running -= 1
             self._slots.release()
 
     def _named(self, error: StageCallError) -> StageCallError:

@@ -258,6 +258,7 @@ def test_a_take_back_under_load_lets_the_request_under_way_end_first(smollm2, tm
                 second.start()
                 # the second request found server-b back and waits for this one to end
                 assert draining.wait(timeout=60) and answerer.rejoins == 0
+                assert (answerer.running, answerer.waiting) == (1, 1)  # draining is waiting
 
         under_way = answerer.answer(request(answerer), on_text=bring_server_b_back_and_start_another_request)
         second.join(timeout=300)
