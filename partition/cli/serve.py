@@ -171,10 +171,13 @@ def _run_on_ray(args: argparse.Namespace, plan, http, labels) -> int:
         ray_stages(plan, args.ray, transport_config(args), args.threads, spare=spare) as stages,
     ):
         failover = (
-            Failover(cluster, stages.addresses, stages.transport, args.plan) if cluster is not None else None
+            Failover(cluster, stages.addresses, stages.transport, args.plan, revive=stages.revive)
+            if cluster is not None
+            else None
         )
         # a stage actor that died is started again on its node, at its address, and the request
-        # resumes; one whose node is gone is planned around (with the profiles)
+        # resumes; one whose node is gone is planned around (with the profiles), and taken back in a
+        # new actor once a node advertises its device again
         advice = "serve could not start its stage actor again (see why above): run serve again"
         return _serve(
             args, plan, stages.addresses, stages.transport, http, labels, stages.restart_dead, failover,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -82,12 +82,16 @@ class Failover:
         transport=None,
         plan_path: Path | None = None,
         recheck_s: float = RECHECK_S,
+        revive: Callable[[set[str]], Mapping[str, str]] | None = None,
     ) -> None:
         """`cluster`: the devices and profiles the plan was made from; `addresses`: each server's worker
         (host:port); `plan_path`: the plan file, beside which every new plan is written; `recheck_s`:
-        seconds between looks for a device planned around (0: at every request)."""
+        seconds between looks for a device planned around (0: at every request); `revive`: called at
+        each look with the devices planned around, starts workers for those it can and returns their
+        new addresses (serve --ray: a node that comes back is a new node, its stage a new actor)."""
         self.cluster = cluster
-        self.addresses = addresses
+        self.addresses = dict(addresses)
+        self.revive = revive
         self.transport = transport
         self.plan_path = plan_path
         self.recheck_s = recheck_s
@@ -113,6 +117,11 @@ class Failover:
         """The devices planned around whose workers listen again; empty until `due`."""
         if not self.due():
             return set()
+        if self.revive is not None:
+            try:
+                self.addresses.update(self.revive(set(self.lost)))
+            except Exception as error:  # the cluster did not answer: the next look tries again
+                log.warning("looking for %s again failed: %s", ", ".join(sorted(self.lost)), error)
         self._looked = time.monotonic()
         return self._listening(self.lost)
 

@@ -5,7 +5,9 @@ the custom resource `device:<name>` of its device. The actors start the ordinary
 the coordinator (this process, the job's driver, on the edge) then deploys the plan on their
 addresses and serves as usual. Ray places and supervises; activations go over the gRPC chain. A stage
 actor that dies is started again on its node at the same address when serve asks (`restart_dead`,
-before it reloads the workers), so a request under way resumes as with any restarted worker.
+before it reloads the workers), so a request under way resumes as with any restarted worker. A device
+planned around because its node went away gets a new actor once a node advertises it again (`revive`,
+when serve looks for devices back): a node that returns is a new node to Ray.
 
     with ray_stages(plan, "auto") as stages:        # ray.init, one actor per remote stage, addresses
         deployment = deploy(plan, stages.addresses, stages.transport)
@@ -45,6 +47,9 @@ STOP_TIMEOUT_S = 15.0  # seconds for the actors to stop gracefully before they a
 CONNECT_TIMEOUT_S = 5.0  # seconds for the GCS address to accept a TCP connection
 DEATH_NOTICE_S = 5.0  # seconds to let Ray report a dead actor after a broken connection
 RESTART_BACKOFF_S = 30.0  # seconds after a stage failed to start again before the next try
+# seconds for a device's new actor to start when its device is back (requests wait meanwhile: a
+# take-back holds them, so this is shorter than a first start)
+REVIVE_TIMEOUT_S = 60.0
 # gRPC codes that mean "the peer went away": worth waiting for Ray to say which actor died
 _CONNECTION_CODES = {"UNAVAILABLE", "CANCELLED", "ABORTED", "DEADLINE_EXCEEDED", "INTERNAL"}
 
@@ -173,6 +178,53 @@ class RayStages:
                     continue
                 log.warning("stage %s (%s) died (%s): starting it again there", device, old.where(), why)
                 self._start_again(device, old, start_timeout_s)
+
+    def revive(self, devices: Iterable[str], start_timeout_s: float = REVIVE_TIMEOUT_S) -> dict[str, str]:
+        """Start a new stage actor for each of `devices` (planned around) that has none serving, on a
+        node that advertises the device now, at any port. device -> address of each one that started;
+        one that did not start is left out (logged) and looked for again at the next look."""
+        import ray
+
+        with self._lock:
+            if self._stopped:
+                return {}
+            dead = self.dead()
+            advertised = device_nodes()
+            wanted = [
+                device
+                for device in sorted(devices)
+                if device in self._options
+                and (device in dead or device not in self.placements)
+                and advertised.get(device)
+            ]
+            refs = {}
+            for device in wanted:
+                if device in self._actors:  # dead: make sure Ray never starts it again behind our back
+                    ray.kill(self._actors[device], no_restart=True)
+                refs[device] = self._launch(device, self._options[device])
+            ready, _ = (
+                ray.wait(list(refs.values()), num_returns=len(refs), timeout=start_timeout_s)
+                if refs
+                else ([], [])
+            )
+            started = {}
+            for device, ref in refs.items():
+                try:
+                    if ref not in ready:
+                        raise TimeoutError(f"it did not start within {start_timeout_s:g} s")
+                    self._placed(device, ray.get(ref))
+                except (ray.exceptions.RayError, TimeoutError) as error:
+                    ray.kill(self._actors[device], no_restart=True)
+                    log.warning(
+                        "stage %s is back in the cluster, but its actor did not start: %s",
+                        device,
+                        _short(error),
+                    )
+                    continue
+                self._restart_failed.pop(device, None)
+                started[device] = self.placements[device].address
+                log.warning("stage %s is back: %s", device, self.placements[device].where())
+            return started
 
     def _start_again(self, device: str, old: Placement, start_timeout_s: float) -> None:
         import ray

@@ -220,10 +220,13 @@ def test_an_actor_that_cannot_load_its_segment_names_its_device_and_node(cluster
     assert stage_actors() == {}
 
 
-def _two_answers_interrupted(serve: subprocess.Popen, interrupt) -> tuple[Output, Output, dict, dict]:
+def _two_answers_interrupted(
+    serve: subprocess.Popen, interrupt, then=None
+) -> tuple[Output, Output, dict, dict]:
     """Ask the story twice through `serve` (--json); a third of the way into the second answer (by the
-    time the first one took), call `interrupt(actors)` with the stage actors of then. Returns stdout,
-    stderr, the actors of then and those after the second answer; serve has ended."""
+    time the first one took), call `interrupt(actors)` with the stage actors of then. With `then`, call
+    it after the second answer and ask a third time. Returns stdout, stderr, the actors of then and
+    those after the last answer; serve has ended."""
     stdout = Output(serve.stdout)
     stderr = Output(serve.stderr)
     try:
@@ -240,6 +243,11 @@ def _two_answers_interrupted(serve: subprocess.Popen, interrupt) -> tuple[Output
         assert stdout.wait_for(lambda text: text.count("\n") >= 2, timeout_s=240), (
             stderr.wait_for(lambda _: False, 1) or stderr.text[-3000:]
         )
+        if then is not None:
+            then()
+            serve.stdin.write(f"{STORY}\n".encode())
+            serve.stdin.flush()
+            assert stdout.wait_for(lambda text: text.count("\n") >= 3, timeout_s=240), stderr.text[-3000:]
         after = stage_actors()
         serve.stdin.close()
         assert serve.wait(60) == 0, stderr.text[-3000:]
@@ -279,15 +287,24 @@ def test_with_the_clusters_profiles_a_node_lost_mid_request_is_planned_around(
     """serve --ray --cluster (profiles) of a plan on phone and server-a: server-b gets an idle stage
     actor. server-a's node dies during the second answer; its stage cannot start again, so the
     coordinator plans without server-a, server-b takes its layers, and the answer resumes to the first
-    one's tokens. A node advertising server-a is added back afterwards."""
+    one's tokens. Then a node advertising server-a joins (a new node to Ray): at the next look the third
+    request starts a stage actor there and is served by the first plan again, one epoch on."""
     from dataclasses import replace
 
+    from partition.coordinator.replan import RECHECK_S
     from tests.coordinator.plans import profiled_cluster
+
+    back = []
 
     def remove_server_a_node(actors: dict) -> None:
         assert set(actors) == {"server-a", "server-b"}  # server-b: idle, for a re-plan
         (node,) = [n for n in cluster.worker_nodes if n.node_id == actors["server-a"]["node_id"]]
         cluster.remove_node(node, allow_graceful=False)
+
+    def add_a_server_a_node() -> None:
+        back.append(cluster.add_node(**_node_args("server-a")))
+        cluster.wait_for_nodes()
+        time.sleep(RECHECK_S)  # the re-plan was at least this long ago: the next request looks
 
     profiles = profiled_cluster(smollm2, tmp_path, {}, {"server-a": 8.0, "server-b": 8.0})
     plan_path = tmp_path / "plan.json"
@@ -297,12 +314,15 @@ def test_with_the_clusters_profiles_a_node_lost_mid_request_is_planned_around(
         plan_path, cluster.address, ray_env, "--cluster", str(profiles), "--json", "--max-new-tokens", "200"
     )
     try:
-        stdout, stderr, _, _ = _two_answers_interrupted(serve, remove_server_a_node)
+        stdout, stderr, before, after = _two_answers_interrupted(
+            serve, remove_server_a_node, add_a_server_a_node
+        )
     finally:
-        cluster.add_node(**_node_args("server-a"))  # for the tests after this one
-        cluster.wait_for_nodes()
+        if not back:  # the tests after this one need a server-a node
+            cluster.add_node(**_node_args("server-a"))
+            cluster.wait_for_nodes()
     # stdout holds the answers alone (the driver's print of the raylet's end goes to stderr)
-    first, second = (json.loads(line) for line in stdout.text.splitlines())
+    first, second, third = (json.loads(line) for line in stdout.text.splitlines())
     assert len(first["token_ids"]) >= 32, first["finish_reason"]
     assert second["resumes"] == 1 and second["epoch"] == 2, stderr.text[-3000:]
     assert second["token_ids"] == first["token_ids"] and second["text"] == first["text"]
@@ -310,6 +330,14 @@ def test_with_the_clusters_profiles_a_node_lost_mid_request_is_planned_around(
     assert {stage["device"] for stage in replanned["stages"]} - {"phone"} == {"server-b"}
     replanned_log = "re-planned without server-a"
     assert stderr.wait_for(lambda text: replanned_log in text, timeout_s=5), stderr.text[-3000:]
+    # taken back: a new actor on the new node, the first plan one epoch on, the same tokens
+    assert third["epoch"] == 3 and third["resumes"] == 0, stderr.text[-3000:]
+    assert third["token_ids"] == first["token_ids"]
+    assert after["server-a"]["node_id"] == back[0].node_id != before["server-a"]["node_id"]
+    taken_back = json.loads((tmp_path / "plan.epoch3.json").read_text())
+    placed = lambda plan: [(s["device"], s["start"], s["end"]) for s in plan["stages"]]  # noqa: E731
+    assert placed(taken_back) == placed(json.loads(plan_path.read_text()))
+    assert stderr.wait_for(lambda text: "with server-a back" in text, timeout_s=5), stderr.text[-3000:]
     assert stage_actors() == {}
 
 
