@@ -390,3 +390,31 @@ def test_no_server_listening_and_an_edge_too_small_is_infeasible(smollm2, tmp_pa
     with pytest.raises(InfeasiblePlanError):
         failover.redeploy(Deployed(), "server-b")
     assert failover.lost == set()  # nothing given up on while no plan without it was deployed
+
+
+def test_a_look_asks_revive_for_new_workers_and_uses_their_addresses(smollm2, tmp_path, caplog):
+    """serve --ray passes `revive`: a device back on a new node gets a new actor at a new address."""
+    import socket
+
+    addresses = {"server-a": "127.0.0.1:1", "server-b": "127.0.0.1:2"}  # nothing listens there
+    cluster = load_cluster(profiled_cluster(smollm2, tmp_path, addresses, {"server-a": 8.0, "server-b": 8.0}))
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        new_address = f"127.0.0.1:{listener.getsockname()[1]}"
+        asked = []
+
+        def revive(devices: set[str]) -> dict[str, str]:
+            asked.append(devices)
+            return {"server-b": new_address}
+
+        failover = Failover(cluster, addresses, recheck_s=0.0, revive=revive)
+        failover.lost = {"server-b"}
+        assert failover.returned() == {"server-b"} and asked == [{"server-b"}]
+        assert failover.addresses["server-b"] == new_address and addresses["server-b"] == "127.0.0.1:2"
+
+    def cluster_gone(devices: set[str]) -> dict[str, str]:
+        raise ConnectionError("the GCS does not answer")
+
+    failover = Failover(cluster, addresses, recheck_s=0.0, revive=cluster_gone)
+    failover.lost = {"server-b"}
+    assert failover.returned() == set()  # a failed revive is a look that found nothing, not an error
+    assert "looking for server-b again failed: the GCS does not answer" in caplog.text
