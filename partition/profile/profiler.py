@@ -3,7 +3,8 @@
 For each unit kind (embed, block, head) a one-unit segment is loaded the way a worker loads it, then
 timed the way the runtime calls it: prefill of P tokens from position 0 at several P (the head on the
 last position only, as the coordinator samples), and one decode step at several context lengths; each
-sample after an idle pause, as a stage waits for the rest of the chain between tokens. The head's time
+sample after an idle pause, as a stage waits for the rest of the chain between tokens, the points'
+samples taken in turn so that a moment of a busy host does not bend one point alone. The head's time
 includes the coordinator's own work for each token (`step_tail`), which runs right after it on the edge.
 Medians are fitted (prefill quadratic in P, decode linear in the context); spreads are recorded.
 All blocks have one shape, so a run of the first `block_span` blocks, timed together, stands for all
@@ -23,7 +24,7 @@ from partition.errors import ConfigError
 from partition.model import ModelSource, load_segment
 from partition.profile.device import identify
 from partition.profile.fit import fit_times
-from partition.profile.timing import time_call
+from partition.profile.timing import time_calls
 from partition.types import (
     RAW_VALUE_BYTES,
     TOP_K_LOGITS_BYTES,
@@ -158,7 +159,7 @@ def _profile_unit(source, kind, segment, settings, dtype, device, sync) -> Layer
             return torch.randint(0, spec.vocab_size, (1, tokens), device=device)  # [B, S] ids
         return torch.randn(1, tokens, spec.hidden_size, dtype=dtype, device=device)  # [B, S, D]
 
-    def timed(tokens: int, position: int):
+    def call_with(tokens: int, position: int):
         x = inputs(tokens)
 
         def call():
@@ -167,12 +168,16 @@ def _profile_unit(source, kind, segment, settings, dtype, device, sync) -> Layer
                 step_tail(out, io)
             return out
 
-        return time_call(call, settings.repeats, settings.warmup, sync, settings.min_time_s, settings.idle_s)
+        return call
 
+    # One new token at position c attends to c + 1 keys; the cache's contents do not change the time.
+    points = [(p, 0) for p in settings.prefill_lengths] + [(1, c) for c in settings.context_lengths]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="profile-io") as io:
-        prefill = [timed(p, 0) for p in settings.prefill_lengths]
-        # One new token at position c attends to c + 1 keys; the cache's contents do not change the time.
-        decode = [timed(1, c) for c in settings.context_lengths]
+        calls = [call_with(tokens, position) for tokens, position in points]
+        timings = time_calls(
+            calls, settings.repeats, settings.warmup, sync, settings.min_time_s, settings.idle_s
+        )
+    prefill, decode = timings[: len(settings.prefill_lengths)], timings[len(settings.prefill_lengths) :]
     log.info(
         "profiled %s x %d: prefill %s s, decode %s s",
         kind,

@@ -2,7 +2,7 @@ import time
 
 import pytest
 
-from partition.profile.timing import time_call
+from partition.profile.timing import time_call, time_calls
 
 
 def test_warmup_runs_are_not_timed_and_repeats_are():
@@ -27,3 +27,23 @@ def test_min_time_batches_back_to_back_calls_and_divides():
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError):
         time_call(lambda: None, repeats=0, warmup=1)
+
+
+def test_several_points_take_their_samples_in_turn():
+    order = []
+    timings = time_calls([lambda: order.append("a"), lambda: order.append("b")], repeats=3, warmup=1)
+    assert order == ["a", "b"] + ["a", "b"] * 3  # warm-up, then one sample of each in turn
+    assert [t.repeats for t in timings] == [3, 3]
+
+
+def test_a_slow_moment_costs_each_point_one_sample_not_one_point_all():
+    """The host is slow for two samples in a row: taken in turn, each point's median stays fast."""
+    slow_calls = {2, 3}  # the 3rd and 4th timed calls of the run
+    count = [0]
+
+    def call():
+        count[0] += 1
+        time.sleep(0.02 if count[0] in slow_calls else 0.001)
+
+    fast, also_fast = time_calls([call, call], repeats=3, warmup=0)
+    assert fast.median_s < 0.01 and also_fast.median_s < 0.01
