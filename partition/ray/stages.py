@@ -144,15 +144,25 @@ class RayStages:
     def _start_spare(self, device: str, ready_ref) -> None:
         """Place the spare actor of `device` when it started (`ready_ref`); else kill it, say so, and
         leave the device out (no address: a re-plan treats it as away)."""
+        if not self._place_started(
+            device, ready_ref, "spare stage %s did not start (%s): re-plans go without it"
+        ):
+            del self._actors[device]
+
+    def _place_started(self, device: str, ready_ref, failure: str) -> bool:
+        """Place the new actor of `device` when it started (`ready_ref`, None if not in time); else kill
+        it and log `failure` % (device, why). Whether it was placed."""
         import ray
 
         try:
             if ready_ref is None:
                 raise TimeoutError("it did not start in time")
             self._placed(device, ray.get(ready_ref))
+            return True
         except (ray.exceptions.RayError, TimeoutError) as error:
-            ray.kill(self._actors.pop(device), no_restart=True)
-            log.warning("spare stage %s did not start (%s): re-plans go without it", device, _short(error))
+            ray.kill(self._actors[device], no_restart=True)
+            log.warning(failure, device, _short(error))
+            return False
 
     def restart_dead(self, start_timeout_s: float = START_TIMEOUT_S) -> None:
         """Start every dead stage again on the node it ran on, listening at the same port, so that the
@@ -197,33 +207,21 @@ class RayStages:
                 and (device in dead or device not in self.placements)
                 and advertised.get(device)
             ]
+            if not wanted:
+                return {}
             refs = {}
             for device in wanted:
                 if device in self._actors:  # dead: make sure Ray never starts it again behind our back
                     ray.kill(self._actors[device], no_restart=True)
                 refs[device] = self._launch(device, self._options[device])
-            ready, _ = (
-                ray.wait(list(refs.values()), num_returns=len(refs), timeout=start_timeout_s)
-                if refs
-                else ([], [])
-            )
+            ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=start_timeout_s)
             started = {}
             for device, ref in refs.items():
-                try:
-                    if ref not in ready:
-                        raise TimeoutError(f"it did not start within {start_timeout_s:g} s")
-                    self._placed(device, ray.get(ref))
-                except (ray.exceptions.RayError, TimeoutError) as error:
-                    ray.kill(self._actors[device], no_restart=True)
-                    log.warning(
-                        "stage %s is back in the cluster, but its actor did not start: %s",
-                        device,
-                        _short(error),
-                    )
-                    continue
-                self._restart_failed.pop(device, None)
-                started[device] = self.placements[device].address
-                log.warning("stage %s is back: %s", device, self.placements[device].where())
+                failure = "stage %s is back in the cluster, but its actor did not start (%s)"
+                if self._place_started(device, ref if ref in ready else None, failure):
+                    self._restart_failed.pop(device, None)
+                    started[device] = self.placements[device].address
+                    log.warning("stage %s is back: %s", device, self.placements[device].where())
             return started
 
     def _start_again(self, device: str, old: Placement, start_timeout_s: float) -> None:
