@@ -38,7 +38,7 @@ def test_several_points_take_their_samples_in_turn():
 
 def test_a_slow_moment_costs_each_point_one_sample_not_one_point_all():
     """The host is slow for two samples in a row: taken in turn, each point's median stays fast."""
-    slow_calls = {2, 3}  # the 3rd and 4th timed calls of the run
+    slow_calls = {2, 3}  # the 2nd and 3rd timed calls (one after the other: b, then a)
     count = [0]
 
     def call():
