@@ -234,6 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     predicted = single_tpot + sum(hop_costs)
     split_tpot = statistics.median(latency for latency, _ in split_steps)
     tpot_error = split_tpot / predicted - 1
+    # Where a miss lies: the stages' compute against the single process, and the transport measured in
+    # the split itself (a hop after 10 blocks' weights have gone through the caches) against the thin chain's.
+    split_compute = statistics.median(sum(h.compute_s for h in r.hops) for _, r in split_steps)
+    split_transport = statistics.median(
+        latency - sum(h.compute_s for h in r.hops) for latency, r in split_steps
+    )
     match = tokens == single_tokens
 
     print(
@@ -259,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  predicted {single_tpot * 1e3:.2f} + {' + '.join(f'{c * 1e3:.3f}' for c in hop_costs)} = "
         f"{predicted * 1e3:.2f} ms; measured {split_tpot * 1e3:.2f} ms ({tpot_error:+.1%}); tokens match: {match}"
+    )
+    print(
+        f"  in the split: the stages computed {split_compute * 1e3:.2f} ms ({split_compute / single_tpot - 1:+.1%} on "
+        f"the single process); the transport took {split_transport * 1e3:.2f} ms, "
+        f"{split_transport / len(split_sizes) * 1e3:.3f} ms/hop against {hop_s * 1e3:.3f} on the thin chain"
     )
     report = {
         "model": args.model,
@@ -298,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
             "predicted_tpot_s": predicted,
             "split_tpot_s": split_tpot,
             "error": tpot_error,
+            "split_compute_p50_s": split_compute,
+            "split_transport_p50_s": split_transport,
             "tokens_match_single_process": match,
         },
     }
