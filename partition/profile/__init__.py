@@ -10,7 +10,7 @@ from pathlib import Path
 from partition.model.source import ModelSource
 from partition.profile.cache import cache_key, cached, default_cache_dir, store
 from partition.profile.device import cpu_model, cpu_quota_cores
-from partition.profile.profiler import ProfileSettings, profile_model
+from partition.profile.profiler import METHOD, ProfileSettings, profile_model
 from partition.types import DeviceProfile
 
 __all__ = ["ProfileSettings", "profile_device", "profile_model"]
@@ -42,7 +42,7 @@ def profile_device(
     threads = threads or torch.get_num_threads()
     cuda = torch.cuda.get_device_name(device) if device.startswith("cuda") else None
     identity = {"name": name or socket.gethostname(), "cpu_model": cpu_model(), "cuda_device": cuda}
-    key = cache_key(source.digest, identity, dtype, threads, cpu_quota_cores(), settings)
+    key = cache_key(source.digest, identity, dtype, threads, cpu_quota_cores(), settings, METHOD)
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if not refresh and (hit := cached(directory, key)) is not None:
         return hit

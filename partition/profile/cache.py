@@ -1,7 +1,8 @@
 """Profiles cached on disk (profile), keyed by what makes timings comparable.
 
 Key: model digest, device identity (name, CPU model, accelerator), dtype, threads, the CPU quota of
-this process's cgroup (an emulated slow device must not reuse a fast profile) and the settings.
+this process's cgroup (an emulated slow device must not reuse a fast profile), the settings and the
+profiler's method (profiler.METHOD: how it samples).
 """
 
 from __future__ import annotations
@@ -26,9 +27,16 @@ def default_cache_dir() -> Path:
 
 
 def cache_key(
-    model_digest: str, identity: dict, dtype: str, threads: int, quota: float | None, settings
+    model_digest: str,
+    identity: dict,
+    dtype: str,
+    threads: int,
+    quota: float | None,
+    settings,
+    method: int,
 ) -> str:
     content = {
+        "method": method,
         "model": model_digest,
         "device": identity,
         "dtype": dtype,

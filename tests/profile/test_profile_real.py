@@ -43,6 +43,30 @@ def test_a_second_request_comes_from_the_cache(server_profile, profile_dir, monk
     assert again == server_profile
 
 
+def test_a_profile_measured_by_an_older_method_is_measured_again(server_profile, tmp_path, monkeypatch):
+    """A cached profile whose samples were taken another way (profiler.METHOD) is not served."""
+    import partition.profile as profile_package
+    from partition.profile.cache import cache_key, store
+    from partition.profile.device import cpu_model, cpu_quota_cores
+    from tests.profile.conftest import SETTINGS
+
+    identity = {"name": "server", "cpu_model": cpu_model(), "cuda_device": None}
+    digest = server_profile.model.digest
+    older = cache_key(digest, identity, "float32", 1, cpu_quota_cores(), SETTINGS, profile_package.METHOD - 1)
+    current = cache_key(digest, identity, "float32", 1, cpu_quota_cores(), SETTINGS, profile_package.METHOD)
+    assert older != current
+    store(tmp_path, older, server_profile)
+    measured = []
+
+    def measure_again(*args, **kwargs):
+        measured.append(kwargs["name"])
+        return server_profile
+
+    monkeypatch.setattr(profile_package, "profile_model", measure_again)
+    profile_package.profile_device("smollm2-135m", SETTINGS, threads=1, name="server", cache_dir=tmp_path)
+    assert measured == ["server"] and (tmp_path / f"{current}.json").is_file()
+
+
 def test_the_quota_makes_the_edge_slower(server_profile, edge_profile):
     edge, server = edge_profile.profile, server_profile
     assert edge.block.decode.at(64) > 1.5 * server.block.decode.at(64), edge_profile.emulated
