@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import secrets
 import threading
 import time
@@ -47,9 +48,12 @@ STOP_TIMEOUT_S = 15.0  # seconds for the actors to stop gracefully before they a
 CONNECT_TIMEOUT_S = 5.0  # seconds for the GCS address to accept a TCP connection
 DEATH_NOTICE_S = 5.0  # seconds to let Ray report a dead actor after a broken connection
 RESTART_BACKOFF_S = 30.0  # seconds after a stage failed to start again before the next try
-# seconds for a device's new actor to start when its device is back (requests wait meanwhile: a
-# take-back holds them, so this is shorter than a first start)
-REVIVE_TIMEOUT_S = 60.0
+# A device back in the cluster gets a new actor (revive). The look that starts it waits REVIVE_WAIT_S
+# for it, since requests wait meanwhile (a take-back holds them); one still starting is picked up by a
+# later look, which does not wait. One not started after REVIVE_TIMEOUT_S (as long as a first start) is
+# killed, and the device gets its next actor at the first look REVIVE_TIMEOUT_S after that.
+REVIVE_WAIT_S = 15.0
+REVIVE_TIMEOUT_S = START_TIMEOUT_S
 # gRPC codes that mean "the peer went away": worth waiting for Ray to say which actor died
 _CONNECTION_CODES = {"UNAVAILABLE", "CANCELLED", "ABORTED", "DEADLINE_EXCEEDED", "INTERNAL"}
 
@@ -103,6 +107,8 @@ class RayStages:
         self._names: dict[str, str] = {}  # device -> its actor's name in the Ray cluster
         self._cpus = 1.0  # CPUs each actor asks for (set by start)
         self._restart_failed: dict[str, tuple[float, str]] = {}  # device -> (monotonic time, why)
+        self._reviving: dict[str, tuple[object, float]] = {}  # device -> (ObjectRef of info, launched at)
+        self._revive_failed: dict[str, float] = {}  # device -> monotonic time its last new actor was killed
         self._lock = threading.Lock()  # restart_dead (request threads) against stop
         self._stopped = False
         self.placements: dict[str, Placement] = {}
@@ -178,6 +184,8 @@ class RayStages:
             dead = self.dead(DEATH_NOTICE_S)
             alive_nodes = {node["NodeID"] for node in ray.nodes() if _raylet_answers(node)}
             for device, why in dead.items():
+                if device in self._reviving:  # planned around, and its new actor is starting elsewhere
+                    continue
                 old = self.placements[device]
                 failed = self._restart_failed.get(device)
                 if failed is not None and time.monotonic() - failed[0] < RESTART_BACKOFF_S:
@@ -189,10 +197,18 @@ class RayStages:
                 log.warning("stage %s (%s) died (%s): starting it again there", device, old.where(), why)
                 self._start_again(device, old, start_timeout_s)
 
-    def revive(self, devices: Iterable[str], start_timeout_s: float = REVIVE_TIMEOUT_S) -> dict[str, str]:
+    def revive(
+        self,
+        devices: Iterable[str],
+        wait_s: float = REVIVE_WAIT_S,
+        start_timeout_s: float = REVIVE_TIMEOUT_S,
+    ) -> dict[str, str]:
         """Start a new stage actor for each of `devices` (planned around) that has none serving, on a
-        node that advertises the device now, at any port. device -> address of each one that started;
-        one that did not start is left out (logged) and looked for again at the next look."""
+        node that advertises the device now, at any port. device -> address of each one that started.
+
+        Waits up to `wait_s` for the actors this call launches, and not at all for those an earlier call
+        launched (they are taken when they have started). One not started `start_timeout_s` after its
+        launch is killed (logged), and its device gets no new one for as long again."""
         import ray
 
         with self._lock:
@@ -200,28 +216,40 @@ class RayStages:
                 return {}
             dead = self.dead()
             advertised = device_nodes()
+            now = time.monotonic()
             wanted = [
                 device
                 for device in sorted(devices)
                 if device in self._options
+                and device not in self._reviving
+                and now - self._revive_failed.get(device, -math.inf) >= start_timeout_s
                 and (device in dead or device not in self.placements)
                 and advertised.get(device)
             ]
-            if not wanted:
-                return {}
-            refs = {}
             for device in wanted:
                 if device in self._actors:  # dead: make sure Ray never starts it again behind our back
                     ray.kill(self._actors[device], no_restart=True)
-                refs[device] = self._launch(device, self._options[device])
-            ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=start_timeout_s)
+                self._reviving[device] = (self._launch(device, self._options[device]), now)
+            launched = [self._reviving[device][0] for device in wanted]
+            if launched:
+                ray.wait(launched, num_returns=len(launched), timeout=wait_s)
+            if not self._reviving:
+                return {}
+            refs = [ref for ref, _ in self._reviving.values()]
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
             started = {}
-            for device, ref in refs.items():
+            for device, (ref, launched_at) in list(self._reviving.items()):
+                if ref not in ready and time.monotonic() - launched_at < start_timeout_s:
+                    continue  # still starting: a later look takes it
+                del self._reviving[device]
                 failure = "stage %s is back in the cluster, but its actor did not start (%s)"
                 if self._place_started(device, ref if ref in ready else None, failure):
                     self._restart_failed.pop(device, None)
+                    self._revive_failed.pop(device, None)
                     started[device] = self.placements[device].address
                     log.warning("stage %s is back: %s", device, self.placements[device].where())
+                else:
+                    self._revive_failed[device] = time.monotonic()
             return started
 
     def _start_again(self, device: str, old: Placement, start_timeout_s: float) -> None:
@@ -322,6 +350,7 @@ class RayStages:
             ray.kill(actor, no_restart=True)
         self._actors.clear()
         self._done.clear()
+        self._reviving.clear()
 
 
 @contextlib.contextmanager

@@ -200,6 +200,51 @@ def test_an_actor_ray_cannot_place_fails_after_the_start_timeout_naming_the_devi
     assert stage_actors() == {}
 
 
+def _named_actors(prefix: str, gone: bool = False, timeout_s: float = 10.0) -> list[str]:
+    """Names of the actors in the cluster starting with `prefix`; with `gone`, after waiting up to
+    `timeout_s` for there to be none (a kill takes a moment to show)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        names = [
+            e["name"] for e in ray.util.list_named_actors(all_namespaces=True) if e["name"].startswith(prefix)
+        ]
+        if not gone or not names or time.monotonic() > deadline:
+            return names
+        time.sleep(0.2)
+
+
+def test_a_device_back_whose_actor_cannot_start_holds_only_the_look_that_launched_it(cluster, caplog):
+    """serve --ray's look for a device planned around (revive) when the node advertising it has no CPU
+    for the actor: the look that launches it waits `wait_s`, later looks neither wait for it nor launch
+    another, and after `start_timeout_s` it is killed and the device gets no new actor for as long."""
+    import logging
+
+    from partition.ray.stages import ray_devices
+
+    prefix = "partition-server-a-"
+    timeout_s = 8.0
+    # 2 threads ask for 2 CPUs and server-a's node has 1: neither the spare nor a new actor can start
+    with ray_devices(
+        [], "phone", "smollm2-135m", cluster.address, threads=2, start_timeout_s=2, spare=["server-a"]
+    ) as stages:
+        assert stages.placements == {} and _named_actors(prefix, gone=True) == []
+        launched = time.monotonic()
+        assert stages.revive({"server-a"}, wait_s=2.0, start_timeout_s=timeout_s) == {}
+        (starting,) = _named_actors(prefix)
+        looked = time.monotonic()
+        assert stages.revive({"server-a"}, wait_s=60.0, start_timeout_s=timeout_s) == {}
+        assert time.monotonic() - looked < 30, "a later look waited for the actor an earlier one launched"
+        assert _named_actors(prefix) == [starting]
+        time.sleep(max(0.0, launched + timeout_s + 0.5 - time.monotonic()))
+        with caplog.at_level(logging.WARNING, logger="partition.ray.stages"):
+            assert stages.revive({"server-a"}, wait_s=2.0, start_timeout_s=timeout_s) == {}
+        assert "stage server-a is back in the cluster, but its actor did not start" in caplog.text
+        assert _named_actors(prefix, gone=True) == []
+        assert stages.revive({"server-a"}, wait_s=2.0, start_timeout_s=timeout_s) == {}
+        assert _named_actors(prefix) == []  # not launched again before timeout_s has passed
+    assert stage_actors() == {}
+
+
 def test_an_actor_that_cannot_load_its_segment_names_its_device_and_node(cluster, smollm2):
     from partition.coordinator.deploy import deploy
     from partition.ray.stages import RayStageError, ray_stages
