@@ -178,6 +178,11 @@ class DeviceProfile:
     embed: LayerCost  # the token embedding
     block: LayerCost  # any one transformer block (all blocks share one shape, hence one cost)
     head: LayerCost  # final norm + LM head + sampling
+    # The head's logits cross the network as their top K (RETURN_TOP_K): seconds per token to pick them
+    # on this device when it holds the head on a server, and to rebuild the logits from them when it is
+    # the edge (partition/transport/tensors.py), each after an idle pause as served. 0: not measured.
+    top_k_encode_s: float = 0.0
+    top_k_decode_s: float = 0.0
 
     def cost(self, kind: str) -> LayerCost:
         """The cost of a unit of `kind` (embed, block or head)."""

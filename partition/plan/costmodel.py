@@ -18,7 +18,7 @@ HOP_SOFTWARE_S of message handling that a link probe does not see.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from partition.plan.cluster import Cluster
 from partition.plan.codecs import CodecSpec
@@ -26,6 +26,7 @@ from partition.types import (
     HEAD,
     TOKEN_ID_BYTES,
     TOP_K_LOGITS_BYTES,
+    DeviceProfile,
     LayerCost,
     LinkPrediction,
     LinkProfile,
@@ -46,6 +47,8 @@ HOP_SOFTWARE_S = 0.45e-3
 # Token ids are integers: they always travel raw, whatever codecs the plan may use for activations.
 TOKEN_CODEC = CodecSpec("raw", 4.0, 0.0, 0.0, lossless=True)
 # After the head: the top K logits, token ids and fp32 values as they are (partition.transport.tensors).
+# Picking them and rebuilding the logits cost per call, whatever their size: `logits_codec` puts in
+# what the sender's and the edge's profiles measured.
 LOGITS_CODEC = CodecSpec("top-k", 4.0, 0.0, 0.0, lossless=True)
 
 
@@ -88,9 +91,23 @@ def is_token_cut(cut: int, n: int) -> bool:
     return cut in (0, n)
 
 
-def fixed_codec(cut: int, n: int) -> CodecSpec:
-    """The format of a cut no activation codec applies to (`is_token_cut`)."""
-    return TOKEN_CODEC if cut == 0 else LOGITS_CODEC
+def fixed_codec(
+    cut: int, n: int, sender: DeviceProfile | None = None, receiver: DeviceProfile | None = None
+) -> CodecSpec:
+    """The format of a cut no activation codec applies to (`is_token_cut`); after the head, with the
+    top-K encode of the `sender` (the head's device) and decode of the `receiver` (the edge)."""
+    if cut == 0:
+        return TOKEN_CODEC
+    return logits_codec(sender, receiver)
+
+
+def logits_codec(sender: DeviceProfile | None, receiver: DeviceProfile | None) -> CodecSpec:
+    """LOGITS_CODEC with the per-token costs the profiles measured (0 from a profile that did not)."""
+    return replace(
+        LOGITS_CODEC,
+        encode_call_s=sender.top_k_encode_s if sender is not None else 0.0,
+        decode_call_s=receiver.top_k_decode_s if receiver is not None else 0.0,
+    )
 
 
 def cut_bytes_per_token(cost_before: LayerCost | None) -> int:
@@ -148,15 +165,23 @@ def hop_cost(
 
 
 def best_hop(
-    link: LinkProfile, cut: int, n: int, bytes_per_token: int, codecs: tuple[CodecSpec, ...], w: Workload
+    link: LinkProfile,
+    cut: int,
+    n: int,
+    bytes_per_token: int,
+    codecs: tuple[CodecSpec, ...],
+    w: Workload,
+    sender: DeviceProfile | None = None,
+    receiver: DeviceProfile | None = None,
 ) -> HopCost:
     """The cheapest codec for this hop under the workload's objective (ties: the first in the table).
+    `sender` and `receiver`: the profiles of the link's ends (the top-K logits' costs after the head).
 
     Choosing per hop is exact: a hop's codec changes only that hop's time, and the codec with the
     smallest step time also has the smallest share of the sum (both objectives are monotone in both).
     """
     if is_token_cut(cut, n):
-        return hop_cost(link, fixed_codec(cut, n), bytes_per_token, cut == n, w)
+        return hop_cost(link, fixed_codec(cut, n, sender, receiver), bytes_per_token, cut == n, w)
     options = [hop_cost(link, codec, bytes_per_token, False, w) for codec in codecs]
     return min(options, key=lambda hop: (hop.objective_s(w), hop.step_s))
 
@@ -200,7 +225,8 @@ def evaluate(
     for src, dst, cut, codec_name in hops(cluster, stages):
         profile = cluster.device(src).profile
         per_token = cut_bytes_per_token(profile.unit_cost(cut - 1) if cut > 0 else None)
-        codec = fixed_codec(cut, n) if is_token_cut(cut, n) else by_name[codec_name]
+        receiver = cluster.device(dst).profile
+        codec = fixed_codec(cut, n, profile, receiver) if is_token_cut(cut, n) else by_name[codec_name]
         hop = hop_cost(cluster.link(src, dst), codec, per_token, cut == n, w)
         latencies += hop.latency_s
         links.append(

@@ -68,7 +68,7 @@ def build_instance(cluster: Cluster, w: Workload, codecs: tuple[CodecSpec, ...],
         options = []
         for cut in range(n + 1):
             per_token = cut_bytes_per_token(profile.unit_cost(cut - 1) if cut > 0 else None)
-            hop = best_hop(link, cut, n, per_token, codecs, w)
+            hop = best_hop(link, cut, n, per_token, codecs, w, profile, cluster.device(dst).profile)
             options.append(HopOption(hop.objective_s(w), hop.step_s, hop.codec))
         hops[(ka, kb)] = tuple(options)
     weight = float(w.sessions - 1) if w.objective == "throughput" else 0.0

@@ -27,6 +27,7 @@ from partition.profile.fit import fit_times
 from partition.profile.timing import time_calls
 from partition.types import (
     RAW_VALUE_BYTES,
+    RETURN_TOP_K,
     TOP_K_LOGITS_BYTES,
     DeviceProfile,
     LayerCost,
@@ -40,8 +41,9 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 # How the profiler takes its samples; part of the cache key, so that a change that makes older timings
-# incomparable measures again instead of serving them. 2: every point's samples taken in turn.
-METHOD = 2
+# incomparable measures again instead of serving them. 2: every point's samples taken in turn; 3: the
+# top-K logits' encode and decode measured too.
+METHOD = 3
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ def _profile(source: ModelSource, settings: ProfileSettings, dtype: str, device:
         kind: _profile_unit(source, kind, segment, settings, DTYPES[dtype], device, sync)
         for kind, segment in units.items()
     }
+    top_k_encode_s, top_k_decode_s = _profile_top_k(spec.vocab_size, settings)
     return DeviceProfile(
         device=identify(name, torch.get_num_threads(), cuda),
         model=ModelRef(source.name, source.digest, n_blocks),
@@ -135,7 +138,32 @@ def _profile(source: ModelSource, settings: ProfileSettings, dtype: str, device:
         embed=costs["embed"],
         block=costs["block"],
         head=costs["head"],
+        top_k_encode_s=top_k_encode_s,
+        top_k_decode_s=top_k_decode_s,
     )
+
+
+def _profile_top_k(vocab_size: int, settings: ProfileSettings) -> tuple[float, float]:
+    """Seconds per token to send a head's logits as their top K (on the server holding it) and to
+    rebuild the logits from them (on the edge): a top-k over the vocabulary, then a vocabulary-sized
+    scatter, each about 0.2-0.3 ms at full speed here, paid every token of a plan whose head is remote.
+    Timed on CPU logits, as they are once a CUDA worker has copied them back."""
+    from partition.transport.tensors import from_proto, to_top_k_proto
+
+    logits = torch.randn(1, 1, vocab_size)
+    message = to_top_k_proto(logits, RETURN_TOP_K)
+    encode, decode = time_calls(
+        [lambda: to_top_k_proto(logits, RETURN_TOP_K), lambda: from_proto(message)],
+        settings.repeats,
+        settings.warmup,
+        lambda: None,
+        settings.min_time_s,
+        settings.idle_s,
+    )
+    log.info(
+        "profiled top-%d logits: encode %s s, decode %s s", RETURN_TOP_K, encode.median_s, decode.median_s
+    )
+    return encode.median_s, decode.median_s
 
 
 def step_tail(logits: torch.Tensor, io: ThreadPoolExecutor) -> int:

@@ -86,6 +86,40 @@ def test_token_ids_go_raw_and_logits_as_the_top_k_whatever_the_codecs(cluster):
     ]
 
 
+def test_a_remote_head_pays_its_top_k_encode_and_the_edges_decode_on_the_way_back(cluster):
+    """The top-K logits are picked on the head's server and the logits rebuilt on the edge, every token
+    and once for the prompt: the return hop adds the server's encode and the edge's decode. With the
+    head on the edge nothing crosses after it, and nothing is added."""
+    from dataclasses import replace
+
+    devices = tuple(
+        replace(d, profile=replace(d.profile, top_k_encode_s=0.003 if d.name == "srv" else 0.5))
+        for d in cluster.devices
+    )
+    devices = tuple(
+        replace(d, profile=replace(d.profile, top_k_decode_s=0.0007 if d.name == "edge" else 0.5))
+        for d in devices
+    )
+    measured = Cluster(devices, cluster.links)
+    w = Workload(10, 5)
+    remote_head = (Stage("edge", Segment(0, 1), "raw"), Stage("srv", Segment(1, 4), "raw"))
+    before, after = (evaluate(c, remote_head, w, RAW) for c in (cluster, measured))
+    back_before, back_after = before.links[-1], after.links[-1]
+    assert back_after.cut == 4 and (back_after.src, back_after.dst) == ("srv", "edge")
+    assert back_after.decode_s - back_before.decode_s == pytest.approx(0.0037)
+    assert back_after.prefill_s - back_before.prefill_s == pytest.approx(0.0037)
+    assert after.tpot_s - before.tpot_s == pytest.approx(0.0037)
+    assert after.ttft_s - before.ttft_s == pytest.approx(0.0037)
+    # the solver's hop table agrees with evaluate
+    link = measured.link("srv", "edge")
+    srv, edge = measured.device("srv").profile, measured.device("edge").profile
+    assert best_hop(link, 4, 4, 512, RAW, w, srv, edge).decode_s == pytest.approx(back_after.decode_s)
+    local_head = (Stage("edge", Segment(0, 1), "raw"), Stage("srv", Segment(1, 3), "raw"), CHAIN[2])
+    assert evaluate(measured, local_head, w, RAW).tpot_s == pytest.approx(
+        evaluate(cluster, local_head, w, RAW).tpot_s
+    )
+
+
 @pytest.mark.parametrize(("bandwidth_mbps", "expected"), [(10, "int8-zstd"), (100_000, "raw")])
 def test_codec_per_hop_follows_the_link(bandwidth_mbps, expected):
     link = LinkProfile("a", "b", 0.001, bandwidth_mbps * 1e6 / 8)

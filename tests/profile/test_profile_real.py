@@ -27,6 +27,8 @@ def test_profile_records_the_model_as_loaded(server_profile, smollm2):
     for cost in (p.embed, p.block, p.head):
         assert cost.prefill.at(32) > 0 and cost.decode.at(64) > 0
     assert p.block.prefill.at(32) > p.block.decode.at(32)  # 32 tokens cost more than one
+    # the top-64 of 49152 logits and the logits rebuilt from them: measured, and far below the head
+    assert 0 < p.top_k_encode_s < p.head.decode.at(64) and 0 < p.top_k_decode_s < p.head.decode.at(64)
 
 
 def test_a_second_request_comes_from_the_cache(server_profile, profile_dir, monkeypatch):
