@@ -61,7 +61,7 @@ def synthetic_profile(
         ),
         # the head runs on the last position only, in prefill as in decode (the coordinator samples it)
         head=cost("head", Fit(14e-3, 2e-5), Fit(13.5e-3, 0.0), embed_weight_bytes, 0, TOP_K_LOGITS_BYTES),
-        top_k_encode_s=0.3e-3 / speed,  # a top-64 of SmolLM2's 49152 logits, after an idle pause
+        top_k_encode_s=0.3e-3 / speed,  # a top-64 of SmolLM2's 49152 logits, cold cache, here
         top_k_decode_s=0.2e-3 / speed,
     )
 
