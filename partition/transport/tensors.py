@@ -56,14 +56,17 @@ def to_top_k_proto(logits: torch.Tensor, k: int) -> tensor_pb2.Tensor:
         )
     row = logits.detach().reshape(-1).to(device="cpu", dtype=torch.float32)
     if k < row.numel():
-        top = torch.topk(row, k + 1)  # sorted: the (k+1)-th says whether a tie crosses the cut
-        ids = top.indices[:k]
-        if not top.values[k] < top.values[k - 1]:  # a tie with the k-th: send every one of them
-            tied = torch.nonzero(row >= top.values[k - 1]).reshape(-1)
-            ids = tied if tied.numel() >= k else ids  # NaN compares false: send the top k as they are
+        values, ids = torch.topk(row, k + 1)  # sorted: the (k+1)-th says whether a tie crosses the cut
+        kth, after = values[k - 1 : k + 1].tolist()  # as Python floats: one call, not four tensor ops
+        values, ids = values[:k], ids[:k]
+        if not after < kth:  # a tie with the k-th: send every one of them
+            tied = torch.nonzero(row >= kth).reshape(-1)
+            if tied.numel() >= k:  # NaN compares false: then the top k go as they are
+                values, ids = row[tied], tied
     else:
-        ids = torch.arange(row.numel())
-    data = ids.to(torch.int32).numpy().astype("<i4").tobytes() + row[ids].numpy().astype("<f4").tobytes()
+        values, ids = row, torch.arange(row.numel())
+    ids_bytes = ids.to(torch.int32).numpy().astype("<i4", copy=False).tobytes()
+    data = ids_bytes + values.numpy().astype("<f4", copy=False).tobytes()
     return tensor_pb2.Tensor(shape=logits.shape, dtype=tensor_pb2.DTYPE_FLOAT32, codec=TOP_K, data=data)
 
 
@@ -101,12 +104,13 @@ def _from_top_k(data: bytes, shape: tuple[int, ...]) -> torch.Tensor:
             f"got shape {list(shape)} with {len(data)} bytes"
         )
     k = len(data) // 8
-    ids = torch.from_numpy(np.frombuffer(data, dtype="<i4", count=k).astype(np.int64))
-    values = torch.from_numpy(np.frombuffer(data, dtype="<f4", offset=4 * k).astype(np.float32))
-    if int(ids.min()) < 0 or int(ids.max()) >= vocab or torch.unique(ids).numel() != k:
+    ids = np.frombuffer(data, dtype="<i4", count=k)
+    listed = ids.tolist()  # K is small: Python's min, max and set beat three torch reductions
+    if min(listed) < 0 or max(listed) >= vocab or len(set(listed)) != k:
         raise InvalidRequestError(f"top-k logits: token ids must be distinct and lie in [0, {vocab})")
+    values = torch.from_numpy(np.frombuffer(data, dtype="<f4", offset=4 * k).astype(np.float32))
     logits = torch.full((vocab,), float("-inf"))
-    logits[ids] = values
+    logits[torch.from_numpy(ids.astype(np.int64))] = values
     return logits.reshape(shape)
 
 
