@@ -47,7 +47,7 @@ HOP_SOFTWARE_S = 0.45e-3
 # Token ids are integers: they always travel raw, whatever codecs the plan may use for activations.
 TOKEN_CODEC = CodecSpec("raw", 4.0, 0.0, 0.0, lossless=True)
 # After the head: the top K logits, token ids and fp32 values as they are (partition.transport.tensors).
-# Picking them and rebuilding the logits cost per call, whatever their size: `logits_codec` puts in
+# Picking them and rebuilding the logits cost per call, whatever their size: `fixed_codec` puts in
 # what the sender's and the edge's profiles measured.
 LOGITS_CODEC = CodecSpec("top-k", 4.0, 0.0, 0.0, lossless=True)
 
@@ -95,14 +95,10 @@ def fixed_codec(
     cut: int, n: int, sender: DeviceProfile | None = None, receiver: DeviceProfile | None = None
 ) -> CodecSpec:
     """The format of a cut no activation codec applies to (`is_token_cut`); after the head, with the
-    top-K encode of the `sender` (the head's device) and decode of the `receiver` (the edge)."""
+    top-K encode the `sender` (the head's device) and decode the `receiver` (the edge) measured (0
+    without a profile, or from one that did not measure them)."""
     if cut == 0:
         return TOKEN_CODEC
-    return logits_codec(sender, receiver)
-
-
-def logits_codec(sender: DeviceProfile | None, receiver: DeviceProfile | None) -> CodecSpec:
-    """LOGITS_CODEC with the per-token costs the profiles measured (0 from a profile that did not)."""
     return replace(
         LOGITS_CODEC,
         encode_call_s=sender.top_k_encode_s if sender is not None else 0.0,

@@ -64,11 +64,11 @@ def build_instance(cluster: Cluster, w: Workload, codecs: tuple[CodecSpec, ...],
         link = cluster.link(src, dst) if dst is not None else None
         if link is None:
             continue
-        profile = cluster.device(src).profile
+        profile, receiver = cluster.device(src).profile, cluster.device(dst).profile
         options = []
         for cut in range(n + 1):
             per_token = cut_bytes_per_token(profile.unit_cost(cut - 1) if cut > 0 else None)
-            hop = best_hop(link, cut, n, per_token, codecs, w, profile, cluster.device(dst).profile)
+            hop = best_hop(link, cut, n, per_token, codecs, w, profile, receiver)
             options.append(HopOption(hop.objective_s(w), hop.step_s, hop.codec))
         hops[(ka, kb)] = tuple(options)
     weight = float(w.sessions - 1) if w.objective == "throughput" else 0.0

@@ -105,7 +105,7 @@ def _from_top_k(data: bytes, shape: tuple[int, ...]) -> torch.Tensor:
         )
     k = len(data) // 8
     ids = np.frombuffer(data, dtype="<i4", count=k)
-    listed = ids.tolist()  # K is small: Python's min, max and set beat three torch reductions
+    listed = ids.tolist()  # K is 64 or a sampler's top-k: Python's min, max, set beat three torch ops
     if min(listed) < 0 or max(listed) >= vocab or len(set(listed)) != k:
         raise InvalidRequestError(f"top-k logits: token ids must be distinct and lie in [0, {vocab})")
     values = torch.from_numpy(np.frombuffer(data, dtype="<f4", offset=4 * k).astype(np.float32))

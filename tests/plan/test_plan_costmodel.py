@@ -92,13 +92,13 @@ def test_a_remote_head_pays_its_top_k_encode_and_the_edges_decode_on_the_way_bac
     head on the edge nothing crosses after it, and nothing is added."""
     from dataclasses import replace
 
+    # (encode, decode) per device: only the server's encode and the edge's decode may count
+    costs = {"srv": (0.003, 0.5), "edge": (0.5, 0.0007)}
     devices = tuple(
-        replace(d, profile=replace(d.profile, top_k_encode_s=0.003 if d.name == "srv" else 0.5))
+        replace(
+            d, profile=replace(d.profile, top_k_encode_s=costs[d.name][0], top_k_decode_s=costs[d.name][1])
+        )
         for d in cluster.devices
-    )
-    devices = tuple(
-        replace(d, profile=replace(d.profile, top_k_decode_s=0.0007 if d.name == "edge" else 0.5))
-        for d in devices
     )
     measured = Cluster(devices, cluster.links)
     w = Workload(10, 5)
