@@ -47,8 +47,9 @@ HOP_SOFTWARE_S = 0.45e-3
 # Token ids are integers: they always travel raw, whatever codecs the plan may use for activations.
 TOKEN_CODEC = CodecSpec("raw", 4.0, 0.0, 0.0, lossless=True)
 # After the head: the top K logits, token ids and fp32 values as they are (partition.transport.tensors).
-# Picking them and rebuilding the logits cost per call, whatever their size: `fixed_codec` puts in
-# what the sender's and the edge's profiles measured.
+# Picking them and rebuilding the logits cost per row (a top-K over the whole vocabulary, one row per
+# session), whatever K is: `fixed_codec` spreads what the sender's and the edge's profiles measured for
+# one row over that row's TOP_K_LOGITS_BYTES, so S sessions pay S rows.
 LOGITS_CODEC = CodecSpec("top-k", 4.0, 0.0, 0.0, lossless=True)
 
 
@@ -95,14 +96,14 @@ def fixed_codec(
     cut: int, n: int, sender: DeviceProfile | None = None, receiver: DeviceProfile | None = None
 ) -> CodecSpec:
     """The format of a cut no activation codec applies to (`is_token_cut`); after the head, with the
-    top-K encode the `sender` (the head's device) and decode the `receiver` (the edge) measured (0
-    without a profile, or from one that did not measure them)."""
+    top-K encode the `sender` (the head's device) and decode the `receiver` (the edge) measured per row
+    (0 without a profile, or from one that did not measure them)."""
     if cut == 0:
         return TOKEN_CODEC
     return replace(
         LOGITS_CODEC,
-        encode_call_s=sender.top_k_encode_s if sender is not None else 0.0,
-        decode_call_s=receiver.top_k_decode_s if receiver is not None else 0.0,
+        encode_s_per_byte=(sender.top_k_encode_s if sender is not None else 0.0) / TOP_K_LOGITS_BYTES,
+        decode_s_per_byte=(receiver.top_k_decode_s if receiver is not None else 0.0) / TOP_K_LOGITS_BYTES,
     )
 
 

@@ -118,6 +118,12 @@ def test_a_remote_head_pays_its_top_k_encode_and_the_edges_decode_on_the_way_bac
     assert evaluate(measured, local_head, w, RAW).tpot_s == pytest.approx(
         evaluate(cluster, local_head, w, RAW).tpot_s
     )
+    # S sessions send S rows of top-K logits per step (and one per prompt): each row is picked and
+    # rebuilt on its own, so the hop back adds S times the cost
+    w3 = Workload(10, 5, sessions=3)
+    before3, after3 = (evaluate(c, remote_head, w3, RAW) for c in (cluster, measured))
+    assert after3.links[-1].decode_s - before3.links[-1].decode_s == pytest.approx(3 * 0.0037)
+    assert after3.ttft_s - before3.ttft_s == pytest.approx(3 * 0.0037)
 
 
 @pytest.mark.parametrize(("bandwidth_mbps", "expected"), [(10, "int8-zstd"), (100_000, "raw")])
