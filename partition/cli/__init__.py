@@ -7,9 +7,13 @@ grpc and friends inside `run`, so `partition --help` stays instant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 from partition.errors import PartitionError
 
@@ -47,14 +51,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP reached a command; a BaseException, so that no `except Exception` stops it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _terminate(signum: int, _frame) -> None:
+    # These signals' default action ends the process on the spot, and the local workers that
+    # --spawn-local started would outlive it. Unwind instead, as Ctrl-C does, so every `finally`
+    # (stop the workers, close the channels) runs. Commands that serve until SIGTERM set their own.
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _unwinding_on_termination() -> Iterator[None]:
+    signals = (signal.SIGTERM, signal.SIGHUP)
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set them
+        yield
+        return
+    previous = [signal.signal(signum, _terminate) for signum in signals]
+    try:
+        yield
+    finally:
+        for signum, handler in zip(signals, previous, strict=True):
+            signal.signal(signum, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return int(args._module.run(args) or 0)
+        with _unwinding_on_termination():
+            return int(args._module.run(args) or 0)
     except PartitionError as error:
         print(f"partition {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except Terminated as stop:
+        print(f"partition {args.command}: stopped by {stop}", file=sys.stderr)
+        return 128 + stop.signum
