@@ -183,6 +183,10 @@ class DeviceProfile:
     # the edge (partition/transport/tensors.py), each after an idle pause as served. 0: not measured.
     top_k_encode_s: float = 0.0
     top_k_decode_s: float = 0.0
+    # Bytes of the matrix the embedding and the head share when the model ties them: counted in both
+    # units' weight_bytes, held once by a segment that has both (the whole model). 0: not tied, or
+    # not recorded (an older profile: the plan then counts it twice, as before).
+    tied_weight_bytes: int = 0
 
     def cost(self, kind: str) -> LayerCost:
         """The cost of a unit of `kind` (embed, block or head)."""

@@ -80,6 +80,13 @@ def unit_memory_bytes(cost: LayerCost, w: Workload) -> int:
     return cost.weight_bytes + cost.kv_bytes_per_token * w.kv_tokens * w.sessions
 
 
+def shared_weight_bytes(profile: DeviceProfile, start: int, end: int) -> int:
+    """Bytes the units [start, end) count twice: the tied embedding matrix, when one segment holds
+    both the embedding and the head (the whole model), where a single copy serves both."""
+    whole = start == 0 and end == n_units(profile.model.n_blocks)
+    return profile.tied_weight_bytes if whole else 0
+
+
 def unit_objective_s(cost: LayerCost, w: Workload) -> float:
     """One unit's additive share of the objective: total_s for latency, the round's sum for throughput."""
     if w.objective == "latency":
@@ -192,7 +199,8 @@ def stage_prediction(cluster: Cluster, stage: Stage, w: Workload) -> StagePredic
         prefill_s=sum(unit_prefill_s(c, w) for c in costs),
         decode_s=sum(unit_decode_s(c, w) for c in costs),
         step_s=sum(unit_step_s(c, w) for c in costs),
-        memory_bytes=sum(unit_memory_bytes(c, w) for c in costs),
+        memory_bytes=sum(unit_memory_bytes(c, w) for c in costs)
+        - shared_weight_bytes(profile, stage.segment.start, stage.segment.end),
     )
 
 

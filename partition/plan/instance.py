@@ -15,6 +15,7 @@ from partition.plan.codecs import CodecSpec
 from partition.plan.costmodel import (
     best_hop,
     cut_bytes_per_token,
+    shared_weight_bytes,
     unit_memory_bytes,
     unit_objective_s,
     unit_step_s,
@@ -31,6 +32,7 @@ class KindTable:
     cost: tuple[float, ...]  # prefix sums of each unit's additive share of the objective, seconds
     item: tuple[float, ...]  # prefix sums of one session's decode step per unit, seconds
     mem: tuple[int, ...]  # prefix sums of weights + KV cache per unit, bytes
+    whole_saves: int = 0  # bytes a segment holding all units counts twice (tied embeddings)
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ def _kind_table(device: Device, members: tuple[str, ...], w: Workload, n: int) -
         cost=tuple(itertools.accumulate((unit_objective_s(c, w) for c in costs), initial=0.0)),
         item=tuple(itertools.accumulate((unit_step_s(c, w) for c in costs), initial=0.0)),
         mem=tuple(itertools.accumulate((unit_memory_bytes(c, w) for c in costs), initial=0)),
+        whole_saves=shared_weight_bytes(device.profile, 0, n),
     )
 
 

@@ -13,7 +13,7 @@ from partition.errors import ConfigError, InfeasiblePlanError
 from partition.plan.baselines import baselines
 from partition.plan.cluster import Cluster
 from partition.plan.codecs import DEFAULT_CODECS, CodecSpec
-from partition.plan.costmodel import evaluate, unit_memory_bytes
+from partition.plan.costmodel import evaluate, shared_weight_bytes, unit_memory_bytes
 from partition.plan.instance import build_instance
 from partition.plan.simplify import Chain, leave_out_needless, servers_of
 from partition.plan.solver import Solution, solve
@@ -110,7 +110,8 @@ def diagnose(cluster: Cluster, w: Workload, pin: Pinning) -> str:
     context = f"for {w.kv_tokens} tokens of context x {w.sessions} session(s)"
 
     def need(device, start: int, end: int) -> int:
-        return sum(unit_memory_bytes(device.profile.unit_cost(u), w) for u in range(start, end))
+        units = sum(unit_memory_bytes(device.profile.unit_cost(u), w) for u in range(start, end))
+        return units - shared_weight_bytes(device.profile, start, end)
 
     pinned = [(name, unit) for name, unit, on in (("embed", 0, pin.embed), ("head", n - 1, pin.head)) if on]
     if pinned:
@@ -140,7 +141,10 @@ def diagnose(cluster: Cluster, w: Workload, pin: Pinning) -> str:
         )
     needed = min(need(d, 0, n) for d in devices)
     offered = sum(d.memory_bytes for d in devices)
-    weights = min(sum(d.profile.unit_cost(u).weight_bytes for u in range(n)) for d in devices)
+    weights = min(
+        sum(d.profile.unit_cost(u).weight_bytes for u in range(n)) - shared_weight_bytes(d.profile, 0, n)
+        for d in devices
+    )
     if needed > offered:
         return (
             f"the model needs {gb(needed)} ({gb(weights)} of weights + KV cache {context}), "

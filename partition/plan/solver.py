@@ -28,7 +28,7 @@ import math
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
-from partition.plan.instance import Instance
+from partition.plan.instance import Instance, KindTable
 
 INF = math.inf
 MAX_LAZY_ROUNDS = 2  # searches that add only the constraints found broken, before adding every one
@@ -62,15 +62,20 @@ class _Solver:
         self.suffix_mem = [edge.mem[n] - edge.mem[b] for b in range(n + 1)]
         self.suffix_ok = [lo < b <= hi and self.suffix_mem[b] <= edge.cap for b in range(n + 1)]
         # Largest end j of a segment [i, j) that fits one device of kind k (servers only).
-        self.jmax = [list(range(n + 1))] + [self._reach(kind.mem, kind.cap) for kind in kinds[1:]]
-        self.edge_only_ok = edge.mem[n] <= edge.cap
+        self.jmax = [list(range(n + 1))] + [self._reach(kind) for kind in kinds[1:]]
+        self.edge_only_ok = self.segment_mem(edge, 0, n) <= edge.cap
 
-    def _reach(self, mem: tuple[int, ...], cap: int) -> list[int]:
-        """For each start i, the largest j such that [i, j) fits `cap` (j == i: not even one unit)."""
+    def segment_mem(self, kind: KindTable, i: int, j: int) -> int:
+        """Bytes of one segment [i, j) on a device of `kind` (the whole model holds tied weights once)."""
+        return kind.mem[j] - kind.mem[i] - (kind.whole_saves if (i, j) == (0, self.n) else 0)
+
+    def _reach(self, kind: KindTable) -> list[int]:
+        """For each start i, the largest j such that [i, j) fits one device of `kind` (j == i: not even
+        one unit)."""
         out, j = list(range(self.n + 1)), self.lo
         for i in range(self.lo, self.hi):
             j = max(j, i)  # memory only grows with j, so the reach of i + 1 starts where i's ended
-            while j < self.hi and mem[j + 1] - mem[i] <= cap:
+            while j < self.hi and self.segment_mem(kind, i, j + 1) <= kind.cap:
                 j += 1
             out[i] = j
         return out
@@ -113,7 +118,7 @@ class _Solver:
         edge_mem = 0
         for k, i, j in chain:
             if k == 0:
-                edge_mem += edge.mem[j] - edge.mem[i]
+                edge_mem += self.segment_mem(edge, i, j)
             else:
                 used[k] += 1
         over = {k for k in range(1, self.K) if used[k] > len(self.kinds[k].devices)}

@@ -8,7 +8,7 @@ from disk go through here.
 from __future__ import annotations
 
 from partition.plan.cluster import GB, Cluster
-from partition.plan.costmodel import hops, unit_memory_bytes
+from partition.plan.costmodel import hops, shared_weight_bytes, unit_memory_bytes
 from partition.types import Pinning, Stage, Workload, n_units
 
 
@@ -21,7 +21,8 @@ def device_memory(cluster: Cluster, stages: tuple[Stage, ...], w: Workload) -> d
     out: dict[str, tuple[int, int]] = {}
     for stage in stages:
         profile = cluster.device(stage.device).profile
-        weights = kv = 0
+        weights = -shared_weight_bytes(profile, stage.segment.start, stage.segment.end)
+        kv = 0
         for unit in range(stage.segment.start, stage.segment.end):
             cost = profile.unit_cost(unit)
             weights += cost.weight_bytes

@@ -22,6 +22,7 @@ import torch
 
 from partition.errors import ConfigError
 from partition.model import ModelSource, load_segment
+from partition.model.layers import stores_transposed
 from partition.profile.device import identify
 from partition.profile.fit import fit_times
 from partition.profile.timing import time_calls
@@ -42,8 +43,8 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 # How the profiler takes its samples; part of the cache key, so that a change that makes older timings
 # incomparable measures again instead of serving them. 2: every point's samples taken in turn; 3: the
-# top-K logits' encode and decode measured too.
-METHOD = 3
+# top-K logits' encode and decode measured too; 4: tied_weight_bytes recorded.
+METHOD = 4
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,16 @@ def _profile(source: ModelSource, settings: ProfileSettings, dtype: str, device:
         head=costs["head"],
         top_k_encode_s=top_k_encode_s,
         top_k_decode_s=top_k_decode_s,
+        tied_weight_bytes=tied_weight_bytes(spec, DTYPES[dtype]),
     )
+
+
+def tied_weight_bytes(spec, dtype: torch.dtype) -> int:
+    """Bytes of the [vocab, hidden] matrix the embedding and the head share in a segment holding both
+    (partition/model/segment.py shares it when the model ties them and the head stores it [D, V])."""
+    if not (spec.tie_embeddings and stores_transposed(spec.hidden_size, spec.vocab_size)):
+        return 0
+    return spec.vocab_size * spec.hidden_size * torch.tensor([], dtype=dtype).element_size()
 
 
 def _profile_top_k(vocab_size: int, settings: ProfileSettings) -> tuple[float, float]:

@@ -2,10 +2,12 @@
 
 import pytest
 
+from partition.model import load_segment
 from partition.plan import make_plan
 from partition.plan.cluster import GB, Cluster, Device
+from partition.plan.costmodel import unit_memory_bytes
 from partition.plan.synthetic import link_pair
-from partition.types import TOP_K_LOGITS_BYTES, Pinning, Workload
+from partition.types import TOP_K_LOGITS_BYTES, Pinning, Segment, Workload
 
 W = Workload(prompt_tokens=64, new_tokens=32)
 
@@ -29,6 +31,10 @@ def test_profile_records_the_model_as_loaded(server_profile, smollm2):
     assert p.block.prefill.at(32) > p.block.decode.at(32)  # 32 tokens cost more than one
     # the top-64 of 49152 logits and the logits rebuilt from them: measured, and far below the head
     assert 0 < p.top_k_encode_s < p.head.decode.at(64) and 0 < p.top_k_decode_s < p.head.decode.at(64)
+    # tied embeddings: the embedding and the head count the same matrix, which the whole model holds once
+    units = p.embed.weight_bytes + spec.n_blocks * p.block.weight_bytes + p.head.weight_bytes
+    whole = load_segment(smollm2, Segment.whole(spec.n_blocks)).weight_bytes()
+    assert p.tied_weight_bytes == units - whole == 4 * spec.vocab_size * spec.hidden_size
 
 
 def test_a_second_request_comes_from_the_cache(server_profile, profile_dir, monkeypatch):
@@ -88,6 +94,23 @@ def test_slow_edge_and_fast_link_move_the_blocks_to_the_server(server_profile, e
     plan = make_plan(two_device_cluster(edge_profile.profile, server_profile, 1000, 0.2), W)
     assert server_blocks(plan) == 30, plan.stages
     assert [s.device for s in plan.stages] == ["edge", "server"]  # embed stays; the head returns top logits
+
+
+def test_a_device_with_room_for_the_whole_model_once_gets_it_whole(server_profile, edge_profile):
+    """A segment holding the embedding and the tied head keeps one copy of their matrix: a device with
+    room for the model as loaded (not for the units' sum, which counts that matrix twice) runs it whole."""
+    edge = edge_profile.profile
+    units = sum(unit_memory_bytes(edge.unit_cost(u), W) for u in range(edge.model.n_blocks + 2))
+    room = units - edge.tied_weight_bytes + 10 * 2**20
+    assert room < units
+    cluster = two_device_cluster(edge, server_profile, 0.05, 200).replace_memory("edge", room)
+    plan = make_plan(cluster, W)  # a very slow link: the best plan is on the edge alone
+    assert [s.device for s in plan.stages] == ["edge"], plan.stages
+    assert plan.predicted.stages[0].memory_bytes == units - edge.tied_weight_bytes
+    # the same on a server, when nothing is pinned to a tiny edge
+    cluster = two_device_cluster(edge, server_profile, 1000, 0.2).replace_memory("server", room)
+    plan = make_plan(cluster.replace_memory("edge", 2**20), W, pin=Pinning(embed=False, head=False))
+    assert [(s.device, s.segment) for s in plan.stages] == [("server", Segment.whole(edge.model.n_blocks))]
 
 
 def test_a_very_slow_link_keeps_the_blocks_on_the_edge(server_profile, edge_profile):
