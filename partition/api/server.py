@@ -37,6 +37,7 @@ from partition.api.serving_stats import ServingStats
 from partition.coordinator.answer import Answerer
 from partition.coordinator.deploy import DeployError
 from partition.errors import ContextOverflowError, PartitionError
+from partition.metrics import json_out
 from partition.transport.client import StageCallError
 from partition.types import RETURN_TOP_K
 
@@ -289,7 +290,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(size)
 
     def _send_json(self, status: int, body: dict) -> None:
-        self._send(status, json.dumps(body).encode(), "application/json")
+        self._send(status, json_out.dumps(body).encode(), "application/json")
 
     def _send(
         self, status: int, data: bytes, content_type: str, headers: dict[str, str] | None = None
@@ -328,7 +329,7 @@ class _EventStream:
         self.started = False
 
     def send(self, event: dict | str) -> None:
-        data = event if isinstance(event, str) else json.dumps(event)
+        data = event if isinstance(event, str) else json_out.dumps(event)
         self._write(f"data: {data}\n\n".encode())
 
     def done(self) -> None:

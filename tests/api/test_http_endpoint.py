@@ -151,6 +151,30 @@ def test_completions_continue_text_or_token_ids_for_16_tokens_by_default(api, sm
     assert by_text["choices"][0]["text"] == whole_model_greedy(smollm2, smollm2_whole, ids, 16)
 
 
+def test_a_one_token_answer_is_strict_json_with_null_for_its_undefined_tpot(api):
+    """TPOT needs two tokens; a strict parser (JavaScript's JSON.parse) must still read the reply."""
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    for stream in (False, True):
+        body = {"prompt": "Once upon a time", "max_tokens": 1, "temperature": 0, "stream": stream}
+        body |= {"stream_options": {"include_usage": True}} if stream else {}
+        host, port = api.server_address[:2]
+        connection = http.client.HTTPConnection(host, port, timeout=TIMEOUT_S)
+        try:
+            connection.request("POST", "/v1/completions", body=json.dumps(body).encode())
+            response = connection.getresponse()
+            text = response.read().decode()
+        finally:
+            connection.close()
+        assert response.status == 200, text
+        payloads = [b.removeprefix("data: ") for b in text.split("\n\n") if b.strip()] if stream else [text]
+        replies = [json.loads(p, parse_constant=refuse) for p in payloads if p != "[DONE]"]
+        metrics = next(r["partition"]["metrics"] for r in replies if "partition" in r)
+        assert metrics["tpot_s"] is None and metrics["ttft_s"] > 0, metrics
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "param", "says"),
     [
