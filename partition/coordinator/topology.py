@@ -39,5 +39,14 @@ def split_plan(plan: Plan) -> Topology:
             )
     devices = [s.device for s in stages]
     if len(set(devices)) != len(devices):
-        raise ConfigError(f"plan {plan.plan_id} uses a device twice in its chain: {devices}")
+        ends = plan.stages[0].device
+        if ends == plan.stages[-1].device and devices.count(ends) > 1:  # the shape of a chain from an edge
+            raise ConfigError(
+                f"plan {plan.plan_id} names {plan.edge!r} as its edge, but its chain starts and ends on "
+                f'{ends!r}, as only the edge\'s does; set "edge" to {ends!r} or re-run `partition plan`'
+            )
+        raise ConfigError(
+            f"plan {plan.plan_id} uses a device twice in its chain: {devices}; a device other than the "
+            "edge holds one stage at most: re-run `partition plan`"
+        )
     return Topology(front, tuple(stages), tail)
