@@ -26,6 +26,14 @@ class DeployError(PartitionError):
     """A worker is missing, refused its segment, or acknowledged something other than the plan."""
 
 
+class WorkerAwayError(DeployError):
+    """A worker of the plan did not answer at all: nothing listens at its address, or it is unreachable."""
+
+    def __init__(self, message: str, device: str) -> None:
+        super().__init__(message)
+        self.device = device
+
+
 @dataclass
 class Deployment:
     plan: Plan
@@ -78,7 +86,9 @@ def deploy(
 ) -> Deployment:
     """Load `plan`; `addresses` maps each remote device name to its worker's host:port. With `loop`,
     the deployment's channels run on that loop, which it does not stop when it closes.
-    `connect_wait_s`: see load_workers."""
+    `connect_wait_s`: see load_workers. WorkerAwayError names a worker that does not answer at all."""
+    import grpc
+
     from partition.model import load_segment, resolve_model
     from partition.transport.channels import TransportConfig
     from partition.transport.client import Chain, StageCallError
@@ -125,6 +135,13 @@ def deploy(
     except StageCallError as error:
         deployment.close()
         device = deployment.devices.get(error.address, "?")
+        if error.code == grpc.StatusCode.UNAVAILABLE:
+            raise WorkerAwayError(
+                f"worker for device {device!r} at {error.address} does not answer ({error.details}); start "
+                f"it with `partition worker --listen {error.address} --name {device}`, or correct its "
+                "address in the cluster file",
+                device,
+            ) from None
         raise DeployError(
             f"worker for device {device!r} at {error.address} refused: {error.details}"
         ) from None

@@ -10,6 +10,9 @@ epoch's sessions, a server the old plan left idle may get layers, the edge may t
 written beside the plan file as `<plan>.epoch<N>.json`, and the request under way resumes on it
 (coordinator/resume.py).
 
+A worker away when serve starts is planned around the same way (`Failover.deploy`), and the plan
+serve was given counts as the one served first.
+
 A device planned around is looked for again, at most every `recheck_s` seconds, when a request starts
 (the Answerer asks, and lets the requests under way end first): once its worker listens again, the
 plan is made with it and, when that moves any layer, deployed as above (the returned worker loads its
@@ -18,6 +21,7 @@ fails leaves the plan served as it was, and the next look waits twice as long (a
 requests under way do not end in time).
 
     failover = Failover(cluster, addresses, transport, plan_path=Path("plan.json"))
+    deployment = failover.deploy(plan, max_context, max_sessions)   # around a worker away at the start
     deployment = failover.redeploy(deployment, "server-b")   # DeployError, InfeasiblePlanError
     back = failover.returned()                               # {"server-b"} once it listens again
     if back:
@@ -34,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from partition.coordinator.deploy import Deployment, deploy
+from partition.coordinator.deploy import Deployment, WorkerAwayError, deploy
 from partition.coordinator.workers import is_listening
 from partition.errors import ConfigError
 from partition.plan.cluster import Cluster
@@ -99,6 +103,28 @@ class Failover:
         self.first: Plan | None = None  # the plan served before the first re-plan
         self.wait_s = recheck_s  # before the next look (longer after failed take-backs)
         self._looked = time.monotonic()
+
+    def deploy(self, plan: Plan, max_context: int, max_sessions: int) -> Deployment:
+        """Deploy `plan` as serve starts. When one of its workers does not answer, plan without it and
+        the other servers not listening now, deploy that (written beside the plan file), and look for
+        them as for a worker lost later: once they listen, `plan` is served again, one epoch on."""
+        try:
+            return deploy(plan, self.addresses, self.transport, max_context, max_sessions)
+        except WorkerAwayError as error:
+            log.warning("%s", error)
+            away = {error.device}
+        servers = {device.name for device in self.cluster.servers}
+        left_out = away | (servers - self._listening(servers))
+        new = replan_without(plan, self.cluster, left_out)
+        log.warning(
+            "planned without %s: plan %s epoch %d, %s", ", ".join(sorted(left_out)), new.plan_id, new.epoch,
+            " ".join(f"{s.device}{s.segment}" for s in new.stages),
+        )  # fmt: skip
+        deployment = deploy(new, self.addresses, self.transport, max_context, max_sessions)
+        self._write(new)
+        self.first, self.lost = plan, left_out
+        self.wait_s, self._looked = self.recheck_s, time.monotonic()
+        return deployment
 
     def redeploy(self, deployment: Deployment, lost_device: str) -> Deployment:
         """Plan without `lost_device` and the servers not listening now, deploy, write the plan. The

@@ -100,6 +100,40 @@ def test_a_worker_lost_mid_request_is_planned_around_and_no_token_is_lost(smollm
         answerer.close()
 
 
+def test_a_worker_away_when_serving_starts_is_planned_around_then_taken_back(smollm2, tmp_path, two_workers):
+    addresses = {name: worker.address for name, worker in two_workers.items()}
+    cluster = profiled_cluster(smollm2, tmp_path, addresses, dict.fromkeys(addresses, 8.0))
+    failover = Failover(load_cluster(cluster), addresses, plan_path=tmp_path / "plan.json", recheck_s=0.0)
+    first = three_stage_plan(smollm2)
+    kill(two_workers["server-b"])
+    deployment = failover.deploy(first, max_context=128, max_sessions=1)
+    answerer = Answerer(deployment, failover=failover)
+    try:
+        without = deployment.plan
+        assert without.epoch == 2 and "server-b" not in {s.device for s in without.stages}
+        assert failover.lost == {"server-b"} and load_plan(tmp_path / "plan.epoch2.json") == without
+        around = answerer.answer(request(answerer))
+        assert around.plan == without and around.resumes == 0
+
+        restart(two_workers, "server-b")
+        back = answerer.answer(request(answerer))  # the plan it was started with, one epoch on
+        assert back.plan.epoch == 3 and back.plan.stages == first.stages and failover.lost == set()
+        assert back.result.token_ids == around.result.token_ids  # lossless codecs on both plans
+    finally:
+        answerer.close()
+
+
+def test_a_worker_away_at_the_start_without_profiles_is_named_with_how_to_start_it(smollm2, two_workers):
+    from partition.coordinator.deploy import WorkerAwayError
+
+    addresses = {name: worker.address for name, worker in two_workers.items()}
+    kill(two_workers["server-b"])
+    with pytest.raises(WorkerAwayError) as error:
+        deploy(three_stage_plan(smollm2), addresses, max_context=128, max_sessions=1)
+    assert error.value.device == "server-b"
+    assert f"partition worker --listen {addresses['server-b']} --name server-b" in str(error.value)
+
+
 def test_requests_under_way_on_the_replaced_plan_go_on_on_the_new_one(smollm2, tmp_path, two_workers):
     """Two requests at once: one re-plans, the other shares that outcome (its stream broke too, or it
     opened on the old plan as a worker left took the new epoch) and resumes on the new plan."""
