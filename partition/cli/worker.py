@@ -6,7 +6,12 @@ partition worker --listen 0.0.0.0:7001 --name server-a --models-dir /srv/models 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import functools
+import sys
 from pathlib import Path
+
+from partition.cli.arguments import positive_number, whole_number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,7 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--name", required=True, help="this worker's name in plans, errors and timings")
     parser.add_argument(
-        "--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)"
+        "--threads",
+        type=whole_number(zero_means="torch's choice"),
+        default=0,
+        help="torch intra-op threads (default: torch's choice)",
     )
     parser.add_argument(
         "--device", default="cpu", help="torch device for the segment: cpu, cuda, cuda:1 (default: cpu)"
@@ -27,13 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--kv-budget-mb",
-        type=float,
+        type=positive_number("MiB"),
         default=1024,
         help="MiB of KV cache to preallocate at most (default: 1024)",
     )
     parser.add_argument(
         "--idle-timeout",
-        type=float,
+        type=positive_number("seconds"),
         default=600,
         metavar="SECONDS",
         help="free a session's KV slot after this long without a step (default: 600)",
@@ -57,8 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
-
     import torch
 
     from partition.errors import ConfigError
@@ -82,5 +88,7 @@ def run(args: argparse.Namespace) -> int:
         idle_timeout_s=args.idle_timeout,
     )
     config = TransportConfig.from_files(args.tls_cert, args.tls_key, args.tls_ca, args.token_file)
-    asyncio.run(serve_worker(settings, config, args.listen, args.grace, args.ready_file))
+    # Said on stderr whatever the log level (stdout stays clean): where it serves, port 0's pick included.
+    announce = functools.partial(print, file=sys.stderr, flush=True)
+    asyncio.run(serve_worker(settings, config, args.listen, args.grace, args.ready_file, announce))
     return 0

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
-from collections.abc import Sequence
+import socket
+from collections.abc import Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -52,9 +54,9 @@ class GrpcServer:
             else:
                 port = self._server.add_insecure_port(listen)
         except RuntimeError as error:  # grpc raises instead of returning 0 on bind failures
-            raise ConfigError(f"cannot listen on {listen}: {error}; is the port in use?") from None
+            raise ConfigError(f"cannot listen on {listen}: {bind_failure(listen, str(error))}") from None
         if port == 0:
-            raise ConfigError(f"cannot listen on {listen}: is the port in use?")
+            raise ConfigError(f"cannot listen on {listen}: {bind_failure(listen, 'grpc could not bind it')}")
         await self._server.start()
         for name in ("", *self._service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -68,13 +70,16 @@ class GrpcServer:
         await self.health.enter_graceful_shutdown()
         await self._server.stop(grace_s)
 
-    async def serve_until_signal(self, grace_s: float) -> None:
-        """Serve until SIGTERM or SIGINT, then stop gracefully."""
+    async def serve_until_signal(self, grace_s: float, on_ready: Callable[[], None] | None = None) -> None:
+        """Serve until SIGTERM or SIGINT, then stop gracefully. `on_ready` runs once those signals stop
+        the server gracefully: whoever it tells that the server is up may then send them."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
+            if on_ready is not None:
+                on_ready()
             waiter = asyncio.ensure_future(self._server.wait_for_termination())
             signalled = asyncio.ensure_future(stop.wait())
             await asyncio.wait({waiter, signalled}, return_when=asyncio.FIRST_COMPLETED)
@@ -88,3 +93,28 @@ class GrpcServer:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+
+def bind_failure(listen: str, grpc_says: str) -> str:
+    """Why `host:port` cannot be bound, and what to do. grpc says only "Failed to bind" (the cause goes
+    to its own log); the same bind tried with a plain socket gives the errno."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+    except socket.gaierror as error:
+        return f"cannot resolve {host!r} ({error.strerror})"
+    except OSError as error:
+        advice = {
+            errno.EADDRINUSE: "the port is in use: stop what listens there, or choose another port",
+            errno.EADDRNOTAVAIL: (
+                f"{host} is not an address of this machine: listen on one of its addresses, or on 0.0.0.0"
+            ),
+            errno.EACCES: "ports below 1024 need privileges: choose a higher port",
+        }.get(error.errno)
+        return f"{error.strerror}; {advice}" if advice else str(error.strerror)
+    return grpc_says  # a plain socket binds it: grpc's own reason is all there is

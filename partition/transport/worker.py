@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from partition.runtime.stage import WorkerSettings
@@ -24,19 +25,28 @@ async def serve_worker(
     listen: str,
     grace_s: float = 5.0,
     ready_file: Path | None = None,
+    on_serving: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT. `ready_file` gets {"address", "port", "pid"} once the port is bound."""
+    """Serve until SIGTERM/SIGINT. Once the port is bound and those signals drain the worker gracefully,
+    `ready_file` gets {"address", "port", "pid"} and `on_serving` a line saying where it serves (the port
+    chosen for port 0 is known only then)."""
     servicer = StageServicer(settings, config)
     server = GrpcServer([servicer.handler()], [STAGE_SERVICE], config)
     port = await server.start(listen)
     host = listen.rpartition(":")[0]
     address = f"{host}:{port}"
-    log.info("worker %s serving on %s (%s)", settings.name, address, "TLS" if config.tls else "plaintext")
-    if ready_file is not None:
-        _write_atomically(ready_file, json.dumps({"address": address, "port": port, "pid": os.getpid()}))
+    serving = f"worker {settings.name} serving on {address} ({'TLS' if config.tls else 'plaintext'})"
+
+    def ready() -> None:
+        log.info("%s", serving)
+        if ready_file is not None:
+            _write_atomically(ready_file, json.dumps({"address": address, "port": port, "pid": os.getpid()}))
+        if on_serving is not None:
+            on_serving(serving)
+
     expiry = asyncio.ensure_future(servicer.expire_idle_sessions())
     try:
-        await server.serve_until_signal(grace_s)
+        await server.serve_until_signal(grace_s, on_ready=ready)
     finally:
         expiry.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,50 @@
+"""Argument types shared by the subcommands: a number or text no run could use is refused while the
+command line is parsed, as a usage error that names the flag (`argument --threads: must be ...`),
+instead of as a traceback from torch, protobuf or the metrics once the run has begun."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+
+def whole_number(minimum: int = 1, zero_means: str = "") -> Callable[[str], int]:
+    """An int of at least `minimum`; with `zero_means`, at least 0, and the error says what 0 means."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if zero_means and value < 0:
+            raise argparse.ArgumentTypeError(f"must be 0 ({zero_means}) or more, got {value}")
+        if not zero_means and value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse says "invalid int value: 'x'" for text that is no number
+    return parse
+
+
+def positive_number(unit: str) -> Callable[[str], float]:
+    """A finite float above 0, in `unit` (which the error says)."""
+
+    def parse(text: str) -> float:
+        value = float(text)
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"must be more than 0 {unit}, got {text}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
+def non_empty(why: str) -> Callable[[str], str]:
+    """Text that is not empty; `why` says what an empty one would do."""
+
+    def parse(text: str) -> str:
+        if not text:
+            raise argparse.ArgumentTypeError(
+                f"must be a non-empty string ({why}); give the text or leave it out"
+            )
+        return text
+
+    return parse
