@@ -40,7 +40,12 @@ def plan_to_json(plan: Plan) -> str:
 
 
 def plan_from_json(text: str, source: str = "plan") -> Plan:
-    return _load(text, Plan, PLAN_SCHEMA, source, hint="make it again with `partition plan`")
+    hint = "make it again with `partition plan`"
+    plan = _load(text, Plan, PLAN_SCHEMA, source, hint=hint)
+    # as `plan --epoch` does: workers refuse epoch 0, and the wire (uint64) cannot carry a negative one
+    if plan.epoch < 1:
+        raise ConfigError(f"{source}: epoch must be at least 1, got {plan.epoch}; {hint}")
+    return plan
 
 
 def save_profile(profile: DeviceProfile, path: Path) -> None:

@@ -100,6 +100,8 @@ def _mutated(plan, change) -> str:
         (lambda d: d["stages"].pop(), "cover units"),
         (lambda d: d["predicted"].update(ttft_s=None), "predicted.ttft_s: expected float"),
         (lambda d: d.update(edge_threads=-2), "edge_threads must be 0"),
+        (lambda d: d.update(epoch=-1), "epoch must be at least 1, got -1"),
+        (lambda d: d.update(epoch=0), "epoch must be at least 1, got 0"),
     ],
 )
 def test_malformed_plans_name_the_problem(plan, change, message):

@@ -7,10 +7,10 @@ partition bench --plan plan.json --spawn-local --requests 5 --json out/bench.jso
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict
 from pathlib import Path
 
+from partition.cli.arguments import positive_number, whole_number
 from partition.cli.serve import (
     add_threads_argument,
     add_transport_arguments,
@@ -27,14 +27,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_threads_argument(parser)
     parser.add_argument("--requests", type=int, default=5, help="requests to run")
     parser.add_argument("--concurrency", type=int, default=1, help="requests in flight at once")
-    parser.add_argument("--prompt-tokens", type=int, help="prompt length (default: the plan's workload)")
-    parser.add_argument("--new-tokens", type=int, help="tokens generated per request (default: the plan's)")
-    parser.add_argument("--warmup", type=int, default=1, help="requests run first and discarded")
     parser.add_argument(
-        "--ttft-deadline", type=float, default=None, help="seconds (default: predicted TTFT + 0.3 s)"
+        "--prompt-tokens", type=whole_number(1), help="prompt length (default: the plan's workload)"
     )
     parser.add_argument(
-        "--tbt-deadline", type=float, default=0.03, help="seconds per later token (default 0.03)"
+        "--new-tokens", type=whole_number(1), help="tokens generated per request (default: the plan's)"
+    )
+    parser.add_argument("--warmup", type=int, default=1, help="requests run first and discarded")
+    parser.add_argument(
+        "--ttft-deadline",
+        type=positive_number("seconds"),
+        default=None,
+        help="seconds (default: predicted TTFT + 0.3 s)",
+    )
+    parser.add_argument(
+        "--tbt-deadline",
+        type=positive_number("seconds"),
+        default=0.03,
+        help="seconds per later token (default 0.03)",
     )
     slo = parser.add_argument_group(
         "service-level objectives: goodput counts the requests that meet all given"
@@ -61,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from partition.coordinator.topology import split_plan
     from partition.coordinator.workers import cluster_addresses, spawn_missing
     from partition.errors import ConfigError
+    from partition.metrics import json_out
     from partition.metrics.aggregate import summarize_run
     from partition.metrics.report import comparison_table, hop_table, run_table
     from partition.metrics.spans import link_summaries, stage_summaries
@@ -76,8 +87,9 @@ def run(args: argparse.Namespace) -> int:
         from partition.plan.variants import baseline_plan
 
         plan = baseline_plan(plan, args.baseline)
-    prompt_tokens = args.prompt_tokens or plan.workload.prompt_tokens
-    new_tokens = args.new_tokens or plan.workload.new_tokens
+    # not given (None): the workload the plan was made for
+    prompt_tokens = args.prompt_tokens if args.prompt_tokens is not None else plan.workload.prompt_tokens
+    new_tokens = args.new_tokens if args.new_tokens is not None else plan.workload.new_tokens
     ttft_deadline = args.ttft_deadline if args.ttft_deadline is not None else plan.predicted.ttft_s + 0.3
     addresses = cluster_addresses(args.cluster) if args.cluster else {}
     remote = [s.device for s in split_plan(plan).remote]
@@ -136,17 +148,28 @@ def run(args: argparse.Namespace) -> int:
                 for c in comparisons
             ],
         }
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(report, indent=2, default=str))
+        _with_folder(args.json_out).write_text(json_out.dumps(report, indent=2, default=str))
+    write_span_outputs(args, bench.spans)
+    return 0
+
+
+def write_span_outputs(args: argparse.Namespace, spans) -> None:
+    """--spans (the hop spans, msgpack) and --plot (their timeline, PNG), each where asked."""
     if args.spans:
         from partition.metrics.spanlog import write_spans
 
-        write_spans(args.spans, bench.spans)
+        write_spans(_with_folder(args.spans), spans)
     if args.plot:
         from partition.metrics.timeline import plot_timeline
 
-        plot_timeline(bench.spans, args.plot)
-    return 0
+        plot_timeline(spans, _with_folder(args.plot))
+
+
+def _with_folder(path: Path) -> Path:
+    """`path`, its folder made if missing: outputs are written after the whole run, which a missing
+    folder must not throw away."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def slo_from(args: argparse.Namespace):

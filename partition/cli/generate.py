@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from partition.cli.prompting import add_prompt_arguments, build_request, prompt_ids
+from partition.cli.arguments import whole_number
+from partition.cli.prompting import add_prompt_arguments, build_request, check_new_tokens_fit, prompt_ids
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="smollm2-135m", help="built-in name, HF directory or .gguf file")
     add_prompt_arguments(parser)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument(
+        "--threads", type=whole_number(zero_means="all cores"), help="torch threads (default: all cores)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from partition.metrics import json_out
     from partition.model import load_segment, resolve_model
     from partition.model.generation import generate, local_step
     from partition.model.tokenizer import load_tokenizer
@@ -28,7 +31,11 @@ def run(args: argparse.Namespace) -> int:
     source = resolve_model(args.model)
     tokenizer = load_tokenizer(source)
     ids = prompt_ids(args, tokenizer)
-    request = build_request(args, ids, source.spec.max_context)
+    limit = f"{source.name}'s context"
+    request = build_request(args, ids, source.spec.max_context, limit)
+    # the whole model's context is thousands of tokens: a request cut at its end would first run
+    # for minutes, so it is refused, as the HTTP API refuses it
+    check_new_tokens_fit(request, limit)
     model = load_segment(source, Segment.whole(source.spec.n_blocks))
     cache = model.new_cache(slots=1, max_len=request.context)
     eos = tuple(set(source.spec.eos_token_ids) | set(tokenizer.eos_ids))
@@ -47,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             "finish_reason": result.finish_reason,
             "timings": result.timings(),
         }
-        print(json.dumps(out))
+        print(json_out.dumps(out))
     else:
         sys.stdout.write("\n")
     return 0

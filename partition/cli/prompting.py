@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from partition.cli.arguments import non_empty
 from partition.model.generation import GenerationRequest
 from partition.model.sampling import SamplingParams
 
@@ -17,7 +18,13 @@ def add_prompt_arguments(parser: argparse.ArgumentParser, required: bool = True)
     parser.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0 = off)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
-    parser.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    parser.add_argument(
+        "--stop",
+        action="append",
+        default=[],
+        type=non_empty("an empty one is found at once and ends the answer after one token"),
+        help="stop string (repeatable)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
 
 
@@ -29,14 +36,32 @@ def prompt_ids(args: argparse.Namespace, tokenizer) -> list[int]:
     return tokenizer.encode(tokenizer.render_chat(messages), add_special=False)
 
 
-def build_request(args: argparse.Namespace, ids: list[int], max_context: int) -> GenerationRequest:
+def build_request(
+    args: argparse.Namespace, ids: list[int], max_context: int, limit: str, advice: str = "shorten it"
+) -> GenerationRequest:
     """The request, its context sized to prompt + --max-new-tokens within `max_context` tokens.
 
-    A prompt that does not fit gets the whole `max_context`, and generate() refuses it with the numbers."""
+    A prompt that leaves no room for a token is refused: the error says it does not fit `limit`
+    (what holds `max_context` tokens, e.g. "smollm2-135m's context") and what would help (`advice`)."""
     from partition.errors import ConfigError
 
     if args.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if len(ids) >= max_context:
+        raise ConfigError(f"the prompt has {len(ids)} tokens, but {limit} holds {max_context}; {advice}")
     sampling = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
     context = min(max_context, len(ids) + args.max_new_tokens)
     return GenerationRequest(ids, args.max_new_tokens, sampling, tuple(args.stop), context)
+
+
+def check_new_tokens_fit(request: GenerationRequest, limit: str) -> None:
+    """Refuse a request whose prompt and --max-new-tokens need more than its context (`limit`), in the
+    words of the HTTP API's context_length_exceeded (partition/api/requests.py), instead of cutting it."""
+    from partition.errors import ConfigError
+
+    prompt, wanted = len(request.prompt_ids), request.max_new_tokens
+    if prompt + wanted > request.context:
+        raise ConfigError(
+            f"the prompt ({prompt} tokens) and --max-new-tokens ({wanted}) need {prompt + wanted} tokens, "
+            f"over the {request.context} tokens of {limit}; ask for at most {request.context - prompt} new tokens"
+        )

@@ -13,11 +13,11 @@ again, the plan is made with it again.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
+from partition.cli.arguments import whole_number
 from partition.cli.prompting import add_prompt_arguments, build_request, prompt_ids
 from partition.plan.baselines import BASELINES
 
@@ -58,8 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "once it is back (re-planning needs --cluster with the devices' profiles)",
     )
     add_threads_argument(parser)
-    parser.add_argument("--max-context", type=int, default=2048, help="tokens per session (prompt + output)")
-    parser.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions per worker")
+    parser.add_argument(
+        "--max-context", type=whole_number(1), default=2048, help="tokens per session (prompt + output)"
+    )
+    parser.add_argument(
+        "--max-sessions", type=whole_number(1), default=4, help="concurrent sessions per worker"
+    )
     add_prompt_arguments(parser, required=False)
     parser.add_argument(
         "--http",
@@ -78,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
-        type=int,
+        type=whole_number(zero_means="the default"),
         default=0,
         help="torch threads of spawned workers and the edge (default for the edge: the threads its profile "
         "was measured with, as the plan records them, else its threads in --cluster)",
@@ -257,9 +261,12 @@ def _serve(
     from partition.coordinator.answer import LOST_ADVICE, Answerer
     from partition.coordinator.deploy import deploy
 
-    deployment = deploy(
-        plan, addresses, transport, max_context=args.max_context, max_sessions=args.max_sessions
-    )
+    if failover is not None:  # a worker away at the start is planned around, as one lost later
+        deployment = failover.deploy(plan, args.max_context, args.max_sessions)
+    else:
+        deployment = deploy(
+            plan, addresses, transport, max_context=args.max_context, max_sessions=args.max_sessions
+        )
     try:
         answerer = Answerer(
             deployment, labels, restart, failover=failover, lost_advice=lost_advice or LOST_ADVICE
@@ -305,15 +312,24 @@ def _serve_http(server, answerer) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _session_limit(args: argparse.Namespace, deployment) -> tuple[str, str]:
+    """What holds a session's tokens and what would let a longer prompt fit, said when one does not."""
+    if deployment.max_context < args.max_context:  # deploy lowered --max-context to the model's context
+        return f"{deployment.plan.model.name}'s context", "shorten it"
+    return "a session (--max-context)", "shorten it or serve with a larger --max-context"
+
+
 def answer(answerer, args: argparse.Namespace, prompt: str, out=None) -> None:
     """One prompt through the split: text streamed to `out` (stdout), or one JSON object with --json."""
+    from partition.metrics import json_out
     from partition.types import RETURN_TOP_K
 
     out = out or sys.stdout
 
     args.prompt = prompt
     ids = prompt_ids(args, answerer.tokenizer)
-    request = build_request(args, ids, answerer.deployment.max_context)
+    limit, advice = _session_limit(args, answerer.deployment)
+    request = build_request(args, ids, answerer.deployment.max_context, limit, advice)
     note = answerer.logits_note(request.sampling, f"--top-k {RETURN_TOP_K}")
     if note:
         print(f"note: {note}", file=sys.stderr)
@@ -347,4 +363,4 @@ def answer(answerer, args: argparse.Namespace, prompt: str, out=None) -> None:
         "finish_reason": result.finish_reason,
         **report,
     }
-    print(json.dumps(document), file=out, flush=True)
+    print(json_out.dumps(document), file=out, flush=True)

@@ -3,9 +3,17 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
-from partition.artifacts import save_plan
-from tests.coordinator.plans import served_by_one_worker, split_plan, with_edge_only_baseline
+import pytest
+
+from partition.artifacts import load_plan, save_plan
+from tests.coordinator.plans import (
+    profiled_cluster,
+    served_by_one_worker,
+    split_plan,
+    with_edge_only_baseline,
+)
 
 
 def test_serve_spawn_local_answers_paris_with_per_hop_metrics(smollm2, tmp_path):
@@ -99,3 +107,32 @@ def test_serve_of_a_baseline_says_which_and_of_which_plan(smollm2, tmp_path):
     out = json.loads(result.stdout)
     assert out["baseline"] == "edge_only" and out["base_plan_id"] == plan.plan_id != out["plan_id"]
     assert out["hops"] == [] and len(out["token_ids"]) == 4  # the whole model on the edge
+
+
+def test_serve_started_with_a_worker_away_plans_around_it_and_answers_in_strict_json(smollm2, tmp_path):
+    """With the profiled cluster file, a server that does not answer when serve starts is planned
+    around before the first token; one token's answer has no TPOT, written as null (strict JSON)."""
+    from partition.transport.local import spawn_worker
+
+    workers = {name: spawn_worker(name, extra_args=("--threads", "1")) for name in ("server-a", "server-b")}
+    try:
+        addresses = {name: worker.address for name, worker in workers.items()}
+        cluster = profiled_cluster(smollm2, tmp_path, addresses, dict.fromkeys(addresses, 8.0))
+        stages = [("phone", 0, 16, "raw"), ("server-a", 16, 24, "raw"), ("server-b", 24, 32, "raw")]
+        save_plan(replace(split_plan(smollm2, stages), codecs=("raw",)), tmp_path / "plan.json")
+        workers["server-b"].stop()
+        result = subprocess.run(
+            [sys.executable, "-m", "partition", "serve", "--plan", str(tmp_path / "plan.json"), "--cluster",
+             str(cluster), "--threads", "1", "--prompt", "Once upon a time", "--max-new-tokens", "1", "--json"],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    finally:
+        for worker in workers.values():
+            worker.stop()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "planned without server-b" in result.stderr, result.stderr[-3000:]
+    out = json.loads(result.stdout, parse_constant=lambda constant: pytest.fail(f"{constant} is not JSON"))
+    around = load_plan(tmp_path / "plan.epoch2.json")
+    assert (out["epoch"], out["plan_id"]) == (2, around.plan_id) and len(out["token_ids"]) == 1
+    assert {stage.device for stage in around.stages} == {"phone", "server-a"}
+    assert out["metrics"]["tpot_s"] is None and out["metrics"]["ttft_s"] > 0

@@ -1,0 +1,72 @@
+"""Flags no run could use are usage errors that name the flag, refused while parsing (before torch,
+protobuf or the metrics see them); 0 keeps its meaning where it has one."""
+
+import pytest
+
+from partition.cli import build_parser
+
+WORKER = ["worker", "--listen", "127.0.0.1:0", "--name", "w"]
+GENERATE = ["generate", "--prompt", "hi"]
+SERVE = ["serve", "--plan", "plan.json"]
+BENCH = ["bench", "--plan", "plan.json"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([*GENERATE, "--threads", "-1"], "argument --threads: must be 0 (all cores) or more, got -1"),
+        ([*WORKER, "--threads", "-1"], "argument --threads: must be 0 (torch's choice) or more, got -1"),
+        ([*SERVE, "--threads", "-1"], "argument --threads: must be 0 (the default) or more, got -1"),
+        ([*BENCH, "--threads", "-2"], "argument --threads: must be 0 (the default) or more, got -2"),
+        ([*SERVE, "--max-sessions", "-1"], "argument --max-sessions: must be at least 1, got -1"),
+        ([*SERVE, "--max-sessions", "0"], "argument --max-sessions: must be at least 1, got 0"),
+        ([*SERVE, "--max-context", "-5"], "argument --max-context: must be at least 1, got -5"),
+        ([*SERVE, "--max-context", "0"], "argument --max-context: must be at least 1, got 0"),
+        ([*BENCH, "--tbt-deadline", "-1"], "argument --tbt-deadline: must be more than 0 seconds, got -1"),
+        ([*BENCH, "--tbt-deadline", "0"], "argument --tbt-deadline: must be more than 0 seconds, got 0"),
+        ([*BENCH, "--ttft-deadline", "-1"], "argument --ttft-deadline: must be more than 0 seconds, got -1"),
+        (
+            [*BENCH, "--ttft-deadline", "nan"],
+            "argument --ttft-deadline: must be more than 0 seconds, got nan",
+        ),
+        ([*BENCH, "--new-tokens", "0"], "argument --new-tokens: must be at least 1, got 0"),
+        ([*BENCH, "--prompt-tokens", "0"], "argument --prompt-tokens: must be at least 1, got 0"),
+        ([*WORKER, "--kv-budget-mb", "-5"], "argument --kv-budget-mb: must be more than 0 MiB, got -5"),
+        ([*WORKER, "--kv-budget-mb", "0"], "argument --kv-budget-mb: must be more than 0 MiB, got 0"),
+        ([*WORKER, "--idle-timeout", "-1"], "argument --idle-timeout: must be more than 0 seconds, got -1"),
+        ([*WORKER, "--idle-timeout", "0"], "argument --idle-timeout: must be more than 0 seconds, got 0"),
+        ([*GENERATE, "--stop", ""], "argument --stop: must be a non-empty string"),
+        ([*SERVE, "--stop", ".", "--stop", ""], "argument --stop: must be a non-empty string"),
+    ],
+)
+def test_an_impossible_value_is_a_usage_error_that_names_the_flag(argv, message, capsys):
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_text_that_is_no_number_still_says_so(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*WORKER, "--threads", "two"])
+    assert "argument --threads: invalid int value: 'two'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag", "value"),
+    [
+        ([*GENERATE, "--threads", "0"], "threads", 0),  # all cores
+        ([*WORKER, "--threads", "0"], "threads", 0),  # torch's choice
+        ([*SERVE, "--threads", "0"], "threads", 0),  # the plan's edge threads
+        (BENCH, "new_tokens", None),  # not given: the plan's workload
+        (BENCH, "prompt_tokens", None),
+        (BENCH, "ttft_deadline", None),  # not given: predicted TTFT + 0.3 s
+        ([*BENCH, "--tbt-deadline", "0.05"], "tbt_deadline", 0.05),
+        ([*WORKER, "--kv-budget-mb", "0.5"], "kv_budget_mb", 0.5),
+        ([*SERVE, "--max-context", "1", "--max-sessions", "1"], "max_context", 1),
+        ([*SERVE, "--stop", "\n", "--stop", "."], "stop", ["\n", "."]),
+    ],
+)
+def test_what_a_run_can_use_still_parses(argv, flag, value):
+    assert getattr(build_parser().parse_args(argv), flag) == value
