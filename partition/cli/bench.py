@@ -33,7 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--new-tokens", type=whole_number(1), help="tokens generated per request (default: the plan's)"
     )
-    parser.add_argument("--warmup", type=int, default=1, help="requests run first and discarded")
+    parser.add_argument(
+        "--warmup",
+        type=whole_number(zero_means="none"),
+        default=1,
+        help="requests run first and discarded",
+    )
     parser.add_argument(
         "--ttft-deadline",
         type=positive_number("seconds"),
