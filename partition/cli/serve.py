@@ -333,6 +333,12 @@ def answer(answerer, args: argparse.Namespace, prompt: str, out=None) -> None:
     note = answerer.logits_note(request.sampling, f"--top-k {RETURN_TOP_K}")
     if note:
         print(f"note: {note}", file=sys.stderr)
+    if len(ids) + request.max_new_tokens > request.context:
+        print(
+            f"note: {limit} holds {request.context} tokens: after the prompt's {len(ids)}, the answer stops "
+            f"at {request.context - len(ids)} new tokens, not --max-new-tokens {request.max_new_tokens}",
+            file=sys.stderr,
+        )
 
     streamed = False  # some text is on the terminal: an error must start on a line of its own
 

@@ -136,3 +136,20 @@ def test_serve_started_with_a_worker_away_plans_around_it_and_answers_in_strict_
     assert (out["epoch"], out["plan_id"]) == (2, around.plan_id) and len(out["token_ids"]) == 1
     assert {stage.device for stage in around.stages} == {"phone", "server-a"}
     assert out["metrics"]["tpot_s"] is None and out["metrics"]["ttft_s"] > 0
+
+
+def test_serve_says_when_the_session_ends_the_answer_before_max_new_tokens(smollm2, tmp_path):
+    save_plan(split_plan(smollm2, [("phone", 0, 32, "raw")]), tmp_path / "plan.json")
+    result = subprocess.run(
+        [sys.executable, "-m", "partition", "serve", "--plan", str(tmp_path / "plan.json"), "--threads", "1",
+         "--prompt", "Once upon a time", "--max-new-tokens", "20", "--max-context", "10", "--json"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    prompt = len(out["prompt_token_ids"])
+    assert len(out["token_ids"]) == 10 - prompt and out["finish_reason"] == "length"
+    assert (
+        f"note: a session (--max-context) holds 10 tokens: after the prompt's {prompt}, the answer stops "
+        f"at {10 - prompt} new tokens, not --max-new-tokens 20"
+    ) in result.stderr, result.stderr[-3000:]
