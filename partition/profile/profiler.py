@@ -156,8 +156,8 @@ def tied_weight_bytes(spec, dtype: torch.dtype) -> int:
 def _profile_top_k(vocab_size: int, settings: ProfileSettings) -> tuple[float, float]:
     """Seconds per token to send a head's logits as their top K (on the server holding it) and to
     rebuild the logits from them (on the edge): a top-k over the vocabulary, then a vocabulary-sized
-    scatter: 0.2-0.35 ms each here on a cold cache, 0.5-0.8 ms in the lab's profiles (after an idle
-    pause), paid every token of a plan whose head is remote.
+    scatter: 0.2-0.35 ms each here on a cold cache, 0.6-0.7 and 0.45-0.5 ms in the lab's profiles
+    (after an idle pause), paid every token of a plan whose head is remote.
     Timed on CPU logits, as they are once a CUDA worker has copied them back."""
     from partition.transport.tensors import from_proto, to_top_k_proto
 
