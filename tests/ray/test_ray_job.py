@@ -39,35 +39,43 @@ class Head:
     gcs: str  # host:port drivers and the state API connect to
 
 
+START_TRIES = 3  # the head's ports are picked free a moment before it binds them: one may be taken meanwhile
+
+
+class _HeadExited(RuntimeError):
+    pass
+
+
 @pytest.fixture(scope="module")
-def head(ray_env):
+def head(ray_env, tmp_path_factory):
     """A `ray start --head --block` process, stopped by its pid."""
     import psutil
 
-    dashboard = free_port()
-    ports = {
-        "--port": free_port(),
-        "--dashboard-port": dashboard,
-        "--dashboard-agent-listen-port": free_port(),
-        "--dashboard-agent-grpc-port": free_port(),
-        "--ray-client-server-port": free_port(),
-        "--metrics-export-port": free_port(),
-        "--runtime-env-agent-port": free_port(),
-        "--node-manager-port": free_port(),
-        "--object-manager-port": free_port(),
-    }
-    command = _ray(
-        "start", "--head", "--block", "--num-cpus", "2", "--resources", json.dumps(RESOURCES),
-        "--object-store-memory", str(NODE_OBJECT_STORE_BYTES), "--include-dashboard", "true",
-        "--dashboard-host", "127.0.0.1", "--temp-dir", ray_env["RAY_TMPDIR"], "--disable-usage-stats",
-        *(str(item) for pair in ports.items() for item in pair),
-    )  # fmt: skip
-    started = time.monotonic()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ray_env)
-    address = f"http://127.0.0.1:{dashboard}"
+    log = tmp_path_factory.mktemp("ray-head") / "ray-start.log"
+    for attempt in range(1, START_TRIES + 1):
+        ports = dict(zip(HEAD_PORT_FLAGS, _distinct_free_ports(len(HEAD_PORT_FLAGS)), strict=True))
+        command = _ray(
+            "start", "--head", "--block", "--num-cpus", "2", "--resources", json.dumps(RESOURCES),
+            "--object-store-memory", str(NODE_OBJECT_STORE_BYTES), "--include-dashboard", "true",
+            "--dashboard-host", "127.0.0.1", "--temp-dir", ray_env["RAY_TMPDIR"], "--disable-usage-stats",
+            *(str(item) for pair in ports.items() for item in pair),
+        )  # fmt: skip
+        started = time.monotonic()
+        with open(log, "wb") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=ray_env)
+        address = f"http://127.0.0.1:{ports['--dashboard-port']}"
+        try:
+            _wait_for_job_server(address, process)
+            break
+        except _HeadExited as error:
+            said = log.read_text(errors="replace")[-3000:]
+            if attempt == START_TRIES:
+                raise RuntimeError(
+                    f"{error} {START_TRIES} times; its output the last time:\n{said}"
+                ) from None
+            print(f"{error} (try {attempt} of {START_TRIES}), started again on other ports:\n{said}")
     descendants: list[int] = []
     try:
-        _wait_for_job_server(address, process)
         print(f"ray head up in {time.monotonic() - started:.1f} s")
         yield Head(address, f"127.0.0.1:{ports['--port']}")
         descendants = [p.pid for p in psutil.Process(process.pid).children(recursive=True)]
@@ -76,11 +84,26 @@ def head(ray_env):
     assert wait_gone([process.pid, *descendants]) == [], "ray processes left after stopping the head"
 
 
+HEAD_PORT_FLAGS = (
+    "--port", "--dashboard-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+    "--ray-client-server-port", "--metrics-export-port", "--runtime-env-agent-port", "--node-manager-port",
+    "--object-manager-port",
+)  # fmt: skip
+
+
+def _distinct_free_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        if (port := free_port()) not in ports:
+            ports.append(port)
+    return ports
+
+
 def _wait_for_job_server(address: str, process: subprocess.Popen) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"`ray start --head` exited with {process.returncode}")
+            raise _HeadExited(f"`ray start --head` exited with {process.returncode}")
         try:
             with urllib.request.urlopen(f"{address}/api/version", timeout=2) as reply:
                 if reply.status == 200:
