@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 
 from partition.errors import ConfigError
-from partition.model.generation import GenerationRequest
+from partition.model.generation import GenerationRequest, new_tokens_overflow, prompt_overflow
 from partition.model.sampling import SamplingParams
 
 CHAT, COMPLETION = "chat", "completion"
@@ -110,25 +110,21 @@ def text_request(kind: str, body: dict, served: Served) -> TextRequest:
             400, "only the text response format is supported; leave response_format out", "response_format"
         )
     ids = _chat_ids(body, served.tokenizer) if kind == CHAT else _prompt_ids(body, served)
-    if len(ids) >= max_context:
+    holder = "a session of this deployment"
+    problem = prompt_overflow(len(ids), max_context, holder)
+    if problem:
         raise ApiError(
             400,
-            f"the prompt has {len(ids)} tokens, but this deployment holds {max_context} per session; shorten "
-            "it (or serve with a larger --max-context)",
+            f"{problem}; shorten it (or serve with a larger --max-context)",
             "messages" if kind == CHAT else "prompt",
             "context_length_exceeded",
         )
     room = max_context - len(ids)
     default = room if kind == CHAT else min(room, COMPLETION_DEFAULT_MAX_TOKENS)
     max_tokens = _max_tokens(body, default)
-    if max_tokens > room:
-        raise ApiError(
-            400,
-            f"the prompt ({len(ids)} tokens) and max_tokens ({max_tokens}) need {len(ids) + max_tokens} tokens, "
-            f"over the {max_context} this deployment holds per session; ask for at most {room} new tokens",
-            "max_tokens",
-            "context_length_exceeded",
-        )
+    problem = new_tokens_overflow(len(ids), max_tokens, max_context, holder, "max_tokens")
+    if problem:
+        raise ApiError(400, problem, "max_tokens", "context_length_exceeded")
     stream = _boolean(body, "stream", False)
     options = body.get("stream_options")
     if options is not None and not (isinstance(options, dict) and stream):

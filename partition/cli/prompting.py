@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from partition.cli.arguments import non_empty
-from partition.model.generation import GenerationRequest
+from partition.model.generation import GenerationRequest, new_tokens_overflow, prompt_overflow
 from partition.model.sampling import SamplingParams
 
 
@@ -47,8 +47,9 @@ def build_request(
 
     if args.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
-    if len(ids) >= max_context:
-        raise ConfigError(f"the prompt has {len(ids)} tokens, but {limit} holds {max_context}; {advice}")
+    problem = prompt_overflow(len(ids), max_context, limit)
+    if problem:
+        raise ConfigError(f"{problem}; {advice}")
     sampling = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
     context = min(max_context, len(ids) + args.max_new_tokens)
     return GenerationRequest(ids, args.max_new_tokens, sampling, tuple(args.stop), context)
@@ -56,12 +57,11 @@ def build_request(
 
 def check_new_tokens_fit(request: GenerationRequest, limit: str) -> None:
     """Refuse a request whose prompt and --max-new-tokens need more than its context (`limit`), in the
-    words of the HTTP API's context_length_exceeded (partition/api/requests.py), instead of cutting it."""
+    words of the HTTP API's context_length_exceeded, instead of cutting it."""
     from partition.errors import ConfigError
 
-    prompt, wanted = len(request.prompt_ids), request.max_new_tokens
-    if prompt + wanted > request.context:
-        raise ConfigError(
-            f"the prompt ({prompt} tokens) and --max-new-tokens ({wanted}) need {prompt + wanted} tokens, "
-            f"over the {request.context} tokens of {limit}; ask for at most {request.context - prompt} new tokens"
-        )
+    problem = new_tokens_overflow(
+        len(request.prompt_ids), request.max_new_tokens, request.context, limit, "--max-new-tokens"
+    )
+    if problem:
+        raise ConfigError(problem)

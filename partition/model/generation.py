@@ -29,6 +29,29 @@ class GenerationRequest:
     context: int = 2048  # tokens the caches hold: prompt + generated must fit
 
 
+def prompt_overflow(prompt_tokens: int, max_context: int, holder: str) -> str | None:
+    """Why a prompt leaves no room for a token in `max_context` tokens, or None when it fits.
+
+    `holder` names what holds them ("smollm2-135m's context", "a session of this deployment"); the CLI
+    and the HTTP API say it in the same words and add their own advice."""
+    if prompt_tokens < max_context:
+        return None
+    return f"the prompt has {prompt_tokens} tokens, but {holder} holds {max_context}"
+
+
+def new_tokens_overflow(
+    prompt_tokens: int, new_tokens: int, max_context: int, holder: str, asked: str
+) -> str | None:
+    """Why the prompt and `new_tokens` asked for by `asked` ("--max-new-tokens", "max_tokens") overflow
+    `max_context` tokens of `holder`, with the most that fits, or None when they fit."""
+    if prompt_tokens + new_tokens <= max_context:
+        return None
+    return (
+        f"the prompt ({prompt_tokens} tokens) and {asked} ({new_tokens}) need {prompt_tokens + new_tokens} "
+        f"tokens, over the {max_context} tokens of {holder}; ask for at most {max_context - prompt_tokens} new tokens"
+    )
+
+
 @dataclass
 class GenerationResult:
     prompt_token_ids: list[int]

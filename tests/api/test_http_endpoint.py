@@ -205,7 +205,7 @@ def test_a_one_token_answer_is_strict_json_with_null_for_its_undefined_tpot(api)
         ),
         ("/v1/completions", {"prompt": ["a", "b"]}, 400, "prompt", "one prompt per request"),
         ("/v1/completions", {"prompt": [1, 10**9]}, 400, "prompt", "token ids must lie in"),
-        ("/v1/completions", {"prompt": "x " * 400}, 400, "prompt", "holds 256 per session"),
+        ("/v1/completions", {"prompt": "x " * 400}, 400, "prompt", "a session of this deployment holds 256"),
     ],
 )
 def test_a_bad_request_is_named_in_openais_error_shape_and_the_endpoint_keeps_serving(
