@@ -62,6 +62,12 @@ def replan_without(plan: Plan, cluster: Cluster, lost: Iterable[str]) -> Plan:
     )
 
 
+def _described(plan: Plan) -> str:
+    """ "plan ID epoch N, edge[0,1) server-a[1,32)", as the re-plan log lines name a plan."""
+    stages = " ".join(f"{stage.device}{stage.segment}" for stage in plan.stages)
+    return f"plan {plan.plan_id} epoch {plan.epoch}, {stages}"
+
+
 def check_cluster_fits(plan: Plan, cluster: Cluster) -> None:
     """ConfigError unless `cluster` can re-plan `plan`: the same model, the same edge, every device of
     the plan in it."""
@@ -113,16 +119,11 @@ class Failover:
         except WorkerAwayError as error:
             log.warning("%s", error)
             away = {error.device}
-        servers = {device.name for device in self.cluster.servers}
-        left_out = away | (servers - self._listening(servers))
+        left_out = self._left_out(away)
         new = replan_without(plan, self.cluster, left_out)
-        log.warning(
-            "planned without %s: plan %s epoch %d, %s", ", ".join(sorted(left_out)), new.plan_id, new.epoch,
-            " ".join(f"{s.device}{s.segment}" for s in new.stages),
-        )  # fmt: skip
-        deployment = deploy(new, self.addresses, self.transport, max_context, max_sessions)
-        self._write(new)
-        self.first, self.lost = plan, left_out
+        log.warning("planned without %s: %s", ", ".join(sorted(left_out)), _described(new))
+        deployment = self._roll_out(new, left_out, max_context, max_sessions)
+        self.first = plan
         self.wait_s, self._looked = self.recheck_s, time.monotonic()
         return deployment
 
@@ -175,8 +176,7 @@ class Failover:
         """Plan without `lost` and the servers not listening now (one given up on earlier that listens
         again is planned with); None when the stages are those of `unchanged`, else the plan deployed
         and written. With every device of the plan served first there, that plan, one epoch on."""
-        servers = {device.name for device in self.cluster.servers} - lost
-        left_out = lost | (servers - self._listening(servers))
+        left_out = self._left_out(lost)
         back = self.lost - left_out
         first_again = self.first is not None and not left_out & {s.device for s in self.first.stages}
         if first_again:
@@ -192,24 +192,36 @@ class Failover:
             change.append(f"without {', '.join(sorted(left_out))}")
         if back:
             change.append(f"with {', '.join(sorted(back))} back")
-        log.warning(
-            "re-planned %s%s: plan %s epoch %d, %s",
-            ", ".join(change), " (the plan served first)" if first_again else "",
-            plan.plan_id, plan.epoch, " ".join(f"{s.device}{s.segment}" for s in plan.stages),
-        )  # fmt: skip
-        new = deploy(
+        first_note = " (the plan served first)" if first_again else ""
+        log.warning("re-planned %s%s: %s", ", ".join(change), first_note, _described(plan))
+        new = self._roll_out(
+            plan, left_out, deployment.max_context, deployment.max_sessions, loop=deployment.loop
+        )
+        new.owns_loop, deployment.owns_loop = deployment.owns_loop, False  # the loop goes on with `new`
+        return new
+
+    def _left_out(self, lost: set[str]) -> set[str]:
+        """`lost` and the other servers whose workers do not listen now: the devices to plan without."""
+        servers = {device.name for device in self.cluster.servers} - lost
+        return lost | (servers - self._listening(servers))
+
+    def _roll_out(
+        self, plan: Plan, left_out: set[str], max_context: int, max_sessions: int, loop=None
+    ) -> Deployment:
+        """Deploy `plan` (made without `left_out`) and write it beside the plan file; from then on
+        `left_out` are the devices looked for again. A deploy that fails changes nothing here."""
+        deployment = deploy(
             plan,
             self.addresses,
             self.transport,
-            deployment.max_context,
-            deployment.max_sessions,
-            loop=deployment.loop,
+            max_context,
+            max_sessions,
+            loop=loop,
             connect_wait_s=RECONNECT_WAIT_S,  # a worker back after a while: its channel retries
         )
         self._write(plan)
-        new.owns_loop, deployment.owns_loop = deployment.owns_loop, False  # the loop goes on with `new`
         self.lost = left_out
-        return new
+        return deployment
 
     def _listening(self, devices: set[str]) -> set[str]:
         """Those of `devices` whose worker accepts a connection now (probed at once, not in turn: an
