@@ -37,6 +37,19 @@ def positive_number(unit: str) -> Callable[[str], float]:
     return parse
 
 
+def non_negative_number(unit: str) -> Callable[[str], float]:
+    """A finite float of 0 or more, in `unit` (which the error says)."""
+
+    def parse(text: str) -> float:
+        value = float(text)
+        if not (math.isfinite(value) and value >= 0):
+            raise argparse.ArgumentTypeError(f"must be 0 {unit} or more, got {text}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
 def non_empty(why: str) -> Callable[[str], str]:
     """Text that is not empty; `why` says what an empty one would do."""
 

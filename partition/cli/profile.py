@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from partition.cli.arguments import whole_number
 from partition.cli.serve import add_transport_arguments, transport_config
 
 
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=whole_number(),
         help="torch threads to measure with (default: torch's); with --cluster, those of an edge that has no "
         "worker and declares no threads (workers measure with their own --threads)",
     )
@@ -66,8 +67,6 @@ def run(args: argparse.Namespace) -> int:
     from partition.errors import ConfigError
     from partition.profile import ProfileSettings, profile_device
 
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError(f"--threads must be at least 1, got {args.threads}")
     settings = ProfileSettings()
     overrides = {
         "prefill_lengths": tuple(args.prefill_lengths) if args.prefill_lengths else None,

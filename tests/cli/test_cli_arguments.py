@@ -36,6 +36,9 @@ BENCH = ["bench", "--plan", "plan.json"]
         ([*WORKER, "--kv-budget-mb", "0"], "argument --kv-budget-mb: must be more than 0 MiB, got 0"),
         ([*WORKER, "--idle-timeout", "-1"], "argument --idle-timeout: must be more than 0 seconds, got -1"),
         ([*WORKER, "--idle-timeout", "0"], "argument --idle-timeout: must be more than 0 seconds, got 0"),
+        ([*WORKER, "--grace", "-1"], "argument --grace: must be 0 seconds or more, got -1"),
+        ([*WORKER, "--grace", "inf"], "argument --grace: must be 0 seconds or more, got inf"),
+        (["profile", "--model", "m", "--threads", "0"], "argument --threads: must be at least 1, got 0"),
         ([*GENERATE, "--stop", ""], "argument --stop: must be a non-empty string"),
         ([*SERVE, "--stop", ".", "--stop", ""], "argument --stop: must be a non-empty string"),
     ],
@@ -65,6 +68,8 @@ def test_text_that_is_no_number_still_says_so(capsys):
         (BENCH, "ttft_deadline", None),  # not given: predicted TTFT + 0.3 s
         ([*BENCH, "--tbt-deadline", "0.05"], "tbt_deadline", 0.05),
         ([*WORKER, "--kv-budget-mb", "0.5"], "kv_budget_mb", 0.5),
+        ([*WORKER, "--grace", "0"], "grace", 0.0),  # end running calls at once
+        (["profile", "--model", "smollm2-135m"], "threads", None),  # torch's choice
         ([*SERVE, "--max-context", "1", "--max-sessions", "1"], "max_context", 1),
         ([*SERVE, "--stop", "\n", "--stop", "."], "stop", ["\n", "."]),
     ],
