@@ -62,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ready-file", type=Path, help="write {address, port, pid} as JSON here once serving"
     )
+    parser.add_argument(
+        "--stop-when-stdin-closes",
+        action="store_true",
+        help="stop gracefully once standard input ends: started with a pipe, the worker does not outlive "
+        "the process holding its other end, however that one ends (serve --spawn-local does this)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,5 +96,9 @@ def run(args: argparse.Namespace) -> int:
     config = TransportConfig.from_files(args.tls_cert, args.tls_key, args.tls_ca, args.token_file)
     # Said on stderr whatever the log level (stdout stays clean): where it serves, port 0's pick included.
     announce = functools.partial(print, file=sys.stderr, flush=True)
-    asyncio.run(serve_worker(settings, config, args.listen, args.grace, args.ready_file, announce))
+    asyncio.run(
+        serve_worker(
+            settings, config, args.listen, args.grace, args.ready_file, announce, args.stop_when_stdin_closes
+        )
+    )
     return 0

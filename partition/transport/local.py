@@ -64,8 +64,13 @@ class LocalWorker:
                 )
                 self.process.kill()
         code = self.process.wait()
+        self._close_stdin()
         self._tidy(code)
         return code
+
+    def _close_stdin(self) -> None:
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            self.process.stdin.close()
 
     def _tidy(self, code: int) -> None:
         if self.scratch_dir is None:
@@ -113,16 +118,21 @@ def spawn_worker(
         "--name",
         name,
     ]
-    command += ["--ready-file", str(ready), *extra_args]
+    # Its stdin is a pipe only this process writes to: the worker stops when it closes, so it does not
+    # outlive this process even when it is killed with SIGKILL and no `finally` runs.
+    command += ["--ready-file", str(ready), "--stop-when-stdin-closes", *extra_args]
     # The child imports the same `partition` as this process, whatever the working directory.
     source_root = str(Path(partition.__file__).resolve().parents[1])
     python_path = os.pathsep.join(p for p in (source_root, os.environ.get("PYTHONPATH", "")) if p)
     child_env = {**os.environ, "PYTHONPATH": python_path, **(env or {})}
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=child_env)
+        process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=log_file, stderr=subprocess.STDOUT, env=child_env
+        )
     deadline = time.monotonic() + START_TIMEOUT_S
     while not ready.exists():
         if process.poll() is not None:
+            process.stdin.close()
             raise WorkerStartError(
                 f"worker {name} exited with code {process.returncode} before serving; its log:\n"
                 + log_path.read_text(errors="replace")[-4000:]
@@ -130,6 +140,7 @@ def spawn_worker(
         if time.monotonic() > deadline:
             process.kill()
             process.wait()
+            process.stdin.close()
             raise WorkerStartError(
                 f"worker {name} did not serve within {START_TIMEOUT_S:g} s; log: {log_path}"
             )

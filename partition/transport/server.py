@@ -44,6 +44,8 @@ class GrpcServer:
             [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
         )
         self._stopping = False
+        self._stop_requested: asyncio.Event | None = None  # set by a signal or request_stop
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self, listen: str) -> int:
         """Bind `host:port` (port 0 = any free port), start serving; return the bound port."""
@@ -75,6 +77,7 @@ class GrpcServer:
         the server gracefully: whoever it tells that the server is up may then send them."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
+        self._loop, self._stop_requested = loop, stop
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
@@ -84,7 +87,7 @@ class GrpcServer:
             signalled = asyncio.ensure_future(stop.wait())
             await asyncio.wait({waiter, signalled}, return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set():
-                log.info("signal received: draining for up to %.1f s", grace_s)
+                log.info("asked to stop: draining for up to %.1f s", grace_s)
             await self.stop(grace_s)
             for task in (waiter, signalled):
                 task.cancel()
@@ -93,6 +96,11 @@ class GrpcServer:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+    def request_stop(self) -> None:
+        """Stop as SIGTERM would, from any thread; nothing before serve_until_signal runs."""
+        if self._loop is not None and self._stop_requested is not None:
+            self._loop.call_soon_threadsafe(self._stop_requested.set)
 
 
 def bind_failure(listen: str, grpc_says: str) -> str:

@@ -7,6 +7,8 @@ import contextlib
 import json
 import logging
 import os
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,10 +28,13 @@ async def serve_worker(
     grace_s: float = 5.0,
     ready_file: Path | None = None,
     on_serving: Callable[[str], None] | None = None,
+    stop_when_stdin_closes: bool = False,
 ) -> None:
     """Serve until SIGTERM/SIGINT. Once the port is bound and those signals drain the worker gracefully,
     `ready_file` gets {"address", "port", "pid"} and `on_serving` a line saying where it serves (the port
-    chosen for port 0 is known only then)."""
+    chosen for port 0 is known only then). With `stop_when_stdin_closes`, the end of standard input
+    stops it the same way: the process that started it holds the pipe's other end, which the kernel
+    closes however that process ends, SIGKILL included, so the worker does not outlive it."""
     servicer = StageServicer(settings, config)
     server = GrpcServer([servicer.handler()], [STAGE_SERVICE], config)
     port = await server.start(listen)
@@ -43,6 +48,10 @@ async def serve_worker(
             _write_atomically(ready_file, json.dumps({"address": address, "port": port, "pid": os.getpid()}))
         if on_serving is not None:
             on_serving(serving)
+        if stop_when_stdin_closes:
+            threading.Thread(
+                target=_stop_at_end_of_input, args=(server,), name="stdin-watch", daemon=True
+            ).start()
 
     expiry = asyncio.ensure_future(servicer.expire_idle_sessions())
     try:
@@ -53,6 +62,17 @@ async def serve_worker(
             await expiry
         await servicer.close()
         log.info("worker %s stopped", settings.name)
+
+
+def _stop_at_end_of_input(server: GrpcServer) -> None:
+    """Read standard input (what arrives is ignored) until it ends, then stop the server gracefully."""
+    try:
+        while os.read(sys.stdin.fileno(), 4096):
+            pass
+    except (OSError, ValueError, AttributeError):  # no usable stdin: its end is now
+        pass
+    log.info("standard input closed (the process that started this worker is gone): stopping")
+    server.request_stop()
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -25,3 +25,16 @@ def test_a_killed_worker_keeps_its_log():
         assert worker.log_path.exists() and "serving" in worker.log_text().lower()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_worker_stops_gracefully_once_the_process_that_started_it_lets_go_of_its_stdin():
+    # what the kernel does to the pipe when serve is killed with SIGKILL and no `finally` runs
+    worker = spawn_worker("orphan", extra_args=("--threads", "1"))
+    folder = worker.log_path.parent
+    try:
+        worker.process.stdin.close()
+        assert worker.process.wait(timeout=30) == 0  # drained and stopped, not killed
+        assert "standard input closed" in worker.log_text()
+    finally:
+        worker.stop()
+        shutil.rmtree(folder, ignore_errors=True)
