@@ -90,6 +90,7 @@ def deploy(
     import grpc
 
     from partition.model import load_segment, resolve_model
+    from partition.model.segment import share_tied_matrix
     from partition.transport.channels import TransportConfig
     from partition.transport.client import Chain, StageCallError
 
@@ -121,6 +122,7 @@ def deploy(
         )
     front = load_segment(source, topology.front.segment) if topology.front else None
     tail = load_segment(source, topology.tail.segment) if topology.tail else None
+    share_tied_matrix(front, tail)  # as the planner counted: the edge holds a tied matrix once
     deployment = Deployment(
         plan, topology, source, front, tail, None, (), (), max_context=max_context, max_sessions=max_sessions,
         loop=loop or LoopThread(), owns_loop=loop is None,

@@ -188,9 +188,18 @@ def load_segment(
         del state
         if huge_pages:
             move_to_huge_pages(module)
-    tied = model.embed is not None and model.head is not None and source.spec.tie_embeddings
-    if tied and model.head.lm_head.transposed:
-        # one [D, V] matrix serves both ends when a single process holds them (saves vocab x hidden
-        # floats): the embedding reads its columns
-        model.embed.share_table(model.head.lm_head.weight)
+    share_tied_matrix(model, model)
     return model.eval()
+
+
+def share_tied_matrix(front: SegmentModel | None, tail: SegmentModel | None) -> bool:
+    """With tied embeddings, let `front`'s embedding read `tail`'s head matrix and drop its own copy:
+    one [D, V] matrix serves both ends when a single process holds them (vocab x hidden floats saved;
+    113 MB for SmolLM2). The same segment for both (the whole model), or the edge's two pieces. Whether
+    it was shared."""
+    if front is None or tail is None or front.embed is None or tail.head is None:
+        return False
+    if not front.spec.tie_embeddings or not tail.head.lm_head.transposed:
+        return False
+    front.embed.share_table(tail.head.lm_head.weight)  # the embedding reads its columns
+    return True

@@ -80,11 +80,14 @@ def unit_memory_bytes(cost: LayerCost, w: Workload) -> int:
     return cost.weight_bytes + cost.kv_bytes_per_token * w.kv_tokens * w.sessions
 
 
-def shared_weight_bytes(profile: DeviceProfile, start: int, end: int) -> int:
-    """Bytes the units [start, end) count twice: the tied embedding matrix, when one segment holds
-    both the embedding and the head (the whole model), where a single copy serves both."""
-    whole = start == 0 and end == n_units(profile.model.n_blocks)
-    return profile.tied_weight_bytes if whole else 0
+def shared_weight_bytes(profile: DeviceProfile, *segments: tuple[int, int]) -> int:
+    """Bytes the units of `segments` (each (start, end), all in one process) count twice: the tied
+    embedding matrix, when they hold both the embedding and the head, where a single copy serves both
+    (the whole model; the edge's front and tail pieces, which deploy loads that way)."""
+    last = n_units(profile.model.n_blocks) - 1
+    embed = any(start <= 0 < end for start, end in segments)
+    head = any(start <= last < end for start, end in segments)
+    return profile.tied_weight_bytes if embed and head else 0
 
 
 def unit_objective_s(cost: LayerCost, w: Workload) -> float:
@@ -200,7 +203,7 @@ def stage_prediction(cluster: Cluster, stage: Stage, w: Workload) -> StagePredic
         decode_s=sum(unit_decode_s(c, w) for c in costs),
         step_s=sum(unit_step_s(c, w) for c in costs),
         memory_bytes=sum(unit_memory_bytes(c, w) for c in costs)
-        - shared_weight_bytes(profile, stage.segment.start, stage.segment.end),
+        - shared_weight_bytes(profile, (stage.segment.start, stage.segment.end)),
     )
 
 

@@ -32,7 +32,9 @@ class KindTable:
     cost: tuple[float, ...]  # prefix sums of each unit's additive share of the objective, seconds
     item: tuple[float, ...]  # prefix sums of one session's decode step per unit, seconds
     mem: tuple[int, ...]  # prefix sums of weights + KV cache per unit, bytes
-    whole_saves: int = 0  # bytes a segment holding all units counts twice (tied embeddings)
+    # bytes the units count twice (tied embeddings) that a device holding both ends keeps once: in one
+    # segment of all units, or in the edge's front and tail pieces
+    tied_saves: int = 0
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ def _kind_table(device: Device, members: tuple[str, ...], w: Workload, n: int) -
         cost=tuple(itertools.accumulate((unit_objective_s(c, w) for c in costs), initial=0.0)),
         item=tuple(itertools.accumulate((unit_step_s(c, w) for c in costs), initial=0.0)),
         mem=tuple(itertools.accumulate((unit_memory_bytes(c, w) for c in costs), initial=0)),
-        whole_saves=shared_weight_bytes(device.profile, 0, n),
+        tied_saves=shared_weight_bytes(device.profile, (0, n)),
     )
 
 

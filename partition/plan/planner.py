@@ -109,13 +109,15 @@ def diagnose(cluster: Cluster, w: Workload, pin: Pinning) -> str:
     edge = cluster.edge
     context = f"for {w.kv_tokens} tokens of context x {w.sessions} session(s)"
 
-    def need(device, start: int, end: int) -> int:
-        units = sum(unit_memory_bytes(device.profile.unit_cost(u), w) for u in range(start, end))
-        return units - shared_weight_bytes(device.profile, start, end)
+    def need(device, *segments: tuple[int, int]) -> int:
+        units = sum(
+            unit_memory_bytes(device.profile.unit_cost(u), w) for s, e in segments for u in range(s, e)
+        )
+        return units - shared_weight_bytes(device.profile, *segments)
 
     pinned = [(name, unit) for name, unit, on in (("embed", 0, pin.embed), ("head", n - 1, pin.head)) if on]
     if pinned:
-        ends = sum(need(edge, unit, unit + 1) for _, unit in pinned)
+        ends = need(edge, *((unit, unit + 1) for _, unit in pinned))
         if ends > edge.memory_bytes:
             names = " and ".join(name for name, _ in pinned)
             return (
@@ -126,23 +128,23 @@ def diagnose(cluster: Cluster, w: Workload, pin: Pinning) -> str:
             )
     reachable = _servers_on_a_round_trip(cluster)
     devices = [edge, *reachable]
-    largest_block = max(range(1, n - 1), key=lambda u: need(edge, u, u + 1))
-    block_fits = [d for d in devices if need(d, largest_block, largest_block + 1) <= d.memory_bytes]
+    largest_block = max(range(1, n - 1), key=lambda u: need(edge, (u, u + 1)))
+    block_fits = [d for d in devices if need(d, (largest_block, largest_block + 1)) <= d.memory_bytes]
     if not block_fits:
         best = max(devices, key=lambda d: d.memory_bytes)
         return (
-            f"one block needs {gb(need(best, largest_block, largest_block + 1))} {context}, "
+            f"one block needs {gb(need(best, (largest_block, largest_block + 1)))} {context}, "
             f"but the largest device ({best.name}) offers {gb(best.memory_bytes)}"
         )
     if not reachable:
         return (
-            f"the model needs {gb(need(edge, 0, n))} {context} but the edge {edge.name} offers "
+            f"the model needs {gb(need(edge, (0, n)))} {context} but the edge {edge.name} offers "
             f"{gb(edge.memory_bytes)}, and no server is linked to it both ways; add [[link]] entries"
         )
-    needed = min(need(d, 0, n) for d in devices)
+    needed = min(need(d, (0, n)) for d in devices)
     offered = sum(d.memory_bytes for d in devices)
     weights = min(
-        sum(d.profile.unit_cost(u).weight_bytes for u in range(n)) - shared_weight_bytes(d.profile, 0, n)
+        sum(d.profile.unit_cost(u).weight_bytes for u in range(n)) - shared_weight_bytes(d.profile, (0, n))
         for d in devices
     )
     if needed > offered:

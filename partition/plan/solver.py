@@ -67,7 +67,15 @@ class _Solver:
 
     def segment_mem(self, kind: KindTable, i: int, j: int) -> int:
         """Bytes of one segment [i, j) on a device of `kind` (the whole model holds tied weights once)."""
-        return kind.mem[j] - kind.mem[i] - (kind.whole_saves if (i, j) == (0, self.n) else 0)
+        return kind.mem[j] - kind.mem[i] - (kind.tied_saves if (i, j) == (0, self.n) else 0)
+
+    def edge_pieces_mem(self, a: int, b: int) -> int:
+        """Bytes of the edge's front [0, a) and tail [b, n) together: with both, one process holds the
+        embedding and the head, and the tied matrix once. a == n: the whole model, one piece."""
+        if a == self.n:
+            return self.segment_mem(self.kinds[0], 0, self.n)
+        both = a > 0 and b < self.n
+        return self.kinds[0].mem[a] + self.suffix_mem[b] - (self.kinds[0].tied_saves if both else 0)
 
     def _reach(self, kind: KindTable) -> list[int]:
         """For each start i, the largest j such that [i, j) fits one device of `kind` (j == i: not even
@@ -114,15 +122,14 @@ class _Solver:
         """What a chain of a relaxation breaks: kinds used more often than they have devices, and
         whether the edge's two pieces together overflow its memory (the items' cap is checked apart)."""
         used = [0] * self.K
-        edge = self.kinds[0]
-        edge_mem = 0
+        front, tail = 0, self.n  # the edge's pieces: [0, front) and [tail, n)
         for k, i, j in chain:
             if k == 0:
-                edge_mem += self.segment_mem(edge, i, j)
+                front, tail = (j, tail) if i == 0 else (front, i)
             else:
                 used[k] += 1
         over = {k for k in range(1, self.K) if used[k] > len(self.kinds[k].devices)}
-        return over, edge_mem > edge.cap
+        return over, self.edge_pieces_mem(front, tail) > self.kinds[0].cap
 
     def valid(self, chain: Chain, cap: float) -> bool:
         over, edge_overflows = self.violations(chain)
@@ -265,10 +272,7 @@ class _Solver:
                         and suffix_item <= cap
                         and not (
                             coupled
-                            and (
-                                edge.mem[a] + self.suffix_mem[i] > edge.cap
-                                or edge.item[a] + suffix_item > cap
-                            )
+                            and (self.edge_pieces_mem(a, i) > edge.cap or edge.item[a] + suffix_item > cap)
                         )
                     ):
                         total = cost + back[i].cost + edge.cost[n] - edge.cost[i]

@@ -17,18 +17,21 @@ def gb(n_bytes: float) -> str:
 
 
 def device_memory(cluster: Cluster, stages: tuple[Stage, ...], w: Workload) -> dict[str, tuple[int, int]]:
-    """Bytes each device needs for its stages: (weights, KV cache)."""
-    out: dict[str, tuple[int, int]] = {}
+    """Bytes each device needs for its stages: (weights, KV cache). A device's stages run in one process
+    (the edge's front and tail pieces), which holds a tied matrix once."""
+    segments: dict[str, list[tuple[int, int]]] = {}
     for stage in stages:
-        profile = cluster.device(stage.device).profile
-        weights = -shared_weight_bytes(profile, stage.segment.start, stage.segment.end)
-        kv = 0
-        for unit in range(stage.segment.start, stage.segment.end):
-            cost = profile.unit_cost(unit)
-            weights += cost.weight_bytes
-            kv += unit_memory_bytes(cost, w) - cost.weight_bytes
-        before = out.get(stage.device, (0, 0))
-        out[stage.device] = (before[0] + weights, before[1] + kv)
+        segments.setdefault(stage.device, []).append((stage.segment.start, stage.segment.end))
+    out: dict[str, tuple[int, int]] = {}
+    for device, spans in segments.items():
+        profile = cluster.device(device).profile
+        weights, kv = -shared_weight_bytes(profile, *spans), 0
+        for start, end in spans:
+            for unit in range(start, end):
+                cost = profile.unit_cost(unit)
+                weights += cost.weight_bytes
+                kv += unit_memory_bytes(cost, w) - cost.weight_bytes
+        out[device] = (weights, kv)
     return out
 
 

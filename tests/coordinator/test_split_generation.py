@@ -63,6 +63,7 @@ def test_lossless_split_gives_exactly_the_whole_models_tokens(
 ):
     plan = _plan(smollm2, SPLITS[split], codec)
     deployment = deploy(plan, workers, max_context=512, max_sessions=2)
+    front, tail = deployment.front_model, deployment.tail_model
     try:
         session = PipelineSession(deployment, context=len(prompt) + N_EXACT)
         request = GenerationRequest(prompt, max_new_tokens=N_EXACT, context=len(prompt) + N_EXACT)
@@ -71,6 +72,8 @@ def test_lossless_split_gives_exactly_the_whole_models_tokens(
     finally:
         deployment.close()
     assert result.token_ids == reference_48
+    if SPLITS[split][0][0] == SPLITS[split][-1][0] == "phone":  # the edge holds both ends: a tied matrix once
+        assert front.embed.tokens is None and front.embed.table_DV is tail.head.lm_head.weight
     remote = [device for device, *_ in SPLITS[split] if device != "phone"]
     # every step produced one span per link (remote stages + 1) plus the edge's own segments
     links = [s for s in session.spans if s.token == 1 and s.src]

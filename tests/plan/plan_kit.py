@@ -18,6 +18,7 @@ from partition.plan.costmodel import (
     fixed_codec,
     hop_cost,
     is_token_cut,
+    shared_weight_bytes,
     stage_prediction,
 )
 from partition.types import (
@@ -213,10 +214,11 @@ def brute_force(
         if value < best[0]:
             best[0], best[1] = value, chain
 
-    def extend(i, prev, used, total, items, prefix_mem, prefix_item, chain) -> None:
-        # close: back to the edge, which runs [i, n)
+    def extend(i, prev, used, total, items, front, prefix_mem, prefix_item, chain) -> None:
+        # close: back to the edge, which runs [i, n) in the process that runs its front [0, front)
         if used and i <= hi:
             mem, share, item = stage(edge.name, i, n) if i < n else (0, 0.0, 0.0)
+            mem -= shared_weight_bytes(edge.profile, (0, front), (i, n))
             if prefix_mem + mem <= edge.memory_bytes:
                 for codec, h_share, h_item in hop_options(prev, edge.name, i):
                     done = _with_codec(chain, codec) + ((edge.name, i, n, "raw"),) if i < n else chain
@@ -236,6 +238,7 @@ def brute_force(
                         used | {server.name},
                         total + h_share + share,
                         max(items, h_item, item),
+                        front,
                         prefix_mem,
                         prefix_item,
                         _with_codec(chain, codec) + ((server.name, i, j, "raw"),),
@@ -248,7 +251,7 @@ def brute_force(
         mem, share, item = stage(edge.name, 0, a) if a > 0 else (0, 0.0, 0.0)
         if mem > edge.memory_bytes:
             break
-        extend(a, edge.name, frozenset(), share, 0.0, mem, item, ((edge.name, 0, a, "raw"),) if a else ())
+        extend(a, edge.name, frozenset(), share, 0.0, a, mem, item, ((edge.name, 0, a, "raw"),) if a else ())
     if best[1] is None:
         return None
     return best[0], tuple(Stage(d, Segment(i, j), codec) for d, i, j, codec in best[1])

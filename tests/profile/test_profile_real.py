@@ -113,6 +113,27 @@ def test_a_device_with_room_for_the_whole_model_once_gets_it_whole(server_profil
     assert [(s.device, s.segment) for s in plan.stages] == [("server", Segment.whole(edge.model.n_blocks))]
 
 
+def test_an_edge_holding_both_ends_counts_their_tied_matrix_once(server_profile, edge_profile):
+    """The edge's front and tail pieces run in one process, which deploy lets share the tied matrix: an
+    edge with room for the embedding and the head as loaded (one matrix, not two) keeps both ends."""
+    from partition.plan.validate import device_memory
+
+    edge = edge_profile.profile
+    n = edge.model.n_blocks + 2
+    ends = unit_memory_bytes(edge.unit_cost(0), W) + unit_memory_bytes(edge.unit_cost(n - 1), W)
+    room = ends - edge.tied_weight_bytes + 2**20
+    assert room < ends
+    cluster = two_device_cluster(edge, server_profile, 1000, 0.2).replace_memory("edge", room)
+    plan = make_plan(cluster, W, pin=Pinning(embed=True, head=True))
+    assert [(s.device, s.segment) for s in plan.stages] == [
+        ("edge", Segment(0, 1)),
+        ("server", Segment(1, n - 1)),
+        ("edge", Segment(n - 1, n)),
+    ]
+    weights, _ = device_memory(cluster, plan.stages, W)["edge"]
+    assert weights == edge.embed.weight_bytes + edge.head.weight_bytes - edge.tied_weight_bytes
+
+
 def test_a_very_slow_link_keeps_the_blocks_on_the_edge(server_profile, edge_profile):
     plan = make_plan(two_device_cluster(edge_profile.profile, server_profile, 0.05, 200), W)
     assert server_blocks(plan) == 0 and [s.device for s in plan.stages] == ["edge"]
