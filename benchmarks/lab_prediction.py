@@ -108,6 +108,9 @@ def print_parts(result: dict) -> None:
     for title, key in (("decode step (TPOT)", "parts"), ("prompt step (TTFT)", "prefill_parts")):
         print(f"    {title}")
         for row in result[key]:
+            if row["predicted_s"] is None:  # measured, not predicted apart (the edge outside spans)
+                print(f"      {row['name']:<32} {'':>22}  measured {row['measured_s'] * 1e3:8.2f} ms")
+                continue
             print(
                 f"      {row['name']:<32} predicted {row['predicted_s'] * 1e3:8.2f} ms  "
                 f"measured {row['measured_s'] * 1e3:8.2f} ms  error {row['error']:+7.1%}"

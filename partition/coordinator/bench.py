@@ -16,7 +16,7 @@ from partition.coordinator.deploy import Deployment
 from partition.coordinator.session import PipelineSession
 from partition.metrics.latency import RequestTiming
 from partition.metrics.report import Comparison
-from partition.metrics.spans import HopSpan, link_summaries, stage_summaries
+from partition.metrics.spans import HopSpan, link_summaries, outside_spans_p50_s, stage_summaries
 from partition.model.generation import GenerationRequest, generate
 
 PROMPT_TEXT = (
@@ -122,4 +122,7 @@ def predicted_vs_measured(deployment: Deployment, run: BenchRun) -> list[Compari
                     f"link {measured.src} -> {measured.dst}", prediction.decode_s, measured.latency_p50_s
                 )
             )
+    outside = outside_spans_p50_s(run.spans)
+    if outside is not None:  # the plan counts this work in the head's prediction, not apart
+        rows.append(Comparison(f"{plan.edge} outside spans", None, outside))
     return rows

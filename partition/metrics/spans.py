@@ -98,6 +98,25 @@ def link_summaries(spans: Iterable[HopSpan], decode_only: bool = True) -> list[L
     return summaries
 
 
+def outside_spans_p50_s(spans: Iterable[HopSpan]) -> float | None:
+    """Median seconds of a decode step that no span covers: from one step's start to the next step's
+    start of the same session, less the step's spans. That is mostly the coordinator's own work on the
+    edge for each token (picking it, its text, handing the step to its I/O thread and back), which no
+    stage or link reports, plus each stage's hand-off from its compute to its send. None without two
+    consecutive decode steps."""
+    steps: dict[tuple[str, int], list[HopSpan]] = {}
+    for span in spans:
+        steps.setdefault((span.session, span.token), []).append(span)
+    gaps = []
+    for (session, token), group in steps.items():
+        following = steps.get((session, token + 1))
+        if token == 0 or following is None:  # the prompt's step is no decode step
+            continue
+        step_s = min(s.start_s for s in following) - min(s.start_s for s in group)
+        gaps.append(step_s - sum(s.total_s for s in group))
+    return percentile(gaps, 50) if gaps else None
+
+
 def stage_summaries(spans: Iterable[HopSpan], decode_only: bool = True) -> list[StageSummary]:
     """Per hop position (a device may appear twice: the edge runs the first segment and the head).
 

@@ -33,7 +33,11 @@ def test_bench_reports_metrics_and_predicted_vs_measured(smollm2, tmp_path):
     assert names[:2] == ["TTFT", "TPOT"]
     assert "stage server-a [10,25)" in names
     assert {"link phone -> server-a", "link server-a -> phone"} <= set(names)
-    for row in report["predicted_vs_measured"]:
+    rows = {row["name"]: row for row in report["predicted_vs_measured"]}
+    outside = rows.pop("phone outside spans")  # the coordinator's own time per token: measured only
+    assert outside["predicted_s"] is None and outside["error"] is None
+    assert abs(outside["measured_s"]) < rows["TPOT"]["measured_s"]
+    for row in rows.values():
         assert row["measured_s"] > 0 and row["predicted_s"] is not None
     assert plot.stat().st_size > 10_000  # a real PNG was drawn
     # The run's workload is not the plan's: the comparison says so, and how to predict this one.

@@ -135,3 +135,21 @@ def test_extra_fields_from_a_newer_writer_are_ignored(tmp_path):
     record = [0.5, *(getattr(chain()[1], name) for name in SPAN_FIELDS)]
     path.write_bytes(msgpack.packb(header) + msgpack.packb(record))
     assert read_spans(path) == [chain()[1]]
+
+
+def test_the_time_no_span_covers_is_the_coordinators_per_token_work():
+    from partition.metrics.spans import outside_spans_p50_s
+
+    def bare(session: str, token: int, hop: int, start: float, compute: float) -> HopSpan:
+        return HopSpan(session, token, hop, "edge" if hop else "", "a" if hop else "edge", "raw" if hop else "",
+                       1, 4, start, 0.0, 0.0, 0.0, 0.0, compute)  # fmt: skip
+
+    # steps every 20 ms; their spans cover 2 + 15 ms, or 2 + 16 ms in session s2: 3 or 2 ms uncovered
+    spans = []
+    for session, remote in (("s1", 0.015), ("s2", 0.016)):
+        for token in range(4):
+            start = 0.02 * token
+            spans += [bare(session, token, 0, start, 0.002), bare(session, token, 1, start + 0.002, remote)]
+    # decode steps followed by another: tokens 1 and 2 of each session (the prompt's step 0 is none)
+    assert outside_spans_p50_s(spans) == pytest.approx(0.0025)
+    assert outside_spans_p50_s([s for s in spans if s.token == 0]) is None
