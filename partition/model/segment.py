@@ -202,4 +202,8 @@ def share_tied_matrix(front: SegmentModel | None, tail: SegmentModel | None) -> 
     if not front.spec.tie_embeddings or not tail.head.lm_head.transposed:
         return False
     front.embed.share_table(tail.head.lm_head.weight)  # the embedding reads its columns
+    for param in front.embed.parameters():  # GPT-2's position vectors, say
+        if param.untyped_storage().nbytes() > param.nbytes:
+            # a view of the unit's huge-page mapping, which would keep the dropped matrix's pages
+            param.data = param.data.clone()
     return True

@@ -11,12 +11,13 @@ import torch
 TINY = dict(hidden=64, intermediate=128, heads=4, kv_heads=2, blocks=3, vocab=256, context=256)
 
 
-def save_tiny_hf(kind: str, directory: Path, seed: int = 0) -> Path:
-    """A random model of `kind` (llama, llama3, llama-tied, qwen2, mistral, gpt2) saved with save_pretrained."""
+def save_tiny_hf(kind: str, directory: Path, seed: int = 0, **sizes: int) -> Path:
+    """A random model of `kind` (llama, llama3, llama-tied, qwen2, mistral, gpt2) saved with save_pretrained;
+    `sizes` override TINY's (vocab=8192, ...)."""
     import transformers
 
     torch.manual_seed(seed)
-    t = TINY
+    t = TINY | sizes
     if kind == "gpt2":
         config = transformers.GPT2Config(
             vocab_size=t["vocab"],

@@ -63,3 +63,18 @@ def test_a_unit_smaller_than_a_huge_page_stays_where_it_is():
     pointer = small.weight.data_ptr()
     assert move_to_huge_pages(small) == 0
     assert small.weight.data_ptr() == pointer
+
+
+def test_a_tied_matrix_dropped_from_a_units_mapping_frees_it(tmp_path):
+    """GPT-2's embedding unit keeps its token and position vectors in one mapping. A segment holding the
+    head reads the token vectors from the head's matrix and drops its own: the position vectors left
+    must not keep the whole mapping alive, or the memory the planner counted as saved stays used."""
+    from partition.model import load_segment, resolve_model
+    from partition.types import Segment
+    from tests.model.checkpoints import save_tiny_hf
+
+    source = resolve_model(str(save_tiny_hf("gpt2", tmp_path / "gpt2", vocab=8192)))  # 2 MiB of tokens
+    model = load_segment(source, Segment.whole(source.spec.n_blocks))
+    positions = model.embed.positions.weight
+    assert model.embed.tokens is None and model.embed.table_DV is model.head.lm_head.weight
+    assert positions.untyped_storage().nbytes() == positions.nbytes
