@@ -98,9 +98,11 @@ class GrpcServer:
                 loop.remove_signal_handler(sig)
 
     def request_stop(self) -> None:
-        """Stop as SIGTERM would, from any thread; nothing before serve_until_signal runs."""
+        """Stop as SIGTERM would, from any thread; nothing before serve_until_signal runs, or once its
+        loop is closed (the server stopped already)."""
         if self._loop is not None and self._stop_requested is not None:
-            self._loop.call_soon_threadsafe(self._stop_requested.set)
+            with contextlib.suppress(RuntimeError):  # "Event loop is closed"
+                self._loop.call_soon_threadsafe(self._stop_requested.set)
 
 
 def bind_failure(listen: str, grpc_says: str) -> str:
