@@ -74,8 +74,12 @@ def _read(path: Path) -> str:
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)  # readers never see half a file
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)  # readers never see half a file
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write leaves nothing beside the file
+        raise
 
 
 def _dump(obj: Any, schema: tuple[str, int]) -> str:

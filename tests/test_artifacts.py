@@ -118,3 +118,10 @@ def test_unreadable_files_are_config_errors(tmp_path):
         load_profile(tmp_path / "bad.json")
     with pytest.raises(ConfigError, match="not a partition/device-profile"):
         profile_from_json("[1, 2]")
+
+
+def test_a_write_that_fails_leaves_no_temporary_file(plan, tmp_path):
+    (tmp_path / "plan.json").mkdir()  # a folder where the file would go: the rename fails
+    with pytest.raises(IsADirectoryError):
+        save_plan(plan, tmp_path / "plan.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"]

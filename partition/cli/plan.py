@@ -92,6 +92,14 @@ def run(args: argparse.Namespace) -> int:
     from partition.plan.report import format_plan
     from partition.types import Pinning, Workload
 
+    if args.edge is not None and args.ray is None:
+        raise ConfigError(
+            "--edge names the edge of a Ray cluster: use it with --ray (a cluster file's edge is its role)"
+        )
+    if args.out.is_dir():
+        raise ConfigError(
+            f"--out {args.out} is a directory; give the plan's file, e.g. --out {args.out / 'plan.json'}"
+        )
     if args.ray is not None:
         from partition.ray.profile import profile_ray_cluster
 
@@ -112,22 +120,22 @@ def run(args: argparse.Namespace) -> int:
         workload = Workload(args.prompt_tokens, args.new_tokens, args.sessions, args.objective)
     except ValueError as error:
         raise ConfigError(str(error).replace("_", "-", 1)) from None
+    check_fits_context(workload, model.name)
     table = load_codec_table(args.codec_table) if args.codec_table else DEFAULT_CODECS
     names = [name for item in args.codecs for name in item.split(",") if name] if args.codecs else None
     codecs = select_codecs(table, names)
+    previous = None
+    if args.out.exists():
+        try:
+            previous = load_plan(args.out)
+        except ConfigError as error:  # not a plan (the cluster file, a profile, ...), or a broken one
+            raise ConfigError(
+                f"--out {args.out} exists and is not a plan this can replace ({error}); choose another "
+                "--out, or remove it"
+            ) from None
     epoch = args.epoch
     if epoch is None:
-        epoch = 1
-        if args.out.exists():
-            try:
-                previous = load_plan(args.out)
-            except ConfigError as error:  # its epoch is unknown: a guess could repeat one workers hold
-                raise ConfigError(
-                    f"{args.out} exists but cannot be read for its epoch ({error}); give --epoch N "
-                    "above the epoch the workers serve, or remove it"
-                ) from None
-            if previous.model.digest == model.digest:
-                epoch = previous.epoch + 1
+        epoch = previous.epoch + 1 if previous is not None and previous.model.digest == model.digest else 1
     if epoch < 1:
         raise ConfigError(f"--epoch must be at least 1, got {epoch}")
     pin = Pinning(embed=not args.no_pin, head=args.head_on_edge)
@@ -136,3 +144,21 @@ def run(args: argparse.Namespace) -> int:
     print(format_plan(plan, cluster, codecs))
     print(f"\nwrote {args.out}")
     return 0
+
+
+def check_fits_context(workload, model_name: str) -> None:
+    """ConfigError when a session of `workload` (prompt + new tokens) is longer than the model's context:
+    no deployment could serve it. Without the model on this machine, its context is not known here and
+    deploy says it instead."""
+    from partition.errors import ConfigError, ModelNotFoundError
+    from partition.model import resolve_model
+
+    try:
+        limit = resolve_model(model_name).spec.max_context
+    except ModelNotFoundError:
+        return
+    if workload.kv_tokens > limit:
+        raise ConfigError(
+            f"--prompt-tokens {workload.prompt_tokens} + --new-tokens {workload.new_tokens} = "
+            f"{workload.kv_tokens} tokens per session, over {model_name}'s context of {limit}; plan a shorter workload"
+        )

@@ -46,7 +46,11 @@ def test_plan_prints_the_table_and_writes_the_plan(cluster, capsys):
     plan = load_plan(out)
     assert [s.device for s in plan.stages] == ["phone", "server-a"]  # the head too: top logits come back
     assert plan.epoch == 1 and plan.unused == ("server-b",)
-    for expected in ("block.0-29", "unused: server-b", "TTFT", "even", "memory_proportional", "edge_only"):
+    for expected in (
+        "block.0-29",
+        "unused: server-b (no chain can reach it from the edge and come back",
+        "TTFT",
+    ):
         assert expected in text
     assert re.search(r"-> phone +cut 32 +top-k +512 B", text)
     # a small lossy codec wins this link; the table says it is lossy and how to stay exact
@@ -76,6 +80,14 @@ def test_plan_prints_the_table_and_writes_the_plan(cluster, capsys):
         (["--model", "smollm2-135m", "--sessions", "0"], "sessions must be a positive integer"),
         (["--model", "smollm2-135m", "--codecs", "gzip"], "unknown codec"),
         (["--model", "smollm2-135m", "--epoch", "0"], "--epoch must be at least 1"),
+        (
+            ["--model", "smollm2-135m", "--prompt-tokens", "8000", "--new-tokens", "200"],
+            "--prompt-tokens 8000 + --new-tokens 200 = 8200 tokens per session, over smollm2-135m's context of 8192",
+        ),
+        (
+            ["--model", "smollm2-135m", "--edge", "phone"],
+            "--edge names the edge of a Ray cluster: use it with --ray",
+        ),
     ],
 )
 def test_plan_errors_are_one_line_with_exit_code_2(cluster, capsys, extra, message):
@@ -85,3 +97,18 @@ def test_plan_errors_are_one_line_with_exit_code_2(cluster, capsys, extra, messa
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_plan_writes_over_nothing_but_a_plan(cluster, capsys):
+    toml = cluster / "cluster.toml"
+    args = ["plan", "--model", "smollm2-135m", "--cluster", str(toml)]
+    assert main([*args, "--out", str(cluster)]) == 2
+    assert f"--out {cluster} is a directory; give the plan's file, e.g. --out {cluster / 'plan.json'}" in (
+        capsys.readouterr().err
+    )
+    # the cluster file given as --out (a slip of the tab key), with an epoch or without: left as it is
+    for epoch in ([], ["--epoch", "3"]):
+        assert main([*args, "--out", str(toml), *epoch]) == 2
+        assert "exists and is not a plan this can replace" in capsys.readouterr().err
+        assert toml.read_text() == CLUSTER
+    assert not list(cluster.glob("*.tmp"))
