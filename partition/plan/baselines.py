@@ -168,6 +168,5 @@ def _best_single_server(cluster: Cluster, w: Workload, codecs, pin: Pinning) -> 
         return min(feasible, key=lambda c: c.predicted.objective_s)
     if not candidates:
         return Baseline("best_single_server", (), None, "the cluster has no server")
-    return Baseline(
-        "best_single_server", (), None, "no server can: " + "; ".join(c.infeasible for c in candidates[:3])
-    )
+    reasons = list(dict.fromkeys(c.infeasible for c in candidates))  # a server's two head placements
+    return Baseline("best_single_server", (), None, "no server can: " + "; ".join(reasons[:3]))

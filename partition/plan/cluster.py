@@ -131,6 +131,24 @@ class Cluster:
         )
         return Cluster(devices, self.links)
 
+    def round_trip_servers(self) -> list[Device]:
+        """Servers the edge can reach and that can reach the edge back, over declared links: the only
+        ones a chain, which starts and ends on the edge, can use."""
+
+        def closure(forward: bool) -> set[str]:
+            seen, todo = {self.edge.name}, [self.edge.name]
+            while todo:
+                here = todo.pop()
+                for link in self.links:
+                    a, b = (link.src, link.dst) if forward else (link.dst, link.src)
+                    if a == here and b not in seen:
+                        seen.add(b)
+                        todo.append(b)
+            return seen
+
+        both = closure(True) & closure(False)
+        return [d for d in self.servers if d.name in both]
+
     def without(self, names: Iterable[str]) -> Cluster:
         """The cluster minus the servers `names` and their links (the edge cannot be left out)."""
         gone = set(names)
@@ -220,6 +238,9 @@ def _parse_device(
     if profile_path not in profiles:
         profiles[profile_path] = load_profile(profile_path)
     profile = profiles[profile_path]
+    threads = entry.get("threads")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ConfigError(f"{where}: threads must be a whole number >= 1, got {threads!r}")
     if "threads" in entry and entry["threads"] != profile.device.threads:
         raise ConfigError(
             f"{where}: runs {entry['threads']!r} thread(s) but {profile_path.name} was measured with "

@@ -126,7 +126,7 @@ def diagnose(cluster: Cluster, w: Workload, pin: Pinning) -> str:
                 f"{gb(edge.memory_bytes)}; raise its memory_gb or plan with --no-pin"
                 + (" and without --head-on-edge" if pin.head else "")
             )
-    reachable = _servers_on_a_round_trip(cluster)
+    reachable = cluster.round_trip_servers()
     devices = [edge, *reachable]
     largest_block = max(range(1, n - 1), key=lambda u: need(edge, (u, u + 1)))
     block_fits = [d for d in devices if need(d, (largest_block, largest_block + 1)) <= d.memory_bytes]
@@ -157,21 +157,3 @@ def diagnose(cluster: Cluster, w: Workload, pin: Pinning) -> str:
         f"{gb(offered)} in total, but segments must be contiguous and each device holds one; "
         "add memory, links between servers, or fewer sessions/tokens"
     )
-
-
-def _servers_on_a_round_trip(cluster: Cluster) -> list:
-    """Servers the edge can reach and that can reach the edge back, over declared links."""
-
-    def closure(start: str, forward: bool) -> set[str]:
-        seen, todo = {start}, [start]
-        while todo:
-            here = todo.pop()
-            for link in cluster.links:
-                a, b = (link.src, link.dst) if forward else (link.dst, link.src)
-                if a == here and b not in seen:
-                    seen.add(b)
-                    todo.append(b)
-        return seen
-
-    both = closure(cluster.edge.name, True) & closure(cluster.edge.name, False)
-    return [d for d in cluster.servers if d.name in both]

@@ -57,8 +57,16 @@ def format_plan(plan: Plan, cluster: Cluster, codecs: tuple[CodecSpec, ...] = DE
         if stage.segment.end in hops:
             lines.append(_hop_line(hops[stage.segment.end], lossy))
     idle = [name for name in plan.unused if name not in plan.left_out]
+    reachable = {d.name for d in cluster.round_trip_servers()}
+    cut_off = [name for name in idle if name not in reachable]
+    idle = [name for name in idle if name not in cut_off]
     if idle:
         lines.append(f"unused: {', '.join(idle)} (no faster chain uses {'them' if len(idle) > 1 else 'it'})")
+    if cut_off:
+        lines.append(
+            f"unused: {', '.join(cut_off)} (no chain can reach {'them' if len(cut_off) > 1 else 'it'} from the "
+            "edge and come back: add [[link]] entries)"
+        )
     if plan.left_out:
         faster = 1 - plan.optimum_s / pred.objective_s
         them = "them" if len(plan.left_out) > 1 else "it"

@@ -67,3 +67,15 @@ def test_memory_proportional_edge_first_keeps_the_shares_and_moves_the_head_wher
     # the head on a quarter-speed edge costs more than its top logits crossing the link
     assert by_name["memory_proportional"] > by_name["memory_proportional_edge_first"]
     assert plan.predicted.tpot_s <= by_name["memory_proportional_edge_first"]
+
+
+def test_a_single_server_that_cannot_run_says_each_reason_once():
+    from partition.plan.cluster import Cluster
+
+    linked = wifi_edge_like()
+    # server-b keeps its links, server-a has none: its two head placements fail for one reason
+    cluster = Cluster(linked.devices, tuple(x for x in linked.links if "server-a" not in (x.src, x.dst)))
+    plan = make_plan(cluster.replace_memory("server-b", 2**20), W)  # and server-b holds too little
+    best = next(b for b in plan.baselines if b.name == "best_single_server")
+    assert best.predicted is None
+    assert best.infeasible.count("no link from edge to server-a") == 1, best.infeasible

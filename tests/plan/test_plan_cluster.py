@@ -143,6 +143,14 @@ latency_ms = 0.1
             '[[device]]\nname = "s"\nrole = "server"\nprofile = "gpu.json"\nthreads = 4\n',
             "profile it again with --threads 4",
         ),
+        (
+            '[[device]]\nname = "s"\nrole = "server"\nprofile = "gpu.json"\nthreads = 0\n',
+            "threads must be a whole number >= 1, got 0",
+        ),
+        (
+            '[[device]]\nname = "s"\nrole = "server"\nprofile = "gpu.json"\nthreads = "2"\n',
+            "threads must be a whole number >= 1, got '2'",
+        ),
         ("not toml [", "not valid TOML"),
     ],
 )
