@@ -107,8 +107,8 @@ class SpawnedWorkers:
                         grpc.StatusCode.UNAVAILABLE, "serve is stopping", worker.address, worker.name
                     )
                 log.warning(
-                    "local worker %s (pid %d) exited with %s; starting it again at %s",
-                    worker.name, worker.pid, worker.process.returncode, worker.address,
+                    "local worker %s (pid %d) exited with %s (its log is kept at %s); starting it again at %s",
+                    worker.name, worker.pid, worker.process.returncode, worker.log_path, worker.address,
                 )  # fmt: skip
                 try:
                     self.start(worker.name, worker.address)

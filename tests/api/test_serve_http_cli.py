@@ -4,10 +4,12 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from partition.artifacts import save_plan
@@ -137,9 +139,14 @@ def test_serve_spawn_local_starts_a_worker_of_its_own_again_when_it_dies(smollm2
         _, err = serve.communicate(timeout=60)
         assert serve.returncode == 0, err[-3000:]
         again = re.search(
-            r"local worker server-a \(pid (\d+)\) exited with -9; starting it again at (\S+)", err
+            r"local worker server-a \(pid (\d+)\) exited with -9 \(its log is kept at (\S+)\); "
+            r"starting it again at (\S+)",
+            err,
         )
-        assert again and int(again.group(1)) == pid and again.group(2) == address, err[-3000:]
+        assert again and int(again.group(1)) == pid and again.group(3) == address, err[-3000:]
+        kept = Path(again.group(2))
+        assert "serving on" in kept.read_text()  # the log of the worker that died, as said
+        shutil.rmtree(kept.parent)
         assert re.search(
             rf"started local worker server-a at {re.escape(address)} \(pid (?!{pid}\b)\d+\)", err
         )
