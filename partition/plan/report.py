@@ -100,9 +100,15 @@ def _hop_line(link, lossy: set[str]) -> str:
 
 
 def _summary(pred: Prediction, new_tokens: int, sessions: int) -> str:
+    """The latency figures and the rate. With several sessions they come from two models (costmodel.py):
+    TTFT/TPOT of the sessions stepped as one batch, the rate of a round of them as micro-batches in turn
+    (the throughput objective), so the rate is not sessions x tokens / total."""
+    latency = f"TTFT {seconds(pred.ttft_s)}, TPOT {seconds(pred.tpot_s)}, {new_tokens} tokens in {seconds(pred.total_s)}"
+    if sessions == 1:
+        return f"{latency}; {pred.tokens_per_s:.1f} tokens/s"
     return (
-        f"TTFT {seconds(pred.ttft_s)}, TPOT {seconds(pred.tpot_s)}, {new_tokens} tokens in {seconds(pred.total_s)}; "
-        f"{pred.tokens_per_s:.1f} tokens/s over {sessions} session(s) as micro-batches"
+        f"{latency} (the {sessions} sessions as one batch); {pred.tokens_per_s:.1f} tokens/s (as "
+        f"{sessions} micro-batches in turn: a decode round of {seconds(pred.round_s)})"
     )
 
 
