@@ -14,12 +14,10 @@ are accepted.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 
-from partition.errors import ConfigError
 from partition.model.generation import GenerationRequest, new_tokens_overflow, prompt_overflow
-from partition.model.sampling import SamplingParams
+from partition.model.sampling import REQUIREMENTS, SamplingError, SamplingParams
 
 CHAT, COMPLETION = "chat", "completion"
 COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
@@ -84,6 +82,8 @@ def parse_body(data: bytes) -> dict:
         body = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ApiError(400, f"the request body is not valid JSON ({error})") from None
+    except ValueError as error:  # Python's limit on the digits of an int: no field takes such a number
+        raise ApiError(400, f"the request body has a number too long to read ({error})") from None
     if not isinstance(body, dict):
         raise ApiError(400, f"the request body must be a JSON object, not {type(body).__name__}")
     return body
@@ -211,8 +211,7 @@ def _max_tokens(body: dict, default: int) -> int:
 
 
 def _sampling(body: dict) -> SamplingParams:
-    temperature = _number(body, "temperature", 1.0, 0.0, 2.0)
-    top_p = _number(body, "top_p", 1.0, 0.0, 1.0)
+    temperature = _number(body, "temperature", 1.0, 0.0, 2.0)  # OpenAI's range, within ours
     top_k = body.get("top_k", 0)
     if top_k is None or top_k == -1:  # vLLM: -1 = off
         top_k = 0
@@ -220,20 +219,34 @@ def _sampling(body: dict) -> SamplingParams:
         raise ApiError(
             400, f"top_k must be a whole number >= 0 (0 or -1 = off), got {json.dumps(top_k)}", "top_k"
         )
-    seed = body.get("seed")
-    if seed is not None and type(seed) is not int:
-        raise ApiError(400, f"seed must be a whole number, got {json.dumps(seed)}", "seed")
-    try:
+    top_p = _sampling_field(body, "top_p", 1.0, (int, float))
+    seed = _sampling_field(body, "seed", None, (int,))
+    try:  # SamplingParams holds the ranges
         return SamplingParams(temperature, top_k, top_p, seed)
-    except ConfigError as error:
-        raise ApiError(400, str(error), "top_p") from None
+    except SamplingError as error:
+        raise _sampling_error(error.field, body.get(error.field)) from None
+
+
+def _sampling_field(body: dict, name: str, default, types: tuple[type, ...]):
+    """`name`'s value, `default` when it is absent; one of another type (false is no number) is refused."""
+    value = body.get(name)
+    if value is None:
+        return default
+    if type(value) not in types:  # NaN, infinities and numbers too wide fail the range
+        raise _sampling_error(name, value)
+    return value
+
+
+def _sampling_error(name: str, value) -> ApiError:
+    return ApiError(400, f"{name} must be {REQUIREMENTS[name]}, got {json.dumps(value)}", name)
 
 
 def _number(body: dict, name: str, default: float, low: float, high: float) -> float:
     value = body.get(name)
     if value is None:
         return default
-    if type(value) not in (int, float) or not math.isfinite(value) or not low <= value <= high:
+    # NaN and infinities fail the bounds, and an int too wide for a float compares as it is
+    if type(value) not in (int, float) or not low <= value <= high:
         raise ApiError(400, f"{name} must be a number in [{low:g}, {high:g}], got {json.dumps(value)}", name)
     return float(value)
 

@@ -6,6 +6,10 @@
     GET  /metrics               requests, tokens, TTFT, TPOT, every link's and stage's time (Prometheus)
     GET  /health                200 while the endpoint is up, with the plan it serves
 
+HEAD answers as GET does, without the body (load balancers probe /health so). A request body comes with
+Content-Length or `Transfer-Encoding: chunked`. Whatever cannot be answered, a malformed request line
+included, is answered in OpenAI's error shape.
+
 Any OpenAI client works against http://HOST:PORT/v1. Each request is one session through the split
 (partition.coordinator.answer); requests beyond the workers' session slots wait their turn. A bad
 request gets a 400 in OpenAI's error shape naming the field, a worker that went away a 503 naming the
@@ -27,10 +31,12 @@ import select
 import socket
 import threading
 import time
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 
+from partition.api.chunked import read_chunked
 from partition.api.replies import ReplyIds, models
 from partition.api.requests import CHAT, COMPLETION, ApiError, Served, parse_body, text_request
 from partition.api.serving_stats import ServingStats
@@ -46,6 +52,7 @@ log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 60.0  # seconds requests under way may take to finish when the endpoint stops
 MAX_BODY_BYTES = 8 << 20  # a request body; a full context of text is a few hundred KB at most
 ROUTES = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETION}
+ALLOWED = ("GET", "HEAD", "POST")  # the methods served, as a 405's Allow header lists them
 # a worker's status -> the HTTP status the client sees (the worker's message goes along)
 STAGE_STATUS = {
     grpc.StatusCode.UNAVAILABLE: 503,
@@ -124,6 +131,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
+        self._discard_body()
         try:
             if path == "/health":
                 plan = self.server.answerer.deployment.plan
@@ -149,7 +157,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             raise ApiError(
                 404,
-                f"no route GET {path}; this endpoint has GET /v1/models, /metrics and /health",
+                f"no route {self.command} {path}; this endpoint has GET /v1/models, /metrics and /health",
                 code="not_found",
             )
         except ApiError as error:
@@ -182,22 +190,34 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._complete(request)
 
+    do_HEAD = do_GET  # _send leaves the body out
+
     def _not_allowed(self) -> None:
         """Every other method: 405 in OpenAI's error shape (not the stdlib's 501 page), body read first."""
-        length = self.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) <= MAX_BODY_BYTES:
-            self.rfile.read(int(length))
-        elif length is not None or self.headers.get("Transfer-Encoding"):
-            self.close_connection = True  # where the next request starts is unknown
+        self._discard_body()
         error = ApiError(
             405,
-            f"method {self.command} is not served; this endpoint answers GET and POST",
+            f"method {self.command} is not served; this endpoint answers {', '.join(ALLOWED)}",
             code="method_not_allowed",
         )
-        data = b"" if self.command == "HEAD" else json.dumps(error.body()).encode()  # HEAD: headers only
-        self._send(405, data, "application/json", {"Allow": "GET, POST"})
+        self._send(405, json.dumps(error.body()).encode(), "application/json", {"Allow": ", ".join(ALLOWED)})
 
-    do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's own refusals (a malformed request line or header, a method no do_
+        handles) in OpenAI's error shape instead of its HTML page."""
+        if code == HTTPStatus.NOT_IMPLEMENTED and self.command:  # its word for a method it has no do_ for
+            self._not_allowed()
+            return
+        said = message or self.responses.get(code, ("the request is malformed",))[0]
+        self.log_error("code %d, message %s", code, said)
+        # A request line it could not read leaves the version at HTTP/0.9, which gets no status line
+        # or headers; any client that can read this answer speaks HTTP/1.x.
+        self.request_version = self.protocol_version
+        self.close_connection = True  # where the next request starts is unknown
+        hint = "send an HTTP/1.1 request, e.g. POST /v1/chat/completions with a JSON body"
+        self._send_error(ApiError(code, f"{said}; {hint}"))
 
     # -- answers --------------------------------------------------------------------------------------
 
@@ -270,24 +290,51 @@ class _Handler(BaseHTTPRequestHandler):
         token = self.server.token
         if token is None:
             return
-        given = self.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        scheme, _, key = self.headers.get("Authorization", "").strip().partition(" ")
+        # the scheme is case-insensitive (RFC 9110, 11.1); the key is compared in constant time
+        given = key.strip() if scheme.lower() == "bearer" else ""
+        if not (given and hmac.compare_digest(given.encode(), token.encode())):
             raise ApiError(
                 401,
                 "missing or wrong API key: send the header `Authorization: Bearer <key>`",
                 code="invalid_api_key",
             )
 
-    def _read_body(self) -> bytes:
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            self.close_connection = True  # where the next request starts is unknown
-            raise ApiError(411, "send the request body with a Content-Length header")
-        size = int(length)
-        if size > MAX_BODY_BYTES:
+    def _read_body(self, required: bool = True) -> bytes:
+        """The request's body, by Content-Length or chunked; b"" when it has none and none is `required`.
+        A body that cannot be read leaves the next request's start unknown: the connection closes."""
+        length, encoding = self.headers.get("Content-Length"), self.headers.get("Transfer-Encoding")
+        try:
+            if encoding is not None:
+                if length is not None:  # two framings that may disagree: a request smuggled in the body
+                    raise ApiError(400, "send Content-Length or Transfer-Encoding: chunked, not both")
+                if encoding.strip().lower() != "chunked":
+                    raise ApiError(
+                        501,
+                        f"Transfer-Encoding {encoding!r} is not supported; send chunked or Content-Length",
+                    )
+                return read_chunked(self.rfile, MAX_BODY_BYTES)
+            if length is None:
+                if required:
+                    raise ApiError(
+                        411, "send the request body with Content-Length or Transfer-Encoding: chunked"
+                    )
+                return b""
+            if not (length.isascii() and length.isdigit()):  # str.isdigit takes "²" as well
+                raise ApiError(400, f"Content-Length {length!r} is not a number of bytes")
+            size = int(length)
+            if size > MAX_BODY_BYTES:
+                raise ApiError(413, f"the request body has {size} bytes, over the limit of {MAX_BODY_BYTES}")
+            return self.rfile.read(size)
+        except ApiError:
             self.close_connection = True
-            raise ApiError(413, f"the request body has {size} bytes, over the limit of {MAX_BODY_BYTES}")
-        return self.rfile.read(size)
+            raise
+
+    def _discard_body(self) -> None:
+        """Read and drop the body of a request no route takes one for, so that it is not taken for the
+        next request on the connection."""
+        with contextlib.suppress(ApiError):  # the connection closes after the answer
+            self._read_body(required=False)
 
     def _send_json(self, status: int, body: dict) -> None:
         self._send(status, json_out.dumps(body).encode(), "application/json")
@@ -303,6 +350,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
+        if self.command == "HEAD":  # the headers GET would send, Content-Length included
+            return
         try:
             self.wfile.write(data)
         except OSError:

@@ -6,7 +6,7 @@ import argparse
 
 from partition.cli.arguments import non_empty
 from partition.model.generation import GenerationRequest, new_tokens_overflow, prompt_overflow
-from partition.model.sampling import SamplingParams
+from partition.model.sampling import SamplingError, SamplingParams
 
 
 def add_prompt_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -17,7 +17,7 @@ def add_prompt_arguments(parser: argparse.ArgumentParser, required: bool = True)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0 = off)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
-    parser.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
+    parser.add_argument("--seed", type=sampling_seed, default=None, help="seed for reproducible sampling")
     parser.add_argument(
         "--stop",
         action="append",
@@ -26,6 +26,19 @@ def add_prompt_arguments(parser: argparse.ArgumentParser, required: bool = True)
         help="stop string (repeatable)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
+
+
+def sampling_seed(text: str) -> int:
+    """A seed that torch's generator takes; refused while parsing, in SamplingParams' words."""
+    value = int(text)
+    try:
+        SamplingParams(seed=value)
+    except SamplingError as error:
+        raise argparse.ArgumentTypeError(f"must be {error.requirement}, got {text}") from None
+    return value
+
+
+sampling_seed.__name__ = "int"  # argparse says "invalid int value: 'x'" for text that is no number
 
 
 def prompt_ids(args: argparse.Namespace, tokenizer) -> list[int]:

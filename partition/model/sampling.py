@@ -8,6 +8,26 @@ import torch
 
 from partition.errors import ConfigError
 
+# torch.Generator.manual_seed takes a signed or an unsigned 64-bit integer (a negative one wraps
+# around) and overflows on anything wider
+SEED_MIN, SEED_MAX = -(1 << 63), (1 << 64) - 1
+# field -> what its value must be: the one statement of each range, which every interface's error quotes
+REQUIREMENTS = {
+    "temperature": "a number >= 0 (0 = greedy)",
+    "top_k": "a whole number >= 0 (0 = off)",
+    "top_p": "a number in (0, 1] (1 = off)",
+    "seed": f"a whole number in [{SEED_MIN}, {SEED_MAX}]",
+}
+
+
+class SamplingError(ConfigError):
+    """A sampling parameter outside its range; `field` names it as SamplingParams does."""
+
+    def __init__(self, field: str, value) -> None:
+        super().__init__(f"{field.replace('_', '-')} must be {REQUIREMENTS[field]}, got {value}")
+        self.field = field
+        self.requirement = REQUIREMENTS[field]
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -17,12 +37,14 @@ class SamplingParams:
     seed: int | None = None  # makes sampling reproducible
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not self.temperature >= 0:  # NaN too
+            raise SamplingError("temperature", self.temperature)
         if self.top_k < 0:
-            raise ConfigError(f"top-k must be >= 0 (0 = off), got {self.top_k}")
+            raise SamplingError("top_k", self.top_k)
         if not 0.0 < self.top_p <= 1.0:
-            raise ConfigError(f"top-p must be in (0, 1], got {self.top_p}")
+            raise SamplingError("top_p", self.top_p)
+        if self.seed is not None and not SEED_MIN <= self.seed <= SEED_MAX:
+            raise SamplingError("seed", self.seed)
 
     @property
     def greedy(self) -> bool:

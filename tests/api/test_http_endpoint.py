@@ -18,6 +18,8 @@ from partition.transport.local import spawn_worker
 from tests.coordinator.plans import split_plan
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+TOP_P_RANGE = "top_p must be a number in (0, 1]"
+SEED = (400, "seed", "seed must be a whole number in [-9223372036854775808, 18446744073709551615]")
 TIMEOUT_S = 300
 
 
@@ -185,7 +187,22 @@ def test_a_one_token_answer_is_strict_json_with_null_for_its_undefined_tpot(api)
         ("/v1/chat/completions", {"messages": QUESTION, "n": 2}, 400, "n", "n=2 is not supported"),
         ("/v1/chat/completions", {"messages": QUESTION, "logprobs": True}, 400, "logprobs", "leave it out"),
         ("/v1/chat/completions", {"messages": QUESTION, "temperature": 3}, 400, "temperature", "[0, 2]"),
+        (
+            "/v1/chat/completions",
+            {"messages": QUESTION, "temperature": 10**400},
+            400,
+            "temperature",
+            "[0, 2]",
+        ),
         ("/v1/chat/completions", {"messages": QUESTION, "top_k": "ten"}, 400, "top_k", "whole number"),
+        ("/v1/chat/completions", {"messages": QUESTION, "top_p": 0}, 400, "top_p", TOP_P_RANGE),
+        ("/v1/chat/completions", {"messages": QUESTION, "top_p": 2}, 400, "top_p", TOP_P_RANGE),
+        ("/v1/chat/completions", {"messages": QUESTION, "top_p": "all"}, 400, "top_p", TOP_P_RANGE),
+        ("/v1/chat/completions", {"messages": QUESTION, "seed": 12345678901234567890123456789}, *SEED),
+        ("/v1/chat/completions", {"messages": QUESTION, "seed": 2**64, "temperature": 0}, *SEED),
+        ("/v1/completions", {"prompt": "x", "seed": -(2**63) - 1, "temperature": 0.7}, *SEED),
+        ("/v1/completions", {"prompt": "x", "seed": 1.5}, *SEED),
+        ("/v1/completions", b'{"prompt": "x", "seed": 1' + b"0" * 5000 + b"}", 400, None, "too long"),
         ("/v1/chat/completions", {"messages": []}, 400, "messages", "non-empty list"),
         (
             "/v1/chat/completions",
@@ -270,6 +287,11 @@ def test_with_an_api_key_only_requests_that_carry_it_are_answered(deployed):
         assert status == 401
         status, reply = request(server, "GET", "/v1/models", headers={"Authorization": "Bearer s3cret"})
         assert status == 200 and reply["data"][0]["id"] == "smollm2-135m"
+        for scheme in ("bearer", "BEARER", "bEaReR"):  # the scheme is case-insensitive; the key is not
+            given = {"Authorization": f"{scheme}  s3cret"}
+            assert request(server, "GET", "/v1/models", headers=given)[0] == 200, scheme
+        for wrong in ("Bearer S3CRET", "Basic s3cret", "s3cret", "Bearer", "Bearer s3cret s3cret"):
+            assert request(server, "GET", "/v1/models", headers={"Authorization": wrong})[0] == 401, wrong
         status, reply = request(server, "GET", "/health")  # for load balancers: no key needed
         assert status == 200 and reply["status"] == "ok"
     finally:
@@ -324,16 +346,12 @@ def test_other_methods_get_a_405_saying_what_is_served_and_the_connection_goes_o
     host, port = api.server_address[:2]
     connection = http.client.HTTPConnection(host, port, timeout=TIMEOUT_S)
     try:
-        for method in ("PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"):
+        for method in ("PUT", "DELETE", "PATCH", "OPTIONS", "PROPFIND"):
             connection.request(method, "/v1/chat/completions", body=b'{"x": 1}')  # a body, read and dropped
             response = connection.getresponse()
-            text = response.read()
-            assert response.status == 405 and response.getheader("Allow") == "GET, POST", method
-            if method == "HEAD":
-                assert text == b""
-            else:
-                error = json.loads(text)["error"]
-                assert error["code"] == "method_not_allowed" and method in error["message"]
+            error = json.loads(response.read())["error"]
+            assert response.status == 405 and response.getheader("Allow") == "GET, HEAD, POST", method
+            assert error["code"] == "method_not_allowed" and method in error["message"]
         connection.request("GET", "/health")  # the same kept-alive connection
         response = connection.getresponse()
         assert response.status == 200 and json.loads(response.read())["status"] == "ok"

@@ -41,6 +41,13 @@ BENCH = ["bench", "--plan", "plan.json"]
         (["profile", "--model", "m", "--threads", "0"], "argument --threads: must be at least 1, got 0"),
         ([*GENERATE, "--stop", ""], "argument --stop: must be a non-empty string"),
         ([*SERVE, "--stop", ".", "--stop", ""], "argument --stop: must be a non-empty string"),
+        (
+            [*GENERATE, "--temperature", "1", "--seed", "1234567890123456789012345678900"],
+            "argument --seed: must be a whole number in [-9223372036854775808, 18446744073709551615], "
+            "got 1234567890123456789012345678900",
+        ),
+        ([*SERVE, "--seed", "18446744073709551616"], "argument --seed: must be a whole number in [-9223"),
+        ([*GENERATE, "--seed", "-9223372036854775809"], "argument --seed: must be a whole number in [-9223"),
     ],
 )
 def test_an_impossible_value_is_a_usage_error_that_names_the_flag(argv, message, capsys):
@@ -55,6 +62,9 @@ def test_text_that_is_no_number_still_says_so(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args([*WORKER, "--threads", "two"])
     assert "argument --threads: invalid int value: 'two'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*GENERATE, "--seed", "1.5"])
+    assert "argument --seed: invalid int value: '1.5'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -72,6 +82,9 @@ def test_text_that_is_no_number_still_says_so(capsys):
         (["profile", "--model", "smollm2-135m"], "threads", None),  # torch's choice
         ([*SERVE, "--max-context", "1", "--max-sessions", "1"], "max_context", 1),
         ([*SERVE, "--stop", "\n", "--stop", "."], "stop", ["\n", "."]),
+        ([*GENERATE, "--seed", "18446744073709551615"], "seed", 2**64 - 1),
+        ([*SERVE, "--seed", "-9223372036854775808"], "seed", -(2**63)),
+        (GENERATE, "seed", None),  # not given: a fresh seed each run
     ],
 )
 def test_what_a_run_can_use_still_parses(argv, flag, value):

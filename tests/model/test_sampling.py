@@ -3,7 +3,7 @@ import torch
 
 from partition.errors import ConfigError
 from partition.model.generation import GenerationRequest, TextStream, generate
-from partition.model.sampling import Sampler, SamplingParams
+from partition.model.sampling import SEED_MAX, SEED_MIN, Sampler, SamplingError, SamplingParams
 
 LOGITS = torch.tensor([0.1, 2.0, 1.5, -1.0, 1.9])
 
@@ -32,10 +32,37 @@ def test_top_k_and_top_p_restrict_the_support():
     assert {tiny(LOGITS) for _ in range(50)} == {1}
 
 
-@pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_k=-2), dict(top_p=0.0), dict(top_p=1.5)])
-def test_invalid_params_are_rejected(bad):
-    with pytest.raises(ConfigError):
-        SamplingParams(**bad)
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(temperature=-1),
+        dict(temperature=float("nan")),
+        dict(top_k=-2),
+        dict(top_p=0.0),
+        dict(top_p=1.5),
+        dict(seed=2**64),
+        dict(seed=-(2**63) - 1),
+        dict(seed=123456789012345678901234567890),
+    ],
+)
+def test_invalid_params_are_rejected_naming_the_field_and_its_range(bad):
+    ((field, value),) = bad.items()
+    with pytest.raises(ConfigError) as refused:
+        SamplingParams(**({"temperature": 1.0} | bad))
+    assert isinstance(refused.value, SamplingError) and refused.value.field == field
+    assert refused.value.requirement in str(refused.value) and str(value) in str(refused.value)
+
+
+@pytest.mark.parametrize("seed", [SEED_MIN, -1, 0, 2**63, SEED_MAX])
+def test_every_seed_in_the_stated_range_seeds_torchs_generator(seed):
+    params = SamplingParams(temperature=1.0, seed=seed)
+    assert Sampler(params)(LOGITS) == Sampler(params)(LOGITS)
+
+
+@pytest.mark.parametrize("seed", [SEED_MIN - 1, SEED_MAX + 1])
+def test_one_past_either_end_of_the_stated_range_is_what_torch_refuses(seed):
+    with pytest.raises(ValueError, match="Overflow"):
+        torch.Generator().manual_seed(seed)
 
 
 def test_text_stream_holds_back_stop_strings_and_partial_characters():

@@ -1,0 +1,169 @@
+"""The endpoint's HTTP as the clients and proxies in front of it speak it: HEAD probes, chunked request
+bodies, and requests too malformed to route, each answered in OpenAI's error shape."""
+
+import http.client
+import json
+import socket
+
+import pytest
+
+from tests.api.test_http_endpoint import TIMEOUT_S, api, deployed, request  # noqa: F401 (fixtures)
+
+BODY = {"prompt": "Once upon a time", "max_tokens": 4, "temperature": 0}
+
+
+def connect(server) -> http.client.HTTPConnection:
+    host, port = server.server_address[:2]
+    return http.client.HTTPConnection(host, port, timeout=TIMEOUT_S)
+
+
+def post_raw_body(connection, path: str, headers: dict[str, str], raw: bytes) -> http.client.HTTPResponse:
+    """POST `raw` as the body's bytes on the wire, framed only by `headers`."""
+    connection.putrequest("POST", path)
+    for name, value in headers.items():
+        connection.putheader(name, value)
+    connection.endheaders()
+    connection.send(raw)
+    return connection.getresponse()
+
+
+@pytest.mark.parametrize("path", ["/health", "/v1/models"])
+def test_head_answers_as_get_does_without_the_body_and_the_connection_goes_on(api, path):  # noqa: F811
+    connection = connect(api)
+    try:
+        connection.request("GET", path)
+        got = connection.getresponse()
+        body = got.read()
+        connection.request("HEAD", path)
+        head = connection.getresponse()
+        assert head.status == got.status == 200
+        assert head.getheader("Content-Type") == got.getheader("Content-Type") == "application/json"
+        assert head.getheader("Content-Length") == str(len(body)) and head.read() == b""
+        connection.request("GET", "/health")  # no stray body bytes were left in the way
+        again = connection.getresponse()
+        assert again.status == 200 and json.loads(again.read())["status"] == "ok"
+    finally:
+        connection.close()
+
+
+def test_head_of_a_route_that_is_not_there_is_a_404_without_a_body(api):  # noqa: F811
+    connection = connect(api)
+    try:
+        connection.request("HEAD", "/v1/nothing")
+        response = connection.getresponse()
+        assert response.status == 404 and response.read() == b""
+        assert int(response.getheader("Content-Length")) > 0
+    finally:
+        connection.close()
+
+
+def test_a_chunked_body_is_answered_as_the_same_body_with_content_length(api):  # noqa: F811
+    status, expected = request(api, "POST", "/v1/completions", BODY)
+    assert status == 200, expected
+    data = json.dumps(BODY).encode()
+    # three chunks, one with an extension, and a trailer: all of it is the body's framing
+    raw = b"5;note=x\r\n%s\r\n%x\r\n%s\r\n%x\r\n%s\r\n0\r\nX-Checksum: 0\r\n\r\n" % (
+        data[:5],
+        len(data[5:20]),
+        data[5:20],
+        len(data[20:]),
+        data[20:],
+    )
+    connection = connect(api)
+    try:
+        response = post_raw_body(
+            connection,
+            "/v1/completions",
+            {"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+            raw,
+        )
+        reply = json.loads(response.read())
+        assert response.status == 200, reply
+        assert reply["choices"][0]["text"] == expected["choices"][0]["text"]
+        connection.request("GET", "/health")  # the body ended where its last chunk said
+        again = connection.getresponse()
+        assert again.status == 200 and json.loads(again.read())["status"] == "ok"
+    finally:
+        connection.close()
+
+
+def test_a_body_from_an_iterable_goes_out_chunked_and_is_answered(api):  # noqa: F811
+    data = json.dumps(BODY).encode()
+    connection = connect(api)
+    try:  # what http.client (and clients that stream their upload) send for a body of unknown length
+        connection.request("POST", "/v1/completions", body=iter([data[:7], data[7:]]), encode_chunked=True)
+        response = connection.getresponse()
+        reply = json.loads(response.read())
+        assert response.status == 200, reply
+        assert reply["usage"]["completion_tokens"] == 4
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    ("headers", "raw", "status", "says"),
+    [
+        ({"Transfer-Encoding": "chunked"}, b"900001\r\n", 413, "over the limit of 8388608 bytes"),
+        ({"Transfer-Encoding": "chunked"}, b"zz\r\n{}\r\n0\r\n\r\n", 400, "not a hexadecimal size"),
+        ({"Transfer-Encoding": "chunked"}, b"-2\r\n{}\r\n0\r\n\r\n", 400, "not a hexadecimal size"),
+        ({"Transfer-Encoding": "chunked"}, b"1\r\n{}\r\n0\r\n\r\n", 400, "longer than its size says"),
+        ({"Transfer-Encoding": "chunked", "Content-Length": "7"}, b"0\r\n\r\n", 400, "not both"),
+        ({"Transfer-Encoding": "gzip"}, b"", 501, "send chunked or Content-Length"),
+        ({"Content-Length": "\u00b2"}, b"{}", 400, "not a number of bytes"),
+        ({}, b"", 411, "Content-Length or Transfer-Encoding: chunked"),
+    ],
+)
+def test_a_body_that_cannot_be_read_is_refused_in_openais_shape_and_the_connection_closed(
+    api,  # noqa: F811
+    headers,
+    raw,
+    status,
+    says,
+):
+    connection = connect(api)
+    try:
+        response = post_raw_body(connection, "/v1/completions", headers, raw)
+        error = json.loads(response.read())["error"]
+        assert response.status == status, error
+        assert says in error["message"] and error["type"]
+        assert response.getheader("Connection") == "close"  # where a next request would start is unknown
+    finally:
+        connection.close()
+
+
+def exchange(server, raw: bytes) -> tuple[bytes, dict[str, str], bytes]:
+    """(status line, headers, body) of the answer to `raw` bytes, read until the server closes."""
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=TIMEOUT_S) as client:
+        client.sendall(raw)
+        received = b""
+        while chunk := client.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines)
+    return status.encode(), headers, body
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "says"),
+    [
+        (b"GARBAGE\r\n\r\n", 400, "GARBAGE"),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 TLS hello\r\n\r\n", 400, "Bad request"),
+        (b"POST /v1/completions HTTP/one\r\n\r\n", 400, "Bad request version"),
+        (b"GET /health HTTP/2.0\r\n\r\n", 505, "HTTP"),
+    ],
+)
+def test_a_request_too_malformed_to_route_gets_openais_error_shape_not_an_html_page(
+    api,  # noqa: F811
+    raw,
+    status,
+    says,
+):
+    line, headers, body = exchange(api, raw)
+    assert line.startswith(b"HTTP/1.1 %d" % status), line
+    assert headers["Content-Type"] == "application/json" and headers["Connection"] == "close"
+    assert int(headers["Content-Length"]) == len(body)
+    error = json.loads(body)["error"]
+    assert says in error["message"] and "POST /v1/chat/completions" in error["message"]
+    assert set(error) == {"message", "type", "param", "code"}
