@@ -31,6 +31,7 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -222,10 +223,9 @@ class _Handler(BaseHTTPRequestHandler):
     # -- answers --------------------------------------------------------------------------------------
 
     def _complete(self, request) -> None:
-        client = select.poll()  # one per request: its check runs with every text chunk
-        client.register(self.connection, select.POLLIN)
-        try:  # a client that hangs up before its answer is whole ends the request
-            answer = self.server.answerer.answer(request.generation, lambda _: self._check_client(client))
+        check = self._client_check()
+        try:  # a client that hangs up before its answer is whole (or while it waits) ends the request
+            answer = self.server.answerer.answer(request.generation, lambda _: check(), check)
         except ClientGone:
             log.info("%s left before its answer was whole; its session is closed", self.address_string())
             self.server.stats.ended("client_gone")
@@ -249,8 +249,8 @@ class _Handler(BaseHTTPRequestHandler):
             events.send(ids.chunk(text))
 
         answer = None
-        try:
-            answer = self.server.answerer.answer(request.generation, on_text)
+        try:  # a client that hangs up while its request waits for a slot gives its turn up
+            answer = self.server.answerer.answer(request.generation, on_text, self._client_check())
             self.server.stats.answered(answer)
             begin()
             for chunk in ids.last_chunks(answer):
@@ -275,16 +275,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- HTTP plumbing --------------------------------------------------------------------------------
 
-    def _check_client(self, client) -> None:
-        """ClientGone if the client closed its connection: readable now (`client` polls it), and a peek
-        reads end-of-stream. (A poll first: with a timeout set, the socket's own recv would wait.)"""
-        if not client.poll(0):
-            return  # nothing to read: still there
-        try:
-            if self.connection.recv(1, socket.MSG_PEEK) == b"":
-                raise ClientGone("the client closed its connection")
-        except OSError as error:
-            raise ClientGone(str(error)) from None
+    def _client_check(self) -> Callable[[], None]:
+        """A check that raises ClientGone once the client closed its connection: readable now, and a
+        peek reads end-of-stream. (A poll first: with a timeout set, the socket's own recv would wait.)"""
+        client = select.poll()  # one per request: the check runs with every text chunk
+        client.register(self.connection, select.POLLIN)
+
+        def check() -> None:
+            if not client.poll(0):
+                return  # nothing to read: still there
+            try:
+                if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                    raise ClientGone("the client closed its connection")
+            except OSError as error:
+                raise ClientGone(str(error)) from None
+
+        return check
 
     def _authorize(self) -> None:
         token = self.server.token

@@ -49,6 +49,9 @@ STILL_AWAY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 # Seconds a take-back waits for the requests under way to end (new ones wait meanwhile); past that it
 # is put off to a later look (Failover.postpone), so that a busy server is not held up at every look.
 DRAIN_S = 20.0
+# Seconds between looks at whether a request waiting for a session slot is still wanted: a caller that
+# left while it waited gives its turn up instead of running a prefill nobody reads.
+WAITING_CHECK_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -145,10 +148,17 @@ class Answerer:
             "(or fewer) to keep the plan's cost, or plan with --head-on-edge"
         )
 
-    def answer(self, request: GenerationRequest, on_text: Callable[[str], None] | None = None) -> Answer:
+    def answer(
+        self,
+        request: GenerationRequest,
+        on_text: Callable[[str], None] | None = None,
+        still_wanted: Callable[[], None] | None = None,
+    ) -> Answer:
         """Generate `request` through the split; `on_text` gets the text as it is decoded. An exception
-        from `on_text` (the caller went away) ends the request and frees its session."""
-        with self._slot():
+        from `on_text` (the caller went away) ends the request and frees its session; one from
+        `still_wanted`, called while the request waits for a session slot and once it has one, ends it
+        before its prefill."""
+        with self._slot(still_wanted):
             session = ResumingSession(
                 lambda d: PipelineSession(d, context=request.context, sampling=request.sampling),
                 self._load_workers_again,
@@ -340,16 +350,20 @@ class Answerer:
         self.replans += 1
 
     @contextlib.contextmanager
-    def _slot(self):
-        """Hold one of the workers' session slots, waiting (counted) for one if all are taken."""
+    def _slot(self, still_wanted: Callable[[], None] | None = None):
+        """Hold one of the workers' session slots, waiting (counted) for one if all are taken, and asking
+        `still_wanted` meanwhile and once one is held (what it raises gives the turn up)."""
         with self._counts:
             self.waiting += 1
         try:
-            self._slots.acquire()
+            while not self._slots.acquire(timeout=WAITING_CHECK_S if still_wanted else None):
+                still_wanted()
         finally:
             with self._counts:
                 self.waiting -= 1
         try:
+            if still_wanted is not None:
+                still_wanted()  # it may have left just as the slot came free
             yield
         finally:
             self._slots.release()

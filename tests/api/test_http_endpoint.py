@@ -467,3 +467,37 @@ def test_a_stopping_endpoint_refuses_new_connections_and_lets_a_streaming_answer
     assert lines[-1] == "[DONE]"
     assert json.loads(lines[-2])["choices"][0]["finish_reason"] == "length"
     assert sum(bool(json.loads(line)["choices"][0]["text"]) for line in lines[:-2]) > 10
+
+
+def test_a_client_that_hangs_up_while_it_waits_for_a_slot_gives_its_turn_up(deployed):
+    server = ApiServer("127.0.0.1", 0)
+    server.attach(deployed)
+    server.serve_in_thread()
+    host, port = server.server_address[:2]
+    body = json.dumps({"messages": QUESTION, "max_tokens": 200, "stream": True, "temperature": 0}).encode()
+    post = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(body),
+        body,
+    )
+    try:
+        with socket.create_connection((host, port), timeout=TIMEOUT_S) as streaming:
+            streaming.sendall(post)  # holds the one session slot while it streams
+            received = b""
+            while b"data: " not in received:
+                received += streaming.recv(4096)
+            with socket.create_connection((host, port), timeout=TIMEOUT_S) as waiting:
+                waiting.sendall(post)
+                deadline = time.monotonic() + TIMEOUT_S
+                while deployed.waiting != 1 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert deployed.waiting == 1  # behind the stream
+            # it hung up: its turn is given up while the stream still runs, not after it
+            while deployed.waiting and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert deployed.waiting == 0 and deployed.running == 1
+            assert get_metrics(server)['partition_requests_total{outcome="client_gone"}'] == "1"
+        while deployed.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.shutdown()
+        server.server_close()
