@@ -2,13 +2,15 @@
 
 Each device becomes a worker in its own network namespace with its bandwidth (tbf), one-way delay (a
 delay proxy) and CPU quota (cgroup). `lab up` writes the cluster file that profile, plan and serve read;
-`lab exec -- CMD` runs CMD inside the edge device; `lab down` removes everything, also after a crash.
-Needs root.
+`lab exec -- CMD` runs CMD inside the edge device; `lab down` removes everything it made, also after a
+crash, but the processes' logs (kept in STATE_DIR/NAME/). Needs root.
 """
 
 from __future__ import annotations
 
 import argparse
+
+from partition.cli.arguments import positive_number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,9 +20,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     up = actions.add_parser("up", help="bring a lab up and write its cluster file")
     up.add_argument("--config", required=True, help="lab config, e.g. cluster/lab/wifi-edge.toml")
-    up.add_argument("--out", default=None, help="cluster file to write (default: next to the lab's state)")
-    up.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for the workers")
-    down = actions.add_parser("down", help="remove a lab (default: every lab up) and everything it made")
+    up.add_argument(
+        "--out",
+        default=None,
+        help="cluster file to write (default: STATE_DIR/NAME/cluster.toml, which `lab down` removes)",
+    )
+    up.add_argument(
+        "--ready-timeout",
+        type=positive_number("seconds"),
+        default=60.0,
+        help="seconds to wait for the workers",
+    )
+    removes = (
+        "remove a lab (default: every lab up): its processes, namespaces, links, cgroups, state and "
+        "STATE_DIR/NAME/cluster.toml; its logs stay in STATE_DIR/NAME/ (the next `up` overwrites them) "
+        "and so does a cluster file written with `up --out`"
+    )
+    down = actions.add_parser("down", help=removes, description=removes)
     down.add_argument("--name", default=None, help="the lab to remove")
     actions.add_parser("status", help="list the labs that are up")
     run = actions.add_parser("exec", help="run a command inside a device (default: the edge)")
@@ -33,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from partition import lab
     from partition.lab import processes
-    from partition.lab.state import list_states, state_dir
+    from partition.lab.state import lab_command, list_states, state_dir
 
     if args.action == "up":
         state = lab.up(lab.load_lab_config(args.config), args.state_dir, args.out, args.ready_timeout)
@@ -41,8 +57,10 @@ def run(args: argparse.Namespace) -> int:
         for name, info in state.devices.items():
             print(f"  {name:<12} {info['role']:<7} {info['address']:<20} namespace {info['netns']}")
         print(f"cluster file: {state.cluster_file}")
+        directory = state_dir(args.state_dir)
         print(
-            "run commands on the edge: partition lab exec -- partition serve ... ; remove: partition lab down"
+            f"run commands on the edge: {lab_command(directory, 'exec -- partition serve ...')} ; "
+            f"remove: {lab_command(directory, f'down --name {state.name}')}"
         )
         return 0
     if args.action == "down":
@@ -54,8 +72,13 @@ def run(args: argparse.Namespace) -> int:
         if not states:
             print("no lab is up")
         for state in states:
-            alive = sum(processes.is_running(r) for r in state.processes)
-            print(f"{state.name}: lab number {state.index}, {alive}/{len(state.processes)} processes running")
+            dead = [r for r in state.processes if not processes.is_running(r)]
+            alive = len(state.processes) - len(dead)
+            gone = "; not running: " + ", ".join(f"{r.kind} of {r.device} (log {r.log})" for r in dead)
+            print(
+                f"{state.name}: lab number {state.index}, {alive}/{len(state.processes)} processes running"
+                + (gone if dead else "")
+            )
             print(f"  cluster file: {state.cluster_file or '(not written: up did not finish)'}")
             for name, info in state.devices.items():
                 print(f"  {name:<12} {info['role']:<7} {info['address']}")

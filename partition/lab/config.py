@@ -22,6 +22,7 @@ two (unshaped devices add nothing). The host, where `partition serve` runs, coun
 from __future__ import annotations
 
 import re
+import string
 import sys
 import tomllib
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ DEFAULT_WORKER_COMMAND: tuple[str, ...] = (
     "{threads}",
 )
 TEMPLATE_FIELDS = ("python", "listen", "host", "port", "name", "threads")
+TABLES = ("lab", "device")
+LAB_KEYS = ("name", "port", "worker_command")
+DEVICE_KEYS = ("name", "role", "cpu", "threads", "bandwidth_mbps", "delay_ms", "memory_gb")
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")  # short: namespace and cgroup names are built from it
 
 
@@ -106,27 +110,61 @@ def _number(table: dict, key: str, where: str, low: float, high: float, default=
     return value
 
 
-def parse_lab_config(data: dict, source: str = "<lab config>") -> LabConfig:
-    lab = data.get("lab")
-    if not isinstance(lab, dict):
-        raise ConfigError(f"{source}: missing the [lab] table (name, port)")
-    name = lab.get("name")
-    if not isinstance(name, str) or not NAME.match(name):
-        raise ConfigError(f"{source}: [lab] name must be lowercase letters, digits and '-', got {name!r}")
-    port = _number(lab, "port", f"{source} [lab]", 1024, 65535, default=7001, integer=True)
+def _refuse_unknown(table: dict, known: tuple[str, ...], where: str, what: str = "keys") -> None:
+    # A misspelt key would otherwise fall back to its default without a word.
+    unknown = set(table) - set(known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown {what} {sorted(unknown)}; use {', '.join(known)}")
+
+
+def _worker_command(lab: dict, source: str) -> list[str]:
+    """The argv template, checked here so a bad one fails before `lab up` has built anything."""
     command = lab.get("worker_command", list(DEFAULT_WORKER_COMMAND))
     if not (isinstance(command, list) and command and all(isinstance(part, str) for part in command)):
         raise ConfigError(f"{source}: [lab] worker_command must be a non-empty list of strings")
+    sample = dict.fromkeys(TEMPLATE_FIELDS, "x")
     for part in command:
-        for field in re.findall(r"{(\w*)}", part):
+        try:
+            fields = [field for _, field, _, _ in string.Formatter().parse(part) if field is not None]
+        except ValueError as error:
+            raise ConfigError(
+                f"{source}: [lab] worker_command part {part!r} is not a valid template ({error}); "
+                "write a literal brace as {{ or }}"
+            ) from None
+        for field in fields:
             if field not in TEMPLATE_FIELDS:
                 raise ConfigError(
                     f"{source}: worker_command field {{{field}}} is unknown; use {', '.join(TEMPLATE_FIELDS)}"
                 )
+        try:
+            part.format(**sample)
+        except (ValueError, KeyError, IndexError, AttributeError) as error:
+            raise ConfigError(
+                f"{source}: [lab] worker_command part {part!r} cannot be filled in ({error}); "
+                "write fields plainly, e.g. {listen}"
+            ) from None
+    return command
+
+
+def parse_lab_config(data: dict, source: str = "<lab config>") -> LabConfig:
+    _refuse_unknown(data, TABLES, source, "top-level tables or keys")
+    lab = data.get("lab")
+    if not isinstance(lab, dict):
+        raise ConfigError(f"{source}: missing the [lab] table (name, port)")
+    _refuse_unknown(lab, LAB_KEYS, f"{source} [lab]")
+    name = lab.get("name")
+    if not isinstance(name, str) or not NAME.match(name):
+        raise ConfigError(f"{source}: [lab] name must be lowercase letters, digits and '-', got {name!r}")
+    port = _number(lab, "port", f"{source} [lab]", 1024, 65535, default=7001, integer=True)
+    command = _worker_command(lab, source)
 
     entries = data.get("device")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{source}: no [[device]] entries")
+    if not all(isinstance(entry, dict) for entry in entries):
+        raise ConfigError(
+            f"{source}: device must be an array of tables, one [[device]] per device, got {entries!r}"
+        )
     devices = []
     for index, entry in enumerate(entries):
         where = f"{source} device #{index + 1}"
@@ -139,9 +177,7 @@ def parse_lab_config(data: dict, source: str = "<lab config>") -> LabConfig:
         role = entry.get("role", "server")
         if role not in ("edge", "server"):
             raise ConfigError(f"{where}: role must be 'edge' or 'server', got {role!r}")
-        unknown = set(entry) - {"name", "role", "cpu", "threads", "bandwidth_mbps", "delay_ms", "memory_gb"}
-        if unknown:
-            raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+        _refuse_unknown(entry, DEVICE_KEYS, where)
         devices.append(
             LabDevice(
                 name=device_name,

@@ -20,9 +20,9 @@ import partition
 from partition.errors import LabError
 from partition.lab import cgroup, cluster_file, network, processes
 from partition.lab.config import LabConfig, LabDevice, pair_link
-from partition.lab.proxy import wait_for
+from partition.lab.listening import wait_for
 from partition.lab.requirements import require
-from partition.lab.state import LabState, list_states, state_dir, state_path
+from partition.lab.state import LabState, lab_command, list_states, state_dir, state_path
 from partition.lab.system import sh
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 SUBNET = "10.213"  # 10.213.<lab number>.0/24
 MAX_LABS = 64
 READY_TIMEOUT_S = 60.0  # seconds for every worker to accept connections
+DEFAULT_CLUSTER_FILE = "cluster.toml"  # in the lab's run directory, unless `up` is given another path
 
 
 def _names(index: int, position: int, device: LabDevice) -> dict[str, str]:
@@ -84,6 +85,10 @@ def child_env() -> dict[str, str]:
     root = str(Path(partition.__file__).resolve().parents[1])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    # `lab exec -- partition ...` finds the `partition` installed next to this interpreter (a venv's bin),
+    # also under sudo, whose PATH leaves it out.
+    bin_dir = os.path.dirname(sys.executable)
+    env["PATH"] = os.pathsep.join(p for p in (bin_dir, env.get("PATH", os.defpath)) if p)
     return env
 
 
@@ -115,7 +120,7 @@ def _wait_ready(state: LabState, config: LabConfig, timeout_s: float) -> None:
             if time.monotonic() > deadline:
                 raise LabError(
                     f"{device.name} does not accept connections at {address[0]}:{address[1]} after "
-                    f"{timeout_s:.0f} s; see {records[0].log if records else 'its log'}"
+                    f"{timeout_s:g} s; see {records[0].log if records else 'its log'}"
                 )
 
 
@@ -130,9 +135,8 @@ def up(
     directory = state_dir(directory)
     path = state_path(directory, config.name)
     if path.exists():
-        raise LabError(
-            f"lab {config.name!r} is already up (state {path}); run `partition lab down --name {config.name}`"
-        )
+        down_command = lab_command(directory, f"down --name {config.name}")
+        raise LabError(f"lab {config.name!r} is already up (state {path}); run `{down_command}`")
     state = LabState(name=config.name, path=path, config=config.source)
     taken = {other.index for other in list_states(directory)}
     try:
@@ -140,7 +144,7 @@ def up(
         _build(state, config)
         _launch(state, config)
         _wait_ready(state, config, ready_timeout_s)
-        out = Path(cluster_out) if cluster_out else state.run_dir / "cluster.toml"
+        out = Path(cluster_out) if cluster_out else state.run_dir / DEFAULT_CLUSTER_FILE
         addresses = {name: info["address"] for name, info in state.devices.items()}
         cluster_file.write(out, config, addresses)
         state.cluster_file = str(out)
@@ -239,6 +243,9 @@ def down_state(state: LabState) -> list[str]:
     leftovers += [link for link in [*state.links, state.bridge] if link and network.link_exists(link)]
     problems += [f"still present: {item}" for item in leftovers]
     if not problems:
+        # Its cluster file names addresses that are gone now; the logs stay, to read after the fact. A
+        # cluster file written elsewhere (--out) is the user's to keep.
+        (state.run_dir / DEFAULT_CLUSTER_FILE).unlink(missing_ok=True)
         state.path.unlink(missing_ok=True)
         state.path.with_suffix(".tmp").unlink(missing_ok=True)
     return problems
@@ -251,7 +258,7 @@ def down(name: str | None = None, directory: str | Path | None = None) -> list[s
     if name is not None:
         states = [s for s in states if s.name == name]
         if not states:
-            raise LabError(f"no lab {name!r} is up (no state in {directory})")
+            raise LabError(f"no lab {name!r} is up; {_labs_up(directory)}")
     problems = []
     for state in states:
         problems += down_state(state)
@@ -266,12 +273,18 @@ def find(name: str | None, directory: str | Path | None = None) -> LabState:
     states = list_states(directory)
     if name is not None:
         states = [s for s in states if s.name == name]
-    if len(states) != 1:
-        known = ", ".join(s.name for s in list_states(directory)) or "none"
-        raise LabError(
-            f"name the lab with --name (labs up: {known})" if states else f"no lab is up here ({directory})"
-        )
+    if name is not None and not states:
+        raise LabError(f"no lab {name!r} is up; {_labs_up(directory)}")
+    if not states:
+        raise LabError(f"no lab is up here ({directory})")
+    if len(states) > 1:
+        raise LabError(f"name the lab with --name ({_labs_up(directory)})")
     return states[0]
+
+
+def _labs_up(directory: Path) -> str:
+    names = [state.name for state in list_states(directory)]
+    return f"labs up: {', '.join(names)}" if names else f"none is up in {directory}"
 
 
 def command_in(state: LabState, device: str | None, argv: Sequence[str], cpu_limit: bool = True) -> list[str]:
@@ -289,8 +302,9 @@ def command_in(state: LabState, device: str | None, argv: Sequence[str], cpu_lim
 
 
 def exec_in(state: LabState, device: str | None, argv: Sequence[str], cpu_limit: bool = True) -> int:
-    """Run a command inside a device and wait for it; returns its exit code."""
-    return subprocess.run(command_in(state, device, argv, cpu_limit), env=child_env(), check=False).returncode
+    """Run a command inside a device and wait for it; returns its exit code, 128 + N if signal N ended it."""
+    code = subprocess.run(command_in(state, device, argv, cpu_limit), env=child_env(), check=False).returncode
+    return 128 - code if code < 0 else code  # the shell's convention: 137 for SIGKILL
 
 
 def _edge_name(state: LabState) -> str:

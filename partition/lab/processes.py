@@ -70,7 +70,7 @@ def start(
     if cgroup:
         command = cgroup_wrap(cgroup, command)
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
+    with open(log, "wb") as out:  # this run's output only: a failed `up` shows its own last lines
         try:
             process = subprocess.Popen(
                 command,

@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from partition.lab.listening import wait_for
+
 log = logging.getLogger("partition.lab.proxy")
 
 CHUNK = 256 * 1024  # bytes per recv
@@ -159,19 +161,6 @@ def _tight_timers() -> None:
 def _tune(sock: socket.socket) -> None:
     # gRPC and the workers send small messages: Nagle would add up to 40 ms of its own delay.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def wait_for(target: tuple[str, int], timeout_s: float) -> bool:
-    """True once something accepts connections at `target`, False after `timeout_s` seconds."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            socket.create_connection(target, timeout=1.0).close()
-            return True
-        except OSError:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
 
 
 def serve(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +19,31 @@ from partition.lab.processes import ProcessRecord
 DEFAULT_STATE_DIR = Path("/run/partition-lab")
 
 
+def _chosen(explicit: str | Path | None) -> tuple[Path, str]:
+    """(the state directory, where it was chosen): --state-dir, else PARTITION_LAB_STATE_DIR, else default."""
+    if explicit:
+        return Path(explicit), "--state-dir"
+    environment = os.environ.get("PARTITION_LAB_STATE_DIR")
+    if environment:
+        return Path(environment), "PARTITION_LAB_STATE_DIR"
+    return DEFAULT_STATE_DIR, "the default"
+
+
 def state_dir(explicit: str | Path | None = None) -> Path:
-    return Path(explicit or os.environ.get("PARTITION_LAB_STATE_DIR") or DEFAULT_STATE_DIR)
+    path, origin = _chosen(explicit)
+    if path.exists() and not path.is_dir():
+        raise LabError(
+            f"the lab state directory {path} (from {origin}) is a file, not a directory; "
+            "point --state-dir at a directory"
+        )
+    return path
+
+
+def lab_command(directory: Path, action: str) -> str:
+    """`partition lab ACTION` as the user must type it to reach the labs in `directory`."""
+    if Path(directory) == _chosen(None)[0]:
+        return f"partition lab {action}"
+    return f"partition lab --state-dir {shlex.quote(str(directory))} {action}"
 
 
 @dataclass

@@ -71,6 +71,17 @@ def minimal(**device) -> dict:
             {"lab": {"name": "t", "worker_command": ["run", "{gpu}"]}, "device": []},
             "field \\{gpu\\} is unknown",
         ),
+        ({**minimal(), "lab": {"name": "t", "prot": 7301}}, "\\[lab\\]: unknown keys \\['prot'\\]"),
+        ({**minimal(), "extra": {"a": 1}}, "unknown top-level tables or keys \\['extra'\\]"),
+        ({"lab": {"name": "t"}, "device": ["edge"]}, "device must be an array of tables"),
+        (
+            {**minimal(), "lab": {"name": "t", "worker_command": ["{python}", "-c", "print({)"]}},
+            "worker_command part 'print\\(\\{\\)' is not a valid template",
+        ),
+        (
+            {**minimal(), "lab": {"name": "t", "worker_command": ["{listen!z}"]}},
+            "worker_command part '\\{listen!z\\}' cannot be filled in",
+        ),
     ],
 )
 def test_bad_configs_are_refused_precisely(data, message):

@@ -116,6 +116,32 @@ def test_lab_shapes_delays_limits_and_cleans_up(tmp_path):
     finally:
         lab.down(config.name, tmp_path / "state")
     assert leftovers(state) == []
+    # Its addresses are gone, so is the cluster file naming them; the logs stay to be read.
+    assert not Path(state.cluster_file).exists()
+    assert sorted(path.name for path in state.run_dir.iterdir()) == [
+        "edge.log",
+        "edge.proxy.log",
+        "server.log",
+        "server.proxy.log",
+    ]
+
+
+def test_a_failed_up_shows_only_its_own_log(tmp_path):
+    command = [sys.executable, "-c", "import sys; sys.exit('attempt failed')"]
+    config = lab.load_lab_config(write_config(tmp_path, command))
+    for _ in range(2):
+        with pytest.raises(LabError) as failure:
+            lab.up(config, tmp_path / "state", ready_timeout_s=20)
+    tail = str(failure.value).split("edge.log:\n", 1)[1]
+    assert tail == "attempt failed"
+
+
+def test_ready_timeout_is_reported_as_given(tmp_path):
+    command = [sys.executable, "-c", "import time; time.sleep(120)"]
+    config = lab.load_lab_config(write_config(tmp_path, command))
+    with pytest.raises(LabError, match="does not accept connections at .* after 0.3 s"):
+        lab.up(config, tmp_path / "state", ready_timeout_s=0.3)
+    assert lab.down(None, tmp_path / "state") == []  # the failed up removed its lab
 
 
 def test_failed_up_removes_what_it_made(tmp_path, monkeypatch):

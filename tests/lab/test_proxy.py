@@ -2,11 +2,14 @@
 
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 
 import pytest
 
-from partition.lab.proxy import DelayPolicy, serve, wait_for
+from partition.lab.listening import wait_for
+from partition.lab.proxy import DelayPolicy, serve
 from tests.lab.netprobe import echoed_mbps, round_trips
 
 
@@ -87,3 +90,14 @@ def test_wait_for_gives_up_when_nothing_listens():
     address = free.getsockname()
     free.close()
     assert not wait_for(address, 0.2)
+
+
+def test_proxy_starts_without_warnings():
+    # `lab up` starts it with `python -m`: its log must begin with its own lines, not a RuntimeWarning.
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-m", "partition.lab.proxy", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
