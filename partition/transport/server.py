@@ -45,6 +45,7 @@ class GrpcServer:
         )
         self._stopping = False
         self._stop_requested: asyncio.Event | None = None  # set by a signal or request_stop
+        self._stop_reason = "signal received"  # what the drain's log line says
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self, listen: str) -> int:
@@ -87,7 +88,7 @@ class GrpcServer:
             signalled = asyncio.ensure_future(stop.wait())
             await asyncio.wait({waiter, signalled}, return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set():
-                log.info("asked to stop: draining for up to %.1f s", grace_s)
+                log.info("%s: draining for up to %.1f s", self._stop_reason, grace_s)
             await self.stop(grace_s)
             for task in (waiter, signalled):
                 task.cancel()
@@ -97,10 +98,11 @@ class GrpcServer:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
 
-    def request_stop(self) -> None:
-        """Stop as SIGTERM would, from any thread; nothing before serve_until_signal runs, or once its
-        loop is closed (the server stopped already)."""
+    def request_stop(self, reason: str) -> None:
+        """Stop as SIGTERM would, from any thread, `reason` logged; nothing before serve_until_signal runs,
+        or once its loop is closed (the server stopped already)."""
         if self._loop is not None and self._stop_requested is not None:
+            self._stop_reason = reason
             with contextlib.suppress(RuntimeError):  # "Event loop is closed"
                 self._loop.call_soon_threadsafe(self._stop_requested.set)
 

@@ -71,8 +71,7 @@ def _stop_at_end_of_input(server: GrpcServer) -> None:
             pass
     except (OSError, ValueError, AttributeError):  # no usable stdin: its end is now
         pass
-    log.info("standard input closed (the process that started this worker is gone): stopping")
-    server.request_stop()
+    server.request_stop("standard input closed (the process that started this worker is gone)")
 
 
 def _write_atomically(path: Path, text: str) -> None:
