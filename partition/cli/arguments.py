@@ -24,29 +24,17 @@ def whole_number(minimum: int = 1, zero_means: str = "") -> Callable[[str], int]
     return parse
 
 
-def positive_number(unit: str) -> Callable[[str], float]:
-    """A finite float above 0, in `unit` (which the error says)."""
+def positive_number(unit: str, zero_allowed: bool = False) -> Callable[[str], float]:
+    """A finite float above 0 (or at 0 with `zero_allowed`), in `unit` (which the error says)."""
 
     def parse(text: str) -> float:
         value = float(text)
-        if not (math.isfinite(value) and value > 0):
-            raise argparse.ArgumentTypeError(f"must be more than 0 {unit}, got {text}")
+        if not (math.isfinite(value) and (value >= 0 if zero_allowed else value > 0)):
+            wanted = f"0 {unit} or more" if zero_allowed else f"more than 0 {unit}"
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
         return value
 
-    parse.__name__ = "float"
-    return parse
-
-
-def non_negative_number(unit: str) -> Callable[[str], float]:
-    """A finite float of 0 or more, in `unit` (which the error says)."""
-
-    def parse(text: str) -> float:
-        value = float(text)
-        if not (math.isfinite(value) and value >= 0):
-            raise argparse.ArgumentTypeError(f"must be 0 {unit} or more, got {text}")
-        return value
-
-    parse.__name__ = "float"
+    parse.__name__ = "float"  # argparse says "invalid float value: 'x'" for text that is no number
     return parse
 
 

@@ -11,7 +11,7 @@ import functools
 import sys
 from pathlib import Path
 
-from partition.cli.arguments import non_negative_number, positive_number, whole_number
+from partition.cli.arguments import positive_number, whole_number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-file", type=Path, help="file holding the shared token every call must carry")
     parser.add_argument(
         "--grace",
-        type=non_negative_number("seconds"),
+        type=positive_number("seconds", zero_allowed=True),
         default=5.0,
         metavar="SECONDS",
         help="on SIGTERM, let running calls finish this long (0: end them at once; default: 5)",
