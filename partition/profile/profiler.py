@@ -7,9 +7,10 @@ sample after an idle pause, as a stage waits for the rest of the chain between t
 samples taken in turn so that a moment of a busy host does not bend one point alone. The head's time
 includes the coordinator's own work for each token (`step_tail`), which runs right after it on the edge.
 Medians are fitted (prefill quadratic in P, decode linear in the context); spreads are recorded.
-All blocks have one shape, so a run of the first `block_span` blocks, timed together, stands for all
-of them: a block timed alone keeps its weights in the CPU cache from one call to the next, which the
-blocks of a served segment, each read once per token, do not.
+All blocks have one shape, so a run of the first `block_span` blocks (all of them, unless their weights
+pass SPAN_BYTES), timed together, stands for all of them: a block timed alone keeps its weights in the
+CPU cache from one call to the next, which the blocks of a served segment, each read once per token, do
+not; and a call after an idle pause pays a wake-up once, which a short run spreads over too few blocks.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from partition.errors import ConfigError
 from partition.model import ModelSource, load_segment
 from partition.model.layers import stores_transposed
+from partition.model.weight_map import unit_state
 from partition.profile.device import identify
 from partition.profile.fit import fit_times
 from partition.profile.timing import time_calls
@@ -43,8 +45,13 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 # How the profiler takes its samples; part of the cache key, so that a change that makes older timings
 # incomparable measures again instead of serving them. 2: every point's samples taken in turn; 3: the
-# top-K logits' encode and decode measured too; 4: tied_weight_bytes recorded.
-METHOD = 4
+# top-K logits' encode and decode measured too; 4: tied_weight_bytes recorded; 5: blocks timed as a
+# run of up to 32 (was 8).
+METHOD = 5
+
+# Most bytes of block weights the profiler loads at once to time them together: the run of blocks
+# is shortened to fit, so that profiling a large model does not need the memory of serving it whole.
+SPAN_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -67,8 +74,13 @@ class ProfileSettings:
     # processes run meanwhile); under a CPU quota it also starts, as when served, on a fresh quota.
     idle_s: float = 0.04
     # Blocks timed together, per-block time = their time / span. SmolLM2 on this machine, one thread,
-    # one decode step: 0.69 ms for a block alone, 0.99 ms per block for 2, 1.07-1.12 ms for 4 to 30.
-    block_span: int = 8
+    # one decode step back to back: 0.69 ms for a block alone, 0.99 ms per block for 2, 1.07-1.12 ms
+    # for 4 to 30. After an idle pause a call pays a wake-up once, whatever its length (1-2 ms from
+    # runs of 8 and 16): after 40 ms idle, per block 1.17-1.39 ms for a run of 8, 1.10-1.27 for 16,
+    # 1.10-1.27 for 30 (three runs of 40 rounds, interleaved; a fourth, on a slow hour: 2.05, 1.89,
+    # 1.87), so a run of 8 put 6-10 % too much on the 30-block segments the lab plans give one server.
+    # Served segments are mostly long; one of a few blocks is now predicted about 1 ms short.
+    block_span: int = 32
 
     def __post_init__(self) -> None:
         if (
@@ -121,7 +133,7 @@ def _profile(source: ModelSource, settings: ProfileSettings, dtype: str, device:
     cuda = torch.cuda.get_device_name(device) if device.startswith("cuda") else None
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
     n_blocks = spec.n_blocks
-    span = min(settings.block_span, n_blocks)
+    span = block_span(source, settings, DTYPES[dtype])
     units = {
         "embed": Segment(0, 1),
         "block": Segment(1, 1 + span),  # blocks 0 .. span - 1
@@ -143,6 +155,14 @@ def _profile(source: ModelSource, settings: ProfileSettings, dtype: str, device:
         top_k_decode_s=top_k_decode_s,
         tied_weight_bytes=tied_weight_bytes(spec, DTYPES[dtype]),
     )
+
+
+def block_span(source: ModelSource, settings: ProfileSettings, dtype: torch.dtype) -> int:
+    """How many blocks the profiler times together: `settings.block_span`, at most the model's blocks
+    and as many as SPAN_BYTES holds (one at least)."""
+    element = torch.tensor([], dtype=dtype).element_size()
+    one_block = sum(t.numel() for t in unit_state(source, 1).values()) * element
+    return max(1, min(settings.block_span, source.spec.n_blocks, SPAN_BYTES // max(one_block, 1)))
 
 
 def tied_weight_bytes(spec, dtype: torch.dtype) -> int:

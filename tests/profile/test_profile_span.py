@@ -46,6 +46,20 @@ def test_the_span_never_exceeds_the_model(tiny_dirs, loaded_segments):
     assert Segment(1, 1 + n) in loaded_segments
 
 
+def test_the_span_is_shortened_to_the_bytes_it_may_hold(tiny_dirs, loaded_segments, monkeypatch):
+    source = resolve_model(tiny_dirs["llama"])
+    n = source.spec.n_blocks
+    assert n >= 3
+    one_block = sum(t.numel() for t in profiler.unit_state(source, 1).values()) * 4  # float32
+    monkeypatch.setattr(profiler, "SPAN_BYTES", 2 * one_block + 1)
+    profiled = profiler.profile_model(source, replace(SETTINGS, block_span=n), threads=1)
+    assert Segment(1, 3) in loaded_segments and Segment(1, 1 + n) not in loaded_segments
+    assert profiled.block.weight_bytes == one_block  # still per block
+    monkeypatch.setattr(profiler, "SPAN_BYTES", one_block // 2)  # not even one: one all the same
+    profiler.profile_model(source, replace(SETTINGS, block_span=n), threads=1)
+    assert Segment(1, 2) in loaded_segments
+
+
 def test_a_span_below_one_is_refused():
     with pytest.raises(ConfigError):
         replace(SETTINGS, block_span=0)
