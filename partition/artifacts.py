@@ -49,7 +49,7 @@ def plan_from_json(text: str, source: str = "plan") -> Plan:
 
 
 def save_profile(profile: DeviceProfile, path: Path) -> None:
-    _write(Path(path), profile_to_json(profile))
+    write_atomically(Path(path), profile_to_json(profile))
 
 
 def load_profile(path: Path) -> DeviceProfile:
@@ -57,7 +57,7 @@ def load_profile(path: Path) -> DeviceProfile:
 
 
 def save_plan(plan: Plan, path: Path) -> None:
-    _write(Path(path), plan_to_json(plan))
+    write_atomically(Path(path), plan_to_json(plan))
 
 
 def load_plan(path: Path) -> Plan:
@@ -71,7 +71,8 @@ def _read(path: Path) -> str:
         raise ConfigError(f"cannot read {path}: {error.strerror or error}") from None
 
 
-def _write(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` through a file beside it, so a reader sees the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from partition.artifacts import write_atomically
 from partition.runtime.stage import WorkerSettings
 from partition.transport.channels import TransportConfig
 from partition.transport.links import STAGE_SERVICE
@@ -45,7 +46,7 @@ async def serve_worker(
     def ready() -> None:
         log.info("%s", serving)
         if ready_file is not None:
-            _write_atomically(ready_file, json.dumps({"address": address, "port": port, "pid": os.getpid()}))
+            write_atomically(ready_file, json.dumps({"address": address, "port": port, "pid": os.getpid()}))
         if on_serving is not None:
             on_serving(serving)
         if stop_when_stdin_closes:
@@ -72,9 +73,3 @@ def _stop_at_end_of_input(server: GrpcServer) -> None:
     except (OSError, ValueError, AttributeError):  # no usable stdin: its end is now
         pass
     server.request_stop("standard input closed (the process that started this worker is gone)")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
