@@ -69,13 +69,12 @@ def predicted_again(plan_path: Path, cluster_after: Path, report: dict) -> dict:
     a miss that this prediction does not share is the host's speed moving between profile and serve,
     not the cost model. Diagnostic only: the target holds the prediction made before serving."""
     from partition.artifacts import load_plan
-    from partition.plan import DEFAULT_CODECS, select_codecs
+    from partition.plan import plan_codecs
     from partition.plan.cluster import load_cluster
     from partition.plan.costmodel import evaluate
 
     plan = load_plan(plan_path)
-    codecs = select_codecs(DEFAULT_CODECS, list(plan.codecs) or None)
-    again = evaluate(load_cluster(cluster_after), plan.stages, plan.workload, codecs)
+    again = evaluate(load_cluster(cluster_after), plan.stages, plan.workload, plan_codecs(plan))
     rows = {}
     for metric, predicted in (("ttft", again.ttft_s), ("tpot", again.tpot_s)):
         measured = comparison(report, metric.upper())["measured_s"]

@@ -53,12 +53,16 @@ MAX_RECHECK_S = 300.0  # after take-backs that failed, looks wait twice as long 
 
 def replan_without(plan: Plan, cluster: Cluster, lost: Iterable[str]) -> Plan:
     """`plan`'s workload planned again on `cluster` less the servers `lost`, at the next epoch."""
-    from partition.plan import DEFAULT_CODECS, make_plan, select_codecs
+    from partition.plan import make_plan, plan_codecs
 
-    codecs = select_codecs(DEFAULT_CODECS, list(plan.codecs) if plan.codecs else None)
     remaining = cluster.without(lost)
     return make_plan(
-        remaining, plan.workload, codecs, pin=plan.pin, epoch=plan.epoch + 1, min_gain=plan.min_gain
+        remaining,
+        plan.workload,
+        plan_codecs(plan),
+        pin=plan.pin,
+        epoch=plan.epoch + 1,
+        min_gain=plan.min_gain,
     )
 
 

@@ -4,7 +4,7 @@ Pure Python: this package imports neither torch nor grpc, so it runs anywhere a 
 """
 
 from partition.plan.cluster import Cluster, Device, load_cluster, parse_cluster
-from partition.plan.codecs import DEFAULT_CODECS, CodecSpec, load_codec_table, select_codecs
+from partition.plan.codecs import DEFAULT_CODECS, CodecSpec, load_codec_table, plan_codecs, select_codecs
 from partition.plan.costmodel import evaluate
 from partition.plan.planner import make_plan
 from partition.plan.validate import chain_problem
@@ -20,5 +20,6 @@ __all__ = [
     "load_codec_table",
     "make_plan",
     "parse_cluster",
+    "plan_codecs",
     "select_codecs",
 ]

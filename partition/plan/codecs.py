@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from partition.errors import ConfigError
-from partition.types import RAW_VALUE_BYTES
+from partition.types import RAW_VALUE_BYTES, Plan
 
 CODEC_TABLE_SCHEMA = "partition/codec-table"
 CODEC_TABLE_VERSION = 1
@@ -77,6 +77,12 @@ def select_codecs(codecs: tuple[CodecSpec, ...], names: list[str] | None) -> tup
     if not names:
         raise ConfigError("--codecs needs at least one codec, e.g. --codecs raw")
     return tuple(by_name[name] for name in dict.fromkeys(names))
+
+
+def plan_codecs(plan: Plan) -> tuple[CodecSpec, ...]:
+    """The default codecs `plan` was made to choose from (every one when it names none): what planning
+    it again, or predicting its stages again, must be given."""
+    return select_codecs(DEFAULT_CODECS, list(plan.codecs) or None)
 
 
 def load_codec_table(path: Path) -> tuple[CodecSpec, ...]:

@@ -1,9 +1,13 @@
+import dataclasses
 import json
+import random
 
 import pytest
 
 from partition.errors import ConfigError
-from partition.plan.codecs import DEFAULT_CODECS, CodecSpec, load_codec_table, select_codecs
+from partition.plan import make_plan
+from partition.plan.codecs import DEFAULT_CODECS, CodecSpec, load_codec_table, plan_codecs, select_codecs
+from tests.plan.plan_kit import random_case
 
 
 def test_default_table_has_the_documented_sizes():
@@ -25,6 +29,14 @@ def test_select_keeps_order_and_rejects_unknown_names():
     assert select_codecs(DEFAULT_CODECS, None) == DEFAULT_CODECS
     with pytest.raises(ConfigError, match="unknown codec.*zip.*known: raw"):
         select_codecs(DEFAULT_CODECS, ["zip"])
+
+
+def test_a_plan_is_planned_again_from_the_codecs_it_chose_from():
+    cluster, workload, _, pin = random_case(random.Random(7))
+    plan = make_plan(cluster, workload, select_codecs(DEFAULT_CODECS, ["int8", "raw"]), pin=pin)
+    assert [codec.name for codec in plan_codecs(plan)] == ["int8", "raw"]
+    # a plan that records none (written before plans named them) chose from every default codec
+    assert plan_codecs(dataclasses.replace(plan, codecs=())) == DEFAULT_CODECS
 
 
 def test_load_our_table_format(tmp_path):
