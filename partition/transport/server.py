@@ -44,9 +44,8 @@ class GrpcServer:
             [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
         )
         self._stopping = False
-        self._stop_requested: asyncio.Event | None = None  # set by a signal or request_stop
+        self._wake_to_stop: Callable[[], None] | None = None  # as a signal does, from any thread
         self._stop_reason = "signal received"  # what the drain's log line says
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self, listen: str) -> int:
         """Bind `host:port` (port 0 = any free port), start serving; return the bound port."""
@@ -78,7 +77,7 @@ class GrpcServer:
         the server gracefully: whoever it tells that the server is up may then send them."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        self._loop, self._stop_requested = loop, stop
+        self._wake_to_stop = lambda: loop.call_soon_threadsafe(stop.set)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
@@ -101,10 +100,10 @@ class GrpcServer:
     def request_stop(self, reason: str) -> None:
         """Stop as SIGTERM would, from any thread, `reason` logged; nothing before serve_until_signal runs,
         or once its loop is closed (the server stopped already)."""
-        if self._loop is not None and self._stop_requested is not None:
+        if self._wake_to_stop is not None:
             self._stop_reason = reason
             with contextlib.suppress(RuntimeError):  # "Event loop is closed"
-                self._loop.call_soon_threadsafe(self._stop_requested.set)
+                self._wake_to_stop()
 
 
 def bind_failure(listen: str, grpc_says: str) -> str:
