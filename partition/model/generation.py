@@ -185,6 +185,10 @@ def generate(
         logits = step([token], position)
         position += 1
     result.text = stream.text()
+    if on_text is not None and not stream.stopped and len(result.text) > stream.emitted:
+        # ended by EOS or length: what was held back (a possible start of a stop string, a character
+        # still missing bytes) never became one, so the streamed text ends as the whole text does
+        on_text(result.text[stream.emitted :])
     return result
 
 
