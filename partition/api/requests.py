@@ -84,6 +84,8 @@ def parse_body(data: bytes) -> dict:
         raise ApiError(400, f"the request body is not valid JSON ({error})") from None
     except ValueError as error:  # Python's limit on the digits of an int: no field takes such a number
         raise ApiError(400, f"the request body has a number too long to read ({error})") from None
+    except RecursionError:  # arrays or objects nested thousands deep: no field is nested so
+        raise ApiError(400, "the request body is nested too deeply to read; no field needs nesting") from None
     if not isinstance(body, dict):
         raise ApiError(400, f"the request body must be a JSON object, not {type(body).__name__}")
     return body
@@ -121,10 +123,10 @@ def text_request(kind: str, body: dict, served: Served) -> TextRequest:
         )
     room = max_context - len(ids)
     default = room if kind == CHAT else min(room, COMPLETION_DEFAULT_MAX_TOKENS)
-    max_tokens = _max_tokens(body, default)
-    problem = new_tokens_overflow(len(ids), max_tokens, max_context, holder, "max_tokens")
+    max_tokens, asked = _max_tokens(body, default)
+    problem = new_tokens_overflow(len(ids), max_tokens, max_context, holder, asked)
     if problem:
-        raise ApiError(400, problem, "max_tokens", "context_length_exceeded")
+        raise ApiError(400, problem, asked, "context_length_exceeded")
     stream = _boolean(body, "stream", False)
     options = body.get("stream_options")
     if options is not None and not (isinstance(options, dict) and stream):
@@ -166,7 +168,7 @@ def _chat_ids(body: dict, tokenizer) -> list[int]:
 
 def _content(content, where: str) -> str:
     if isinstance(content, str):
-        return content
+        return _unicode(content, where)
     if isinstance(content, list):  # content parts: text only
         texts = []
         for part in content:
@@ -174,9 +176,24 @@ def _content(content, where: str) -> str:
                 isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
             ):
                 raise ApiError(400, f"{where}: only text parts ({{type: text, text}}) are supported", where)
-            texts.append(part["text"])
+            texts.append(_unicode(part["text"], where))
         return "".join(texts)
     raise ApiError(400, f"{where} must be a string or a list of text parts", where)
+
+
+def _unicode(text: str, where: str) -> str:
+    """`text` when it is Unicode a tokenizer takes: JSON's "\\ud800" escapes (and the bytes Python's JSON
+    reader lets through for them) give lone surrogates, which are no characters."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ApiError(
+            400,
+            f"{where} holds a lone surrogate (U+{ord(text[error.start]):04X} at character {error.start}), "
+            "which is no character: send valid Unicode (a pair of surrogate escapes makes one character)",
+            where,
+        ) from None
+    return text
 
 
 def _same(value, neutral) -> bool:
@@ -191,7 +208,7 @@ def _prompt_ids(body: dict, served: Served) -> list[int]:
     if isinstance(prompt, str):
         if not prompt:
             raise ApiError(400, "prompt is empty: give at least one token of text", "prompt")
-        return served.tokenizer.encode(prompt)
+        return served.tokenizer.encode(_unicode(prompt, "prompt"))
     if isinstance(prompt, list) and prompt and all(type(t) is int for t in prompt):
         vocab = served.vocab_size
         if not all(0 <= t < vocab for t in prompt):
@@ -200,14 +217,15 @@ def _prompt_ids(body: dict, served: Served) -> list[int]:
     raise ApiError(400, "prompt must be a string or a list of token ids (one prompt per request)", "prompt")
 
 
-def _max_tokens(body: dict, default: int) -> int:
+def _max_tokens(body: dict, default: int) -> tuple[int, str]:
+    """The new tokens asked for, and the field that asked (the one an error must name)."""
     name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     value = body.get(name)
     if value is None:
-        return default
+        return default, name
     if type(value) is not int or value < 1:
         raise ApiError(400, f"{name} must be a whole number >= 1, got {json.dumps(value)}", name)
-    return value
+    return value, name
 
 
 def _sampling(body: dict) -> SamplingParams:

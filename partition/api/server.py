@@ -178,8 +178,8 @@ class _Handler(BaseHTTPRequestHandler):
                     code="not_found",
                 )
             request = text_request(kind, parse_body(body), self.server.served)
-        except ApiError as error:
-            self._failed(error)
+        except Exception as error:  # ApiError, or a fault of ours: a 500 in the same shape, the thread kept
+            self._failed(_api_error(error))
             return
         note = self.server.answerer.logits_note(request.generation.sampling, f'"top_k": {RETURN_TOP_K}')
         if note and not self.server.noted_logits:  # once: every such request costs the same
@@ -311,6 +311,13 @@ class _Handler(BaseHTTPRequestHandler):
         A body that cannot be read leaves the next request's start unknown: the connection closes."""
         length, encoding = self.headers.get("Content-Length"), self.headers.get("Transfer-Encoding")
         try:
+            lengths = {value.strip() for value in self.headers.get_all("Content-Length", [])}
+            if (
+                len(lengths) > 1
+            ):  # which one frames the body is unknown: a request smuggled in it (RFC 9112, 6.3)
+                raise ApiError(
+                    400, f"the request has Content-Length headers that disagree: {', '.join(sorted(lengths))}"
+                )
             if encoding is not None:
                 if length is not None:  # two framings that may disagree: a request smuggled in the body
                     raise ApiError(400, "send Content-Length or Transfer-Encoding: chunked, not both")
@@ -376,12 +383,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _EventStream:
-    """Server-sent events (`data: {...}`) over chunked transfer encoding; the 200 goes out with the first
-    event, so a request that fails before any text still gets a proper error status."""
+    """Server-sent events (`data: {...}`) over chunked transfer encoding (to an HTTP/1.0 client, which
+    knows no chunks, as the bytes themselves, the connection closing at the end); the 200 goes out with
+    the first event, so a request that fails before any text still gets a proper error status."""
 
     def __init__(self, handler: _Handler) -> None:
         self.handler = handler
         self.started = False
+        self.chunked = handler.request_version != "HTTP/1.0"
 
     def send(self, event: dict | str) -> None:
         data = event if isinstance(event, str) else json_out.dumps(event)
@@ -399,9 +408,13 @@ class _EventStream:
                 h.send_response(200)
                 h.send_header("Content-Type", "text/event-stream")
                 h.send_header("Cache-Control", "no-cache")
-                h.send_header("Transfer-Encoding", "chunked")
+                if self.chunked:
+                    h.send_header("Transfer-Encoding", "chunked")
+                else:  # the end of the body is the end of the connection
+                    h.close_connection = True
+                    h.send_header("Connection", "close")
                 h.end_headers()
-            h.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
+            h.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload) if self.chunked else payload)
             h.wfile.flush()
         except OSError as error:  # BrokenPipeError, ConnectionResetError: the client went away
             raise ClientGone(str(error)) from None

@@ -27,10 +27,11 @@ from partition.model.sampling import SamplingParams
 from partition.types import RETURN_TOP_K
 
 
-def logits_to_return(sampling: SamplingParams) -> int:
-    """Step.logits_top_k for a sampler: how many logits a worker holding the head sends back (0: all)."""
+def logits_to_return(sampling: SamplingParams, vocab_size: int) -> int:
+    """Step.logits_top_k for a sampler: how many logits a worker holding the head sends back (0: all,
+    also for a top-k of the whole vocabulary or more, which the message's 32 bits may not hold)."""
     needed = sampling.deciding_logits
-    return 0 if needed is None else max(RETURN_TOP_K, needed)
+    return 0 if needed is None or needed >= vocab_size else max(RETURN_TOP_K, needed)
 
 
 class PipelineSession:
@@ -42,7 +43,7 @@ class PipelineSession:
         sampling: SamplingParams | None = None,  # greedy when None
     ):
         self.deployment = deployment
-        self.logits_top_k = logits_to_return(sampling or SamplingParams())
+        self.logits_top_k = logits_to_return(sampling or SamplingParams(), deployment.source.spec.vocab_size)
         self.session_id = session_id or uuid.uuid4().hex[:16]
         self.context = context or deployment.max_context
         if self.context > deployment.max_context:

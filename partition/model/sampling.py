@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -13,7 +14,7 @@ from partition.errors import ConfigError
 SEED_MIN, SEED_MAX = -(1 << 63), (1 << 64) - 1
 # field -> what its value must be: the one statement of each range, which every interface's error quotes
 REQUIREMENTS = {
-    "temperature": "a number >= 0 (0 = greedy)",
+    "temperature": "a finite number >= 0 (0 = greedy)",
     "top_k": "a whole number >= 0 (0 = off)",
     "top_p": "a number in (0, 1] (1 = off)",
     "seed": f"a whole number in [{SEED_MIN}, {SEED_MAX}]",
@@ -37,7 +38,7 @@ class SamplingParams:
     seed: int | None = None  # makes sampling reproducible
 
     def __post_init__(self) -> None:
-        if not self.temperature >= 0:  # NaN too
+        if not 0 <= self.temperature < math.inf:  # NaN too; at inf every logit, -inf too, becomes NaN
             raise SamplingError("temperature", self.temperature)
         if self.top_k < 0:
             raise SamplingError("top_k", self.top_k)
@@ -71,7 +72,10 @@ class Sampler:
     def __call__(self, logits_V: torch.Tensor) -> int:
         if self.params.greedy:
             return int(torch.argmax(logits_V))
-        logits_V = logits_V.float() / self.params.temperature
+        # the largest logit made 0 first: a temperature near 0 then sends the rest to -inf, not to inf
+        # (inf / inf is NaN, which no sampler can draw from)
+        logits_V = logits_V.float()
+        logits_V = (logits_V - logits_V.max()) / self.params.temperature
         if self.params.top_k:
             kth = torch.topk(logits_V, min(self.params.top_k, logits_V.numel())).values[-1]
             logits_V = logits_V.masked_fill(logits_V < kth, float("-inf"))

@@ -153,6 +153,19 @@ def test_completions_continue_text_or_token_ids_for_16_tokens_by_default(api, sm
     assert by_text["choices"][0]["text"] == whole_model_greedy(smollm2, smollm2_whole, ids, 16)
 
 
+def test_a_temperature_near_0_samples_the_greedy_answer_and_a_top_k_past_the_vocabulary_all_of_it(api):
+    """At 1e-40 every logit but the largest scales past float32's range; a top-k of 2**32 does not fit the
+    worker's 32-bit field and keeps every token, as top-k 0 does."""
+
+    def text(**sampling) -> str:
+        status, reply = request(api, "POST", "/v1/completions", {"prompt": "Once upon a time", **sampling})
+        assert status == 200, reply
+        return reply["choices"][0]["text"]
+
+    assert text(temperature=1e-40, seed=3) == text(temperature=0)
+    assert text(temperature=0.8, top_k=2**32, seed=3) == text(temperature=0.8, top_k=0, seed=3)
+
+
 def test_a_one_token_answer_is_strict_json_with_null_for_its_undefined_tpot(api):
     """TPOT needs two tokens; a strict parser (JavaScript's JSON.parse) must still read the reply."""
 
@@ -223,6 +236,23 @@ def test_a_one_token_answer_is_strict_json_with_null_for_its_undefined_tpot(api)
         ("/v1/completions", {"prompt": ["a", "b"]}, 400, "prompt", "one prompt per request"),
         ("/v1/completions", {"prompt": [1, 10**9]}, 400, "prompt", "token ids must lie in"),
         ("/v1/completions", {"prompt": "x " * 400}, 400, "prompt", "a session of this deployment holds 256"),
+        ("/v1/completions", b"[" * 100_000, 400, None, "nested too deeply"),
+        ("/v1/completions", b'{"prompt": "hi \\ud800 there"}', 400, "prompt", "lone surrogate (U+D800 at"),
+        ("/v1/completions", b'{"prompt": "hi \xed\xa0\x80"}', 400, "prompt", "lone surrogate (U+D800 at"),
+        (
+            "/v1/chat/completions",
+            b'{"messages": [{"role": "user", "content": [{"type": "text", "text": "\\udfff"}]}]}',
+            400,
+            "messages[0].content",
+            "lone surrogate (U+DFFF",
+        ),
+        (
+            "/v1/chat/completions",
+            {"messages": QUESTION, "max_completion_tokens": 1000},
+            400,
+            "max_completion_tokens",
+            "and max_completion_tokens (1000) need",
+        ),
     ],
 )
 def test_a_bad_request_is_named_in_openais_error_shape_and_the_endpoint_keeps_serving(

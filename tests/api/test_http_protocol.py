@@ -167,3 +167,32 @@ def test_a_request_too_malformed_to_route_gets_openais_error_shape_not_an_html_p
     error = json.loads(body)["error"]
     assert says in error["message"] and "POST /v1/chat/completions" in error["message"]
     assert set(error) == {"message", "type", "param", "code"}
+
+
+def test_content_lengths_that_disagree_are_refused_and_the_bytes_after_them_never_read_as_a_request(
+    api,  # noqa: F811
+):
+    hidden = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"  # a request smuggled in the longer body
+    raw = (
+        b"POST /v1/completions HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: %d\r\n\r\n" % len(hidden)
+    ) + hidden
+    line, headers, body = exchange(api, raw)
+    assert line.startswith(b"HTTP/1.1 400"), line
+    assert headers["Connection"] == "close" and int(headers["Content-Length"]) == len(body)
+    assert f"Content-Length headers that disagree: 0, {len(hidden)}" in json.loads(body)["error"]["message"]
+
+
+def test_a_stream_to_an_http_1_0_client_is_its_events_as_they_are_ended_by_closing(api):  # noqa: F811
+    """HTTP/1.0 has no chunked transfer encoding: the events go as plain bytes and the end of the
+    connection ends them."""
+    data = json.dumps({**BODY, "stream": True}).encode()
+    raw = b"POST /v1/completions HTTP/1.0\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data)
+    line, headers, body = exchange(api, raw)  # returns once the server has closed the connection
+    assert line.startswith(b"HTTP/1.1 200"), line
+    assert "Transfer-Encoding" not in headers and headers["Connection"] == "close"
+    blocks = body.decode().split("\n\n")
+    assert all(b.startswith("data: ") for b in blocks[:-1]) and blocks[-1] == "", body
+    assert blocks[-2] == "data: [DONE]"
+    pieces = [json.loads(b.removeprefix("data: "))["choices"][0]["text"] for b in blocks[:-2]]
+    _, whole = request(api, "POST", "/v1/completions", BODY)
+    assert "".join(pieces) == whole["choices"][0]["text"]

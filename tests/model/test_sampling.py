@@ -88,3 +88,10 @@ def test_generate_stops_on_eos_and_on_length():
     script = iter([5, 6, 7, 8])
     result = generate(step, GenerationRequest([1], max_new_tokens=3, context=64), (2,), lambda ids: "")
     assert result.token_ids == [5, 6, 7] and result.finish_reason == "length"
+
+
+def test_a_temperature_near_0_draws_the_largest_logit_and_an_infinite_one_is_refused():
+    logits = torch.tensor([1.0, 3.0, 2.0, float("-inf")])
+    assert Sampler(SamplingParams(temperature=1e-40, seed=0))(logits) == 1  # 3 / 1e-40 would be inf
+    with pytest.raises(SamplingError, match="temperature must be a finite number >= 0"):
+        SamplingParams(temperature=float("inf"))
