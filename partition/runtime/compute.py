@@ -11,6 +11,7 @@ torch still uses its own intra-op threads (--threads) inside every call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +30,24 @@ class ComputeLane:
         async with self._lock:
             if inline:
                 return fn(*args)
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
+            running = asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args))
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                # A thread cannot be stopped: the caller goes (its deadline passed, its stream ended), but
+                # the lane stays held until the call is done, or the next one would run beside it on the
+                # same KV cache and session table (a freed slot written by the call after it was reused).
+                await _finished(running)
+                raise
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+async def _finished(running: asyncio.Future) -> None:
+    """Wait until `running` is done, through any further cancellation; what it raised, nobody waits for."""
+    while not running.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait({running})
+    if not running.cancelled():
+        running.exception()  # retrieved: asyncio would log it as never retrieved
