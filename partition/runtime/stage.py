@@ -228,8 +228,16 @@ class StageRuntime:
         loaded.sessions.check_step(session, position, n_tokens)
         return session
 
+    def input_values(self, n_tokens: int) -> int:
+        """How many values the input of a step of `n_tokens` holds: the most its tensor may declare, checked
+        before the payload is decoded (a small compressed message must not make the worker allocate more)."""
+        model = self._loaded.model
+        return n_tokens if model.takes_token_ids else n_tokens * model.spec.hidden_size
+
     def run_step(self, session: Session, x: torch.Tensor, n_tokens: int, last_only: bool) -> torch.Tensor:
-        """Run the segment on one session's step; advance its position only if it succeeded.
+        """Run the segment on one session's step. The session's position moves on only with `end_step`,
+        once the output is on its way: a step refused after it ran (an output its codec cannot encode)
+        may be sent again at the same position, and its keys are written again.
 
         x: token ids [1, n_tokens] int64 if the segment holds embed, else activations [1, n_tokens, D].
         Returns hidden [1, n_tokens, D], or logits [1, n_tokens or 1, V] if it holds the head.
@@ -246,8 +254,11 @@ class StageRuntime:
             last_token_only=last_only,
         )
         _synchronize(self.settings.device)
-        loaded.sessions.advance(session, n_tokens)
         return out
+
+    def end_step(self, session: Session, n_tokens: int) -> None:
+        """The step of `run_step` went through: the session's next one starts `n_tokens` later."""
+        self._loaded.sessions.advance(session, n_tokens)
 
     def _checked_input(self, model, x: torch.Tensor, n_tokens: int) -> torch.Tensor:
         spec = model.spec

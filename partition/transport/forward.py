@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 
 import grpc
@@ -181,13 +182,20 @@ def _process(runtime: StageRuntime, step: forward_pb2.Step, recv_ns: int, submit
         raise InvalidRequestError(
             f"logits_top_k={top_k} applies to the last position only: send the step with OUTPUT_SELECT_LAST"
         )
-    x = from_proto(step.tensor)
+    expected = runtime.input_values(step.n_tokens)
+    if math.prod(step.tensor.shape) > expected:  # before decoding: zstd would inflate it first
+        raise InvalidRequestError(
+            f"a step of n_tokens={step.n_tokens} brings {expected} values to this stage, but its tensor "
+            f"declares shape {list(step.tensor.shape)}; send the shape its n_tokens says"
+        )
+    x = from_proto(step.tensor, expected)
     decoded = time.perf_counter()
     out = runtime.run_step(session, x, step.n_tokens, last_only)
     computed = time.perf_counter()
     bytes_in, codec_in = len(step.tensor.data), step.tensor.codec
     step.tensor.CopyFrom(to_top_k_proto(out, top_k) if top_k else to_proto(out, deployment.codec_out))
     encoded = time.perf_counter()
+    runtime.end_step(session, step.n_tokens)
     step.hops.add(
         stage=worker,
         upstream_sent_unix_ns=step.sent_unix_ns,

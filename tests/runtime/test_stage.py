@@ -69,16 +69,38 @@ def test_the_memory_budget_bounds_the_slots(runtime):
     assert runtime.load(deployment(max_sessions=0)).kv_slots == 8  # default, well within the budget
 
 
+def step(runtime, session_id: str, position: int, x: torch.Tensor) -> torch.Tensor:
+    """One step of every position of `x` as the transport runs it: checked, run, then the position moved."""
+    n_tokens = x.shape[1]
+    session = runtime.begin_step(session_id, "plan", 1, position, n_tokens)
+    out = runtime.run_step(session, x, n_tokens, last_only=False)
+    runtime.end_step(session, n_tokens)
+    return out
+
+
+def test_a_step_run_but_not_ended_leaves_the_session_where_it_was(runtime):
+    """The transport ends a step once its output is encoded: one refused after it ran is sent again."""
+    runtime.load(deployment(Segment(0, 3)))
+    runtime.open_session("s", "plan", 1, runtime.deployment.model_digest)
+    first = runtime.run_step(
+        runtime.begin_step("s", "plan", 1, 0, 2), torch.tensor([[1, 2]]), 2, last_only=False
+    )
+    again = step(runtime, "s", 0, torch.tensor([[1, 2]]))
+    assert torch.equal(first, again)
+    with pytest.raises(PositionError, match="expected position 2, got 0"):
+        runtime.begin_step("s", "plan", 1, 0, 2)
+
+
 def test_steps_match_the_segment_run_alone_and_positions_advance(runtime, models):
     runtime.load(deployment(Segment(0, 3)))
     session, new = runtime.open_session("s", "plan", 1, runtime.deployment.model_digest)
     assert new and session.next_position == 0
     ids = torch.tensor([[3, 1, 4, 1, 5]])
-    out = runtime.run_step(runtime.begin_step("s", "plan", 1, 0, 5), ids, 5, last_only=False)
+    out = step(runtime, "s", 0, ids)
     reference = load_segment(resolve_model(models / "tiny"), Segment(0, 3))
     cache = reference.new_cache(1, 32)
     assert torch.equal(out, reference(ids, cache, [0], [0]))
-    nxt = runtime.run_step(runtime.begin_step("s", "plan", 1, 5, 1), torch.tensor([[9]]), 1, last_only=False)
+    nxt = step(runtime, "s", 5, torch.tensor([[9]]))
     assert torch.equal(nxt, reference(torch.tensor([[9]]), cache, [0], [5]))
     with pytest.raises(PositionError, match="expected position 6, got 5"):
         runtime.begin_step("s", "plan", 1, 5, 1)
@@ -115,15 +137,14 @@ def test_inputs_of_the_wrong_kind_or_range_are_invalid(runtime):
 def test_a_load_that_fails_leaves_the_deployment_and_its_sessions_serving(runtime, models):
     runtime.load(deployment())
     runtime.open_session("s", "plan", 1, runtime.deployment.model_digest)
-    runtime.run_step(runtime.begin_step("s", "plan", 1, 0, 2), torch.tensor([[1, 2]]), 2, last_only=False)
+    step(runtime, "s", 0, torch.tensor([[1, 2]]))
     broken = models / "broken"  # a config and no weights: found, then fails while loading
     broken.mkdir(exist_ok=True)
     (broken / "config.json").write_text((models / "tiny" / "config.json").read_text())
     with pytest.raises(ModelNotFoundError, match="has no model.safetensors"):
         runtime.load(deployment(model="broken", epoch=2))
     assert runtime.deployment.epoch == 1
-    step = runtime.begin_step("s", "plan", 1, 2, 1)  # the session goes on where it was
-    assert runtime.run_step(step, torch.tensor([[3]]), 1, last_only=False).shape[1] == 1
+    assert step(runtime, "s", 2, torch.tensor([[3]])).shape[1] == 1  # the session goes on where it was
 
 
 def test_redeploying_drops_sessions_and_reuses_same_weights(runtime):

@@ -13,7 +13,8 @@ import torch
 
 from partition.transport.channels import TransportConfig
 from partition.transport.client import Chain, StageCallError, StageClient
-from partition.transport.generated import deploy_pb2, forward_pb2, measure_pb2
+from partition.transport.generated import deploy_pb2, forward_pb2, measure_pb2, tensor_pb2
+from partition.types import Segment
 from tests.transport.helpers import PROMPT, SEGMENTS, WHOLE, deploy, new_session_id, serves
 
 
@@ -150,6 +151,70 @@ def test_top_k_logits_of_every_position_are_refused_before_the_step_runs(pair, d
     for result in run_chain(pair, top_k_then_the_next_position):
         kept = torch.isfinite(result.output).sum().item()
         assert result.codec_received == "top-k" and result.bytes_received == 8 * kept and kept >= 4
+
+
+def solo_step(chain, session, position: int, tensor) -> forward_pb2.ForwardRequest:
+    """A step of one token as a client may send it, with any tensor."""
+    step = forward_pb2.Step(
+        session_id=session.ref.session_id,
+        plan_id="solo",
+        epoch=1,
+        position=position,
+        n_tokens=1,
+        tensor=tensor,
+    )
+    return forward_pb2.ForwardRequest(step=step)
+
+
+def test_a_tensor_larger_than_its_n_tokens_says_is_refused_before_it_is_decoded(pair, digest):
+    """A few bytes that declare a GiB of activations (a zstd frame would inflate to it) are refused from
+    the header, and the worker serves on."""
+    solo = pair[1:]  # the stage that takes activations, as the chain's first
+    solo_digest = deploy(solo, SEGMENTS[1:], codecs=["shuffle-zstd"], plan_id="solo")
+    declared = [1, 1 << 20, 256]
+
+    async def body(chain):
+        session = await chain.open_session(new_session_id(), "solo", 1, solo_digest)
+        try:
+            tensor = tensor_pb2.Tensor(
+                shape=declared, dtype=tensor_pb2.DTYPE_FLOAT32, codec="shuffle-zstd", data=b"not decoded"
+            )
+            await session._chain_call.write(solo_step(chain, session, 0, tensor))
+            await session.receive()
+        finally:
+            await session.close()
+
+    error = refused(solo, body)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert (
+        f"a step of n_tokens=1 brings 64 values to this stage, but its tensor declares shape {declared}"
+        in (error.details)
+    )
+    assert serves(pair, deploy(pair, SEGMENTS))
+
+
+def test_a_step_whose_output_cannot_be_encoded_leaves_its_session_where_it_was(pair, digest):
+    """fp16 holds no value of 1e6, which blocks pass on through their residual: the step is refused
+    after it ran, and the session takes the same position again."""
+    solo = pair[1:]
+    solo_digest = deploy(solo, [Segment(1, 3)], codecs=["fp16"], plan_id="solo")
+
+    async def body(chain):
+        session = await chain.open_session(new_session_id(), "solo", 1, solo_digest)
+        try:
+            with pytest.raises(StageCallError) as too_large:
+                await session.step(torch.full((1, 1, 64), 1e6), 0)
+            await session.close(end_session=False)  # the KV cache outlives the streams: the same session
+            session = await chain.open_session(session.ref.session_id, "solo", 1, solo_digest)
+            again = await session.step(torch.full((1, 1, 64), 0.5), 0)
+            return too_large.value, again
+        finally:
+            await session.close()
+
+    error, again = run_chain(solo, body)
+    assert error.code == grpc.StatusCode.FAILED_PRECONDITION and "exceeds the fp16 range" in error.details
+    assert again.output.shape == (1, 1, 64) and torch.isfinite(again.output).all()
+    assert serves(pair, deploy(pair, SEGMENTS))
 
 
 def test_model_path_outside_the_models_dir_is_permission_denied(pair, digest, tmp_path, models_dir):
