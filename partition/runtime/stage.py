@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"": torch.float32, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEFAULT_MAX_CONTEXT = 2048  # tokens per session when LoadSegment leaves max_context at 0
+# Sessions a worker holds at once, whatever the KV budget: a segment without blocks (the embedding or
+# the head alone) needs no KV cache, and the table of its slots must not grow to what a uint32 says.
+MAX_SESSIONS = 1024
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,11 @@ class StageRuntime:
         return result
 
     def _slots_for(self, wanted: Deployment, spec) -> int:
+        if wanted.max_sessions > MAX_SESSIONS:
+            raise CapacityError(
+                f"{wanted.max_sessions} sessions asked for; a worker holds at most {MAX_SESSIONS} at once: "
+                "ask for fewer, and run more workers for more"
+            )
         n_blocks = len(wanted.segment.blocks(spec.n_blocks))
         value_bytes = torch.empty((), dtype=DTYPES[wanted.dtype]).element_size()
         slot_bytes = n_blocks * spec.kv_bytes_per_token(value_bytes) * wanted.max_context

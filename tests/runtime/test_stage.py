@@ -91,6 +91,12 @@ def test_a_step_run_but_not_ended_leaves_the_session_where_it_was(runtime):
         runtime.begin_step("s", "plan", 1, 0, 2)
 
 
+def test_a_segment_without_blocks_holds_no_more_sessions_than_any_worker(runtime):
+    with pytest.raises(CapacityError, match="4294967295 sessions asked for; a worker holds at most 1024"):
+        runtime.load(deployment(Segment(0, 1), max_sessions=2**32 - 1))
+    assert runtime.load(deployment(Segment(0, 1), max_sessions=1024)).kv_slots == 1024
+
+
 def test_steps_match_the_segment_run_alone_and_positions_advance(runtime, models):
     runtime.load(deployment(Segment(0, 3)))
     session, new = runtime.open_session("s", "plan", 1, runtime.deployment.model_digest)
