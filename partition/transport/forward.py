@@ -32,6 +32,10 @@ _EOF = object()  # the caller half-closed its stream
 # Steps of at most this many tokens (decode steps, short chunks) compute inline on the event loop;
 # longer prefill chunks go to the compute thread so the worker keeps answering meanwhile.
 INLINE_MAX_TOKENS = 16
+# Messages of a CHAIN stream read ahead of the step computing: enough to overlap the next prefill
+# chunk's transfer with this one's compute. Beyond them the stream is not read, so gRPC's flow control
+# stops the caller, instead of the worker buffering whatever one session sends.
+READ_AHEAD = 2
 
 
 class ForwardService:
@@ -117,12 +121,14 @@ class ForwardService:
             await context.write(forward_pb2.ForwardReply(opened=opened).SerializeToString())
 
             inbox: asyncio.Queue = asyncio.Queue()
-            reader = asyncio.ensure_future(_pump(context, inbox))
+            room = asyncio.Semaphore(READ_AHEAD)
+            reader = asyncio.ensure_future(_pump(context, inbox, room))
             if downstream is not None:
                 downstream.on_failure(inbox.put_nowait)
             while (item := await inbox.get()) is not _EOF:
                 if isinstance(item, BaseException):
                     raise item
+                room.release()
                 await self._step(item, session_id, downstream)
             if downstream is not None:
                 await downstream.finish()
@@ -211,10 +217,14 @@ def _process(runtime: StageRuntime, step: forward_pb2.Step, recv_ns: int, submit
     return step
 
 
-async def _pump(context: grpc.aio.ServicerContext, inbox: asyncio.Queue) -> None:
-    """Move the caller's messages into `inbox`, so the handler also hears the downstream failing."""
+async def _pump(context: grpc.aio.ServicerContext, inbox: asyncio.Queue, room: asyncio.Semaphore) -> None:
+    """Move the caller's messages into `inbox`, so the handler also hears the downstream failing; each
+    message takes one of `room`'s places, given back when the handler takes the message out."""
     try:
-        while (data := await context.read()) is not grpc.aio.EOF:
+        while True:
+            await room.acquire()
+            if (data := await context.read()) is grpc.aio.EOF:
+                break
             inbox.put_nowait(data)
         inbox.put_nowait(_EOF)
     except asyncio.CancelledError:
