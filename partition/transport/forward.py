@@ -36,6 +36,10 @@ INLINE_MAX_TOKENS = 16
 # chunk's transfer with this one's compute. Beyond them the stream is not read, so gRPC's flow control
 # stops the caller, instead of the worker buffering whatever one session sends.
 READ_AHEAD = 2
+# After refusing a step, messages the caller still sends are read and dropped for this long before the
+# stream ends: a client whose writes are in flight when the call ends gets INTERNAL from its gRPC core,
+# not the refusal's status.
+DRAIN_S = 0.2
 
 
 class ForwardService:
@@ -121,8 +125,8 @@ class ForwardService:
             await context.write(forward_pb2.ForwardReply(opened=opened).SerializeToString())
 
             inbox: asyncio.Queue = asyncio.Queue()
-            room = asyncio.Semaphore(READ_AHEAD)
-            reader = asyncio.ensure_future(_pump(context, inbox, room))
+            room, draining = asyncio.Semaphore(READ_AHEAD), asyncio.Event()
+            reader = asyncio.ensure_future(_pump(context, inbox, room, draining))
             if downstream is not None:
                 downstream.on_failure(inbox.put_nowait)
             while (item := await inbox.get()) is not _EOF:
@@ -137,6 +141,10 @@ class ForwardService:
         except (PartitionError, StatusError) as error:
             if downstream is None:  # last stage: the RETURN stream ends with the same status
                 self.routes.close(session_id, _as_status(error, self.worker))
+            if reader is not None:
+                draining.set()
+                room.release()  # a pump waiting for room reads on, and drops what it reads
+                await asyncio.wait({reader}, timeout=DRAIN_S)
             raise
         except asyncio.CancelledError:  # the caller cancelled: end the rest of the chain too
             if downstream is None:
@@ -217,15 +225,20 @@ def _process(runtime: StageRuntime, step: forward_pb2.Step, recv_ns: int, submit
     return step
 
 
-async def _pump(context: grpc.aio.ServicerContext, inbox: asyncio.Queue, room: asyncio.Semaphore) -> None:
+async def _pump(
+    context: grpc.aio.ServicerContext, inbox: asyncio.Queue, room: asyncio.Semaphore, draining: asyncio.Event
+) -> None:
     """Move the caller's messages into `inbox`, so the handler also hears the downstream failing; each
-    message takes one of `room`'s places, given back when the handler takes the message out."""
+    message takes one of `room`'s places, given back when the handler takes the message out. Once
+    `draining`, read and drop them: the stream is ending."""
     try:
         while True:
-            await room.acquire()
+            if not draining.is_set():
+                await room.acquire()
             if (data := await context.read()) is grpc.aio.EOF:
                 break
-            inbox.put_nowait(data)
+            if not draining.is_set():
+                inbox.put_nowait(data)
         inbox.put_nowait(_EOF)
     except asyncio.CancelledError:
         raise

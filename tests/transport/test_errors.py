@@ -153,6 +153,26 @@ def test_top_k_logits_of_every_position_are_refused_before_the_step_runs(pair, d
         assert result.codec_received == "top-k" and result.bytes_received == 8 * kept and kept >= 4
 
 
+def test_a_refused_prefill_chunk_is_reported_as_refused_while_the_next_chunks_are_on_their_way(pair, digest):
+    """The coordinator sends prefill chunks before it reads: a call ended while they are in flight must
+    still carry the refusal's status, not the client core's INTERNAL."""
+
+    async def body(chain):
+        session = await chain.open_session(new_session_id(), "plan", 1, digest)
+        try:
+            await session.send(torch.tensor([[1, 2, 3, 999]]), 0)  # 999: past the tiny model's 256 ids
+            for chunk in range(1, 9):
+                await session.send(torch.tensor([[1, 2, 3, 4]]), 4 * chunk)
+            await session.receive()
+        finally:
+            await session.close()
+
+    error = refused(pair, body)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
+    assert "token ids must lie in [0, 256), got 1..999" in error.details
+    assert serves(pair, digest)
+
+
 def solo_step(chain, session, position: int, tensor) -> forward_pb2.ForwardRequest:
     """A step of one token as a client may send it, with any tensor."""
     step = forward_pb2.Step(

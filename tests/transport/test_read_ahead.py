@@ -20,7 +20,7 @@ class EagerCaller:
 def test_no_message_is_read_beyond_read_ahead_until_the_handler_takes_one_out():
     async def scenario() -> list[int]:
         caller, inbox, room = EagerCaller(), asyncio.Queue(), asyncio.Semaphore(READ_AHEAD)
-        pump = asyncio.ensure_future(_pump(caller, inbox, room))
+        pump = asyncio.ensure_future(_pump(caller, inbox, room, asyncio.Event()))
         seen = []
         try:
             for _ in range(3):
