@@ -78,8 +78,10 @@ def usage(result) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def model(name: str, created: int) -> dict:
+    """The served model as OpenAI's model object (GET /v1/models/{model})."""
+    return {"id": name, "object": "model", "created": created, "owned_by": "partition"}
+
+
 def models(name: str, created: int) -> dict:
-    return {
-        "object": "list",
-        "data": [{"id": name, "object": "model", "created": created, "owned_by": "partition"}],
-    }
+    return {"object": "list", "data": [model(name, created)]}

@@ -1,6 +1,6 @@
 """The OpenAI-compatible HTTP endpoint over a deployment (serve --http HOST:PORT).
 
-    GET  /v1/models             the served model
+    GET  /v1/models             the served model (and /v1/models/{model}: that one alone)
     POST /v1/chat/completions   messages -> the assistant's answer (stream: server-sent events)
     POST /v1/completions        prompt -> its continuation
     GET  /metrics               requests, tokens, TTFT, TPOT, every link's and stage's time (Prometheus)
@@ -31,6 +31,7 @@ import select
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,7 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import grpc
 
 from partition.api.chunked import read_chunked
-from partition.api.replies import ReplyIds, models
+from partition.api.replies import ReplyIds, model, models
 from partition.api.requests import CHAT, COMPLETION, ApiError, Served, parse_body, text_request
 from partition.api.serving_stats import ServingStats
 from partition.coordinator.answer import Answerer
@@ -148,8 +149,20 @@ class _Handler(BaseHTTPRequestHandler):
                 )
                 return
             self._authorize()
+            served = self.server.served.model
             if path == "/v1/models":
-                self._send_json(200, models(self.server.served.model, self.server.started))
+                self._send_json(200, models(served, self.server.started))
+                return
+            if path.startswith("/v1/models/"):  # retrieve one model, as OpenAI clients' models.retrieve
+                asked = urllib.parse.unquote(path.removeprefix("/v1/models/"))
+                if asked != served:
+                    raise ApiError(
+                        404,
+                        f"the model {asked!r} is not served here; this endpoint serves {served!r}",
+                        "model",
+                        "model_not_found",
+                    )
+                self._send_json(200, model(served, self.server.started))
                 return
             if path == "/metrics":
                 self._send(
@@ -158,7 +171,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             raise ApiError(
                 404,
-                f"no route {self.command} {path}; this endpoint has GET /v1/models, /metrics and /health",
+                f"no route {self.command} {path}; this endpoint has GET /v1/models, /v1/models/{model}, /metrics and /health",
                 code="not_found",
             )
         except ApiError as error:

@@ -153,6 +153,16 @@ def test_completions_continue_text_or_token_ids_for_16_tokens_by_default(api, sm
     assert by_text["choices"][0]["text"] == whole_model_greedy(smollm2, smollm2_whole, ids, 16)
 
 
+def test_one_model_is_retrieved_by_its_id_and_another_is_a_404_naming_the_served_one(api):
+    status, listed = request(api, "GET", "/v1/models")
+    assert status == 200
+    status, one = request(api, "GET", "/v1/models/smollm2-135m")
+    assert status == 200 and one == listed["data"][0] and one["object"] == "model"
+    status, reply = request(api, "GET", "/v1/models/gpt-4o")
+    assert status == 404 and reply["error"]["code"] == "model_not_found"
+    assert "'gpt-4o' is not served here; this endpoint serves 'smollm2-135m'" in reply["error"]["message"]
+
+
 def test_a_temperature_near_0_samples_the_greedy_answer_and_a_top_k_past_the_vocabulary_all_of_it(api):
     """At 1e-40 every logit but the largest scales past float32's range; a top-k of 2**32 does not fit the
     worker's 32-bit field and keeps every token, as top-k 0 does."""
