@@ -8,6 +8,7 @@ Reading is strict: a missing, extra or mistyped field is a `ConfigError` that na
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -65,21 +66,34 @@ def load_plan(path: Path) -> Plan:
 
 
 def _read(path: Path) -> str:
+    return read_text(path, "JSON")
+
+
+def read_text(path: Path, kind: str) -> str:
+    """A text file a user gives (a plan, a profile, a cluster file, ...), or a ConfigError naming it:
+    missing, a folder, unreadable, or not UTF-8 (a binary, or UTF-16 as some shells write)."""
     try:
-        return path.read_text()
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path} is not a UTF-8 text file ({error.reason} at byte {error.start}); give the {kind} file"
+        ) from None
     except OSError as error:
         raise ConfigError(f"cannot read {path}: {error.strerror or error}") from None
 
 
 def write_atomically(path: Path, text: str) -> None:
     """Write `text` to `path` through a file beside it, so a reader sees the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text)
         tmp.replace(path)  # readers never see half a file
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a failed write leaves nothing beside the file
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)  # a failed write leaves nothing beside the file
+        if isinstance(error, OSError):
+            raise ConfigError(f"cannot write {path}: {error.strerror or error}; give another path") from None
         raise
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 
 def whole_number(minimum: int = 1, zero_means: str = "") -> Callable[[str], int]:
@@ -22,6 +23,39 @@ def whole_number(minimum: int = 1, zero_means: str = "") -> Callable[[str], int]
 
     parse.__name__ = "int"  # argparse says "invalid int value: 'x'" for text that is no number
     return parse
+
+
+def output_file(text: str) -> Path:
+    """A file a run writes when it ends: refused at once when it cannot be one (a folder, or a path under
+    a file), instead of once the run's work is done. Missing folders are made when it is written."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give a file in it")
+    for folder in path.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise argparse.ArgumentTypeError(
+                    f"{folder} is a file, so {text} cannot be made; give another path"
+                )
+            break
+    return path
+
+
+output_file.__name__ = "path"
+
+
+def check_device(device: str) -> None:
+    """A torch device this machine has, or a ConfigError that says what to give (before any model loads)."""
+    import torch
+
+    from partition.errors import ConfigError
+
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: this machine has no CUDA device; use --device cpu")
 
 
 def positive_number(unit: str, zero_allowed: bool = False) -> Callable[[str], float]:

@@ -10,7 +10,7 @@ import argparse
 from dataclasses import asdict
 from pathlib import Path
 
-from partition.cli.arguments import positive_number, whole_number
+from partition.cli.arguments import output_file, positive_number, whole_number
 from partition.cli.serve import (
     add_threads_argument,
     add_transport_arguments,
@@ -58,9 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     slo.add_argument("--slo-tpot", type=float, metavar="S", help="TPOT at most S seconds")
     slo.add_argument("--slo-tbt-p99", type=float, metavar="S", help="a request's p99 TBT at most S seconds")
     slo.add_argument("--slo-fluidity", type=float, metavar="F", help="fluidity-index at least F (0 to 1)")
-    parser.add_argument("--json", type=Path, dest="json_out", help="write every number here")
-    parser.add_argument("--spans", type=Path, help="write every hop span here (msgpack)")
-    parser.add_argument("--plot", type=Path, help="draw a per-token timeline of stages and hops (PNG)")
+    parser.add_argument("--json", type=output_file, dest="json_out", help="write every number here")
+    parser.add_argument("--spans", type=output_file, help="write every hop span here (msgpack)")
+    parser.add_argument("--plot", type=output_file, help="draw a per-token timeline of stages and hops (PNG)")
     add_transport_arguments(parser)
 
 

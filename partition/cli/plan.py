@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from partition.cli.arguments import output_file
 from partition.types import RETURN_TOP_K
 
 # What a server must save to be used, as a fraction of the objective. Profiles of alike devices
@@ -81,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--epoch", type=int, help="plan epoch (default: the previous --out plan's epoch + 1, or 1)"
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("plan.json"), help="where to write the plan (default plan.json)"
+        "--out", type=output_file, default="plan.json", help="where to write the plan (default plan.json)"
     )
 
 
@@ -95,10 +96,6 @@ def run(args: argparse.Namespace) -> int:
     if args.edge is not None and args.ray is None:
         raise ConfigError(
             "--edge names the edge of a Ray cluster: use it with --ray (a cluster file's edge is its role)"
-        )
-    if args.out.is_dir():
-        raise ConfigError(
-            f"--out {args.out} is a directory; give the plan's file, e.g. --out {args.out / 'plan.json'}"
         )
     if args.ray is not None:
         from partition.ray.profile import profile_ray_cluster

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from partition.cli.arguments import whole_number
+from partition.cli.arguments import check_device, output_file, positive_number, whole_number
 from partition.cli.serve import add_transport_arguments, transport_config
 
 
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, help="untimed runs per point first (default 2)")
     parser.add_argument(
         "--min-time",
-        type=float,
+        type=positive_number("seconds", zero_allowed=True),
         metavar="S",
         help="seconds per sample of back-to-back calls (for CPU quotas)",
     )
@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="measure again even if a cached profile exists (with --cluster or --ray: on every device)",
     )
-    parser.add_argument("--out", type=Path, help="where to write (default device.json)")
+    parser.add_argument("--out", type=output_file, help="where to write (default device.json)")
     add_transport_arguments(parser)  # with --cluster: the credentials the workers ask for
 
 
@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {written} and a profile per device beside it")
         return 0
     args.out = args.out or Path("device.json")
+    check_device(args.device)
     profile = profile_device(
         args.model,
         settings,

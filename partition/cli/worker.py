@@ -11,7 +11,7 @@ import functools
 import sys
 from pathlib import Path
 
-from partition.cli.arguments import positive_number, whole_number
+from partition.cli.arguments import check_device, positive_number, whole_number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,8 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {args.device}: this machine has no CUDA device; use --device cpu")
+    check_device(args.device)
     if args.models_dir is not None and not args.models_dir.is_dir():
         raise ConfigError(f"--models-dir {args.models_dir}: no such directory")
     if args.tls_cert is None and args.tls_ca is not None:

@@ -102,10 +102,13 @@ def test_plan_errors_are_one_line_with_exit_code_2(cluster, capsys, extra, messa
 def test_plan_writes_over_nothing_but_a_plan(cluster, capsys):
     toml = cluster / "cluster.toml"
     args = ["plan", "--model", "smollm2-135m", "--cluster", str(toml)]
-    assert main([*args, "--out", str(cluster)]) == 2
-    assert f"--out {cluster} is a directory; give the plan's file, e.g. --out {cluster / 'plan.json'}" in (
-        capsys.readouterr().err
-    )
+    for out, says in (
+        (cluster, f"argument --out: {cluster} is a directory; give a file in it"),
+        (toml / "plan.json", f"argument --out: {toml} is a file, so {toml / 'plan.json'} cannot be made"),
+    ):  # refused as the command line is read, before any planning
+        with pytest.raises(SystemExit) as usage:
+            main([*args, "--out", str(out)])
+        assert usage.value.code == 2 and says in capsys.readouterr().err
     # the cluster file given as --out (a slip of the tab key), with an epoch or without: left as it is
     for epoch in ([], ["--epoch", "3"]):
         assert main([*args, "--out", str(toml), *epoch]) == 2

@@ -1,0 +1,70 @@
+"""Outputs and devices a run cannot use are refused before its work, with the flag named (profile, plan,
+bench): a folder or a path under a file as an output, a device this machine lacks, an endless --min-time."""
+
+import pytest
+import torch
+
+from partition.artifacts import write_atomically
+from partition.cli import main
+from partition.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["bench", "--plan", "plan.json", "--json", "{folder}"], "argument --json: {folder} is a directory"),
+        (["bench", "--plan", "plan.json", "--plot", "{folder}"], "argument --plot: {folder} is a directory"),
+        (
+            ["profile", "--model", "smollm2-135m", "--out", "{folder}"],
+            "argument --out: {folder} is a directory",
+        ),
+        (
+            ["profile", "--model", "smollm2-135m", "--out", "{file}/device.json"],
+            "argument --out: {file} is a file, so {file}/device.json cannot be made",
+        ),
+    ],
+)
+def test_an_output_that_cannot_be_a_file_is_a_usage_error(tmp_path, capsys, argv, says):
+    (tmp_path / "a-file").write_text("")
+    names = {"folder": tmp_path, "file": tmp_path / "a-file"}
+    with pytest.raises(SystemExit) as usage:
+        main([a.format(**names) for a in argv])
+    assert usage.value.code == 2 and says.format(**names) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1"])
+def test_a_min_time_no_sample_can_reach_is_a_usage_error(capsys, value):
+    with pytest.raises(SystemExit) as usage:
+        main(["profile", "--model", "smollm2-135m", "--min-time", value])
+    assert (
+        usage.value.code == 2 and "argument --min-time: must be 0 seconds or more" in capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize(
+    ("device", "says"),
+    [
+        ("gpu", "--device 'gpu' is not a torch device; use cpu, cuda or cuda:N"),
+        pytest.param(
+            "cuda",
+            "--device cuda: this machine has no CUDA device; use --device cpu",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device"),
+        ),
+    ],
+)
+def test_a_device_this_machine_cannot_profile_is_refused_before_the_model_loads(
+    tmp_path, capsys, device, says
+):
+    out = tmp_path / "device.json"
+    assert main(["profile", "--model", "smollm2-135m", "--device", device, "--out", str(out)]) == 2
+    assert says in capsys.readouterr().err and not out.exists()
+
+
+def test_a_write_that_fails_says_where_and_leaves_nothing_beside_the_file(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ConfigError, match=r"cannot write .*a-file/plan.json: .*; give another path"):
+        write_atomically(tmp_path / "a-file" / "plan.json", "{}")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ConfigError, match="cannot write .*folder: Is a directory"):
+        write_atomically(tmp_path / "folder", "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "folder"]
