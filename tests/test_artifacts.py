@@ -122,6 +122,6 @@ def test_unreadable_files_are_config_errors(tmp_path):
 
 def test_a_write_that_fails_leaves_no_temporary_file(plan, tmp_path):
     (tmp_path / "plan.json").mkdir()  # a folder where the file would go: the rename fails
-    with pytest.raises(IsADirectoryError):
+    with pytest.raises(ConfigError, match=r"cannot write .*plan.json: Is a directory; give another path"):
         save_plan(plan, tmp_path / "plan.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"]
