@@ -66,20 +66,20 @@ def load_plan(path: Path) -> Plan:
 
 
 def _read(path: Path) -> str:
-    return read_text(path, "JSON")
+    return read_text(path, "file")
 
 
-def read_text(path: Path, kind: str) -> str:
-    """A text file a user gives (a plan, a profile, a cluster file, ...), or a ConfigError naming it:
-    missing, a folder, unreadable, or not UTF-8 (a binary, or UTF-16 as some shells write)."""
+def read_text(path: Path, kind: str, advice: str = "") -> str:
+    """A text file a user gives (`kind`: "cluster file", "lab config", ...), or a ConfigError naming it:
+    missing, a folder, unreadable, or not UTF-8 (a binary, or UTF-16 as some shells write); `advice`
+    ends the message."""
     try:
         return Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise ConfigError(
-            f"{path} is not a UTF-8 text file ({error.reason} at byte {error.start}); give the {kind} file"
-        ) from None
+        said = f"{kind} {path} is not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8"
     except OSError as error:
-        raise ConfigError(f"cannot read {path}: {error.strerror or error}") from None
+        said = f"cannot read {kind} {path}: {error.strerror or error}"
+    raise ConfigError(f"{said}{'; ' + advice if advice else ''}")
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -13,7 +13,8 @@ from partition.artifacts import (
     save_profile,
 )
 from partition.errors import ConfigError
-from partition.plan import make_plan
+from partition.lab.config import load_lab_config
+from partition.plan import load_cluster, load_codec_table, make_plan
 from partition.plan.synthetic import star_cluster, synthetic_profile
 from partition.types import Pinning, Workload
 
@@ -125,3 +126,22 @@ def test_a_write_that_fails_leaves_no_temporary_file(plan, tmp_path):
     with pytest.raises(ConfigError, match=r"cannot write .*plan.json: Is a directory; give another path"):
         save_plan(plan, tmp_path / "plan.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"]
+
+
+@pytest.mark.parametrize(
+    ("load", "kind"),
+    [
+        (load_plan, "file"),
+        (load_cluster, "cluster file"),
+        (load_codec_table, "codec table"),
+        (load_lab_config, "lab config"),
+    ],
+)
+def test_a_file_that_is_not_utf8_is_named_with_what_to_do(tmp_path, load, kind):
+    """UTF-16, as PowerShell's `>` writes a file, or a binary given by mistake."""
+    path = tmp_path / "given"
+    path.write_text('name = "edge"\n', encoding="utf-16")
+    with pytest.raises(
+        ConfigError, match=f"^{kind} .*given is not UTF-8 text .* at byte 0\\); save it as UTF-8"
+    ):
+        load(path)

@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from partition.artifacts import read_text
 from partition.errors import ConfigError
 from partition.plan.cluster import check_device_table
 
@@ -29,12 +30,9 @@ class ClusterDevice:
 
 def read_cluster_toml(path: Path) -> dict:
     """The cluster file's raw tables; ConfigError when it is missing or not TOML."""
+    text = read_text(path, "cluster file")
     try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"cluster file {path} does not exist") from None
-    except OSError as error:
-        raise ConfigError(f"cannot read cluster file {path}: {error.strerror or error}") from None
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"cluster file {path} is not valid TOML: {error}") from None
 

@@ -28,6 +28,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from partition.artifacts import read_text
 from partition.errors import ConfigError
 
 # The worker command, as data: the launcher fills the fields and runs it inside the device's namespace.
@@ -202,10 +203,11 @@ def parse_lab_config(data: dict, source: str = "<lab config>") -> LabConfig:
 
 def load_lab_config(path: str | Path) -> LabConfig:
     path = Path(path)
+    text = read_text(
+        path, "lab config", "shipped configs are in cluster/lab/, e.g. cluster/lab/wifi-edge.toml"
+    )
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"lab config {path} does not exist; shipped configs are in cluster/lab/") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"lab config {path} is not valid TOML: {error}") from None
     return parse_lab_config(data, str(path))

@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from partition.artifacts import load_profile
+from partition.artifacts import load_profile, read_text
 from partition.errors import ConfigError
 from partition.types import DeviceProfile, LinkProfile, ModelRef
 
@@ -163,10 +163,9 @@ class Cluster:
 def load_cluster(path: Path) -> Cluster:
     """Read a cluster TOML file and the device profiles it names."""
     path = Path(path)
+    text = read_text(path, "cluster file")
     try:
-        data = tomllib.loads(path.read_text())
-    except OSError as error:
-        raise ConfigError(f"cannot read cluster file {path}: {error.strerror or error}") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"cluster file {path} is not valid TOML: {error}") from None
     return parse_cluster(data, base_dir=path.parent, source=str(path))

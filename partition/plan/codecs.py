@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from partition.artifacts import read_text
 from partition.errors import ConfigError
 from partition.types import RAW_VALUE_BYTES, Plan
 
@@ -92,10 +93,11 @@ def load_codec_table(path: Path) -> tuple[CodecSpec, ...]:
     encode_s_per_byte, decode_s_per_byte, lossless, encode_call_s?, decode_call_s?}, ...]}.
     Benchmark results ({"results": [measurement, ...]}) are fitted per codec: seconds = call + bytes x per-byte.
     """
+    text = read_text(Path(path), "codec table")
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ConfigError(f"cannot read codec table {path}: {error}") from None
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"codec table {path} is not valid JSON: {error}") from None
     if isinstance(data, dict) and "results" in data and "codecs" not in data:
         return _from_measurements(path, data["results"])
     if not isinstance(data, dict) or data.get("schema") != CODEC_TABLE_SCHEMA:

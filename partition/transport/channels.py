@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 
+from partition.artifacts import read_text
 from partition.errors import ConfigError
 
 AUTH_HEADER = "authorization"  # metadata key; value "Bearer <token>"
@@ -64,7 +65,7 @@ def read_token(path: str | Path, flag: str = "--token-file") -> str:
     """A shared secret (the workers' token, the HTTP API key): the file's content without surrounding
     whitespace; at least 16 characters. `flag` names the file in errors."""
     file = _readable(path, flag)
-    token = file.read_text(encoding="utf-8").strip()
+    token = read_text(file, flag).strip()
     if len(token) < 16:
         raise ConfigError(
             f"{flag} {file} holds {len(token)} characters; use at least 16, e.g. "

@@ -90,8 +90,10 @@ def test_bad_configs_are_refused_precisely(data, message):
 
 
 def test_missing_or_broken_file(tmp_path):
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="No such file or directory; shipped configs are in cluster/lab/"):
         load_lab_config(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="cannot read lab config .*: Is a directory; shipped configs"):
+        load_lab_config(tmp_path)  # a folder, as tab completion leaves cluster/lab/
     broken = tmp_path / "broken.toml"
     broken.write_text("[lab\nname=")
     with pytest.raises(ConfigError, match="not valid TOML"):
