@@ -11,7 +11,7 @@ name = "gpu"
 role = "server"
 profile = "gpu.json"
 count = 4               # optional: gpu-0 .. gpu-3, identical; links naming "gpu" apply to each
-address = "10.0.0.5:7001"  # optional here: where the worker listens (serve reads it)
+# address = "10.0.0.5:7001": where a device's worker listens (serve reads it); one device, no count
 threads = 2             # optional: the worker's threads; must match the profile's
 [[link]]
 from = "phone"
@@ -185,6 +185,10 @@ def parse_cluster(data: dict, base_dir: Path, source: str = "cluster file") -> C
     groups: dict[str, list[str]] = {}
     for i, entry in enumerate(entries):
         members = _parse_device(entry, f"{source}: device #{i + 1}", base_dir, profiles)
+        if entry["name"] in groups:  # links name tables: a second one of that name would take them
+            raise ConfigError(
+                f"{source}: device #{i + 1}: the name {entry['name']!r} is already a [[device]]; names are unique"
+            )
         groups[entry["name"]] = [device.name for device in members]
         devices.extend(members)
     links = _parse_links(data.get("link", []), source, groups)
@@ -255,6 +259,11 @@ def _parse_device(
         raise ConfigError(f"{where}: count must be a positive integer, got {count!r}")
     if count > 1 and role == "edge":
         raise ConfigError(f"{where}: the edge is one device; drop count")
+    if count > 1 and "address" in entry:  # its members are name-0, name-1, ...: one address serves none
+        raise ConfigError(
+            f"{where}: {count} devices cannot share one address; declare each as its own [[device]] with "
+            "its worker's address"
+        )
     names = [name] if count == 1 else [f"{name}-{i}" for i in range(count)]
     return [Device(member, role, profile, memory) for member in names]
 

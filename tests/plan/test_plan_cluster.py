@@ -116,7 +116,19 @@ latency_ms = 0.1
     ("body", "message"),
     [
         ('[[device]]\nname = "x"\nrole = "edge"\nprofile = "gpu.json"\n', "exactly one device with role"),
-        ('[[device]]\nname = "phone"\nrole = "server"\nprofile = "gpu.json"\n', "appear more than once"),
+        (
+            '[[device]]\nname = "phone"\nrole = "server"\nprofile = "gpu.json"\n',
+            "the name 'phone' is already a ",
+        ),
+        (  # a second table of a group's name would take the links that name the group
+            '[[device]]\nname = "g"\nrole = "server"\nprofile = "gpu.json"\ncount = 2\n'
+            '[[device]]\nname = "g"\nrole = "server"\nprofile = "gpu.json"\nmemory_gb = 0.3\n',
+            "device #3: the name 'g' is already a ",
+        ),
+        (
+            '[[device]]\nname = "s"\nrole = "server"\nprofile = "gpu.json"\ncount = 2\naddress = "10.0.0.5:7001"\n',
+            "2 devices cannot share one address; declare each as its own ",
+        ),
         ('[[device]]\nname = "s"\nrole = "srv"\nprofile = "gpu.json"\n', "role must be"),
         ('[[device]]\nname = "s"\nrole = "server"\n', "needs profile"),
         (
