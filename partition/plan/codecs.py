@@ -99,7 +99,7 @@ def load_codec_table(path: Path) -> tuple[CodecSpec, ...]:
     except json.JSONDecodeError as error:
         raise ConfigError(f"codec table {path} is not valid JSON: {error}") from None
     if isinstance(data, dict) and "results" in data and "codecs" not in data:
-        return _from_measurements(path, data["results"])
+        return _runnable(path, _from_measurements(path, data["results"]))
     if not isinstance(data, dict) or data.get("schema") != CODEC_TABLE_SCHEMA:
         raise ConfigError(
             f'{path} is not a codec table: expected "schema": "{CODEC_TABLE_SCHEMA}" '
@@ -110,10 +110,61 @@ def load_codec_table(path: Path) -> tuple[CodecSpec, ...]:
             f"{path}: codec table schema_version {data.get('schema_version')!r} is not {CODEC_TABLE_VERSION}; "
             "re-measure it with this version of partition"
         )
+    entries = data.get("codecs")
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: codecs must be a list of codec entries")
+    return _runnable(path, tuple(_entry(path, i, entry) for i, entry in enumerate(entries)))
+
+
+def _entry(path: Path, index: int, entry: object) -> CodecSpec:
+    """One entry of our table format, each field of its JSON type (false is no number, "false" no bool)."""
+    where = f"{path}: codecs[{index}]"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where} must be an object with name, bytes_per_value, ... (see codecs.py)")
+    wrong = [
+        f"{field} must be {kind}, got {json.dumps(entry[field])}"
+        for field, kind, fits in (
+            ("name", "a string", lambda v: isinstance(v, str)),
+            ("lossless", "true or false", lambda v: isinstance(v, bool)),
+            *((f, "a number", _is_number) for f in _NUMBER_FIELDS),
+        )
+        if field in entry and not fits(entry[field])
+    ]
+    if wrong:
+        raise ConfigError(f"{where}: {'; '.join(wrong)}")
     try:
-        return tuple(CodecSpec(**entry) for entry in data["codecs"])
-    except (KeyError, TypeError) as error:
-        raise ConfigError(f"{path}: malformed codec entry ({error}); see partition/plan/codecs.py") from None
+        return CodecSpec(**entry)
+    except TypeError as error:  # a field missing or unknown
+        raise ConfigError(f"{where}: {error}; see partition/plan/codecs.py for the fields") from None
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+_NUMBER_FIELDS = (
+    "bytes_per_value", "encode_s_per_byte", "decode_s_per_byte", "encode_call_s", "decode_call_s"
+)  # fmt: skip
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _runnable(path: Path, codecs: tuple[CodecSpec, ...]) -> tuple[CodecSpec, ...]:
+    """`codecs` when a plan made from them can be served: at least one, each once, each one the
+    workers can run (a plan naming another is refused only at deploy)."""
+    known = codec_names(DEFAULT_CODECS)
+    names = [codec.name for codec in codecs]
+    if not names:
+        raise ConfigError(f"{path}: the codec table is empty; give at least raw")
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ConfigError(
+            f"{path}: no worker runs codec(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}"
+        )
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ConfigError(f"{path}: codec(s) {', '.join(twice)} given more than once; keep one entry each")
+    return codecs
 
 
 def _from_measurements(path: Path, results: object) -> tuple[CodecSpec, ...]:

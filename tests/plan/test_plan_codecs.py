@@ -54,10 +54,33 @@ def test_load_our_table_format(tmp_path):
     with pytest.raises(ConfigError, match="schema_version 9"):
         load_codec_table(path)
     path.write_text(
-        json.dumps({"schema": "partition/codec-table", "schema_version": 1, "codecs": [{"name": "x"}]})
+        json.dumps({"schema": "partition/codec-table", "schema_version": 1, "codecs": [{"name": "raw"}]})
     )
-    with pytest.raises(ConfigError, match="malformed codec entry"):
+    with pytest.raises(ConfigError, match=r"codecs\[0\]: .*missing 4 required positional arguments"):
         load_codec_table(path)
+
+
+RAW = {"name": "raw", "bytes_per_value": 4, "encode_s_per_byte": 0, "decode_s_per_byte": 0, "lossless": True}
+
+
+@pytest.mark.parametrize(
+    ("entries", "says"),
+    [
+        ([], "the codec table is empty; give at least raw"),
+        ([{**RAW, "name": "gzip"}], "no worker runs codec(s) 'gzip'; known: raw, fp16"),
+        ([RAW, {**RAW, "bytes_per_value": 0.01}], "codec(s) raw given more than once"),
+        ([{**RAW, "lossless": "false"}], 'codecs[0]: lossless must be true or false, got "false"'),
+        ([{**RAW, "bytes_per_value": True}], "codecs[0]: bytes_per_value must be a number, got true"),
+        ([RAW, {**RAW, "name": "int8", "encode_s_per_byte": -1}], "codecs[1]: codec 'int8': sizes and times"),
+        (["raw"], "codecs[0] must be an object"),
+    ],
+)
+def test_a_codec_table_a_plan_could_not_be_served_from_is_refused_naming_the_entry(tmp_path, entries, says):
+    path = tmp_path / "codecs.json"
+    path.write_text(json.dumps({"schema": "partition/codec-table", "schema_version": 1, "codecs": entries}))
+    with pytest.raises(ConfigError) as refused:
+        load_codec_table(path)
+    assert str(refused.value).startswith(f"{path}: ") and says in str(refused.value)
 
 
 def test_load_benchmark_results_fits_call_and_per_byte_costs(tmp_path):
