@@ -61,6 +61,16 @@ class ModelSpec:
 
     @staticmethod
     def from_hf_config(config: dict[str, Any]) -> ModelSpec:
+        try:
+            return ModelSpec._from_hf_config(config)
+        except KeyError as missing:
+            raise UnsupportedModelError(
+                f"config.json has no {missing.args[0]!r}, which a {config.get('model_type')} model needs: "
+                "give the checkpoint's whole config.json as Hugging Face wrote it"
+            ) from None
+
+    @staticmethod
+    def _from_hf_config(config: dict[str, Any]) -> ModelSpec:
         model_type = config.get("model_type", "")
         family = _HF_FAMILIES.get(model_type)
         if family is None:

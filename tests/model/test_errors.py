@@ -43,6 +43,14 @@ def test_unsupported_architecture(tmp_path):
     _assert_one_line_error(result, "mamba", "llama", "qwen2", "gpt2")
 
 
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_a_config_without_a_size_the_architecture_needs_is_named(tmp_path, model_type):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type}))
+    result = _cli("generate", "--model", str(tmp_path), "--prompt", "hi")
+    needed = "num_attention_heads" if model_type == "llama" else "n_embd"
+    _assert_one_line_error(result, f"config.json has no '{needed}', which a {model_type} model needs")
+
+
 def test_not_a_gguf_file(tmp_path):
     bogus = tmp_path / "model.gguf"
     bogus.write_bytes(b"definitely not gguf" * 10)
