@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from partition.errors import ConfigError
-from partition.types import DeviceProfile, ModelRef, Plan, Segment
+from partition.types import EPOCH_MAX, DeviceProfile, ModelRef, Plan, Segment
 
 PROFILE_SCHEMA = ("partition/device-profile", 1)
 PLAN_SCHEMA = ("partition/plan", 1)
@@ -43,9 +43,9 @@ def plan_to_json(plan: Plan) -> str:
 def plan_from_json(text: str, source: str = "plan") -> Plan:
     hint = "make it again with `partition plan`"
     plan = _load(text, Plan, PLAN_SCHEMA, source, hint=hint)
-    # as `plan --epoch` does: workers refuse epoch 0, and the wire (uint64) cannot carry a negative one
-    if plan.epoch < 1:
-        raise ConfigError(f"{source}: epoch must be at least 1, got {plan.epoch}; {hint}")
+    # as `plan --epoch` does: workers refuse epoch 0, and the wire (uint64) carries no other number
+    if not 1 <= plan.epoch <= EPOCH_MAX:
+        raise ConfigError(f"{source}: epoch must be in [1, {EPOCH_MAX}], got {plan.epoch}; {hint}")
     return plan
 
 

@@ -311,6 +311,9 @@ class Baseline:
     infeasible: str = ""  # why this split cannot run on the cluster (empty when it can)
 
 
+EPOCH_MAX = (1 << 64) - 1  # a plan's epoch travels as a uint64 in every message to the workers
+
+
 @dataclass(frozen=True)
 class Plan:
     """A versioned placement: which device runs which units, in chain order from and back to the edge."""

@@ -101,8 +101,12 @@ def _mutated(plan, change) -> str:
         (lambda d: d["stages"].pop(), "cover units"),
         (lambda d: d["predicted"].update(ttft_s=None), "predicted.ttft_s: expected float"),
         (lambda d: d.update(edge_threads=-2), "edge_threads must be 0"),
-        (lambda d: d.update(epoch=-1), "epoch must be at least 1, got -1"),
-        (lambda d: d.update(epoch=0), "epoch must be at least 1, got 0"),
+        (lambda d: d.update(epoch=-1), r"epoch must be in \[1, 18446744073709551615\], got -1"),
+        (lambda d: d.update(epoch=0), r"epoch must be in \[1, 18446744073709551615\], got 0"),
+        (
+            lambda d: d.update(epoch=2**64),
+            r"epoch must be in \[1, 18446744073709551615\], got 18446744073709551616",
+        ),
     ],
 )
 def test_malformed_plans_name_the_problem(plan, change, message):

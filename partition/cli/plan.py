@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from partition.cli.arguments import output_file
-from partition.types import RETURN_TOP_K
+from partition.types import EPOCH_MAX, RETURN_TOP_K
 
 # What a server must save to be used, as a fraction of the objective. Profiles of alike devices
 # differ by about this much from run to run (see partition/plan/simplify.py); the library's
@@ -133,8 +133,8 @@ def run(args: argparse.Namespace) -> int:
     epoch = args.epoch
     if epoch is None:
         epoch = previous.epoch + 1 if previous is not None and previous.model.digest == model.digest else 1
-    if epoch < 1:
-        raise ConfigError(f"--epoch must be at least 1, got {epoch}")
+    if not 1 <= epoch <= EPOCH_MAX:
+        raise ConfigError(f"--epoch must be in [1, {EPOCH_MAX}], got {epoch}")
     pin = Pinning(embed=not args.no_pin, head=args.head_on_edge)
     plan = make_plan(cluster, workload, codecs, pin=pin, epoch=epoch, min_gain=args.min_gain)
     save_plan(plan, args.out)

@@ -79,7 +79,8 @@ def test_plan_prints_the_table_and_writes_the_plan(cluster, capsys):
         (["--model", "llama-70b"], "measured for model 'smollm2-135m'"),
         (["--model", "smollm2-135m", "--sessions", "0"], "sessions must be a positive integer"),
         (["--model", "smollm2-135m", "--codecs", "gzip"], "unknown codec"),
-        (["--model", "smollm2-135m", "--epoch", "0"], "--epoch must be at least 1"),
+        (["--model", "smollm2-135m", "--epoch", "0"], "--epoch must be in [1, 18446744073709551615], got 0"),
+        (["--model", "smollm2-135m", "--epoch", str(2**64)], "--epoch must be in [1, 18446744073709551615]"),
         (
             ["--model", "smollm2-135m", "--prompt-tokens", "8000", "--new-tokens", "200"],
             "--prompt-tokens 8000 + --new-tokens 200 = 8200 tokens per session, over smollm2-135m's context of 8192",
