@@ -31,9 +31,40 @@ def profile_to_json(profile: DeviceProfile) -> str:
 
 
 def profile_from_json(text: str, source: str = "device profile") -> DeviceProfile:
-    return _load(
-        text, DeviceProfile, PROFILE_SCHEMA, source, hint="profile the device again with `partition profile`"
-    )
+    hint = "profile the device again with `partition profile`"
+    profile = _load(text, DeviceProfile, PROFILE_SCHEMA, source, hint=hint)
+    problems = _profile_problems(profile)
+    if problems:
+        raise ConfigError(f"{source}: {'; '.join(problems)}; {hint}")
+    return profile
+
+
+def _profile_problems(profile: DeviceProfile) -> list[str]:
+    """What no profiler writes (it fits times >= 0 and counts bytes): a hand-edited or damaged profile
+    that would plan silently wrong, e.g. a negative time that makes a slow device look free."""
+    numbers = {"top_k_encode_s": profile.top_k_encode_s, "top_k_decode_s": profile.top_k_decode_s}
+    numbers["tied_weight_bytes"] = profile.tied_weight_bytes
+    problems = []
+    for kind in ("embed", "block", "head"):
+        cost = getattr(profile, kind)
+        if cost.kind != kind:
+            problems.append(f"{kind}.kind is {cost.kind!r}, not {kind!r}")
+        for phase in ("prefill", "decode"):
+            fit = getattr(cost, phase)
+            numbers |= {f"{kind}.{phase}.{c}": getattr(fit, c) for c in ("c0", "c1", "c2")}
+        for field in ("weight_bytes", "kv_bytes_per_token", "activation_bytes_per_token"):
+            numbers[f"{kind}.{field}"] = getattr(cost, field)
+        numbers |= {
+            f"{kind}.prefill_spread": cost.prefill_spread,
+            f"{kind}.decode_spread": cost.decode_spread,
+        }
+    problems += [f"{name} must be >= 0, got {value}" for name, value in numbers.items() if not value >= 0]
+    shared = min(profile.embed.weight_bytes, profile.head.weight_bytes)
+    if profile.tied_weight_bytes > shared:
+        problems.append(
+            f"tied_weight_bytes {profile.tied_weight_bytes} is more than the embedding and head hold ({shared})"
+        )
+    return problems
 
 
 def plan_to_json(plan: Plan) -> str:

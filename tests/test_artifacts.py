@@ -45,6 +45,25 @@ def test_a_profile_written_before_the_top_k_costs_still_loads_without_them():
     assert old.head == profile.head
 
 
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (lambda d: d["block"]["decode"].update(c0=-1.0), "block.decode.c0 must be >= 0, got -1.0"),
+        (lambda d: d["head"].update(weight_bytes=-5), "head.weight_bytes must be >= 0, got -5"),
+        (lambda d: d["block"].update(kind="head"), "block.kind is 'head', not 'block'"),
+        (lambda d: d.update(tied_weight_bytes=10**12), "tied_weight_bytes 1000000000000 is more than"),
+    ],
+)
+def test_a_profile_no_profiler_writes_is_refused_before_it_plans(change, says):
+    """A negative decode time put all 30 blocks on a quarter-core edge, at a TPOT of -30 s."""
+    data = json.loads(profile_to_json(synthetic_profile("phone", speed=0.5)))
+    change(data)
+    with pytest.raises(ConfigError) as refused:
+        profile_from_json(json.dumps(data), "phone.json")
+    assert str(refused.value).startswith("phone.json: ") and says in str(refused.value)
+    assert "profile the device again" in str(refused.value)
+
+
 def test_plan_round_trips_with_the_documented_fields(plan, tmp_path):
     data = json.loads(plan_to_json(plan))
     assert data["schema"] == "partition/plan" and data["schema_version"] == 1
