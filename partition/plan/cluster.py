@@ -86,8 +86,8 @@ class Cluster:
         models = {(device.profile.model.digest, device.profile.model.n_blocks) for device in self.devices}
         if len(models) > 1:
             raise ConfigError(
-                "the profiles were measured on different models (digests "
-                + ", ".join(sorted(digest[:12] for digest, _ in models))
+                "the profiles were measured on different models ("
+                + ", ".join(sorted(f"{digest} with {n} blocks" for digest, n in models))
                 + "); profile every device with the same --model"
             )
 

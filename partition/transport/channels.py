@@ -178,7 +178,7 @@ def _readable(path: str | Path | None, flag: str) -> Path | None:
         return None
     file = Path(path)
     if not file.is_file():
-        raise ConfigError(f"{flag} {file}: no such file")
+        raise ConfigError(f"{flag} {file}: {'a directory, not a file' if file.is_dir() else 'no such file'}")
     return file
 
 

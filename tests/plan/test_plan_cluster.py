@@ -183,3 +183,17 @@ def test_a_misspelt_role_is_named_not_counted_as_a_missing_edge(folder):
     path.write_text('[[device]]\nname = "phone"\nrole = "egde"\nprofile = "phone.json"\n')
     with pytest.raises(ConfigError, match="""role must be "edge" or "server", not 'egde'"""):
         load_cluster(path)
+
+
+def test_profiles_of_models_that_differ_only_in_their_blocks_are_told_apart():
+    import dataclasses
+
+    from partition.plan.synthetic import star_cluster
+
+    edge = synthetic_profile("phone", speed=0.25)
+    fewer = dataclasses.replace(edge.model, n_blocks=24)  # same digest: a truncated copy of the model
+    server = dataclasses.replace(synthetic_profile("gpu", speed=20), model=fewer)
+    with pytest.raises(ConfigError) as refused:
+        star_cluster(edge, 2.0, [("gpu", server, 16.0)], (200, 5))
+    digest = edge.model.digest
+    assert f"({digest} with 24 blocks, {digest} with 30 blocks)" in str(refused.value)
