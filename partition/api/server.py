@@ -171,7 +171,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             raise ApiError(
                 404,
-                f"no route {self.command} {path}; this endpoint has GET /v1/models, /v1/models/{model}, /metrics and /health",
+                f"no route {self.command} {path}; this endpoint has GET /v1/models, /v1/models/MODEL, "
+                "/metrics and /health",
                 code="not_found",
             )
         except ApiError as error:
@@ -324,10 +325,10 @@ class _Handler(BaseHTTPRequestHandler):
         A body that cannot be read leaves the next request's start unknown: the connection closes."""
         length, encoding = self.headers.get("Content-Length"), self.headers.get("Transfer-Encoding")
         try:
+            # Content-Length headers that disagree: which one frames the body is unknown, and a request
+            # may be smuggled in it (RFC 9112, 6.3)
             lengths = {value.strip() for value in self.headers.get_all("Content-Length", [])}
-            if (
-                len(lengths) > 1
-            ):  # which one frames the body is unknown: a request smuggled in it (RFC 9112, 6.3)
+            if len(lengths) > 1:
                 raise ApiError(
                     400, f"the request has Content-Length headers that disagree: {', '.join(sorted(lengths))}"
                 )

@@ -9,6 +9,8 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+from partition.errors import ConfigError
+
 
 def whole_number(minimum: int = 1, zero_means: str = "") -> Callable[[str], int]:
     """An int of at least `minimum`; with `zero_means`, at least 0, and the error says what 0 means."""
@@ -46,9 +48,7 @@ output_file.__name__ = "path"
 
 def check_device(device: str) -> None:
     """A torch device this machine has, or a ConfigError that says what to give (before any model loads)."""
-    import torch
-
-    from partition.errors import ConfigError
+    import torch  # here: parsing a command line must not load torch
 
     try:
         torch.device(device)

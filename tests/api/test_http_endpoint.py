@@ -161,6 +161,11 @@ def test_one_model_is_retrieved_by_its_id_and_another_is_a_404_naming_the_served
     status, reply = request(api, "GET", "/v1/models/gpt-4o")
     assert status == 404 and reply["error"]["code"] == "model_not_found"
     assert "'gpt-4o' is not served here; this endpoint serves 'smollm2-135m'" in reply["error"]["message"]
+    status, reply = request(api, "GET", "/v1/model")
+    assert (
+        status == 404
+        and "this endpoint has GET /v1/models, /v1/models/MODEL, /metrics" in (reply["error"]["message"])
+    )
 
 
 def test_a_temperature_near_0_samples_the_greedy_answer_and_a_top_k_past_the_vocabulary_all_of_it(api):
