@@ -55,14 +55,9 @@ def replan_without(plan: Plan, cluster: Cluster, lost: Iterable[str]) -> Plan:
     """`plan`'s workload planned again on `cluster` less the servers `lost`, at the next epoch."""
     from partition.plan import make_plan, plan_codecs
 
-    remaining = cluster.without(lost)
+    remaining, codecs = cluster.without(lost), plan_codecs(plan)
     return make_plan(
-        remaining,
-        plan.workload,
-        plan_codecs(plan),
-        pin=plan.pin,
-        epoch=plan.epoch + 1,
-        min_gain=plan.min_gain,
+        remaining, plan.workload, codecs, pin=plan.pin, epoch=plan.epoch + 1, min_gain=plan.min_gain
     )
 
 

@@ -202,7 +202,7 @@ def _process(runtime: StageRuntime, step: forward_pb2.Step, recv_ns: int, submit
             f"a step of n_tokens={step.n_tokens} brings {expected} values to this stage, but its tensor "
             f"declares shape {list(step.tensor.shape)}; send the shape its n_tokens says"
         )
-    x = from_proto(step.tensor, expected)
+    x = from_proto(step.tensor)
     decoded = time.perf_counter()
     out = runtime.run_step(session, x, step.n_tokens, last_only)
     computed = time.perf_counter()

@@ -173,7 +173,7 @@ def test_a_refused_prefill_chunk_is_reported_as_refused_while_the_next_chunks_ar
     assert serves(pair, digest)
 
 
-def solo_step(chain, session, position: int, tensor) -> forward_pb2.ForwardRequest:
+def solo_step(session, position: int, tensor) -> forward_pb2.ForwardRequest:
     """A step of one token as a client may send it, with any tensor."""
     step = forward_pb2.Step(
         session_id=session.ref.session_id,
@@ -199,7 +199,7 @@ def test_a_tensor_larger_than_its_n_tokens_says_is_refused_before_it_is_decoded(
             tensor = tensor_pb2.Tensor(
                 shape=declared, dtype=tensor_pb2.DTYPE_FLOAT32, codec="shuffle-zstd", data=b"not decoded"
             )
-            await session._chain_call.write(solo_step(chain, session, 0, tensor))
+            await session._chain_call.write(solo_step(session, 0, tensor))
             await session.receive()
         finally:
             await session.close()
