@@ -74,7 +74,8 @@ def _start_cluster():
     import psutil
     from ray.cluster_utils import Cluster
 
-    for attempt in range(1, START_TRIES + 1):
+    attempt = 1
+    while True:
         before = {child.pid for child in psutil.Process().children(recursive=True)}
         try:
             cluster = Cluster(initialize_head=True, head_node_args=_node_args("phone"), shutdown_at_exit=True)
@@ -90,7 +91,7 @@ def _start_cluster():
             if attempt == START_TRIES:
                 raise
             print(f"the cluster did not start (try {attempt} of {START_TRIES}): {error}; starting again")
-    raise AssertionError("unreachable")
+            attempt += 1
 
 
 @pytest.fixture(scope="module")
