@@ -225,6 +225,9 @@ class StageRuntime:
             return []
         return [s.session_id for s in self._loaded.sessions.expire()]
 
+    def session_ids(self) -> set[str]:
+        return set(self._loaded.sessions.ids()) if self._loaded is not None else set()
+
     # -- steps ----------------------------------------------------------------------------------------
 
     def begin_step(self, session_id: str, plan_id: str, epoch: int, position: int, n_tokens: int) -> Session:

@@ -84,6 +84,7 @@ class ForwardService:
                 "RETURN stream on the last stage of the plan"
             )
         queue = self.routes.attach(ref.session_id)
+        listener = asyncio.ensure_future(self._refuse_requests(context, queue))
         try:
             opened = forward_pb2.ForwardReply(opened=forward_pb2.StreamOpened(stages=[self.worker]))
             await context.write(opened.SerializeToString())
@@ -95,7 +96,19 @@ class ForwardService:
                     return
                 await context.write(item)
         finally:
+            listener.cancel()
             self.routes.detach(ref.session_id, queue)
+
+    async def _refuse_requests(self, context: grpc.aio.ServicerContext, queue: asyncio.Queue) -> None:
+        """A RETURN stream's caller sends nothing after its OpenStream: a message ends the stream, after
+        the results already queued, with INVALID_ARGUMENT."""
+        try:
+            if await context.read() is grpc.aio.EOF:
+                return
+        except Exception:  # the call is over: the handler ends with it
+            return
+        refusal = "a RETURN stream carries only its OpenStream; send Steps on the session's CHAIN stream"
+        queue.put_nowait(End(StatusError(grpc.StatusCode.INVALID_ARGUMENT, f"[{self.worker}] {refusal}")))
 
     # -- CHAIN ----------------------------------------------------------------------------------------
 
@@ -137,10 +150,10 @@ class ForwardService:
             if downstream is not None:
                 await downstream.finish()
             else:
-                self.routes.close(session_id)
+                self.routes.finish(session_id)
         except (PartitionError, StatusError) as error:
             if downstream is None:  # last stage: the RETURN stream ends with the same status
-                self.routes.close(session_id, _as_status(error, self.worker))
+                self.routes.finish(session_id, _as_status(error, self.worker))
             if reader is not None:
                 draining.set()
                 room.release()  # a pump waiting for room reads on, and drops what it reads
@@ -148,7 +161,7 @@ class ForwardService:
             raise
         except asyncio.CancelledError:  # the caller cancelled: end the rest of the chain too
             if downstream is None:
-                self.routes.close(
+                self.routes.finish(
                     session_id,
                     StatusError(
                         grpc.StatusCode.CANCELLED,

@@ -1,8 +1,9 @@
 """Where the last stage's results wait for the session's RETURN stream (serve).
 
 A result may be ready before the coordinator's RETURN stream is attached (the two streams are
-opened concurrently), so results queue per session. The queue is bounded: a session whose results
-nobody reads fails instead of growing without limit.
+opened concurrently), and a CHAIN stream may even end before it: results and the end of the stream
+wait per session until a RETURN stream reads them, or the session itself ends. The queue is bounded:
+a session whose results nobody reads fails instead of growing without limit.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class _Route:
     def __init__(self) -> None:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.attached = False
+        self.ended = False  # End is queued: the CHAIN stream that filled it is over
 
 
 class ReturnRoutes:
@@ -36,7 +38,8 @@ class ReturnRoutes:
         self._routes: dict[str, _Route] = {}
 
     def attach(self, session_id: str) -> asyncio.Queue:
-        """The queue a new RETURN stream reads; a previous reader of the session is ended (ABORTED)."""
+        """The queue a new RETURN stream reads: results waiting unread, then what follows. A previous
+        reader of the session is ended (ABORTED)."""
         route = self._routes.get(session_id)
         if route is not None and route.attached:
             route.queue.put_nowait(
@@ -56,7 +59,7 @@ class ReturnRoutes:
     def put(self, session_id: str, result: bytes) -> None:
         """Queue one serialized ForwardReply(result=...)."""
         route = self._routes.get(session_id)
-        if route is None:
+        if route is None or route.ended:  # a new CHAIN stream of the session: its results start anew
             route = self._routes[session_id] = _Route()
         if route.queue.qsize() >= MAX_PENDING:
             raise CapacityError(
@@ -65,8 +68,26 @@ class ReturnRoutes:
             )
         route.queue.put_nowait(result)
 
-    def close(self, session_id: str, status: StatusError | None = None) -> None:
-        """End the session's RETURN stream (after the results already queued)."""
+    def finish(self, session_id: str, status: StatusError | None = None) -> None:
+        """The session's CHAIN stream ended: its RETURN stream ends after the results already queued. With
+        no reader yet, they wait for one (the session's end drops them)."""
+        route = self._routes.get(session_id)
+        if route is None:
+            route = self._routes[session_id] = _Route()
+        elif route.ended:
+            return
+        route.queue.put_nowait(End(status))
+        route.ended = True
+
+    def drop(self, session_id: str, status: StatusError | None = None) -> None:
+        """The session ended (EndSession, idle expiry, a redeploy): a reader ends with `status` after
+        the results queued; nothing of the session stays."""
         route = self._routes.pop(session_id, None)
-        if route is not None:
+        if route is not None and not route.ended:
             route.queue.put_nowait(End(status))
+
+    def sweep(self, open_sessions: set[str]) -> None:
+        """Forget the unread routes of sessions no longer open: those whose results or end came after the
+        session ended (the CHAIN stream's end can reach the last stage after EndSession)."""
+        for session_id in [s for s, r in self._routes.items() if not r.attached and s not in open_sessions]:
+            del self._routes[session_id]

@@ -67,7 +67,7 @@ class StageServicer:
         wanted = deployment_of(request)
         result = await self.compute.call(self.runtime.load, wanted, request.model_digest, inline=False)
         for session_id in result.dropped_sessions:
-            self.routes.close(session_id, _redeployed(self.worker, wanted.plan_id, wanted.epoch))
+            self.routes.drop(session_id, _redeployed(self.worker, wanted.plan_id, wanted.epoch))
         return load_reply(result, self.worker)
 
     async def end_session(
@@ -76,7 +76,7 @@ class StageServicer:
         ref = request.session
         check_session_ref(ref, "EndSession")
         session = await self.compute.call(self.runtime.end_session, ref.session_id, ref.plan_id, ref.epoch)
-        self.routes.close(ref.session_id)
+        self.routes.drop(ref.session_id)
         if session is None:
             return deploy_pb2.EndSessionReply(found=False)
         return deploy_pb2.EndSessionReply(found=True, positions=session.next_position)
@@ -162,19 +162,21 @@ class StageServicer:
         return samples
 
     async def expire_idle_sessions(self) -> None:
-        """Run forever: free the KV slots of sessions idle past the timeout."""
+        """Run forever: free the KV slots of sessions idle past the timeout, and the unread results of
+        sessions that ended."""
         period = min(max(self.settings.idle_timeout_s / 4, 0.05), 10.0)
         while True:
             await asyncio.sleep(period)
             for session_id in await self.compute.call(self.runtime.expire_idle):
                 log.info("session %s expired after %.0f s idle", session_id, self.settings.idle_timeout_s)
-                self.routes.close(
+                self.routes.drop(
                     session_id,
                     StatusError(
                         grpc.StatusCode.NOT_FOUND,
                         f"[{self.worker}] session {session_id!r} expired while idle",
                     ),
                 )
+            self.routes.sweep(await self.compute.call(self.runtime.session_ids))
 
     # -- plumbing -------------------------------------------------------------------------------------
 
