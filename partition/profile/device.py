@@ -5,10 +5,13 @@ Two timings are comparable only on the same identity, so the profile cache keys 
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from pathlib import Path
 
+from partition.errors import ConfigError
+from partition.profile import cgroup_limits
 from partition.types import DeviceIdentity
 
 
@@ -31,7 +34,7 @@ def memory_available_bytes() -> int:
                 available = int(line.split()[1]) * 1024
     except (OSError, ValueError):
         pass
-    limit = _cgroup_value("memory", "memory.limit_in_bytes")
+    limit = cgroup_limits.memory_limit_bytes()
     return min(available, limit) if limit and available else available or (limit or 0)
 
 
@@ -40,38 +43,21 @@ CPU_QUOTA_ENV = "PARTITION_CPU_QUOTA_CORES"
 
 
 def cpu_quota_cores() -> float | None:
-    """CPU time per wall second this thread may use (cgroup v1 CFS quota), or None when unlimited."""
+    """CPU time per wall second this thread may use: as declared in CPU_QUOTA_ENV, else its cgroup's
+    quota; None when unlimited."""
     declared = os.environ.get(CPU_QUOTA_ENV)
-    if declared:
-        try:
-            return float(declared)
-        except ValueError:
-            pass  # a malformed value: read the cgroup instead
-    quota = _cgroup_value("cpu", "cpu.cfs_quota_us")
-    period = _cgroup_value("cpu", "cpu.cfs_period_us")
-    if quota is None or period is None or quota <= 0 or period <= 0:
-        return None
-    return quota / period
-
-
-def _cgroup_value(controller: str, file: str) -> int | None:
-    """An integer from the calling thread's cgroup v1 directory of `controller` (v1 places threads)."""
+    if not declared:
+        return cgroup_limits.cpu_quota_cores()
     try:
-        lines = Path("/proc/thread-self/cgroup").read_text().splitlines()
-    except OSError:
-        try:
-            lines = Path("/proc/self/cgroup").read_text().splitlines()
-        except OSError:
-            return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controller in controllers.split(","):
-            for root in (Path("/sys/fs/cgroup") / controllers, Path("/sys/fs/cgroup") / controller):
-                try:
-                    return int((root / path.lstrip("/") / file).read_text().strip())
-                except (OSError, ValueError):
-                    continue
-    return None
+        cores = float(declared)
+    except ValueError:
+        cores = math.nan
+    if not (math.isfinite(cores) and cores > 0):
+        raise ConfigError(
+            f"{CPU_QUOTA_ENV}={declared} is not a number of cores above 0; set it to the CPU time per second "
+            "this process may use (0.25 for a quarter of a core), or unset it to read the cgroup's quota"
+        )
+    return cores
 
 
 def identify(name: str | None, threads: int, cuda_device: str | None) -> DeviceIdentity:

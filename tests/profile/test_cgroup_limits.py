@@ -1,0 +1,78 @@
+"""The CPU quota and memory limit read from cgroup v1 and v2 trees laid out as the kernel shows them."""
+
+from pathlib import Path
+
+import pytest
+
+from partition.errors import ConfigError
+from partition.profile.cgroup_limits import cpu_quota_cores, memory_limit_bytes
+from partition.profile.device import CPU_QUOTA_ENV
+from partition.profile.device import cpu_quota_cores as declared_or_read_quota
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def v1_host(tmp_path: Path, quota_us: str, limit: str) -> tuple[Path, Path]:
+    proc, root = tmp_path / "proc", tmp_path / "cgroup"
+    write(proc / "thread-self/cgroup", "9:name=systemd:/\n4:cpu,cpuacct:/lab/edge\n3:memory:/lab/edge\n")
+    write(root / "cpu,cpuacct/lab/edge/cpu.cfs_quota_us", quota_us)
+    write(root / "cpu,cpuacct/lab/edge/cpu.cfs_period_us", "100000\n")
+    write(root / "memory/lab/edge/memory.limit_in_bytes", limit)
+    return proc, root
+
+
+def v2_host(tmp_path: Path, limits: dict[str, tuple[str, str]]) -> tuple[Path, Path]:
+    """A unified hierarchy; `limits` maps a group to its (cpu.max, memory.max)."""
+    proc, root = tmp_path / "proc", tmp_path / "cgroup"
+    write(proc / "self/cgroup", "0::/user.slice/app.scope\n")  # no thread-self: read the process's
+    write(root / "cgroup.controllers", "cpuset cpu io memory pids\n")
+    for group, (cpu_max, memory_max) in limits.items():
+        write(root / group / "cpu.max", cpu_max)
+        write(root / group / "memory.max", memory_max)
+    return proc, root
+
+
+def test_cgroup_v1_quota_and_memory_limit(tmp_path):
+    proc, root = v1_host(tmp_path, "25000\n", "1073741824\n")
+    assert cpu_quota_cores(proc, root) == 0.25
+    assert memory_limit_bytes(proc, root) == 1 << 30
+
+
+def test_cgroup_v1_without_a_quota_is_unlimited(tmp_path):
+    proc, root = v1_host(tmp_path, "-1\n", "9223372036854771712\n")
+    assert cpu_quota_cores(proc, root) is None
+
+
+def test_cgroup_v2_takes_the_tightest_limit_from_the_group_up_to_the_root(tmp_path):
+    proc, root = v2_host(
+        tmp_path,
+        {
+            "user.slice": ("150000 100000\n", "536870912\n"),
+            "user.slice/app.scope": ("max 100000\n", "2147483648\n"),
+        },
+    )
+    assert cpu_quota_cores(proc, root) == 1.5  # the parent's: the scope itself sets none
+    assert memory_limit_bytes(proc, root) == 1 << 29
+
+
+def test_cgroup_v2_without_limits_is_unlimited(tmp_path):
+    proc, root = v2_host(tmp_path, {"user.slice/app.scope": ("max 100000\n", "max\n")})
+    assert cpu_quota_cores(proc, root) is None
+    assert memory_limit_bytes(proc, root) is None
+
+
+def test_no_cgroup_file_is_unlimited(tmp_path):
+    assert cpu_quota_cores(tmp_path / "proc", tmp_path / "cgroup") is None
+    assert memory_limit_bytes(tmp_path / "proc", tmp_path / "cgroup") is None
+
+
+def test_a_declared_quota_is_used_and_a_malformed_one_is_refused(monkeypatch):
+    monkeypatch.setenv(CPU_QUOTA_ENV, "0.25")
+    assert declared_or_read_quota() == 0.25
+    for bad in ("quarter", "0", "-1", "inf", "nan"):
+        monkeypatch.setenv(CPU_QUOTA_ENV, bad)
+        with pytest.raises(ConfigError, match=f"{CPU_QUOTA_ENV}={bad} is not a number of cores"):
+            declared_or_read_quota()
