@@ -53,6 +53,11 @@ log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 60.0  # seconds requests under way may take to finish when the endpoint stops
 MAX_BODY_BYTES = 8 << 20  # a request body; a full context of text is a few hundred KB at most
+# After refusing a body it did not read, the connection reads and drops what the client still sends, for
+# at most this long and this much, before it closes: closing with bytes unread resets the connection,
+# and a client still sending its body would see the reset instead of the refusal.
+LINGER_S = 2.0
+LINGER_BYTES = 64 << 20
 ROUTES = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETION}
 ALLOWED = ("GET", "HEAD", "POST")  # the methods served, as a 405's Allow header lists them
 # a worker's status -> the HTTP status the client sees (the worker's message goes along)
@@ -128,6 +133,12 @@ class _Handler(BaseHTTPRequestHandler):
     # streamed chunk before its thread gives up on it; a stream's session is closed then
     timeout = 120
     server: ApiServer
+    body_refused = False  # a body was refused before it was read whole: linger before closing
+
+    def finish(self) -> None:
+        super().finish()  # the answer is flushed
+        if self.body_refused:
+            self._linger()
 
     # -- routes ---------------------------------------------------------------------------------------
 
@@ -354,8 +365,22 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError(413, f"the request body has {size} bytes, over the limit of {MAX_BODY_BYTES}")
             return self.rfile.read(size)
         except ApiError:
-            self.close_connection = True
+            self.close_connection = self.body_refused = True
             raise
+
+    def _linger(self) -> None:
+        """Read and drop what the client still sends (its answer is out and the write side closed), until
+        it closes too, or LINGER_S or LINGER_BYTES have passed."""
+        deadline, dropped = time.monotonic() + LINGER_S, 0
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            while dropped < LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(left)
+                if not (data := self.connection.recv(1 << 16)):
+                    return
+                dropped += len(data)
+        except OSError:  # the client reset or timed out: nothing more to wait for
+            pass
 
     def _discard_body(self) -> None:
         """Read and drop the body of a request no route takes one for, so that it is not taken for the

@@ -196,3 +196,19 @@ def test_a_stream_to_an_http_1_0_client_is_its_events_as_they_are_ended_by_closi
     pieces = [json.loads(b.removeprefix("data: "))["choices"][0]["text"] for b in blocks[:-2]]
     _, whole = request(api, "POST", "/v1/completions", BODY)
     assert "".join(pieces) == whole["choices"][0]["text"]
+
+
+def test_a_body_over_the_limit_is_answered_413_while_the_client_is_still_sending_it(api):  # noqa: F811
+    """The refusal goes out before the body is read; closing with the body's bytes unread would reset the
+    connection, and a client still sending would see that reset instead of the 413."""
+    connection = connect(api)
+    try:
+        body = b" " * (9 << 20)  # over MAX_BODY_BYTES, sent whole by the client before it reads
+        connection.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        error = json.loads(response.read())["error"]
+        assert response.status == 413, error
+        assert f"the request body has {len(body)} bytes, over the limit of 8388608" in error["message"]
+        assert response.getheader("Connection") == "close"
+    finally:
+        connection.close()
