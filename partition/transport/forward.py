@@ -168,6 +168,7 @@ class ForwardService:
                         f"[{self.worker}] the session's CHAIN stream was cancelled upstream "
                         "(by the coordinator, or by an earlier stage that failed)",
                     ),
+                    abandoned=True,
                 )
             raise
         finally:

@@ -68,13 +68,16 @@ class ReturnRoutes:
             )
         route.queue.put_nowait(result)
 
-    def finish(self, session_id: str, status: StatusError | None = None) -> None:
+    def finish(self, session_id: str, status: StatusError | None = None, abandoned: bool = False) -> None:
         """The session's CHAIN stream ended: its RETURN stream ends after the results already queued. With
-        no reader yet, they wait for one (the session's end drops them)."""
+        no reader yet, the results and the end wait for one (the session's end drops them), unless there
+        are none, or the caller `abandoned` the stream (cancelled it): a RETURN stream the caller opens
+        next is for the session's next CHAIN stream then, and must not end with this one's end."""
         route = self._routes.get(session_id)
-        if route is None:
-            route = self._routes[session_id] = _Route()
-        elif route.ended:
+        if route is None or route.ended:
+            return
+        if not route.attached and (abandoned or route.queue.empty()):
+            del self._routes[session_id]
             return
         route.queue.put_nowait(End(status))
         route.ended = True

@@ -4,6 +4,8 @@ that comes late still gets the session's results and end, and a reader that writ
 Real worker processes on 127.0.0.1; after each refusal, `serves` proves the worker is still up.
 """
 
+import asyncio
+
 import grpc
 import pytest
 import torch
@@ -38,6 +40,18 @@ def prompt_step(ref: forward_pb2.SessionRef) -> bytes:
     return forward_pb2.ForwardRequest(step=step).SerializeToString()
 
 
+def token_step(ref: forward_pb2.SessionRef, position: int) -> bytes:
+    step = forward_pb2.Step(
+        session_id=ref.session_id,
+        plan_id=ref.plan_id,
+        epoch=ref.epoch,
+        position=position,
+        n_tokens=1,
+        tensor=to_proto(torch.tensor([[PROMPT[0]]])),
+    )
+    return forward_pb2.ForwardRequest(step=step).SerializeToString()
+
+
 def replies(address: str, requests: list[bytes]) -> list[forward_pb2.ForwardReply]:
     with grpc.insecure_channel(address) as channel:
         call = channel.stream_stream(FORWARD, response_deserializer=forward_pb2.ForwardReply.FromString)
@@ -66,10 +80,40 @@ def test_a_message_on_a_return_stream_is_refused_and_the_worker_serves_on(solo):
     assert serves(solo, digest)
 
 
-def test_results_of_a_session_that_ended_are_forgotten_by_the_sweep():
+def test_a_return_stream_after_a_cancelled_chain_gets_the_next_chains_results_only(solo):
+    """The KV cache outlives the streams: a caller that cancelled its streams (a result left unread)
+    opens new ones on the same session and goes on; its new RETURN stream does not end with the old
+    CHAIN stream's cancellation, nor carry the result the caller gave up."""
+    digest = deploy(solo, [WHOLE])
+    ref = forward_pb2.SessionRef(session_id=new_session_id(), plan_id="plan", epoch=1, model_digest=digest)
+
+    async def cancel_after_the_prompt() -> None:
+        async with grpc.aio.insecure_channel(solo[0].address) as channel:
+            call = channel.stream_stream(FORWARD, response_deserializer=forward_pb2.ForwardReply.FromString)()
+            await call.write(opening(ref, forward_pb2.STREAM_ROLE_CHAIN))
+            await call.write(prompt_step(ref))
+            assert (await call.read()).WhichOneof("kind") == "opened"
+            await asyncio.sleep(1.0)  # the step is computed and its result waits, unread
+            call.cancel()
+            await asyncio.sleep(0.5)  # the worker hears of the cancellation
+
+    asyncio.run(cancel_after_the_prompt())
+    with grpc.insecure_channel(solo[0].address) as channel:
+        forward = channel.stream_stream(FORWARD, response_deserializer=forward_pb2.ForwardReply.FromString)
+        results = forward(iter([opening(ref, forward_pb2.STREAM_ROLE_RETURN)]), timeout=10)
+        assert next(results).WhichOneof("kind") == "opened"
+        chain = forward(
+            iter([opening(ref, forward_pb2.STREAM_ROLE_CHAIN), token_step(ref, len(PROMPT))]), timeout=10
+        )
+        assert [reply.WhichOneof("kind") for reply in chain] == ["opened"]
+        (result,) = [reply.result for reply in results]
+    assert result.position == len(PROMPT)
+
+
+def test_results_computed_after_their_session_ended_are_swept():
     routes = ReturnRoutes()
     routes.drop("ended")  # EndSession reached the last stage first,
-    routes.finish("ended")  # then the end of its CHAIN stream
+    routes.put("ended", b"late")  # then a step of the session still under way
     routes.put("open", b"result")
     routes.sweep(open_sessions={"open"})
     assert routes.attach("ended").empty()
