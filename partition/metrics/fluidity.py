@@ -16,6 +16,9 @@ ETALON_TTFT_SLACK_S = 0.3  # Etalon's default scheduling slack on top of a predi
 ETALON_TBT_DEADLINE_S = 0.03  # Etalon's default deadline between tokens
 FLUID_MISS_RATE = 0.1  # the miss rate that defines the fluid token generation rate
 FLUID_STEP_S = 1e-4  # resolution of the smallest deadline search
+# Gaps are differences of float timestamps: one that is on its deadline comes out a few ulps over or
+# under it (0.03 as 0.030000000000000027). A nanosecond, finer than any clock that timed them, decides.
+TIME_TOLERANCE_S = 1e-9
 
 
 @dataclass(frozen=True)
@@ -43,11 +46,12 @@ def deadline_walk(
         if i == 0 and ignore_first:
             continue
         deadline = ttft_deadline_s if i == 0 else tbt_deadline_s
-        if gap <= deadline + slack:
+        late_s = gap - slack - deadline
+        if late_s <= TIME_TOLERANCE_S:
             slack += deadline - gap
             total += 1
             continue
-        misses = math.floor((gap - slack - deadline) / tbt_deadline_s) + 1
+        misses = math.floor((late_s + TIME_TOLERANCE_S) / tbt_deadline_s) + 1
         missed += misses
         total += misses
         slack = 0.0

@@ -7,6 +7,7 @@ excluded (vLLM, GenAI-Perf); normalized latency = (t_N - t0) / N.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,6 +25,8 @@ class RequestTiming:
 
     def __post_init__(self) -> None:
         times = (self.arrival_s, *self.token_times_s)
+        if not all(math.isfinite(t) for t in times):
+            raise ValueError(f"arrival and token times must be finite seconds, got {times}")
         if any(later < earlier for earlier, later in zip(times, times[1:], strict=False)):
             raise ValueError("token times must not go back in time or precede the arrival")
 

@@ -64,3 +64,16 @@ def test_min_tbt_deadline_of_steady_tokens_is_their_gap():
     assert min_tbt_deadline([0.05] * 10) == pytest.approx(0.05)
     with pytest.raises(ValueError, match="two tokens"):
         min_tbt_deadline([])
+
+
+def test_worked_cases_from_recorded_timestamps_score_gaps_on_their_deadline_as_met():
+    """Gaps taken from timestamps are off by a few ulps (0.03 becomes 0.030000000000000027): a token on
+    its deadline is still met, and a miss on an exact multiple of D_d still counts its last deadline."""
+    from partition.metrics import RequestTiming, request_metrics
+
+    slack_case = RequestTiming.from_gaps(0.0, [0.25, 0.02, 0.02, 0.15, 0.03])
+    assert slack_case.inter_token_times[-1] != 0.03  # what the walk is given
+    assert request_metrics(slack_case, 0.3, 0.03).fluidity_index == pytest.approx(1 - 2 / 6)
+    millisecond_trace = RequestTiming(0.0, tuple(ms / 1000 for ms in range(500, 771, 30)))
+    assert request_metrics(millisecond_trace, 0.3, 0.03).fluidity_index == pytest.approx(1 - 7 / 16)
+    assert deadline_walk([0.57], 0.3, 0.03).missed == 10  # floor((0.57 - 0.3) / 0.03) + 1

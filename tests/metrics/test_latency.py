@@ -31,6 +31,9 @@ def test_timing_is_checked_and_gaps_round_trip():
         RequestTiming(1.0, (0.5,))
     with pytest.raises(ValueError, match="back in time"):
         RequestTiming(0.0, (0.5, 0.4))
+    for times in [(0.1, float("nan"), 0.3), (0.1, float("inf"))]:  # NaN compares as never going back
+        with pytest.raises(ValueError, match="must be finite seconds"):
+            RequestTiming(0.0, times)
     timing = RequestTiming.from_gaps(2.0, [0.25, 0.02, 0.02])
     assert timing.token_times_s == pytest.approx((2.25, 2.27, 2.29))
     assert timing.inter_token_times == pytest.approx((0.25, 0.02, 0.02))
