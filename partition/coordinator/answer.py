@@ -157,7 +157,9 @@ class Answerer:
         """Generate `request` through the split; `on_text` gets the text as it is decoded. An exception
         from `on_text` (the caller went away) ends the request and frees its session; one from
         `still_wanted`, called while the request waits for a session slot and once it has one, ends it
-        before its prefill."""
+        before its prefill. Its TTFT counts from now: the wait for a slot and the session's opening
+        included."""
+        arrival_s = time.perf_counter()
         with self._slot(still_wanted):
             session = ResumingSession(
                 lambda d: PipelineSession(d, context=request.context, sampling=request.sampling),
@@ -167,7 +169,9 @@ class Answerer:
             )
             try:
                 self._admit(session)
-                result = generate(session.step, request, self.eos_ids, self.tokenizer.decode, on_text)
+                result = generate(
+                    session.step, request, self.eos_ids, self.tokenizer.decode, on_text, arrival_s=arrival_s
+                )
                 session.close()  # before _forget: a take-back may then close the deployment it is on
             except BaseException as error:
                 with contextlib.suppress(Exception):  # closing fails the same way; the first error says why

@@ -153,7 +153,10 @@ def generate(
     eos_ids: tuple[int, ...],
     decode: Callable[[list[int]], str],
     on_text: Callable[[str], None] | None = None,
+    arrival_s: float | None = None,
 ) -> GenerationResult:
+    """`arrival_s`: perf_counter when the request arrived (t0), if before this call: the wait for a
+    session and its opening then count in TTFT, as REFERENCES.md defines it."""
     prompt = request.prompt_ids
     if not prompt:
         raise ContextOverflowError("the prompt is empty: give at least one token")
@@ -161,7 +164,7 @@ def generate(
         raise ContextOverflowError(
             f"the prompt has {len(prompt)} tokens but the context holds {request.context}; shorten the prompt"
         )
-    result = GenerationResult(prompt_token_ids=list(prompt), start_s=time.perf_counter())
+    result = GenerationResult(prompt_token_ids=list(prompt), start_s=arrival_s or time.perf_counter())
     sampler = Sampler(request.sampling)
     stream = TextStream(decode, request.stop)
     budget = min(request.max_new_tokens, request.context - len(prompt))

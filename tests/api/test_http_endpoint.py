@@ -546,3 +546,27 @@ def test_a_client_that_hangs_up_while_it_waits_for_a_slot_gives_its_turn_up(depl
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_requests_ttft_counts_its_wait_for_a_session_slot(deployed):
+    """TTFT is from arrival (REFERENCES.md): a request queued behind another (one slot) reports the wait."""
+    tokenizer = deployed.tokenizer
+    ids = tokenizer.encode("Once upon a time", add_special=False)
+    first_done = []
+
+    def first() -> None:
+        deployed.answer(GenerationRequest(ids, 48, context=len(ids) + 48))
+        first_done.append(time.perf_counter())
+
+    ahead = threading.Thread(target=first)
+    ahead.start()
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not deployed.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        arrived = time.perf_counter()
+        second = deployed.answer(GenerationRequest(ids, 2, context=len(ids) + 2))
+    finally:
+        ahead.join(TIMEOUT_S)
+    assert deployed.running == 0 and first_done
+    assert second.result.ttft_s >= first_done[0] - arrived > 0  # its first token came after the first ended

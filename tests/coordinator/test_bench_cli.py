@@ -30,13 +30,16 @@ def test_bench_reports_metrics_and_predicted_vs_measured(smollm2, tmp_path):
     assert report["metrics"]["n_requests"] == 2
     assert report["metrics"]["goodput_requests_per_s"] == 0 and report["metrics"]["slo"]["ttft_s"] == 1e-6
     names = [row["name"] for row in report["predicted_vs_measured"]]
-    assert names[:2] == ["TTFT", "TPOT"]
+    assert names[:2] == ["TTFT after open", "TPOT"]
     assert "stage server-a [10,25)" in names
     assert {"link phone -> server-a", "link server-a -> phone"} <= set(names)
     rows = {row["name"]: row for row in report["predicted_vs_measured"]}
     outside = rows.pop("phone outside spans")  # the coordinator's own time per token: measured only
     assert outside["predicted_s"] is None and outside["error"] is None
     assert abs(outside["measured_s"]) < rows["TPOT"]["measured_s"]
+    opening = rows.pop("session open")  # measured only; the metrics' TTFT includes it, as REFERENCES says
+    assert opening["predicted_s"] is None and opening["measured_s"] > 0
+    assert report["metrics"]["ttft_s"]["p50"] > rows["TTFT after open"]["measured_s"]
     for row in rows.values():
         assert row["measured_s"] > 0 and row["predicted_s"] is not None
     assert plot.stat().st_size > 10_000  # a real PNG was drawn
@@ -57,6 +60,19 @@ def test_the_caveat_names_only_what_differs_from_the_plans_workload(smollm2):
     assert workload_caveat(plan, 32, 48, 1) is None
     caveat = workload_caveat(plan, 32, 48, 4)
     assert "sessions 4 (plan: 1)" in caveat and "prompt" not in caveat and "--sessions 4" in caveat
+    assert "batched" not in caveat
+
+
+def test_the_caveat_says_a_plan_for_several_sessions_predicts_batching_the_workers_do_not_do(smollm2):
+    from dataclasses import replace
+
+    from partition.coordinator.bench import workload_caveat
+
+    plan = split_plan(smollm2, [("phone", 0, 32, "raw")])
+    plan = replace(plan, workload=replace(plan.workload, sessions=4))
+    caveat = workload_caveat(plan, 32, 48, 4)  # the plan's own workload, yet not what it measures
+    assert caveat is not None and "differs" not in caveat
+    assert "predicts its 4 sessions decoding as one batched step" in caveat
 
 
 def test_bench_refuses_an_slo_it_cannot_judge(tmp_path):
