@@ -168,12 +168,15 @@ def _runnable(path: Path, codecs: tuple[CodecSpec, ...]) -> tuple[CodecSpec, ...
 
 
 def _from_measurements(path: Path, results: object) -> tuple[CodecSpec, ...]:
+    """Codecs fitted from measurement rows: `results` lists them, or (as benchmarks/codecs.py writes it)
+    lists one entry per activation shape holding that shape's rows under "codecs"."""
     rows: dict[str, list[dict]] = {}
     try:
-        for row in results:
-            rows.setdefault(row["codec"], []).append(row)
+        for entry in results:
+            for row in entry.get("codecs", [entry]):
+                rows.setdefault(row["codec"], []).append(row)
         return tuple(_fit_codec(name, measured) for name, measured in rows.items())
-    except (KeyError, TypeError, ValueError) as error:
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise ConfigError(f"{path}: malformed codec measurement ({error})") from None
 
 

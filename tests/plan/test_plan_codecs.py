@@ -1,6 +1,9 @@
 import dataclasses
 import json
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +11,8 @@ from partition.errors import ConfigError
 from partition.plan import make_plan
 from partition.plan.codecs import DEFAULT_CODECS, CodecSpec, load_codec_table, plan_codecs, select_codecs
 from tests.plan.plan_kit import random_case
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_default_table_has_the_documented_sizes():
@@ -104,6 +109,19 @@ def test_load_benchmark_results_fits_call_and_per_byte_costs(tmp_path):
     assert codec.decode_call_s == pytest.approx(0, abs=1e-12) and codec.decode_s_per_byte == pytest.approx(
         0.5e-9
     )
+
+
+def test_the_json_benchmarks_codecs_writes_is_a_codec_table(tmp_path):
+    out = tmp_path / "codecs.json"
+    subprocess.run(
+        [sys.executable, "benchmarks/codecs.py", "--seq", "1", "4", "--hidden", "64", "--repeats", "2",
+         "--json", str(out)],
+        check=True, capture_output=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    codecs = load_codec_table(out)
+    assert [codec.name for codec in codecs] == [codec.name for codec in DEFAULT_CODECS]
+    assert {codec.name for codec in codecs if codec.lossless} == {"raw", "shuffle-zstd"}
+    assert all(codec.encode_s_per_byte >= 0 and codec.bytes_per_value > 0 for codec in codecs)
 
 
 def test_bad_codec_numbers_are_rejected():
