@@ -137,6 +137,7 @@ def _run(args: argparse.Namespace, plan, http) -> int:
 
         labels = {"baseline": args.baseline, "base_plan_id": plan.plan_id}  # a baseline has its own id
         plan = baseline_plan(plan, args.baseline)
+    check_served_memory(args, plan)
     if args.ray is not None:
         return _run_on_ray(args, plan, http, labels)
     addresses = cluster_addresses(args.cluster) if args.cluster else {}
@@ -225,25 +226,51 @@ def _failover(args: argparse.Namespace, plan, addresses: dict[str, str], transpo
 def _replan_cluster(args: argparse.Namespace, plan):
     """The devices and profiles a re-plan is made from: --cluster when it names every device's profile,
     fits the plan and --no-replan is not given; else None."""
+    if args.no_replan:
+        return None
+    return _profiled_cluster(
+        args, plan, "cannot re-plan around a lost worker: one that stays away ends the request"
+    )
+
+
+def _profiled_cluster(args: argparse.Namespace, plan, without: str):
+    """--cluster with every device's profile, when it has them and fits the plan; else None, and
+    `without` (what is not done then) logged."""
     from partition.coordinator.cluster_devices import read_devices
     from partition.coordinator.replan import check_cluster_fits
     from partition.errors import ConfigError
     from partition.plan import load_cluster
 
-    if args.no_replan or args.cluster is None:
+    if args.cluster is None:
         return None
     if not all(isinstance(device.table.get("profile"), str) for device in read_devices(args.cluster)):
-        log.info("%s names no profiles: a worker that stays away ends the request", args.cluster)
+        log.info("%s names no profiles: %s", args.cluster, without)
         return None
     try:
         cluster = load_cluster(args.cluster)
         check_cluster_fits(plan, cluster)
     except ConfigError as error:
-        log.warning(
-            "cannot re-plan around a lost worker (%s): one that stays away will end the request", error
-        )
+        log.warning("%s (%s)", without, error)
         return None
     return cluster
+
+
+def check_served_memory(args: argparse.Namespace, plan) -> None:
+    """ConfigError when a device cannot hold its stages with the KV cache serving allocates: the plan
+    checked memory for its own workload, and --max-context x --max-sessions may ask for more."""
+    from partition.errors import ConfigError
+    from partition.plan.validate import serving_problem
+
+    cluster = _profiled_cluster(args, plan, "the devices' memory is not checked against --max-context")
+    if cluster is None:
+        return
+    problem = serving_problem(cluster, plan.stages, args.max_context, args.max_sessions)
+    if problem:
+        w = plan.workload
+        raise ConfigError(
+            f"{problem}; the plan was made for {w.sessions} session(s) of {w.kv_tokens} tokens: serve with "
+            f"--max-context {w.kv_tokens} --max-sessions {w.sessions}, or plan for the sessions you serve"
+        )
 
 
 def _serve(

@@ -2,7 +2,7 @@
 
 `chain_problem` returns the first broken rule as a sentence that names the device and the shortfall,
 or "" when the chain is valid. The solver never returns an invalid chain; baselines and plans loaded
-from disk go through here.
+from disk go through here. `serving_problem` checks memory again for the KV cache serve allocates.
 """
 
 from __future__ import annotations
@@ -66,6 +66,11 @@ def chain_problem(cluster: Cluster, stages: tuple[Stage, ...], w: Workload, pin:
     for src, dst, cut, _ in hops(cluster, stages):
         if cluster.link(src, dst) is None:
             return f"no link from {src} to {dst} (needed at cut {cut}); add a [[link]] between them"
+    return memory_problem(cluster, stages, w)
+
+
+def memory_problem(cluster: Cluster, stages: tuple[Stage, ...], w: Workload) -> str:
+    """The first device that cannot hold its stages with the KV cache of `w`, or ""."""
     for device, (weights, kv) in device_memory(cluster, stages, w).items():
         offered = cluster.device(device).memory_bytes
         if weights + kv > offered:
@@ -74,3 +79,11 @@ def chain_problem(cluster: Cluster, stages: tuple[Stage, ...], w: Workload, pin:
                 f"but offers {gb(offered)}"
             )
     return ""
+
+
+def serving_problem(cluster: Cluster, stages: tuple[Stage, ...], max_context: int, max_sessions: int) -> str:
+    """Why serving `stages` with `max_sessions` KV slots of `max_context` tokens (what workers allocate
+    when loading, whatever workload the plan was made for) does not fit, or ""."""
+    served = Workload(prompt_tokens=max(max_context - 1, 1), new_tokens=1, sessions=max_sessions)
+    problem = memory_problem(cluster, stages, served)
+    return f"{problem}, serving {max_sessions} session(s) of {max_context} tokens" if problem else ""
