@@ -6,8 +6,9 @@ a gain no measurement could confirm. Each device in the chain costs a network ho
 process that can fail, and memory. So after the exact solve, devices the optimum uses are left out
 one at a time, cheapest first, while the plan without them stays within `min_gain` of the optimum
 (measured against the optimum, so leaving several out never adds up to more than `min_gain`).
-A device is left out only when the chain then needs fewer servers: trading one server for another
-alike gains nothing.
+The chains tried without a device run on the devices the optimum uses, less those left out: a spare
+server alike the one left out (another of a `count` group) would otherwise take its place, and the
+chain would need as many servers as before.
 With `min_gain = 0` the exact optimum stands.
 """
 
@@ -19,13 +20,6 @@ from partition.plan.cluster import Cluster
 from partition.types import Stage
 
 Chain = tuple[float, tuple[Stage, ...]]  # (objective in seconds, stages in chain order)
-
-
-def without(cluster: Cluster, name: str) -> Cluster:
-    """The cluster with device `name` and its links removed."""
-    devices = tuple(device for device in cluster.devices if device.name != name)
-    links = tuple(link for link in cluster.links if name not in (link.src, link.dst))
-    return Cluster(devices, links)
 
 
 def servers_of(chain: Chain, edge: str) -> set[str]:
@@ -41,19 +35,19 @@ def leave_out_needless(
     """The best chain, found greedily on smaller clusters, that runs on fewer servers than `optimum`
     and is within `min_gain` of it; `optimum` itself when there is none.
 
-    `best_chain(cluster)`: the optimal chain on a cluster, or None. A removal counts only if the chain
-    then uses fewer servers (not another server in place of the one removed)."""
+    `best_chain(cluster)`: the optimal chain on a cluster, or None. Each try runs on the servers the
+    chain so far uses, less one: fewer servers, never another in place of the one left out."""
     edge, limit = cluster.edge.name, optimum[0] * (1 + min_gain)
-    current, chosen = cluster, optimum
+    servers = {device.name for device in cluster.servers}
+    chosen = optimum
     while min_gain > 0:
         used = servers_of(chosen, edge)
         options = []
         for name in sorted(used):
-            reduced = without(current, name)
-            candidate = best_chain(reduced)
-            if candidate and candidate[0] <= limit and len(servers_of(candidate, edge)) < len(used):
-                options.append((candidate[0], name, reduced, candidate))
+            candidate = best_chain(cluster.without(servers - used | {name}))
+            if candidate and candidate[0] <= limit:
+                options.append((candidate[0], name, candidate))
         if not options:
             break
-        _, _, current, chosen = min(options, key=lambda option: option[:2])
+        _, _, chosen = min(options, key=lambda option: option[:2])
     return chosen

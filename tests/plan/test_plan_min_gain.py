@@ -17,8 +17,9 @@ from partition.types import Fit, Workload
 WORKLOAD = Workload(prompt_tokens=40, new_tokens=32)
 
 
-def cluster_with_faster_head(head_speedup: float):
-    """A slow phone and two servers: server-b slower at blocks, but faster at the head by `head_speedup`."""
+def cluster_with_faster_head(head_speedup: float, spares: int = 0):
+    """A slow phone and two servers: server-b slower at blocks, but faster at the head by `head_speedup`;
+    and `spares` more servers alike server-b (as a `count` group gives)."""
     server_b = synthetic_profile("server-b", speed=0.9)
     head = synthetic_profile("server-b").head
     faster = [
@@ -31,7 +32,11 @@ def cluster_with_faster_head(head_speedup: float):
     return star_cluster(
         synthetic_profile("phone", speed=0.25),
         1.0,
-        [("server-a", synthetic_profile("server-a"), 8.0), ("server-b", server_b, 8.0)],
+        [
+            ("server-a", synthetic_profile("server-a"), 8.0),
+            ("server-b", server_b, 8.0),
+            *((f"server-b{i}", server_b, 8.0) for i in range(spares)),
+        ],
         edge_link=(50.0, 10.0),
         server_link=(10_000.0, 0.05),
     )
@@ -56,6 +61,15 @@ def test_a_server_that_saves_less_than_min_gain_is_left_out():
     assert "unused:" not in report  # server-b is not idle for want of a faster chain
     again = plan_from_json(plan_to_json(plan))
     assert (again.left_out, again.min_gain, again.optimum_s) == (plan.left_out, 0.01, plan.optimum_s)
+
+
+def test_a_spare_server_alike_does_not_stand_in_for_the_one_left_out():
+    cluster = cluster_with_faster_head(1.05, spares=2)
+    exact = make_plan(cluster, WORKLOAD)
+    assert len(devices(exact)) == 3  # the head on one of the servers alike
+    plan = make_plan(cluster, WORKLOAD, min_gain=0.01)
+    assert devices(plan) == {"phone", "server-a"} and len(plan.left_out) == 1
+    assert plan.predicted.objective_s < exact.predicted.objective_s * 1.01
 
 
 def test_a_server_that_saves_more_keeps_its_place():
