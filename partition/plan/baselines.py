@@ -5,9 +5,10 @@
   memory, largest first, so the last blocks and the head land on the device with the least memory
   (exo/topology/ring_memory_weighted_partitioning_strategy.py; its last shard holds the LM head). The
   edge, which runs only at either end of our chain, goes first when it has the most memory, else last.
-- memory_proportional_edge_first: the same shares in cluster-file order, the edge first, and the head
-  where it costs less: memory-proportional as favourable as it gets, so the comparison isolates the
-  split of the blocks.
+- memory_proportional_edge_first: blocks in proportion to memory too, in cluster-file order, the edge
+  first, and the head where it costs less: memory-proportional as favourable as it gets. Its shares are
+  rounded by largest remainder, not at exo's cumulative floors, so a device may hold a block more or
+  less than in memory_proportional.
 - edge_only: the whole model on the edge.
 - best_single_server: the blocks (the whole model with --no-pin) on the one server that does best.
 The edge keeps embed in every baseline (unless --no-pin). In every baseline but memory_proportional the
