@@ -219,7 +219,7 @@ def _decode_dataclass(cls: type, data: Any, path: str) -> Any:
         raise _FieldError(f"{prefix or 'top level: '}unknown field(s) {', '.join(sorted(data))}")
     try:
         return cls(**values)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, ConfigError) as error:  # ConfigError: a CodecSpec's own check
         raise _FieldError(f"{path or 'top level'}: {error}") from None
 
 

@@ -7,7 +7,10 @@ that list.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+from partition.errors import ConfigError
 
 EMBED = "embed"
 BLOCK = "block"
@@ -105,6 +108,36 @@ RETURN_TOP_K = 64
 TOP_K_LOGITS_BYTES = RETURN_TOP_K * (TOKEN_ID_BYTES + RAW_VALUE_BYTES)
 
 UNIT_KINDS = (EMBED, BLOCK, HEAD)
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """Size and speed of one activation codec, per fp32 value it is given."""
+
+    name: str  # the name a plan writes per link (partition.codec registry name)
+    bytes_per_value: float  # bytes on the wire per fp32 value (raw = 4), scales and headers included
+    encode_s_per_byte: float  # seconds per raw fp32 byte to encode (on the sender)
+    decode_s_per_byte: float  # seconds per raw fp32 byte to decode (on the receiver)
+    lossless: bool  # decode(encode(x)) == x bit for bit
+    encode_call_s: float = 0.0  # seconds per encode call regardless of size
+    decode_call_s: float = 0.0  # seconds per decode call regardless of size
+
+    def __post_init__(self) -> None:
+        numbers = (self.bytes_per_value, self.encode_s_per_byte, self.decode_s_per_byte)
+        numbers += (self.encode_call_s, self.decode_call_s)
+        if not all(math.isfinite(x) and x >= 0 for x in numbers) or self.bytes_per_value == 0:
+            raise ConfigError(f"codec {self.name!r}: sizes and times must be finite, >= 0 (bytes > 0)")
+
+    def wire_bytes(self, raw_bytes: float) -> int:
+        """Bytes on the wire for `raw_bytes` bytes of fp32 activations."""
+        return math.ceil(raw_bytes * self.bytes_per_value / RAW_VALUE_BYTES)
+
+    def codec_s(self, raw_bytes: float) -> float:
+        """Seconds spent encoding plus decoding `raw_bytes` bytes of fp32 activations (0 bytes: no call)."""
+        if raw_bytes <= 0:
+            return 0.0
+        calls = self.encode_call_s + self.decode_call_s
+        return calls + raw_bytes * (self.encode_s_per_byte + self.decode_s_per_byte)
 
 
 @dataclass(frozen=True)
@@ -339,6 +372,9 @@ class Plan:
     # units pinned to the edge, and the codecs a hop could use (() in plans that do not record them: any)
     pin: Pinning = DEFAULT_PINNING
     codecs: tuple[str, ...] = ()
+    # the sizes and speeds of `codecs` the planner used (a measured table's, or the built-in estimates);
+    # () in plans that do not record them: then the built-in estimates stand in
+    codec_figures: tuple[CodecSpec, ...] = ()
 
     def __post_init__(self) -> None:
         expected = 0
@@ -354,5 +390,9 @@ class Plan:
             )
         if self.edge_threads < 0:
             raise ValueError(f"edge_threads must be 0 (not recorded) or more, got {self.edge_threads}")
+        if self.codec_figures and tuple(codec.name for codec in self.codec_figures) != self.codecs:
+            raise ValueError(
+                f"codec_figures are for {[c.name for c in self.codec_figures]}, but codecs names {list(self.codecs)}"
+            )
         if not 0 <= self.min_gain < 1:
             raise ValueError(f"min_gain is a fraction of the objective in [0, 1), got {self.min_gain}")

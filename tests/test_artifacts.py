@@ -95,8 +95,8 @@ def test_a_plan_written_before_edge_threads_still_loads(plan):
     assert older.edge_threads == 0 and older.stages == plan.stages
 
 
-def test_a_plan_written_before_pin_and_codecs_still_loads(plan):
-    older = plan_from_json(_mutated(plan, lambda d: [d.pop("pin"), d.pop("codecs")]))
+def test_a_plan_written_before_pin_codecs_and_their_figures_still_loads(plan):
+    older = plan_from_json(_mutated(plan, lambda d: [d.pop("pin"), d.pop("codecs"), d.pop("codec_figures")]))
     assert older.pin == Pinning() and older.codecs == () and older.stages == plan.stages
 
 

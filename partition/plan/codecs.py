@@ -8,46 +8,14 @@ speed, so it reads them as data. `DEFAULT_CODECS` holds estimates for a CPU work
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 from partition.artifacts import read_text
 from partition.errors import ConfigError
-from partition.types import RAW_VALUE_BYTES, Plan
+from partition.types import RAW_VALUE_BYTES, CodecSpec, Plan
 
 CODEC_TABLE_SCHEMA = "partition/codec-table"
 CODEC_TABLE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class CodecSpec:
-    """Size and speed of one activation codec, per fp32 value it is given."""
-
-    name: str  # the name a plan writes per link (partition.codec registry name)
-    bytes_per_value: float  # bytes on the wire per fp32 value (raw = 4), scales and headers included
-    encode_s_per_byte: float  # seconds per raw fp32 byte to encode (on the sender)
-    decode_s_per_byte: float  # seconds per raw fp32 byte to decode (on the receiver)
-    lossless: bool  # decode(encode(x)) == x bit for bit
-    encode_call_s: float = 0.0  # seconds per encode call regardless of size
-    decode_call_s: float = 0.0  # seconds per decode call regardless of size
-
-    def __post_init__(self) -> None:
-        numbers = (self.bytes_per_value, self.encode_s_per_byte, self.decode_s_per_byte)
-        numbers += (self.encode_call_s, self.decode_call_s)
-        if not all(math.isfinite(x) and x >= 0 for x in numbers) or self.bytes_per_value == 0:
-            raise ConfigError(f"codec {self.name!r}: sizes and times must be finite, >= 0 (bytes > 0)")
-
-    def wire_bytes(self, raw_bytes: float) -> int:
-        """Bytes on the wire for `raw_bytes` bytes of fp32 activations."""
-        return math.ceil(raw_bytes * self.bytes_per_value / RAW_VALUE_BYTES)
-
-    def codec_s(self, raw_bytes: float) -> float:
-        """Seconds spent encoding plus decoding `raw_bytes` bytes of fp32 activations (0 bytes: no call)."""
-        if raw_bytes <= 0:
-            return 0.0
-        calls = self.encode_call_s + self.decode_call_s
-        return calls + raw_bytes * (self.encode_s_per_byte + self.decode_s_per_byte)
 
 
 # Estimates for a CPU worker, until a measured table replaces them. Sizes are exact for the formats
@@ -81,8 +49,11 @@ def select_codecs(codecs: tuple[CodecSpec, ...], names: list[str] | None) -> tup
 
 
 def plan_codecs(plan: Plan) -> tuple[CodecSpec, ...]:
-    """The default codecs `plan` was made to choose from (every one when it names none): what planning
-    it again, or predicting its stages again, must be given."""
+    """The codecs `plan` was made to choose from, with the sizes and speeds it was made with (a plan
+    that does not record them: the built-in estimates of those it names, every one when it names
+    none): what planning it again, or predicting its stages again, must be given."""
+    if plan.codec_figures:
+        return plan.codec_figures
     return select_codecs(DEFAULT_CODECS, list(plan.codecs) or None)
 
 

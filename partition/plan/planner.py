@@ -77,6 +77,7 @@ def make_plan(
         optimum_s=optimum[0] if chosen is not optimum else 0.0,
         pin=pin,
         codecs=tuple(codec.name for codec in codecs),
+        codec_figures=codecs,
     )
 
 

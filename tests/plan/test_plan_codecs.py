@@ -41,7 +41,36 @@ def test_a_plan_is_planned_again_from_the_codecs_it_chose_from():
     plan = make_plan(cluster, workload, select_codecs(DEFAULT_CODECS, ["int8", "raw"]), pin=pin)
     assert [codec.name for codec in plan_codecs(plan)] == ["int8", "raw"]
     # a plan that records none (written before plans named them) chose from every default codec
-    assert plan_codecs(dataclasses.replace(plan, codecs=())) == DEFAULT_CODECS
+    assert plan_codecs(dataclasses.replace(plan, codecs=(), codec_figures=())) == DEFAULT_CODECS
+
+
+def test_a_plan_keeps_the_measured_figures_it_was_made_with_for_a_re_plan(tmp_path):
+    """A measured table's slow codecs stay slow when the plan is read back and planned again, instead of
+    the built-in estimates of the same names."""
+    from partition.artifacts import load_plan, plan_from_json, plan_to_json, save_plan
+
+    measured = (
+        CodecSpec("raw", 4.0, 0.0, 0.0, True),
+        CodecSpec("int8-zstd", 0.6, 6e-7, 6e-7, False),  # far slower here than the estimate's 2.5e-9
+    )
+    cluster, workload, _, pin = random_case(random.Random(7))
+    plan = make_plan(cluster, workload, measured, pin=pin)
+    save_plan(plan, tmp_path / "plan.json")
+    again = load_plan(tmp_path / "plan.json")
+    assert plan_codecs(again) == measured
+    replanned = make_plan(cluster, again.workload, plan_codecs(again), pin=again.pin, epoch=2)
+    assert replanned.stages == plan.stages and replanned.predicted == plan.predicted
+    # a plan written before plans recorded the figures reads as one made with the estimates
+    older = json.loads(plan_to_json(plan))
+    del older["codec_figures"]
+    assert plan_codecs(plan_from_json(json.dumps(older))) == select_codecs(
+        DEFAULT_CODECS, ["raw", "int8-zstd"]
+    )
+    broken = json.loads(plan_to_json(plan))
+    broken["codec_figures"][1]["decode_s_per_byte"] = -1
+    broken = json.dumps(broken)
+    with pytest.raises(ConfigError, match=r"codec_figures\[1\].*must be finite, >= 0"):
+        plan_from_json(broken)
 
 
 def test_load_our_table_format(tmp_path):
