@@ -164,7 +164,9 @@ def generate(
         raise ContextOverflowError(
             f"the prompt has {len(prompt)} tokens but the context holds {request.context}; shorten the prompt"
         )
-    result = GenerationResult(prompt_token_ids=list(prompt), start_s=arrival_s or time.perf_counter())
+    result = GenerationResult(
+        prompt_token_ids=list(prompt), start_s=time.perf_counter() if arrival_s is None else arrival_s
+    )
     sampler = Sampler(request.sampling)
     stream = TextStream(decode, request.stop)
     budget = min(request.max_new_tokens, request.context - len(prompt))
