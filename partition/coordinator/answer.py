@@ -172,13 +172,17 @@ class Answerer:
                 result = generate(
                     session.step, request, self.eos_ids, self.tokenizer.decode, on_text, arrival_s=arrival_s
                 )
-                session.close()  # before _forget: a take-back may then close the deployment it is on
             except BaseException as error:
                 with contextlib.suppress(Exception):  # closing fails the same way; the first error says why
                     session.close()
                 if isinstance(error, StageCallError):
                     raise self._named(error) from None
                 raise
+            else:  # before _forget: a take-back may then close the deployment it is on
+                try:
+                    session.close()
+                except StageCallError as error:  # the answer is whole: a worker gone since holds no slot
+                    log.warning("the answer is whole, but ending its session failed: %s", error.details)
             finally:
                 self._forget(session)
         plan = session.session.deployment.plan if session.session is not None else self.deployment.plan
@@ -186,8 +190,10 @@ class Answerer:
 
     def close(self) -> None:
         """Close the deployment served now and every replaced one still open."""
-        with contextlib.ExitStack() as closing:  # each one closed, whatever the others raise
-            for deployment in [*self._retired, self.deployment]:
+        # Each one closed, whatever the others raise, in the order given: the one served now last, as
+        # after a re-plan it owns the event loop the replaced ones still close their channels on.
+        with contextlib.ExitStack() as closing:
+            for deployment in reversed([*self._retired, self.deployment]):
                 closing.callback(deployment.close)
         self._retired = []
 

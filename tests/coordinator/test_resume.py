@@ -97,6 +97,25 @@ def test_a_worker_that_stays_away_ends_the_request_named_and_the_next_one_heals(
     assert again.resumes == 0 and "Paris" in again.result.text and answerer.reloads == 1
 
 
+def test_a_worker_gone_after_the_last_token_leaves_the_whole_answer(answerer, monkeypatch):
+    """Every token is out (to the terminal, or streamed over HTTP) when the worker dies, before the
+    session is ended on it: the answer stands; the failed EndSession is only logged."""
+    import partition.coordinator.answer as answering
+
+    answerer, restarts = answerer
+    whole = answerer.answer(request(answerer))
+
+    def generate_then_the_worker_dies(*args, **kwargs):
+        result = generate(*args, **kwargs)
+        restarts.kill()
+        return result
+
+    generate = answering.generate
+    monkeypatch.setattr(answering, "generate", generate_then_the_worker_dies)
+    again = answerer.answer(request(answerer))
+    assert again.result.token_ids == whole.result.token_ids and len(again.result.token_ids) == TOKENS
+
+
 def test_the_last_of_two_workers_restarted_mid_request_is_reached_again_by_the_first(smollm2):
     """server-b is reached over server-a's own channel to it, which must come back too."""
     first, last = Restarts("server-a"), Restarts("server-b")
