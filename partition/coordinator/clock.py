@@ -6,7 +6,8 @@ t3 (coordinator receives), stamps in Unix ns on each side's own clock. For one s
     offset = ((t1 - t0) + (t2 - t3)) / 2      worker clock minus coordinator clock
     delay  = (t3 - t0) - (t2 - t1)            round-trip time on the wire
 The samples with the smallest delay were queued least, so their offsets are the most trustworthy:
-we take the median offset of the fastest quarter. The error of the estimate is at most delay / 2.
+we take the median offset of the fastest quarter. Each sample's offset is within its delay / 2 of
+the truth, so the estimate is within half the largest delay of the samples used.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 class ClockEstimate:
     offset_ns: int  # worker clock - coordinator clock, ns
     delay_ns: int  # round trip of the samples used, median, ns
-    error_bound_ns: int  # |true offset - estimate| is at most this (half the smallest round trip), ns
+    error_bound_ns: int  # |true offset - estimate| is at most this (half the largest round trip used), ns
     samples: int  # probes used
 
     def to_local_ns(self, worker_stamp_ns: int) -> int:
@@ -47,6 +48,6 @@ def estimate_offset(samples: Sequence[tuple[int, int, int, int]]) -> ClockEstima
     return ClockEstimate(
         offset_ns=round(statistics.median(o for _, o in best)),
         delay_ns=round(statistics.median(d for d, _ in best)),
-        error_bound_ns=measured[0][0] // 2,
+        error_bound_ns=best[-1][0] // 2,
         samples=len(samples),
     )
