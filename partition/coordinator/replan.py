@@ -40,7 +40,7 @@ from pathlib import Path
 
 from partition.coordinator.deploy import Deployment, WorkerAwayError, deploy
 from partition.coordinator.workers import is_listening
-from partition.errors import ConfigError
+from partition.errors import ConfigError, PartitionError
 from partition.plan.cluster import Cluster
 from partition.transport.channels import RECONNECT_WAIT_S
 from partition.types import Plan
@@ -117,9 +117,12 @@ class Failover:
             return deploy(plan, self.addresses, self.transport, max_context, max_sessions)
         except WorkerAwayError as error:
             log.warning("%s", error)
-            away = {error.device}
+            away, why = {error.device}, error
         left_out = self._left_out(away)
-        new = replan_without(plan, self.cluster, left_out)
+        try:
+            new = replan_without(plan, self.cluster, left_out)
+        except PartitionError as failed:  # nothing serves without it: say which worker to start
+            raise WorkerAwayError(f"{why}; planning without it failed: {failed}", why.device) from None
         log.warning("planned without %s: %s", ", ".join(sorted(left_out)), _described(new))
         deployment = self._roll_out(new, left_out, max_context, max_sessions)
         self.first = plan

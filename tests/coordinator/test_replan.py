@@ -134,6 +134,23 @@ def test_a_worker_away_at_the_start_without_profiles_is_named_with_how_to_start_
     assert f"partition worker --listen {addresses['server-b']} --name server-b" in str(error.value)
 
 
+def test_a_worker_away_at_the_start_that_nothing_serves_without_is_named_with_why(
+    smollm2, tmp_path, two_workers
+):
+    from partition.coordinator.deploy import WorkerAwayError
+
+    addresses = {name: worker.address for name, worker in two_workers.items()}
+    small = {"phone": 0.05, "server-a": 0.05, "server-b": 8.0}  # only server-b holds the big segments
+    cluster = load_cluster(profiled_cluster(smollm2, tmp_path, addresses, small))
+    failover = Failover(cluster, addresses, plan_path=tmp_path / "plan.json")
+    kill(two_workers["server-b"])
+    with pytest.raises(WorkerAwayError) as error:
+        failover.deploy(three_stage_plan(smollm2), max_context=128, max_sessions=1)
+    assert error.value.device == "server-b"
+    assert f"partition worker --listen {addresses['server-b']} --name server-b" in str(error.value)
+    assert "; planning without it failed: " in str(error.value)
+
+
 def test_requests_under_way_on_the_replaced_plan_go_on_on_the_new_one(smollm2, tmp_path, two_workers):
     """Two requests at once: one re-plans, the other shares that outcome (its stream broke too, or it
     opened on the old plan as a worker left took the new epoch) and resumes on the new plan."""
