@@ -174,7 +174,15 @@ def serve(
             client, _ = listener.accept()
         except TimeoutError:
             continue
-        _proxy(client, target, policy)
+        except OSError as error:  # out of descriptors, say: this connection is lost, not the device
+            log.warning("accept failed: %s", error)
+            stop.wait(0.05)
+            continue
+        try:
+            _proxy(client, target, policy)
+        except OSError as error:  # the client reset before it was proxied: only its connection ends
+            log.warning("dropped a connection that failed while it was set up: %s", error)
+            client.close()
 
 
 def _proxy(client: socket.socket, target: tuple[str, int], policy: DelayPolicy) -> None:
@@ -186,10 +194,14 @@ def _proxy(client: socket.socket, target: tuple[str, int], policy: DelayPolicy) 
         log.warning("cannot reach %s:%d for %s: %s", *target, peer_ip, error)
         client.close()
         return
-    upstream.settimeout(None)
-    client.settimeout(None)
-    _tune(client)
-    _tune(upstream)
+    try:
+        upstream.settimeout(None)
+        client.settimeout(None)
+        _tune(client)
+        _tune(upstream)
+    except OSError:
+        upstream.close()
+        raise
     pair = _Pair(client, upstream)
     log.info("connection from %s: %.3f ms each way", peer_ip, delay_s * 1e3)
     DelayLine(client, upstream, delay_s, pair, f"{peer_ip}>").start()

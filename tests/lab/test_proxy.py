@@ -2,6 +2,7 @@
 
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import threading
@@ -83,6 +84,28 @@ def test_bulk_data_arrives_intact_and_fast(proxy):
         while data := sock.recv(65536):
             received += data
     assert bytes(received) == payload
+
+
+def test_a_client_that_resets_before_it_is_proxied_costs_only_its_own_connection(echo_address):
+    listener = socket.create_server(("127.0.0.1", 0), backlog=8)
+    address = listener.getsockname()
+    reset = socket.create_connection(address)
+    reset.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    reset.close()  # RST while it waits in the accept queue: the proxy's accept hands over a dead socket
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=serve, args=(listener, echo_address, DelayPolicy(0.0, {}), stop), daemon=True
+    )
+    thread.start()
+    try:
+        with socket.create_connection(address, timeout=5) as client:
+            client.sendall(b"still served")
+            assert client.recv(64) == b"still served"
+        assert thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+        listener.close()
 
 
 def test_wait_for_gives_up_when_nothing_listens():
