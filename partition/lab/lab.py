@@ -259,6 +259,11 @@ def down(name: str | None = None, directory: str | Path | None = None) -> list[s
         states = [s for s in states if s.name == name]
         if not states:
             raise LabError(f"no lab {name!r} is up; {_labs_up(directory)}")
+    if states and os.geteuid() != 0:  # killing its processes and removing its namespaces would fail midway
+        raise LabError(
+            f"lab down needs root, as lab up did: {', '.join(s.name for s in states)} has processes, namespaces "
+            "and cgroups that only root may remove (run it with sudo); nothing was removed"
+        )
     problems = []
     for state in states:
         problems += down_state(state)

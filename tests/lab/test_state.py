@@ -32,6 +32,17 @@ def test_find_names_the_labs_that_are_up(tmp_path):
     assert find("b", tmp_path).name == "b"
 
 
+def test_lab_down_without_root_says_so_and_removes_nothing(tmp_path, monkeypatch):
+    from partition.lab import down
+
+    state = LabState(name="wifi-edge", path=state_path(tmp_path, "wifi-edge"))
+    state.save()
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # as after `sudo lab up`, a plain `lab down`
+    with pytest.raises(LabError, match="lab down needs root, as lab up did: wifi-edge has processes"):
+        down(None, tmp_path)
+    assert state.path.exists()
+
+
 def test_hints_carry_a_state_dir_other_than_the_default(tmp_path, monkeypatch):
     monkeypatch.delenv("PARTITION_LAB_STATE_DIR", raising=False)
     assert lab_command(DEFAULT_STATE_DIR, "down --name a") == "partition lab down --name a"
