@@ -5,11 +5,12 @@ profile = profile_device("smollm2-135m", threads=2)   # a DeviceProfile, from th
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from partition.model.source import ModelSource
 from partition.profile.cache import cache_key, cached, default_cache_dir, store
-from partition.profile.device import cpu_model, cpu_quota_cores
+from partition.profile.device import cpu_model, cpu_quota_cores, memory_available_bytes
 from partition.profile.profiler import METHOD, ProfileSettings, profile_model
 from partition.types import DeviceProfile
 
@@ -45,7 +46,9 @@ def profile_device(
     key = cache_key(source.digest, identity, dtype, threads, cpu_quota_cores(), settings, METHOD)
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if not refresh and (hit := cached(directory, key)) is not None:
-        return hit
+        # Timings keep; the memory this device offers now does not (another cgroup limit, other processes)
+        device = dataclasses.replace(hit.device, memory_bytes=memory_available_bytes())
+        return dataclasses.replace(hit, device=device)
     profile = profile_model(
         source, settings, dtype=dtype, threads=threads, device=device, name=identity["name"]
     )
