@@ -26,7 +26,13 @@ def missing(config: LabConfig | None = None, cpu_root: Path = CPU_ROOT) -> list[
     needs_cpu = config is None or any(device.cpu is not None for device in config.devices)
     if needs_cpu:
         quota = cpu_root / "cpu.cfs_quota_us"
-        if not quota.exists():
+        if not quota.exists() and (cpu_root.parent / "cgroup.controllers").is_file():
+            # cgroup v2 mounted at the root: mkdir there makes a v2 group, and v1's cpu cannot be mounted
+            gaps.append(
+                f"the cgroup v1 cpu controller: {cpu_root.parent} is cgroup v2, which the lab does not drive "
+                "yet; drop `cpu =` from the config (the devices then run without a CPU quota)"
+            )
+        elif not quota.exists():
             gaps.append(
                 f"the cgroup v1 cpu controller at {cpu_root} (no {quota.name}); mount it with "
                 f"`mkdir -p {cpu_root} && mount -t cgroup -o cpu cgroup {cpu_root}`, or drop `cpu =` from the config"
