@@ -47,8 +47,8 @@ def profile_device(
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if not refresh and (hit := cached(directory, key)) is not None:
         # Timings keep; the memory this device offers now does not (another cgroup limit, other processes)
-        device = dataclasses.replace(hit.device, memory_bytes=memory_available_bytes())
-        return dataclasses.replace(hit, device=device)
+        now = dataclasses.replace(hit.device, memory_bytes=memory_available_bytes())
+        return dataclasses.replace(hit, device=now)
     profile = profile_model(
         source, settings, dtype=dtype, threads=threads, device=device, name=identity["name"]
     )
