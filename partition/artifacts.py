@@ -85,7 +85,7 @@ def save_profile(profile: DeviceProfile, path: Path) -> None:
 
 
 def load_profile(path: Path) -> DeviceProfile:
-    return profile_from_json(_read(Path(path)), str(path))
+    return profile_from_json(read_text(Path(path), "file"), str(path))
 
 
 def save_plan(plan: Plan, path: Path) -> None:
@@ -93,11 +93,7 @@ def save_plan(plan: Plan, path: Path) -> None:
 
 
 def load_plan(path: Path) -> Plan:
-    return plan_from_json(_read(Path(path)), str(path))
-
-
-def _read(path: Path) -> str:
-    return read_text(path, "file")
+    return plan_from_json(read_text(Path(path), "file"), str(path))
 
 
 def read_text(path: Path, kind: str, advice: str = "") -> str:
