@@ -5,7 +5,6 @@ Times are shown in milliseconds; predicted-vs-measured rows show the relative er
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -74,7 +73,7 @@ class Comparison:
     @property
     def error(self) -> float | None:
         """(predicted - measured) / measured: negative when the plan was optimistic."""
-        if self.predicted_s is None or self.measured_s == 0 or not math.isfinite(self.measured_s):
+        if self.predicted_s is None or self.measured_s == 0:
             return None
         return (self.predicted_s - self.measured_s) / self.measured_s
 
