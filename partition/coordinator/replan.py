@@ -40,7 +40,7 @@ from pathlib import Path
 
 from partition.coordinator.deploy import Deployment, WorkerAwayError, deploy
 from partition.coordinator.workers import is_listening
-from partition.errors import ConfigError, PartitionError
+from partition.errors import ConfigError, InfeasiblePlanError, PartitionError
 from partition.plan.cluster import Cluster
 from partition.transport.channels import RECONNECT_WAIT_S
 from partition.types import Plan
@@ -51,14 +51,34 @@ RECHECK_S = 10.0  # seconds between looks for devices planned around that listen
 MAX_RECHECK_S = 300.0  # after take-backs that failed, looks wait twice as long each time, up to this
 
 
-def replan_without(plan: Plan, cluster: Cluster, lost: Iterable[str]) -> Plan:
-    """`plan`'s workload planned again on `cluster` less the servers `lost`, at the next epoch."""
+def replan_without(
+    plan: Plan, cluster: Cluster, lost: Iterable[str], max_context: int | None = None, max_sessions: int = 1
+) -> Plan:
+    """`plan`'s workload planned again on `cluster` less the servers `lost`, at the next epoch. With
+    `max_context`, every device must also hold the KV slots serve has its workers allocate (`max_sessions`
+    of `max_context` tokens): the plan's own workload may need far less, and a segment that grows on a
+    small device would not load."""
     from partition.plan import make_plan, plan_codecs
+    from partition.plan.validate import served_workload
 
     remaining, codecs = cluster.without(lost), plan_codecs(plan)
-    return make_plan(
-        remaining, plan.workload, codecs, pin=plan.pin, epoch=plan.epoch + 1, min_gain=plan.min_gain
-    )
+    memory = served_workload(max_context, max_sessions) if max_context is not None else None
+    try:
+        return make_plan(
+            remaining,
+            plan.workload,
+            codecs,
+            pin=plan.pin,
+            epoch=plan.epoch + 1,
+            min_gain=plan.min_gain,
+            memory=memory,
+        )
+    except InfeasiblePlanError as error:
+        if memory is None:
+            raise
+        raise InfeasiblePlanError(
+            f"{error} (serving --max-context {max_context} x --max-sessions {max_sessions})"
+        ) from None
 
 
 def _described(plan: Plan) -> str:
@@ -120,7 +140,7 @@ class Failover:
             away, why = {error.device}, error
         left_out = self._left_out(away)
         try:
-            new = replan_without(plan, self.cluster, left_out)
+            new = replan_without(plan, self.cluster, left_out, max_context, max_sessions)
         except PartitionError as failed:  # nothing serves without it: say which worker to start
             raise WorkerAwayError(f"{why}; planning without it failed: {failed}", why.device) from None
         log.warning("planned without %s: %s", ", ".join(sorted(left_out)), _described(new))
@@ -184,7 +204,9 @@ class Failover:
         if first_again:
             plan = replace(self.first, epoch=deployment.plan.epoch + 1)
         else:
-            plan = replan_without(deployment.plan, self.cluster, left_out)
+            plan = replan_without(
+                deployment.plan, self.cluster, left_out, deployment.max_context, deployment.max_sessions
+            )
         if unchanged is not None and plan.stages == unchanged.stages:
             log.info("%s back; the plan stays as it is", ", ".join(sorted(back)))
             self.lost = left_out

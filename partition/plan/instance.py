@@ -57,10 +57,18 @@ class Instance:
     weight: float  # factor on the bottleneck: S - 1 under the throughput objective, 0 under latency
 
 
-def build_instance(cluster: Cluster, w: Workload, codecs: tuple[CodecSpec, ...], pin: Pinning) -> Instance:
+def build_instance(
+    cluster: Cluster,
+    w: Workload,
+    codecs: tuple[CodecSpec, ...],
+    pin: Pinning,
+    memory: Workload | None = None,
+) -> Instance:
+    """The tables of `w`'s costs; memory holds the KV cache of `memory` (default `w`)."""
     n = cluster.model.n_units
     kinds = device_kinds(cluster)
-    tables = tuple(_kind_table(cluster.device(members[0]), members, w, n) for members in kinds)
+    held = memory or w
+    tables = tuple(_kind_table(cluster.device(members[0]), members, w, held, n) for members in kinds)
     hops: dict[tuple[int, int], tuple[HopOption, ...]] = {}
     for (ka, a), (kb, b) in itertools.product(enumerate(kinds), repeat=2):
         src = a[0]
@@ -79,14 +87,14 @@ def build_instance(cluster: Cluster, w: Workload, codecs: tuple[CodecSpec, ...],
     return Instance(n, tables, hops, pin, weight)
 
 
-def _kind_table(device: Device, members: tuple[str, ...], w: Workload, n: int) -> KindTable:
+def _kind_table(device: Device, members: tuple[str, ...], w: Workload, held: Workload, n: int) -> KindTable:
     costs = [device.profile.unit_cost(u) for u in range(n)]
     return KindTable(
         devices=members,
         cap=device.memory_bytes,
         cost=tuple(itertools.accumulate((unit_objective_s(c, w) for c in costs), initial=0.0)),
         item=tuple(itertools.accumulate((unit_step_s(c, w) for c in costs), initial=0.0)),
-        mem=tuple(itertools.accumulate((unit_memory_bytes(c, w) for c in costs), initial=0)),
+        mem=tuple(itertools.accumulate((unit_memory_bytes(c, held) for c in costs), initial=0)),
         tied_saves=shared_weight_bytes(device.profile, (0, n)),
     )
 

@@ -28,12 +28,16 @@ def make_plan(
     pin: Pinning = DEFAULT_PINNING,
     epoch: int = 1,
     min_gain: float = 0.0,
+    memory: Workload | None = None,
 ) -> Plan:
     """The optimal plan for `workload` on `cluster`; InfeasiblePlanError says why when none fits.
 
     By default the edge holds embed and the planner places the head where it is cheapest. With
     `min_gain` > 0, servers that save less than that fraction of the objective are left out
     (partition.plan.simplify): the plan is then within `min_gain` of the optimum, on fewer devices.
+    `memory`: the workload whose KV cache every device must hold beside its weights, when it is not
+    `workload` (a re-plan under serve: the KV slots the workers allocate, validate.served_workload).
+    Baselines are checked against `workload`.
     """
     if not codecs:
         raise ConfigError("the planner needs at least one codec")
@@ -42,18 +46,20 @@ def make_plan(
     if not 0 <= min_gain < 1:
         raise ConfigError(f"min_gain is a fraction of the objective from 0 to below 1, got {min_gain:g}")
 
+    held = memory or workload
+
     def best_chain(c: Cluster) -> Chain | None:
-        instance = build_instance(c, workload, codecs, pin)
+        instance = build_instance(c, workload, codecs, pin, memory=held)
         solution = solve(instance)
         return None if solution is None else (solution.objective, to_stages(instance.kinds, solution))
 
     optimum = best_chain(cluster)
     if optimum is None:
-        raise InfeasiblePlanError(diagnose(cluster, workload, pin))
+        raise InfeasiblePlanError(diagnose(cluster, held, pin))
     chosen = leave_out_needless(cluster, optimum, best_chain, min_gain)
     objective, stages = chosen
     left_out = servers_of(optimum, cluster.edge.name) - servers_of(chosen, cluster.edge.name)
-    problem = chain_problem(cluster, stages, workload, pin)
+    problem = chain_problem(cluster, stages, held, pin)
     assert not problem, f"solver returned an invalid chain: {problem}"
     predicted = evaluate(cluster, stages, workload, codecs)
     assert math.isclose(predicted.objective_s, objective, rel_tol=1e-6, abs_tol=1e-12), (

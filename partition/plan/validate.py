@@ -81,9 +81,13 @@ def memory_problem(cluster: Cluster, stages: tuple[Stage, ...], w: Workload) -> 
     return ""
 
 
+def served_workload(max_context: int, max_sessions: int) -> Workload:
+    """The workload whose KV cache is what workers allocate when loading for serve: `max_sessions`
+    slots of `max_context` tokens, whatever workload the plan was made for (memory only)."""
+    return Workload(prompt_tokens=max(max_context - 1, 1), new_tokens=1, sessions=max_sessions)
+
+
 def serving_problem(cluster: Cluster, stages: tuple[Stage, ...], max_context: int, max_sessions: int) -> str:
-    """Why serving `stages` with `max_sessions` KV slots of `max_context` tokens (what workers allocate
-    when loading, whatever workload the plan was made for) does not fit, or ""."""
-    served = Workload(prompt_tokens=max(max_context - 1, 1), new_tokens=1, sessions=max_sessions)
-    problem = memory_problem(cluster, stages, served)
+    """Why serving `stages` with `max_sessions` KV slots of `max_context` tokens does not fit, or ""."""
+    problem = memory_problem(cluster, stages, served_workload(max_context, max_sessions))
     return f"{problem}, serving {max_sessions} session(s) of {max_context} tokens" if problem else ""

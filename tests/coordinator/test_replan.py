@@ -19,6 +19,7 @@ from partition.coordinator.replan import (
 )
 from partition.errors import ConfigError, InfeasiblePlanError
 from partition.plan import load_cluster
+from partition.plan.validate import serving_problem
 from partition.transport.client import StageCallError
 from partition.transport.local import spawn_worker
 from partition.types import Pinning
@@ -469,3 +470,34 @@ def test_a_look_asks_revive_for_new_workers_and_uses_their_addresses(smollm2, tm
     failover.lost = {"server-b"}
     assert failover.returned() == set()  # a failed revive is a look that found nothing, not an error
     assert "looking for server-b again failed: the GCS does not answer" in caplog.text
+
+
+def test_a_replan_fits_the_kv_slots_serve_allocates_not_only_the_plans_workload(smollm2, tmp_path):
+    # the plan's workload (80 tokens, one session) needs little KV; serve allocates 4 slots of 2048
+    addresses = {"server-a": "127.0.0.1:1", "server-b": "127.0.0.1:2"}
+    memory_gb = {"phone": 0.5, "server-a": 0.6, "server-b": 8.0}
+    cluster = load_cluster(profiled_cluster(smollm2, tmp_path, addresses, memory_gb))
+    plan = three_stage_plan(smollm2)
+    served = replan_without(plan, cluster, ["server-b"], max_context=2048, max_sessions=4)
+    assert "server-b" not in {stage.device for stage in served.stages}
+    assert serving_problem(cluster, served.stages, 2048, 4) == ""
+    assert served.workload == plan.workload  # the objective is still the plan's
+    # planned for the workload alone, the phone keeps more blocks than it can serve with
+    alone = replan_without(plan, cluster, ["server-b"])
+    assert "phone needs" in serving_problem(cluster, alone.stages, 2048, 4)
+
+
+def test_a_failover_that_cannot_fit_serves_kv_slots_says_so(smollm2, tmp_path):
+    addresses = {"server-a": "127.0.0.1:9", "server-b": "127.0.0.1:9"}  # nothing listens on port 9
+    # the phone holds the whole model for the plan's workload, not with 4 slots of 2048 tokens
+    memory_gb = {"phone": 0.7, "server-a": 8.0, "server-b": 8.0}
+    cluster = load_cluster(profiled_cluster(smollm2, tmp_path, addresses, memory_gb))
+    failover = Failover(cluster, addresses)
+
+    class Deployed:  # what redeploy reads of the deployment it replaces
+        plan = three_stage_plan(smollm2)
+        max_context, max_sessions = 2048, 4
+
+    with pytest.raises(InfeasiblePlanError, match=r"serving --max-context 2048 x --max-sessions 4"):
+        failover.redeploy(Deployed(), "server-b")
+    assert failover.lost == set()
