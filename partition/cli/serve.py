@@ -137,23 +137,24 @@ def _run(args: argparse.Namespace, plan, http) -> int:
 
         labels = {"baseline": args.baseline, "base_plan_id": plan.plan_id}  # a baseline has its own id
         plan = baseline_plan(plan, args.baseline)
-    check_served_memory(args, plan)
+    profiled = _profiled_cluster(args, plan)
+    check_served_memory(args, plan, profiled)
     if args.ray is not None:
-        return _run_on_ray(args, plan, http, labels)
+        return _run_on_ray(args, plan, http, labels, profiled)
     addresses = cluster_addresses(args.cluster) if args.cluster else {}
     remote = [s.device for s in split_plan(plan).remote]
     spawned = spawn_missing(remote, addresses, plan.model.name, args.threads) if args.spawn_local else None
     try:
         restart = spawned.restart_dead if spawned is not None else None  # a worker of ours died: again
         transport = transport_config(args)
-        failover = None if args.baseline else _failover(args, plan, addresses, transport)
+        failover = _failover(args, profiled, addresses, transport)
         return _serve(args, plan, addresses, transport, http, labels, restart, failover)
     finally:
         if spawned is not None:
             spawned.stop()
 
 
-def _run_on_ray(args: argparse.Namespace, plan, http, labels) -> int:
+def _run_on_ray(args: argparse.Namespace, plan, http, labels, profiled) -> int:
     """serve --ray: the stages as Ray actors; a dead one started again where it was, and with the
     cluster's profiles (--cluster), one lost with its node planned around."""
     from partition.coordinator.replan import Failover
@@ -164,7 +165,7 @@ def _run_on_ray(args: argparse.Namespace, plan, http, labels) -> int:
     if args.spawn_local:
         raise ConfigError("--ray places the stages itself: drop --spawn-local")
     # with the cluster's profiles, every server gets a stage actor: a re-plan may give it layers
-    cluster = None if args.baseline else _replan_cluster(args, plan)
+    cluster = _replan_cluster(args, profiled)
     if args.cluster is not None and cluster is None and not (args.baseline or args.no_replan):
         raise ConfigError(
             f"with --ray, --cluster is for re-planning: the profiles `partition profile --ray` writes "
@@ -213,29 +214,24 @@ def _http_server(args: argparse.Namespace):
         raise ConfigError(f"--http {args.http}: cannot listen there ({error.strerror})") from None
 
 
-def _failover(args: argparse.Namespace, plan, addresses: dict[str, str], transport):
-    """What re-plans around a worker that stays away, when --cluster names every device's profile and
-    --no-replan is not given; else None (such a worker ends the request). A baseline is served to be
-    measured as it is, so it gets none."""
+def _failover(args: argparse.Namespace, profiled, addresses: dict[str, str], transport):
+    """What re-plans around a worker that stays away (see _replan_cluster), or None (such a worker then
+    ends the request)."""
     from partition.coordinator.replan import Failover
 
-    cluster = _replan_cluster(args, plan)
+    cluster = _replan_cluster(args, profiled)
     return Failover(cluster, addresses, transport, args.plan) if cluster is not None else None
 
 
-def _replan_cluster(args: argparse.Namespace, plan):
-    """The devices and profiles a re-plan is made from: --cluster when it names every device's profile,
-    fits the plan and --no-replan is not given; else None."""
-    if args.no_replan:
-        return None
-    return _profiled_cluster(
-        args, plan, "cannot re-plan around a lost worker: one that stays away ends the request"
-    )
+def _replan_cluster(args: argparse.Namespace, profiled):
+    """The devices and profiles a re-plan is made from: `profiled` (see _profiled_cluster) unless
+    --no-replan is given or a baseline is served (it is served to be measured as it is); else None."""
+    return None if args.no_replan or args.baseline else profiled
 
 
-def _profiled_cluster(args: argparse.Namespace, plan, without: str):
-    """--cluster with every device's profile, when it has them and fits the plan; else None, and
-    `without` (what is not done then) logged."""
+def _profiled_cluster(args: argparse.Namespace, plan):
+    """--cluster with every device's profile, when it has them and fits the plan; else None, and what
+    is not done then logged: the memory check of check_served_memory, and re-planning."""
     from partition.coordinator.cluster_devices import read_devices
     from partition.coordinator.replan import check_cluster_fits
     from partition.errors import ConfigError
@@ -243,6 +239,9 @@ def _profiled_cluster(args: argparse.Namespace, plan, without: str):
 
     if args.cluster is None:
         return None
+    without = "the devices' memory is not checked against --max-context"
+    if not (args.no_replan or args.baseline):
+        without += "; cannot re-plan around a lost worker: one that stays away ends the request"
     if not all(isinstance(device.table.get("profile"), str) for device in read_devices(args.cluster)):
         log.info("%s names no profiles: %s", args.cluster, without)
         return None
@@ -255,16 +254,16 @@ def _profiled_cluster(args: argparse.Namespace, plan, without: str):
     return cluster
 
 
-def check_served_memory(args: argparse.Namespace, plan) -> None:
-    """ConfigError when a device cannot hold its stages with the KV cache serving allocates: the plan
-    checked memory for its own workload, and --max-context x --max-sessions may ask for more."""
+def check_served_memory(args: argparse.Namespace, plan, profiled) -> None:
+    """ConfigError when a device of `profiled` (None: nothing to check against) cannot hold its stages
+    with the KV cache serving allocates: the plan checked memory for its own workload, and
+    --max-context x --max-sessions may ask for more."""
     from partition.errors import ConfigError
     from partition.plan.validate import serving_problem
 
-    cluster = _profiled_cluster(args, plan, "the devices' memory is not checked against --max-context")
-    if cluster is None:
+    if profiled is None:
         return
-    problem = serving_problem(cluster, plan.stages, args.max_context, args.max_sessions)
+    problem = serving_problem(profiled, plan.stages, args.max_context, args.max_sessions)
     if problem:
         w = plan.workload
         raise ConfigError(
