@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -244,6 +245,9 @@ class ChainSession:
         self._tasks: list[asyncio.Task] = []
         self._closed = False
         self._failure: StageCallError | None = None  # once the chain failed, every receive raises it
+        # pairs this CHAIN stream with this RETURN stream: a session opened again (resume, re-plan) gets
+        # none of the old streams' results or end
+        self.pair_id = secrets.token_hex(8)
 
         def forward_call(stage: StageClient) -> grpc.aio.StreamStreamCall:
             return stage.channel.stream_stream(
@@ -260,8 +264,12 @@ class ChainSession:
         try:
             async with asyncio.timeout(timeout_s):
                 opened = await asyncio.gather(
-                    _open_stream(self._chain_call, self.ref, forward_pb2.STREAM_ROLE_CHAIN, first),
-                    _open_stream(self._return_call, self.ref, forward_pb2.STREAM_ROLE_RETURN, last),
+                    _open_stream(
+                        self._chain_call, self.ref, self.pair_id, forward_pb2.STREAM_ROLE_CHAIN, first
+                    ),
+                    _open_stream(
+                        self._return_call, self.ref, self.pair_id, forward_pb2.STREAM_ROLE_RETURN, last
+                    ),
                 )
         except BaseException as error:
             self._cancel()
@@ -433,10 +441,11 @@ async def _stage_errors(call: grpc.aio.StreamStreamCall, address: str):
 
 
 async def _open_stream(
-    call: grpc.aio.StreamStreamCall, ref: forward_pb2.SessionRef, role: int, address: str
+    call: grpc.aio.StreamStreamCall, ref: forward_pb2.SessionRef, pair_id: str, role: int, address: str
 ) -> forward_pb2.StreamOpened:
     async with _stage_errors(call, address):
-        await call.write(forward_pb2.ForwardRequest(open=forward_pb2.OpenStream(session=ref, role=role)))
+        opening = forward_pb2.OpenStream(session=ref, pair_id=pair_id, role=role)
+        await call.write(forward_pb2.ForwardRequest(open=opening))
         reply = await call.read()
     if reply is grpc.aio.EOF:
         raise StageCallError(await call.code(), await call.details() or "stream ended unopened", address)

@@ -21,7 +21,7 @@ from partition.runtime.errors import InvalidRequestError, StaleDeploymentError
 from partition.runtime.stage import StageRuntime
 from partition.transport.generated import forward_pb2
 from partition.transport.links import ChannelPool, Downstream, StatusError
-from partition.transport.messages import check_session_ref, check_step_header
+from partition.transport.messages import check_open_stream, check_step_header
 from partition.transport.routes import End, ReturnRoutes
 from partition.transport.status import parse, status_code
 from partition.transport.tensors import from_proto, to_proto, to_top_k_proto
@@ -65,17 +65,19 @@ class ForwardService:
         first = parse(forward_pb2.ForwardRequest, data)
         if not first.HasField("open"):
             raise InvalidRequestError("the first message of a Forward stream must be an OpenStream")
-        check_session_ref(first.open.session, "OpenStream")
+        check_open_stream(first.open)
         if first.open.role == forward_pb2.STREAM_ROLE_CHAIN:
-            await self._chain(first.open.session, data, context)
+            await self._chain(first.open.session, first.open.pair_id, data, context)
         elif first.open.role == forward_pb2.STREAM_ROLE_RETURN:
-            await self._return(first.open.session, context)
+            await self._return(first.open.session, first.open.pair_id, context)
         else:
             raise InvalidRequestError("OpenStream.role must be CHAIN or RETURN")
 
     # -- RETURN ---------------------------------------------------------------------------------------
 
-    async def _return(self, ref: forward_pb2.SessionRef, context: grpc.aio.ServicerContext) -> None:
+    async def _return(
+        self, ref: forward_pb2.SessionRef, pair_id: str, context: grpc.aio.ServicerContext
+    ) -> None:
         await self.compute.call(self.runtime.check_deployment, ref.plan_id, ref.epoch, ref.model_digest)
         deployment = self.runtime.deployment
         if deployment is not None and deployment.downstream:
@@ -83,7 +85,7 @@ class ForwardService:
                 f"this worker is not the last stage (its outputs go to {deployment.downstream}); open the "
                 "RETURN stream on the last stage of the plan"
             )
-        queue = self.routes.attach(ref.session_id)
+        queue = self.routes.attach(ref.session_id, pair_id)
         listener = asyncio.ensure_future(self._refuse_requests(context, queue))
         try:
             opened = forward_pb2.ForwardReply(opened=forward_pb2.StreamOpened(stages=[self.worker]))
@@ -97,7 +99,7 @@ class ForwardService:
                 await context.write(item)
         finally:
             listener.cancel()
-            self.routes.detach(ref.session_id, queue)
+            self.routes.detach(ref.session_id, pair_id, queue)
 
     async def _refuse_requests(self, context: grpc.aio.ServicerContext, queue: asyncio.Queue) -> None:
         """A RETURN stream's caller sends nothing after its OpenStream: a message ends the stream, after
@@ -113,7 +115,11 @@ class ForwardService:
     # -- CHAIN ----------------------------------------------------------------------------------------
 
     async def _chain(
-        self, ref: forward_pb2.SessionRef, open_request: bytes, context: grpc.aio.ServicerContext
+        self,
+        ref: forward_pb2.SessionRef,
+        pair_id: str,
+        open_request: bytes,
+        context: grpc.aio.ServicerContext,
     ):
         session_id = ref.session_id
         session, new = await self.compute.call(
@@ -146,14 +152,14 @@ class ForwardService:
                 if isinstance(item, BaseException):
                     raise item
                 room.release()
-                await self._step(item, session_id, downstream)
+                await self._step(item, session_id, pair_id, downstream)
             if downstream is not None:
                 await downstream.finish()
             else:
-                self.routes.finish(session_id)
+                self.routes.finish(session_id, pair_id)
         except (PartitionError, StatusError) as error:
             if downstream is None:  # last stage: the RETURN stream ends with the same status
-                self.routes.finish(session_id, _as_status(error, self.worker))
+                self.routes.finish(session_id, pair_id, _as_status(error, self.worker))
             if reader is not None:
                 draining.set()
                 room.release()  # a pump waiting for room reads on, and drops what it reads
@@ -163,6 +169,7 @@ class ForwardService:
             if downstream is None:
                 self.routes.finish(
                     session_id,
+                    pair_id,
                     StatusError(
                         grpc.StatusCode.CANCELLED,
                         f"[{self.worker}] the session's CHAIN stream was cancelled upstream "
@@ -177,7 +184,7 @@ class ForwardService:
             if downstream is not None:
                 downstream.cancel()
 
-    async def _step(self, data: bytes, session_id: str, downstream: Downstream | None) -> None:
+    async def _step(self, data: bytes, session_id: str, pair_id: str, downstream: Downstream | None) -> None:
         recv_ns = time.time_ns()
         request = parse(forward_pb2.ForwardRequest, data)
         if not request.HasField("step"):
@@ -195,7 +202,7 @@ class ForwardService:
         if downstream is not None:
             await downstream.write(data)
         else:
-            self.routes.put(session_id, data)
+            self.routes.put(session_id, pair_id, data)
 
 
 def _process(runtime: StageRuntime, step: forward_pb2.Step, recv_ns: int, submitted: float, worker: str):

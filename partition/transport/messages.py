@@ -14,12 +14,19 @@ from partition.transport.generated import deploy_pb2, forward_pb2
 from partition.types import Segment
 
 MAX_ID_CHARS = 128
+MAX_PAIR_ID_CHARS = 64
 
 
 def check_session_ref(ref: forward_pb2.SessionRef, what: str) -> None:
     if not ref.session_id or len(ref.session_id) > MAX_ID_CHARS:
         raise InvalidRequestError(f"{what}: session_id must have 1 to {MAX_ID_CHARS} characters")
     _check_plan(ref.plan_id, ref.epoch, what)
+
+
+def check_open_stream(open_stream: forward_pb2.OpenStream) -> None:
+    check_session_ref(open_stream.session, "OpenStream")
+    if len(open_stream.pair_id) > MAX_PAIR_ID_CHARS:
+        raise InvalidRequestError(f"OpenStream: pair_id must have at most {MAX_PAIR_ID_CHARS} characters")
 
 
 def check_step_header(step: forward_pb2.Step, session_id: str) -> None:

@@ -1,9 +1,12 @@
 """Where the last stage's results wait for the session's RETURN stream (serve).
 
+One route per CHAIN stream, keyed by its session and OpenStream.pair_id: a caller that opens a
+session's streams again picks a new pair, so what the old CHAIN stream still computes, and its end or
+cancellation, which can reach this stage after the new streams opened, stay on the old route.
 A result may be ready before the coordinator's RETURN stream is attached (the two streams are
 opened concurrently), and a CHAIN stream may even end before it: results and the end of the stream
-wait per session until a RETURN stream reads them, or the session itself ends. The queue is bounded:
-a session whose results nobody reads fails instead of growing without limit.
+wait on the route until a RETURN stream of the pair reads them, or the session itself ends. The queue
+is bounded: a route whose results nobody reads fails instead of growing without limit.
 """
 
 from __future__ import annotations
@@ -35,62 +38,84 @@ class _Route:
 
 class ReturnRoutes:
     def __init__(self) -> None:
-        self._routes: dict[str, _Route] = {}
+        self._routes: dict[str, dict[str, _Route]] = {}  # session id -> pair id -> route
 
-    def attach(self, session_id: str) -> asyncio.Queue:
-        """The queue a new RETURN stream reads: results waiting unread, then what follows. A previous
-        reader of the session is ended (ABORTED)."""
-        route = self._routes.get(session_id)
+    def attach(self, session_id: str, pair_id: str = "") -> asyncio.Queue:
+        """The queue a new RETURN stream of the pair reads: results waiting unread, then what follows.
+        A previous reader of the same pair is ended (ABORTED)."""
+        route = self._route(session_id, pair_id)
         if route is not None and route.attached:
             route.queue.put_nowait(
-                End(StatusError(grpc.StatusCode.ABORTED, f"session {session_id!r} has a newer RETURN stream"))
+                End(
+                    StatusError(
+                        grpc.StatusCode.ABORTED,
+                        f"session {session_id!r} has a newer RETURN stream with pair_id {pair_id!r}",
+                    )
+                )
             )
             route = None
         if route is None:
-            route = self._routes[session_id] = _Route()
+            route = self._new_route(session_id, pair_id)
         route.attached = True
         return route.queue
 
-    def detach(self, session_id: str, queue: asyncio.Queue) -> None:
-        route = self._routes.get(session_id)
+    def detach(self, session_id: str, pair_id: str, queue: asyncio.Queue) -> None:
+        route = self._route(session_id, pair_id)
         if route is not None and route.queue is queue:
-            del self._routes[session_id]
+            self._forget(session_id, pair_id)
 
-    def put(self, session_id: str, result: bytes) -> None:
+    def put(self, session_id: str, pair_id: str, result: bytes) -> None:
         """Queue one serialized ForwardReply(result=...)."""
-        route = self._routes.get(session_id)
-        if route is None or route.ended:  # a new CHAIN stream of the session: its results start anew
-            route = self._routes[session_id] = _Route()
+        route = self._route(session_id, pair_id)
+        if route is None or route.ended:  # a new CHAIN stream of the pair: its results start anew
+            route = self._new_route(session_id, pair_id)
         if route.queue.qsize() >= MAX_PENDING:
             raise CapacityError(
                 f"{MAX_PENDING} results of session {session_id!r} wait unread; open Forward with role RETURN "
-                "on the last stage to receive them"
+                "and the CHAIN stream's pair_id on the last stage to receive them"
             )
         route.queue.put_nowait(result)
 
-    def finish(self, session_id: str, status: StatusError | None = None, abandoned: bool = False) -> None:
-        """The session's CHAIN stream ended: its RETURN stream ends after the results already queued. With
+    def finish(
+        self, session_id: str, pair_id: str, status: StatusError | None = None, abandoned: bool = False
+    ) -> None:
+        """The pair's CHAIN stream ended: its RETURN stream ends after the results already queued. With
         no reader yet, the results and the end wait for one (the session's end drops them), unless there
-        are none, or the caller `abandoned` the stream (cancelled it): a RETURN stream the caller opens
-        next is for the session's next CHAIN stream then, and must not end with this one's end."""
-        route = self._routes.get(session_id)
+        are none, or the caller `abandoned` the stream (cancelled it): a RETURN stream of the pair opened
+        next is for a CHAIN stream opened next, and must not end with this one's end."""
+        route = self._route(session_id, pair_id)
         if route is None or route.ended:
             return
         if not route.attached and (abandoned or route.queue.empty()):
-            del self._routes[session_id]
+            self._forget(session_id, pair_id)
             return
         route.queue.put_nowait(End(status))
         route.ended = True
 
     def drop(self, session_id: str, status: StatusError | None = None) -> None:
-        """The session ended (EndSession, idle expiry, a redeploy): a reader ends with `status` after
-        the results queued; nothing of the session stays."""
-        route = self._routes.pop(session_id, None)
-        if route is not None and not route.ended:
-            route.queue.put_nowait(End(status))
+        """The session ended (EndSession, idle expiry, a redeploy): every reader of it ends with `status`
+        after the results queued; nothing of the session stays."""
+        for route in self._routes.pop(session_id, {}).values():
+            if not route.ended:
+                route.queue.put_nowait(End(status))
 
     def sweep(self, open_sessions: set[str]) -> None:
         """Forget the unread routes of sessions no longer open: those whose results or end came after the
         session ended (the CHAIN stream's end can reach the last stage after EndSession)."""
-        for session_id in [s for s, r in self._routes.items() if not r.attached and s not in open_sessions]:
-            del self._routes[session_id]
+        for session_id in [s for s in self._routes if s not in open_sessions]:
+            for pair_id, route in list(self._routes[session_id].items()):
+                if not route.attached:
+                    self._forget(session_id, pair_id)
+
+    def _route(self, session_id: str, pair_id: str) -> _Route | None:
+        return self._routes.get(session_id, {}).get(pair_id)
+
+    def _new_route(self, session_id: str, pair_id: str) -> _Route:
+        route = self._routes.setdefault(session_id, {})[pair_id] = _Route()
+        return route
+
+    def _forget(self, session_id: str, pair_id: str) -> None:
+        pairs = self._routes.get(session_id, {})
+        pairs.pop(pair_id, None)
+        if not pairs:
+            self._routes.pop(session_id, None)

@@ -1,5 +1,6 @@
 """The RETURN stream's contract (protos/partition/v1/forward.proto), with a bare gRPC client: a reader
-that comes late still gets the session's results and end, and a reader that writes is refused.
+that comes late still gets the session's results and end, a reader that writes is refused, and a
+session opened again under a new pair_id is not disturbed by its old streams.
 
 Real worker processes on 127.0.0.1; after each refusal, `serves` proves the worker is still up.
 """
@@ -23,8 +24,9 @@ def solo(chain_workers):
     return chain_workers[:1]
 
 
-def opening(ref: forward_pb2.SessionRef, role: int) -> bytes:
-    return forward_pb2.ForwardRequest(open=forward_pb2.OpenStream(session=ref, role=role)).SerializeToString()
+def opening(ref: forward_pb2.SessionRef, role: int, pair_id: str = "") -> bytes:
+    open_stream = forward_pb2.OpenStream(session=ref, role=role, pair_id=pair_id)
+    return forward_pb2.ForwardRequest(open=open_stream).SerializeToString()
 
 
 def prompt_step(ref: forward_pb2.SessionRef) -> bytes:
@@ -113,11 +115,52 @@ def test_a_return_stream_after_a_cancelled_chain_gets_the_next_chains_results_on
 def test_results_computed_after_their_session_ended_are_swept():
     routes = ReturnRoutes()
     routes.drop("ended")  # EndSession reached the last stage first,
-    routes.put("ended", b"late")  # then a step of the session still under way
-    routes.put("open", b"result")
+    routes.put("ended", "p", b"late")  # then a step of the session still under way
+    routes.put("open", "p", b"result")
     routes.sweep(open_sessions={"open"})
-    assert routes.attach("ended").empty()
-    waiting = routes.attach("open")
+    assert routes.attach("ended", "p").empty()
+    waiting = routes.attach("open", "p")
     assert waiting.get_nowait() == b"result" and waiting.empty()
-    routes.finish("open")
+    routes.finish("open", "p")
     assert waiting.get_nowait() == End()
+
+
+def test_an_old_chain_stream_ending_after_the_session_was_opened_again_leaves_the_new_pair_alone(solo):
+    """A caller opening a session's streams again (resume, re-plan) cancels the old ones, and that
+    cancellation may reach the last stage after the new streams opened: with a new pair_id, the new
+    RETURN stream neither ends with it nor misses the new CHAIN stream's results."""
+    digest = deploy(solo, [WHOLE])
+    ref = forward_pb2.SessionRef(session_id=new_session_id(), plan_id="plan", epoch=1, model_digest=digest)
+
+    async def reopen_before_the_old_chain_ends() -> forward_pb2.ForwardReply:
+        async with grpc.aio.insecure_channel(solo[0].address) as channel:
+
+            async def opened(role: int, pair_id: str) -> grpc.aio.StreamStreamCall:
+                call = channel.stream_stream(
+                    FORWARD, response_deserializer=forward_pb2.ForwardReply.FromString
+                )()
+                await call.write(opening(ref, role, pair_id))
+                assert (await call.read()).WhichOneof("kind") == "opened"
+                return call
+
+            old_chain = await opened(forward_pb2.STREAM_ROLE_CHAIN, "old")
+            new_return = await opened(forward_pb2.STREAM_ROLE_RETURN, "new")
+            new_chain = await opened(forward_pb2.STREAM_ROLE_CHAIN, "new")
+            old_chain.cancel()
+            await asyncio.sleep(0.5)  # the worker hears of it, the new streams open
+            await new_chain.write(prompt_step(ref))
+            return await asyncio.wait_for(new_return.read(), timeout=10)
+
+    reply = asyncio.run(reopen_before_the_old_chain_ends())
+    assert reply.WhichOneof("kind") == "result" and reply.result.position == 0
+    assert serves(solo, digest)
+
+
+def test_a_pair_id_longer_than_64_characters_is_refused_and_the_worker_serves_on(solo):
+    digest = deploy(solo, [WHOLE])
+    ref = forward_pb2.SessionRef(session_id=new_session_id(), plan_id="plan", epoch=1, model_digest=digest)
+    with pytest.raises(grpc.RpcError) as caught:
+        replies(solo[0].address, [opening(ref, forward_pb2.STREAM_ROLE_CHAIN, "x" * 65)])
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "pair_id must have at most 64 characters" in caught.value.details()
+    assert serves(solo, digest)

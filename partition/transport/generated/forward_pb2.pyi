@@ -37,12 +37,14 @@ class SessionRef(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., epoch: _Optional[int] = ..., model_digest: _Optional[str] = ...) -> None: ...
 
 class OpenStream(_message.Message):
-    __slots__ = ("session", "role")
+    __slots__ = ("session", "role", "pair_id")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
+    PAIR_ID_FIELD_NUMBER: _ClassVar[int]
     session: SessionRef
     role: StreamRole
-    def __init__(self, session: _Optional[_Union[SessionRef, _Mapping]] = ..., role: _Optional[_Union[StreamRole, str]] = ...) -> None: ...
+    pair_id: str
+    def __init__(self, session: _Optional[_Union[SessionRef, _Mapping]] = ..., role: _Optional[_Union[StreamRole, str]] = ..., pair_id: _Optional[str] = ...) -> None: ...
 
 class StreamOpened(_message.Message):
     __slots__ = ("stages", "kv_slot", "next_position")
