@@ -4,6 +4,7 @@ once the worker is back, it is planned with again (coordinator/replan.py)."""
 
 import threading
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 
@@ -429,18 +430,28 @@ def test_a_take_back_put_off_waits_twice_as_long_from_then(smollm2, tmp_path):
     assert failover.wait_s == MAX_RECHECK_S
 
 
-def test_no_server_listening_and_an_edge_too_small_is_infeasible(smollm2, tmp_path):
+@pytest.mark.parametrize(
+    ("phone_gb", "max_context", "max_sessions", "says"),
+    [
+        (0.5, 128, 1, "the model needs"),  # too small for the weights alone
+        # the phone holds the whole model for the plan's workload, not with 4 slots of 2048 tokens
+        (0.7, 2048, 4, r"serving --max-context 2048 x --max-sessions 4"),
+    ],
+)
+def test_no_server_listening_and_an_edge_too_small_is_infeasible(
+    smollm2, tmp_path, phone_gb, max_context, max_sessions, says
+):
     addresses = {"server-a": "127.0.0.1:9", "server-b": "127.0.0.1:9"}  # nothing listens on port 9
-    memory_gb = {"phone": 0.5, "server-a": 8.0, "server-b": 8.0}
+    memory_gb = {"phone": phone_gb, "server-a": 8.0, "server-b": 8.0}
     cluster = load_cluster(profiled_cluster(smollm2, tmp_path, addresses, memory_gb))
     failover = Failover(cluster, addresses)
 
-    class Deployed:  # what redeploy reads of the deployment it replaces
-        plan = three_stage_plan(smollm2)
-        max_context, max_sessions = 128, 1
-
-    with pytest.raises(InfeasiblePlanError):
-        failover.redeploy(Deployed(), "server-b")
+    # what redeploy reads of the deployment it replaces
+    deployed = SimpleNamespace(
+        plan=three_stage_plan(smollm2), max_context=max_context, max_sessions=max_sessions
+    )
+    with pytest.raises(InfeasiblePlanError, match=says):
+        failover.redeploy(deployed, "server-b")
     assert failover.lost == set()  # nothing given up on while no plan without it was deployed
 
 
@@ -485,19 +496,3 @@ def test_a_replan_fits_the_kv_slots_serve_allocates_not_only_the_plans_workload(
     # planned for the workload alone, the phone keeps more blocks than it can serve with
     alone = replan_without(plan, cluster, ["server-b"])
     assert "phone needs" in serving_problem(cluster, alone.stages, 2048, 4)
-
-
-def test_a_failover_that_cannot_fit_serves_kv_slots_says_so(smollm2, tmp_path):
-    addresses = {"server-a": "127.0.0.1:9", "server-b": "127.0.0.1:9"}  # nothing listens on port 9
-    # the phone holds the whole model for the plan's workload, not with 4 slots of 2048 tokens
-    memory_gb = {"phone": 0.7, "server-a": 8.0, "server-b": 8.0}
-    cluster = load_cluster(profiled_cluster(smollm2, tmp_path, addresses, memory_gb))
-    failover = Failover(cluster, addresses)
-
-    class Deployed:  # what redeploy reads of the deployment it replaces
-        plan = three_stage_plan(smollm2)
-        max_context, max_sessions = 2048, 4
-
-    with pytest.raises(InfeasiblePlanError, match=r"serving --max-context 2048 x --max-sessions 4"):
-        failover.redeploy(Deployed(), "server-b")
-    assert failover.lost == set()
