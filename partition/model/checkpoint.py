@@ -32,6 +32,14 @@ class SafetensorsReader:
         single = directory / "model.safetensors"
         if index.is_file():
             weight_map = json.loads(index.read_text())["weight_map"]
+            # Shards lie beside their index (as Hugging Face writes them): a path elsewhere would read
+            # files the model's directory does not hold, past a worker's --models-dir check.
+            astray = sorted({str(f) for f in weight_map.values() if not _bare_file_name(f)})
+            if astray:
+                raise UnsupportedModelError(
+                    f"{index} names shard(s) outside its directory: {astray}; list each shard by its file "
+                    "name, beside the index"
+                )
             self._file_of = {name: directory / file for name, file in weight_map.items()}
         elif single.is_file():
             from safetensors import safe_open
@@ -55,6 +63,12 @@ class SafetensorsReader:
 
         with safe_open(self._file_of[name], framework="pt") as handle:
             return handle.get_tensor(name).to(torch.float32)
+
+
+def _bare_file_name(file: object) -> bool:
+    return (
+        isinstance(file, str) and file not in ("", ".", "..") and Path(file).name == file and "\\" not in file
+    )
 
 
 # GGML types we dequantize (through the `gguf` package's reference kernels).

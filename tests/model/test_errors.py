@@ -102,3 +102,12 @@ def test_prompt_longer_than_context(tiny_dirs, tmp_path):
     )
     assert ok.returncode == 0, ok.stderr
     assert len(json.loads(ok.stdout)["token_ids"]) == 4
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/etc/passwd", "sub/model.safetensors", ".."])
+def test_an_index_naming_a_shard_outside_its_directory_is_refused(tmp_path, shard):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    index = {"weight_map": {"model.embed_tokens.weight": shard}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(UnsupportedModelError, match="names shard\\(s\\) outside its directory"):
+        resolve_model(tmp_path).reader()
