@@ -135,11 +135,13 @@ def _update_cache(k_cache, v_cache, k_BHSD, v_BHSD, ctx: StepContext):
 
 
 class MLP(nn.Module):
-    """SwiGLU for the Llama family, GELU (tanh) for GPT-2."""
+    """SwiGLU for the Llama family, GELU (tanh-approximated, or exact where the config says "gelu") for
+    GPT-2."""
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
         self.gated = spec.family != "gpt2"
+        self.gelu_approximate = spec.gelu_approximate
         bias = spec.family == "gpt2"
         width = 2 * spec.intermediate_size if self.gated else spec.intermediate_size
         self.w_up = Projection(spec.hidden_size, width, bias=bias)  # [gate; up] when gated
@@ -149,7 +151,7 @@ class MLP(nn.Module):
         if self.gated:
             gate, up = self.w_up(x_BSD).chunk(2, dim=-1)
             return self.w_down(F.silu(gate) * up)
-        return self.w_down(F.gelu(self.w_up(x_BSD), approximate="tanh"))
+        return self.w_down(F.gelu(self.w_up(x_BSD), approximate=self.gelu_approximate))
 
 
 class Block(nn.Module):

@@ -47,6 +47,7 @@ class ModelSpec:
     rope_theta: float = 10000.0
     rope_scaling: RopeScaling | None = None
     attention_bias: bool = False  # q/k/v bias (Qwen2, GPT-2)
+    gelu_approximate: str = "tanh"  # GPT-2's GELU: "tanh" (gelu_new) or "none" (the exact "gelu")
     tie_embeddings: bool = False  # LM head shares the embedding matrix
     bos_token_id: int | None = None
     eos_token_ids: tuple[int, ...] = ()
@@ -89,6 +90,16 @@ class ModelSpec:
             )
         if model_type == "qwen2" and config.get("use_sliding_window"):
             raise UnsupportedModelError("Qwen2 with use_sliding_window=true is not supported")
+        # Llama's attention_bias puts a bias on o_proj too, and mlp_bias on the MLP: weights these
+        # blocks do not have, which would load without error and compute another model.
+        unsupported = [flag for flag in ("attention_bias", "mlp_bias") if config.get(flag)]
+        if model_type == "qwen2":  # Qwen2's q/k/v bias is its own, without the flag
+            unsupported = [flag for flag in unsupported if flag != "attention_bias"]
+        if unsupported:
+            raise UnsupportedModelError(
+                f"{model_type} with {' and '.join(f'{flag}=true' for flag in unsupported)} is not supported "
+                "(biases on o_proj or the MLP); use a checkpoint without them"
+            )
         n_heads = config["num_attention_heads"]
         hidden = config["hidden_size"]
         eos = config.get("eos_token_id")
@@ -106,7 +117,7 @@ class ModelSpec:
             norm_eps=config.get("rms_norm_eps", 1e-6),
             rope_theta=_rope_theta(config),
             rope_scaling=_rope_scaling(config),
-            attention_bias=model_type == "qwen2" or bool(config.get("attention_bias", False)),
+            attention_bias=model_type == "qwen2",
             tie_embeddings=bool(config.get("tie_word_embeddings", False)),
             bos_token_id=config.get("bos_token_id"),
             eos_token_ids=_as_tuple(eos),
@@ -132,6 +143,7 @@ def _gpt2_spec(config: dict[str, Any]) -> ModelSpec:
         max_context=config.get("n_positions", 1024),
         norm_eps=config.get("layer_norm_epsilon", 1e-5),
         attention_bias=True,
+        gelu_approximate="none" if activation == "gelu" else "tanh",
         tie_embeddings=True,
         bos_token_id=config.get("bos_token_id"),
         eos_token_ids=_as_tuple(config.get("eos_token_id")),

@@ -9,6 +9,7 @@ import pytest
 
 from partition.errors import ModelNotFoundError, UnsupportedModelError
 from partition.model import load_segment, resolve_model
+from partition.model.spec import ModelSpec
 from partition.types import Segment
 
 
@@ -111,3 +112,11 @@ def test_an_index_naming_a_shard_outside_its_directory_is_refused(tmp_path, shar
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(UnsupportedModelError, match="names shard\\(s\\) outside its directory"):
         resolve_model(tmp_path).reader()
+
+
+@pytest.mark.parametrize("flag", ["attention_bias", "mlp_bias"])
+def test_a_llama_with_biases_these_blocks_lack_is_refused(tmp_path, flag):
+    config = {"model_type": "llama", "num_hidden_layers": 1, "hidden_size": 8, "intermediate_size": 16}
+    config |= {"num_attention_heads": 2, "vocab_size": 10, flag: True}
+    with pytest.raises(UnsupportedModelError, match=f"llama with {flag}=true is not supported"):
+        ModelSpec.from_hf_config(config)

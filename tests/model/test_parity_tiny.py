@@ -67,3 +67,23 @@ def test_gguf_and_hf_of_the_same_f32_weights_agree(tiny_dirs, tiny_ggufs):
     a = hf(ids, hf.new_cache(1, 32), [0], [0])
     b = gguf(ids, gguf.new_cache(1, 32), [0], [0])
     assert (a - b).abs().max().item() < 1e-5
+
+
+def test_gpt2_with_the_exact_gelu_matches_transformers(tmp_path):
+    """activation_function="gelu" is GELU without the tanh approximation of GPT-2's own gelu_new."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=32)
+    config.activation_function = "gelu"
+    model = transformers.GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "mlp" in name:
+                parameter.normal_(0, 0.5)  # activations where the two GELUs differ
+    model.save_pretrained(tmp_path)
+    ids = torch.randint(0, 64, (1, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = model(ids).logits
+    ours = _ours(tmp_path)
+    assert (ours(ids, ours.new_cache(1, 16), [0], [0]) - expected).abs().max().item() < 1e-5
