@@ -36,11 +36,20 @@ def spec_from_gguf(meta: dict[str, Any], tensor_names: set[str]) -> ModelSpec:
     def key(name: str, default: Any = None) -> Any:
         return meta.get(f"{arch}.{name}", default)
 
+    # llama.cpp's converter writes linear and YaRN rope scaling as keys (older files: rope.scale_linear);
+    # rotating by the unscaled frequencies would compute another model.
+    scaling = key("rope.scaling.type")
+    if scaling not in (None, "none") or float(key("rope.scale_linear", 1.0)) != 1.0:
+        raise UnsupportedModelError(
+            f"this GGUF scales its rope ({arch}.rope.scaling.type = {scaling or 'linear'}), which is not "
+            "supported; use a checkpoint without rope scaling"
+        )
+
     hidden = int(key("embedding_length"))
     n_heads = int(key("attention.head_count"))
     vocab = key("vocab_size")
     if vocab is None:
-        raise UnsupportedModelError("GGUF has no vocab size: neither {arch}.vocab_size nor a token list")
+        raise UnsupportedModelError(f"GGUF has no vocab size: neither {arch}.vocab_size nor a token list")
     eos = meta.get("tokenizer.ggml.eos_token_id")
     common = dict(
         model_type=arch,

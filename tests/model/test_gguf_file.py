@@ -71,3 +71,29 @@ def test_a_big_endian_file_and_a_bad_alignment_are_named(tmp_path):
     small = GGUFFile(write_gguf(tmp_path / "small.gguf"))
     (tensor,) = small.tensors
     assert tensor.shape == (8, 4) and tensor.data.tolist() == np.arange(32).reshape(4, 8).tolist()
+
+
+LLAMA_META = {
+    "general.architecture": "llama",
+    "llama.embedding_length": 64,
+    "llama.attention.head_count": 4,
+    "llama.block_count": 2,
+    "llama.feed_forward_length": 128,
+    "llama.vocab_size": 100,
+}
+
+
+@pytest.mark.parametrize(
+    "scaling",
+    [
+        {"llama.rope.scaling.type": "linear"},
+        {"llama.rope.scaling.type": "yarn"},
+        {"llama.rope.scale_linear": 4.0},
+    ],
+)
+def test_a_gguf_with_rope_scaling_is_refused(scaling):
+    from partition.model.gguf_spec import spec_from_gguf
+
+    assert spec_from_gguf(LLAMA_META | {"llama.rope.scaling.type": "none"}, set()).rope_scaling is None
+    with pytest.raises(UnsupportedModelError, match="this GGUF scales its rope"):
+        spec_from_gguf(LLAMA_META | scaling | {"llama.rope.scaling.factor": 4.0}, set())
