@@ -27,6 +27,8 @@ def resolve_allowed(model: str, models_dir: Path | None):
             f"no model named: give a built-in name ({', '.join(BUILTIN_MODELS)}) or a path inside the "
             "worker's --models-dir"
         )
+    if "\x00" in model:  # no path holds one; Path.resolve would fail with ValueError
+        raise InvalidRequestError("the model name holds a NUL character; name a built-in model or a path")
     if model in BUILTIN_MODELS:
         found = resolve_model(model)
         return _opened(model, found.path, found.format)

@@ -25,6 +25,7 @@ from partition.runtime.errors import (
     ModelAccessError,
     PositionError,
     StaleDeploymentError,
+    UnknownSessionError,
 )
 
 M = TypeVar("M", bound=Message)
@@ -36,6 +37,7 @@ _CODES: tuple[tuple[type[PartitionError], grpc.StatusCode], ...] = (
     (UnsupportedModelError, grpc.StatusCode.INVALID_ARGUMENT),
     (ModelAccessError, grpc.StatusCode.PERMISSION_DENIED),
     (ModelNotFoundError, grpc.StatusCode.NOT_FOUND),
+    (UnknownSessionError, grpc.StatusCode.NOT_FOUND),
     (StaleDeploymentError, grpc.StatusCode.FAILED_PRECONDITION),
     (PositionError, grpc.StatusCode.OUT_OF_RANGE),
     (ContextOverflowError, grpc.StatusCode.OUT_OF_RANGE),

@@ -398,3 +398,28 @@ def test_stage_client_reports_unreachable_workers():
     with pytest.raises(StageCallError) as caught:
         asyncio.run(body())
     assert caught.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def test_a_step_for_a_session_ended_meanwhile_is_not_found_on_the_chain_stream(pair, digest):
+    async def end_then_step(chain):
+        session = await chain.open_session(new_session_id(), "plan", 1, digest)
+        try:
+            await session.step(torch.tensor([PROMPT]), 0)
+            await chain.stages[0].end_session(session.ref)  # the first stage forgets it, the stream stays
+            await session.step(torch.tensor([[1]]), len(PROMPT))
+        finally:
+            await session.close(end_session=False)
+
+    error = refused(pair, end_then_step)
+    assert error.code == grpc.StatusCode.NOT_FOUND and "is not open here" in error.details
+    assert serves(pair, digest)
+
+
+def test_a_model_name_holding_a_nul_character_is_invalid_argument(pair, digest):
+    async def load(chain):
+        request = deploy_pb2.LoadSegmentRequest(plan_id="plan", epoch=1, model="tiny\x00x", start=0, end=2)
+        return await chain.stages[0].load_segment(request)
+
+    error = refused(pair, load)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT and "NUL character" in error.details
+    assert serves(pair, digest)
