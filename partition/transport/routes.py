@@ -12,6 +12,7 @@ is bounded: a route whose results nobody reads fails instead of growing without 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -34,6 +35,7 @@ class _Route:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.attached = False
         self.ended = False  # End is queued: the CHAIN stream that filled it is over
+        self.made_s = time.monotonic()
 
 
 class ReturnRoutes:
@@ -80,13 +82,16 @@ class ReturnRoutes:
         self, session_id: str, pair_id: str, status: StatusError | None = None, abandoned: bool = False
     ) -> None:
         """The pair's CHAIN stream ended: its RETURN stream ends after the results already queued. With
-        no reader yet, the results and the end wait for one (the session's end drops them), unless there
-        are none, or the caller `abandoned` the stream (cancelled it): a RETURN stream of the pair opened
-        next is for a CHAIN stream opened next, and must not end with this one's end."""
+        no reader yet, the results and the end wait for one (the session's end drops them), unless the
+        caller `abandoned` the stream (cancelled it): no reader will come."""
         route = self._route(session_id, pair_id)
-        if route is None or route.ended:
+        if route is None:
+            if abandoned:
+                return
+            route = self._new_route(session_id, pair_id)  # a CHAIN stream that sent no results
+        if route.ended:
             return
-        if not route.attached and (abandoned or route.queue.empty()):
+        if abandoned and not route.attached:
             self._forget(session_id, pair_id)
             return
         route.queue.put_nowait(End(status))
@@ -99,13 +104,19 @@ class ReturnRoutes:
             if not route.ended:
                 route.queue.put_nowait(End(status))
 
-    def sweep(self, open_sessions: set[str]) -> None:
+    def sweep(self, open_sessions: set[str], unopened_after_s: float, unopened: StatusError) -> None:
         """Forget the unread routes of sessions no longer open: those whose results or end came after the
-        session ended (the CHAIN stream's end can reach the last stage after EndSession)."""
+        session ended (the CHAIN stream's end can reach the last stage after EndSession). A reader of a
+        session not open here for `unopened_after_s` (never opened, or ended before the reader came)
+        ends with `unopened`: its CHAIN stream, opened concurrently, would have opened it by then."""
+        now = time.monotonic()
         for session_id in [s for s in self._routes if s not in open_sessions]:
             for pair_id, route in list(self._routes[session_id].items()):
                 if not route.attached:
                     self._forget(session_id, pair_id)
+                elif not route.ended and now - route.made_s >= unopened_after_s:
+                    route.queue.put_nowait(End(unopened))
+                    route.ended = True
 
     def _route(self, session_id: str, pair_id: str) -> _Route | None:
         return self._routes.get(session_id, {}).get(pair_id)

@@ -176,7 +176,13 @@ class StageServicer:
                         f"[{self.worker}] session {session_id!r} expired while idle",
                     ),
                 )
-            self.routes.sweep(await self.compute.call(self.runtime.session_ids))
+            unopened = StatusError(
+                grpc.StatusCode.NOT_FOUND,
+                f"[{self.worker}] the session is not open here (never opened, ended, or expired); open it "
+                "with its CHAIN stream",
+            )
+            open_sessions = await self.compute.call(self.runtime.session_ids)
+            self.routes.sweep(open_sessions, self.settings.idle_timeout_s, unopened)
 
     # -- plumbing -------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from partition.transport.generated import forward_pb2
+from partition.transport.links import StatusError
 from partition.transport.routes import End, ReturnRoutes
 from partition.transport.tensors import from_proto, to_proto
 from tests.transport.helpers import PROMPT, WHOLE, deploy, new_session_id, reference_tokens, serves
@@ -112,12 +113,15 @@ def test_a_return_stream_after_a_cancelled_chain_gets_the_next_chains_results_on
     assert result.position == len(PROMPT)
 
 
+NOT_OPEN = StatusError(grpc.StatusCode.NOT_FOUND, "the session is not open here")
+
+
 def test_results_computed_after_their_session_ended_are_swept():
     routes = ReturnRoutes()
     routes.drop("ended")  # EndSession reached the last stage first,
     routes.put("ended", "p", b"late")  # then a step of the session still under way
     routes.put("open", "p", b"result")
-    routes.sweep(open_sessions={"open"})
+    routes.sweep(open_sessions={"open"}, unopened_after_s=60.0, unopened=NOT_OPEN)
     assert routes.attach("ended", "p").empty()
     waiting = routes.attach("open", "p")
     assert waiting.get_nowait() == b"result" and waiting.empty()
@@ -164,3 +168,35 @@ def test_a_pair_id_longer_than_64_characters_is_refused_and_the_worker_serves_on
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "pair_id must have at most 64 characters" in caught.value.details()
     assert serves(solo, digest)
+
+
+def test_a_return_stream_opened_after_its_chain_failed_unanswered_gets_the_failure(solo):
+    """The CHAIN stream's end waits for a late reader even when it brought no results."""
+    digest = deploy(solo, [WHOLE])
+    ref = forward_pb2.SessionRef(session_id=new_session_id(), plan_id="plan", epoch=1, model_digest=digest)
+    with pytest.raises(grpc.RpcError) as chain:
+        replies(solo[0].address, [opening(ref, forward_pb2.STREAM_ROLE_CHAIN), token_step(ref, 5)])
+    assert chain.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    with pytest.raises(grpc.RpcError) as late:
+        replies(solo[0].address, [opening(ref, forward_pb2.STREAM_ROLE_RETURN)])
+    assert late.value.code() == grpc.StatusCode.OUT_OF_RANGE and "position" in late.value.details()
+    assert serves(solo, digest)
+
+
+def test_a_return_stream_of_a_session_never_opened_ends_not_found_after_the_idle_timeout(start_worker):
+    worker = start_worker("forgetful", "--idle-timeout", "0.5")
+    digest = deploy([worker], [WHOLE])
+    ref = forward_pb2.SessionRef(session_id=new_session_id(), plan_id="plan", epoch=1, model_digest=digest)
+    with pytest.raises(grpc.RpcError) as ghost:
+        replies(worker.address, [opening(ref, forward_pb2.STREAM_ROLE_RETURN)])
+    assert ghost.value.code() == grpc.StatusCode.NOT_FOUND and "not open here" in ghost.value.details()
+    assert serves([worker], digest)
+
+
+def test_only_readers_of_sessions_unopened_for_the_grace_are_ended():
+    routes = ReturnRoutes()
+    ghost, waiting = routes.attach("ghost", "p"), routes.attach("opening", "p")
+    routes.sweep(open_sessions={"opening"}, unopened_after_s=0.0, unopened=NOT_OPEN)
+    assert ghost.get_nowait() == End(NOT_OPEN) and waiting.empty()
+    routes.sweep(open_sessions=set(), unopened_after_s=3600.0, unopened=NOT_OPEN)
+    assert waiting.empty()  # its CHAIN stream may still be opening the session
