@@ -60,6 +60,9 @@ class SamplingParams:
         return self.top_k or None
 
 
+FLOAT32_TINY = torch.finfo(torch.float32).tiny
+
+
 class Sampler:
     def __init__(self, params: SamplingParams):
         self.params = params
@@ -75,7 +78,10 @@ class Sampler:
         # the largest logit made 0 first: a temperature near 0 then sends the rest to -inf, not to inf
         # (inf / inf is NaN, which no sampler can draw from)
         logits_V = logits_V.float()
-        logits_V = (logits_V - logits_V.max()) / self.params.temperature
+        # a temperature below float32's smallest normal would round to 0 in the division (0 / 0 = NaN);
+        # at that one the sampler is already greedy among the largest logits
+        temperature = max(self.params.temperature, FLOAT32_TINY)
+        logits_V = (logits_V - logits_V.max()) / temperature
         if self.params.top_k:
             kth = torch.topk(logits_V, min(self.params.top_k, logits_V.numel())).values[-1]
             logits_V = logits_V.masked_fill(logits_V < kth, float("-inf"))
@@ -84,6 +90,7 @@ class Sampler:
             sorted_probs, order = torch.sort(probs, descending=True)
             # drop a token once the mass before it already reaches top_p (the first always stays)
             drop = (torch.cumsum(sorted_probs, dim=-1) - sorted_probs) >= self.params.top_p
+            drop[0] = False  # a top_p that rounds to 0 in float32 would drop it too
             sorted_probs[drop] = 0.0
             probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
         return int(torch.multinomial(probs, 1, generator=self.generator))

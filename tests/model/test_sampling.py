@@ -93,5 +93,8 @@ def test_generate_stops_on_eos_and_on_length():
 def test_a_temperature_near_0_draws_the_largest_logit_and_an_infinite_one_is_refused():
     logits = torch.tensor([1.0, 3.0, 2.0, float("-inf")])
     assert Sampler(SamplingParams(temperature=1e-40, seed=0))(logits) == 1  # 3 / 1e-40 would be inf
+    # below float32's smallest value, in the range it states: 0 there, and 0 / 0 would be NaN
+    assert Sampler(SamplingParams(temperature=1e-50, seed=0))(logits) == 1
+    assert Sampler(SamplingParams(temperature=1.0, top_p=1e-50, seed=0))(logits) == 1
     with pytest.raises(SamplingError, match="temperature must be a finite number >= 0"):
         SamplingParams(temperature=float("inf"))
