@@ -6,8 +6,8 @@
 `stream_options.include_usage`) and vLLM's `top_k`. Defaults are OpenAI's: temperature 1, and at most
 16 new tokens for completions, the rest of the context for chat.
 
-A field we cannot honour (`n` > 1, logprobs, penalties, tools, a JSON response format) is refused with
-a 400 that names it, never silently ignored; fields that change nothing here (`user`, `metadata`, ...)
+A field we cannot honour (`n` > 1, logprobs, penalties, tools, a JSON response format, vLLM's `min_p`,
+`min_tokens`, `ignore_eos`, `stop_token_ids`, beam search) is refused with a 400 that names it, never silently ignored; fields that change nothing here (`user`, `metadata`, ...)
 are accepted.
 """
 
@@ -38,6 +38,13 @@ NEUTRAL = {
     "functions": (None, []),
     "function_call": (None, "none"),
     "suffix": (None, ""),
+    # vLLM's sampling extras, beside its top_k
+    "min_p": (0, None),
+    "min_tokens": (0, None),
+    "ignore_eos": (False, None),
+    "stop_token_ids": (None, []),
+    "include_stop_str_in_output": (False, None),
+    "use_beam_search": (False, None),
 }
 
 

@@ -214,6 +214,10 @@ def test_a_one_token_answer_is_strict_json_with_null_for_its_undefined_tpot(api)
         ("/v1/chat/completions", {"model": "gpt-4o", "messages": QUESTION}, 404, "model", "'smollm2-135m'"),
         ("/v1/chat/completions", {"messages": QUESTION, "n": 2}, 400, "n", "n=2 is not supported"),
         ("/v1/chat/completions", {"messages": QUESTION, "logprobs": True}, 400, "logprobs", "leave it out"),
+        ("/v1/chat/completions", {"messages": QUESTION, "min_tokens": 30}, 400, "min_tokens", "leave it out"),
+        ("/v1/completions", {"prompt": "x", "stop_token_ids": [7042]}, 400, "stop_token_ids", "leave it out"),
+        ("/v1/completions", {"prompt": "x", "ignore_eos": True}, 400, "ignore_eos", "leave it out"),
+        ("/v1/completions", {"prompt": "x", "min_p": 0.5}, 400, "min_p", "leave it out"),
         ("/v1/chat/completions", {"messages": QUESTION, "temperature": 3}, 400, "temperature", "[0, 2]"),
         (
             "/v1/chat/completions",
