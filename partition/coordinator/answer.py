@@ -165,6 +165,7 @@ class Answerer:
                 lambda d: PipelineSession(d, context=request.context, sampling=request.sampling),
                 self._load_workers_again,
                 lambda: self.deployment,
+                lambda: self._reload_tries,
                 self.max_resumes,
             )
             try:
@@ -309,14 +310,14 @@ class Answerer:
             with contextlib.suppress(Exception):  # its workers may be gone: nothing left to free
                 deployment.close()
 
-    def _load_workers_again(self) -> None:
+    def _load_workers_again(self, mark: int) -> None:
         """LoadSegment on every worker; for a worker still away, a re-plan without it (with a failover),
         else StageCallError (the next request tries again). Requests that found the same worker gone
-        share one reload: a request that waited while another one tried takes that try's outcome
-        instead of trying again."""
-        tries = self._reload_tries  # before waiting: a try that starts after this saw our failure too
+        share one reload: a request whose session opened before the latest try began (`mark`, the
+        tries begun then) takes that try's outcome instead of trying again, whether it waited for the
+        try or came after it."""
         with self._reloading:
-            if self._reload_tries != tries:
+            if self._reload_tries != mark:
                 if self._reload_failure is not None:
                     raise self._reload_failure
                 return

@@ -11,7 +11,7 @@ holds for a worker found gone when the session opens. A worker that is not back 
 request, named by its device, unless the coordinator can re-plan without it (coordinator/replan.py):
 then the tokens are replayed through the new plan's split instead.
 
-    session = ResumingSession(open_session, reload_workers, current)   # open_session(deployment)
+    session = ResumingSession(open_session, reload_workers, current, reload_mark)
     logits = session.step(token_ids, position)      # as PipelineSession.step
     session.spans, session.resumes                  # every hop of every session, how many resumes
 """
@@ -48,17 +48,22 @@ class ResumingSession:
     def __init__(
         self,
         open_session: Callable[[Deployment], PipelineSession],
-        reload_workers: Callable[[], None],
+        reload_workers: Callable[[int], None],
         current: Callable[[], Deployment],
+        reload_mark: Callable[[], int] = lambda: 0,
         max_resumes: int = MAX_RESUMES,
     ) -> None:
-        """`open_session` opens a session through a deployment's chain; `reload_workers` waits for the
-        workers to be reachable and gives each its segment again (StageCallError when one is still
-        away), or deploys a new plan without it; `current` gives the deployment serving now. A session
-        on a deployment that was replaced meanwhile (another request re-planned) is opened again on
-        the new one, whatever its error (a worker left may serve the new epoch already)."""
+        """`open_session` opens a session through a deployment's chain; `reload_workers(mark)` waits for
+        the workers to be reachable and gives each its segment again (StageCallError when one is still
+        away), or deploys a new plan without it, unless a reload began after `mark` (what `reload_mark`
+        said when the lost session opened: that reload found what broke it); `current` gives the
+        deployment serving now. A session on a deployment that was replaced meanwhile (another request
+        re-planned) is opened again on the new one, whatever its error (a worker left may serve the
+        new epoch already)."""
         self._open_session = open_session
         self._reload_workers = reload_workers
+        self._reload_mark = reload_mark
+        self._mark = 0  # reload_mark() when the session was last opened (or tried)
         self._current = current
         self._on: Deployment | None = None  # the deployment of the last session opened (or tried)
         self.max_resumes = max_resumes
@@ -79,7 +84,7 @@ class ResumingSession:
         while True:
             try:
                 if self.session is None:  # first, or lost: a new one sees every earlier token at once
-                    self._on = self._current()
+                    self._on, self._mark = self._current(), self._reload_mark()
                     self.session = self._open_session(self._on)
                     logits = self.session.step(self._seen + token_ids, 0)
                 else:
@@ -118,6 +123,6 @@ class ResumingSession:
             with contextlib.suppress(Exception):  # its stages may be gone: nothing left to free
                 self.session.close()
             self.session = None
-        self._reload_workers()
+        self._reload_workers(self._mark)
         self._reopened += 1
         self.resumes += 1 if self._seen else 0

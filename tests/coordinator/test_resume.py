@@ -1,6 +1,9 @@
 """A request through a real worker process that is killed mid-request and started again at its address:
 the request goes on (coordinator/resume.py) and its tokens are those of an uninterrupted run."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from partition.coordinator.answer import Answerer
@@ -143,3 +146,39 @@ def test_the_last_of_two_workers_restarted_mid_request_is_reached_again_by_the_f
     finally:
         first.worker.stop()
         last.worker.stop()
+
+
+def test_requests_that_lost_the_same_worker_share_one_reload(smollm2):
+    restarts = Restarts()
+    try:
+        plan = split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")])
+        deployment = deploy(plan, {"server-a": restarts.worker.address}, max_context=128, max_sessions=3)
+        try:
+            answerer = Answerer(deployment)
+            whole = answerer.answer(request(answerer))
+
+            def restart() -> None:
+                restarts.kill()
+                restarts.start_again()
+
+            # once the three requests are all under way, the worker dies once and comes back empty
+            under_way = threading.Barrier(3, action=restart, timeout=120)
+            seen = [0, 0, 0]
+
+            def answer(i: int):
+                def wait_for_the_others(_: str) -> None:
+                    seen[i] += 1
+                    if seen[i] == 1:
+                        under_way.wait()
+
+                return answerer.answer(request(answerer), on_text=wait_for_the_others)
+
+            with ThreadPoolExecutor(max_workers=3) as pool:
+                answers = list(pool.map(answer, range(3)))
+        finally:
+            deployment.close()
+    finally:
+        restarts.worker.stop()
+    assert [a.result.token_ids for a in answers] == [whole.result.token_ids] * 3
+    assert [a.resumes for a in answers] == [1, 1, 1]
+    assert answerer.reloads == 1  # one LoadSegment round for the three, not one each
