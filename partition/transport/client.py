@@ -25,10 +25,11 @@ import grpc
 import torch
 
 from partition.errors import PartitionError
+from partition.runtime.errors import InvalidRequestError
 from partition.transport.channels import TransportConfig, auth_metadata, open_channel, reachable
 from partition.transport.generated import deploy_pb2, forward_pb2, measure_pb2
 from partition.transport.links import FORWARD, PROBE, STAGE_SERVICE
-from partition.transport.tensors import from_proto, to_proto
+from partition.transport.tensors import MAX_ELEMENTS, from_proto, to_proto
 from partition.types import Segment
 
 LOAD_TIMEOUT_S = 900.0  # seconds: LoadSegment reads weights (and hashes the model file the first time)
@@ -177,6 +178,9 @@ class Chain:
         self.addresses = list(addresses)
         self.config = config
         self.stages = [StageClient(address, config) for address in self.addresses]
+        # what the last stage returns per token (its vocabulary when it holds the head, else the hidden
+        # size), from its LoadSegment reply: a result of any other width is refused before decoding
+        self.output_width = 0
 
     async def close(self) -> None:
         for stage in self.stages:
@@ -218,9 +222,12 @@ class Chain:
             )
             for i, (segment, codec) in enumerate(zip(segments, codecs, strict=True))
         ]
-        return list(
+        replies = list(
             await asyncio.gather(*(s.load_segment(r) for s, r in zip(self.stages, requests, strict=True)))
         )
+        last = replies[-1]
+        self.output_width = last.vocab_size if last.end == last.n_blocks + 2 else last.hidden_size
+        return replies
 
     async def open_session(
         self, session_id: str, plan_id: str, epoch: int, model_digest: str, timeout_s: float = OPEN_TIMEOUT_S
@@ -341,7 +348,14 @@ class ChainSession:
         reply, received_ns = item
         step = reply.result
         started = time.perf_counter()
-        output = from_proto(step.tensor)
+        width = self.chain.output_width
+        limit = max(step.n_tokens, 1) * width if width else MAX_ELEMENTS
+        try:
+            output = from_proto(step.tensor, limit, width)
+        except InvalidRequestError as error:
+            raise StageCallError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"a malformed result: {error}", self.chain.addresses[-1]
+            ) from None
         decode_s = time.perf_counter() - started
         sent_ns, encode_s, bytes_sent = self._sent.pop(step.position, (0, 0.0, 0))
         return StepResult(

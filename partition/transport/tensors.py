@@ -70,9 +70,13 @@ def to_top_k_proto(logits: torch.Tensor, k: int) -> tensor_pb2.Tensor:
     return tensor_pb2.Tensor(shape=logits.shape, dtype=tensor_pb2.DTYPE_FLOAT32, codec=TOP_K, data=data)
 
 
-def from_proto(msg: tensor_pb2.Tensor, max_elements: int = MAX_ELEMENTS) -> torch.Tensor:
-    """A new CPU tensor: int64 ids `[B, S]` or float32 `[B, S, D]`. InvalidRequestError if malformed."""
+def from_proto(msg: tensor_pb2.Tensor, max_elements: int = MAX_ELEMENTS, width: int = 0) -> torch.Tensor:
+    """A new CPU tensor: int64 ids `[B, S]` or float32 `[B, S, D]`. InvalidRequestError if malformed,
+    or when `width` (> 0) is not its last dimension: checked from the header, before anything is
+    allocated (a top-k message's few bytes would otherwise unfold into logits as wide as it says)."""
     shape = _checked_shape(msg, max_elements)
+    if width and shape[-1] != width:
+        raise InvalidRequestError(f"tensor shape {list(shape)}: its last dimension must be {width} here")
     if msg.codec == TOP_K:
         return _from_top_k(msg.data, shape)
     if msg.dtype == tensor_pb2.DTYPE_INT32:

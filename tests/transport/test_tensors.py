@@ -110,3 +110,14 @@ def test_malformed_top_k_logits_are_invalid_requests(data, shape, match):
 def test_top_k_of_more_than_one_position_is_refused():
     with pytest.raises(InvalidRequestError, match="OUTPUT_SELECT_LAST"):
         to_top_k_proto(torch.zeros(1, 3, 6), 2)
+
+
+def test_a_result_wider_than_the_receiver_expects_is_refused_before_it_unfolds():
+    # one top-k entry (8 bytes) declaring a vocabulary of 2^28: 1 GiB of logits once decoded
+    forged = tensor_pb2.Tensor(
+        shape=[1, 1, 1 << 28], dtype=tensor_pb2.DTYPE_FLOAT32, codec="top-k", data=b"\x00" * 8
+    )
+    with pytest.raises(InvalidRequestError, match="its last dimension must be 49152 here"):
+        from_proto(forged, width=49152)
+    honest = to_top_k_proto(torch.randn(1, 1, 49152), 64)
+    assert from_proto(honest, max_elements=49152, width=49152).shape == (1, 1, 49152)
