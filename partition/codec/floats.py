@@ -24,6 +24,7 @@ from partition.errors import CodecError
 
 FP16_MAX = 65504.0  # largest finite fp16 value
 FP16_OVERFLOW = 65520.0  # from here on, round-to-nearest gives inf
+BF16_MAX = torch.finfo(torch.bfloat16).max  # 3.3895e38; fp32 values a little above it round to inf
 
 
 class Raw(Codec):
@@ -80,9 +81,21 @@ class Bf16(Codec):
     bytes_per_value = 2.0
 
     def encode(self, x: torch.Tensor) -> bytes:
+        x = check_input(self.name, x)
+        halved = x.to(torch.bfloat16)
+        # The top of fp32's range rounds to inf: refused, as fp16 refuses its overflow. One min/max
+        # pass decides; the exact check runs only beyond the largest bf16 (or on NaN).
+        if x.numel():
+            low, high = (float(v) for v in torch.aminmax(x))
+            if not (low >= -BF16_MAX and high <= BF16_MAX):
+                overflow = torch.isinf(halved) & torch.isfinite(x)
+                if bool(overflow.any()):
+                    raise CodecError(
+                        f"bf16: value {float(x[overflow].abs().max()):.7g} exceeds the bf16 range "
+                        f"(+-{BF16_MAX:.5g}); use a lossless codec for this link"
+                    )
         # numpy has no bfloat16: move the bits as int16.
-        bits = check_input(self.name, x).to(torch.bfloat16).view(torch.int16)
-        return bits.numpy().astype("<i2", copy=False).tobytes()
+        return halved.view(torch.int16).numpy().astype("<i2", copy=False).tobytes()
 
     def decode(self, data: bytes, shape: Sequence[int]) -> torch.Tensor:
         dims = check_shape(self.name, shape)

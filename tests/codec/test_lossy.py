@@ -56,6 +56,15 @@ def test_fp16_refuses_values_beyond_its_range():
         get_codec("fp16").encode(torch.tensor([1.0, 70000.0]))
 
 
+def test_bf16_refuses_the_top_of_fp32s_range_that_it_would_round_to_inf():
+    largest = torch.finfo(torch.bfloat16).max
+    codec = get_codec("bf16")
+    kept = torch.tensor([-largest, largest, 3.0e38])
+    assert torch.equal(codec.decode(codec.encode(kept), kept.shape), kept.to(torch.bfloat16).float())
+    with pytest.raises(CodecError, match="3.4e\\+38 exceeds the bf16 range"):
+        codec.encode(torch.tensor([1.0, -3.4e38]))
+
+
 def stored_scales(data: bytes, shape: tuple[int, ...], block: int = 32) -> torch.Tensor:
     rows, _, blocks = layout(shape, block)
     scales = np.frombuffer(data, "<f2", count=rows * blocks).astype(np.float32)
