@@ -56,6 +56,7 @@ class ForwardService:
         self.pool = pool
         self.routes = routes
         self.worker = worker
+        self._opening: set[tuple[str, str]] = set()  # (session, pair) of CHAIN streams opening downstream
 
     async def handle(self, _request_iterator, context: grpc.aio.ServicerContext) -> None:
         """Raises PartitionError or StatusError; the caller turns them into the call's status."""
@@ -122,9 +123,21 @@ class ForwardService:
         context: grpc.aio.ServicerContext,
     ):
         session_id = ref.session_id
-        session, new = await self.compute.call(
-            self.runtime.open_session, session_id, ref.plan_id, ref.epoch, ref.model_digest
-        )
+        opening = (session_id, pair_id)
+        if opening in self._opening:  # each stage passes the same OpenStream on: it came round
+            raise StaleDeploymentError(
+                f"a CHAIN stream of session {session_id!r} with this pair_id is already opening here: the "
+                "chain's downstream addresses lead back to this worker (deploy each stage with the next "
+                "stage's address), or the caller opened the same pair twice"
+            )
+        self._opening.add(opening)
+        try:
+            session, new = await self.compute.call(
+                self.runtime.open_session, session_id, ref.plan_id, ref.epoch, ref.model_digest
+            )
+        except BaseException:
+            self._opening.discard(opening)
+            raise
         deployment = self.runtime.deployment
         downstream: Downstream | None = None
         reader: asyncio.Task | None = None
@@ -137,7 +150,10 @@ class ForwardService:
                     if new:  # do not hold the session's KV slot until it expires
                         await self.compute.call(self.runtime.end_session, session_id, ref.plan_id, ref.epoch)
                     raise
+                finally:
+                    self._opening.discard(opening)
                 stages += downstream.opened.stages
+            self._opening.discard(opening)
             opened = forward_pb2.StreamOpened(
                 stages=stages, kv_slot=session.slot, next_position=session.next_position
             )
@@ -179,6 +195,7 @@ class ForwardService:
                 )
             raise
         finally:
+            self._opening.discard(opening)
             if reader is not None:
                 reader.cancel()
             if downstream is not None:

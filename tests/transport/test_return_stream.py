@@ -11,7 +11,9 @@ import grpc
 import pytest
 import torch
 
-from partition.transport.generated import forward_pb2
+from partition.transport.channels import TransportConfig
+from partition.transport.client import StageClient
+from partition.transport.generated import deploy_pb2, forward_pb2
 from partition.transport.links import StatusError
 from partition.transport.routes import End, ReturnRoutes
 from partition.transport.tensors import from_proto, to_proto
@@ -200,3 +202,26 @@ def test_only_readers_of_sessions_unopened_for_the_grace_are_ended():
     assert ghost.get_nowait() == End(NOT_OPEN) and waiting.empty()
     routes.sweep(open_sessions=set(), unopened_after_s=3600.0, unopened=NOT_OPEN)
     assert waiting.empty()  # its CHAIN stream may still be opening the session
+
+
+def test_a_chain_whose_downstream_leads_back_to_its_worker_is_refused_at_once(start_worker):
+    worker = start_worker("looped")
+
+    async def load_with_itself_downstream() -> str:
+        client = StageClient(worker.address, TransportConfig())
+        try:
+            request = deploy_pb2.LoadSegmentRequest(
+                plan_id="plan", epoch=1, model="tiny", start=WHOLE.start, end=WHOLE.end,
+                downstream=worker.address, codec_out="raw",
+            )  # fmt: skip
+            return (await client.load_segment(request)).model_digest
+        finally:
+            await client.close()
+
+    digest = asyncio.run(load_with_itself_downstream())
+    ref = forward_pb2.SessionRef(session_id=new_session_id(), plan_id="plan", epoch=1, model_digest=digest)
+    with pytest.raises(grpc.RpcError) as looped:
+        replies(worker.address, [opening(ref, forward_pb2.STREAM_ROLE_CHAIN, "p")])
+    assert looped.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "addresses lead back to this worker" in looped.value.details()
+    assert serves([worker], deploy([worker], [WHOLE]))
