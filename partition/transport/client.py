@@ -248,7 +248,8 @@ class ChainSession:
         self.ref = ref
         self.stages: tuple[str, ...] = ()  # worker names that accepted the session, in chain order
         self._inbox: asyncio.Queue = asyncio.Queue()
-        self._sent: dict[int, tuple[int, float, int]] = {}  # position -> (sent ns, encode s, bytes)
+        # position -> (sent ns, encode s, bytes, rows of the result: 1 for OUTPUT_SELECT_LAST, else n_tokens)
+        self._sent: dict[int, tuple[int, float, int, int]] = {}
         self._tasks: list[asyncio.Task] = []
         self._closed = False
         self._failure: StageCallError | None = None  # once the chain failed, every receive raises it
@@ -324,7 +325,7 @@ class ChainSession:
             logits_top_k=logits_top_k,
         )
         step.sent_unix_ns = time.time_ns()
-        self._sent[position] = (step.sent_unix_ns, encode_s, len(tensor.data))
+        self._sent[position] = (step.sent_unix_ns, encode_s, len(tensor.data), 1 if last_only else x.shape[1])
         try:
             await self._chain_call.write(forward_pb2.ForwardRequest(step=step))
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
@@ -347,9 +348,11 @@ class ChainSession:
             raise item
         reply, received_ns = item
         step = reply.result
+        sent_ns, encode_s, bytes_sent, rows = self._sent.pop(step.position, (0, 0.0, 0, 1))
         started = time.perf_counter()
+        # the values the step asked for, not what the result's header says: a header can say anything
         width = self.chain.output_width
-        limit = max(step.n_tokens, 1) * width if width else MAX_ELEMENTS
+        limit = min(rows * width, MAX_ELEMENTS) if width else MAX_ELEMENTS
         try:
             output = from_proto(step.tensor, limit, width)
         except InvalidRequestError as error:
@@ -357,7 +360,6 @@ class ChainSession:
                 grpc.StatusCode.INVALID_ARGUMENT, f"a malformed result: {error}", self.chain.addresses[-1]
             ) from None
         decode_s = time.perf_counter() - started
-        sent_ns, encode_s, bytes_sent = self._sent.pop(step.position, (0, 0.0, 0))
         return StepResult(
             output=output,
             position=step.position,
