@@ -310,17 +310,17 @@ class Answerer:
             with contextlib.suppress(Exception):  # its workers may be gone: nothing left to free
                 deployment.close()
 
-    def _load_workers_again(self, mark: int) -> None:
+    def _load_workers_again(self, mark: int) -> bool:
         """LoadSegment on every worker; for a worker still away, a re-plan without it (with a failover),
         else StageCallError (the next request tries again). Requests that found the same worker gone
         share one reload: a request whose session opened before the latest try began (`mark`, the
         tries begun then) takes that try's outcome instead of trying again, whether it waited for the
-        try or came after it."""
+        try or came after it, and gets False; True when this call made the try."""
         with self._reloading:
             if self._reload_tries != mark:
                 if self._reload_failure is not None:
                     raise self._reload_failure
-                return
+                return False
             self._reload_tries += 1
             try:
                 if self.deployment.chain is not None:  # None: every stage is on the edge, nothing to load
@@ -329,6 +329,7 @@ class Answerer:
                 self._reload_failure = error
                 raise
             self._reload_failure = None
+            return True
 
     def _reload_or_replan(self, d: Deployment) -> None:
         if self._before_reload is not None:

@@ -48,15 +48,17 @@ class ResumingSession:
     def __init__(
         self,
         open_session: Callable[[Deployment], PipelineSession],
-        reload_workers: Callable[[int], None],
+        reload_workers: Callable[[int], bool],
         current: Callable[[], Deployment],
         reload_mark: Callable[[], int] = lambda: 0,
         max_resumes: int = MAX_RESUMES,
     ) -> None:
         """`open_session` opens a session through a deployment's chain; `reload_workers(mark)` waits for
         the workers to be reachable and gives each its segment again (StageCallError when one is still
-        away), or deploys a new plan without it, unless a reload began after `mark` (what `reload_mark`
-        said when the lost session opened: that reload found what broke it); `current` gives the
+        away), or deploys a new plan without it, and says True; or, when a reload began after `mark`
+        (what `reload_mark` said when the lost session opened), takes that reload's outcome and says
+        False: a reopen after it is not counted against `max_resumes`, since the session may have
+        outlived that reload and been lost after it (the next loss then reloads); `current` gives the
         deployment serving now. A session on a deployment that was replaced meanwhile (another request
         re-planned) is opened again on the new one, whatever its error (a worker left may serve the
         new epoch already)."""
@@ -123,6 +125,6 @@ class ResumingSession:
             with contextlib.suppress(Exception):  # its stages may be gone: nothing left to free
                 self.session.close()
             self.session = None
-        self._reload_workers(self._mark)
-        self._reopened += 1
+        if self._reload_workers(self._mark):
+            self._reopened += 1
         self.resumes += 1 if self._seen else 0

@@ -4,11 +4,15 @@ the request goes on (coordinator/resume.py) and its tokens are those of an unint
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import grpc
 import pytest
+import torch
 
 from partition.coordinator.answer import Answerer
 from partition.coordinator.deploy import deploy
+from partition.coordinator.resume import ResumingSession
 from partition.model.generation import GenerationRequest
+from partition.runtime.errors import NOTHING_LOADED
 from partition.transport.client import StageCallError
 from partition.transport.local import spawn_worker
 from tests.coordinator.plans import split_plan
@@ -182,3 +186,39 @@ def test_requests_that_lost_the_same_worker_share_one_reload(smollm2):
     assert [a.result.token_ids for a in answers] == [whole.result.token_ids] * 3
     assert [a.resumes for a in answers] == [1, 1, 1]
     assert answerer.reloads == 1  # one LoadSegment round for the three, not one each
+
+
+def test_a_session_that_outlived_another_requests_reload_resumes_within_its_budget():
+    """The reload a session takes as its own (begun after it opened) may predate its loss: it outlived
+    that reload. Its reopen then fails on the emptied worker and it reloads itself, and the first
+    reopen is not counted: with max_resumes=1 the request goes on. (Logic only: the worker and the
+    Answerer's reloads are stood in for; test_requests_that_lost_the_same_worker_share_one_reload runs
+    the real ones.)"""
+    worker = {"loaded": True, "tries": 0}
+
+    class Session:  # what ResumingSession uses of a PipelineSession
+        spans = ()
+
+        def step(self, token_ids, position):
+            if not worker["loaded"]:
+                raise StageCallError(grpc.StatusCode.FAILED_PRECONDITION, NOTHING_LOADED, "127.0.0.1:1")
+            return torch.zeros(4)
+
+        def close(self) -> None:
+            pass
+
+    def reload_workers(mark: int) -> bool:  # as Answerer._load_workers_again
+        if worker["tries"] != mark:
+            return False
+        worker["tries"] += 1
+        worker["loaded"] = True
+        return True
+
+    session = ResumingSession(
+        lambda _: Session(), reload_workers, lambda: None, lambda: worker["tries"], max_resumes=1
+    )
+    session.step([1, 2], 0)
+    worker["tries"] += 1  # another request's reload, which this session outlives
+    worker["loaded"] = False  # then the worker restarts empty
+    session.step([3], 2)
+    assert worker["tries"] == 2 and session.resumes == 2
