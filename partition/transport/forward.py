@@ -18,6 +18,7 @@ import grpc
 from partition.errors import PartitionError
 from partition.runtime.compute import ComputeLane
 from partition.runtime.errors import InvalidRequestError, StaleDeploymentError
+from partition.runtime.sessions import Session
 from partition.runtime.stage import StageRuntime
 from partition.transport.generated import forward_pb2
 from partition.transport.links import ChannelPool, Downstream, StatusError
@@ -123,37 +124,10 @@ class ForwardService:
         context: grpc.aio.ServicerContext,
     ):
         session_id = ref.session_id
-        opening = (session_id, pair_id)
-        if opening in self._opening:  # each stage passes the same OpenStream on: it came round
-            raise StaleDeploymentError(
-                f"a CHAIN stream of session {session_id!r} with this pair_id is already opening here: the "
-                "chain's downstream addresses lead back to this worker (deploy each stage with the next "
-                "stage's address), or the caller opened the same pair twice"
-            )
-        self._opening.add(opening)
-        try:
-            session, new = await self.compute.call(
-                self.runtime.open_session, session_id, ref.plan_id, ref.epoch, ref.model_digest
-            )
-        except BaseException:
-            self._opening.discard(opening)
-            raise
-        deployment = self.runtime.deployment
-        downstream: Downstream | None = None
+        session, downstream = await self._open(ref, pair_id, open_request)
         reader: asyncio.Task | None = None
         try:
-            stages = [self.worker]
-            if deployment.downstream:
-                try:
-                    downstream = await Downstream.open(self.pool, deployment.downstream, open_request)
-                except BaseException:  # refused downstream, or the caller gave up (cancelled) meanwhile
-                    if new:  # do not hold the session's KV slot until it expires
-                        await self.compute.call(self.runtime.end_session, session_id, ref.plan_id, ref.epoch)
-                    raise
-                finally:
-                    self._opening.discard(opening)
-                stages += downstream.opened.stages
-            self._opening.discard(opening)
+            stages = [self.worker, *(downstream.opened.stages if downstream is not None else ())]
             opened = forward_pb2.StreamOpened(
                 stages=stages, kv_slot=session.slot, next_position=session.next_position
             )
@@ -195,11 +169,38 @@ class ForwardService:
                 )
             raise
         finally:
-            self._opening.discard(opening)
             if reader is not None:
                 reader.cancel()
             if downstream is not None:
                 downstream.cancel()
+
+    async def _open(
+        self, ref: forward_pb2.SessionRef, pair_id: str, open_request: bytes
+    ) -> tuple[Session, Downstream | None]:
+        """Open the session here, then the same CHAIN stream on the next stage (None on the last)."""
+        opening = (ref.session_id, pair_id)
+        if opening in self._opening:  # each stage passes the same OpenStream on: it came round
+            raise StaleDeploymentError(
+                f"a CHAIN stream of session {ref.session_id!r} with this pair_id is already opening here: "
+                "the chain's downstream addresses lead back to this worker (deploy each stage with the "
+                "next stage's address), or the caller opened the same pair twice"
+            )
+        self._opening.add(opening)
+        try:
+            session, new = await self.compute.call(
+                self.runtime.open_session, ref.session_id, ref.plan_id, ref.epoch, ref.model_digest
+            )
+            downstream_address = self.runtime.deployment.downstream
+            if not downstream_address:
+                return session, None
+            try:
+                return session, await Downstream.open(self.pool, downstream_address, open_request)
+            except BaseException:  # refused downstream, or the caller gave up (cancelled) meanwhile
+                if new:  # do not hold the session's KV slot until it expires
+                    await self.compute.call(self.runtime.end_session, ref.session_id, ref.plan_id, ref.epoch)
+                raise
+        finally:
+            self._opening.discard(opening)
 
     async def _step(self, data: bytes, session_id: str, pair_id: str, downstream: Downstream | None) -> None:
         recv_ns = time.time_ns()
