@@ -100,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
     if args.ray is not None:
         from partition.ray.profile import profile_ray_cluster
 
-        args.cluster = profile_ray_cluster(args.ray, args.model, args.out.parent / "cluster.toml", args.edge)
+        # a folder of the plan's own: the user's cluster.toml and profiles beside --out stay as they are
+        profiled = args.out.parent / f"{args.out.stem}.ray-cluster" / "cluster.toml"
+        args.cluster = profile_ray_cluster(args.ray, args.model, profiled, args.edge)
         print(f"profiled the Ray cluster into {args.cluster}")
     elif args.cluster is None:
         raise ConfigError(

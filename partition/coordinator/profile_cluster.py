@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from partition.coordinator.cluster_devices import ClusterDevice, read_devices
@@ -44,12 +45,15 @@ def profile_cluster(
     settings=None,
     refresh: bool = False,
     threads: int | None = None,
+    profiled_by: str = "",
 ) -> Path:
     """Profile every device and link of `cluster`; write `<name>.json` beside `out` and the cluster file.
 
     Each device answers from its own profile cache unless `refresh` (links are always measured). An edge
     without a worker is profiled here with its declared `threads`, else `threads`, else torch's default;
-    workers measure with the threads they serve with (their --threads).
+    workers measure with the threads they serve with (their --threads). `profiled_by`: the command the
+    file's header names (default `partition profile --cluster CLUSTER`); with it, the workers' addresses
+    are left out (workers started for the measurement and gone since, as under Ray).
     """
     from partition.transport.channels import TransportConfig
 
@@ -63,7 +67,9 @@ def profile_cluster(
 
     for device in devices:
         save_profile(profiles[device.name], out.parent / f"{device.name}.json")
-    out.write_text(render_cluster(devices, links, source=cluster))
+    if profiled_by:
+        devices = [replace(device, address=None) for device in devices]
+    out.write_text(render_cluster(devices, links, profiled_by or f"partition profile --cluster {cluster}"))
     return out
 
 
@@ -161,14 +167,14 @@ def _profile_here(model: str, name: str, settings, refresh: bool, threads: int |
     return profile_device(model, settings, threads=threads, name=name, refresh=refresh)
 
 
-def render_cluster(devices: list[ClusterDevice], links: list[LinkProfile], source: Path) -> str:
+def render_cluster(devices: list[ClusterDevice], links: list[LinkProfile], profiled_by: str) -> str:
     """The cluster file with each device's profile and every measured link direction."""
 
     def value(v) -> str:
         return json.dumps(v)  # numbers and strings in JSON form are valid TOML
 
     lines = [
-        f"# Profiled by `partition profile --cluster {source}`: links below are measured, both directions.",
+        f"# Profiled by `{profiled_by}`: links below are measured, both directions.",
         "",
     ]
     for d in devices:

@@ -51,8 +51,15 @@ def profile_ray_cluster(
         ):
             cluster = Path(tmp) / "cluster.toml"
             cluster.write_text(_cluster_toml(devices, edge, stages.addresses, nodes, threads))
+            command = f"partition profile --model {model} --ray {address or 'auto'} --edge {edge}"
             return profile_cluster(
-                cluster, model, out, transport=stages.transport, settings=settings, refresh=refresh
+                cluster,
+                model,
+                out,
+                transport=stages.transport,
+                settings=settings,
+                refresh=refresh,
+                profiled_by=command,
             )
     finally:
         if connected_here:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import secrets
 import threading
 import time
@@ -439,25 +440,33 @@ def connect(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
-    address = address or "auto"
+    named = address not in (None, "", "auto")  # else ray.init takes RAY_ADDRESS, or finds a local cluster
+    given = address if named else os.environ.get("RAY_ADDRESS", "")
     if (
-        address != "auto"
-        and not address.startswith("ray://")
-        and not is_listening(address, CONNECT_TIMEOUT_S)
+        given
+        and given != "auto"
+        and not given.startswith(("ray://", "http://", "https://"))
+        and not is_listening(given, CONNECT_TIMEOUT_S)
     ):
         # ray.init would retry an unreachable GCS for minutes
+        source = f"--ray {given}" if named else f"RAY_ADDRESS={given}"
         raise RayStageError(
-            f"nothing answers at {address}: give the address of the Ray head's GCS (`ray start --head` "
-            "prints it, port 6379 by default), or leave it out to use RAY_ADDRESS"
+            f"nothing answers at {given} ({source}): give the address of the Ray head's GCS (`ray start "
+            "--head` prints it, port 6379 by default), or leave --ray's address out to use RAY_ADDRESS"
         )
     verbose = logging.getLogger("partition").getEffectiveLevel() <= logging.INFO
     try:
         ray.init(
-            address=address,
+            address=address or "auto",
             logging_level=logging.INFO if verbose else logging.WARNING,
             log_to_driver=verbose,
         )
-    except ConnectionError:
+    except ConnectionError as error:
+        if given and given != "auto":
+            raise RayStageError(
+                f"cannot connect to the Ray cluster at {given} ({error}); check the address and that the "
+                "cluster runs"
+            ) from None
         raise RayStageError(
             "no running Ray cluster found (RAY_ADDRESS is not set and this machine belongs to none): "
             "start one (`ray start --head`, or `ray up cluster/ray/cluster.yaml`) or give its address: "

@@ -182,6 +182,10 @@ def test_profile_ray_profiles_every_device_where_it_runs_and_plan_reads_it(clust
     data = tomllib.loads(out.read_text())
     roles = {d["name"]: d["role"] for d in data["device"]}
     assert roles == {"phone": "edge", "server-a": "server", "server-b": "server"}
+    # the file says how to measure again, and not the addresses of actors gone since
+    command = f"partition profile --model smollm2-135m --ray {cluster.address} --edge phone"
+    assert out.read_text().startswith(f"# Profiled by `{command}`")
+    assert not any("address" in d for d in data["device"])
     for name in roles:
         profile = json.loads((tmp_path / f"{name}.json").read_text())
         assert profile["device"]["name"] == name  # measured by the actor on that device's node
