@@ -37,8 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch threads to measure with (default: torch's); with --cluster, those of an edge that has no "
         "worker and declares no threads (workers measure with their own --threads)",
     )
-    parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    # this device only: with --cluster or --ray each device is named by the cluster and measures float32
+    # on its worker's own device and cache, as it serves
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="default float32")
+    parser.add_argument("--device", help="cpu (default) or cuda[:N]")
     parser.add_argument("--name", help="device name recorded in the profile (default: the hostname)")
     parser.add_argument("--prefill-lengths", type=int, nargs="+", metavar="P", help="prompt lengths to time")
     parser.add_argument("--context-lengths", type=int, nargs="+", metavar="C", help="decode contexts to time")
@@ -76,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         "min_time_s": args.min_time,
     }
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    refuse_unused(args)
     if args.ray is not None:
         from partition.ray.profile import profile_ray_cluster
 
@@ -108,13 +111,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {written} and a profile per device beside it")
         return 0
     args.out = args.out or Path("device.json")
-    check_device(args.device)
+    device = args.device or "cpu"
+    check_device(device)
     profile = profile_device(
         args.model,
         settings,
-        dtype=args.dtype,
+        dtype=args.dtype or "float32",
         threads=args.threads,
-        device=args.device,
+        device=device,
         name=args.name,
         cache_dir=args.cache_dir,
         refresh=args.refresh,
@@ -123,6 +127,29 @@ def run(args: argparse.Namespace) -> int:
     print(format_profile(profile))
     print(f"\nwrote {args.out}")
     return 0
+
+
+def refuse_unused(args: argparse.Namespace) -> None:
+    """ConfigError for a flag the chosen mode would not use: it must not pass as if it had."""
+    from partition.errors import ConfigError
+
+    if args.ray is not None and args.cluster is not None:
+        raise ConfigError("--ray profiles the Ray cluster's devices, --cluster those of a file: give one")
+    if args.edge is not None and args.ray is None:
+        raise ConfigError("--edge names the edge of a Ray cluster: use it with --ray")
+    mode = "--ray" if args.ray is not None else "--cluster" if args.cluster is not None else None
+    local = {
+        "--dtype": args.dtype,
+        "--device": args.device,
+        "--name": args.name,
+        "--cache-dir": args.cache_dir,
+    }
+    given = [flag for flag, value in local.items() if value is not None]
+    if mode and given:
+        raise ConfigError(
+            f"{', '.join(given)} set how this machine alone is profiled; with {mode} every device is profiled "
+            "by its worker, named by the cluster, in float32 as it serves: drop them"
+        )
 
 
 def format_profile(profile) -> str:
