@@ -6,7 +6,13 @@ import argparse
 import sys
 
 from partition.cli.arguments import whole_number
-from partition.cli.prompting import add_prompt_arguments, build_request, check_new_tokens_fit, prompt_ids
+from partition.cli.prompting import (
+    add_prompt_arguments,
+    build_request,
+    check_chat_flags,
+    check_new_tokens_fit,
+    prompt_ids,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from partition.model.tokenizer import load_tokenizer
     from partition.types import Segment
 
+    check_chat_flags(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     source = resolve_model(args.model)

@@ -41,6 +41,14 @@ def sampling_seed(text: str) -> int:
 sampling_seed.__name__ = "int"  # argparse says "invalid int value: 'x'" for text that is no number
 
 
+def check_chat_flags(args: argparse.Namespace) -> None:
+    """ConfigError for --system without --chat: the plain prompt has no place for it."""
+    if args.system and not args.chat:
+        from partition.errors import ConfigError
+
+        raise ConfigError("--system is the chat's system message: give --chat too")
+
+
 def prompt_ids(args: argparse.Namespace, tokenizer) -> list[int]:
     if not args.chat:
         return tokenizer.encode(args.prompt)

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from partition.cli.arguments import whole_number
-from partition.cli.prompting import add_prompt_arguments, build_request, prompt_ids
+from partition.cli.prompting import add_prompt_arguments, build_request, check_chat_flags, prompt_ids
 from partition.plan.baselines import BASELINES
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,7 @@ def transport_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from partition.artifacts import load_plan
 
+    check_chat_flags(args)
     plan = load_plan(args.plan)
     http = _http_server(args)  # listening before workers start: a taken port fails first
     try:

@@ -120,3 +120,9 @@ def test_a_llama_with_biases_these_blocks_lack_is_refused(tmp_path, flag):
     config |= {"num_attention_heads": 2, "vocab_size": 10, flag: True}
     with pytest.raises(UnsupportedModelError, match=f"llama with {flag}=true is not supported"):
         ModelSpec.from_hf_config(config)
+
+
+@pytest.mark.parametrize("command", [["generate"], ["serve", "--plan", "plan.json"]])
+def test_a_system_message_without_chat_is_refused(command):
+    result = _cli(*command, "--prompt", "Hello", "--system", "Answer in French.")
+    _assert_one_line_error(result, "--system is the chat's system message: give --chat too")
