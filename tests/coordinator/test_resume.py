@@ -1,6 +1,7 @@
 """A request through a real worker process that is killed mid-request and started again at its address:
 the request goes on (coordinator/resume.py) and its tokens are those of an uninterrupted run."""
 
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -36,18 +37,27 @@ class Restarts:
         self.worker = spawn_worker(self.device, port=self.port, extra_args=("--threads", "1"))
 
 
-@pytest.fixture
-def answerer(smollm2):
+@contextlib.contextmanager
+def served(smollm2, sessions: int = 1):
+    """An Answerer over phone [0,16) -> server-a [16,32), and server-a's Restarts."""
     restarts = Restarts()
     try:
         plan = split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")])
-        deployment = deploy(plan, {"server-a": restarts.worker.address}, max_context=128, max_sessions=1)
+        deployment = deploy(
+            plan, {"server-a": restarts.worker.address}, max_context=128, max_sessions=sessions
+        )
         try:
             yield Answerer(deployment), restarts
         finally:
             deployment.close()
     finally:
         restarts.worker.stop()
+
+
+@pytest.fixture
+def answerer(smollm2):
+    with served(smollm2) as both:
+        yield both
 
 
 def request(answerer: Answerer, question: str = "Write a short story about a cat.") -> GenerationRequest:
@@ -153,36 +163,27 @@ def test_the_last_of_two_workers_restarted_mid_request_is_reached_again_by_the_f
 
 
 def test_requests_that_lost_the_same_worker_share_one_reload(smollm2):
-    restarts = Restarts()
-    try:
-        plan = split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")])
-        deployment = deploy(plan, {"server-a": restarts.worker.address}, max_context=128, max_sessions=3)
-        try:
-            answerer = Answerer(deployment)
-            whole = answerer.answer(request(answerer))
+    with served(smollm2, sessions=3) as (answerer, restarts):
+        whole = answerer.answer(request(answerer))
 
-            def restart() -> None:
-                restarts.kill()
-                restarts.start_again()
+        def restart() -> None:
+            restarts.kill()
+            restarts.start_again()
 
-            # once the three requests are all under way, the worker dies once and comes back empty
-            under_way = threading.Barrier(3, action=restart, timeout=120)
-            seen = [0, 0, 0]
+        # once the three requests are all under way, the worker dies once and comes back empty
+        under_way = threading.Barrier(3, action=restart, timeout=120)
+        seen = [0, 0, 0]
 
-            def answer(i: int):
-                def wait_for_the_others(_: str) -> None:
-                    seen[i] += 1
-                    if seen[i] == 1:
-                        under_way.wait()
+        def answer(i: int):
+            def wait_for_the_others(_: str) -> None:
+                seen[i] += 1
+                if seen[i] == 1:
+                    under_way.wait()
 
-                return answerer.answer(request(answerer), on_text=wait_for_the_others)
+            return answerer.answer(request(answerer), on_text=wait_for_the_others)
 
-            with ThreadPoolExecutor(max_workers=3) as pool:
-                answers = list(pool.map(answer, range(3)))
-        finally:
-            deployment.close()
-    finally:
-        restarts.worker.stop()
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            answers = list(pool.map(answer, range(3)))
     assert [a.result.token_ids for a in answers] == [whole.result.token_ids] * 3
     assert [a.resumes for a in answers] == [1, 1, 1]
     assert answerer.reloads == 1  # one LoadSegment round for the three, not one each
