@@ -248,7 +248,8 @@ class ChainSession:
         self.ref = ref
         self.stages: tuple[str, ...] = ()  # worker names that accepted the session, in chain order
         self._inbox: asyncio.Queue = asyncio.Queue()
-        # position -> (sent ns, encode s, bytes, rows of the result: 1 for OUTPUT_SELECT_LAST, else n_tokens)
+        # position -> (sent ns, encode s, bytes, n_tokens): a result holds at most n_tokens rows (one
+        # for OUTPUT_SELECT_LAST where the last stage holds the head; hidden states come for every one)
         self._sent: dict[int, tuple[int, float, int, int]] = {}
         self._tasks: list[asyncio.Task] = []
         self._closed = False
@@ -325,7 +326,7 @@ class ChainSession:
             logits_top_k=logits_top_k,
         )
         step.sent_unix_ns = time.time_ns()
-        self._sent[position] = (step.sent_unix_ns, encode_s, len(tensor.data), 1 if last_only else x.shape[1])
+        self._sent[position] = (step.sent_unix_ns, encode_s, len(tensor.data), x.shape[1])
         try:
             await self._chain_call.write(forward_pb2.ForwardRequest(step=step))
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):

@@ -67,3 +67,27 @@ def test_prefill_chunks_can_be_in_flight_together(chain_workers, expected):
             await chain.close()
 
     assert asyncio.run(run()) == (0, 4, expected[0])
+
+
+def test_a_chain_without_the_head_returns_every_positions_hidden_state(chain_workers):
+    """A last stage without the head returns the hidden state of every position (the edge's tail needs
+    them all), whatever OUTPUT_SELECT the step asked for: the client takes them, as wide as its load
+    reply said, no more rows than the step sent."""
+    import torch
+
+    workers = chain_workers[:2]
+
+    async def run():
+        chain = Chain([w.address for w in workers], TransportConfig())
+        try:
+            replies = await chain.load("plan", 1, "tiny", [Segment(0, 2), Segment(2, 4)], ["raw", "raw"])
+            session = await chain.open_session("headless", "plan", 1, replies[0].model_digest)
+            try:
+                return await session.step(torch.tensor([PROMPT]), 0), chain.output_width
+            finally:
+                await session.close()
+        finally:
+            await chain.close()
+
+    result, width = asyncio.run(run())
+    assert result.output.shape == (1, len(PROMPT), width) and width < 256  # the hidden size, not logits
