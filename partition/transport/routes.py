@@ -42,7 +42,7 @@ class ReturnRoutes:
     def __init__(self) -> None:
         self._routes: dict[str, dict[str, _Route]] = {}  # session id -> pair id -> route
 
-    def attach(self, session_id: str, pair_id: str = "") -> asyncio.Queue:
+    def attach(self, session_id: str, pair_id: str) -> asyncio.Queue:
         """The queue a new RETURN stream of the pair reads: results waiting unread, then what follows.
         A previous reader of the same pair is ended (ABORTED)."""
         route = self._route(session_id, pair_id)
