@@ -22,9 +22,25 @@ from partition.codec.base import (
 )
 from partition.errors import CodecError
 
-FP16_MAX = 65504.0  # largest finite fp16 value
-FP16_OVERFLOW = 65520.0  # from here on, round-to-nearest gives inf
+FP16_MAX = 65504.0  # largest finite fp16 value; from 65520 on, round-to-nearest gives inf
 BF16_MAX = torch.finfo(torch.bfloat16).max  # 3.3895e38; fp32 values a little above it round to inf
+
+
+def refuse_overflow(name: str, x: torch.Tensor, halved: torch.Tensor, largest: float, advice: str) -> None:
+    """CodecError when a finite value of `x` became inf in `halved`: silent garbage downstream. One
+    min/max pass decides; the exact check runs only beyond `largest` (or on NaN, which min/max
+    propagate and which may hide an overflow)."""
+    if not x.numel():
+        return
+    low, high = (float(v) for v in torch.aminmax(x))
+    if low >= -largest and high <= largest:
+        return
+    overflow = torch.isinf(halved) & torch.isfinite(x)
+    if bool(overflow.any()):
+        raise CodecError(
+            f"{name}: value {float(x[overflow].abs().max()):.7g} exceeds the {name} range "
+            f"(+-{largest:.5g}); {advice}"
+        )
 
 
 class Raw(Codec):
@@ -53,19 +69,9 @@ class Fp16(Codec):
 
     def encode(self, x: torch.Tensor) -> bytes:
         x = check_input(self.name, x)
-        # A finite activation that became inf would be silent garbage downstream. One min/max pass
-        # decides; the exact check runs only when something is out of range (or NaN, which min/max
-        # propagate and which may hide an overflow).
-        if x.numel():
-            low, high = (float(v) for v in torch.aminmax(x))
-            if not (low > -FP16_OVERFLOW and high < FP16_OVERFLOW):
-                overflow = torch.isfinite(x) & (x.abs() >= FP16_OVERFLOW)
-                if bool(overflow.any()):
-                    raise CodecError(
-                        f"fp16: value {float(x[overflow].abs().max()):.7g} exceeds the fp16 range "
-                        f"(+-{FP16_MAX:g}); use bf16, int8 or a lossless codec for this link"
-                    )
-        return x.to(torch.float16).numpy().astype("<f2", copy=False).tobytes()
+        halved = x.to(torch.float16)
+        refuse_overflow(self.name, x, halved, FP16_MAX, "use bf16, int8 or a lossless codec for this link")
+        return halved.numpy().astype("<f2", copy=False).tobytes()
 
     def decode(self, data: bytes, shape: Sequence[int]) -> torch.Tensor:
         dims = check_shape(self.name, shape)
@@ -82,18 +88,8 @@ class Bf16(Codec):
 
     def encode(self, x: torch.Tensor) -> bytes:
         x = check_input(self.name, x)
-        halved = x.to(torch.bfloat16)
-        # The top of fp32's range rounds to inf: refused, as fp16 refuses its overflow. One min/max
-        # pass decides; the exact check runs only beyond the largest bf16 (or on NaN).
-        if x.numel():
-            low, high = (float(v) for v in torch.aminmax(x))
-            if not (low >= -BF16_MAX and high <= BF16_MAX):
-                overflow = torch.isinf(halved) & torch.isfinite(x)
-                if bool(overflow.any()):
-                    raise CodecError(
-                        f"bf16: value {float(x[overflow].abs().max()):.7g} exceeds the bf16 range "
-                        f"(+-{BF16_MAX:.5g}); use a lossless codec for this link"
-                    )
+        halved = x.to(torch.bfloat16)  # the top of fp32's range rounds to inf here
+        refuse_overflow(self.name, x, halved, BF16_MAX, "use a lossless codec for this link")
         # numpy has no bfloat16: move the bits as int16.
         return halved.view(torch.int16).numpy().astype("<i2", copy=False).tobytes()
 
