@@ -50,7 +50,7 @@ class ResumingSession:
         open_session: Callable[[Deployment], PipelineSession],
         reload_workers: Callable[[int], bool],
         current: Callable[[], Deployment],
-        reload_mark: Callable[[], int] = lambda: 0,
+        reload_mark: Callable[[], int],
         max_resumes: int = MAX_RESUMES,
     ) -> None:
         """`open_session` opens a session through a deployment's chain; `reload_workers(mark)` waits for
