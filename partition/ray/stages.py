@@ -442,9 +442,9 @@ def connect(address: str | None) -> bool:
         return False
     named = address not in (None, "", "auto")  # else ray.init takes RAY_ADDRESS, or finds a local cluster
     given = address if named else os.environ.get("RAY_ADDRESS", "")
+    given = "" if given == "auto" else given  # "": ray.init looks for a cluster itself
     if (
         given
-        and given != "auto"
         and not given.startswith(("ray://", "http://", "https://"))
         and not is_listening(given, CONNECT_TIMEOUT_S)
     ):
@@ -462,7 +462,7 @@ def connect(address: str | None) -> bool:
             log_to_driver=verbose,
         )
     except ConnectionError as error:
-        if given and given != "auto":
+        if given:
             raise RayStageError(
                 f"cannot connect to the Ray cluster at {given} ({error}); check the address and that the "
                 "cluster runs"
