@@ -153,6 +153,15 @@ class _FieldError(Exception):
     """A field-level problem; `_load` adds the file name and the fix."""
 
 
+def decode_fields(cls: type[T], data: Any, source: str, path: str) -> T:
+    """Parsed JSON `data` as the dataclass `cls`, read as strictly as an artifact's fields: a ConfigError
+    "`source`: `path`.field: ..." for a missing, extra or mistyped field (a table inside another file)."""
+    try:
+        return _decode(cls, data, path)
+    except _FieldError as error:
+        raise ConfigError(f"{source}: {error}") from None
+
+
 def _encode(obj: Any) -> Any:
     if isinstance(obj, ModelRef):
         return {"name": obj.name, "digest": obj.digest, "n_blocks": obj.n_blocks, "n_units": obj.n_units}
@@ -212,7 +221,7 @@ def _decode_dataclass(cls: type, data: Any, path: str) -> Any:
         elif field.default is dataclasses.MISSING:
             raise _FieldError(f"{prefix}{field.name} is missing")
     if data:
-        raise _FieldError(f"{prefix or 'top level: '}unknown field(s) {', '.join(sorted(data))}")
+        raise _FieldError(f"{path or 'top level'}: unknown field(s) {', '.join(sorted(data))}")
     try:
         return cls(**values)
     except (TypeError, ValueError, ConfigError) as error:  # ConfigError: a CodecSpec's own check

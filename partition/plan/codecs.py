@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from partition.artifacts import read_text
+from partition.artifacts import decode_fields, read_text
 from partition.errors import ConfigError
 from partition.types import RAW_VALUE_BYTES, CodecSpec, Plan
 
@@ -84,40 +84,10 @@ def load_codec_table(path: Path) -> tuple[CodecSpec, ...]:
     entries = data.get("codecs")
     if not isinstance(entries, list):
         raise ConfigError(f"{path}: codecs must be a list of codec entries")
-    return _runnable(path, tuple(_entry(path, i, entry) for i, entry in enumerate(entries)))
-
-
-def _entry(path: Path, index: int, entry: object) -> CodecSpec:
-    """One entry of our table format, each field of its JSON type (false is no number, "false" no bool)."""
-    where = f"{path}: codecs[{index}]"
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{where} must be an object with name, bytes_per_value, ... (see codecs.py)")
-    wrong = [
-        f"{field} must be {kind}, got {json.dumps(entry[field])}"
-        for field, kind, fits in (
-            ("name", "a string", lambda v: isinstance(v, str)),
-            ("lossless", "true or false", lambda v: isinstance(v, bool)),
-            *((f, "a number", _is_number) for f in _NUMBER_FIELDS),
-        )
-        if field in entry and not fits(entry[field])
-    ]
-    if wrong:
-        raise ConfigError(f"{where}: {'; '.join(wrong)}")
-    try:
-        return CodecSpec(**entry)
-    except TypeError as error:  # a field missing or unknown
-        raise ConfigError(f"{where}: {error}; see partition/plan/codecs.py for the fields") from None
-    except ConfigError as error:
-        raise ConfigError(f"{where}: {error}") from None
-
-
-_NUMBER_FIELDS = (
-    "bytes_per_value", "encode_s_per_byte", "decode_s_per_byte", "encode_call_s", "decode_call_s"
-)  # fmt: skip
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return _runnable(
+        path,
+        tuple(decode_fields(CodecSpec, entry, str(path), f"codecs[{i}]") for i, entry in enumerate(entries)),
+    )
 
 
 def _runnable(path: Path, codecs: tuple[CodecSpec, ...]) -> tuple[CodecSpec, ...]:

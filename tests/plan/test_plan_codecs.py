@@ -90,7 +90,7 @@ def test_load_our_table_format(tmp_path):
     path.write_text(
         json.dumps({"schema": "partition/codec-table", "schema_version": 1, "codecs": [{"name": "raw"}]})
     )
-    with pytest.raises(ConfigError, match=r"codecs\[0\]: .*missing 4 required positional arguments"):
+    with pytest.raises(ConfigError, match=r"codecs\[0\]\.bytes_per_value is missing"):
         load_codec_table(path)
 
 
@@ -103,10 +103,11 @@ RAW = {"name": "raw", "bytes_per_value": 4, "encode_s_per_byte": 0, "decode_s_pe
         ([], "the codec table is empty; give at least raw"),
         ([{**RAW, "name": "gzip"}], "no worker runs codec(s) 'gzip'; known: raw, fp16"),
         ([RAW, {**RAW, "bytes_per_value": 0.01}], "codec(s) raw given more than once"),
-        ([{**RAW, "lossless": "false"}], 'codecs[0]: lossless must be true or false, got "false"'),
-        ([{**RAW, "bytes_per_value": True}], "codecs[0]: bytes_per_value must be a number, got true"),
+        ([{**RAW, "lossless": "false"}], "codecs[0].lossless: expected bool, got 'false'"),
+        ([{**RAW, "bytes_per_value": True}], "codecs[0].bytes_per_value: expected float, got true"),
+        ([{**RAW, "speed": 1}], "codecs[0]: unknown field(s) speed"),
         ([RAW, {**RAW, "name": "int8", "encode_s_per_byte": -1}], "codecs[1]: codec 'int8': sizes and times"),
-        (["raw"], "codecs[0] must be an object"),
+        (["raw"], "codecs[0]: expected an object, got 'raw'"),
     ],
 )
 def test_a_codec_table_a_plan_could_not_be_served_from_is_refused_naming_the_entry(tmp_path, entries, says):
