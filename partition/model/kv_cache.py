@@ -34,7 +34,8 @@ class KVCache:
     def layer(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.k[index], self.v[index]
 
-    def clear_slot(self, slot: int) -> None:
-        """Zero a slot so a new session cannot read a previous one's keys (positions also guard this)."""
-        self.k[:, slot].zero_()
-        self.v[:, slot].zero_()
+    def clear_slot(self, slot: int, positions: int | None = None) -> None:
+        """Zero a slot's first `positions` (default: all) so that a new session cannot read a previous
+        one's keys (positions also guard this)."""
+        self.k[:, slot, :, :positions].zero_()
+        self.v[:, slot, :, :positions].zero_()

@@ -214,7 +214,8 @@ class StageRuntime:
         loaded = self.check_deployment(plan_id, epoch, model_digest)
         session, new = loaded.sessions.open(session_id)
         if new:
-            loaded.cache.clear_slot(session.slot)  # a new session must not see the previous owner's keys
+            # a new session must not see the previous owners' keys
+            loaded.cache.clear_slot(session.slot, loaded.sessions.take_stale_positions(session.slot))
         return session, new
 
     def end_session(self, session_id: str, plan_id: str, epoch: int) -> Session | None:
@@ -257,6 +258,7 @@ class StageRuntime:
         assert loaded is not None  # begin_step checked it in this same lane call
         model = loaded.model
         x = self._checked_input(model, x, n_tokens)
+        loaded.sessions.writing(session, n_tokens)
         out = model(
             x,
             loaded.cache,

@@ -91,6 +91,30 @@ def test_a_step_run_but_not_ended_leaves_the_session_where_it_was(runtime):
         runtime.begin_step("s", "plan", 1, 0, 2)
 
 
+def test_a_new_session_finds_no_keys_of_the_sessions_its_slot_held_before(runtime):
+    """Every position an earlier owner wrote is zero when the slot is handed out again, also those a
+    step wrote that ran but was not ended (refused after it ran), and also after the slot changed
+    hands twice."""
+    runtime.load(deployment(Segment(1, 3), max_sessions=1))  # blocks only: one slot, reused each time
+    cache = runtime._loaded.cache
+    digest = runtime.deployment.model_digest
+
+    def keys_written() -> int:
+        return int((cache.k[:, 0].abs().sum(dim=(0, 1, 3)) != 0).sum())  # positions with a nonzero key
+
+    runtime.open_session("long", "plan", 1, digest)
+    step(runtime, "long", 0, torch.randn(1, 6, 64))
+    unended = runtime.begin_step("long", "plan", 1, 6, 3)
+    runtime.run_step(unended, torch.randn(1, 3, 64), 3, last_only=False)  # positions 6..8, never ended
+    assert keys_written() == 9
+    runtime.end_session("long", "plan", 1)
+    for owner in ("short", "next"):
+        runtime.open_session(owner, "plan", 1, digest)
+        assert keys_written() == 0
+        step(runtime, owner, 0, torch.randn(1, 2, 64))
+        runtime.end_session(owner, "plan", 1)
+
+
 def test_a_segment_without_blocks_holds_no_more_sessions_than_any_worker(runtime):
     with pytest.raises(CapacityError, match="4294967295 sessions asked for; a worker holds at most 1024"):
         runtime.load(deployment(Segment(0, 1), max_sessions=2**32 - 1))
