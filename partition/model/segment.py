@@ -113,6 +113,11 @@ class SegmentModel(nn.Module):
             raise ValueError(
                 f"batch of {B} rows needs {B} slots and positions, got {len(slots)}, {len(starts)}"
             )
+        if min(starts) < 0 or not all(0 <= slot < cache.slots for slot in slots):
+            # a negative index would read and write another slot's keys, or the end of this one
+            raise ValueError(
+                f"positions must be >= 0 and slots in [0, {cache.slots}), got positions {starts}, slots {slots}"
+            )
         kv_len = max(starts) + S
         if kv_len > cache.max_len:
             raise ContextOverflowError(

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from partition.errors import ModelNotFoundError, UnsupportedModelError
 from partition.model import load_segment, resolve_model
@@ -82,6 +83,15 @@ def test_unsupported_gguf_tensor_type(tiny_dirs, tmp_path):
     writer.close()
     with pytest.raises(UnsupportedModelError, match="IQ4_NL.*Q4_1"):
         load_segment(resolve_model(path), Segment(0, 1))
+
+
+@pytest.mark.parametrize(("slots", "positions"), [([-1], [0]), ([2], [0]), ([0], [-3])])
+def test_a_step_in_no_slot_or_before_position_0_is_refused(tiny_dirs, slots, positions):
+    model = load_segment(resolve_model(tiny_dirs["llama"]), Segment(0, 2))
+    cache = model.new_cache(slots=2, max_len=16)
+    with pytest.raises(ValueError, match=r"positions must be >= 0 and slots in \[0, 2\)"):
+        model(torch.tensor([[1, 2]]), cache, slots=slots, positions=positions)
+    assert not cache.k.any() and not cache.v.any()  # nothing was written anywhere
 
 
 def test_prompt_longer_than_context(tiny_dirs, tmp_path):
