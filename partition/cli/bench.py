@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ttft-deadline",
         type=positive_number("seconds"),
         default=None,
-        help="seconds (default: predicted TTFT + 0.3 s)",
+        help="seconds to the first token, for the fluidity-index (default: the plan's predicted TTFT + 0.3 s, "
+        "when this run's prompt length and concurrency are the plan's)",
     )
     parser.add_argument(
         "--tbt-deadline",
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     # not given (None): the workload the plan was made for
     prompt_tokens = args.prompt_tokens if args.prompt_tokens is not None else plan.workload.prompt_tokens
     new_tokens = args.new_tokens if args.new_tokens is not None else plan.workload.new_tokens
-    ttft_deadline = args.ttft_deadline if args.ttft_deadline is not None else plan.predicted.ttft_s + 0.3
+    ttft_deadline, no_deadline = first_token_deadline(args, plan, prompt_tokens)
     addresses = cluster_addresses(args.cluster) if args.cluster else {}
     remote = [s.device for s in split_plan(plan).remote]
     spawned = spawn_missing(remote, addresses, plan.model.name, args.threads) if args.spawn_local else None
@@ -129,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(hop_table(links, stages))
     print()
+    if no_deadline:
+        print(f"note: {no_deadline}")
     if caveat:
         print(f"note: {caveat}")
     print(comparison_table(comparisons))
@@ -156,6 +159,26 @@ def run(args: argparse.Namespace) -> int:
         _with_folder(args.json_out).write_text(json_out.dumps(report, indent=2, default=str))
     write_span_outputs(args, bench.spans)
     return 0
+
+
+def first_token_deadline(args: argparse.Namespace, plan, prompt_tokens: int) -> tuple[float | None, str]:
+    """D_p of the fluidity-index: --ttft-deadline, else the plan's predicted TTFT plus Etalon's slack
+    when the plan predicts this run's prefill (its prompt length and sessions); else none, and why."""
+    from partition.errors import ConfigError
+    from partition.metrics.fluidity import ETALON_TTFT_SLACK_S
+
+    if args.ttft_deadline is not None:
+        return args.ttft_deadline, ""
+    w = plan.workload
+    if (w.prompt_tokens, w.sessions) == (prompt_tokens, args.concurrency):
+        return plan.predicted.ttft_s + ETALON_TTFT_SLACK_S, ""
+    why = (
+        f"the plan predicts the first token for {w.prompt_tokens} prompt tokens and {w.sessions} session(s), "
+        f"this run sends {prompt_tokens} and {args.concurrency}"
+    )
+    if args.slo_fluidity is not None:
+        raise ConfigError(f"--slo-fluidity needs a first-token deadline: {why}; give --ttft-deadline")
+    return None, f"no fluidity-index: {why}; give --ttft-deadline for one"
 
 
 def write_span_outputs(args: argparse.Namespace, spans) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from partition.metrics.fluidity import ETALON_TBT_DEADLINE_S
 from partition.metrics.latency import RequestMetrics, RequestTiming, request_metrics
 from partition.metrics.stats import Distribution, percentile
 
@@ -33,7 +34,8 @@ class Slo:
             self.ttft_s is None or request.ttft_s <= self.ttft_s,
             self.tpot_s is None or (request.tpot_s is not None and request.tpot_s <= self.tpot_s),
             self.tbt_p99_s is None or (request.tbt is not None and request.tbt.p99 <= self.tbt_p99_s),
-            self.fluidity_index is None or request.fluidity_index >= self.fluidity_index,
+            self.fluidity_index is None
+            or (request.fluidity_index is not None and request.fluidity_index >= self.fluidity_index),
         ]
         return all(checks)
 
@@ -60,25 +62,32 @@ class RunMetrics:
     tpot_s: Distribution | None  # over requests with >= 2 tokens
     tbt_s: Distribution | None  # over every gap of every request
     normalized_latency_s: Distribution  # over requests
-    fluidity_index: Distribution  # over requests
+    fluidity_index: Distribution | None  # over requests; None without a first-token deadline
     fluid_token_rate: float | None  # tokens/s: 1 / p99 over requests of the smallest 10 %-miss D_d
     throughput_tokens_per_s: float  # generated tokens / duration
     throughput_requests_per_s: float  # requests / duration
     goodput_requests_per_s: float  # requests meeting every SLO / duration
     slo_attainment: float  # fraction of requests meeting every SLO
     slo: Slo = Slo()  # the objectives goodput counts (none given: every request counts)
+    # The deadlines the fluidity-index walked, seconds: D_p for the first token (None: not given, and no
+    # fluidity-index), D_d for each later one.
+    ttft_deadline_s: float | None = None
+    tbt_deadline_s: float = ETALON_TBT_DEADLINE_S
 
 
 def summarize_run(
     timings: Sequence[RequestTiming],
-    ttft_deadline_s: float,
+    ttft_deadline_s: float | None,
     tbt_deadline_s: float,
     slo: Slo | None = None,
 ) -> RunMetrics:
-    """Aggregate the requests of one run (all timings on one clock)."""
+    """Aggregate the requests of one run (all timings on one clock); the fluidity-index only with a
+    first-token deadline, and a fluidity objective needs one."""
     if not timings:
         raise ValueError("a run with no requests has no metrics")
     slo = slo or Slo()
+    if ttft_deadline_s is None and slo.fluidity_index is not None:
+        raise ValueError("a fluidity-index objective needs a first-token deadline")
     requests = [request_metrics(t, ttft_deadline_s, tbt_deadline_s) for t in timings]
     start = min(t.arrival_s for t in timings)
     end = max(t.token_times_s[-1] for t in timings)
@@ -98,11 +107,15 @@ def summarize_run(
         tpot_s=Distribution.of([r.tpot_s for r in multi]) if multi else None,
         tbt_s=Distribution.of(all_tbt) if all_tbt else None,
         normalized_latency_s=Distribution.of([r.normalized_latency_s for r in requests]),
-        fluidity_index=Distribution.of([r.fluidity_index for r in requests]),
+        fluidity_index=None
+        if ttft_deadline_s is None
+        else Distribution.of([r.fluidity_index for r in requests]),
         fluid_token_rate=1.0 / percentile(deadlines, 99) if deadlines else None,
         throughput_tokens_per_s=rate(sum(r.n_tokens for r in requests)),
         throughput_requests_per_s=rate(len(requests)),
         goodput_requests_per_s=rate(good),
         slo=slo,
         slo_attainment=good / len(requests),
+        ttft_deadline_s=ttft_deadline_s,
+        tbt_deadline_s=tbt_deadline_s,
     )

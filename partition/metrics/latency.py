@@ -59,14 +59,15 @@ class RequestMetrics:
     tpot_s: float | None  # seconds per output token after the first; None when N < 2
     normalized_latency_s: float  # seconds per token, whole request
     e2e_s: float  # t_N - t0, seconds
-    fluidity_index: float  # 0..1, for the deadlines given to request_metrics
+    fluidity_index: float | None  # 0..1, for the deadlines given to request_metrics; None without D_p
     min_tbt_deadline_s: float | None  # smallest D_d with <= 10 % misses (fluid token rate input)
 
 
 def request_metrics(
-    timing: RequestTiming, ttft_deadline_s: float, tbt_deadline_s: float = ETALON_TBT_DEADLINE_S
+    timing: RequestTiming, ttft_deadline_s: float | None, tbt_deadline_s: float = ETALON_TBT_DEADLINE_S
 ) -> RequestMetrics:
-    """All per-request metrics of one finished request (at least one token)."""
+    """All per-request metrics of one finished request (at least one token); its fluidity-index only
+    with a first-token deadline (None: the caller has no prediction of this request's prefill)."""
     if timing.n_tokens == 0:
         raise ValueError("a request with no tokens has no latency metrics")
     first, last = timing.token_times_s[0], timing.token_times_s[-1]
@@ -81,6 +82,8 @@ def request_metrics(
         tpot_s=(last - first) / (timing.n_tokens - 1) if many else None,
         normalized_latency_s=(last - timing.arrival_s) / timing.n_tokens,
         e2e_s=last - timing.arrival_s,
-        fluidity_index=fluidity_index(gaps, ttft_deadline_s, tbt_deadline_s),
+        fluidity_index=None
+        if ttft_deadline_s is None
+        else fluidity_index(gaps, ttft_deadline_s, tbt_deadline_s),
         min_tbt_deadline_s=min_tbt_deadline(tbt_s) if many else None,
     )

@@ -43,6 +43,13 @@ def run_table(run: RunMetrics) -> str:
     ]
     if run.fluid_token_rate is not None:
         lines.append(f"fluid token generation rate {run.fluid_token_rate:.1f} tokens/s")
+    if run.ttft_deadline_s is None:
+        lines.append("fluidity-index: not walked, no first-token deadline given")
+    else:
+        lines.append(
+            f"fluidity-index deadlines: first token {run.ttft_deadline_s * 1e3:.1f} ms, "
+            f"each later token {run.tbt_deadline_s * 1e3:.1f} ms"
+        )
     return "\n".join(lines)
 
 

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from partition.artifacts import save_plan
 from tests.coordinator.plans import split_plan, with_edge_only_baseline
 
@@ -51,6 +53,10 @@ def test_bench_reports_metrics_and_predicted_vs_measured(smollm2, tmp_path):
         and "--prompt-tokens 16 --new-tokens 6" in report["prediction_caveat"]
     )
     assert report["baseline"] is None and report["base_plan_id"] == report["plan_id"] == plan.plan_id
+    # Nor does the plan predict this prompt's first token: no deadline for it, so no fluidity-index.
+    why = "the plan predicts the first token for 32 prompt tokens and 1 session(s), this run sends 16 and 1"
+    assert f"note: no fluidity-index: {why}; give --ttft-deadline for one" in result.stdout
+    assert report["metrics"]["fluidity_index"] is None and report["metrics"]["ttft_deadline_s"] is None
 
 
 def test_the_caveat_names_only_what_differs_from_the_plans_workload(smollm2):
@@ -87,6 +93,21 @@ def test_bench_refuses_an_slo_it_cannot_judge(tmp_path):
     )
 
 
+def test_a_fluidity_objective_without_a_first_token_deadline_is_refused_before_deploying(smollm2, tmp_path):
+    save_plan(with_edge_only_baseline(smollm2), tmp_path / "plan.json")
+    result = subprocess.run(
+        [sys.executable, "-m", "partition", "bench", "--plan", str(tmp_path / "plan.json"), "--prompt-tokens",
+         "8", "--slo-fluidity", "0.5", "--json", str(tmp_path / "b.json")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert (
+        "--slo-fluidity needs a first-token deadline: the plan predicts the first token for 32"
+        in result.stderr
+    )
+    assert "give --ttft-deadline" in result.stderr and not (tmp_path / "b.json").exists()
+
+
 def test_bench_of_a_baseline_says_it_is_one(smollm2, tmp_path):
     plan = with_edge_only_baseline(smollm2)
     save_plan(plan, tmp_path / "plan.json")
@@ -99,5 +120,11 @@ def test_bench_of_a_baseline_says_it_is_one(smollm2, tmp_path):
     assert result.stdout.startswith(f"baseline 'edge_only' of plan {plan.plan_id} epoch 1:"), result.stdout
     assert "note:" not in result.stdout  # the plan's own workload: its predictions apply
     report = json.loads((tmp_path / "b.json").read_text())
+    # ... and its prediction of the first token, plus Etalon's 0.3 s of slack, is the deadline walked
+    predicted_ttft = next(b.predicted.ttft_s for b in plan.baselines if b.name == "edge_only")
+    deadlines = report["metrics"]["ttft_deadline_s"], report["metrics"]["tbt_deadline_s"]
+    assert deadlines == (pytest.approx(predicted_ttft + 0.3), 0.03)
+    said = f"fluidity-index deadlines: first token {deadlines[0] * 1e3:.1f} ms, each later token 30.0 ms"
+    assert said in result.stdout and 0 <= report["metrics"]["fluidity_index"]["p50"] <= 1
     assert report["baseline"] == "edge_only" and report["base_plan_id"] == plan.plan_id != report["plan_id"]
     assert report["stages"] == [["phone", 0, 32, "raw"]]
