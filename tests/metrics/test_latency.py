@@ -64,9 +64,10 @@ def test_run_summary_throughput_and_goodput():
     assert run.duration_s == pytest.approx(1.1)
     assert run.throughput_tokens_per_s == pytest.approx(8 / 1.1)
     assert run.throughput_requests_per_s == pytest.approx(3 / 1.1)
-    # fast meets both; slow misses TTFT and TPOT; single has no TPOT, so it cannot meet a TPOT objective.
-    assert run.goodput_requests_per_s == pytest.approx(1 / 1.1)
-    assert run.slo_attainment == pytest.approx(1 / 3)
+    # fast meets both; slow misses TTFT and TPOT; single's TTFT is met, and it has no later token to be
+    # late, so no TPOT to miss.
+    assert run.goodput_requests_per_s == pytest.approx(2 / 1.1)
+    assert run.slo_attainment == pytest.approx(2 / 3)
     assert run.ttft_s.p50 == pytest.approx(0.2) and run.ttft_s.max == pytest.approx(0.8)
     assert run.tpot_s.n == 2 and run.tpot_s.mean == pytest.approx((0.02 + 0.1) / 2)
     assert run.tbt_s.n == 5
@@ -86,6 +87,8 @@ def test_slo_objectives():
     assert not Slo(tpot_s=0.049).met_by(m)
     assert not Slo(tbt_p99_s=0.049).met_by(m)
     assert not Slo(fluidity_index=1.0).met_by(m)
+    one = request_metrics(RequestTiming(0.0, (0.2,)), ttft_deadline_s=0.3)  # a single token: no decode
+    assert Slo(ttft_s=0.25, tpot_s=0.001, tbt_p99_s=0.001).met_by(one) and not Slo(ttft_s=0.1).met_by(one)
 
 
 @pytest.mark.parametrize(
