@@ -7,7 +7,9 @@ t3 (coordinator receives), stamps in Unix ns on each side's own clock. For one s
     delay  = (t3 - t0) - (t2 - t1)            round-trip time on the wire
 The samples with the smallest delay were queued least, so their offsets are the most trustworthy:
 we take the median offset of the fastest quarter. Each sample's offset is within its delay / 2 of
-the truth, so the estimate is within half the largest delay of the samples used.
+the truth, so the estimate is within half the largest delay of the samples used. A sample whose delay
+comes out negative (the worker counted more time between its stamps than the whole round trip took
+here) saw a clock stepped or slewed while it ran: it says nothing, and would otherwise rank fastest.
 """
 
 from __future__ import annotations
@@ -35,14 +37,20 @@ class ClockEstimate:
 
 
 def estimate_offset(samples: Sequence[tuple[int, int, int, int]]) -> ClockEstimate:
-    """Estimate from (t0, t1, t2, t3) samples; at least one is needed."""
+    """Estimate from (t0, t1, t2, t3) samples; at least one with a delay of 0 or more is needed."""
     if not samples:
         raise ValueError("clock offset needs at least one probe sample")
     measured = []
     for t0, t1, t2, t3 in samples:
         delay = (t3 - t0) - (t2 - t1)
         offset = ((t1 - t0) + (t2 - t3)) / 2
-        measured.append((max(delay, 0), offset))
+        if delay >= 0:
+            measured.append((delay, offset))
+    if not measured:
+        raise ValueError(
+            f"all {len(samples)} probes took longer between the worker's stamps than their whole round trip: "
+            "a clock was stepped while probing"
+        )
     measured.sort()
     best = measured[: max(1, len(measured) // 4)]
     return ClockEstimate(

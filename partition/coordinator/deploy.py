@@ -181,8 +181,8 @@ def load_workers(deployment: Deployment, connect_wait_s: float = 0.0) -> None:
     for stage, address, ack in zip(topology.remote, deployment.addresses, acks, strict=True):
         _check_ack(plan, stage, address, ack)
     clocks = tuple(
-        estimate_offset([(s.t0, s.t1, s.t2, s.t3) for s in deployment.loop.run(stage.probe(PROBE_ROUNDS))])
-        for stage in chain.stages
+        _clock_of(deployment, client, f"{stage.device} at {address}")
+        for client, stage, address in zip(chain.stages, topology.remote, deployment.addresses, strict=True)
     )
     deployment.acks, deployment.clocks = tuple(acks), clocks
     for stage, ack, clock in zip(topology.remote, deployment.acks, deployment.clocks, strict=True):
@@ -201,6 +201,15 @@ def load_workers(deployment: Deployment, connect_wait_s: float = 0.0) -> None:
 async def _make_chain(chain_class, addresses, config):
     # grpc.aio channels belong to the loop they are created on: create them on the deployment's loop
     return chain_class(addresses, config)
+
+
+def _clock_of(deployment, client, who: str) -> ClockEstimate:
+    """The clock of the worker behind `client` against ours, from PROBE_ROUNDS probes."""
+    samples = deployment.loop.run(client.probe(PROBE_ROUNDS))
+    try:
+        return estimate_offset([(s.t0, s.t1, s.t2, s.t3) for s in samples])
+    except ValueError as error:
+        raise DeployError(f"{who}: {error}; deploy again") from None
 
 
 def _check_ack(plan: Plan, stage: Stage, address: str, ack) -> None:

@@ -1,5 +1,7 @@
 """The NTP-style clock offset (coordinator/clock.py) and the error bound it claims."""
 
+import pytest
+
 from partition.coordinator.clock import estimate_offset
 
 OFFSET_NS = 7_000  # the worker's clock runs this far ahead of the coordinator's
@@ -15,6 +17,18 @@ def probe(t0: int, out_ns: int, back_ns: int, service_ns: int = 1_000) -> tuple[
 def test_symmetric_round_trips_give_the_offset_exactly():
     estimate = estimate_offset([probe(i * 10**6, 300, 300) for i in range(8)])
     assert estimate.offset_ns == OFFSET_NS and estimate.delay_ns == 600 and estimate.samples == 8
+
+
+def test_a_probe_with_a_negative_delay_is_left_out():
+    """The worker's clock jumped 1.25 ms while it held one probe: that probe's round trip comes out
+    negative and, kept, would rank fastest and move the estimate out of its own bound."""
+    jumped = probe(0, 300, 300, service_ns=1_000)
+    jumped = (jumped[0], jumped[1], jumped[2] + 2_500, jumped[3])  # the reply stamped 2.5 us later
+    samples = [jumped] + [probe(i * 10**6, 300, 300) for i in range(1, 8)]
+    estimate = estimate_offset(samples)
+    assert estimate.offset_ns == OFFSET_NS and estimate.error_bound_ns == 300 and estimate.samples == 8
+    with pytest.raises(ValueError, match="all 1 probes took longer between the worker's stamps"):
+        estimate_offset([jumped])
 
 
 def test_the_error_bound_holds_for_the_samples_the_estimate_uses():
