@@ -58,14 +58,17 @@ def check_device(device: str) -> None:
         raise ConfigError(f"--device {device}: this machine has no CUDA device; use --device cpu")
 
 
-def positive_number(unit: str, zero_allowed: bool = False) -> Callable[[str], float]:
-    """A finite float above 0 (or at 0 with `zero_allowed`), in `unit` (which the error says)."""
+def positive_number(unit: str, zero_allowed: bool = False, smallest: float = 0.0) -> Callable[[str], float]:
+    """A finite float above 0 (or at 0 with `zero_allowed`; or at least `smallest`, where a tinier one
+    cannot be measured), in `unit` (which the error says)."""
 
     def parse(text: str) -> float:
         value = float(text)
         if not (math.isfinite(value) and (value >= 0 if zero_allowed else value > 0)):
             wanted = f"0 {unit} or more" if zero_allowed else f"more than 0 {unit}"
             raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        if value < smallest:
+            raise argparse.ArgumentTypeError(f"must be at least {smallest:g} {unit}, got {text}")
         return value
 
     parse.__name__ = "float"  # argparse says "invalid float value: 'x'" for text that is no number

@@ -18,6 +18,9 @@ from partition.cli.serve import (
     use_edge_threads,
 )
 
+# The shortest deadline a token can be timed against: token times come from a clock read in Python.
+DEADLINE_MIN_S = 1e-6
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", type=Path, required=True, help="plan.json from `partition plan`")
@@ -41,14 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--ttft-deadline",
-        type=positive_number("seconds"),
+        type=positive_number("seconds", smallest=DEADLINE_MIN_S),
         default=None,
         help="seconds to the first token, for the fluidity-index (default: the plan's predicted TTFT + 0.3 s, "
         "when this run's prompt length and concurrency are the plan's)",
     )
     parser.add_argument(
         "--tbt-deadline",
-        type=positive_number("seconds"),
+        type=positive_number("seconds", smallest=DEADLINE_MIN_S),
         default=0.03,
         help="seconds per later token (default 0.03)",
     )

@@ -38,8 +38,13 @@ def deadline_walk(
     ignore_first: bool = False,
 ) -> DeadlineCount:
     """Count met and missed deadlines. `inter_token_times[0]` is the TTFT, the rest the TBTs (seconds)."""
-    if tbt_deadline_s <= 0:
-        raise ValueError(f"tbt deadline must be positive, got {tbt_deadline_s} s")
+    # finer than the tolerance, a deadline cannot be timed (and a late token's misses overflow)
+    if not (math.isfinite(tbt_deadline_s) and tbt_deadline_s >= TIME_TOLERANCE_S):
+        raise ValueError(
+            f"the TBT deadline must be at least {TIME_TOLERANCE_S:g} s and finite, got {tbt_deadline_s}"
+        )
+    if not (math.isfinite(ttft_deadline_s) and ttft_deadline_s >= 0):
+        raise ValueError(f"the TTFT deadline must be 0 s or more and finite, got {ttft_deadline_s}")
     missed = total = 0
     slack = 0.0  # seconds saved so far, since the last miss
     for i, gap in enumerate(inter_token_times):

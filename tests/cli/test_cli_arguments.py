@@ -25,6 +25,10 @@ BENCH = ["bench", "--plan", "plan.json"]
         ([*BENCH, "--tbt-deadline", "-1"], "argument --tbt-deadline: must be more than 0 seconds, got -1"),
         ([*BENCH, "--tbt-deadline", "0"], "argument --tbt-deadline: must be more than 0 seconds, got 0"),
         ([*BENCH, "--ttft-deadline", "-1"], "argument --ttft-deadline: must be more than 0 seconds, got -1"),
+        (
+            [*BENCH, "--tbt-deadline", "1e-320"],
+            "argument --tbt-deadline: must be at least 1e-06 seconds, got 1e-320",
+        ),
         ([*BENCH, "--warmup", "-1"], "argument --warmup: must be 0 (none) or more, got -1"),
         (
             [*BENCH, "--ttft-deadline", "nan"],

@@ -1,5 +1,8 @@
 """The deadline walk against REFERENCES.md's worked cases and hand-computed ones."""
 
+import math
+import re
+
 import pytest
 
 from partition.metrics import deadline_walk, fluidity_index, min_tbt_deadline
@@ -45,9 +48,19 @@ def test_ignore_first_token():
     assert deadline_walk([9.0, 0.02, 0.02], D_P, D_D, ignore_first=True) == DeadlineCount(missed=0, total=2)
 
 
-def test_nonpositive_tbt_deadline_is_refused():
-    with pytest.raises(ValueError, match="positive"):
-        deadline_walk([0.1], D_P, 0.0)
+@pytest.mark.parametrize(
+    ("ttft_deadline", "tbt_deadline", "says"),
+    [
+        (D_P, 0.0, "the TBT deadline must be at least 1e-09 s and finite, got 0.0"),
+        (D_P, 1e-320, "the TBT deadline must be at least 1e-09 s"),  # a late token's misses: infinite
+        (D_P, math.nan, "the TBT deadline must be at least 1e-09 s and finite, got nan"),
+        (-1.0, D_D, "the TTFT deadline must be 0 s or more and finite, got -1.0"),
+        (math.nan, D_D, "the TTFT deadline must be 0 s or more and finite, got nan"),
+    ],
+)
+def test_a_deadline_no_token_can_be_judged_by_is_refused(ttft_deadline, tbt_deadline, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
+        deadline_walk([0.4, 0.02], ttft_deadline, tbt_deadline)
 
 
 def test_min_tbt_deadline_hand_case():
