@@ -45,6 +45,22 @@ def output_file(text: str) -> Path:
 
 output_file.__name__ = "path"
 
+# Image formats a plot is written in, by the file's suffix (each one matplotlib writes without extras).
+IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def image_file(text: str) -> Path:
+    """An `output_file` whose suffix names an image format IMAGE_SUFFIXES holds."""
+    path = output_file(text)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise argparse.ArgumentTypeError(
+            f"{text}: the image format is taken from the suffix; give a file ending in {', '.join(IMAGE_SUFFIXES)}"
+        )
+    return path
+
+
+image_file.__name__ = "path"
+
 
 def check_device(device: str) -> None:
     """A torch device this machine has, or a ConfigError that says what to give (before any model loads)."""

@@ -10,7 +10,7 @@ import argparse
 from dataclasses import asdict
 from pathlib import Path
 
-from partition.cli.arguments import output_file, positive_number, whole_number
+from partition.cli.arguments import image_file, output_file, positive_number, whole_number
 from partition.cli.serve import (
     add_threads_argument,
     add_transport_arguments,
@@ -64,7 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     slo.add_argument("--slo-fluidity", type=float, metavar="F", help="fluidity-index at least F (0 to 1)")
     parser.add_argument("--json", type=output_file, dest="json_out", help="write every number here")
     parser.add_argument("--spans", type=output_file, help="write every hop span here (msgpack)")
-    parser.add_argument("--plot", type=output_file, help="draw a per-token timeline of stages and hops (PNG)")
+    parser.add_argument(
+        "--plot", type=image_file, help="draw a per-token timeline of stages and hops (.png, .svg or .pdf)"
+    )
     add_transport_arguments(parser)
 
 
@@ -80,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
     from partition.coordinator.topology import split_plan
     from partition.coordinator.workers import cluster_addresses, spawn_missing
     from partition.errors import ConfigError
-    from partition.metrics import json_out
     from partition.metrics.aggregate import summarize_run
     from partition.metrics.report import comparison_table, hop_table, run_table
     from partition.metrics.spans import link_summaries, stage_summaries
@@ -138,30 +139,27 @@ def run(args: argparse.Namespace) -> int:
     if caveat:
         print(f"note: {caveat}")
     print(comparison_table(comparisons))
-    if args.json_out:
-        report = {
-            "plan_id": plan.plan_id,
-            "baseline": args.baseline,  # null: the plan's own split; else the baseline's, its own plan_id
-            "base_plan_id": base_id,
-            "epoch": plan.epoch,
-            "stages": [[s.device, s.segment.start, s.segment.end, s.codec_out] for s in plan.stages],
-            "workload": {
-                "prompt_tokens": prompt_tokens,
-                "new_tokens": new_tokens,
-                "concurrency": args.concurrency,
-            },
-            "metrics": asdict(metrics),
-            "links": [asdict(link) for link in links],
-            "stages_measured": [asdict(stage) for stage in stages],
-            "prediction_caveat": caveat,
-            "predicted_vs_measured": [
-                {"name": c.name, "predicted_s": c.predicted_s, "measured_s": c.measured_s, "error": c.error}
-                for c in comparisons
-            ],
-        }
-        _with_folder(args.json_out).write_text(json_out.dumps(report, indent=2, default=str))
-    write_span_outputs(args, bench.spans)
-    return 0
+    report = {
+        "plan_id": plan.plan_id,
+        "baseline": args.baseline,  # null: the plan's own split; else the baseline's, its own plan_id
+        "base_plan_id": base_id,
+        "epoch": plan.epoch,
+        "stages": [[s.device, s.segment.start, s.segment.end, s.codec_out] for s in plan.stages],
+        "workload": {
+            "prompt_tokens": prompt_tokens,
+            "new_tokens": new_tokens,
+            "concurrency": args.concurrency,
+        },
+        "metrics": asdict(metrics),
+        "links": [asdict(link) for link in links],
+        "stages_measured": [asdict(stage) for stage in stages],
+        "prediction_caveat": caveat,
+        "predicted_vs_measured": [
+            {"name": c.name, "predicted_s": c.predicted_s, "measured_s": c.measured_s, "error": c.error}
+            for c in comparisons
+        ],
+    }
+    return write_outputs(args, report, bench.spans)
 
 
 def first_token_deadline(args: argparse.Namespace, plan, prompt_tokens: int) -> tuple[float | None, str]:
@@ -184,16 +182,36 @@ def first_token_deadline(args: argparse.Namespace, plan, prompt_tokens: int) -> 
     return None, f"no fluidity-index: {why}; give --ttft-deadline for one"
 
 
-def write_span_outputs(args: argparse.Namespace, spans) -> None:
-    """--spans (the hop spans, msgpack) and --plot (their timeline, PNG), each where asked."""
-    if args.spans:
+def write_outputs(args: argparse.Namespace, report: dict, spans) -> int:
+    """--json (the report), --spans (the hop spans, msgpack) and --plot (their timeline), each where
+    asked: one that cannot be written is named on stderr and the others are still written; 2 then."""
+    import sys
+
+    from partition.metrics import json_out
+
+    def write_json(path: Path) -> None:
+        path.write_text(json_out.dumps(report, indent=2, default=str))
+
+    def write_spans(path: Path) -> None:
         from partition.metrics.spanlog import write_spans
 
-        write_spans(_with_folder(args.spans), spans)
-    if args.plot:
+        write_spans(path, spans)
+
+    def write_plot(path: Path) -> None:
         from partition.metrics.timeline import plot_timeline
 
-        plot_timeline(spans, _with_folder(args.plot))
+        plot_timeline(spans, path)
+
+    failed = 0
+    for path, write in ((args.json_out, write_json), (args.spans, write_spans), (args.plot, write_plot)):
+        if path is None:
+            continue
+        try:
+            write(_with_folder(path))
+        except OSError as error:
+            print(f"partition bench: cannot write {path}: {error.strerror or error}", file=sys.stderr)
+            failed += 1
+    return 2 if failed else 0
 
 
 def _with_folder(path: Path) -> Path:

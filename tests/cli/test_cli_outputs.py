@@ -15,6 +15,11 @@ from partition.errors import ConfigError
         (["bench", "--plan", "plan.json", "--json", "{folder}"], "argument --json: {folder} is a directory"),
         (["bench", "--plan", "plan.json", "--plot", "{folder}"], "argument --plot: {folder} is a directory"),
         (
+            ["bench", "--plan", "plan.json", "--plot", "{folder}/timeline.html"],
+            "argument --plot: {folder}/timeline.html: the image format is taken from the suffix; give a file "
+            "ending in .png, .svg, .pdf",
+        ),
+        (
             ["profile", "--model", "smollm2-135m", "--out", "{folder}"],
             "argument --out: {folder} is a directory",
         ),
