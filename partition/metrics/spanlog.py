@@ -103,7 +103,9 @@ def read_spans(path: str | Path, allow_truncated_tail: bool = False) -> list[Hop
                     f"{path}: span log version {header.get('version')!r}; this reader knows version {VERSION}"
                 )
             names = header.get("fields")
-            missing = [name for name in SPAN_FIELDS if not isinstance(names, list) or name not in names]
+            if not (isinstance(names, list) and all(isinstance(name, str) for name in names)):
+                raise SpanLogError(f"{path}: the header's fields are not a list of names")
+            missing = [name for name in SPAN_FIELDS if name not in names]
             if missing:
                 raise SpanLogError(f"{path}: the header lacks span fields {missing}")
             for index, record in enumerate(unpacker):

@@ -127,6 +127,10 @@ def test_other_version_and_bad_records(tmp_path):
     path.write_bytes(msgpack.packb(header) + msgpack.packb(record[:-1]))
     with pytest.raises(SpanLogError, match="span 0 is not a record of 14 values"):
         read_spans(path)
+    header["fields"] = [["t0"], *SPAN_FIELDS]  # a name that is no string
+    path.write_bytes(msgpack.packb(header) + msgpack.packb([0, *record]))
+    with pytest.raises(SpanLogError, match="the header's fields are not a list of names"):
+        read_spans(path)
 
 
 def test_extra_fields_from_a_newer_writer_are_ignored(tmp_path):
