@@ -23,6 +23,12 @@ from partition.plan.baselines import BASELINES
 
 log = logging.getLogger(__name__)
 
+# What a request that lost one of serve's own local workers for good tells its user.
+SPAWNED_LOST_ADVICE = (
+    "serve starts its local workers again when they stop, and could not start this one (serve's log says "
+    "why; it tries again after a while): send the prompt again"
+)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", type=Path, required=True, help="plan.json from `partition plan`")
@@ -149,7 +155,8 @@ def _run(args: argparse.Namespace, plan, http) -> int:
         restart = spawned.restart_dead if spawned is not None else None  # a worker of ours died: again
         transport = transport_config(args)
         failover = _failover(args, profiled, addresses, transport)
-        return _serve(args, plan, addresses, transport, http, labels, restart, failover)
+        advice = SPAWNED_LOST_ADVICE if spawned is not None else None
+        return _serve(args, plan, addresses, transport, http, labels, restart, failover, lost_advice=advice)
     finally:
         if spawned is not None:
             spawned.stop()

@@ -4,8 +4,10 @@ started for `serve --spawn-local` when nothing listens for a device."""
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -50,6 +52,30 @@ def is_listening(address: str, timeout_s: float = 0.5) -> bool:
         return False
 
 
+# Seconds a live local worker has to take a connection (HTTP/2's handshake, which gRPC's own threads
+# answer in milliseconds, computing or not) before `restart_dead` takes it for one that stopped serving:
+# shutting down after a SIGTERM (its listener closed, its open streams given a grace period), or hung.
+ANSWER_WAIT_S = 3.0
+# Seconds such a worker gets to exit after SIGTERM before it is killed: its own grace (--grace, 5 s) and one.
+STOP_WAIT_S = 6.0
+# Seconds after a worker failed to start again before the next reload tries it again (each try costs a
+# Python start-up): meanwhile it stays away, and a request that needs it is planned around it or ends.
+RESTART_BACKOFF_S = 30.0
+
+
+def takes_connections(address: str, timeout_s: float) -> bool:
+    """Whether a gRPC server at `address` completes a connection within `timeout_s` (plaintext: the
+    workers `--spawn-local` starts have no TLS)."""
+    channel = grpc.insecure_channel(address)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s)
+        return True
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        channel.close()
+
+
 def spawn_missing(
     devices: list[str], addresses: dict[str, str], model: str, threads: int = 0
 ) -> SpawnedWorkers:
@@ -76,14 +102,15 @@ def spawn_missing(
 
 
 class SpawnedWorkers:
-    """The local workers `--spawn-local` started. One that died is started again at its address by
-    `restart_dead` (serve calls it before it gives the workers their segments again)."""
+    """The local workers `--spawn-local` started. One that died or stopped serving is started again at
+    its address by `restart_dead` (serve calls it before it gives the workers their segments again)."""
 
     def __init__(self, extra_args: tuple[str, ...] = ()) -> None:
         self.workers: list = []  # partition.transport.local.LocalWorker
         self._extra_args = extra_args
         self._lock = threading.Lock()  # restarts (request threads) against stop (serve's end)
         self._stopped = False
+        self._failed_at: dict[str, float] = {}  # device -> monotonic time its last start again failed
 
     def start(self, device: str, address: str):
         from partition.transport.local import spawn_worker
@@ -95,17 +122,27 @@ class SpawnedWorkers:
         return worker
 
     def restart_dead(self) -> None:
-        """Start every dead worker again at its address; StageCallError (UNAVAILABLE) naming the one
-        that does not start, or when serve is stopping. Its log stays here (it has local paths)."""
+        """Start every worker that stopped serving again at its address: one that exited, and one that
+        lives on without taking connections (stopped first). One that does not start stays away (its
+        log stays here: it has local paths), and is tried again after RESTART_BACKOFF_S; the reload then
+        fails for it as for any worker away. StageCallError (UNAVAILABLE) when serve is stopping."""
         from partition.transport.client import StageCallError
         from partition.transport.local import WorkerStartError
 
         with self._lock:
-            for worker in [w for w in self.workers if not w.alive()]:
+            for worker in [w for w in self.workers if not self._serving(w)]:
                 if self._stopped:
                     raise StageCallError(
                         grpc.StatusCode.UNAVAILABLE, "serve is stopping", worker.address, worker.name
                     )
+                if time.monotonic() - self._failed_at.get(worker.name, -math.inf) < RESTART_BACKOFF_S:
+                    continue
+                if worker.alive():
+                    log.warning(
+                        "local worker %s (pid %d) takes no connections at %s; stopping it",
+                        worker.name, worker.pid, worker.address,
+                    )  # fmt: skip
+                    worker.stop(STOP_WAIT_S, keep_log=True)  # its log says why, as a dead one's
                 log.warning(
                     "local worker %s (pid %d) exited with %s (its log is kept at %s); starting it again at %s",
                     worker.name, worker.pid, worker.process.returncode, worker.log_path, worker.address,
@@ -113,14 +150,18 @@ class SpawnedWorkers:
                 try:
                     self.start(worker.name, worker.address)
                 except WorkerStartError as error:
-                    log.error("local worker %s did not start again: %s", worker.name, error)
-                    raise StageCallError(
-                        grpc.StatusCode.UNAVAILABLE,
-                        "the local worker died and did not start again (serve's log says why)",
-                        worker.address,
-                        worker.name,
-                    ) from None
+                    log.error(
+                        "local worker %s did not start again (next try in %.0f s): %s",
+                        worker.name, RESTART_BACKOFF_S, error,
+                    )  # fmt: skip
+                    self._failed_at[worker.name] = time.monotonic()
+                    continue
+                self._failed_at.pop(worker.name, None)
                 self.workers.remove(worker)  # only once its successor serves: the next try needs it
+
+    @staticmethod
+    def _serving(worker) -> bool:
+        return worker.alive() and takes_connections(worker.address, ANSWER_WAIT_S)
 
     def stop(self) -> None:
         with self._lock:

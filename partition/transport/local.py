@@ -49,8 +49,9 @@ class LocalWorker:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def stop(self, timeout_s: float = 10.0) -> int:
-        """SIGTERM, wait up to `timeout_s` for the graceful shutdown, then SIGKILL; the exit code."""
+    def stop(self, timeout_s: float = 10.0, keep_log: bool = False) -> int:
+        """SIGTERM, wait up to `timeout_s` for the graceful shutdown, then SIGKILL; the exit code. Its
+        temporary folder is removed after a clean exit, unless `keep_log`."""
         if self.alive():
             self.terminate()
             try:
@@ -65,7 +66,8 @@ class LocalWorker:
                 self.process.kill()
         code = self.process.wait()
         self._close_stdin()
-        self._tidy(code)
+        if not keep_log:
+            self._tidy(code)
         return code
 
     def _close_stdin(self) -> None:

@@ -117,6 +117,20 @@ def test_serve_http_answers_names_a_dead_worker_heals_when_it_is_back_and_stops_
         worker.stop()
 
 
+def children_named(parent: int, device: str) -> list[int]:
+    """Process ids of the `partition worker --name DEVICE` processes `parent` started."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and b"worker" in argv and device.encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
 def test_serve_spawn_local_starts_a_worker_of_its_own_again_when_it_dies(smollm2, tmp_path):
     plan = split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")])
     save_plan(plan, tmp_path / "plan.json")
@@ -134,6 +148,11 @@ def test_serve_spawn_local_starts_a_worker_of_its_own_again_when_it_dies(smollm2
         os.kill(pid, signal.SIGKILL)  # the worker serve started for server-a, by its process id
         assert ask_paris(url)  # answered: serve started it again and gave it its segment
         assert "partition_worker_reloads_total 1" in metrics(url)
+        # A SIGTERM: the new worker closes its port at once, but lives on for its grace period
+        (successor,) = children_named(serve.pid, "server-a")
+        os.kill(successor, signal.SIGTERM)
+        assert ask_paris(url)  # answered: serve did not wait for it to exit before starting another
+        assert "partition_worker_reloads_total 2" in metrics(url)
 
         serve.send_signal(signal.SIGTERM)
         _, err = serve.communicate(timeout=60)
