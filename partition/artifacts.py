@@ -59,6 +59,10 @@ def _profile_problems(profile: DeviceProfile) -> list[str]:
             f"{kind}.decode_spread": cost.decode_spread,
         }
     problems += [f"{name} must be >= 0, got {value}" for name, value in numbers.items() if not value >= 0]
+    if profile.device.threads < 1:  # a plan records them as the edge's threads, where 0 means unknown
+        problems.append(f"device.threads must be >= 1, got {profile.device.threads}")
+    if profile.device.memory_bytes < 0:
+        problems.append(f"device.memory_bytes must be >= 0, got {profile.device.memory_bytes}")
     shared = min(profile.embed.weight_bytes, profile.head.weight_bytes)
     if profile.tied_weight_bytes > shared:
         problems.append(
@@ -236,9 +240,13 @@ def _take(data: dict, key: str, prefix: str) -> Any:
 
 def _decode_scalar(tp: Any, data: Any, path: str) -> Any:
     if tp is float and isinstance(data, int | float) and not isinstance(data, bool):
-        if not math.isfinite(data):
-            raise _FieldError(f"{path}: expected a finite number, got {data!r}")
-        return float(data)
+        try:
+            value = float(data)  # an int of 400 digits is no float
+        except OverflowError:
+            value = math.inf
+        if not math.isfinite(value):
+            raise _FieldError(f"{path}: expected a finite number, got {_show(data)}")
+        return value
     if tp is int and isinstance(data, int) and not isinstance(data, bool):
         return data
     if tp in (str, bool) and isinstance(data, tp):

@@ -52,6 +52,13 @@ def test_a_profile_written_before_the_top_k_costs_still_loads_without_them():
         (lambda d: d["head"].update(weight_bytes=-5), "head.weight_bytes must be >= 0, got -5"),
         (lambda d: d["block"].update(kind="head"), "block.kind is 'head', not 'block'"),
         (lambda d: d.update(tied_weight_bytes=10**12), "tied_weight_bytes 1000000000000 is more than"),
+        (lambda d: d["device"].update(threads=-1), "device.threads must be >= 1, got -1"),
+        (lambda d: d["device"].update(threads=0), "device.threads must be >= 1, got 0"),
+        (lambda d: d["device"].update(memory_bytes=-5), "device.memory_bytes must be >= 0, got -5"),
+        (
+            lambda d: d["block"]["decode"].update(c0=10**400),
+            "block.decode.c0: expected a finite number, got 1000",
+        ),
     ],
 )
 def test_a_profile_no_profiler_writes_is_refused_before_it_plans(change, says):

@@ -251,6 +251,10 @@ def _parse_device(
         )
     if "memory_gb" in entry:
         memory_gb = _number(entry, "memory_gb", where)
+        if not 1 <= memory_gb * GB < math.inf:
+            raise ConfigError(
+                f"{where}: memory_gb = {memory_gb:g} is no device's memory; give it in GB, e.g. 8"
+            )
         memory = int(memory_gb * GB)
     else:
         memory = profile.device.memory_bytes

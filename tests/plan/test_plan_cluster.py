@@ -140,6 +140,14 @@ latency_ms = 0.1
             '[[device]]\nname = "s"\nrole = "server"\nprofile = "gpu.json"\nmemory_gb = -1\n',
             "memory_gb must be a positive",
         ),
+        (
+            '[[device]]\nname = "s"\nrole = "server"\nprofile = "gpu.json"\nmemory_gb = 1e300\n',
+            "memory_gb = 1e\\+300 is no device's memory; give it in GB, e.g. 8",
+        ),
+        (
+            '[[device]]\nname = "s"\nrole = "server"\nprofile = "gpu.json"\nmemory_gb = 1e-12\n',
+            "memory_gb = 1e-12 is no device's memory",
+        ),
         ('[[device]]\nname = "s"\nrole = "server"\nprofile = "gpu.json"\nflops = 1\n', "unknown key"),
         (
             '[[link]]\nfrom = "phone"\nto = "mars"\nbandwidth_mbps = 1\nlatency_ms = 1\n',
