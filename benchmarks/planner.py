@@ -26,7 +26,7 @@ from partition.plan.codecs import DEFAULT_CODECS
 from partition.plan.instance import build_instance
 from partition.plan.solver import solve
 from partition.plan.synthetic import link_pair, star_cluster, synthetic_profile
-from partition.types import LinkProfile, ModelRef, Workload
+from partition.types import DEFAULT_PINNING, LinkProfile, ModelRef, Workload
 
 BIG = ModelRef("llama-70b-like", "synthetic-80-blocks", 80)
 BIG_BLOCK = 850_000_000  # bytes: an 8-bit block of a 70B model
@@ -100,7 +100,7 @@ def solve_time(cluster: Cluster, w: Workload, repeats: int) -> tuple[float, int]
     times, stages = [], 0
     for _ in range(repeats):
         start = time.perf_counter()
-        solution = solve(build_instance(cluster, w, DEFAULT_CODECS, pin=True))
+        solution = solve(build_instance(cluster, w, DEFAULT_CODECS, DEFAULT_PINNING))
         times.append(time.perf_counter() - start)
         stages = len(solution.stages) if solution else 0
     return statistics.median(times), stages

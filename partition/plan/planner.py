@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 
 from partition.errors import ConfigError, InfeasiblePlanError
@@ -16,9 +17,11 @@ from partition.plan.codecs import DEFAULT_CODECS, CodecSpec
 from partition.plan.costmodel import evaluate, shared_weight_bytes, unit_memory_bytes
 from partition.plan.instance import build_instance
 from partition.plan.simplify import Chain, leave_out_needless, servers_of
-from partition.plan.solver import Solution, solve
+from partition.plan.solver import FRONT_LIMIT, Solution, solve
 from partition.plan.validate import chain_problem, gb
 from partition.types import DEFAULT_PINNING, Pinning, Plan, Segment, Stage, Workload
+
+log = logging.getLogger(__name__)
 
 
 def make_plan(
@@ -51,6 +54,12 @@ def make_plan(
     def best_chain(c: Cluster) -> Chain | None:
         instance = build_instance(c, workload, codecs, pin, memory=held)
         solution = solve(instance)
+        if solution is not None and not solution.exact:
+            log.warning(
+                "the search over %d kinds of device passed its limit of %d partial chains per cut: the plan "
+                "is the best found, not proven optimal (devices whose profiles were alike would count as one kind)",
+                len(instance.kinds), FRONT_LIMIT,
+            )  # fmt: skip
         return None if solution is None else (solution.objective, to_stages(instance.kinds, solution))
 
     optimum = best_chain(cluster)

@@ -142,3 +142,19 @@ def test_infeasible_clusters_name_the_constraint_and_the_shortfall(
     links = link_pair("phone", "server", 100, 1) if linked else ()
     with pytest.raises(InfeasiblePlanError, match=message):
         make_plan(Cluster(devices, links), W)
+
+
+def test_a_plan_from_a_search_past_its_limit_says_it_is_not_proven_optimal(monkeypatch, caplog):
+    """Six small servers profiled one by one (no two alike, so six kinds): held to two partial chains
+    per cut, the search returns a valid plan and the planner says it is the best found, not proven."""
+    import partition.plan.solver as solver
+
+    servers = [(f"s{i}", synthetic_profile(f"s{i}", speed=10 * (1 + i / 100)), 0.08) for i in range(6)]
+    cluster = star_cluster(synthetic_profile("phone", 0.3), 0.3, servers, (100, 5), (1000, 0.5))
+    exact = make_plan(cluster, Workload(128, 128))
+    assert "not proven optimal" not in caplog.text
+    monkeypatch.setattr(solver, "FRONT_LIMIT", 2)
+    held = make_plan(cluster, Workload(128, 128))
+    assert "the plan is the best found, not proven optimal" in caplog.text
+    assert held.predicted.objective_s >= exact.predicted.objective_s * (1 - 1e-9)
+    assert sum(len(s.segment) for s in held.stages) == cluster.model.n_units

@@ -9,6 +9,7 @@ from plan_kit import random_cases
 from partition.errors import InfeasiblePlanError
 from partition.plan import chain_problem, evaluate, make_plan
 from partition.plan.instance import build_instance, device_kinds
+from partition.plan.planner import to_stages
 from partition.plan.solver import solve
 
 N_CASES = 500
@@ -44,6 +45,30 @@ def test_solver_matches_brute_force(cases):
                 continue
             assert solution is not None, f"case {index}: solver found nothing, brute force {best[1]}"
             assert math.isclose(solution.objective, best[0], rel_tol=1e-9), (index, shortcut, solution, best)
+
+
+def test_a_search_held_to_one_partial_chain_per_cut_still_plans_validly_and_says_so(cases, monkeypatch):
+    """Past its front limit the search drops its costliest partial chains: the chain it returns is
+    valid and no better than the optimum, it is marked not proven, and it says "no chain" only where
+    none fits (a search that found nothing after dropping some looks again, wider)."""
+    import partition.plan.solver as solver
+
+    monkeypatch.setattr(solver, "FRONT_LIMIT", 1)
+    inexact = 0
+    for index, ((cluster, w, codecs, pin), best) in enumerate(cases):
+        instance = build_instance(cluster, w, codecs, pin)
+        solution = solve(instance, shortcut=False)
+        if best is None:
+            assert solution is None, index
+            continue
+        assert solution is not None, f"case {index}: a chain fits, brute force {best[1]}"
+        stages = to_stages(instance.kinds, solution)
+        assert chain_problem(cluster, stages, w, pin) == "", index
+        assert solution.objective >= best[0] * (1 - 1e-9), index
+        if solution.exact:
+            assert math.isclose(solution.objective, best[0], rel_tol=1e-9), index
+        inexact += not solution.exact
+    assert inexact >= 50  # the limit was reached, not just set
 
 
 def test_plans_are_valid_and_predicted_like_the_brute_force(cases):
