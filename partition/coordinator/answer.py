@@ -63,8 +63,10 @@ class Answer:
     resumes: int = 0  # times a worker went away mid-request and the request went on (coordinator/resume.py)
 
     def report(self) -> dict:
-        """Timings of the answer, per link and per stage, beside the plan's prediction (JSON-ready)."""
+        """Timings of the answer, per link and per stage, beside the plan's prediction (JSON-ready): of
+        its decode steps, or of its prompt's step when it had none (an answer of one token)."""
         result = self.result
+        decoded = any(span.token > 0 for span in self.spans)
         return {
             "plan_id": self.plan.plan_id,
             "epoch": self.plan.epoch,
@@ -80,12 +82,13 @@ class Answer:
                     "wire_p50_s": link.wire_p50_s,
                     "bytes_per_token": link.bytes_per_token,
                 }
-                for link in link_summaries(self.spans)
+                for link in link_summaries(self.spans, decode_only=decoded)
             ],
             "stages": [
                 {"device": s.device, "compute_p50_s": s.compute_p50_s, "queue_p50_s": s.queue_p50_s}
-                for s in stage_summaries(self.spans)
+                for s in stage_summaries(self.spans, decode_only=decoded)
             ],
+            "hops_of": "decode steps" if decoded else "the prompt's step",
             "predicted": {"ttft_s": self.plan.predicted.ttft_s, "tpot_s": self.plan.predicted.tpot_s},
             "resumes": self.resumes,
         }

@@ -52,6 +52,27 @@ def test_serve_spawn_local_answers_paris_with_per_hop_metrics(smollm2, tmp_path)
     # int8 blockwise carries ~1.06 bytes per value, fp16 2, raw 4 (hidden 576)
     per_token = {h["codec"]: h["bytes_per_token"] for h in out["hops"]}
     assert per_token["int8"] < per_token["fp16"] < per_token["raw"]
+    assert out["hops_of"] == "decode steps"
+
+
+def test_an_answer_of_one_token_reports_the_hops_of_its_prompt(smollm2, tmp_path):
+    save_plan(
+        split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")]), tmp_path / "p.json"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "partition", "serve", "--plan", str(tmp_path / "p.json"), "--spawn-local",
+         "--threads", "1", "--prompt", "Once upon a time", "--max-new-tokens", "1", "--json"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    assert len(out["token_ids"]) == 1 and out["hops_of"] == "the prompt's step"
+    assert [(h["from"], h["to"], h["codec"]) for h in out["hops"]] == [
+        ("phone", "server-a", "raw"),
+        ("server-a", "phone", "top-k"),
+    ]
+    assert all(h["latency_p50_s"] > 0 for h in out["hops"])
+    assert [s["device"] for s in out["stages"]] == ["phone", "server-a"]
 
 
 def test_serve_says_what_sampling_without_top_k_costs_when_a_worker_holds_the_head(smollm2, tmp_path):
