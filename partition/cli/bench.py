@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from partition.coordinator.deploy import deploy
     from partition.coordinator.topology import split_plan
-    from partition.coordinator.workers import cluster_addresses, spawn_missing
+    from partition.coordinator.workers import cluster_addresses, kv_budget_mib, spawn_missing
     from partition.errors import ConfigError
     from partition.metrics.aggregate import summarize_run
     from partition.metrics.report import comparison_table, hop_table, run_table
@@ -103,7 +103,10 @@ def run(args: argparse.Namespace) -> int:
     ttft_deadline, no_deadline = first_token_deadline(args, plan, prompt_tokens)
     addresses = cluster_addresses(args.cluster) if args.cluster else {}
     remote = [s.device for s in split_plan(plan).remote]
-    spawned = spawn_missing(remote, addresses, plan.model.name, args.threads) if args.spawn_local else None
+    spawned = None
+    if args.spawn_local:
+        budget = kv_budget_mib(plan, prompt_tokens + new_tokens, args.concurrency)
+        spawned = spawn_missing(remote, addresses, plan.model.name, args.threads, budget)
     try:
         deployment = deploy(
             plan,

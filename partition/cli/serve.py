@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, plan, http) -> int:
     from partition.coordinator.topology import split_plan
-    from partition.coordinator.workers import cluster_addresses, spawn_missing
+    from partition.coordinator.workers import cluster_addresses, kv_budget_mib, spawn_missing
 
     use_edge_threads(args, plan)
     labels = {}  # said beside the plan id in every report
@@ -150,7 +150,10 @@ def _run(args: argparse.Namespace, plan, http) -> int:
         return _run_on_ray(args, plan, http, labels, profiled)
     addresses = cluster_addresses(args.cluster) if args.cluster else {}
     remote = [s.device for s in split_plan(plan).remote]
-    spawned = spawn_missing(remote, addresses, plan.model.name, args.threads) if args.spawn_local else None
+    spawned = None
+    if args.spawn_local:
+        budget = kv_budget_mib(plan, args.max_context, args.max_sessions)
+        spawned = spawn_missing(remote, addresses, plan.model.name, args.threads, budget)
     try:
         restart = spawned.restart_dead if spawned is not None else None  # a worker of ours died: again
         transport = transport_config(args)

@@ -76,10 +76,27 @@ def takes_connections(address: str, timeout_s: float) -> bool:
         channel.close()
 
 
+WORKER_KV_BUDGET_MIB = 1024  # a worker's own default --kv-budget-mb
+
+
+def kv_budget_mib(plan, max_context: int, max_sessions: int) -> int:
+    """MiB of KV cache the largest of the plan's remote segments needs for `max_sessions` sessions of
+    `max_context` tokens, in fp32 (the widest a worker runs), and a worker's default at least: what the
+    workers `--spawn-local` starts may preallocate, since serve, not their user, starts them."""
+    from partition.coordinator.topology import split_plan
+    from partition.model import resolve_model
+
+    spec = resolve_model(plan.model.name).spec
+    blocks = max((len(s.segment.blocks(spec.n_blocks)) for s in split_plan(plan).remote), default=0)
+    need = blocks * spec.kv_bytes_per_token(4) * max_context * max_sessions
+    return max(WORKER_KV_BUDGET_MIB, math.ceil(need / 2**20))
+
+
 def spawn_missing(
-    devices: list[str], addresses: dict[str, str], model: str, threads: int = 0
+    devices: list[str], addresses: dict[str, str], model: str, threads: int = 0, kv_budget_mib: int = 0
 ) -> SpawnedWorkers:
-    """Start a local worker for each device with no address or nothing listening at it.
+    """Start a local worker for each device with no address or nothing listening at it (with
+    `kv_budget_mib`, each may preallocate that much KV cache).
 
     Updates `addresses` in place and returns the workers started (the caller stops them)."""
     extra: tuple[str, ...] = ()
@@ -88,6 +105,8 @@ def spawn_missing(
         extra = ("--models-dir", str(model_path.resolve().parent))
     if threads:
         extra += ("--threads", str(threads))
+    if kv_budget_mib:
+        extra += ("--kv-budget-mb", str(kv_budget_mib))
     spawned = SpawnedWorkers(extra)
     try:
         for device in devices:

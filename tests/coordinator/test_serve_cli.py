@@ -174,3 +174,19 @@ def test_serve_says_when_the_session_ends_the_answer_before_max_new_tokens(smoll
         f"note: a session (--max-context) holds 10 tokens: after the prompt's {prompt}, the answer stops "
         f"at {10 - prompt} new tokens, not --max-new-tokens 20"
     ) in result.stderr, result.stderr[-3000:]
+
+
+def test_spawn_local_workers_may_hold_the_sessions_serve_asks_for(smollm2, tmp_path):
+    """8 sessions of 8192 tokens need 1440 MiB of KV cache on server-a's 15 blocks, past a worker's
+    default budget of 1024 MiB: the workers serve starts itself are given what it asks of them."""
+    save_plan(
+        split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")]), tmp_path / "p.json"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "partition", "serve", "--plan", str(tmp_path / "p.json"), "--spawn-local",
+         "--threads", "1", "--max-sessions", "8", "--max-context", "8192", "--prompt", "Once upon a time",
+         "--max-new-tokens", "2", "--json"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(json.loads(result.stdout)["token_ids"]) == 2
