@@ -96,7 +96,8 @@ def spawn_missing(
     devices: list[str], addresses: dict[str, str], model: str, threads: int = 0, kv_budget_mib: int = 0
 ) -> SpawnedWorkers:
     """Start a local worker for each device with no address or nothing listening at it (with
-    `kv_budget_mib`, each may preallocate that much KV cache).
+    `kv_budget_mib`, each may preallocate that much KV cache). Something listening that takes no gRPC
+    connection (another program on the port, or a hung worker) is a ConfigError: no worker can start there.
 
     Updates `addresses` in place and returns the workers started (the caller stops them)."""
     extra: tuple[str, ...] = ()
@@ -112,6 +113,12 @@ def spawn_missing(
         for device in devices:
             address = addresses.get(device)
             if address is not None and is_listening(address):
+                if not takes_connections(address, ANSWER_WAIT_S):
+                    raise ConfigError(
+                        f"device {device!r}: something listens at {address} but takes no gRPC connection "
+                        "(another program holds the port, or a worker there hangs); stop it, or give the "
+                        "device another address in the cluster file"
+                    )
                 continue
             addresses[device] = spawned.start(device, address or "127.0.0.1:0").address
     except BaseException:

@@ -1,6 +1,7 @@
 """`partition serve` as a user runs it: a plan file, workers started locally, the chat question."""
 
 import json
+import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -190,3 +191,25 @@ def test_spawn_local_workers_may_hold_the_sessions_serve_asks_for(smollm2, tmp_p
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(json.loads(result.stdout)["token_ids"]) == 2
+
+
+def test_spawn_local_names_a_port_held_by_a_program_that_is_no_worker(smollm2, tmp_path):
+    save_plan(
+        split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")]), tmp_path / "p.json"
+    )
+    with socket.socket() as taken:  # listens, accepts, never speaks gRPC
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        cluster = tmp_path / "cluster.toml"
+        cluster.write_text(f'[[device]]\nname = "server-a"\nrole = "server"\naddress = "{address}"\n')
+        result = subprocess.run(
+            [sys.executable, "-m", "partition", "serve", "--plan", str(tmp_path / "p.json"), "--cluster",
+             str(cluster), "--spawn-local", "--threads", "1", "--prompt", "Hi", "--max-new-tokens", "1"],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert (
+        f"device 'server-a': something listens at {address} but takes no gRPC connection (another program "
+        "holds the port"
+    ) in result.stderr
