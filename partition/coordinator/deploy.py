@@ -164,8 +164,19 @@ def load_workers(deployment: Deployment, connect_wait_s: float = 0.0) -> None:
     StageCallError for a worker that refuses or is still away.
     """
     plan, topology, chain = deployment.plan, deployment.topology, deployment.chain
-    if connect_wait_s:
-        deployment.loop.run(chain.connected(connect_wait_s))  # one still away fails the load below
+    if connect_wait_s:  # a worker that hangs would hold LoadSegment for its whole timeout
+        away = deployment.loop.run(chain.away(connect_wait_s))
+        if away:
+            import grpc
+
+            from partition.transport.client import StageCallError
+
+            raise StageCallError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"no answer within {connect_wait_s:g} s: its worker is down, or hangs",
+                away[0],
+                deployment.devices.get(away[0], ""),
+            )
     acks = deployment.loop.run(
         chain.load(
             plan.plan_id,

@@ -38,11 +38,14 @@ MAX_RESUMES = 3  # per request: a worker that keeps dying is not waited for fore
 
 def worker_lost(error: StageCallError) -> bool:
     """Whether `error` says a worker went away (UNAVAILABLE), was shutting down (gRPC cancels the calls
-    a stopping server holds or is handed: a SIGTERM, as a supervisor's restart sends), or was restarted
-    since the deployment (it holds no segment): each is mended by loading the workers again and opening
-    a new session. (A stage that fails ends the rest of the chain with CANCELLED too, but its own
-    status comes first; reloading workers that all serve costs a reopen, bounded by MAX_RESUMES.)"""
-    if error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+    a stopping server holds or is handed: a SIGTERM, as a supervisor's restart sends), did not accept
+    the session in time (DEADLINE_EXCEEDED: steps have no deadline, opens do; the stage that says so
+    may be waiting on a later one that hangs, which the reload names), or was restarted since the
+    deployment (it holds no segment): each is mended by loading the workers again and opening a new
+    session. (A stage that fails ends the rest of the chain with CANCELLED too, but its own status comes
+    first; reloading workers that all serve costs a reopen, bounded by MAX_RESUMES.)"""
+    lost = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED)
+    if error.code in lost:
         return True
     return error.code == grpc.StatusCode.FAILED_PRECONDITION and NOTHING_LOADED in error.details
 

@@ -186,10 +186,23 @@ class Chain:
         for stage in self.stages:
             await stage.close()
 
-    async def connected(self, timeout_s: float) -> bool:
-        """Wait until every stage's channel is connected, at most `timeout_s`; whether they all are."""
-        ready = await asyncio.gather(*(reachable(stage.channel, timeout_s) for stage in self.stages))
-        return all(ready)
+    async def away(self, timeout_s: float) -> list[str]:
+        """The addresses of the stages whose channel does not connect within `timeout_s` (a worker down;
+        the wait lets one started again be reached), or whose worker then does not answer one probe
+        within `timeout_s` (one that hangs: its connection stays up, and a call to it would wait for
+        its whole deadline)."""
+
+        async def answers(stage: StageClient) -> bool:
+            if not await reachable(stage.channel, timeout_s):
+                return False
+            try:
+                await stage.probe(1, timeout_s=timeout_s)
+            except StageCallError:
+                return False
+            return True
+
+        answering = await asyncio.gather(*(answers(stage) for stage in self.stages))
+        return [stage.address for stage, ok in zip(self.stages, answering, strict=True) if not ok]
 
     async def load(
         self,

@@ -46,3 +46,31 @@ def test_a_max_context_above_the_models_says_what_sessions_get(smollm2, caplog):
     assert (
         "max context 10000 is more than 'smollm2-135m' holds: sessions get at most 8192 tokens" in caplog.text
     )
+
+
+def test_reloading_onto_a_worker_that_hangs_names_it_within_the_wait(smollm2):
+    """A stopped process keeps its connections up, and LoadSegment would wait on it for its 900 s
+    timeout (or the keepalive's minute): the reload names the device once it has not answered a probe
+    within the wait."""
+    import os
+    import signal
+
+    import grpc
+
+    from partition.coordinator.deploy import load_workers
+    from partition.transport.client import StageCallError
+    from partition.transport.local import spawn_worker
+
+    worker = spawn_worker("server-a", extra_args=("--threads", "1"))
+    plan = split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")])
+    deployment = deploy(plan, {"server-a": worker.address}, max_context=64, max_sessions=1)
+    try:
+        os.kill(worker.pid, signal.SIGSTOP)
+        with pytest.raises(StageCallError) as away:
+            load_workers(deployment, connect_wait_s=2.0)
+        assert away.value.code == grpc.StatusCode.UNAVAILABLE and away.value.device == "server-a"
+        assert "no answer within 2 s: its worker is down, or hangs" in str(away.value)
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+        deployment.close()
+        worker.stop()
