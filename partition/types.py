@@ -344,6 +344,8 @@ class Baseline:
     infeasible: str = ""  # why this split cannot run on the cluster (empty when it can)
 
 
+# MiB of KV cache a worker may preallocate unless told otherwise (partition worker --kv-budget-mb)
+KV_BUDGET_MIB = 1024
 EPOCH_MAX = (1 << 64) - 1  # a plan's epoch travels as a uint64 in every message to the workers
 
 

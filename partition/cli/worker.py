@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from partition.cli.arguments import check_device, positive_number, whole_number
+from partition.types import KV_BUDGET_MIB
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,8 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kv-budget-mb",
         type=positive_number("MiB"),
-        default=1024,
-        help="MiB of KV cache to preallocate at most (default: 1024)",
+        default=KV_BUDGET_MIB,
+        help=f"MiB of KV cache to preallocate at most (default: {KV_BUDGET_MIB})",
     )
     parser.add_argument(
         "--idle-timeout",

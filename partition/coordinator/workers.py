@@ -14,6 +14,7 @@ import grpc
 
 from partition.coordinator.cluster_devices import read_devices
 from partition.errors import ConfigError
+from partition.types import KV_BUDGET_MIB
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,6 @@ def takes_connections(address: str, timeout_s: float) -> bool:
         channel.close()
 
 
-WORKER_KV_BUDGET_MIB = 1024  # a worker's own default --kv-budget-mb
-
-
 def kv_budget_mib(plan, max_context: int, max_sessions: int) -> int:
     """MiB of KV cache the largest of the plan's remote segments needs for `max_sessions` sessions of
     `max_context` tokens, in fp32 (the widest a worker runs), and a worker's default at least: what the
@@ -89,7 +87,7 @@ def kv_budget_mib(plan, max_context: int, max_sessions: int) -> int:
     spec = resolve_model(plan.model.name).spec
     blocks = max((len(s.segment.blocks(spec.n_blocks)) for s in split_plan(plan).remote), default=0)
     need = blocks * spec.kv_bytes_per_token(4) * max_context * max_sessions
-    return max(WORKER_KV_BUDGET_MIB, math.ceil(need / 2**20))
+    return max(KV_BUDGET_MIB, math.ceil(need / 2**20))
 
 
 def spawn_missing(

@@ -21,7 +21,7 @@ from partition.runtime.errors import (
 )
 from partition.runtime.models_dir import resolve_allowed
 from partition.runtime.sessions import Session, SessionTable
-from partition.types import Segment
+from partition.types import KV_BUDGET_MIB, Segment
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class WorkerSettings:
     name: str  # --name: how errors, timings and replies identify this worker
     models_dir: Path | None = None  # the only directory model paths may point into
     device: str = "cpu"  # torch device for the segment and its KV cache
-    kv_budget_bytes: int = 1 << 30  # bytes of KV cache this worker may preallocate
+    kv_budget_bytes: int = KV_BUDGET_MIB << 20  # bytes of KV cache this worker may preallocate
     idle_timeout_s: float = 600.0  # seconds without a step before a session's slot is freed
     default_sessions: int = 8  # KV slots when LoadSegment asks for "as many as fit" (capped by the budget)
 
