@@ -19,6 +19,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # ~/.cache/partition.
 os.environ["PARTITION_CACHE_DIR"] = tempfile.mkdtemp(prefix="partition-test-cache-")
 atexit.register(shutil.rmtree, os.environ["PARTITION_CACHE_DIR"], ignore_errors=True)
+# Likewise the folders of the workers tests start (directly, or through serve --spawn-local): a worker
+# a test kills keeps its log, which must not outlive the session.
+os.environ["PARTITION_WORKERS_DIR"] = tempfile.mkdtemp(prefix="partition-test-workers-")
+atexit.register(shutil.rmtree, os.environ["PARTITION_WORKERS_DIR"], ignore_errors=True)
 
 TINY_KINDS = ("llama", "llama3", "llama-tied", "qwen2", "mistral", "gpt2")
 GGUF_QUANTS = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1")

@@ -25,6 +25,9 @@ from partition.errors import PartitionError
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 60.0  # seconds for a worker to import torch and bind its port
+# The folder that holds the folders of workers started without a log_dir (unset: the system's temporary
+# folder); the processes they start inherit it. The test suite points it at one of its own.
+WORKERS_DIR_ENV = "PARTITION_WORKERS_DIR"
 
 
 class WorkerStartError(PartitionError):
@@ -105,7 +108,8 @@ def spawn_worker(
     env: dict[str, str] | None = None,
 ) -> LocalWorker:
     """Start `partition worker` in a new process and wait until it serves; extra_args go to the CLI."""
-    workdir = Path(tempfile.mkdtemp(prefix=f"partition-worker-{name}-", dir=log_dir))
+    parent = log_dir or os.environ.get(WORKERS_DIR_ENV) or None
+    workdir = Path(tempfile.mkdtemp(prefix=f"partition-worker-{name}-", dir=parent))
     scratch_dir = workdir if log_dir is None else None
     ready = workdir / "ready.json"
     log_path = workdir / "worker.log"

@@ -4,6 +4,7 @@ when they exit cleanly, and keep the log of one that did not."""
 import os
 import shutil
 import signal
+from pathlib import Path
 
 from partition.transport.local import spawn_worker
 
@@ -23,6 +24,7 @@ def test_a_killed_worker_keeps_its_log():
         os.kill(worker.pid, signal.SIGKILL)
         assert worker.stop() == -signal.SIGKILL
         assert worker.log_path.exists() and "serving" in worker.log_text().lower()
+        assert folder.parent == Path(os.environ["PARTITION_WORKERS_DIR"])  # the session's, not /tmp's
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
