@@ -155,7 +155,7 @@ class ForwardService:
                 room.release()  # a pump waiting for room reads on, and drops what it reads
                 await asyncio.wait({reader}, timeout=DRAIN_S)
             raise
-        except asyncio.CancelledError:  # the caller cancelled: end the rest of the chain too
+        except (asyncio.CancelledError, CallerGone):  # the caller cancelled: end the rest of the chain too
             if downstream is None:
                 self.routes.finish(
                     session_id,
@@ -282,7 +282,12 @@ async def _pump(
     except asyncio.CancelledError:
         raise
     except Exception as error:  # the upstream call broke: hand the error to the handler, which ends with it
-        inbox.put_nowait(error)
+        inbox.put_nowait(CallerGone(error))
+
+
+class CallerGone(Exception):
+    """The caller's side of a CHAIN stream broke (cancelled, disconnected) while the handler was not
+    the task grpc cancels: the stream is abandoned as if the handler had been cancelled."""
 
 
 def _as_status(error: PartitionError | StatusError, worker: str) -> StatusError:
