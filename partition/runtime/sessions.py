@@ -91,7 +91,7 @@ class SessionTable:
     def end(self, session_id: str) -> Session | None:
         session = self._sessions.pop(session_id, None)
         if session is not None:
-            self._stale[session.slot] = max(self._stale[session.slot], session.written)
+            self._stale[session.slot] = session.written  # its opening took (and cleared) the earlier ones
             self._free.append(session.slot)
         return session
 
