@@ -264,6 +264,11 @@ def _process(runtime: StageRuntime, step: forward_pb2.Step, recv_ns: int, submit
     return step
 
 
+class CallerGone(Exception):
+    """The caller's side of a CHAIN stream broke (cancelled, disconnected) while the handler was not
+    the task grpc cancels: the stream is abandoned as if the handler had been cancelled."""
+
+
 async def _pump(
     context: grpc.aio.ServicerContext, inbox: asyncio.Queue, room: asyncio.Semaphore, draining: asyncio.Event
 ) -> None:
@@ -283,11 +288,6 @@ async def _pump(
         raise
     except Exception as error:  # the upstream call broke: hand the error to the handler, which ends with it
         inbox.put_nowait(CallerGone(error))
-
-
-class CallerGone(Exception):
-    """The caller's side of a CHAIN stream broke (cancelled, disconnected) while the handler was not
-    the task grpc cancels: the stream is abandoned as if the handler had been cancelled."""
 
 
 def _as_status(error: PartitionError | StatusError, worker: str) -> StatusError:
