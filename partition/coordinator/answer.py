@@ -36,6 +36,7 @@ from partition.errors import PartitionError
 from partition.metrics.spans import HopSpan, link_summaries, stage_summaries
 from partition.model.generation import GenerationRequest, GenerationResult, generate
 from partition.model.sampling import SamplingParams
+from partition.runtime.errors import NOT_THIS_WORKER
 from partition.transport.channels import RECONNECT_WAIT_S
 from partition.transport.client import StageCallError
 from partition.types import RAW_VALUE_BYTES, RETURN_TOP_K, Plan
@@ -46,12 +47,21 @@ log = logging.getLogger(__name__)
 LOST_ADVICE = "start it again (or serve with --spawn-local) and send the prompt again"
 # A worker that did not answer a load: gone, or not back yet after one reconnect attempt.
 STILL_AWAY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
 # Seconds a take-back waits for the requests under way to end (new ones wait meanwhile); past that it
 # is put off to a later look (Failover.postpone), so that a busy server is not held up at every look.
 DRAIN_S = 20.0
 # Seconds between looks at whether a request waiting for a session slot is still wanted: a caller that
 # left while it waited gives its turn up instead of running a prefill nobody reads.
 WAITING_CHECK_S = 0.2
+
+
+def still_away(error: StageCallError) -> bool:
+    """Whether a reload's `error` says the plan's worker is not at its address: it did not answer, or
+    another worker answers there now (its port or IP given to another), which keeps its own segment."""
+    if error.code in STILL_AWAY:
+        return True
+    return error.code == grpc.StatusCode.FAILED_PRECONDITION and NOT_THIS_WORKER in error.details
 
 
 @dataclass(frozen=True)
@@ -340,7 +350,7 @@ class Answerer:
         try:
             load_workers(d, RECONNECT_WAIT_S)
         except StageCallError as error:
-            if self.failover is None or error.code not in STILL_AWAY:
+            if self.failover is None or not still_away(error):
                 raise
             self._replan_without(error)
             return

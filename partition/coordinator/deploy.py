@@ -187,6 +187,7 @@ def load_workers(deployment: Deployment, connect_wait_s: float = 0.0) -> None:
             model_digest=plan.model.digest,
             max_context=deployment.max_context,
             max_sessions=deployment.max_sessions,
+            workers=[s.device for s in topology.remote],
         )
     )
     for stage, address, ack in zip(topology.remote, deployment.addresses, acks, strict=True):

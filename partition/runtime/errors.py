@@ -11,6 +11,9 @@ from partition.errors import PartitionError
 # What a worker says when it holds no segment (it was just started or restarted). A coordinator that
 # finds these words loads the worker again (partition/coordinator/resume.py): part of the contract.
 NOTHING_LOADED = "no segment is loaded on this worker"
+# What a worker says to a LoadSegment meant for another device name: the plan's worker is not at that
+# address any more. A coordinator that re-plans around lost workers does so on these words.
+NOT_THIS_WORKER = "another worker serves at this address"
 
 
 class InvalidRequestError(PartitionError):
@@ -23,6 +26,10 @@ class ModelAccessError(PartitionError):
 
 class StaleDeploymentError(PartitionError):
     """A request for another plan, epoch or model than the one loaded, or none loaded (FAILED_PRECONDITION)."""
+
+
+class WrongWorkerError(StaleDeploymentError):
+    """A LoadSegment for another device name than this worker's (FAILED_PRECONDITION); nothing changed."""
 
 
 class PositionError(PartitionError):

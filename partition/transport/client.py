@@ -215,10 +215,14 @@ class Chain:
         dtype: str = "float32",
         max_context: int = 0,
         max_sessions: int = 0,
+        workers: Sequence[str] = (),
     ) -> list[deploy_pb2.LoadSegmentReply]:
-        """LoadSegment on every stage at once; stage i's downstream is stage i + 1's address."""
+        """LoadSegment on every stage at once; stage i's downstream is stage i + 1's address. `workers`:
+        the name each stage's worker must have (a worker by another name refuses and keeps its segment)."""
         if not len(segments) == len(codecs) == len(self.stages):
             raise ValueError(f"{len(self.stages)} stages need as many segments and codecs")
+        if workers and len(workers) != len(self.stages):
+            raise ValueError(f"{len(self.stages)} stages need as many worker names, got {len(workers)}")
         requests = [
             deploy_pb2.LoadSegmentRequest(
                 plan_id=plan_id,
@@ -232,6 +236,7 @@ class Chain:
                 codec_out=codec,
                 max_context=max_context,
                 max_sessions=max_sessions,
+                worker=workers[i] if workers else "",
             )
             for i, (segment, codec) in enumerate(zip(segments, codecs, strict=True))
         ]

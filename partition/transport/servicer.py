@@ -15,7 +15,7 @@ import grpc
 
 from partition.errors import PartitionError
 from partition.runtime.compute import ComputeLane
-from partition.runtime.errors import InvalidRequestError
+from partition.runtime.errors import NOT_THIS_WORKER, InvalidRequestError, WrongWorkerError
 from partition.runtime.stage import StageRuntime, WorkerSettings
 from partition.transport.channels import TransportConfig, check_address
 from partition.transport.forward import ForwardService
@@ -64,6 +64,12 @@ class StageServicer:
     async def load_segment(
         self, request: deploy_pb2.LoadSegmentRequest, _context
     ) -> deploy_pb2.LoadSegmentReply:
+        if request.worker and request.worker != self.worker:  # before anything is loaded or dropped
+            raise WrongWorkerError(
+                f"{NOT_THIS_WORKER}: this is worker {self.worker!r}, the LoadSegment is for {request.worker!r}; "
+                "its segment and sessions are left as they were. Correct that device's address in the "
+                "cluster file, or start its worker there"
+            )
         wanted = deployment_of(request)
         result = await self.compute.call(self.runtime.load, wanted, request.model_digest, inline=False)
         for session_id in result.dropped_sessions:

@@ -74,3 +74,35 @@ def test_reloading_onto_a_worker_that_hangs_names_it_within_the_wait(smollm2):
         os.kill(worker.pid, signal.SIGCONT)
         deployment.close()
         worker.stop()
+
+
+def test_a_plan_that_addresses_another_worker_is_refused_and_that_worker_keeps_serving(smollm2):
+    """A cluster file that gives server-b the address of server-a (or a dead worker's port given to
+    another): server-a refuses the load before dropping anything, and the plan it serves goes on."""
+    from partition.coordinator.answer import Answerer
+    from partition.transport.local import spawn_worker
+    from tests.coordinator.test_resume import request
+
+    worker = spawn_worker("server-a", extra_args=("--threads", "1"))
+    served = Answerer(
+        deploy(
+            split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")]),
+            {"server-a": worker.address},
+            max_context=128,
+            max_sessions=1,
+        )
+    )
+    try:
+        before = served.answer(request(served))
+        mistaken = split_plan(smollm2, [("phone", 0, 8, "raw"), ("server-b", 8, 32, "raw")], epoch=5)
+        with pytest.raises(DeployError) as refused:
+            deploy(mistaken, {"server-b": worker.address}, max_context=128, max_sessions=1)
+        assert f"worker for device 'server-b' at {worker.address} refused" in str(refused.value)
+        assert "this is worker 'server-a', the LoadSegment is for 'server-b'" in str(refused.value)
+        assert "Correct that device's address in the cluster file" in str(refused.value)
+        after = served.answer(request(served))
+        assert after.result.token_ids == before.result.token_ids
+        assert after.resumes == 0 and served.reloads == 0  # server-a still held the plan's segment
+    finally:
+        served.close()
+        worker.stop()

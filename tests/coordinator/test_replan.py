@@ -102,6 +102,28 @@ def test_a_worker_lost_mid_request_is_planned_around_and_no_token_is_lost(smollm
         answerer.close()
 
 
+def test_another_worker_at_a_lost_workers_address_is_planned_around_and_keeps_its_own(
+    smollm2, tmp_path, two_workers
+):
+    """server-b dies and its port goes to a worker of another name: the reload finds the plan's worker
+    not there, as when nothing answers, and the request goes on without it; the other worker is not
+    given server-b's segment."""
+    answerer = serving(smollm2, tmp_path, two_workers)
+    try:
+        whole = answerer.answer(request(answerer))
+        port = int(two_workers["server-b"].address.rpartition(":")[2])
+        kill(two_workers["server-b"])
+        two_workers["server-b"] = spawn_worker("server-c", port=port, extra_args=("--threads", "1"))
+        around = answerer.answer(request(answerer))
+        assert around.result.token_ids == whole.result.token_ids
+        assert answerer.replans == 1 and around.plan.epoch == 2
+        assert {stage.device for stage in around.plan.stages} == {"phone", "server-a"}
+        assert answerer.failover.lost == {"server-b"}
+        assert "loaded server-c" not in two_workers["server-b"].log_text()  # it refused the load
+    finally:
+        answerer.close()
+
+
 def test_a_worker_away_when_serving_starts_is_planned_around_then_taken_back(smollm2, tmp_path, two_workers):
     addresses = {name: worker.address for name, worker in two_workers.items()}
     cluster = profiled_cluster(smollm2, tmp_path, addresses, dict.fromkeys(addresses, 8.0))

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LoadSegmentRequest(_message.Message):
-    __slots__ = ("plan_id", "epoch", "model", "model_digest", "start", "end", "dtype", "downstream", "codec_out", "max_context", "max_sessions")
+    __slots__ = ("plan_id", "epoch", "model", "model_digest", "start", "end", "dtype", "downstream", "codec_out", "max_context", "max_sessions", "worker")
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,7 @@ class LoadSegmentRequest(_message.Message):
     CODEC_OUT_FIELD_NUMBER: _ClassVar[int]
     MAX_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     MAX_SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
     plan_id: str
     epoch: int
     model: str
@@ -30,7 +31,8 @@ class LoadSegmentRequest(_message.Message):
     codec_out: str
     max_context: int
     max_sessions: int
-    def __init__(self, plan_id: _Optional[str] = ..., epoch: _Optional[int] = ..., model: _Optional[str] = ..., model_digest: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., dtype: _Optional[str] = ..., downstream: _Optional[str] = ..., codec_out: _Optional[str] = ..., max_context: _Optional[int] = ..., max_sessions: _Optional[int] = ...) -> None: ...
+    worker: str
+    def __init__(self, plan_id: _Optional[str] = ..., epoch: _Optional[int] = ..., model: _Optional[str] = ..., model_digest: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., dtype: _Optional[str] = ..., downstream: _Optional[str] = ..., codec_out: _Optional[str] = ..., max_context: _Optional[int] = ..., max_sessions: _Optional[int] = ..., worker: _Optional[str] = ...) -> None: ...
 
 class LoadSegmentReply(_message.Message):
     __slots__ = ("worker", "plan_id", "epoch", "model_name", "model_digest", "weights_digest", "start", "end", "n_blocks", "hidden_size", "vocab_size", "kv_slots", "max_context", "weight_bytes", "kv_bytes", "load_s", "device")
