@@ -93,7 +93,13 @@ class ApiServer(ThreadingHTTPServer):
         """Answer requests through `answerer`'s deployment."""
         d = answerer.deployment
         self.answerer = answerer
-        self.served = Served(d.plan.model.name, answerer.tokenizer, d.source.spec.vocab_size, d.max_context)
+        self.served = Served(
+            d.plan.model.name,
+            answerer.tokenizer,
+            d.source.spec.vocab_size,
+            d.max_context,
+            d.source.spec.max_context,
+        )
         self.stats = ServingStats(answerer)
 
     @property
@@ -363,7 +369,20 @@ class _Handler(BaseHTTPRequestHandler):
             size = int(length)
             if size > MAX_BODY_BYTES:
                 raise ApiError(413, f"the request body has {size} bytes, over the limit of {MAX_BODY_BYTES}")
-            return self.rfile.read(size)
+            body = self.rfile.read(size)
+            if len(body) < size:
+                raise ApiError(
+                    400,
+                    f"the request body ended after {len(body)} of the {size} bytes its Content-Length says",
+                )
+            return body
+        except TimeoutError:  # a client that stopped sending is not a fault of ours
+            self.close_connection = self.body_refused = True
+            raise ApiError(
+                408,
+                f"the request body did not come whole within {self.timeout} s of silence; send all of it "
+                "(as many bytes as Content-Length says, or the chunked body's last chunk)",
+            ) from None
         except ApiError:
             self.close_connection = self.body_refused = True
             raise

@@ -153,6 +153,22 @@ def test_completions_continue_text_or_token_ids_for_16_tokens_by_default(api, sm
     assert by_text["choices"][0]["text"] == whole_model_greedy(smollm2, smollm2_whole, ids, 16)
 
 
+def test_fields_we_cannot_honour_are_taken_at_their_off_values_and_stop_strings_up_to_the_limits(api):
+    body = {
+        "messages": QUESTION,
+        "max_tokens": 2,
+        "add_generation_prompt": True,
+        "continue_final_message": False,
+        "guided_json": None,
+        "bad_words": [],
+        "chat_template_kwargs": {},
+        "stop": [chr(0x4E00 + i) * 256 for i in range(16)],
+    }
+    status, reply = request(api, "POST", "/v1/chat/completions", body)
+    assert status == 200, reply
+    assert reply["usage"]["completion_tokens"] == 2
+
+
 def test_one_model_is_retrieved_by_its_id_and_another_is_a_404_naming_the_served_one(api):
     status, listed = request(api, "GET", "/v1/models")
     assert status == 200
@@ -255,6 +271,65 @@ def test_a_one_token_answer_is_strict_json_with_null_for_its_undefined_tpot(api)
         ("/v1/completions", {"prompt": ["a", "b"]}, 400, "prompt", "one prompt per request"),
         ("/v1/completions", {"prompt": [1, 10**9]}, 400, "prompt", "token ids must lie in"),
         ("/v1/completions", {"prompt": "x " * 400}, 400, "prompt", "a session of this deployment holds 256"),
+        ("/v1/completions", {"prompt": "x " * 400}, 400, "prompt", "larger --max-context, at most 8192"),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": ["user"], "content": "Hi"}]},
+            400,
+            "messages[0].role",
+            '["user"] is not one of',
+        ),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": {"a": 1}, "content": "Hi"}]},
+            400,
+            "messages[0].role",
+            "not one of",
+        ),
+        (
+            "/v1/chat/completions",
+            {"messages": QUESTION, "guided_choice": ["yes", "no"]},
+            400,
+            "guided_choice",
+            "leave it out",
+        ),
+        (
+            "/v1/chat/completions",
+            {"messages": QUESTION, "guided_json": {}},
+            400,
+            "guided_json",
+            "leave it out",
+        ),
+        (
+            "/v1/chat/completions",
+            {"messages": QUESTION, "allowed_token_ids": [1]},
+            400,
+            "allowed_token_ids",
+            "leave it out",
+        ),
+        (
+            "/v1/chat/completions",
+            {"messages": QUESTION, "continue_final_message": True},
+            400,
+            "continue_final_message",
+            "leave it out",
+        ),
+        (
+            "/v1/chat/completions",
+            {"messages": QUESTION, "add_generation_prompt": False},
+            400,
+            "add_generation_prompt",
+            "leave it out",
+        ),
+        ("/v1/completions", {"prompt": "x", "stop": ["s"] * 17}, 400, "stop", "at most 16 strings"),
+        ("/v1/completions", {"prompt": "x", "stop": ["s" * 257]}, 400, "stop", "the longest 257 characters"),
+        (
+            "/v1/completions",
+            {"prompt": "x", "max_tokens": -7, "max_completion_tokens": 3},
+            400,
+            "max_tokens",
+            "whole number >= 1, got -7",
+        ),
         ("/v1/completions", b"[" * 100_000, 400, None, "nested too deeply"),
         ("/v1/completions", b'{"prompt": "hi \\ud800 there"}', 400, "prompt", "lone surrogate (U+D800 at"),
         ("/v1/completions", b'{"prompt": "hi \xed\xa0\x80"}', 400, "prompt", "lone surrogate (U+D800 at"),

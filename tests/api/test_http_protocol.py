@@ -212,3 +212,48 @@ def test_a_body_over_the_limit_is_answered_413_while_the_client_is_still_sending
         assert response.getheader("Connection") == "close"
     finally:
         connection.close()
+
+
+@pytest.mark.parametrize(
+    ("headers", "raw"),
+    [
+        ({"Content-Length": str(len(json.dumps(BODY)) + 10)}, json.dumps(BODY).encode()),
+        (
+            {"Transfer-Encoding": "chunked"},
+            b"%x\r\n%s\r\n" % (len(json.dumps(BODY)), json.dumps(BODY).encode()),
+        ),
+    ],
+)
+def test_a_body_that_stops_arriving_is_a_408_not_a_fault_of_ours(api, monkeypatch, headers, raw):  # noqa: F811
+    from partition.api import server
+
+    monkeypatch.setattr(server._Handler, "timeout", 1.0)  # seconds of silence; 120 when serving
+    connection = connect(api)
+    try:
+        response = post_raw_body(connection, "/v1/completions", headers, raw)
+        error = json.loads(response.read())["error"]
+        assert response.status == 408, error
+        assert "did not come whole within 1.0 s of silence; send all of it" in error["message"]
+        assert error["type"] == "invalid_request_error" and response.getheader("Connection") == "close"
+    finally:
+        connection.close()
+    status, reply = request(api, "POST", "/v1/completions", BODY)  # served as before
+    assert status == 200, reply
+
+
+def test_a_body_cut_short_by_its_client_is_a_400_saying_how_much_came(api):  # noqa: F811
+    data = json.dumps(BODY).encode()
+    host, port = api.server_address[:2]
+    with socket.create_connection((host, port), timeout=TIMEOUT_S) as client:
+        client.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(data) + 10, data)
+        )
+        client.shutdown(socket.SHUT_WR)  # the client is done sending
+        received = b""
+        while chunk := client.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), received
+    message = json.loads(body)["error"]["message"]
+    assert f"the request body ended after {len(data)} of the {len(data) + 10} bytes" in message
