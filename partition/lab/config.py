@@ -48,7 +48,7 @@ TEMPLATE_FIELDS = ("python", "listen", "host", "port", "name", "threads")
 TABLES = ("lab", "device")
 LAB_KEYS = ("name", "port", "worker_command")
 DEVICE_KEYS = ("name", "role", "cpu", "threads", "bandwidth_mbps", "delay_ms", "memory_gb")
-NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")  # short: namespace and cgroup names are built from it
+NAME = re.compile(r"[a-z][a-z0-9-]{0,19}")  # short: namespace and cgroup names are built from it
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def parse_lab_config(data: dict, source: str = "<lab config>") -> LabConfig:
         raise ConfigError(f"{source}: missing the [lab] table (name, port)")
     _refuse_unknown(lab, LAB_KEYS, f"{source} [lab]")
     name = lab.get("name")
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise ConfigError(f"{source}: [lab] name must be lowercase letters, digits and '-', got {name!r}")
     port = _number(lab, "port", f"{source} [lab]", 1024, 65535, default=7001, integer=True)
     command = _worker_command(lab, source)
@@ -170,7 +170,7 @@ def parse_lab_config(data: dict, source: str = "<lab config>") -> LabConfig:
     for index, entry in enumerate(entries):
         where = f"{source} device #{index + 1}"
         device_name = entry.get("name")
-        if not isinstance(device_name, str) or not NAME.match(device_name):
+        if not isinstance(device_name, str) or not NAME.fullmatch(device_name):
             raise ConfigError(
                 f"{where}: name must be lowercase letters, digits and '-' (<= 20), got {device_name!r}"
             )

@@ -8,10 +8,13 @@ connection to the worker pays the pair's one-way delay. N is the first lab numbe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,17 +70,39 @@ def _claim_bridge(state: LabState, taken: set[int]) -> None:
         if _index_in_use(index, taken):
             continue
         bridge = f"pl{index}br"
-        try:
-            sh("ip", "link", "add", bridge, "type", "bridge")
-        except LabError:
-            if network.link_exists(bridge):
-                continue  # another lab took this number a moment ago
-            raise
-        state.index, state.bridge, state.bridge_ip = index, bridge, f"{SUBNET}.{index}.1"
-        state.save()
+        # It cannot be recorded before it is made (a number another lab took would be removed with
+        # ours): a Ctrl-C between the two waits until it is recorded, so that `down` finds it.
+        with _interrupts_held():
+            try:
+                sh("ip", "link", "add", bridge, "type", "bridge")
+            except LabError:
+                if network.link_exists(bridge):
+                    continue  # another lab took this number a moment ago
+                raise
+            state.index, state.bridge, state.bridge_ip = index, bridge, f"{SUBNET}.{index}.1"
+            state.save()
         network.bridge_configure(bridge, f"{state.bridge_ip}/24")
         return
     raise LabError(f"no free lab number below {MAX_LABS}: `partition lab down` the labs you no longer need")
+
+
+@contextlib.contextmanager
+def _interrupts_held():
+    """SIGINT, SIGTERM and SIGHUP wait until the block ends, then act as they would have. Only the main
+    thread runs signal handlers, and can hold them (a signal mask would not: another thread takes it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    before = {number: signal.signal(number, lambda number, _frame: caught.append(number)) for number in held}
+    try:
+        yield
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 def child_env() -> dict[str, str]:

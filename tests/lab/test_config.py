@@ -54,6 +54,11 @@ def minimal(**device) -> dict:
     [
         ({}, "missing the \\[lab\\] table"),
         ({"lab": {"name": "Bad Name"}, "device": []}, "name must be lowercase"),
+        ({"lab": {"name": "t\n"}, "device": []}, "name must be lowercase.*got 't\\\\n'"),
+        (
+            {"lab": {"name": "t"}, "device": [{"name": "edge\n", "role": "edge"}]},
+            "name must be lowercase.*got 'edge\\\\n'",
+        ),
         ({"lab": {"name": "t"}}, "no \\[\\[device\\]\\]"),
         (minimal(cpu=0), "cpu must be a number in 0.01..1024, got 0"),
         (minimal(threads=1.5), "threads must be an integer"),

@@ -20,6 +20,7 @@ from partition.errors import LabError
 from partition.lab import network, processes
 from partition.lab.requirements import missing
 from partition.lab.state import LabState, state_path
+from partition.lab.system import sh
 from tests.lab.netprobe import echoed_mbps, round_trips
 
 pytestmark = [pytest.mark.lab, pytest.mark.skipif(bool(missing()), reason="; ".join(missing()))]
@@ -160,6 +161,26 @@ def test_failed_up_removes_what_it_made(tmp_path, monkeypatch):
         lab.up(config, directory, ready_timeout_s=20)
     assert seen["state"].netns and seen["state"].processes  # it got as far as starting processes
     assert leftovers(seen["state"]) == []
+
+
+def test_a_ctrl_c_as_the_bridge_is_made_leaves_nothing_behind(tmp_path, monkeypatch):
+    """The bridge is made before it is recorded (making it claims the lab number): an interrupt right
+    after it is made must still find it recorded, so that the failed `up` removes it."""
+    config = lab.load_lab_config(write_config(tmp_path, [sys.executable, ECHO, "{listen}"]))
+    made = []
+
+    def interrupted_as_the_bridge_is_made(*argv, **kwargs):
+        done = sh(*argv, **kwargs)
+        if argv[:3] == ("ip", "link", "add") and argv[-2:] == ("type", "bridge"):
+            made.append(argv[3])
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, delivered at once unless held
+        return done
+
+    monkeypatch.setattr(lab.lab, "sh", interrupted_as_the_bridge_is_made)
+    with pytest.raises(KeyboardInterrupt):
+        lab.up(config, tmp_path / "state", ready_timeout_s=30)
+    assert made and not network.link_exists(made[0])
+    assert lab.down(None, tmp_path / "state") == []
 
 
 def test_down_after_up_was_killed(tmp_path):
