@@ -44,6 +44,8 @@ def _profile_problems(profile: DeviceProfile) -> list[str]:
     that would plan silently wrong, e.g. a negative time that makes a slow device look free."""
     numbers = {"top_k_encode_s": profile.top_k_encode_s, "top_k_decode_s": profile.top_k_decode_s}
     numbers["tied_weight_bytes"] = profile.tied_weight_bytes
+    numbers["prefill_tokens_max"] = profile.prefill_tokens_max
+    numbers["context_tokens_max"] = profile.context_tokens_max
     problems = []
     for kind in ("embed", "block", "head"):
         cost = getattr(profile, kind)

@@ -220,6 +220,11 @@ class DeviceProfile:
     # units' weight_bytes, held once by a segment that has both (the whole model). 0: not tied, or
     # not recorded (an older profile: the plan then counts it twice, as before).
     tied_weight_bytes: int = 0
+    # The longest prompt and the longest context the fits were timed at, in tokens: the planner's
+    # figures past them are extrapolated (a prefill's quadratic term, hardly seen at a few hundred
+    # tokens, can leave a long prompt's time a third short). 0: not recorded (an older profile).
+    prefill_tokens_max: int = 0
+    context_tokens_max: int = 0
 
     def cost(self, kind: str) -> LayerCost:
         """The cost of a unit of `kind` (embed, block or head)."""

@@ -50,6 +50,9 @@ def make_plan(
         raise ConfigError(f"min_gain is a fraction of the objective from 0 to below 1, got {min_gain:g}")
 
     held = memory or workload
+    past = extrapolated(cluster, workload)
+    if past:
+        log.warning("%s", past)
 
     def best_chain(c: Cluster) -> Chain | None:
         instance = build_instance(c, workload, codecs, pin, memory=held)
@@ -93,6 +96,29 @@ def make_plan(
         pin=pin,
         codecs=tuple(codec.name for codec in codecs),
         codec_figures=codecs,
+    )
+
+
+def extrapolated(cluster: Cluster, workload: Workload) -> str:
+    """What the plan's figures take from past the lengths the devices' profiles were timed at ("" when
+    nothing), and how to profile for it."""
+    prompt, context = workload.prompt_tokens, workload.prompt_tokens + workload.new_tokens - 1
+    past = []
+    for device in cluster.devices:
+        profile = device.profile
+        beyond = []
+        if 0 < profile.prefill_tokens_max < prompt:
+            beyond.append(f"prompts of at most {profile.prefill_tokens_max} tokens")
+        if 0 < profile.context_tokens_max < context:
+            beyond.append(f"contexts of at most {profile.context_tokens_max}")
+        if beyond:
+            past.append(f"{device.name} ({' and '.join(beyond)})")
+    if not past:
+        return ""
+    return (
+        f"the profiles of {', '.join(past)} were timed short of this workload's {prompt}-token prompt and "
+        f"{context}-token context: its times are extrapolated from their fits. For figures measured "
+        f"there, profile again with --prefill-lengths reaching {prompt} and --context-lengths reaching {context}"
     )
 
 

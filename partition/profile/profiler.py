@@ -154,6 +154,8 @@ def _profile(source: ModelSource, settings: ProfileSettings, dtype: str, device:
         top_k_encode_s=top_k_encode_s,
         top_k_decode_s=top_k_decode_s,
         tied_weight_bytes=tied_weight_bytes(spec, DTYPES[dtype]),
+        prefill_tokens_max=max(settings.prefill_lengths),
+        context_tokens_max=max(settings.context_lengths),
     )
 
 

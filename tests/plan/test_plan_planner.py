@@ -158,3 +158,21 @@ def test_a_plan_from_a_search_past_its_limit_says_it_is_not_proven_optimal(monke
     assert "the plan is the best found, not proven optimal" in caplog.text
     assert held.predicted.objective_s >= exact.predicted.objective_s * (1 - 1e-9)
     assert sum(len(s.segment) for s in held.stages) == cluster.model.n_units
+
+
+def test_a_workload_past_the_lengths_a_profile_was_timed_at_is_named_with_the_lengths_to_profile(caplog):
+    from dataclasses import replace
+
+    timed = replace(synthetic_profile("server", 4.0), prefill_tokens_max=256, context_tokens_max=1024)
+    cluster = star_cluster(
+        synthetic_profile("phone", 0.3), 2.0, [("server", timed, 8.0)], (100, 5), (1000, 0.5)
+    )
+    make_plan(cluster, Workload(256, 769))  # every prompt and context as timed: nothing to say
+    assert "extrapolated" not in caplog.text
+    make_plan(cluster, Workload(2048, 64))
+    assert (
+        "the profiles of server (prompts of at most 256 tokens and contexts of at most 1024) were timed "
+        "short of this workload's 2048-token prompt and 2111-token context: its times are extrapolated"
+    ) in caplog.text
+    assert "--prefill-lengths reaching 2048 and --context-lengths reaching 2111" in caplog.text
+    assert "phone" not in caplog.text  # a profile that does not say what it timed is not guessed at

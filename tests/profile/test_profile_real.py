@@ -37,6 +37,7 @@ def test_profile_records_the_model_as_loaded(server_profile, smollm2):
     units = p.embed.weight_bytes + spec.n_blocks * p.block.weight_bytes + p.head.weight_bytes
     whole = load_segment(smollm2, Segment.whole(spec.n_blocks)).weight_bytes()
     assert p.tied_weight_bytes == units - whole == 4 * spec.vocab_size * spec.hidden_size
+    assert (p.prefill_tokens_max, p.context_tokens_max) == (32, 64)  # SETTINGS' longest, as timed
 
 
 def test_a_second_request_comes_from_the_cache(server_profile, profile_dir, monkeypatch):
