@@ -5,13 +5,16 @@ smaller than the host's free memory is what this device can really hold.
 
 cgroup v1 places each controller in its own hierarchy (`cpu.cfs_quota_us` / `cpu.cfs_period_us`,
 `memory.limit_in_bytes`) and may place threads apart, so the calling thread's group is read. cgroup v2
-has one hierarchy (a `0::/path` line), whose limits (`cpu.max`, `memory.max`) hold for the whole
-subtree: the tightest one from the group up to the root applies.
+has one hierarchy (a `0::/path` line). In both a limit holds for the whole subtree below its group, so
+the tightest one from the group up to the mount's root applies.
+
+A container without a cgroup namespace (Docker on a v1 host) lists its group by the host's path,
+`/docker/<id>`, but has that group mounted as the root of each hierarchy: where the listed path is
+missing, the mount's root is the group.
 """
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -20,27 +23,30 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 def cpu_quota_cores(proc: Path = PROC, root: Path = CGROUP_ROOT) -> float | None:
     """CPU time per wall second this thread may use, or None when unlimited (or unreadable)."""
-    lines = _membership(proc)
-    v1_quota = _v1_value(lines, root, "cpu", "cpu.cfs_quota_us")
-    v1_period = _v1_value(lines, root, "cpu", "cpu.cfs_period_us")
-    if v1_quota is not None and v1_period is not None:
-        return v1_quota / v1_period if v1_quota > 0 and v1_period > 0 else None
-    quotas = []
-    for text in _v2_values(lines, root, "cpu.max"):
-        quota, _, period = text.partition(" ")
-        if quota.isdigit() and period.isdigit() and int(quota) > 0 and int(period) > 0:
-            quotas.append(int(quota) / int(period))
-    return min(quotas, default=None)
+    return min((quota / period for quota, period in _cpu_quotas(proc, root)), default=None)
 
 
 def memory_limit_bytes(proc: Path = PROC, root: Path = CGROUP_ROOT) -> int | None:
     """The cgroup's memory limit in bytes, or None when unlimited (or unreadable)."""
     lines = _membership(proc)
-    v1_limit = _v1_value(lines, root, "memory", "memory.limit_in_bytes")
-    if v1_limit is not None:
-        return v1_limit  # v1 writes "unlimited" as a huge number, above any host's memory
-    limits = [int(text) for text in _v2_values(lines, root, "memory.max") if text.isdigit()]
-    return min(limits, default=None)
+    # v1 writes "unlimited" as a huge number, above any host's memory; v2 writes "max"
+    texts = [_read(g / "memory.limit_in_bytes") for g in _v1_groups(lines, root, "memory")]
+    if not texts:
+        texts = [_read(g / "memory.max") for g in _v2_groups(lines, root)]
+    return min((int(text) for text in texts if text.isdigit()), default=None)
+
+
+def _cpu_quotas(proc: Path, root: Path) -> list[tuple[int, int]]:
+    """(quota, period) in microseconds of the group and of each ancestor that sets a quota."""
+    lines = _membership(proc)
+    pairs = [
+        (_read(g / "cpu.cfs_quota_us"), _read(g / "cpu.cfs_period_us"))
+        for g in _v1_groups(lines, root, "cpu")
+    ]
+    if not pairs:  # v2 writes both in cpu.max, "max" for no quota
+        pairs = [_read(g / "cpu.max").partition(" ")[::2] for g in _v2_groups(lines, root)]
+    # v1 writes -1 for no quota
+    return [(int(q), int(p)) for q, p in pairs if q.isdigit() and p.isdigit() and int(q) > 0 and int(p) > 0]
 
 
 def _membership(proc: Path) -> list[tuple[str, str, str]]:
@@ -54,30 +60,44 @@ def _membership(proc: Path) -> list[tuple[str, str, str]]:
     return []
 
 
-def _v1_value(lines, root: Path, controller: str, file: str) -> int | None:
+def _v1_groups(lines, root: Path, controller: str) -> list[Path]:
+    """The directories of the v1 group holding `controller` and of its ancestors, [] where not mounted."""
     for hierarchy, controllers, path in lines:
         if hierarchy == "0" or controller not in controllers.split(","):
             continue
         for mount in (root / controllers, root / controller):
-            try:
-                return int((mount / path.lstrip("/") / file).read_text().strip())
-            except (OSError, ValueError):
-                continue
-    return None
+            if mount.is_dir():
+                return _groups(mount, path)
+    return []
 
 
-def _v2_values(lines, root: Path, file: str) -> list[str]:
-    """The contents of `file` in the v2 group and each of its ancestors that has it."""
+def _v2_groups(lines, root: Path) -> list[Path]:
+    """The directories of the v2 group and of its ancestors, [] where there is no unified hierarchy."""
     group = next((path for hierarchy, _, path in lines if hierarchy == "0"), None)
     if group is None:
         return []
     mount = next((m for m in (root, root / "unified") if (m / "cgroup.controllers").is_file()), None)
-    if mount is None:
-        return []
-    values, place = [], mount / group.lstrip("/")
+    return _groups(mount, group) if mount is not None else []
+
+
+def _groups(mount: Path, path: str) -> list[Path]:
+    """`path` under `mount` and each ancestor up to the mount's root, those that exist, innermost first.
+
+    The mount's root is always among them: in a container that is the container's own group, whose
+    host path (the one listed) does not exist inside it.
+    """
+    groups, place = [], mount / path.lstrip("/")
     while True:
-        with contextlib.suppress(OSError):  # the root group has no limit files
-            values.append((place / file).read_text().strip())
+        if place.is_dir():
+            groups.append(place)
         if place == mount or mount not in place.parents:
-            return values
+            return groups
         place = place.parent
+
+
+def _read(file: Path) -> str:
+    """The file's stripped text, "" where it is missing (a root group has no limit files) or unreadable."""
+    try:
+        return file.read_text().strip()
+    except OSError:
+        return ""

@@ -46,6 +46,37 @@ def test_cgroup_v1_without_a_quota_is_unlimited(tmp_path):
     assert cpu_quota_cores(proc, root) is None
 
 
+def v1_docker(tmp_path: Path, quota_us: str, limit: str) -> tuple[Path, Path]:
+    """Inside `docker run -m 1g --cpus 0.5` on a v1 host without a cgroup namespace: the group is listed by
+    its host path, but each hierarchy is mounted with that group's files at its root."""
+    proc, root = tmp_path / "proc", tmp_path / "cgroup"
+    write(proc / "self/cgroup", "4:cpu,cpuacct:/docker/4f2a\n3:memory:/docker/4f2a\n")
+    write(root / "cpu,cpuacct/cpu.cfs_quota_us", quota_us)
+    write(root / "cpu,cpuacct/cpu.cfs_period_us", "100000\n")
+    write(root / "memory/memory.limit_in_bytes", limit)
+    return proc, root
+
+
+def test_cgroup_v1_in_a_container_reads_the_mount_root_as_its_group(tmp_path):
+    proc, root = v1_docker(tmp_path, "50000\n", "1073741824\n")
+    assert cpu_quota_cores(proc, root) == 0.5
+    assert memory_limit_bytes(proc, root) == 1 << 30
+
+
+def test_cgroup_v1_takes_the_tightest_limit_from_the_group_up_to_the_root(tmp_path):
+    proc, root = v1_host(tmp_path, "-1\n", "9223372036854771712\n")  # the group itself: unlimited
+    write(root / "cpu,cpuacct/lab/cpu.cfs_quota_us", "50000\n")
+    write(root / "cpu,cpuacct/lab/cpu.cfs_period_us", "100000\n")
+    write(root / "memory/lab/memory.limit_in_bytes", "1073741824\n")
+    write(root / "cpu,cpuacct/cpu.cfs_quota_us", "-1\n")  # the root group: unlimited
+    write(root / "cpu,cpuacct/cpu.cfs_period_us", "100000\n")
+    write(root / "memory/memory.limit_in_bytes", "9223372036854771712\n")
+    assert cpu_quota_cores(proc, root) == 0.5
+    assert memory_limit_bytes(proc, root) == 1 << 30
+    write(root / "cpu,cpuacct/lab/edge/cpu.cfs_quota_us", "25000\n")  # a tighter child is the one
+    assert cpu_quota_cores(proc, root) == 0.25
+
+
 def test_cgroup_v2_takes_the_tightest_limit_from_the_group_up_to_the_root(tmp_path):
     proc, root = v2_host(
         tmp_path,
