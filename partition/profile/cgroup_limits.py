@@ -28,12 +28,16 @@ def cpu_quota_cores(proc: Path = PROC, root: Path = CGROUP_ROOT) -> float | None
 
 def memory_limit_bytes(proc: Path = PROC, root: Path = CGROUP_ROOT) -> int | None:
     """The cgroup's memory limit in bytes, or None when unlimited (or unreadable)."""
-    lines = _membership(proc)
-    # v1 writes "unlimited" as a huge number, above any host's memory; v2 writes "max"
-    texts = [_read(g / "memory.limit_in_bytes") for g in _v1_groups(lines, root, "memory")]
-    if not texts:
-        texts = [_read(g / "memory.max") for g in _v2_groups(lines, root)]
-    return min((int(text) for text in texts if text.isdigit()), default=None)
+    return min((limit for limit, _ in _memory_levels(proc, root)), default=None)
+
+
+def memory_headroom_bytes(proc: Path = PROC, root: Path = CGROUP_ROOT) -> int | None:
+    """How many more bytes this group may take before a limit binds, or None when unlimited (or unreadable).
+
+    Each limit counts what its whole subtree holds, so a level's room is its limit less its own use, and
+    a parent whose other children hold most of it binds before a child's looser limit.
+    """
+    return min((max(0, limit - used) for limit, used in _memory_levels(proc, root)), default=None)
 
 
 def _cpu_quotas(proc: Path, root: Path) -> list[tuple[int, int]]:
@@ -47,6 +51,29 @@ def _cpu_quotas(proc: Path, root: Path) -> list[tuple[int, int]]:
         pairs = [_read(g / "cpu.max").partition(" ")[::2] for g in _v2_groups(lines, root)]
     # v1 writes -1 for no quota
     return [(int(q), int(p)) for q, p in pairs if q.isdigit() and p.isdigit() and int(q) > 0 and int(p) > 0]
+
+
+def _memory_levels(proc: Path, root: Path) -> list[tuple[int, int]]:
+    """(limit, bytes in use) of the group and of each ancestor that sets a memory limit.
+
+    In use is the level's usage less its inactive file cache, which the kernel drops before the limit
+    is hit (as MemAvailable counts cache as available, and as `docker stats` and the kubelet count use).
+    A use that cannot be read counts as none: the limit alone bounds that level.
+    """
+    lines = _membership(proc)
+    # v1 writes "unlimited" as a huge number, above any host's memory; v2 writes "max"
+    files = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+    groups = _v1_groups(lines, root, "memory")
+    if not groups:
+        files, groups = ("memory.max", "memory.current", "inactive_file"), _v2_groups(lines, root)
+    limit_file, usage_file, inactive_key = files
+    levels = []
+    for group in groups:
+        limit, usage = _read(group / limit_file), _read(group / usage_file)
+        if limit.isdigit():
+            used = int(usage) - _stat(group / "memory.stat", inactive_key) if usage.isdigit() else 0
+            levels.append((int(limit), max(0, used)))
+    return levels
 
 
 def _membership(proc: Path) -> list[tuple[str, str, str]]:
@@ -93,6 +120,15 @@ def _groups(mount: Path, path: str) -> list[Path]:
         if place == mount or mount not in place.parents:
             return groups
         place = place.parent
+
+
+def _stat(file: Path, key: str) -> int:
+    """The value of `key` in a memory.stat file, 0 where it is missing."""
+    for line in _read(file).splitlines():
+        name, _, value = line.partition(" ")
+        if name == key and value.isdigit():
+            return int(value)
+    return 0
 
 
 def _read(file: Path) -> str:

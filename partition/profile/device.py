@@ -25,17 +25,18 @@ def cpu_model() -> str:
     return os.uname().machine
 
 
-def memory_available_bytes() -> int:
-    """MemAvailable, capped by this process's cgroup memory limit if it has a smaller one."""
-    available = 0
+def memory_available_bytes(proc: Path = cgroup_limits.PROC, root: Path = cgroup_limits.CGROUP_ROOT) -> int:
+    """MemAvailable, capped by the room this process's cgroup has left if that is less: a limit less what
+    the group already holds, since the kernel reclaims or kills at the limit, not at the host's end."""
+    available = None
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in (proc / "meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 available = int(line.split()[1]) * 1024
     except (OSError, ValueError):
         pass
-    limit = cgroup_limits.memory_limit_bytes()
-    return min(available, limit) if limit and available else available or (limit or 0)
+    headroom = cgroup_limits.memory_headroom_bytes(proc, root)
+    return min((known for known in (available, headroom) if known is not None), default=0)
 
 
 # Set by whoever placed this process under a quota where it cannot read its cgroup (the emulated lab).

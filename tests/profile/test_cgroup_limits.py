@@ -6,8 +6,10 @@ import pytest
 
 from partition.errors import ConfigError
 from partition.profile.cgroup_limits import cpu_quota_cores, memory_limit_bytes
-from partition.profile.device import CPU_QUOTA_ENV
+from partition.profile.device import CPU_QUOTA_ENV, memory_available_bytes
 from partition.profile.device import cpu_quota_cores as declared_or_read_quota
+
+GIB = 1 << 30
 
 
 def write(path: Path, text: str) -> None:
@@ -93,6 +95,30 @@ def test_cgroup_v2_without_limits_is_unlimited(tmp_path):
     proc, root = v2_host(tmp_path, {"user.slice/app.scope": ("max 100000\n", "max\n")})
     assert cpu_quota_cores(proc, root) is None
     assert memory_limit_bytes(proc, root) is None
+
+
+def test_memory_available_is_a_v2_limit_less_what_the_group_holds(tmp_path):
+    proc, root = v2_host(tmp_path, {"user.slice/app.scope": ("max 100000\n", f"{4 * GIB}\n")})
+    write(proc / "meminfo", "MemTotal: 33554432 kB\nMemAvailable: 16777216 kB\n")  # 16 GiB free on the host
+    write(root / "user.slice/app.scope/memory.current", f"{3 * GIB}\n")
+    assert memory_available_bytes(proc, root) == GIB
+    # file cache the kernel drops before the limit is room still; a parent filled by others binds first
+    write(root / "user.slice/app.scope/memory.stat", f"anon {2 * GIB}\ninactive_file {GIB // 2}\n")
+    assert memory_available_bytes(proc, root) == 3 * GIB // 2
+    write(root / "user.slice/memory.max", f"{8 * GIB}\n")
+    write(root / "user.slice/memory.current", f"{7 * GIB}\n")
+    assert memory_available_bytes(proc, root) == GIB
+    write(proc / "meminfo", "MemAvailable: 524288 kB\n")  # the host has less left than the group
+    assert memory_available_bytes(proc, root) == GIB // 2
+
+
+def test_memory_available_is_a_v1_limit_less_what_the_group_holds(tmp_path):
+    proc, root = v1_host(tmp_path, "-1\n", f"{4 * GIB}\n")
+    write(proc / "meminfo", "MemAvailable: 16777216 kB\n")
+    write(root / "memory/lab/edge/memory.usage_in_bytes", f"{3 * GIB}\n")
+    write(root / "memory/lab/edge/memory.stat", f"inactive_file 0\ntotal_inactive_file {GIB}\n")
+    assert memory_available_bytes(proc, root) == 2 * GIB
+    assert memory_limit_bytes(proc, root) == 4 * GIB  # the limit itself is still the limit
 
 
 def test_no_cgroup_file_is_unlimited(tmp_path):
