@@ -1,8 +1,9 @@
 """Profiles cached on disk (profile), keyed by what makes timings comparable.
 
 Key: model digest, device identity (name, CPU model, accelerator), dtype, threads, the CPU quota of
-this process's cgroup (an emulated slow device must not reuse a fast profile), the settings and the
-profiler's method (profiler.METHOD: how it samples).
+this process's cgroup (an emulated slow device must not reuse a fast profile), the settings, the
+profiler's method (profiler.METHOD: how it samples) and the runtime (`current_runtime`). A key that
+changes only misses: entries under an older key stay on disk, unread.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from partition.artifacts import load_profile, save_profile
 from partition.errors import ConfigError
+from partition.profile import device
 from partition.types import DeviceProfile
 
 
@@ -34,7 +36,9 @@ def cache_key(
     quota: float | None,
     settings,
     method: int,
+    runtime: dict | None = None,
 ) -> str:
+    """The key of a profile measured under these conditions; `runtime=None` is this process's own."""
     content = {
         "method": method,
         "model": model_digest,
@@ -43,8 +47,25 @@ def cache_key(
         "threads": threads,
         "cpu_quota": quota,
         "settings": asdict(settings),
+        "runtime": current_runtime() if runtime is None else runtime,
     }
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def current_runtime() -> dict:
+    """What else in this process changes its timings.
+
+    The CFS period of its quota: 0.25 of a core as 25000 of 100000 us ran the LM head in 6.9 ms after a
+    pause, as 1000 of 4000 us in 14 ms. torch's version: its kernels. How many CPUs the calling thread
+    may run on: threads beyond them take turns, so 8 threads pinned to one CPU are not 8 on 16.
+    """
+    import torch
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux: no affinity to read
+        cpus = os.cpu_count()
+    return {"cpu_period_us": device.cpu_period_us(), "torch": str(torch.__version__), "cpus": cpus}
 
 
 def cached(directory: Path, key: str) -> DeviceProfile | None:

@@ -26,6 +26,16 @@ def cpu_quota_cores(proc: Path = PROC, root: Path = CGROUP_ROOT) -> float | None
     return min((quota / period for quota, period in _cpu_quotas(proc, root)), default=None)
 
 
+def cpu_period_us(proc: Path = PROC, root: Path = CGROUP_ROOT) -> int | None:
+    """The CFS period of the quota that binds, in microseconds, or None when unlimited (or unreadable).
+
+    The same cores throttle differently by period: CFS runs a task at full speed until the period's
+    quota is spent, so a long period lets short calls through unthrottled (partition/lab/cgroup.py).
+    """
+    binding = min(_cpu_quotas(proc, root), key=lambda pair: pair[0] / pair[1], default=None)
+    return binding[1] if binding is not None else None
+
+
 def memory_limit_bytes(proc: Path = PROC, root: Path = CGROUP_ROOT) -> int | None:
     """The cgroup's memory limit in bytes, or None when unlimited (or unreadable)."""
     return min((limit for limit, _ in _memory_levels(proc, root)), default=None)

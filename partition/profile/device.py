@@ -61,6 +61,12 @@ def cpu_quota_cores() -> float | None:
     return cores
 
 
+def cpu_period_us() -> int | None:
+    """The CFS period of the cgroup quota cpu_quota_cores reads; None when unlimited, or when the quota is
+    declared in CPU_QUOTA_ENV, which gives no period (the lab's follows from the cores)."""
+    return None if os.environ.get(CPU_QUOTA_ENV) else cgroup_limits.cpu_period_us()
+
+
 def identify(name: str | None, threads: int, cuda_device: str | None) -> DeviceIdentity:
     return DeviceIdentity(
         name=name or socket.gethostname(),

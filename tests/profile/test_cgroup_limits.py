@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from partition.errors import ConfigError
-from partition.profile.cgroup_limits import cpu_quota_cores, memory_limit_bytes
+from partition.profile.cgroup_limits import cpu_period_us, cpu_quota_cores, memory_limit_bytes
 from partition.profile.device import CPU_QUOTA_ENV, memory_available_bytes
 from partition.profile.device import cpu_quota_cores as declared_or_read_quota
 
@@ -41,6 +41,18 @@ def test_cgroup_v1_quota_and_memory_limit(tmp_path):
     proc, root = v1_host(tmp_path, "25000\n", "1073741824\n")
     assert cpu_quota_cores(proc, root) == 0.25
     assert memory_limit_bytes(proc, root) == 1 << 30
+
+
+def test_the_cpu_period_is_the_binding_quotas(tmp_path):
+    proc, root = v1_host(tmp_path, "1000\n", "9223372036854771712\n")
+    write(root / "cpu,cpuacct/lab/edge/cpu.cfs_period_us", "4000\n")  # the lab's: a quarter core per 4 ms
+    write(root / "cpu,cpuacct/lab/cpu.cfs_quota_us", "50000\n")
+    write(root / "cpu,cpuacct/lab/cpu.cfs_period_us", "100000\n")
+    assert (cpu_quota_cores(proc, root), cpu_period_us(proc, root)) == (0.25, 4000)
+    write(root / "cpu,cpuacct/lab/cpu.cfs_quota_us", "20000\n")  # now the parent's 0.2 binds
+    assert (cpu_quota_cores(proc, root), cpu_period_us(proc, root)) == (0.2, 100000)
+    proc, root = v2_host(tmp_path / "v2", {"user.slice/app.scope": ("25000 100000\n", "max\n")})
+    assert cpu_period_us(proc, root) == 100000
 
 
 def test_cgroup_v1_without_a_quota_is_unlimited(tmp_path):
