@@ -6,8 +6,8 @@ traffic reaches the worker undelayed. The delay of a connection depends on who c
 of the pair decides), read from the peer's address.
 
 Each direction is a delay line: a reader stamps each chunk with `arrival + delay`, a writer sends it
-when due. Threads with time.sleep (nanosleep, ~0.1 ms precise) rather than asyncio, whose epoll timeouts
-round up to whole milliseconds: the `lan` config needs 0.5 ms.
+when due; the half-close travels the same way. Threads with time.sleep (nanosleep, ~0.1 ms precise)
+rather than asyncio, whose epoll timeouts round up to whole milliseconds: the `lan` config needs 0.5 ms.
 
     python -m partition.lab.proxy --listen 10.213.0.2:7001 --target 127.0.0.1:7001 \
         --delay-ms 10 --peer-delay-ms 10.213.0.3=10 --peer-delay-ms 10.213.0.2=0
@@ -134,12 +134,12 @@ class DelayLine:
                 due, data = self._queue.popleft()
                 self._queued_bytes -= len(data)
                 self._cond.notify_all()
-            if not data:
-                self._finish()
-                return
             wait = due - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
+            if not data:  # the half-close, due like the bytes before it
+                self._finish()
+                return
             self.dst.sendall(data)
 
     def _finish(self) -> None:

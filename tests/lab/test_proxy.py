@@ -6,6 +6,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -42,9 +43,9 @@ def proxy(echo_address):
     stop = threading.Event()
     running = []
 
-    def start(policy):
+    def start(policy, target=echo_address):
         listener = socket.create_server(("127.0.0.1", 0))
-        thread = threading.Thread(target=serve, args=(listener, echo_address, policy, stop), daemon=True)
+        thread = threading.Thread(target=serve, args=(listener, target, policy, stop), daemon=True)
         thread.start()
         running.append((thread, listener))
         return listener.getsockname()
@@ -124,3 +125,45 @@ def test_proxy_starts_without_warnings():
         timeout=60,
     )
     assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+def serve_each(handle):
+    """A server on loopback running `handle(connection)` in a thread per connection; close it to stop."""
+    server = socket.create_server(("127.0.0.1", 0), backlog=16)
+
+    def accept():
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return server
+
+
+def test_a_half_close_is_delayed_like_the_bytes_before_it(proxy):
+    heard = []
+
+    def listen(connection):
+        with connection:
+            while data := connection.recv(65536):
+                heard.append((time.monotonic(), data))
+            heard.append((time.monotonic(), b""))
+
+    server = serve_each(listen)
+    try:
+        address = proxy(DelayPolicy(0.2, {}), server.getsockname())
+        with socket.create_connection(address, timeout=5) as client:
+            client.sendall(b"last words")
+            time.sleep(0.3)  # the words have arrived: the half-close travels alone
+            sent = time.monotonic()
+            client.shutdown(socket.SHUT_WR)
+            deadline = sent + 2.0
+            while (not heard or heard[-1][1]) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        assert [data for _, data in heard] == [b"last words", b""]
+        assert heard[-1][0] - sent >= 0.2, heard[-1][0] - sent
+    finally:
+        server.close()
