@@ -6,8 +6,8 @@ traffic reaches the worker undelayed. The delay of a connection depends on who c
 of the pair decides), read from the peer's address.
 
 Each direction is a delay line: a reader stamps each chunk with `arrival + delay`, a writer sends it
-when due; the half-close travels the same way. Threads with time.sleep (nanosleep, ~0.1 ms precise)
-rather than asyncio, whose epoll timeouts round up to whole milliseconds: the `lan` config needs 0.5 ms.
+when due; the half-close travels the same way. Threads with timed waits (futex, ~0.1 ms precise) rather
+than asyncio, whose epoll timeouts round up to whole milliseconds: the `lan` config needs 0.5 ms.
 
     python -m partition.lab.proxy --listen 10.213.0.2:7001 --target 127.0.0.1:7001 \
         --delay-ms 10 --peer-delay-ms 10.213.0.3=10 --peer-delay-ms 10.213.0.2=0
@@ -51,13 +51,17 @@ class DelayPolicy:
 
 
 class _Pair:
-    """Two sockets of one proxied connection; closing is idempotent and unblocks every thread on them."""
+    """Two sockets of one proxied connection; closing is idempotent and wakes every thread on them."""
 
     def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
         self.client, self.upstream = client, upstream
+        self.closed = threading.Event()
         self._lock = threading.Lock()
-        self._closed = False
         self._open_directions = 2
+        self._lines: list[DelayLine] = []
+
+    def add(self, line: DelayLine) -> None:
+        self._lines.append(line)
 
     def direction_done(self) -> None:
         with self._lock:
@@ -68,9 +72,11 @@ class _Pair:
 
     def close(self) -> None:
         with self._lock:
-            if self._closed:
+            if self.closed.is_set():
                 return
-            self._closed = True
+            self.closed.set()
+        for line in self._lines:
+            line.stop()
         for sock in (self.client, self.upstream):
             with contextlib.suppress(OSError):  # already disconnected
                 sock.shutdown(socket.SHUT_RDWR)
@@ -86,7 +92,9 @@ class DelayLine:
         self.src, self.dst, self.delay_s, self.pair, self.name = src, dst, delay_s, pair, name
         self._queue: collections.deque[tuple[float, bytes]] = collections.deque()  # (due, chunk); b"" = EOF
         self._queued_bytes = 0
+        self._stopped = False  # the connection is closed: the reader stops, the queue is dropped
         self._cond = threading.Condition()
+        pair.add(self)
 
     def start(self) -> None:
         if self.delay_s <= 0:
@@ -95,16 +103,20 @@ class DelayLine:
         threading.Thread(target=self._guard(self._read), name=f"{self.name}-read", daemon=True).start()
         threading.Thread(target=self._guard(self._write), name=f"{self.name}-write", daemon=True).start()
 
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._queue.clear()
+            self._queued_bytes = 0
+            self._cond.notify_all()
+
     def _guard(self, body: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
             try:
                 body()
             except OSError as error:  # a reset or a closed socket ends the whole connection
                 log.debug("%s: %s", self.name, error)
-                self.pair.close()
-                with self._cond:
-                    self._queue.append((0.0, b""))
-                    self._cond.notify_all()
+                self.pair.close()  # stops both directions: a reader waiting for room must not wait forever
 
         return run
 
@@ -118,8 +130,10 @@ class DelayLine:
             data = self.src.recv(CHUNK)
             due = time.monotonic() + self.delay_s
             with self._cond:
-                while self._queued_bytes > QUEUE_LIMIT:
+                while self._queued_bytes > QUEUE_LIMIT and not self._stopped:
                     self._cond.wait()
+                if self._stopped:
+                    return
                 self._queue.append((due, data))
                 self._queued_bytes += len(data)
                 self._cond.notify_all()
@@ -129,14 +143,16 @@ class DelayLine:
     def _write(self) -> None:
         while True:
             with self._cond:
-                while not self._queue:
+                while not self._queue and not self._stopped:
                     self._cond.wait()
+                if self._stopped:
+                    return
                 due, data = self._queue.popleft()
                 self._queued_bytes -= len(data)
                 self._cond.notify_all()
             wait = due - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
+            if wait > 0 and self.pair.closed.wait(wait):  # a timed wait, ended early by the pair's close
+                return
             if not data:  # the half-close, due like the bytes before it
                 self._finish()
                 return

@@ -1,5 +1,6 @@
 """The delay proxy on loopback (no root needed): it really delays, per peer, and passes EOF on."""
 
+import contextlib
 import socket
 import statistics
 import struct
@@ -10,6 +11,7 @@ import time
 
 import pytest
 
+from partition.lab import proxy as proxy_module
 from partition.lab.listening import wait_for
 from partition.lab.proxy import DelayPolicy, serve
 from tests.lab.netprobe import echoed_mbps, round_trips
@@ -165,5 +167,39 @@ def test_a_half_close_is_delayed_like_the_bytes_before_it(proxy):
                 time.sleep(0.01)
         assert [data for _, data in heard] == [b"last words", b""]
         assert heard[-1][0] - sent >= 0.2, heard[-1][0] - sent
+    finally:
+        server.close()
+
+
+def reset(sock):
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # RST, not FIN
+
+
+def proxy_threads(before):
+    return [t.name for t in threading.enumerate() if t not in before and t.name.startswith("127.0.0.1")]
+
+
+def test_a_reader_stops_when_its_writer_is_gone(proxy, monkeypatch):
+    monkeypatch.setattr(proxy_module, "QUEUE_LIMIT", 1024 * 1024)  # fills in a moment on loopback
+
+    def flood(connection):
+        with connection, contextlib.suppress(OSError):
+            while True:
+                connection.sendall(b"f" * 65536)
+
+    server = serve_each(flood)
+    before = set(threading.enumerate())
+    try:
+        address = proxy(DelayPolicy(0.01, {}), server.getsockname())
+        clients = [socket.create_connection(address, timeout=5) for _ in range(3)]
+        time.sleep(0.5)  # nobody reads: each connection's queue toward its client is over the limit
+        assert proxy_threads(before)
+        for client in clients:
+            reset(client)
+        deadline = time.monotonic() + 1.0
+        while proxy_threads(before) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proxy_threads(before) == []
     finally:
         server.close()
