@@ -6,8 +6,9 @@ traffic reaches the worker undelayed. The delay of a connection depends on who c
 of the pair decides), read from the peer's address.
 
 Each direction is a delay line: a reader stamps each chunk with `arrival + delay`, a writer sends it
-when due; the half-close travels the same way. Threads with timed waits (futex, ~0.1 ms precise) rather
-than asyncio, whose epoll timeouts round up to whole milliseconds: the `lan` config needs 0.5 ms.
+when due; the end of the stream (half-close or reset) travels the same way. Threads with timed waits
+(futex, ~0.1 ms precise) rather than asyncio, whose epoll timeouts round up to whole milliseconds: the
+`lan` config needs 0.5 ms.
 
     python -m partition.lab.proxy --listen 10.213.0.2:7001 --target 127.0.0.1:7001 \
         --delay-ms 10 --peer-delay-ms 10.213.0.3=10 --peer-delay-ms 10.213.0.2=0
@@ -20,6 +21,7 @@ import collections
 import contextlib
 import logging
 import socket
+import struct
 import sys
 import threading
 import time
@@ -51,7 +53,11 @@ class DelayPolicy:
 
 
 class _Pair:
-    """Two sockets of one proxied connection; closing is idempotent and wakes every thread on them."""
+    """Two sockets of one proxied connection, closed once both directions have ended or one ends in a reset.
+
+    Closing is idempotent and wakes every thread on the pair. When a peer reset its socket, closing resets
+    the other socket too (SO_LINGER 0), so the other peer sees the reset rather than a clean end of stream.
+    """
 
     def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
         self.client, self.upstream = client, upstream
@@ -59,9 +65,18 @@ class _Pair:
         self._lock = threading.Lock()
         self._open_directions = 2
         self._lines: list[DelayLine] = []
+        self._reset_by_peer: set[socket.socket] = set()
 
     def add(self, line: DelayLine) -> None:
         self._lines.append(line)
+
+    def note_reset(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._reset_by_peer.add(sock)
+
+    def was_reset(self, sock: socket.socket) -> bool:
+        with self._lock:
+            return sock in self._reset_by_peer
 
     def direction_done(self) -> None:
         with self._lock:
@@ -75,24 +90,45 @@ class _Pair:
             if self.closed.is_set():
                 return
             self.closed.set()
+            reset = set(self._reset_by_peer)
         for line in self._lines:
             line.stop()
         for sock in (self.client, self.upstream):
-            with contextlib.suppress(OSError):  # already disconnected
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
+            if reset and sock not in reset:
+                _reset(sock)
+            else:
+                _close(sock)
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already disconnected
+        sock.shutdown(socket.SHUT_RDWR)  # wakes any thread blocked on it
+    sock.close()
+
+
+def _reset(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already disconnected
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close sends RST
+        # Wakes a reader blocked on it. Not SHUT_WR: a FIN ahead of the RST would end the peer's stream
+        # cleanly. Its only writer is the thread closing the pair, or it has ended.
+        sock.shutdown(socket.SHUT_RD)
+    sock.close()
 
 
 class DelayLine:
-    """One direction of a connection: bytes from `src` reach `dst` `delay_s` after they arrived."""
+    """One direction of a connection: bytes from `src` reach `dst` `delay_s` after they arrived.
+
+    So does the end of `src`: a half-close is passed on one delay after it arrived, a reset (an error
+    reading `src`) resets `dst` one delay after it happened, behind the bytes that arrived before it.
+    """
 
     def __init__(
         self, src: socket.socket, dst: socket.socket, delay_s: float, pair: _Pair, name: str
     ) -> None:
         self.src, self.dst, self.delay_s, self.pair, self.name = src, dst, delay_s, pair, name
-        self._queue: collections.deque[tuple[float, bytes]] = collections.deque()  # (due, chunk); b"" = EOF
+        self._queue: collections.deque[tuple[float, bytes]] = collections.deque()  # (due, chunk); b"" = end
         self._queued_bytes = 0
-        self._stopped = False  # the connection is closed: the reader stops, the queue is dropped
+        self._stopped = False  # no more bytes can reach `dst`: the reader stops, the queue is dropped
         self._cond = threading.Condition()
         pair.add(self)
 
@@ -114,20 +150,35 @@ class DelayLine:
         def run() -> None:
             try:
                 body()
-            except OSError as error:  # a reset or a closed socket ends the whole connection
-                log.debug("%s: %s", self.name, error)
-                self.pair.close()  # stops both directions: a reader waiting for room must not wait forever
+            except OSError as error:  # unforeseen: end the whole connection rather than leave it half-served
+                log.warning("%s: %s", self.name, error)
+                self.pair.close()
 
         return run
 
     def _copy(self) -> None:
-        while data := self.src.recv(CHUNK):
-            self.dst.sendall(data)
-        self._finish()
+        while data := self._recv():
+            try:
+                self.dst.sendall(data)
+            except OSError as error:
+                self._lost_dst(error)
+                return
+        if not self._stopped:
+            self._end()
+
+    def _recv(self) -> bytes:
+        """The next chunk from `src`; b"" once it ends, by a half-close or a reset (noted on the pair)."""
+        try:
+            return self.src.recv(CHUNK)
+        except OSError as error:
+            if not self._stopped:  # not our own close waking us
+                log.debug("%s: %s", self.name, error)
+                self.pair.note_reset(self.src)
+            return b""
 
     def _read(self) -> None:
         while True:
-            data = self.src.recv(CHUNK)
+            data = self._recv()
             due = time.monotonic() + self.delay_s
             with self._cond:
                 while self._queued_bytes > QUEUE_LIMIT and not self._stopped:
@@ -153,15 +204,38 @@ class DelayLine:
             wait = due - time.monotonic()
             if wait > 0 and self.pair.closed.wait(wait):  # a timed wait, ended early by the pair's close
                 return
-            if not data:  # the half-close, due like the bytes before it
-                self._finish()
+            if not data:
+                self._end()
                 return
-            self.dst.sendall(data)
+            try:
+                self.dst.sendall(data)
+            except OSError as error:
+                self._lost_dst(error)
+                return
 
-    def _finish(self) -> None:
+    def _end(self) -> None:
+        """`src` has ended: pass its reset or its half-close on to `dst`."""
+        if self.pair.was_reset(self.src):
+            self.pair.close()  # resets `dst`
+            return
         with contextlib.suppress(OSError):  # the other side may be gone already
-            self.dst.shutdown(socket.SHUT_WR)  # pass the half-close on
+            self.dst.shutdown(socket.SHUT_WR)
         self.pair.direction_done()
+
+    def _lost_dst(self, error: OSError) -> None:
+        """Sending failed: `dst`'s peer reset it. Nothing more can reach it, so stop reading `src`."""
+        if self._stopped:  # our own close
+            return
+        log.debug("%s: %s", self.name, error)
+        # Linux reports a reset that came after the peer's FIN as EPIPE (and EPIPE once another thread took
+        # the ECONNRESET, noting it): that FIN is a clean end, and the other direction passes it on as one.
+        if not isinstance(error, BrokenPipeError):
+            self.pair.note_reset(self.dst)
+        self.stop()
+        # The other direction, reading `dst`, passes the reset on to `src` one delay from now. If it has
+        # ended already, this thread does, as the pair's last direction.
+        if not self.pair.closed.wait(self.delay_s):
+            self.pair.direction_done()
 
 
 def _tight_timers() -> None:

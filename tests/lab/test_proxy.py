@@ -203,3 +203,43 @@ def test_a_reader_stops_when_its_writer_is_gone(proxy, monkeypatch):
         assert proxy_threads(before) == []
     finally:
         server.close()
+
+
+def test_bytes_sent_before_a_reset_arrive_and_then_the_reset(proxy):
+    def fail(connection):
+        connection.sendall(b"error: out of memory")
+        time.sleep(0.05)
+        reset(connection)
+
+    server = serve_each(fail)
+    try:
+        address = proxy(DelayPolicy(0.2, {}), server.getsockname())
+        with socket.create_connection(address, timeout=5) as client:
+            start = time.monotonic()
+            assert client.recv(64) == b"error: out of memory"
+            with pytest.raises(ConnectionResetError):  # a reset, not a clean end of stream
+                client.recv(64)
+            assert time.monotonic() - start >= 0.2 + 0.05  # the reset was delayed like the bytes
+    finally:
+        server.close()
+
+
+def test_a_clean_end_stays_clean_when_a_reset_follows_it(proxy):
+    def answer_and_close(connection):
+        connection.recv(1)
+        connection.sendall(b"reply")
+        connection.close()  # FIN; what the client sends after it makes this kernel reset the connection
+
+    server = serve_each(answer_and_close)
+    try:
+        address = proxy(DelayPolicy(0.3, {}), server.getsockname())
+        with socket.create_connection(address, timeout=5) as client:
+            client.sendall(b"a")  # the server has it at 0.3 s, answers and closes
+            time.sleep(0.1)
+            client.sendall(b"b")  # reaches the server at 0.4 s, after its close: the reset comes back
+            time.sleep(0.1)
+            client.sendall(b"c")  # sending it at 0.5 s, the proxy finds the reset, before the FIN is due
+            assert client.recv(64) == b"reply"
+            assert client.recv(64) == b""  # the FIN it sent first, not the reset that came after
+    finally:
+        server.close()
