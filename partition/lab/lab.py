@@ -117,9 +117,13 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def _proxy_argv(config: LabConfig, device: LabDevice, ips: dict[str, str], host_ip: str) -> list[str]:
+def _proxy_argv(
+    config: LabConfig, device: LabDevice, ips: dict[str, str], host_ip: str, wait_s: float
+) -> list[str]:
     argv = [sys.executable, "-m", "partition.lab.proxy", "--listen", f"{ips[device.name]}:{config.port}"]
     argv += ["--target", f"127.0.0.1:{config.port}", "--delay-ms", f"{device.delay_ms:g}"]
+    # The proxy listens only once its worker does: it waits as long as `lab up` waits (str: %g would round).
+    argv += ["--wait-s", str(wait_s)]
     for other in config.devices:
         delay = 0.0 if other is device else pair_link(device, other)[1]
         argv += ["--peer-delay-ms", f"{ips[other.name]}={delay:g}"]
@@ -167,7 +171,7 @@ def up(
     try:
         _claim_bridge(state, taken)
         _build(state, config)
-        _launch(state, config)
+        _launch(state, config, ready_timeout_s)
         _wait_ready(state, config, ready_timeout_s)
         out = Path(cluster_out) if cluster_out else state.run_dir / DEFAULT_CLUSTER_FILE
         addresses = {name: info["address"] for name, info in state.devices.items()}
@@ -208,7 +212,7 @@ def _build(state: LabState, config: LabConfig) -> None:
             cgroup.create(names["cgroup"], device.cpu)
 
 
-def _launch(state: LabState, config: LabConfig) -> None:
+def _launch(state: LabState, config: LabConfig, ready_timeout_s: float) -> None:
     env = child_env()
     ips = {name: info["ip"] for name, info in state.devices.items()}
     for device in config.devices:
@@ -227,7 +231,7 @@ def _launch(state: LabState, config: LabConfig) -> None:
         state.save()
         # The proxy is infrastructure, not the device: it runs in the namespace but outside the CPU limit.
         proxy = processes.start(
-            _proxy_argv(config, device, ips, state.bridge_ip),
+            _proxy_argv(config, device, ips, state.bridge_ip, ready_timeout_s),
             device=device.name,
             kind="proxy",
             log=state.run_dir / f"{device.name}.proxy.log",

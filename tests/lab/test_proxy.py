@@ -8,13 +8,18 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
+from partition.lab import load_lab_config
 from partition.lab import proxy as proxy_module
+from partition.lab.lab import _proxy_argv
 from partition.lab.listening import wait_for
 from partition.lab.proxy import DelayPolicy, serve
 from tests.lab.netprobe import echoed_mbps, round_trips
+
+CONFIGS = Path(__file__).parents[2] / "cluster" / "lab"
 
 
 @pytest.fixture
@@ -243,3 +248,19 @@ def test_a_clean_end_stays_clean_when_a_reset_follows_it(proxy):
             assert client.recv(64) == b""  # the FIN it sent first, not the reset that came after
     finally:
         server.close()
+
+
+def test_the_proxy_waits_as_long_as_lab_up_does():
+    config = load_lab_config(CONFIGS / "wifi-edge.toml")
+    ips = {device.name: f"10.213.0.{n + 2}" for n, device in enumerate(config.devices)}
+    argv = _proxy_argv(config, config.edge, ips, "10.213.0.1", 300.0)
+    assert float(argv[argv.index("--wait-s") + 1]) == 300.0
+
+
+def test_the_proxy_gives_up_after_its_wait():
+    free = socket.create_server(("127.0.0.1", 0))
+    target = "{}:{}".format(*free.getsockname())
+    free.close()
+    start = time.monotonic()
+    code = proxy_module.main(["--listen", "127.0.0.1:0", "--target", target, "--wait-s", "0.3"])
+    assert code == 3 and 0.3 <= time.monotonic() - start < 5
