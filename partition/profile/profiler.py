@@ -131,6 +131,8 @@ def profile_model(
 def _profile(source: ModelSource, settings: ProfileSettings, dtype: str, device: str, name: str | None):
     spec = source.spec
     cuda = torch.cuda.get_device_name(device) if device.startswith("cuda") else None
+    # Before anything is loaded: the memory the segments timed here hold is not the device's to give
+    identity = identify(name, torch.get_num_threads(), cuda)
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
     n_blocks = spec.n_blocks
     span = block_span(source, settings, DTYPES[dtype])
@@ -145,7 +147,7 @@ def _profile(source: ModelSource, settings: ProfileSettings, dtype: str, device:
     }
     top_k_encode_s, top_k_decode_s = _profile_top_k(spec.vocab_size, settings)
     return DeviceProfile(
-        device=identify(name, torch.get_num_threads(), cuda),
+        device=identity,
         model=ModelRef(source.name, source.digest, n_blocks),
         dtype=dtype,
         embed=costs["embed"],

@@ -77,3 +77,23 @@ def test_the_head_is_timed_with_the_coordinators_work_for_each_token(tiny_dirs, 
     points = len(settings.prefill_lengths) + len(settings.context_lengths)
     assert len(tails) == points * (settings.repeats + settings.warmup)  # the head's calls, and only those
     assert all(shape[:2] == (1, 1) and shape[-1] == source.spec.vocab_size for shape in tails)
+
+
+def test_the_memory_a_device_offers_is_read_before_any_segment_is_loaded(tiny_dirs, monkeypatch):
+    """What the profiler's own segments hold (357 MiB of MemAvailable after profiling SmolLM2 here) is
+    not memory the device lacks when it serves."""
+    events = []
+    real_load, real_identify = profiler.load_segment, profiler.identify
+
+    def load(source, segment, **kwargs):
+        events.append("segment loaded")
+        return real_load(source, segment, **kwargs)
+
+    def identify(*args):
+        events.append("memory read")
+        return real_identify(*args)
+
+    monkeypatch.setattr(profiler, "load_segment", load)
+    monkeypatch.setattr(profiler, "identify", identify)
+    profiler.profile_model(resolve_model(tiny_dirs["llama"]), SETTINGS, threads=1)
+    assert events[0] == "memory read" and events.count("memory read") == 1 and "segment loaded" in events
