@@ -86,6 +86,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_model(asked: str, profiled, cluster_file) -> None:
+    """`asked` is the model the profiles were measured for: by its name, its digest, or a file (or other
+    name) that holds the same weights. ConfigError otherwise, saying which to give."""
+    from partition.errors import ConfigError, PartitionError
+    from partition.model import resolve_model
+
+    if asked in (profiled.name, profiled.digest):
+        return
+    measured = f"the profiles in {cluster_file} were measured for model {profiled.name!r} (digest {profiled.digest[:12]})"
+    try:
+        digest = resolve_model(asked).digest
+    except PartitionError as error:  # neither a built-in name nor a model file here
+        raise ConfigError(f"{measured}; --model {asked!r}: {error}") from None
+    if digest != profiled.digest:
+        raise ConfigError(
+            f"{measured}, not {asked!r} (digest {digest[:12]}): plan with --model {profiled.name} or profile "
+            f"the devices with --model {asked}"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from partition.artifacts import load_plan, save_plan
     from partition.errors import ConfigError
@@ -110,11 +130,7 @@ def run(args: argparse.Namespace) -> int:
         )
     cluster = load_cluster(args.cluster)
     model = cluster.model
-    if args.model not in (model.name, model.digest):
-        raise ConfigError(
-            f"the profiles in {args.cluster} were measured for model {model.name!r} (digest {model.digest[:12]}), "
-            f"not {args.model!r}: plan with --model {model.name} or profile the devices with --model {args.model}"
-        )
+    _check_model(args.model, model, args.cluster)
     try:
         workload = Workload(args.prompt_tokens, args.new_tokens, args.sessions, args.objective)
     except ValueError as error:

@@ -52,7 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds per sample of back-to-back calls (for CPU quotas)",
     )
-    parser.add_argument("--cache-dir", type=Path, help="profile cache (default ~/.cache/partition/profiles)")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="folder of cached profiles (default $PARTITION_CACHE_DIR/profiles, else ~/.cache/partition/profiles)",
+    )
     parser.add_argument(
         "--refresh",
         action="store_true",

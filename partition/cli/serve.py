@@ -65,10 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_threads_argument(parser)
     parser.add_argument(
-        "--max-context", type=whole_number(1), default=2048, help="tokens per session (prompt + output)"
+        "--max-context",
+        type=whole_number(1),
+        default=2048,
+        help="tokens per session (prompt + output; default 2048)",
     )
     parser.add_argument(
-        "--max-sessions", type=whole_number(1), default=4, help="concurrent sessions per worker"
+        "--max-sessions", type=whole_number(1), default=4, help="concurrent sessions per worker (default 4)"
     )
     add_prompt_arguments(parser, required=False)
     parser.add_argument(

@@ -239,7 +239,16 @@ def _parse_device(
         raise ConfigError(f'{where}: needs profile = "FILE.json" made by `partition profile`{hint}')
     profile_path = base_dir / _require(entry, "profile", str, where)
     if profile_path not in profiles:
-        profiles[profile_path] = load_profile(profile_path)
+        try:
+            profiles[profile_path] = load_profile(profile_path)
+        except ConfigError as error:
+            missing = not profile_path.exists()
+            advice = (
+                f"; make it with `partition profile --name {name} --out {profile_path}` on that device"
+                if missing
+                else ""
+            )
+            raise ConfigError(f"{where}: {error}{advice}") from None
     profile = profiles[profile_path]
     threads = entry.get("threads")
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):

@@ -61,8 +61,8 @@ def load_codec_table(path: Path) -> tuple[CodecSpec, ...]:
     """Codecs from a JSON file: our table format, or the results of `benchmarks/codecs.py`.
 
     Our format: {"schema": "partition/codec-table", "schema_version": 1, "codecs": [{name, bytes_per_value,
-    encode_s_per_byte, decode_s_per_byte, lossless, encode_call_s?, decode_call_s?}, ...]}.
-    Benchmark results ({"results": [measurement, ...]}) are fitted per codec: seconds = call + bytes x per-byte.
+    encode_s_per_byte, decode_s_per_byte, lossless, encode_call_s?, decode_call_s?}, ...]}, or the list
+    of entries alone (a plan's `codec_figures`, copied out). Benchmark results ({"results": [measurement, ...]}) are fitted per codec: seconds = call + bytes x per-byte.
     """
     text = read_text(Path(path), "codec table")
     try:
@@ -71,14 +71,22 @@ def load_codec_table(path: Path) -> tuple[CodecSpec, ...]:
         raise ConfigError(f"codec table {path} is not valid JSON: {error}") from None
     if isinstance(data, dict) and "results" in data and "codecs" not in data:
         return _runnable(path, _from_measurements(path, data["results"]))
+    if isinstance(data, list):  # the entries alone, as a plan's codec_figures holds them
+        data = {"schema": CODEC_TABLE_SCHEMA, "schema_version": CODEC_TABLE_VERSION, "codecs": data}
     if not isinstance(data, dict) or data.get("schema") != CODEC_TABLE_SCHEMA:
         raise ConfigError(
-            f'{path} is not a codec table: expected "schema": "{CODEC_TABLE_SCHEMA}" '
+            f'{path} is not a codec table: expected {{"schema": "{CODEC_TABLE_SCHEMA}", "schema_version": '
+            f'{CODEC_TABLE_VERSION}, "codecs": [...]}}, a list of codec entries (as a plan\'s codec_figures), '
             "or the JSON that benchmarks/codecs.py writes"
         )
-    if data.get("schema_version") != CODEC_TABLE_VERSION:
+    version = data.get("schema_version")
+    if version is None:
         raise ConfigError(
-            f"{path}: codec table schema_version {data.get('schema_version')!r} is not {CODEC_TABLE_VERSION}; "
+            f'{path}: the codec table has no schema_version; add "schema_version": {CODEC_TABLE_VERSION}'
+        )
+    if version != CODEC_TABLE_VERSION:
+        raise ConfigError(
+            f"{path}: codec table schema_version {version!r} is not {CODEC_TABLE_VERSION}; "
             "re-measure it with this version of partition"
         )
     entries = data.get("codecs")

@@ -116,3 +116,28 @@ def test_plan_writes_over_nothing_but_a_plan(cluster, capsys):
         assert "exists and is not a plan this can replace" in capsys.readouterr().err
         assert toml.read_text() == CLUSTER
     assert not list(cluster.glob("*.tmp"))
+
+
+def test_plan_takes_the_model_by_any_name_of_the_weights_profiled_and_says_what_else_would_do(
+    tmp_path, capsys, smollm2, tiny_dirs
+):
+    from partition.types import ModelRef
+
+    model = ModelRef(smollm2.name, smollm2.digest, smollm2.spec.n_blocks)  # as a real profile records it
+    save_profile(synthetic_profile("phone", speed=0.2, model=model), tmp_path / "phone.json")
+    save_profile(synthetic_profile("server", speed=10, memory_gb=16, model=model), tmp_path / "server.json")
+    (tmp_path / "cluster.toml").write_text(CLUSTER)
+    args = ["plan", "--cluster", str(tmp_path / "cluster.toml"), "--out", str(tmp_path / "p.json")]
+    assert main([*args, "--model", str(smollm2.path)]) == 0  # the file the built-in name loads
+    assert load_plan(tmp_path / "p.json").model == model
+    capsys.readouterr()
+
+    other = str(tiny_dirs["llama"])
+    assert main([*args, "--model", other]) == 2
+    err = capsys.readouterr().err
+    assert f"measured for model 'smollm2-135m' (digest {smollm2.digest[:12]}), not '{other}' (digest " in err
+    assert f"plan with --model smollm2-135m or profile the devices with --model {other}" in err
+
+    assert main([*args, "--model", "gpt2"]) == 2  # nothing this machine can load: no advice to profile it
+    err = capsys.readouterr().err
+    assert "--model 'gpt2': " in err and "profile the devices with" not in err and err.count("\n") == 1

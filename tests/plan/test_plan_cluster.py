@@ -135,7 +135,11 @@ latency_ms = 0.1
             '[[device]]\nname = "s"\nrole = "server"\naddress = "10.0.0.5:7001"\n',
             "partition profile --cluster FILE",
         ),
-        ('[[device]]\nname = "s"\nrole = "server"\nprofile = "nope.json"\n', "cannot read"),
+        (
+            '[[device]]\nname = "s"\nrole = "server"\nprofile = "nope.json"\n',
+            r"device #2 \('s'\): cannot read file .*nope.json: No such file or directory; make it with "
+            r"`partition profile --name s --out .*nope.json` on that device",
+        ),
         (
             '[[device]]\nname = "s"\nrole = "server"\nprofile = "gpu.json"\nmemory_gb = -1\n',
             "memory_gb must be a positive",

@@ -94,6 +94,32 @@ def test_load_our_table_format(tmp_path):
         load_codec_table(path)
 
 
+def test_a_plans_codec_figures_copied_out_are_a_codec_table(tmp_path):
+    from partition.artifacts import plan_to_json
+    from partition.plan import make_plan
+    from partition.plan.synthetic import star_cluster, synthetic_profile
+    from partition.types import Workload
+
+    cluster = star_cluster(
+        synthetic_profile("phone", 0.3), 2.0, [("server", synthetic_profile("server"), 8.0)], (100, 5)
+    )
+    figures = json.loads(plan_to_json(make_plan(cluster, Workload(16, 16))))["codec_figures"]
+    assert len(figures) > 1
+    path = tmp_path / "codecs.json"
+    path.write_text(json.dumps(figures))
+    assert [codec.name for codec in load_codec_table(path)] == [entry["name"] for entry in figures]
+
+
+def test_a_codec_table_without_its_version_says_what_to_add(tmp_path):
+    path = tmp_path / "codecs.json"
+    path.write_text(json.dumps({"schema": "partition/codec-table", "codecs": []}))
+    with pytest.raises(ConfigError, match='the codec table has no schema_version; add "schema_version": 1$'):
+        load_codec_table(path)
+    path.write_text(json.dumps({"codecs": []}))
+    with pytest.raises(ConfigError, match="a list of codec entries \\(as a plan's codec_figures\\)"):
+        load_codec_table(path)
+
+
 RAW = {"name": "raw", "bytes_per_value": 4, "encode_s_per_byte": 0, "decode_s_per_byte": 0, "lossless": True}
 
 
