@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 LOST_ADVICE = "start it again (or serve with --spawn-local) and send the prompt again"
 # A worker that did not answer a load: gone, or not back yet after one reconnect attempt.
 STILL_AWAY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-
 # Seconds a take-back waits for the requests under way to end (new ones wait meanwhile); past that it
 # is put off to a later look (Failover.postpone), so that a busy server is not held up at every look.
 DRAIN_S = 20.0
