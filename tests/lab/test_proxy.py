@@ -22,15 +22,9 @@ from tests.lab.netprobe import echoed_mbps, round_trips
 CONFIGS = Path(__file__).parents[2] / "cluster" / "lab"
 
 
-@pytest.fixture
-def echo_address():
-    server = socket.create_server(("127.0.0.1", 0))
-
-    def handle(connection):
-        with connection:
-            while data := connection.recv(65536):
-                connection.sendall(data)
-            # EOF from the client: close our side too (the client sees EOF through the proxy)
+def serve_each(handle):
+    """A server on loopback running `handle(connection)` in a thread per connection; close it to stop."""
+    server = socket.create_server(("127.0.0.1", 0), backlog=16)
 
     def accept():
         while True:
@@ -41,6 +35,18 @@ def echo_address():
             threading.Thread(target=handle, args=(connection,), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def echo_address():
+    def echo(connection):
+        with connection:
+            while data := connection.recv(65536):
+                connection.sendall(data)
+            # EOF from the client: close our side too (the client sees EOF through the proxy)
+
+    server = serve_each(echo)
     yield server.getsockname()
     server.close()
 
@@ -132,22 +138,6 @@ def test_proxy_starts_without_warnings():
         timeout=60,
     )
     assert done.returncode == 0 and done.stderr == "", done.stderr
-
-
-def serve_each(handle):
-    """A server on loopback running `handle(connection)` in a thread per connection; close it to stop."""
-    server = socket.create_server(("127.0.0.1", 0), backlog=16)
-
-    def accept():
-        while True:
-            try:
-                connection, _ = server.accept()
-            except OSError:
-                return
-            threading.Thread(target=handle, args=(connection,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    return server
 
 
 def test_a_half_close_is_delayed_like_the_bytes_before_it(proxy):
