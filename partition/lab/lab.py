@@ -73,12 +73,14 @@ def _claim_bridge(state: LabState, taken: set[int]) -> None:
         # It cannot be recorded before it is made (a number another lab took would be removed with
         # ours): a Ctrl-C between the two waits until it is recorded, so that `down` finds it.
         with _interrupts_held():
-            try:
-                sh("ip", "link", "add", bridge, "type", "bridge")
-            except LabError:
+            made = sh("ip", "link", "add", bridge, "type", "bridge", check=False)
+            # `ip` killed by a signal (a Ctrl-C reaches the whole process group) may have made it first
+            if made.returncode != 0 and not (made.returncode < 0 and network.link_exists(bridge)):
                 if network.link_exists(bridge):
                     continue  # another lab took this number a moment ago
-                raise
+                raise LabError(
+                    f"`ip link add {bridge} type bridge` failed (exit {made.returncode}): {made.stderr.strip()}"
+                )
             state.index, state.bridge, state.bridge_ip = index, bridge, f"{SUBNET}.{index}.1"
             state.save()
         network.bridge_configure(bridge, f"{state.bridge_ip}/24")
@@ -101,8 +103,8 @@ def _interrupts_held():
     finally:
         for number, handler in before.items():
             signal.signal(number, handler)
-        if caught:
-            signal.raise_signal(caught[0])
+        for number in dict.fromkeys(caught):  # each once, in order: one ignored must not hide the next
+            signal.raise_signal(number)
 
 
 def child_env() -> dict[str, str]:

@@ -244,7 +244,7 @@ def _parse_device(
         except ConfigError as error:
             missing = not profile_path.exists()
             advice = (
-                f"; make it with `partition profile --name {name} --out {profile_path}` on that device"
+                f"; make it with `partition profile --model MODEL --name {name} --out {profile_path}` on that device"
                 if missing
                 else ""
             )

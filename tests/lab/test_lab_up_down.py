@@ -183,6 +183,30 @@ def test_a_ctrl_c_as_the_bridge_is_made_leaves_nothing_behind(tmp_path, monkeypa
     assert lab.down(None, tmp_path / "state") == []
 
 
+def test_a_bridge_made_by_an_ip_that_a_signal_then_killed_is_the_labs(tmp_path, monkeypatch):
+    """A Ctrl-C reaches `ip` too (one process group): killed after making the bridge, it exits by the
+    signal, and the bridge there is this lab's, not another lab's claim."""
+    config = lab.load_lab_config(write_config(tmp_path, [sys.executable, ECHO, "{listen}"]))
+    made = []
+
+    def killed_as_it_made_the_bridge(*argv, **kwargs):
+        done = sh(*argv, **kwargs)
+        if argv[:3] == ("ip", "link", "add") and argv[-2:] == ("type", "bridge") and not made:
+            made.append(argv[3])
+            if kwargs.get("check", True):  # as `sh` answers a command that failed
+                raise LabError(f"`{' '.join(argv)}` failed (exit {-signal.SIGINT})")
+            return subprocess.CompletedProcess(argv, -signal.SIGINT, "", "")
+        return done
+
+    monkeypatch.setattr(lab.lab, "sh", killed_as_it_made_the_bridge)
+    state = lab.up(config, tmp_path / "state", ready_timeout_s=30)
+    try:
+        assert state.bridge == made[0]
+    finally:
+        lab.down(config.name, tmp_path / "state")
+    assert leftovers(state) == [] and not network.link_exists(made[0])
+
+
 def test_down_after_up_was_killed(tmp_path):
     # A worker that never listens keeps `lab up` waiting; kill -9 it there, as a crash would.
     command = [sys.executable, "-c", "import time; time.sleep(120)"]

@@ -138,7 +138,7 @@ latency_ms = 0.1
         (
             '[[device]]\nname = "s"\nrole = "server"\nprofile = "nope.json"\n',
             r"device #2 \('s'\): cannot read file .*nope.json: No such file or directory; make it with "
-            r"`partition profile --name s --out .*nope.json` on that device",
+            r"`partition profile --model MODEL --name s --out .*nope.json` on that device",
         ),
         (
             '[[device]]\nname = "s"\nrole = "server"\nprofile = "gpu.json"\nmemory_gb = -1\n',
