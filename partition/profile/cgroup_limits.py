@@ -66,22 +66,28 @@ def _cpu_quotas(proc: Path, root: Path) -> list[tuple[int, int]]:
 def _memory_levels(proc: Path, root: Path) -> list[tuple[int, int]]:
     """(limit, bytes in use) of the group and of each ancestor that sets a memory limit.
 
-    In use is the level's usage less its inactive file cache, which the kernel drops before the limit
-    is hit (as MemAvailable counts cache as available, and as `docker stats` and the kubelet count use).
-    A use that cannot be read counts as none: the limit alone bounds that level.
+    In use is the level's usage less its file cache, active or not: the kernel drops clean cache
+    before it kills at the limit, as MemAvailable counts it available. (Not only the inactive part, as
+    `docker stats` counts: a model file read twice is active cache, 700 MiB of it read a 1 GiB group as
+    175 MiB free, yet 800 MiB more were then allocated there without a kill.) Shared memory is anon
+    memory here, not file cache, so it stays in use. A use that cannot be read counts as none.
     """
     lines = _membership(proc)
     # v1 writes "unlimited" as a huge number, above any host's memory; v2 writes "max"
-    files = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+    files = ("memory.limit_in_bytes", "memory.usage_in_bytes", ("total_inactive_file", "total_active_file"))
     groups = _v1_groups(lines, root, "memory")
     if not groups:
-        files, groups = ("memory.max", "memory.current", "inactive_file"), _v2_groups(lines, root)
-    limit_file, usage_file, inactive_key = files
+        files, groups = (
+            ("memory.max", "memory.current", ("inactive_file", "active_file")),
+            _v2_groups(lines, root),
+        )
+    limit_file, usage_file, cache_keys = files
     levels = []
     for group in groups:
         limit, usage = _read(group / limit_file), _read(group / usage_file)
         if limit.isdigit():
-            used = int(usage) - _stat(group / "memory.stat", inactive_key) if usage.isdigit() else 0
+            cache = sum(_stat(group / "memory.stat", key) for key in cache_keys)
+            used = int(usage) - cache if usage.isdigit() else 0
             levels.append((int(limit), max(0, used)))
     return levels
 

@@ -115,7 +115,10 @@ def test_memory_available_is_a_v2_limit_less_what_the_group_holds(tmp_path):
     write(root / "user.slice/app.scope/memory.current", f"{3 * GIB}\n")
     assert memory_available_bytes(proc, root) == GIB
     # file cache the kernel drops before the limit is room still; a parent filled by others binds first
-    write(root / "user.slice/app.scope/memory.stat", f"anon {2 * GIB}\ninactive_file {GIB // 2}\n")
+    write(root / "user.slice/app.scope/memory.stat", f"anon {2 * GIB}\ninactive_file {GIB // 4}\n")
+    assert memory_available_bytes(proc, root) == 5 * GIB // 4
+    stat = f"anon {2 * GIB}\nshmem {GIB // 4}\nactive_file {GIB // 4}\ninactive_file {GIB // 4}\n"
+    write(root / "user.slice/app.scope/memory.stat", stat)  # a file read twice is active cache: room too
     assert memory_available_bytes(proc, root) == 3 * GIB // 2
     write(root / "user.slice/memory.max", f"{8 * GIB}\n")
     write(root / "user.slice/memory.current", f"{7 * GIB}\n")
@@ -130,6 +133,9 @@ def test_memory_available_is_a_v1_limit_less_what_the_group_holds(tmp_path):
     write(root / "memory/lab/edge/memory.usage_in_bytes", f"{3 * GIB}\n")
     write(root / "memory/lab/edge/memory.stat", f"inactive_file 0\ntotal_inactive_file {GIB}\n")
     assert memory_available_bytes(proc, root) == 2 * GIB
+    stat = f"active_file 0\ntotal_active_file {GIB // 2}\ntotal_inactive_file {GIB}\n"
+    write(root / "memory/lab/edge/memory.stat", stat)
+    assert memory_available_bytes(proc, root) == 5 * GIB // 2
     assert memory_limit_bytes(proc, root) == 4 * GIB  # the limit itself is still the limit
 
 
