@@ -74,13 +74,15 @@ def _claim_bridge(state: LabState, taken: set[int]) -> None:
         # ours): a Ctrl-C between the two waits until it is recorded, so that `down` finds it.
         with _interrupts_held():
             made = sh("ip", "link", "add", bridge, "type", "bridge", check=False)
-            # `ip` killed by a signal (a Ctrl-C reaches the whole process group) may have made it first
-            if made.returncode != 0 and not (made.returncode < 0 and network.link_exists(bridge)):
-                if network.link_exists(bridge):
+            if made.returncode != 0:
+                there = network.link_exists(bridge)
+                if there and made.returncode > 0:
                     continue  # another lab took this number a moment ago
-                raise LabError(
-                    f"`ip link add {bridge} type bridge` failed (exit {made.returncode}): {made.stderr.strip()}"
-                )
+                if not there:
+                    raise LabError(
+                        f"`ip link add {bridge} type bridge` failed (exit {made.returncode}): {made.stderr.strip()}"
+                    )
+                # else `ip` made it, then a signal killed it (a Ctrl-C reaches the whole process group)
             state.index, state.bridge, state.bridge_ip = index, bridge, f"{SUBNET}.{index}.1"
             state.save()
         network.bridge_configure(bridge, f"{state.bridge_ip}/24")
