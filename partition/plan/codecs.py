@@ -62,7 +62,8 @@ def load_codec_table(path: Path) -> tuple[CodecSpec, ...]:
 
     Our format: {"schema": "partition/codec-table", "schema_version": 1, "codecs": [{name, bytes_per_value,
     encode_s_per_byte, decode_s_per_byte, lossless, encode_call_s?, decode_call_s?}, ...]}, or the list
-    of entries alone (a plan's `codec_figures`, copied out). Benchmark results ({"results": [measurement, ...]}) are fitted per codec: seconds = call + bytes x per-byte.
+    of entries alone (a plan's `codec_figures`, copied out). Benchmark results ({"results":
+    [measurement, ...]}) are fitted per codec: seconds = call + bytes x per-byte.
     """
     text = read_text(Path(path), "codec table")
     try:

@@ -86,7 +86,7 @@ def _memory_levels(proc: Path, root: Path) -> list[tuple[int, int]]:
     for group in groups:
         limit, usage = _read(group / limit_file), _read(group / usage_file)
         if limit.isdigit():
-            cache = sum(_stat(group / "memory.stat", key) for key in cache_keys)
+            cache = _stat_sum(group / "memory.stat", cache_keys)
             used = int(usage) - cache if usage.isdigit() else 0
             levels.append((int(limit), max(0, used)))
     return levels
@@ -138,13 +138,14 @@ def _groups(mount: Path, path: str) -> list[Path]:
         place = place.parent
 
 
-def _stat(file: Path, key: str) -> int:
-    """The value of `key` in a memory.stat file, 0 where it is missing."""
+def _stat_sum(file: Path, keys: tuple[str, ...]) -> int:
+    """The sum of the values of `keys` in a memory.stat file (read once), 0 for those missing."""
+    total = 0
     for line in _read(file).splitlines():
         name, _, value = line.partition(" ")
-        if name == key and value.isdigit():
-            return int(value)
-    return 0
+        if name in keys and value.isdigit():
+            total += int(value)
+    return total
 
 
 def _read(file: Path) -> str:
