@@ -85,34 +85,44 @@ def test_a_message_on_a_return_stream_is_refused_and_the_worker_serves_on(solo):
     assert serves(solo, digest)
 
 
-def test_a_return_stream_after_a_cancelled_chain_gets_the_next_chains_results_only(solo):
-    """The KV cache outlives the streams: a caller that cancelled its streams (a result left unread)
-    opens new ones on the same session and goes on; its new RETURN stream does not end with the old
-    CHAIN stream's cancellation, nor carry the result the caller gave up."""
+def test_new_streams_of_a_session_get_only_their_chains_results_not_one_left_unread(solo):
+    """The KV cache outlives the streams: a caller that left a result unread opens new streams on the
+    same session, under a new pair_id as forward.proto asks, and goes on from next_position; its new
+    RETURN stream carries only the new CHAIN stream's result. The old CHAIN stream here half-closes:
+    a stage cannot tell that from a cancellation (gRPC's read gives EOF for both, and the handler's
+    cancellation may come later or never reach it), so the pair_id is what keeps the result apart."""
     digest = deploy(solo, [WHOLE])
     ref = forward_pb2.SessionRef(session_id=new_session_id(), plan_id="plan", epoch=1, model_digest=digest)
+    left = replies(solo[0].address, [opening(ref, forward_pb2.STREAM_ROLE_CHAIN, "first"), prompt_step(ref)])
+    assert [reply.WhichOneof("kind") for reply in left] == ["opened"]  # computed; its result waits unread
 
-    async def cancel_after_the_prompt() -> None:
-        async with grpc.aio.insecure_channel(solo[0].address) as channel:
-            call = channel.stream_stream(FORWARD, response_deserializer=forward_pb2.ForwardReply.FromString)()
-            await call.write(opening(ref, forward_pb2.STREAM_ROLE_CHAIN))
-            await call.write(prompt_step(ref))
-            assert (await call.read()).WhichOneof("kind") == "opened"
-            await asyncio.sleep(1.0)  # the step is computed and its result waits, unread
-            call.cancel()
-            await asyncio.sleep(0.5)  # the worker hears of the cancellation
-
-    asyncio.run(cancel_after_the_prompt())
     with grpc.insecure_channel(solo[0].address) as channel:
         forward = channel.stream_stream(FORWARD, response_deserializer=forward_pb2.ForwardReply.FromString)
-        results = forward(iter([opening(ref, forward_pb2.STREAM_ROLE_RETURN)]), timeout=10)
+        results = forward(iter([opening(ref, forward_pb2.STREAM_ROLE_RETURN, "second")]), timeout=10)
         assert next(results).WhichOneof("kind") == "opened"
         chain = forward(
-            iter([opening(ref, forward_pb2.STREAM_ROLE_CHAIN), token_step(ref, len(PROMPT))]), timeout=10
+            iter([opening(ref, forward_pb2.STREAM_ROLE_CHAIN, "second"), token_step(ref, len(PROMPT))]),
+            timeout=10,
         )
-        assert [reply.WhichOneof("kind") for reply in chain] == ["opened"]
+        (opened,) = [reply.opened for reply in chain]
         (result,) = [reply.result for reply in results]
+    assert opened.next_position == len(PROMPT)
     assert result.position == len(PROMPT)
+
+
+def test_a_cancelled_chain_streams_unread_results_are_dropped_unless_a_reader_is_attached():
+    """A CHAIN stream whose cancellation reaches its handler: no reader will come for its results, so
+    they go at once instead of waiting for the session's end; a reader already attached gets them,
+    then the cancellation."""
+    routes = ReturnRoutes()
+    routes.put("s", "gone", b"unread")
+    routes.finish("s", "gone", NOT_OPEN, abandoned=True)
+    assert routes.attach("s", "gone").empty()
+
+    reading = routes.attach("s", "read")
+    routes.put("s", "read", b"result")
+    routes.finish("s", "read", NOT_OPEN, abandoned=True)
+    assert reading.get_nowait() == b"result" and reading.get_nowait() == End(NOT_OPEN)
 
 
 NOT_OPEN = StatusError(grpc.StatusCode.NOT_FOUND, "the session is not open here")
