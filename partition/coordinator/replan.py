@@ -23,7 +23,7 @@ requests under way do not end in time).
     failover = Failover(cluster, addresses, transport, plan_path=Path("plan.json"))
     deployment = failover.deploy(plan, max_context, max_sessions)   # around a worker away at the start
     deployment = failover.redeploy(deployment, "server-b")   # DeployError, InfeasiblePlanError
-    back = failover.returned()                               # {"server-b"} once it listens again
+    back = failover.returned()                               # {"server-b"} once it answers again
     if back:
         deployment = failover.take_back(deployment) or deployment     # None: the plan stays as it is
 """
@@ -38,11 +38,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+import grpc
+
 from partition.coordinator.deploy import Deployment, WorkerAwayError, deploy
-from partition.coordinator.workers import is_listening
+from partition.coordinator.workers import is_listening, worker_name_at
 from partition.errors import ConfigError, InfeasiblePlanError, PartitionError
 from partition.plan.cluster import Cluster
-from partition.transport.channels import RECONNECT_WAIT_S
+from partition.transport.channels import RECONNECT_WAIT_S, TransportConfig
 from partition.types import Plan
 
 log = logging.getLogger(__name__)
@@ -128,6 +130,7 @@ class Failover:
         self.first: Plan | None = None  # the plan served before the first re-plan
         self.wait_s = recheck_s  # before the next look (longer after failed take-backs)
         self._looked = time.monotonic()
+        self._strangers: dict[str, str] = {}  # device -> why what listens at its address is not it
 
     def deploy(self, plan: Plan, max_context: int, max_sessions: int) -> Deployment:
         """Deploy `plan` as serve starts. When one of its workers does not answer, plan without it and
@@ -163,7 +166,7 @@ class Failover:
         return bool(self.lost) and time.monotonic() - self._looked >= self.wait_s
 
     def returned(self) -> set[str]:
-        """The devices planned around whose workers listen again; empty until `due`."""
+        """The devices planned around whose own workers answer again; empty until `due`."""
         if not self.due():
             return set()
         if self.revive is not None:
@@ -248,14 +251,38 @@ class Failover:
         return deployment
 
     def _listening(self, devices: set[str]) -> set[str]:
-        """Those of `devices` whose worker accepts a connection now (probed at once, not in turn: an
-        unreachable host takes is_listening's whole timeout)."""
+        """Those of `devices` whose worker listens now and answers under the device's name (probed at
+        once, not in turn: an unreachable host takes is_listening's whole timeout). Another worker at a
+        device's address (its port given to another) is not that device: a deploy there is refused, and
+        each look would drain and reload the plan served for nothing."""
         named = sorted(name for name in devices if name in self.addresses)
         if not named:
             return set()
         with ThreadPoolExecutor(max_workers=len(named)) as pool:
-            up = list(pool.map(lambda name: is_listening(self.addresses[name]), named))
-        return {name for name, listening in zip(named, up, strict=True) if listening}
+            up = list(pool.map(self._answers_as_itself, named))
+        return {name for name, answers in zip(named, up, strict=True) if answers}
+
+    def _answers_as_itself(self, device: str) -> bool:
+        address = self.addresses[device]
+        if not is_listening(address):
+            self._strangers.pop(device, None)
+            return False
+        try:
+            name = worker_name_at(address, self.transport or TransportConfig())
+        except grpc.RpcError as error:
+            why = f"{address} takes connections but its Probe failed: {error.code().name}: {error.details()}"
+        else:
+            if name == device:
+                self._strangers.pop(device, None)
+                return True
+            why = (
+                f"worker {name!r} answers at {address}; {device} is planned with again once its own "
+                f"worker does (partition worker --listen {address} --name {device})"
+            )
+        if self._strangers.get(device) != why:  # once per answer, not at every look
+            log.warning("%s is not back: %s", device, why)
+            self._strangers[device] = why
+        return False
 
     def _write(self, plan: Plan) -> None:
         """The plan beside the plan file (plan.json -> plan.epoch2.json); serving goes on without it."""

@@ -14,6 +14,9 @@ import grpc
 
 from partition.coordinator.cluster_devices import read_devices
 from partition.errors import ConfigError
+from partition.transport.channels import TransportConfig, auth_metadata, open_blocking_channel
+from partition.transport.generated import measure_pb2
+from partition.transport.links import PROBE
 from partition.types import KV_BUDGET_MIB
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,27 @@ STOP_WAIT_S = 6.0
 # Seconds after a worker failed to start again before the next reload tries it again (each try costs a
 # Python start-up): meanwhile it stays away, and a request that needs it is planned around it or ends.
 RESTART_BACKOFF_S = 30.0
+
+
+# Seconds a worker has to say its name: one Probe round trip, which its event loop answers between
+# steps (long calls run on its compute thread), on a channel set up for this one call.
+NAME_WAIT_S = 2.0
+
+
+def worker_name_at(address: str, config: TransportConfig, timeout_s: float = NAME_WAIT_S) -> str:
+    """The --name of the worker serving at `address`, from one Probe with `config`'s TLS and token.
+    Raises grpc.RpcError when it does not answer (UNAVAILABLE, DEADLINE_EXCEEDED, UNAUTHENTICATED...)."""
+    channel = open_blocking_channel(address, config)
+    try:
+        probe = channel.stream_stream(
+            PROBE,
+            request_serializer=measure_pb2.ProbeRequest.SerializeToString,
+            response_deserializer=measure_pb2.ProbeReply.FromString,
+        )
+        replies = probe(iter([measure_pb2.ProbeRequest()]), timeout=timeout_s, metadata=auth_metadata(config))
+        return next(iter(replies)).worker
+    finally:
+        channel.close()
 
 
 def takes_connections(address: str, timeout_s: float) -> bool:

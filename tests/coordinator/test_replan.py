@@ -103,12 +103,14 @@ def test_a_worker_lost_mid_request_is_planned_around_and_no_token_is_lost(smollm
 
 
 def test_another_worker_at_a_lost_workers_address_is_planned_around_and_keeps_its_own(
-    smollm2, tmp_path, two_workers
+    smollm2, tmp_path, two_workers, caplog
 ):
     """server-b dies and its port goes to a worker of another name: the reload finds the plan's worker
     not there, as when nothing answers, and the request goes on without it; the other worker is not
-    given server-b's segment."""
-    answerer = serving(smollm2, tmp_path, two_workers)
+    given server-b's segment. The looks for server-b that follow (one per request here) ask the name of
+    what answers there, so they neither drain nor reload the plan served until server-b's own worker
+    is back."""
+    answerer = serving(smollm2, tmp_path, two_workers, recheck_s=0.0)
     try:
         whole = answerer.answer(request(answerer))
         port = int(two_workers["server-b"].address.rpartition(":")[2])
@@ -120,6 +122,27 @@ def test_another_worker_at_a_lost_workers_address_is_planned_around_and_keeps_it
         assert {stage.device for stage in around.plan.stages} == {"phone", "server-a"}
         assert answerer.failover.lost == {"server-b"}
         assert "loaded server-c" not in two_workers["server-b"].log_text()  # it refused the load
+
+        served = answerer.deployment
+        for _ in range(2):  # a look at each: server-c is not server-b
+            still = answerer.answer(request(answerer))
+            assert still.plan.epoch == 2 and answerer.deployment is served and answerer.rejoins == 0
+        assert answerer.failover.wait_s == 0.0  # no take-back tried, so none failed and postponed
+        address = answerer.failover.addresses["server-b"]
+        assert [r.message for r in caplog.records if "answers at" in r.message] == [
+            f"server-b is not back: worker 'server-c' answers at {address}; server-b is planned with "
+            f"again once its own worker does (partition worker --listen {address} --name server-b)"
+        ]  # once, not at every look
+
+        kill(two_workers["server-b"])
+        restart(two_workers, "server-b")
+        back = answerer.answer(request(answerer))
+        assert back.plan.epoch == 3 and {s.device for s in back.plan.stages} == {
+            "phone",
+            "server-a",
+            "server-b",
+        }
+        assert back.result.token_ids == whole.result.token_ids
     finally:
         answerer.close()
 
@@ -385,17 +408,39 @@ def test_a_device_back_is_looked_for_only_every_recheck_s(smollm2, tmp_path, two
 
 
 def test_a_take_back_that_fails_keeps_the_plan_served(smollm2, tmp_path, two_workers):
-    """A gRPC server that is no worker at server-b's address: the plan with it fails to deploy (its
-    LoadSegment is UNIMPLEMENTED), the request is answered on the plan served, the next look waits."""
+    """server-b's worker is back but with too small a KV budget for the slots serve asks: the plan with
+    it fails to deploy (its LoadSegment is refused), the request is answered on the plan served, and the
+    next look waits."""
+    answerer = serving(smollm2, tmp_path, two_workers, recheck_s=0.0)
+    try:
+        whole = answerer.answer(request(answerer))
+        kill(two_workers["server-b"])
+        answerer.answer(request(answerer))
+        port = int(two_workers["server-b"].address.rpartition(":")[2])
+        two_workers["server-b"] = spawn_worker(
+            "server-b", port=port, extra_args=("--threads", "1", "--kv-budget-mb", "1")
+        )
+        kept = answerer.answer(request(answerer))
+        assert kept.plan.epoch == 2 and kept.result.token_ids == whole.result.token_ids
+        assert answerer.rejoins == 0 and answerer.failover.lost == {"server-b"}
+        assert answerer.failover.wait_s >= 1.0
+    finally:
+        answerer.close()
+
+
+def test_a_server_that_is_no_worker_at_a_lost_workers_address_is_not_taken_for_it(
+    smollm2, tmp_path, two_workers, caplog
+):
+    """A gRPC server without the Stage service at server-b's address: the look asks its name, gets
+    UNIMPLEMENTED, and leaves the plan served alone (no take-back tried, none postponed)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import grpc
 
     answerer = serving(smollm2, tmp_path, two_workers, recheck_s=0.0)
     try:
-        whole = answerer.answer(request(answerer))
         kill(two_workers["server-b"])
-        answerer.answer(request(answerer))
+        around = answerer.answer(request(answerer))
         impostor = grpc.server(ThreadPoolExecutor(max_workers=1))
         impostor.add_insecure_port(two_workers["server-b"].address)
         impostor.start()
@@ -403,9 +448,10 @@ def test_a_take_back_that_fails_keeps_the_plan_served(smollm2, tmp_path, two_wor
             kept = answerer.answer(request(answerer))
         finally:
             impostor.stop(grace=None)
-        assert kept.plan.epoch == 2 and kept.result.token_ids == whole.result.token_ids
-        assert answerer.rejoins == 0 and answerer.failover.lost == {"server-b"}
-        assert answerer.failover.wait_s >= 1.0
+        assert kept.plan == around.plan and answerer.rejoins == 0 and answerer.failover.wait_s == 0.0
+        assert any(
+            "server-b is not back" in r.message and "UNIMPLEMENTED" in r.message for r in caplog.records
+        )
     finally:
         answerer.close()
 
@@ -479,22 +525,22 @@ def test_no_server_listening_and_an_edge_too_small_is_infeasible(
 
 def test_a_look_asks_revive_for_new_workers_and_uses_their_addresses(smollm2, tmp_path, caplog):
     """serve --ray passes `revive`: a device back on a new node gets a new actor at a new address."""
-    import socket
-
     addresses = {"server-a": "127.0.0.1:1", "server-b": "127.0.0.1:2"}  # nothing listens there
     cluster = load_cluster(profiled_cluster(smollm2, tmp_path, addresses, {"server-a": 8.0, "server-b": 8.0}))
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        new_address = f"127.0.0.1:{listener.getsockname()[1]}"
+    revived = spawn_worker("server-b", extra_args=("--threads", "1"))  # the new actor's stage server
+    try:
         asked = []
 
         def revive(devices: set[str]) -> dict[str, str]:
             asked.append(devices)
-            return {"server-b": new_address}
+            return {"server-b": revived.address}
 
         failover = Failover(cluster, addresses, recheck_s=0.0, revive=revive)
         failover.lost = {"server-b"}
         assert failover.returned() == {"server-b"} and asked == [{"server-b"}]
-        assert failover.addresses["server-b"] == new_address and addresses["server-b"] == "127.0.0.1:2"
+        assert failover.addresses["server-b"] == revived.address and addresses["server-b"] == "127.0.0.1:2"
+    finally:
+        revived.stop()
 
     def cluster_gone(devices: set[str]) -> dict[str, str]:
         raise ConnectionError("the GCS does not answer")

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from partition.coordinator.workers import worker_name_at
 from partition.transport.channels import TransportConfig, open_blocking_channel
 from partition.transport.client import Chain, StageCallError
 from tests.transport.helpers import SEGMENTS, new_session_id, serves
@@ -207,3 +208,15 @@ def test_profile_cluster_passes_the_token_and_names_a_worker_that_refuses_it(aut
         assert json.loads(path.read_text())["model"]["name"] == "tiny"
     links = tomllib.loads(out.read_text())["link"]
     assert {(link["from"], link["to"]) for link in links} == {("phone", "server-a"), ("server-a", "phone")}
+
+
+def test_the_name_a_lost_workers_address_answers_with_is_asked_over_tls_with_the_token(tls_workers, pki):
+    """serve's looks for a device planned around ask what answers at its address for its name
+    (coordinator/replan.py): over mutual TLS with the token; without them the worker does not say."""
+    config = TransportConfig(
+        tls_cert=pki / "client.pem", tls_key=pki / "client.key", tls_ca=pki / "ca.pem", token=TOKEN
+    )
+    assert worker_name_at(tls_workers[1].address, config) == "tls-b"
+    with pytest.raises(grpc.RpcError) as caught:
+        worker_name_at(tls_workers[1].address, replace(config, token=None))
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
