@@ -270,7 +270,7 @@ def _max_tokens(body: dict, default: int) -> tuple[int, str]:
 def _sampling(body: dict) -> SamplingParams:
     temperature = _number(body, "temperature", 1.0, 0.0, 2.0)  # OpenAI's range, within ours
     top_k = body.get("top_k", 0)
-    if top_k is None or top_k == -1:  # vLLM: -1 = off
+    if top_k is None or (type(top_k) is int and top_k == -1):  # vLLM: -1 = off; -1.0 is no whole number
         top_k = 0
     if type(top_k) is not int or top_k < 0:
         raise ApiError(

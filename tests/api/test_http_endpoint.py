@@ -243,6 +243,8 @@ def test_a_one_token_answer_is_strict_json_with_null_for_its_undefined_tpot(api)
             "[0, 2]",
         ),
         ("/v1/chat/completions", {"messages": QUESTION, "top_k": "ten"}, 400, "top_k", "whole number"),
+        ("/v1/chat/completions", {"messages": QUESTION, "top_k": -1.0}, 400, "top_k", "whole number"),
+        ("/v1/chat/completions", {"messages": QUESTION, "top_k": 5.0}, 400, "top_k", "whole number"),
         ("/v1/chat/completions", {"messages": QUESTION, "top_p": 0}, 400, "top_p", TOP_P_RANGE),
         ("/v1/chat/completions", {"messages": QUESTION, "top_p": 2}, 400, "top_p", TOP_P_RANGE),
         ("/v1/chat/completions", {"messages": QUESTION, "top_p": "all"}, 400, "top_p", TOP_P_RANGE),
