@@ -600,10 +600,12 @@ def test_a_client_that_hangs_up_while_it_waits_for_a_slot_gives_its_turn_up(depl
     server.attach(deployed)
     server.serve_in_thread()
     host, port = server.server_address[:2]
-    body = json.dumps({"messages": QUESTION, "max_tokens": 200, "stream": True, "temperature": 0}).encode()
-    post = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
+    # A story: 200 tokens (seconds) with no end of text in them, so the stream still runs once the
+    # waiting request's hang-up is seen (within a 0.2 s poll); the answer to QUESTION ends after 7.
+    body = json.dumps({"prompt": "Once upon a time", "max_tokens": 200, "stream": True, "temperature": 0})
+    post = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
         len(body),
-        body,
+        body.encode(),
     )
     try:
         with socket.create_connection((host, port), timeout=TIMEOUT_S) as streaming:
