@@ -297,14 +297,18 @@ def test_profile_of_a_model_the_worker_cannot_read_is_refused_and_it_serves_on(p
 
 
 def test_idle_sessions_expire(start_worker):
-    worker = start_worker("expiring", "--idle-timeout", "0.3")
+    # Longer than a busy host may stall between two steps of `serves` below (0.3 s was not).
+    worker = start_worker("expiring", "--idle-timeout", "2")
     digest = deploy([worker], [WHOLE])
 
     async def idle_then_step(chain):
         session = await chain.open_session(new_session_id(), "plan", 1, digest)
         try:
             await session.step(torch.tensor([PROMPT]), 0)
-            await asyncio.sleep(1.0)
+            expired, deadline = f"session {session.ref.session_id} expired", time.monotonic() + 60
+            while expired not in worker.log_text():  # its sweep has run, however late
+                assert time.monotonic() < deadline, "the idle session did not expire"
+                await asyncio.sleep(0.1)
             await session.step(torch.tensor([[1]]), len(PROMPT))
         finally:
             await session.close(end_session=False)

@@ -196,7 +196,8 @@ def test_a_return_stream_opened_after_its_chain_failed_unanswered_gets_the_failu
 
 
 def test_a_return_stream_of_a_session_never_opened_ends_not_found_after_the_idle_timeout(start_worker):
-    worker = start_worker("forgetful", "--idle-timeout", "0.5")
+    # Longer than a busy host may stall between two steps of `serves` below (0.5 s was not).
+    worker = start_worker("forgetful", "--idle-timeout", "2")
     digest = deploy([worker], [WHOLE])
     ref = forward_pb2.SessionRef(session_id=new_session_id(), plan_id="plan", epoch=1, model_digest=digest)
     with pytest.raises(grpc.RpcError) as ghost:
