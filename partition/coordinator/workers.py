@@ -16,7 +16,7 @@ from partition.coordinator.cluster_devices import read_devices
 from partition.errors import ConfigError
 from partition.transport.channels import TransportConfig, auth_metadata, open_blocking_channel
 from partition.transport.generated import measure_pb2
-from partition.transport.links import PROBE
+from partition.transport.links import probe_method
 from partition.types import KV_BUDGET_MIB
 
 log = logging.getLogger(__name__)
@@ -77,13 +77,10 @@ def worker_name_at(address: str, config: TransportConfig, timeout_s: float = NAM
     Raises grpc.RpcError when it does not answer (UNAVAILABLE, DEADLINE_EXCEEDED, UNAUTHENTICATED...)."""
     channel = open_blocking_channel(address, config)
     try:
-        probe = channel.stream_stream(
-            PROBE,
-            request_serializer=measure_pb2.ProbeRequest.SerializeToString,
-            response_deserializer=measure_pb2.ProbeReply.FromString,
+        replies = probe_method(channel)(
+            iter([measure_pb2.ProbeRequest()]), timeout=timeout_s, metadata=auth_metadata(config)
         )
-        replies = probe(iter([measure_pb2.ProbeRequest()]), timeout=timeout_s, metadata=auth_metadata(config))
-        return next(iter(replies)).worker
+        return next(replies).worker
     finally:
         channel.close()
 

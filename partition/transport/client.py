@@ -28,7 +28,7 @@ from partition.errors import PartitionError
 from partition.runtime.errors import InvalidRequestError
 from partition.transport.channels import TransportConfig, auth_metadata, open_channel, reachable
 from partition.transport.generated import deploy_pb2, forward_pb2, measure_pb2
-from partition.transport.links import FORWARD, PROBE, STAGE_SERVICE
+from partition.transport.links import FORWARD, STAGE_SERVICE, probe_method
 from partition.transport.tensors import MAX_ELEMENTS, from_proto, to_proto
 from partition.types import Segment
 
@@ -108,11 +108,7 @@ class StageClient:
         return await self._unary("Profile", request, measure_pb2.ProfileReply, timeout_s)
 
     def _probe_call(self, timeout_s: float):
-        return self.channel.stream_stream(
-            PROBE,
-            request_serializer=measure_pb2.ProbeRequest.SerializeToString,
-            response_deserializer=measure_pb2.ProbeReply.FromString,
-        )(metadata=self.metadata, timeout=timeout_s)
+        return probe_method(self.channel)(metadata=self.metadata, timeout=timeout_s)
 
     async def probe(
         self, rounds: int, payload_bytes: int = 0, reply_bytes: int = 0, timeout_s: float = 60.0

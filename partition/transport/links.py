@@ -15,7 +15,7 @@ from collections.abc import Callable
 import grpc
 
 from partition.transport.channels import TransportConfig, auth_metadata, open_channel, reachable
-from partition.transport.generated import forward_pb2, stage_pb2
+from partition.transport.generated import forward_pb2, measure_pb2, stage_pb2
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,15 @@ STAGE_SERVICE = stage_pb2.DESCRIPTOR.services_by_name["Stage"].full_name  # "par
 FORWARD = f"/{STAGE_SERVICE}/Forward"
 PROBE = f"/{STAGE_SERVICE}/Probe"
 OPEN_TIMEOUT_S = 30.0  # seconds for a downstream chain to accept a session (it checks every stage)
+
+
+def probe_method(channel: grpc.Channel | grpc.aio.Channel):
+    """Stage.Probe on `channel`, taking and giving messages (an asyncio or a blocking channel alike)."""
+    return channel.stream_stream(
+        PROBE,
+        request_serializer=measure_pb2.ProbeRequest.SerializeToString,
+        response_deserializer=measure_pb2.ProbeReply.FromString,
+    )
 
 
 class StatusError(Exception):
