@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -117,6 +118,19 @@ def test_serve_http_answers_names_a_dead_worker_heals_when_it_is_back_and_stops_
         worker.stop()
 
 
+def wait_until_refused(address: str, timeout_s: float = 60) -> None:
+    """Return once nothing accepts connections at `address` (a worker that took its SIGTERM)."""
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+        except ConnectionRefusedError:
+            return
+        assert time.monotonic() < deadline, f"{address} still accepts connections after {timeout_s} s"
+        time.sleep(0.02)
+
+
 def children_named(parent: int, device: str) -> list[int]:
     """Process ids of the `partition worker --name DEVICE` processes `parent` started."""
     found = []
@@ -151,6 +165,7 @@ def test_serve_spawn_local_starts_a_worker_of_its_own_again_when_it_dies(smollm2
         # A SIGTERM: the new worker closes its port at once, but lives on for its grace period
         (successor,) = children_named(serve.pid, "server-a")
         os.kill(successor, signal.SIGTERM)
+        wait_until_refused(address)  # the signal handled: asked before that, the worker would answer
         assert ask_paris(url)  # answered: serve did not wait for it to exit before starting another
         assert "partition_worker_reloads_total 2" in metrics(url)
 
