@@ -74,7 +74,13 @@ class ApiError(Exception):
     """An HTTP error in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
 
     def __init__(
-        self, status: int, message: str, param: str | None = None, code: str | None = None, kind: str = ""
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str = "",
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -82,6 +88,7 @@ class ApiError(Exception):
         self.param = param
         self.code = code
         self.kind = kind or ("invalid_request_error" if status < 500 else "server_error")
+        self.headers = headers or {}  # sent with the answer (a 405's Allow, a 401's WWW-Authenticate)
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
@@ -141,7 +148,7 @@ def text_request(kind: str, body: dict, served: Served) -> TextRequest:
         raise ApiError(
             400, "only the text response format is supported; leave response_format out", "response_format"
         )
-    ids = _chat_ids(body, served.tokenizer) if kind == CHAT else _prompt_ids(body, served)
+    ids = _chat_ids(body, served) if kind == CHAT else _prompt_ids(body, served)
     holder = "a session of this deployment"
     problem = prompt_overflow(len(ids), max_context, holder)
     if problem:
@@ -178,10 +185,18 @@ def _larger_context(served: Served) -> str:
     return f" (or serve with a larger --max-context, at most {served.model_max_context}, the model's)"
 
 
-def _chat_ids(body: dict, tokenizer) -> list[int]:
+def _chat_ids(body: dict, served: Served) -> list[int]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "messages must be a non-empty list of {role, content} objects", "messages")
+    if len(messages) > served.max_context:  # rendering them holds the GIL: 0.7 s for 250 k here
+        raise ApiError(
+            400,
+            f"{len(messages)} messages are more than this endpoint takes: at most {served.max_context}, "
+            "as many as a session holds tokens; send fewer",
+            "messages",
+            "context_length_exceeded",
+        )
     rendered = []
     for index, message in enumerate(messages):
         where = f"messages[{index}]"
@@ -196,12 +211,28 @@ def _chat_ids(body: dict, tokenizer) -> list[int]:
             {"role": ROLES[role], "content": _content(message.get("content"), f"{where}.content")}
         )
     try:
-        text = tokenizer.render_chat(rendered)
+        text = served.tokenizer.render_chat(rendered)
     except Exception as error:  # the template's raise_exception or a model without one
         raise ApiError(
             400, f"the model's chat template refused these messages: {error}", "messages"
         ) from None
-    return tokenizer.encode(text, add_special=False)
+    return _encoded(text, served, "messages", add_special=False)
+
+
+def _encoded(text: str, served: Served, param: str, add_special: bool = True) -> list[int]:
+    """`text`'s token ids; a text too long for any session is refused before it is tokenized (a
+    second per megabyte here, which a client must not be able to make the endpoint spend)."""
+    size, per_token = len(text.encode("utf-8")), served.tokenizer.max_token_bytes
+    if size > served.max_context * per_token:
+        raise ApiError(
+            400,
+            f"the text of {param} is {size} bytes, more than a session's {served.max_context} tokens "
+            f"can hold (no token of this model stands for more than {per_token} bytes); shorten it"
+            + _larger_context(served),
+            param,
+            "context_length_exceeded",
+        )
+    return served.tokenizer.encode(text, add_special=add_special)
 
 
 def _content(content, where: str) -> str:
@@ -246,7 +277,7 @@ def _prompt_ids(body: dict, served: Served) -> list[int]:
     if isinstance(prompt, str):
         if not prompt:
             raise ApiError(400, "prompt is empty: give at least one token of text", "prompt")
-        return served.tokenizer.encode(_unicode(prompt, "prompt"))
+        return _encoded(_unicode(prompt, "prompt"), served, "prompt")
     if isinstance(prompt, list) and prompt and all(type(t) is int for t in prompt):
         vocab = served.vocab_size
         if not all(0 <= t < vocab for t in prompt):

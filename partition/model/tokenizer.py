@@ -21,7 +21,9 @@ class Tokenizer:
     eos_ids: tuple[int, ...] = field(default_factory=tuple)
 
     def encode(self, text: str, add_special: bool = True) -> list[int]:
-        ids = self.backend.encode(text, add_special_tokens=False).ids
+        # encode_batch lets go of the GIL while it works, encode does not: a long prompt (a second per
+        # megabyte here) would stop every other thread of serve meanwhile, the streams it is answering too
+        ids = self.backend.encode_batch([text], add_special_tokens=False)[0].ids
         bos = self.token_id(self.bos_token)
         if add_special and self.add_bos and bos is not None and (not ids or ids[0] != bos):
             ids = [bos, *ids]
@@ -29,6 +31,13 @@ class Tokenizer:
 
     def decode(self, ids: list[int], skip_special: bool = True) -> str:
         return self.backend.decode(ids, skip_special_tokens=skip_special)
+
+    @cached_property
+    def max_token_bytes(self) -> int:
+        """At least the bytes of text any one token stands for: the longest token's own UTF-8 form (a
+        byte-level token spells each byte with one character of one or two bytes). A text longer than
+        `n * max_token_bytes` cannot become n tokens or fewer, which is known before tokenizing it."""
+        return max(len(token.encode("utf-8")) for token in self.backend.get_vocab())
 
     def token_id(self, token: str | None) -> int | None:
         return None if token is None else self.backend.token_to_id(token)

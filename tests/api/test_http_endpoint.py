@@ -406,8 +406,14 @@ def test_with_an_api_key_only_requests_that_carry_it_are_answered(deployed):
     server.attach(deployed)
     server.serve_in_thread()
     try:
-        status, reply = request(server, "GET", "/v1/models")
-        assert status == 401 and reply["error"]["code"] == "invalid_api_key"
+        host, port = server.server_address[:2]
+        connection = http.client.HTTPConnection(host, port, timeout=TIMEOUT_S)
+        connection.request("GET", "/v1/models")
+        refused = connection.getresponse()
+        reply = json.loads(refused.read())
+        connection.close()
+        assert refused.status == 401 and reply["error"]["code"] == "invalid_api_key"
+        assert refused.getheader("WWW-Authenticate", "").startswith("Bearer ")  # the scheme to use
         assert "Authorization: Bearer" in reply["error"]["message"]
         status, _ = request(server, "GET", "/v1/models", headers={"Authorization": "Bearer wrong"})
         assert status == 401
@@ -478,6 +484,21 @@ def test_other_methods_get_a_405_saying_what_is_served_and_the_connection_goes_o
             error = json.loads(response.read())["error"]
             assert response.status == 405 and response.getheader("Allow") == "GET, HEAD, POST", method
             assert error["code"] == "method_not_allowed" and method in error["message"]
+        # a route's own method is named for it: GET where POST is served, and the other way round
+        for method, path, allow in (
+            ("GET", "/v1/chat/completions", "POST"),
+            ("HEAD", "/v1/completions", "POST"),
+            ("POST", "/v1/models", "GET, HEAD"),
+            ("POST", "/v1/models/smollm2-135m", "GET, HEAD"),
+            ("POST", "/health", "GET, HEAD"),
+        ):
+            connection.request(method, path, body=b"{}" if method == "POST" else None)
+            response = connection.getresponse()
+            body = response.read()
+            assert response.status == 405 and response.getheader("Allow") == allow, (method, path)
+            if method != "HEAD":
+                error = json.loads(body)["error"]
+                assert error["code"] == "method_not_allowed" and method in error["message"], error
         connection.request("GET", "/health")  # the same kept-alive connection
         response = connection.getresponse()
         assert response.status == 200 and json.loads(response.read())["status"] == "ok"

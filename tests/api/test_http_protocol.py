@@ -257,3 +257,41 @@ def test_a_body_cut_short_by_its_client_is_a_400_saying_how_much_came(api):  # n
     assert head.startswith(b"HTTP/1.1 400"), received
     message = json.loads(body)["error"]["message"]
     assert f"the request body ended after {len(data)} of the {len(data) + 10} bytes" in message
+
+
+def test_a_compressed_body_is_a_415_saying_to_send_it_uncompressed(api):  # noqa: F811
+    import gzip
+
+    for coding, raw in (
+        ("gzip", gzip.compress(json.dumps(BODY).encode())),
+        ("br", json.dumps(BODY).encode()),
+    ):
+        connection = connect(api)
+        try:
+            headers = {"Content-Length": str(len(raw)), "Content-Encoding": coding}
+            response = post_raw_body(connection, "/v1/completions", headers, raw)
+            error = json.loads(response.read())["error"]
+            assert response.status == 415 and response.getheader("Accept-Encoding") == "identity"
+            assert f"Content-Encoding {coding!r} is not supported" in error["message"], error
+        finally:
+            connection.close()
+    identity = {"Content-Length": str(len(json.dumps(BODY))), "Content-Encoding": "identity"}
+    connection = connect(api)
+    try:
+        response = post_raw_body(connection, "/v1/completions", identity, json.dumps(BODY).encode())
+        assert response.status == 200 and json.loads(response.read())["choices"][0]["text"]
+    finally:
+        connection.close()
+
+
+def test_a_burst_of_clients_finds_room_in_the_listen_backlog(api):  # noqa: F811
+    """Connections the accept loop has not taken yet wait in the kernel, up to the listen backlog; past
+    it a client's connect is dropped and tried again a second later. The backlog is read back from the
+    kernel: `ss` shows a listening socket's backlog as its Send-Q."""
+    import subprocess
+
+    port = api.server_address[1]
+    listing = subprocess.run(
+        ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert int(listing[2]) >= 128, listing  # State Recv-Q Send-Q Local Peer
