@@ -109,7 +109,18 @@ def spawn_worker(
 ) -> LocalWorker:
     """Start `partition worker` in a new process and wait until it serves; extra_args go to the CLI."""
     parent = log_dir or os.environ.get(WORKERS_DIR_ENV) or None
-    workdir = Path(tempfile.mkdtemp(prefix=f"partition-worker-{name}-", dir=parent))
+    try:
+        if parent is not None:
+            Path(parent).mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix=f"partition-worker-{name}-", dir=parent))
+    except OSError as error:
+        where = (
+            f"{parent} ({'log_dir' if log_dir else WORKERS_DIR_ENV})" if parent else "the temporary folder"
+        )
+        raise WorkerStartError(
+            f"cannot make a folder for worker {name}'s log in {where}: {error.strerror}; "
+            "point it at a folder this user can write"
+        ) from None
     scratch_dir = workdir if log_dir is None else None
     ready = workdir / "ready.json"
     log_path = workdir / "worker.log"

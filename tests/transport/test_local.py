@@ -6,7 +6,9 @@ import shutil
 import signal
 from pathlib import Path
 
-from partition.transport.local import spawn_worker
+import pytest
+
+from partition.transport.local import WORKERS_DIR_ENV, WorkerStartError, spawn_worker
 
 
 def test_a_clean_stop_removes_the_workers_temporary_folder():
@@ -40,3 +42,19 @@ def test_a_worker_stops_gracefully_once_the_process_that_started_it_lets_go_of_i
     finally:
         worker.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_workers_folder_that_is_not_there_yet_is_made_and_one_that_cannot_be_is_named(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv(WORKERS_DIR_ENV, str(tmp_path / "not" / "yet"))
+    worker = spawn_worker("made", extra_args=("--threads", "1"))
+    assert worker.log_path.parent.parent == tmp_path / "not" / "yet"
+    assert worker.stop() == 0
+
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv(WORKERS_DIR_ENV, str(tmp_path / "a-file" / "below"))
+    with pytest.raises(
+        WorkerStartError, match=f"in {tmp_path}/a-file/below \\({WORKERS_DIR_ENV}\\): Not a directory"
+    ):
+        spawn_worker("unmade", extra_args=("--threads", "1"))
