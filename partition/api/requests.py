@@ -6,14 +6,16 @@
 `stream_options.include_usage`) and vLLM's `top_k`. Defaults are OpenAI's: temperature 1, and at most
 16 new tokens for completions, the rest of the context for chat.
 
-A field we cannot honour (`n` > 1, logprobs, penalties, tools, a JSON response format, vLLM's `min_p`,
-`min_tokens`, `ignore_eos`, `stop_token_ids`, beam search, guided or structured output, allowed or
-bad words, its chat template options) is refused with a 400 that names it, never silently ignored;
-fields that change nothing here (`user`, `metadata`, ...) are accepted.
+A field we cannot honour (`n` > 1, logprobs, penalties, tools, a JSON response format, audio, reasoning
+effort, vLLM's `min_p`, `min_tokens`, `ignore_eos`, `stop_token_ids`, beam search, guided or structured
+output, allowed or bad words, special tokens in the text, its chat template options) is refused with a
+400 that names it, never silently ignored; fields that change nothing here (`user`, `metadata`, ...) are
+accepted; any other field (a typo) is refused, naming the field it most looks like.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass
 
@@ -63,7 +65,42 @@ NEUTRAL = {
     "chat_template": (None,),
     "chat_template_kwargs": (None, {}),
     "documents": (None,),
+    "skip_special_tokens": (True, None),  # special tokens are always left out of the text
+    "spaces_between_special_tokens": (True, None),
+    "length_penalty": (1, None),  # beam search's
+    "priority": (0, None),  # requests are served in turn
+    # OpenAI's: audio output, reasoning models, built-in tools
+    "modalities": (None, ["text"]),
+    "audio": (None,),
+    "reasoning_effort": (None,),
+    "web_search_options": (None,),
 }
+# Fields that change nothing here, taken and left alone: who asks, what to keep, how to bill
+NO_EFFECT = (
+    "user",
+    "metadata",
+    "store",
+    "service_tier",
+    "parallel_tool_calls",
+    "prediction",
+    "prompt_cache_key",
+    "safety_identifier",
+    "request_id",
+)
+# The fields each route reads; any other field (a typo, something this endpoint does not know) is a 400
+COMMON_FIELDS = (
+    "model",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "stop",
+    "stream",
+    "stream_options",
+    "response_format",
+)
 # Stop strings a request may give, and characters in each (OpenAI takes 4). Every one is looked for at
 # the end of the text after every token, holding back what could begin one: at these limits 0.56 ms per
 # token at worst on a 2-core host, against 5.8 k strings of 1.2 k characters slowing a decode 8x.
@@ -139,6 +176,7 @@ def text_request(kind: str, body: dict, served: Served) -> TextRequest:
             "model",
             "model_not_found",
         )
+    _check_known(kind, body)
     for name, neutral in NEUTRAL.items():
         value = body.get(name)
         if not any(_same(value, v) for v in neutral):
@@ -177,6 +215,22 @@ def text_request(kind: str, body: dict, served: Served) -> TextRequest:
         context=len(ids) + max_tokens,
     )
     return TextRequest(kind, model, generation, stream, include_usage)
+
+
+def _check_known(kind: str, body: dict) -> None:
+    """Refuse a field no route of this endpoint reads: a typo would otherwise be taken for its default
+    (`"temprature": 0` sampling at temperature 1), as OpenAI refuses it too."""
+    text_field = "messages" if kind == CHAT else "prompt"
+    known = {text_field, *COMMON_FIELDS, *NEUTRAL, *NO_EFFECT}
+    for name in body:
+        if name in known:
+            continue
+        if name in ("messages", "prompt"):  # the other route's
+            other = "/v1/completions" if name == "prompt" else "/v1/chat/completions"
+            raise ApiError(400, f"this route takes {text_field}, not {name} (that is {other}'s)", name)
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ApiError(400, f"unknown field {name!r}{hint}; leave it out", name)
 
 
 def _larger_context(served: Served) -> str:

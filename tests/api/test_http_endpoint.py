@@ -162,7 +162,14 @@ def test_fields_we_cannot_honour_are_taken_at_their_off_values_and_stop_strings_
         "guided_json": None,
         "bad_words": [],
         "chat_template_kwargs": {},
+        "skip_special_tokens": True,
+        "modalities": ["text"],
         "stop": [chr(0x4E00 + i) * 256 for i in range(16)],
+        # fields that change nothing here
+        "user": "someone",
+        "metadata": {"team": "a"},
+        "store": False,
+        "parallel_tool_calls": True,
     }
     status, reply = request(api, "POST", "/v1/chat/completions", body)
     assert status == 200, reply
@@ -271,6 +278,37 @@ def test_a_one_token_answer_is_strict_json_with_null_for_its_undefined_tpot(api)
             "stream=true",
         ),
         ("/v1/completions", {"prompt": ["a", "b"]}, 400, "prompt", "one prompt per request"),
+        (
+            "/v1/completions",
+            {"prompt": "x", "temprature": 0},
+            400,
+            "temprature",
+            "did you mean 'temperature'",
+        ),
+        ("/v1/completions", {"prompt": "x", "max_token": 4}, 400, "max_token", "unknown field 'max_token'"),
+        ("/v1/completions", {"messages": QUESTION}, 400, "messages", "this route takes prompt, not messages"),
+        ("/v1/chat/completions", {"messages": QUESTION, "prompt": "x"}, 400, "prompt", "takes messages"),
+        (
+            "/v1/chat/completions",
+            {"messages": QUESTION, "modalities": ["audio"]},
+            400,
+            "modalities",
+            "leave it",
+        ),
+        (
+            "/v1/chat/completions",
+            {"messages": QUESTION, "skip_special_tokens": False},
+            400,
+            "skip_special_tokens",
+            "leave it out",
+        ),
+        (
+            "/v1/chat/completions",
+            {"messages": QUESTION, "reasoning_effort": "high"},
+            400,
+            "reasoning_effort",
+            "leave",
+        ),
         ("/v1/completions", {"prompt": [1, 10**9]}, 400, "prompt", "token ids must lie in"),
         ("/v1/completions", {"prompt": "x " * 400}, 400, "prompt", "a session of this deployment holds 256"),
         ("/v1/completions", {"prompt": "x " * 400}, 400, "prompt", "larger --max-context, at most 8192"),
