@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from partition.errors import ConfigError
-from partition.types import EPOCH_MAX, DeviceProfile, ModelRef, Plan, Segment
+from partition.types import EPOCH_MAX, DeviceProfile, ModelRef, Plan, Segment, check_device_name
 
 PROFILE_SCHEMA = ("partition/device-profile", 1)
 PLAN_SCHEMA = ("partition/plan", 1)
@@ -83,6 +83,12 @@ def plan_from_json(text: str, source: str = "plan") -> Plan:
     # as `plan --epoch` does: workers refuse epoch 0, and the wire (uint64) carries no other number
     if not 1 <= plan.epoch <= EPOCH_MAX:
         raise ConfigError(f"{source}: epoch must be in [1, {EPOCH_MAX}], got {plan.epoch}; {hint}")
+    try:  # device names become file names where the plan is served
+        check_device_name(plan.edge, f"{source}: edge")
+        for index, stage in enumerate(plan.stages):
+            check_device_name(stage.device, f"{source}: stages[{index}].device")
+    except ConfigError as error:
+        raise ConfigError(f"{error}; {hint}") from None
     return plan
 
 

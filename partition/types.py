@@ -8,6 +8,7 @@ that list.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from partition.errors import ConfigError
@@ -15,6 +16,19 @@ from partition.errors import ConfigError
 EMBED = "embed"
 BLOCK = "block"
 HEAD = "head"
+
+# A device's name: it names files (its profile, its worker's log folder), metrics labels and log lines,
+# so it is one plain word that no path or label can be made of: letters, digits, . _ -, not first . or -
+DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_device_name(name: str, where: str) -> None:
+    """ConfigError unless `name` is a device name (DEVICE_NAME); `where` says whose it is."""
+    if not DEVICE_NAME.fullmatch(name):
+        raise ConfigError(
+            f"{where}: the device name {name!r} is not one plain word; use 1 to 64 letters, digits, '.', "
+            "'_' or '-', starting with a letter or digit (it names files and metrics labels)"
+        )
 
 
 def n_units(n_blocks: int) -> int:

@@ -132,6 +132,11 @@ def _mutated(plan, change) -> str:
         (lambda d: d.update(epoch=-1), r"epoch must be in \[1, 18446744073709551615\], got -1"),
         (lambda d: d.update(epoch=0), r"epoch must be in \[1, 18446744073709551615\], got 0"),
         (
+            lambda d: d["stages"][1].update(device="../../x"),
+            r"stages\[1\].device: the device name '../../x' is",
+        ),
+        (lambda d: d.update(edge="a/b"), "edge: the device name 'a/b' is not one plain word"),
+        (
             lambda d: d.update(epoch=2**64),
             r"epoch must be in \[1, 18446744073709551615\], got 18446744073709551616",
         ),

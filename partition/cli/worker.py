@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from partition.cli.arguments import check_device, positive_number, whole_number
-from partition.types import KV_BUDGET_MIB
+from partition.types import KV_BUDGET_MIB, check_device_name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,8 +82,10 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     check_device(args.device)
+    check_device_name(args.name, "--name")
     if args.models_dir is not None and not args.models_dir.is_dir():
-        raise ConfigError(f"--models-dir {args.models_dir}: no such directory")
+        said = "is a file, not a directory" if args.models_dir.exists() else "no such directory"
+        raise ConfigError(f"--models-dir {args.models_dir}: {said}")
     if args.tls_cert is None and args.tls_ca is not None:
         raise ConfigError("--tls-ca on a worker requires --tls-cert and --tls-key (the worker serves TLS)")
     settings = WorkerSettings(

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from partition.artifacts import load_profile, read_text
 from partition.errors import ConfigError
-from partition.types import DeviceProfile, LinkProfile, ModelRef
+from partition.types import DeviceProfile, LinkProfile, ModelRef, check_device_name
 
 GB = 1e9  # memory sizes are decimal gigabytes, as the error messages print them
 MBPS = 1e6 / 8  # bytes per second in one megabit per second
@@ -218,6 +218,7 @@ def check_device_table(entry: object, where: str, default_role: str | None = Non
             f"{named}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_DEVICE_KEYS))}"
         )
     name = _require(entry, "name", str, where)
+    check_device_name(name, where)
     where = named
     role = entry.get("role", default_role) if default_role else _require(entry, "role", str, where)
     if role not in _ROLES:

@@ -55,10 +55,36 @@ class TransportConfig:
         )
         if (cert is None) != (key is None):
             raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
+        _check_pem(cert, key, ca)
         token = read_token(token_file) if token_file is not None else None
         return TransportConfig(
             tls_cert=cert, tls_key=key, tls_ca=ca, token=token, tls_server_name=tls_server_name
         )
+
+
+def _check_pem(cert: Path | None, key: Path | None, ca: Path | None) -> None:
+    """ConfigError unless the files are PEM, the key is the certificate's, and the CA file holds
+    certificates: gRPC would only say that it failed to bind, or to connect."""
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        if cert is not None:
+            context.load_cert_chain(
+                cert, key, password=lambda: b""
+            )  # an encrypted key: refused, not asked for
+    except ssl.SSLError as error:
+        raise ConfigError(
+            f"--tls-cert {cert} and --tls-key {key} are not a PEM certificate and its private key "
+            f"({error.reason or error}); give the files `openssl req -x509 -newkey ...` writes"
+        ) from None
+    try:
+        if ca is not None:
+            context.load_verify_locations(cafile=ca)
+    except ssl.SSLError as error:
+        raise ConfigError(
+            f"--tls-ca {ca} holds no PEM certificate ({error.reason or error}); give the CA's certificate"
+        ) from None
 
 
 def read_token(path: str | Path, flag: str = "--token-file") -> str:

@@ -82,7 +82,11 @@ class GrpcServer:
             loop.add_signal_handler(sig, stop.set)
         try:
             if on_ready is not None:
-                on_ready()
+                try:
+                    on_ready()
+                except BaseException:  # nobody was told it is up (its ready file unwritable): stop it
+                    await self.stop(0)
+                    raise
             waiter = asyncio.ensure_future(self._server.wait_for_termination())
             signalled = asyncio.ensure_future(stop.wait())
             await asyncio.wait({waiter, signalled}, return_when=asyncio.FIRST_COMPLETED)

@@ -41,3 +41,30 @@ def test_an_address_this_machine_lacks_is_named_not_blamed_on_the_port(capsys):
         in err
     )
     assert "listen on one of its addresses, or on 0.0.0.0" in err and "port is in use" not in err, err
+
+
+def test_a_worker_name_that_could_be_a_path_is_refused(capsys):
+    for name in ("../evil", "a/b", "", "-x"):
+        assert main(["worker", "--listen", "127.0.0.1:0", f"--name={name}"]) == 2, name
+        assert f"--name: the device name {name!r} is not one plain word" in capsys.readouterr().err
+
+
+def test_tls_files_that_are_not_pem_are_named_before_anything_listens(tmp_path, capsys):
+    not_pem = tmp_path / "cert.pem"
+    not_pem.write_text("not a certificate\n")
+    assert main(["worker", "--listen", "127.0.0.1:0", "--name", "w", "--tls-cert", str(not_pem),
+                 "--tls-key", str(not_pem)]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"--tls-cert {not_pem} and --tls-key {not_pem} are not a PEM certificate" in err, err
+    assert "bind" not in err, err
+
+
+def test_a_ready_file_that_cannot_be_written_ends_the_worker_cleanly(tmp_path):
+    ended = subprocess.run(
+        [sys.executable, "-m", "partition", "worker", "--listen", "127.0.0.1:0", "--name", "w",
+         "--threads", "1", "--ready-file", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert ended.returncode == 2, ended.stderr
+    assert f"cannot write {tmp_path}: Is a directory; give another path" in ended.stderr
+    assert "Exception ignored" not in ended.stderr and "Traceback" not in ended.stderr, ended.stderr

@@ -176,6 +176,17 @@ latency_ms = 0.1
             "threads must be a whole number >= 1, got '2'",
         ),
         ("not toml [", "not valid TOML"),
+        # a name becomes a file name (its profile, its worker's log folder): no path can be made of one
+        (
+            '[[device]]\nname = "../evil"\nrole = "server"\nprofile = "gpu.json"\n',
+            "'../evil' is not one plain",
+        ),
+        (
+            '[[device]]\nname = "a/b"\nrole = "server"\nprofile = "gpu.json"\n',
+            "device #2: the device name 'a/b'",
+        ),
+        ('[[device]]\nname = ""\nrole = "server"\nprofile = "gpu.json"\n', "name '' is not one plain word"),
+        ('[[device]]\nname = ".hidden"\nrole = "server"\nprofile = "gpu.json"\n', "starting with a letter"),
     ],
 )
 def test_malformed_cluster_files_say_what_to_fix(folder, body, message):
