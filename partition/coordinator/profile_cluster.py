@@ -94,9 +94,10 @@ async def _measure(
 
     clients = {d.name: StageClient(d.address, transport) for d in devices if d.address}
     try:
-        await _check_answering(devices, clients)
+        await _check_answering(devices, clients, transport)
         profiles: dict[str, DeviceProfile] = {}
-        for device in devices:
+        # the workers first: one that refuses the model says so before minutes of profiling here
+        for device in sorted(devices, key=lambda d: d.address is None):
             if device.address is None:
                 profiles[device.name] = await asyncio.to_thread(
                     _profile_here, model, device.name, settings, refresh, edge_threads
@@ -135,11 +136,12 @@ async def _measure(
 ANSWER_TIMEOUT_S = 10.0
 
 
-async def _check_answering(devices, clients) -> None:
-    """One probe round trip to every worker first, so that a worker that is down or refuses the
-    credentials is named before minutes of profiling the others are spent."""
+async def _check_answering(devices, clients, transport) -> None:
+    """One probe round trip to every worker first, so that a worker that is down, refuses the
+    credentials or is another device's is named before minutes of profiling the others are spent."""
     import grpc
 
+    from partition.coordinator.workers import worker_name_at
     from partition.transport.client import StageCallError
 
     for device in devices:
@@ -159,6 +161,20 @@ async def _check_answering(devices, clients) -> None:
                 f"the worker of device {device.name!r} at {device.address} does not answer "
                 f"({error.code.name}: {error.details}); {advice}. Nothing was profiled."
             ) from None
+        # its profile would be filed under this device's name, measured on another device
+        try:
+            name = await asyncio.to_thread(worker_name_at, device.address, transport)
+        except grpc.RpcError as error:
+            raise ConfigError(
+                f"the worker of device {device.name!r} at {device.address} stopped answering "
+                f"({error.code().name}: {error.details()}); start it again. Nothing was profiled."
+            ) from None
+        if name != device.name:
+            raise ConfigError(
+                f"the worker at {device.address} is {name!r}, not device {device.name!r}: start "
+                f"`partition worker --listen {device.address} --name {device.name}` there, or correct "
+                "the address in the cluster file. Nothing was profiled."
+            )
 
 
 def _profile_here(model: str, name: str, settings, refresh: bool, threads: int | None) -> DeviceProfile:

@@ -120,3 +120,55 @@ def test_a_worker_that_does_not_answer_is_named_before_anything_is_profiled(tmp_
     assert f"the worker of device 'server-a' at {address} does not answer (UNAVAILABLE" in message
     assert f"start it with `partition worker --listen {address} --name server-a`" in message
     assert not (tmp_path / "out").exists()
+
+
+def test_a_worker_of_another_name_at_a_devices_address_is_named_before_anything_is_profiled(
+    tmp_path, monkeypatch
+):
+    """Its profile would be filed under the device's name, measured on another device."""
+    import pytest
+
+    from partition.coordinator import profile_cluster as module
+    from partition.errors import ConfigError
+    from partition.transport.local import spawn_worker
+
+    def profiled_too_early(*_args, **_kwargs):
+        raise AssertionError("the edge was profiled before every worker was known to be its device")
+
+    monkeypatch.setattr(module, "_profile_here", profiled_too_early)
+    other = spawn_worker("server-b", extra_args=("--threads", "1"))
+    try:
+        cluster = tmp_path / "cluster.toml"
+        cluster.write_text(
+            '[[device]]\nname = "phone"\nrole = "edge"\n\n'
+            f'[[device]]\nname = "server-a"\nrole = "server"\naddress = "{other.address}"\n'
+        )
+        with pytest.raises(ConfigError) as caught:
+            module.profile_cluster(cluster, "smollm2-135m", tmp_path / "out" / "cluster.toml")
+    finally:
+        other.stop()
+    message = str(caught.value)
+    assert f"the worker at {other.address} is 'server-b', not device 'server-a'" in message
+    assert f"`partition worker --listen {other.address} --name server-a`" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_workers_are_profiled_before_the_edge_here(tmp_path, monkeypatch, workers):
+    """A worker's refusal (of the model, say) comes before minutes of profiling this machine."""
+    import pytest
+
+    from partition.coordinator import profile_cluster as module
+
+    def profiled_too_early(*_args, **_kwargs):
+        raise AssertionError("the edge was profiled before the workers")
+
+    monkeypatch.setattr(module, "_profile_here", profiled_too_early)
+    cluster = tmp_path / "cluster.toml"
+    cluster.write_text(
+        '[[device]]\nname = "phone"\nrole = "edge"\n\n'
+        f'[[device]]\nname = "server-a"\nrole = "server"\naddress = "{workers["server-a"]}"\n'
+    )
+    model = tmp_path / "copy.gguf"  # a model path the worker, with no --models-dir, refuses
+    model.write_bytes(b"GGUF")
+    with pytest.raises(Exception, match="PERMISSION_DENIED"):
+        module.profile_cluster(cluster, str(model), tmp_path / "out" / "cluster.toml")
