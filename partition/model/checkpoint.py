@@ -7,6 +7,7 @@ naming: Hugging Face safetensors (one file or a sharded index, via `safe_open` p
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Protocol
@@ -44,7 +45,7 @@ class SafetensorsReader:
         elif single.is_file():
             from safetensors import safe_open
 
-            with safe_open(single, framework="pt") as handle:
+            with _safetensors_read(single), safe_open(single, framework="pt") as handle:
                 self._file_of = {name: single for name in handle.keys()}  # noqa: SIM118 (not a dict)
         else:
             raise ModelNotFoundError(
@@ -61,8 +62,22 @@ class SafetensorsReader:
     def read(self, name: str) -> torch.Tensor:
         from safetensors import safe_open
 
-        with safe_open(self._file_of[name], framework="pt") as handle:
+        file = self._file_of[name]
+        with _safetensors_read(file), safe_open(file, framework="pt") as handle:
             return handle.get_tensor(name).to(torch.float32)
+
+
+@contextlib.contextmanager
+def _safetensors_read(file: Path):
+    """A file the safetensors library cannot read (truncated, or not safetensors at all) is named."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as error:
+        raise UnsupportedModelError(
+            f"{file} is not a safetensors file that can be read ({error}); download it again"
+        ) from None
 
 
 def _bare_file_name(file: object) -> bool:

@@ -62,6 +62,12 @@ class ModelSpec:
 
     @staticmethod
     def from_hf_config(config: dict[str, Any]) -> ModelSpec:
+        for key in _WHOLE_NUMBERS:
+            if config.get(key) is not None and not _whole_number(config[key]):
+                raise UnsupportedModelError(
+                    f"config.json: {key} = {config[key]!r} is not a whole number > 0; give the checkpoint's "
+                    "whole config.json as Hugging Face wrote it"
+                )
         try:
             return ModelSpec._from_hf_config(config)
         except KeyError as missing:
@@ -175,6 +181,29 @@ def _rope_scaling(config: dict[str, Any]) -> RopeScaling | None:
         high_freq_factor=float(params["high_freq_factor"]),
         original_max_position=int(params["original_max_position_embeddings"]),
     )
+
+
+# The sizes the spec is built from, in either family's names: a string or a fraction in any of them
+# would fail deep in the arithmetic, not here
+_WHOLE_NUMBERS = (
+    "hidden_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "num_hidden_layers",
+    "intermediate_size",
+    "head_dim",
+    "vocab_size",
+    "max_position_embeddings",
+    "n_embd",
+    "n_head",
+    "n_layer",
+    "n_inner",
+    "n_positions",
+)
+
+
+def _whole_number(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _as_tuple(value: Any) -> tuple[int, ...]:

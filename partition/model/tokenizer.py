@@ -79,7 +79,12 @@ def _from_hf_dir(directory: Path, eos_ids: tuple[int, ...]) -> Tokenizer:
     path = directory / "tokenizer.json"
     if not path.is_file():
         raise ModelNotFoundError(f"{directory} has no tokenizer.json (needed to turn text into tokens)")
-    backend = Backend.from_file(str(path))
+    try:
+        backend = Backend.from_file(str(path))
+    except Exception as error:  # the library raises a bare Exception for a file it cannot parse
+        raise UnsupportedModelError(
+            f"{path} is not a tokenizer.json the tokenizers library reads ({error}); download it again"
+        ) from None
     config_path = directory / "tokenizer_config.json"
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
     template = config.get("chat_template")

@@ -136,3 +136,34 @@ def test_a_llama_with_biases_these_blocks_lack_is_refused(tmp_path, flag):
 def test_a_system_message_without_chat_is_refused(command):
     result = _cli(*command, "--prompt", "Hello", "--system", "Answer in French.")
     _assert_one_line_error(result, "--system is the chat's system message: give --chat too")
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "says"),
+    [
+        ("tokenizer.json", "{}", "tokenizer.json is not a tokenizer.json the tokenizers library reads"),
+        ("config.json", None, "config.json: hidden_size = 'big' is not a whole number > 0"),
+    ],
+)
+def test_a_corrupt_file_of_a_checkpoint_is_named_in_one_line(tiny_dirs, tmp_path, file, content, says):
+    import shutil
+
+    model = shutil.copytree(tiny_dirs["llama"], tmp_path / "model")
+    if content is None:  # a size of the wrong type
+        config = json.loads((model / "config.json").read_text())
+        (model / "config.json").write_text(json.dumps({**config, "hidden_size": "big"}))
+    else:
+        (model / file).write_text(content)
+    result = _cli("generate", "--model", str(model), "--prompt", "hi", "--max-new-tokens", "2")
+    _assert_one_line_error(result, says)
+
+
+def test_a_safetensors_file_that_cannot_be_read_is_named(tiny_dirs, tmp_path):
+    import shutil
+
+    model = shutil.copytree(tiny_dirs["llama"], tmp_path / "model")
+    (model / "model.safetensors").write_text("not a checkpoint" * 8)
+    with pytest.raises(
+        UnsupportedModelError, match="model.safetensors is not a safetensors file that can be"
+    ):
+        resolve_model(model).reader()
