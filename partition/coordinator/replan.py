@@ -94,8 +94,9 @@ def check_cluster_fits(plan: Plan, cluster: Cluster) -> None:
     the plan in it."""
     if cluster.model.digest != plan.model.digest or cluster.model.n_blocks != plan.model.n_blocks:
         raise ConfigError(
-            f"the cluster's profiles were measured on model {cluster.model.digest[:19]}, the plan is for "
-            f"{plan.model.digest[:19]}; give serve the cluster file the plan was made from"
+            f"the cluster's profiles were measured on model {cluster.model.digest[:19]} with "
+            f"{cluster.model.n_blocks} blocks, the plan is for {plan.model.digest[:19]} with "
+            f"{plan.model.n_blocks} blocks; give serve the cluster file the plan was made from"
         )
     if cluster.edge.name != plan.edge:
         raise ConfigError(f"the cluster's edge is {cluster.edge.name}, the plan's is {plan.edge}")

@@ -83,11 +83,17 @@ class Cluster:
                 raise ConfigError(f"link {link.src} -> {link.dst} connects a device to itself")
             if pairs.count((link.src, link.dst)) > 1:
                 raise ConfigError(f"link {link.src} -> {link.dst} is declared more than once")
-        models = {(device.profile.model.digest, device.profile.model.n_blocks) for device in self.devices}
+        models: dict[tuple[str, int], list[str]] = {}
+        for device in self.devices:
+            models.setdefault((device.profile.model.digest, device.profile.model.n_blocks), []).append(
+                device.name
+            )
         if len(models) > 1:
             raise ConfigError(
                 "the profiles were measured on different models ("
-                + ", ".join(sorted(f"{digest} with {n} blocks" for digest, n in models))
+                + ", ".join(
+                    sorted(f"{d} with {n} blocks: {', '.join(names)}" for (d, n), names in models.items())
+                )
                 + "); profile every device with the same --model"
             )
 
@@ -192,7 +198,10 @@ def parse_cluster(data: dict, base_dir: Path, source: str = "cluster file") -> C
         groups[entry["name"]] = [device.name for device in members]
         devices.extend(members)
     links = _parse_links(data.get("link", []), source, groups)
-    return Cluster(tuple(devices), links)
+    try:
+        return Cluster(tuple(devices), links)
+    except ConfigError as error:  # what the devices say together: named with the file they are in
+        raise ConfigError(f"{source}: {error}") from None
 
 
 def check_one_edge(edges: list[str], where: str = "") -> None:

@@ -115,7 +115,10 @@ latency_ms = 0.1
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ('[[device]]\nname = "x"\nrole = "edge"\nprofile = "gpu.json"\n', "exactly one device with role"),
+        (  # named with its file, as every other problem of the file is
+            '[[device]]\nname = "x"\nrole = "edge"\nprofile = "gpu.json"\n',
+            r"\.toml: a cluster needs exactly one device with role",
+        ),
         (
             '[[device]]\nname = "phone"\nrole = "server"\nprofile = "gpu.json"\n',
             "the name 'phone' is already a ",
@@ -219,4 +222,4 @@ def test_profiles_of_models_that_differ_only_in_their_blocks_are_told_apart():
     with pytest.raises(ConfigError) as refused:
         star_cluster(edge, 2.0, [("gpu", server, 16.0)], (200, 5))
     digest = edge.model.digest
-    assert f"({digest} with 24 blocks, {digest} with 30 blocks)" in str(refused.value)
+    assert f"({digest} with 24 blocks: gpu, {digest} with 30 blocks: phone)" in str(refused.value)
