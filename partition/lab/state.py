@@ -80,12 +80,20 @@ class LabState:
     def load(path: Path) -> LabState:
         try:
             data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("it is not a JSON object")
             data["processes"] = [ProcessRecord.from_dict(p) for p in data["processes"]]
-            return LabState(path=path, **data)
-        except (OSError, ValueError, TypeError, KeyError) as error:
-            raise LabError(
-                f"cannot read the lab state file {path}: {error}; remove it after cleaning by hand"
-            ) from None
+            state = LabState(path=path, **data)
+            # each field as save writes it: a file edited by hand must not fail later, halfway through down
+            for name, kind in (("netns", list), ("links", list), ("cgroups", list), ("devices", dict)):
+                if not isinstance(getattr(state, name), kind):
+                    raise ValueError(f"{name} is not a {kind.__name__}")
+            return state
+        except KeyError as error:
+            said = f"{error.args[0]!r} is missing"
+        except (OSError, ValueError, TypeError, AttributeError) as error:
+            said = str(error)
+        raise LabError(f"cannot read the lab state file {path}: {said}; remove it after cleaning by hand")
 
 
 def state_path(directory: Path, name: str) -> Path:

@@ -32,6 +32,28 @@ def test_find_names_the_labs_that_are_up(tmp_path):
     assert find("b", tmp_path).name == "b"
 
 
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda d: d.update(devices=5), "devices is not a dict"),
+        (lambda d: d.update(netns="ns0"), "netns is not a list"),
+        (lambda d: d.update(processes=[{"pid": "x"}]), "'argv' is missing"),
+        (lambda d: d.pop("processes"), "'processes' is missing"),
+        (lambda d: d.update(surprise=1), "unexpected keyword argument 'surprise'"),
+    ],
+)
+def test_a_state_file_edited_by_hand_is_named_with_what_is_wrong(tmp_path, edit, says):
+    import json
+
+    path = state_path(tmp_path, "a")
+    LabState(name="a", path=path).save()
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(LabError, match=f"cannot read the lab state file {path}: .*{says}.*remove it after"):
+        find("a", tmp_path)
+
+
 def test_lab_down_without_root_says_so_and_removes_nothing(tmp_path, monkeypatch):
     from partition.lab import down
 
