@@ -107,6 +107,11 @@ class ModelSource:
 def resolve_model(name_or_path: str | Path) -> ModelSource:
     """Find a model by built-in name or path; raise ModelNotFoundError saying what is accepted."""
     text = str(name_or_path)
+    if not text.strip():  # Path("") is the current folder: "./ has no config.json" would mislead
+        raise ModelNotFoundError(
+            f"the model name is empty; give a built-in name ({', '.join(BUILTIN_MODELS)}) or a path; "
+            f"accepted: {ACCEPTED_FORMATS}"
+        )
     if text in BUILTIN_MODELS:
         return ModelSource(text, _builtin_path(text), "gguf")
     path = Path(text).expanduser()

@@ -33,6 +33,11 @@ def test_unknown_model_lists_builtin_names_and_formats():
     _assert_one_line_error(result, "no-such-model", "smollm2-135m", ".gguf", "config.json")
 
 
+def test_an_empty_model_name_is_named_as_such_not_taken_for_this_folder():
+    result = _cli("generate", "--model", "", "--prompt", "hi")
+    _assert_one_line_error(result, "the model name is empty", "smollm2-135m")
+
+
 def test_missing_weights_file(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(ModelNotFoundError, match="model.safetensors"):
