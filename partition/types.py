@@ -22,6 +22,14 @@ HEAD = "head"
 DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
+def check_address(address: str, listening: bool = False) -> None:
+    """ConfigError unless `address` is HOST:PORT (port 0, any free port, only when `listening`)."""
+    host, sep, port = address.rpartition(":")
+    lowest = 0 if listening else 1
+    if not sep or not host or not port.isdigit() or not lowest <= int(port) < 65536:
+        raise ConfigError(f"address {address!r} is not HOST:PORT (e.g. 127.0.0.1:7001)")
+
+
 def check_device_name(name: str, where: str) -> None:
     """ConfigError unless `name` is a device name (DEVICE_NAME); `where` says whose it is."""
     if not DEVICE_NAME.fullmatch(name):

@@ -209,7 +209,8 @@ def _http_server(args: argparse.Namespace):
     """The API server of --http, listening but not yet answering (None without --http): checks that it
     goes without --prompt and --json, reads its key file, and binds the port."""
     from partition.errors import ConfigError
-    from partition.transport.channels import check_address, read_token
+    from partition.transport.channels import read_token
+    from partition.types import check_address
 
     if args.http is None:
         if args.http_token_file is not None:

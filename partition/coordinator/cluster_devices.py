@@ -15,7 +15,7 @@ from pathlib import Path
 
 from partition.artifacts import read_text
 from partition.errors import ConfigError
-from partition.plan.cluster import check_device_table
+from partition.plan.cluster import check_device_address, check_device_table
 
 
 @dataclass(frozen=True)
@@ -56,19 +56,6 @@ def read_devices(path: Path) -> list[ClusterDevice]:
         memory_gb = entry.get("memory_gb")
         address = entry.get("address")
         if address is not None:
-            _check_address(address, where)
+            check_device_address(address, where)
         devices.append(ClusterDevice(name, role, address, threads, memory_gb, dict(entry)))
     return devices
-
-
-def _check_address(address: object, where: str) -> None:
-    from partition.transport.channels import check_address
-
-    try:
-        if not isinstance(address, str):
-            raise ConfigError(f"address {address!r} is not a string")
-        check_address(address)
-    except ConfigError as error:
-        raise ConfigError(
-            f'{where}: address must be "host:port" where its `partition worker --listen` listens ({error})'
-        ) from None

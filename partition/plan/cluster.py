@@ -37,7 +37,7 @@ from pathlib import Path
 
 from partition.artifacts import load_profile, read_text
 from partition.errors import ConfigError
-from partition.types import DeviceProfile, LinkProfile, ModelRef, check_device_name
+from partition.types import DeviceProfile, LinkProfile, ModelRef, check_address, check_device_name
 
 GB = 1e9  # memory sizes are decimal gigabytes, as the error messages print them
 MBPS = 1e6 / 8  # bytes per second in one megabit per second
@@ -235,11 +235,25 @@ def check_device_table(entry: object, where: str, default_role: str | None = Non
     return name, role
 
 
+def check_device_address(address: object, where: str) -> None:
+    """ConfigError unless a [[device]]'s `address` is "host:port" (its worker's --listen)."""
+    try:
+        if not isinstance(address, str):
+            raise ConfigError(f"address {address!r} is not a string")
+        check_address(address)
+    except ConfigError as error:
+        raise ConfigError(
+            f'{where}: address must be "host:port" where its `partition worker --listen` listens ({error})'
+        ) from None
+
+
 def _parse_device(
     entry: object, where: str, base_dir: Path, profiles: dict[Path, DeviceProfile]
 ) -> list[Device]:
     name, role = check_device_table(entry, where)
     where = f"{where} ({name!r})"
+    if "address" in entry:  # serve reads it from this same file: a plan made from it must be servable
+        check_device_address(entry["address"], where)
     if "profile" not in entry:
         hint = (
             "; with workers running, `partition profile --cluster FILE --model MODEL` profiles every device"

@@ -15,6 +15,7 @@ import grpc
 
 from partition.artifacts import read_text
 from partition.errors import ConfigError
+from partition.types import check_address
 
 AUTH_HEADER = "authorization"  # metadata key; value "Bearer <token>"
 # Prefill activations of a long prompt are megabytes (2048 tokens x 576 x 4 B = 4.7 MB), past gRPC's
@@ -189,14 +190,6 @@ def open_blocking_channel(address: str, config: TransportConfig) -> grpc.Channel
     if config.tls:
         return grpc.secure_channel(address, channel_credentials(config), options=channel_options(config))
     return grpc.insecure_channel(address, options=channel_options(config))
-
-
-def check_address(address: str, listening: bool = False) -> None:
-    """ConfigError unless `address` is HOST:PORT (port 0, any free port, only when `listening`)."""
-    host, sep, port = address.rpartition(":")
-    lowest = 0 if listening else 1
-    if not sep or not host or not port.isdigit() or not lowest <= int(port) < 65536:
-        raise ConfigError(f"address {address!r} is not HOST:PORT (e.g. 127.0.0.1:7001)")
 
 
 def _readable(path: str | Path | None, flag: str) -> Path | None:

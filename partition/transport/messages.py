@@ -9,9 +9,8 @@ from __future__ import annotations
 from partition.errors import ConfigError
 from partition.runtime.errors import InvalidRequestError
 from partition.runtime.stage import Deployment, LoadResult
-from partition.transport.channels import check_address
 from partition.transport.generated import deploy_pb2, forward_pb2
-from partition.types import Segment
+from partition.types import Segment, check_address
 
 MAX_ID_CHARS = 128
 MAX_PAIR_ID_CHARS = 64

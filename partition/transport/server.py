@@ -21,7 +21,8 @@ from grpc_reflection.v1alpha import reflection
 
 from partition.errors import ConfigError
 from partition.transport.auth import TokenAuthInterceptor
-from partition.transport.channels import TransportConfig, check_address, server_credentials, server_options
+from partition.transport.channels import TransportConfig, server_credentials, server_options
+from partition.types import check_address
 
 log = logging.getLogger(__name__)
 

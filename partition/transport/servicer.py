@@ -17,13 +17,14 @@ from partition.errors import PartitionError
 from partition.runtime.compute import ComputeLane
 from partition.runtime.errors import NOT_THIS_WORKER, InvalidRequestError, WrongWorkerError
 from partition.runtime.stage import StageRuntime, WorkerSettings
-from partition.transport.channels import TransportConfig, check_address
+from partition.transport.channels import TransportConfig
 from partition.transport.forward import ForwardService
 from partition.transport.generated import deploy_pb2, measure_pb2
 from partition.transport.links import PROBE, STAGE_SERVICE, ChannelPool, StatusError
 from partition.transport.messages import check_session_ref, deployment_of, load_reply
 from partition.transport.routes import ReturnRoutes
 from partition.transport.status import parse, status_code
+from partition.types import check_address
 
 log = logging.getLogger(__name__)
 

@@ -179,6 +179,15 @@ latency_ms = 0.1
             "threads must be a whole number >= 1, got '2'",
         ),
         ("not toml [", "not valid TOML"),
+        # serve reads the addresses of the same file: a plan made from it must be servable
+        (
+            '[[device]]\nname = "s"\nrole = "server"\nprofile = "gpu.json"\naddress = "host"\n',
+            "'host' is not HOST:PORT",
+        ),
+        (
+            '[[device]]\nname = "s"\nrole = "server"\nprofile = "gpu.json"\naddress = "h:99999"\n',
+            'address must be "host:port" where its `partition worker --listen` listens',
+        ),
         # a name becomes a file name (its profile, its worker's log folder): no path can be made of one
         (
             '[[device]]\nname = "../evil"\nrole = "server"\nprofile = "gpu.json"\n',

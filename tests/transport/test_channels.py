@@ -1,7 +1,8 @@
 import pytest
 
 from partition.errors import ConfigError
-from partition.transport.channels import TransportConfig, auth_metadata, check_address, read_token
+from partition.transport.channels import TransportConfig, auth_metadata, read_token
+from partition.types import check_address
 
 
 def test_addresses_are_host_and_port():
@@ -31,7 +32,14 @@ def test_tls_files_must_exist_and_cert_goes_with_key(tmp_path):
         TransportConfig.from_files(tls_cert=cert)
     with pytest.raises(ConfigError, match="--tls-ca .*: no such file"):
         TransportConfig.from_files(tls_ca=tmp_path / "nope.pem")
-    assert TransportConfig.from_files(tls_ca=cert).tls
+    # files that are there but no PEM are named before any channel or server uses them (the certificates
+    # that work: tests/transport/test_security.py)
+    with pytest.raises(ConfigError, match=f"--tls-ca {cert} holds no PEM certificate"):
+        TransportConfig.from_files(tls_ca=cert)
+    with pytest.raises(
+        ConfigError, match=f"--tls-cert {cert} and --tls-key {cert} are not a PEM certificate"
+    ):
+        TransportConfig.from_files(tls_cert=cert, tls_key=cert)
 
 
 def test_auth_metadata_only_with_a_token():

@@ -184,10 +184,10 @@ def test_session_refs_are_checked_over_tls_too(tls_workers, pki):
 
 
 def test_profile_cluster_passes_the_token_and_names_a_worker_that_refuses_it(authed, token_file, tmp_path):
-    cluster = tmp_path / "cluster.toml"
+    cluster = tmp_path / "cluster.toml"  # each device named as its worker: profile checks that
     cluster.write_text(
-        f'[[device]]\nname = "phone"\nrole = "edge"\naddress = "{authed[0].address}"\n\n'
-        f'[[device]]\nname = "server-a"\nrole = "server"\naddress = "{authed[1].address}"\n'
+        f'[[device]]\nname = "auth-a"\nrole = "edge"\naddress = "{authed[0].address}"\n\n'
+        f'[[device]]\nname = "auth-b"\nrole = "server"\naddress = "{authed[1].address}"\n'
     )
     out = tmp_path / "profiled" / "cluster.toml"
     small = ["--prefill-lengths", "4", "8", "--context-lengths", "8", "16", "--repeats", "1"]
@@ -195,7 +195,7 @@ def test_profile_cluster_passes_the_token_and_names_a_worker_that_refuses_it(aut
                "--out", str(out), *small]  # fmt: skip
     refused = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0
-    assert f"device 'phone' at {authed[0].address} does not answer (UNAUTHENTICATED" in refused.stderr
+    assert f"device 'auth-a' at {authed[0].address} does not answer (UNAUTHENTICATED" in refused.stderr
     assert "give the worker's shared token with --token-file" in refused.stderr
     assert not out.parent.exists()  # nothing profiled, nothing written
 
@@ -203,11 +203,11 @@ def test_profile_cluster_passes_the_token_and_names_a_worker_that_refuses_it(aut
         [*command, "--token-file", str(token_file)], capture_output=True, text=True, timeout=300
     )
     assert profiled.returncode == 0, profiled.stderr[-3000:]
-    assert {path.name for path in out.parent.glob("*.json")} == {"phone.json", "server-a.json"}
+    assert {path.name for path in out.parent.glob("*.json")} == {"auth-a.json", "auth-b.json"}
     for path in out.parent.glob("*.json"):  # the model read inside each worker's --models-dir
         assert json.loads(path.read_text())["model"]["name"] == "tiny"
     links = tomllib.loads(out.read_text())["link"]
-    assert {(link["from"], link["to"]) for link in links} == {("phone", "server-a"), ("server-a", "phone")}
+    assert {(link["from"], link["to"]) for link in links} == {("auth-a", "auth-b"), ("auth-b", "auth-a")}
 
 
 def test_the_name_a_lost_workers_address_answers_with_is_asked_over_tls_with_the_token(tls_workers, pki):
