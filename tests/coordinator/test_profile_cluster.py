@@ -94,63 +94,53 @@ def test_profile_cluster_answers_from_each_cache_until_refresh(tmp_path, monkeyp
         worker.stop()
 
 
-def test_a_worker_that_does_not_answer_is_named_before_anything_is_profiled(tmp_path, monkeypatch):
-    import socket
-
+def _refused_before_profiling(tmp_path, monkeypatch, server_a_address: str) -> str:
+    """The message `profile --cluster` refuses a cluster with server-a at `server_a_address` with,
+    checked to come before anything is profiled or written."""
     import pytest
 
     from partition.coordinator import profile_cluster as module
     from partition.errors import ConfigError
 
     def profiled_too_early(*_args, **_kwargs):
-        raise AssertionError("the edge was profiled before every worker was known to answer")
+        raise AssertionError("the edge was profiled before every worker was known to answer as itself")
 
     monkeypatch.setattr(module, "_profile_here", profiled_too_early)
+    cluster = tmp_path / "cluster.toml"
+    cluster.write_text(
+        '[[device]]\nname = "phone"\nrole = "edge"\n\n'
+        f'[[device]]\nname = "server-a"\nrole = "server"\naddress = "{server_a_address}"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        module.profile_cluster(cluster, "smollm2-135m", tmp_path / "out" / "cluster.toml")
+    assert not (tmp_path / "out").exists()
+    return str(caught.value)
+
+
+def test_a_worker_that_does_not_answer_is_named_before_anything_is_profiled(tmp_path, monkeypatch):
+    import socket
+
     with socket.socket() as placeholder:  # a port nothing listens on: bound, never listening
         placeholder.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{placeholder.getsockname()[1]}"
-        cluster = tmp_path / "cluster.toml"
-        cluster.write_text(
-            '[[device]]\nname = "phone"\nrole = "edge"\n\n'
-            f'[[device]]\nname = "server-a"\nrole = "server"\naddress = "{address}"\n'
-        )
-        with pytest.raises(ConfigError) as caught:
-            module.profile_cluster(cluster, "smollm2-135m", tmp_path / "out" / "cluster.toml")
-    message = str(caught.value)
+        message = _refused_before_profiling(tmp_path, monkeypatch, address)
     assert f"the worker of device 'server-a' at {address} does not answer (UNAVAILABLE" in message
     assert f"start it with `partition worker --listen {address} --name server-a`" in message
-    assert not (tmp_path / "out").exists()
 
 
 def test_a_worker_of_another_name_at_a_devices_address_is_named_before_anything_is_profiled(
     tmp_path, monkeypatch
 ):
     """Its profile would be filed under the device's name, measured on another device."""
-    import pytest
-
-    from partition.coordinator import profile_cluster as module
-    from partition.errors import ConfigError
     from partition.transport.local import spawn_worker
 
-    def profiled_too_early(*_args, **_kwargs):
-        raise AssertionError("the edge was profiled before every worker was known to be its device")
-
-    monkeypatch.setattr(module, "_profile_here", profiled_too_early)
     other = spawn_worker("server-b", extra_args=("--threads", "1"))
     try:
-        cluster = tmp_path / "cluster.toml"
-        cluster.write_text(
-            '[[device]]\nname = "phone"\nrole = "edge"\n\n'
-            f'[[device]]\nname = "server-a"\nrole = "server"\naddress = "{other.address}"\n'
-        )
-        with pytest.raises(ConfigError) as caught:
-            module.profile_cluster(cluster, "smollm2-135m", tmp_path / "out" / "cluster.toml")
+        message = _refused_before_profiling(tmp_path, monkeypatch, other.address)
     finally:
         other.stop()
-    message = str(caught.value)
     assert f"the worker at {other.address} is 'server-b', not device 'server-a'" in message
     assert f"`partition worker --listen {other.address} --name server-a`" in message
-    assert not (tmp_path / "out").exists()
 
 
 def test_workers_are_profiled_before_the_edge_here(tmp_path, monkeypatch, workers):
