@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from partition.errors import ConfigError
-from partition.types import EPOCH_MAX, DeviceProfile, ModelRef, Plan, Segment, check_device_name
+from partition.types import (
+    EPOCH_MAX,
+    WEIGHT_DTYPES,
+    DeviceProfile,
+    ModelRef,
+    Plan,
+    Segment,
+    check_device_name,
+)
 
 PROFILE_SCHEMA = ("partition/device-profile", 1)
 PLAN_SCHEMA = ("partition/plan", 1)
@@ -61,6 +69,8 @@ def _profile_problems(profile: DeviceProfile) -> list[str]:
             f"{kind}.decode_spread": cost.decode_spread,
         }
     problems += [f"{name} must be >= 0, got {value}" for name, value in numbers.items() if not value >= 0]
+    if profile.dtype not in WEIGHT_DTYPES:
+        problems.append(f"dtype {profile.dtype!r} is not one of {', '.join(WEIGHT_DTYPES)}")
     if profile.device.threads < 1:  # a plan records them as the edge's threads, where 0 means unknown
         problems.append(f"device.threads must be >= 1, got {profile.device.threads}")
     if profile.device.memory_bytes < 0:

@@ -16,6 +16,7 @@ from partition.errors import ConfigError
 EMBED = "embed"
 BLOCK = "block"
 HEAD = "head"
+WEIGHT_DTYPES = ("float32", "float16", "bfloat16")  # what a segment's weights are computed in
 
 # A device's name: it names files (its profile, its worker's log folder), metrics labels and log lines,
 # so it is one plain word that no path or label can be made of: letters, digits, . _ -, not first . or -

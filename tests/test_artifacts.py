@@ -55,6 +55,7 @@ def test_a_profile_written_before_the_top_k_costs_still_loads_without_them():
         (lambda d: d["device"].update(threads=-1), "device.threads must be >= 1, got -1"),
         (lambda d: d["device"].update(threads=0), "device.threads must be >= 1, got 0"),
         (lambda d: d["device"].update(memory_bytes=-5), "device.memory_bytes must be >= 0, got -5"),
+        (lambda d: d.update(dtype="int4"), "dtype 'int4' is not one of float32, float16, bfloat16"),
         (lambda d: d.update(context_tokens_max=-1), "context_tokens_max must be >= 0, got -1"),
         (
             lambda d: d["block"]["decode"].update(c0=10**400),

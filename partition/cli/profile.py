@@ -12,6 +12,7 @@ from pathlib import Path
 
 from partition.cli.arguments import check_device, output_file, positive_number, whole_number
 from partition.cli.serve import add_transport_arguments, transport_config
+from partition.types import WEIGHT_DTYPES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     # this device only: with --cluster or --ray each device is named by the cluster and measures float32
     # on its worker's own device and cache, as it serves
-    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="default float32")
+    parser.add_argument("--dtype", choices=WEIGHT_DTYPES, help="default float32")
     parser.add_argument("--device", help="cpu (default) or cuda[:N]")
     parser.add_argument("--name", help="device name recorded in the profile (default: the hostname)")
     parser.add_argument("--prefill-lengths", type=int, nargs="+", metavar="P", help="prompt lengths to time")

@@ -295,3 +295,27 @@ def test_a_burst_of_clients_finds_room_in_the_listen_backlog(api):  # noqa: F811
         ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True
     ).stdout.split()
     assert int(listing[2]) >= 128, listing  # State Recv-Q Send-Q Local Peer
+
+
+def test_a_body_over_the_limit_announced_with_expect_100_continue_gets_its_413_not_a_100(api):  # noqa: F811
+    host, port = api.server_address[:2]
+    with socket.create_connection((host, port), timeout=TIMEOUT_S) as client:
+        client.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 99999999\r\nExpect: 100-continue\r\n\r\n"
+        )
+        first = client.recv(4096).split(b"\r\n", 1)[0]
+    assert first.startswith(b"HTTP/1.1 413 "), first
+    # and one within the limit gets its 100 first, then its answer
+    body = json.dumps(BODY).encode()
+    with socket.create_connection((host, port), timeout=TIMEOUT_S) as client:
+        client.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            + f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        assert client.recv(4096).startswith(b"HTTP/1.1 100 Continue"), "no 100 for a body within the limit"
+        client.sendall(body)
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
