@@ -75,6 +75,21 @@ class Deployment:
         self.front_model = self.tail_model = None
 
 
+def plan_model(plan: Plan):
+    """The plan's model on this machine (a ModelSource). Its name comes from the plan file, and an
+    error says so: "unknown model" alone would send the user to the command line's --model."""
+    from partition.errors import ModelNotFoundError
+    from partition.model import resolve_model
+
+    try:
+        return resolve_model(plan.model.name)
+    except ModelNotFoundError as error:
+        raise ModelNotFoundError(
+            f"the plan's model {plan.model.name!r} is not on this machine ({error}); install it, or make "
+            "the plan again with `partition plan --model` naming a model this machine has"
+        ) from None
+
+
 def deploy(
     plan: Plan,
     addresses: Mapping[str, str],
@@ -89,7 +104,7 @@ def deploy(
     `connect_wait_s`: see load_workers. WorkerAwayError names a worker that does not answer at all."""
     import grpc
 
-    from partition.model import load_segment, resolve_model
+    from partition.model import load_segment
     from partition.model.segment import share_tied_matrix
     from partition.transport.channels import TransportConfig
     from partition.transport.client import Chain, StageCallError
@@ -101,7 +116,7 @@ def deploy(
             f'no address for device(s) {", ".join(missing)}: give each an `address = "host:port"` in the '
             "cluster file, or use --spawn-local to start them on this machine"
         )
-    source = resolve_model(plan.model.name)
+    source = plan_model(plan)
     if max_context > source.spec.max_context:
         log.warning(
             "max context %d is more than %r holds: sessions get at most %d tokens",

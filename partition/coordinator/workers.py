@@ -102,10 +102,10 @@ def kv_budget_mib(plan, max_context: int, max_sessions: int) -> int:
     """MiB of KV cache the largest of the plan's remote segments needs for `max_sessions` sessions of
     `max_context` tokens, in fp32 (the widest a worker runs), and a worker's default at least: what the
     workers `--spawn-local` starts may preallocate, since serve, not their user, starts them."""
+    from partition.coordinator.deploy import plan_model
     from partition.coordinator.topology import split_plan
-    from partition.model import resolve_model
 
-    spec = resolve_model(plan.model.name).spec
+    spec = plan_model(plan).spec
     blocks = max((len(s.segment.blocks(spec.n_blocks)) for s in split_plan(plan).remote), default=0)
     need = blocks * spec.kv_bytes_per_token(4) * max_context * max_sessions
     return max(KV_BUDGET_MIB, math.ceil(need / 2**20))

@@ -23,6 +23,15 @@ def test_a_plan_for_another_block_count_is_refused_with_what_to_do(smollm2):
         deploy(other, {})
 
 
+def test_a_plan_for_a_model_this_machine_lacks_says_the_name_is_the_plans(smollm2):
+    from partition.errors import ModelNotFoundError
+
+    plan = split_plan(smollm2, [("phone", 0, 32, "raw")])
+    other = dataclasses.replace(plan, model=dataclasses.replace(plan.model, name="llama-7b"))
+    with pytest.raises(ModelNotFoundError, match="the plan's model 'llama-7b' is not on this machine"):
+        deploy(other, {})
+
+
 @pytest.mark.parametrize(
     ("max_context", "advice"),
     [(64, "serve with a larger --max-context (at most 8192, the model's)"), (10_000, "use a shorter prompt")],
