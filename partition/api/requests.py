@@ -101,6 +101,10 @@ COMMON_FIELDS = (
     "stream_options",
     "response_format",
 )
+_KNOWN_FIELDS = {
+    kind: frozenset({text_field, *COMMON_FIELDS, *NEUTRAL, *NO_EFFECT})
+    for kind, text_field in ((CHAT, "messages"), (COMPLETION, "prompt"))
+}
 # Stop strings a request may give, and characters in each (OpenAI takes 4). Every one is looked for at
 # the end of the text after every token, holding back what could begin one: at these limits 0.56 ms per
 # token at worst on a 2-core host, against 5.8 k strings of 1.2 k characters slowing a decode 8x.
@@ -221,7 +225,7 @@ def _check_known(kind: str, body: dict) -> None:
     """Refuse a field no route of this endpoint reads: a typo would otherwise be taken for its default
     (`"temprature": 0` sampling at temperature 1), as OpenAI refuses it too."""
     text_field = "messages" if kind == CHAT else "prompt"
-    known = {text_field, *COMMON_FIELDS, *NEUTRAL, *NO_EFFECT}
+    known = _KNOWN_FIELDS[kind]
     for name in body:
         if name in known:
             continue

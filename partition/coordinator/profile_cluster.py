@@ -94,7 +94,7 @@ async def _measure(
 
     clients = {d.name: StageClient(d.address, transport) for d in devices if d.address}
     try:
-        await _check_answering(devices, clients, transport)
+        await _check_answering(devices, clients)
         profiles: dict[str, DeviceProfile] = {}
         # the workers first: one that refuses the model says so before minutes of profiling here
         for device in sorted(devices, key=lambda d: d.address is None):
@@ -136,19 +136,18 @@ async def _measure(
 ANSWER_TIMEOUT_S = 10.0
 
 
-async def _check_answering(devices, clients, transport) -> None:
-    """One probe round trip to every worker first, so that a worker that is down, refuses the
-    credentials or is another device's is named before minutes of profiling the others are spent."""
+async def _check_answering(devices, clients) -> None:
+    """One probe round trip to every worker first, asking its name, so that a worker that is down,
+    refuses the credentials or is another device's is named before minutes of profiling are spent."""
     import grpc
 
-    from partition.coordinator.workers import worker_name_at
     from partition.transport.client import StageCallError
 
     for device in devices:
         if device.address is None:
             continue
         try:
-            await clients[device.name].probe(1, timeout_s=ANSWER_TIMEOUT_S)
+            name = await clients[device.name].worker_name(timeout_s=ANSWER_TIMEOUT_S)
         except StageCallError as error:
             advice = {
                 grpc.StatusCode.UNAVAILABLE: f"start it with `partition worker --listen {device.address} "
@@ -161,15 +160,7 @@ async def _check_answering(devices, clients, transport) -> None:
                 f"the worker of device {device.name!r} at {device.address} does not answer "
                 f"({error.code.name}: {error.details}); {advice}. Nothing was profiled."
             ) from None
-        # its profile would be filed under this device's name, measured on another device
-        try:
-            name = await asyncio.to_thread(worker_name_at, device.address, transport)
-        except grpc.RpcError as error:
-            raise ConfigError(
-                f"the worker of device {device.name!r} at {device.address} stopped answering "
-                f"({error.code().name}: {error.details()}); start it again. Nothing was profiled."
-            ) from None
-        if name != device.name:
+        if name != device.name:  # its profile would be filed under this name, measured on another device
             raise ConfigError(
                 f"the worker at {device.address} is {name!r}, not device {device.name!r}: start "
                 f"`partition worker --listen {device.address} --name {device.name}` there, or correct "

@@ -138,10 +138,22 @@ class StageClient:
         self, target: str, rounds: int, payload_bytes: int = 0, reply_bytes: int = 0, timeout_s: float = 120.0
     ) -> list[measure_pb2.ProbeSample]:
         """Samples of this worker probing the worker at `target` (a worker-to-worker link)."""
-        call = self._probe_call(timeout_s)
         request = measure_pb2.ProbeRequest(
             payload=bytes(payload_bytes), reply_bytes=reply_bytes, forward_to=target, count=rounds
         )
+        reply = await self._one_probe(request, timeout_s)
+        return list(reply.samples) if reply is not None else []
+
+    async def worker_name(self, timeout_s: float = 60.0) -> str:
+        """The --name of the worker that answers here (one Probe round trip; "" if it ended the call)."""
+        reply = await self._one_probe(measure_pb2.ProbeRequest(), timeout_s)
+        return reply.worker if reply is not None else ""
+
+    async def _one_probe(
+        self, request: measure_pb2.ProbeRequest, timeout_s: float
+    ) -> measure_pb2.ProbeReply | None:
+        """`request` on a Probe stream of its own and the one reply to it (None if the call ended first)."""
+        call = self._probe_call(timeout_s)
         try:
             async with _stage_errors(call, self.address):
                 await call.write(request)
@@ -149,7 +161,7 @@ class StageClient:
                 await call.done_writing()
         finally:
             call.cancel()
-        return list(reply.samples) if reply is not grpc.aio.EOF else []
+        return None if reply is grpc.aio.EOF else reply
 
 
 def _sample(
