@@ -68,6 +68,15 @@ STAGE_STATUS = {
 }  # anything else a worker says is the pipeline's failure, not the request's: 502
 
 
+def route_path(target: str) -> str:
+    """The path a request line names, without its query. HTTP/1.1 servers take the absolute form too
+    (`GET http://host/health HTTP/1.1`, as some proxies send it), so its scheme and host are dropped."""
+    parts = urllib.parse.urlsplit(target)
+    if parts.scheme and parts.netloc:
+        return parts.path or "/"
+    return target.split("?", 1)[0]
+
+
 class ClientGone(Exception):
     """The client closed its connection before its answer was complete."""
 
@@ -161,7 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routes ---------------------------------------------------------------------------------------
 
     def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
+        path = route_path(self.path)
         self._discard_body()
         try:
             if path == "/health":
@@ -215,7 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(error)
 
     def do_POST(self) -> None:
-        path = self.path.split("?", 1)[0]
+        path = route_path(self.path)
         try:
             # read first: a body left unread would be taken for the next request on this connection
             body = self._read_body()

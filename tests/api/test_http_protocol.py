@@ -319,3 +319,25 @@ def test_a_body_over_the_limit_announced_with_expect_100_continue_gets_its_413_n
         while chunk := client.recv(65536):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+
+def test_a_request_line_in_absolute_form_is_routed_by_its_path(api):  # noqa: F811
+    connection = connect(api)
+    host, port = api.server_address[:2]
+    try:  # as a proxy forwards it: scheme and host in the request line
+        connection.request("GET", f"http://{host}:{port}/health?probe=1")
+        health = connection.getresponse()
+        assert health.status == 200 and json.loads(health.read())["status"] == "ok"
+        body = json.dumps(BODY).encode()
+        connection.request(
+            "POST", f"http://{host}:{port}/v1/completions", body, {"Content-Type": "application/json"}
+        )
+        completion = connection.getresponse()
+        reply = json.loads(completion.read())
+        assert completion.status == 200, reply
+        assert (
+            reply["choices"][0]["text"]
+            == request(api, "POST", "/v1/completions", BODY)[1]["choices"][0]["text"]
+        )
+    finally:
+        connection.close()
