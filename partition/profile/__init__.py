@@ -9,7 +9,7 @@ import dataclasses
 from pathlib import Path
 
 from partition.model.source import ModelSource
-from partition.profile.cache import cache_key, cached, default_cache_dir, store
+from partition.profile.cache import cache_key, cached, default_cache_dir, ready_cache_dir, store
 from partition.profile.device import cpu_model, cpu_quota_cores, memory_available_bytes
 from partition.profile.profiler import METHOD, ProfileSettings, profile_model
 from partition.types import DeviceProfile
@@ -44,7 +44,7 @@ def profile_device(
     cuda = torch.cuda.get_device_name(device) if device.startswith("cuda") else None
     identity = {"name": name or socket.gethostname(), "cpu_model": cpu_model(), "cuda_device": cuda}
     key = cache_key(source.digest, identity, dtype, threads, cpu_quota_cores(), settings, METHOD)
-    directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    directory = ready_cache_dir(Path(cache_dir) if cache_dir is not None else default_cache_dir())
     if not refresh and (hit := cached(directory, key)) is not None:
         # Timings keep; the memory this device offers now does not (another cgroup limit, other processes)
         now = dataclasses.replace(hit.device, memory_bytes=memory_available_bytes())

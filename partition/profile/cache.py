@@ -28,6 +28,25 @@ def default_cache_dir() -> Path:
     return Path(root) / "profiles"
 
 
+def ready_cache_dir(directory: Path) -> Path:
+    """The cache folder, made if missing, or a ConfigError saying why it cannot be: checked before a
+    profile is measured, not after (a minute of measuring lost to a path that names a file)."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(
+            f"the profile cache {directory} is a file, not a folder: give a folder with --cache-dir "
+            "(or PARTITION_CACHE_DIR); it is made if missing"
+        ) from None
+    except OSError as error:
+        raise ConfigError(
+            f"cannot make the profile cache folder {directory}: {error.strerror}; "
+            "give another with --cache-dir (or PARTITION_CACHE_DIR)"
+        ) from None
+    return directory
+
+
 def cache_key(
     model_digest: str,
     identity: dict,
