@@ -289,6 +289,11 @@ def _parse_device(
                 f"{where}: memory_gb = {memory_gb:g} is no device's memory; give it in GB, e.g. 8"
             )
         memory = int(memory_gb * GB)
+    elif profile.device.memory_bytes == 0:  # how a profile says it could not read the memory available
+        raise ConfigError(
+            f"{where}: {profile_path.name} records no memory available (it was measured where none could be "
+            "read); give this device's memory_gb"
+        )
     else:
         memory = profile.device.memory_bytes
     count = entry.get("count", 1)

@@ -232,3 +232,13 @@ def test_profiles_of_models_that_differ_only_in_their_blocks_are_told_apart():
         star_cluster(edge, 2.0, [("gpu", server, 16.0)], (200, 5))
     digest = edge.model.digest
     assert f"({digest} with 24 blocks: gpu, {digest} with 30 blocks: phone)" in str(refused.value)
+
+
+def test_a_profile_that_could_not_read_its_memory_needs_memory_gb(folder):
+    save_profile(synthetic_profile("mac", memory_gb=0), folder / "mac.json")  # 0: none could be read there
+    unknown = '[[device]]\nname = "s"\nrole = "server"\nprofile = "mac.json"\n'
+    with pytest.raises(
+        ConfigError, match=r"\('s'\): mac.json records no memory available .* give this device's memory_gb"
+    ):
+        load_cluster(write(folder, unknown))
+    assert load_cluster(write(folder, unknown + "memory_gb = 16\n")).device("s").memory_bytes == 16 * GB
