@@ -38,3 +38,7 @@ class LabError(PartitionError):
 
 class InfeasiblePlanError(PartitionError):
     """No split of the model fits the cluster; the message names the constraint and the shortfall."""
+
+
+class StoppedError(PartitionError):
+    """A request cut off because serve stopped while it was under way (its deployment closed under it)."""

@@ -43,7 +43,7 @@ from partition.api.requests import CHAT, COMPLETION, ApiError, Served, parse_bod
 from partition.api.serving_stats import ServingStats
 from partition.coordinator.answer import Answerer
 from partition.coordinator.deploy import DeployError
-from partition.errors import ContextOverflowError, PartitionError
+from partition.errors import ContextOverflowError, PartitionError, StoppedError
 from partition.metrics import json_out
 from partition.transport.client import StageCallError
 from partition.types import RETURN_TOP_K
@@ -529,6 +529,8 @@ def _api_error(error: Exception) -> ApiError:
         return error
     if isinstance(error, StageCallError):
         return ApiError(STAGE_STATUS.get(error.code, 502), str(error), code=error.code.name.lower())
+    if isinstance(error, StoppedError):  # serve was stopped under it (Ctrl-C)
+        return ApiError(503, str(error), code="server_stopping")
     if isinstance(error, ContextOverflowError):
         return ApiError(400, str(error), code="context_length_exceeded")
     if isinstance(error, DeployError):  # a worker came back as something the plan does not have there

@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 import grpc
 
 from partition.coordinator.deploy import Deployment, load_workers
+from partition.coordinator.loop import STOPPED
 from partition.coordinator.replan import Failover
 from partition.coordinator.resume import MAX_RESUMES, ResumingSession
 from partition.coordinator.session import PipelineSession
-from partition.errors import PartitionError
+from partition.errors import PartitionError, StoppedError
 from partition.metrics.spans import HopSpan, link_summaries, stage_summaries
 from partition.model.generation import GenerationRequest, GenerationResult, generate
 from partition.model.sampling import SamplingParams
@@ -188,6 +189,8 @@ class Answerer:
             except BaseException as error:
                 with contextlib.suppress(Exception):  # closing fails the same way; the first error says why
                     session.close()
+                if isinstance(error, Exception) and self.deployment.closed:  # whatever the stop cut short
+                    raise StoppedError(STOPPED) from None
                 if isinstance(error, StageCallError):
                     raise self._named(error) from None
                 raise

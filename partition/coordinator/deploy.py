@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from partition.coordinator.clock import ClockEstimate, estimate_offset
-from partition.coordinator.loop import LoopThread
+from partition.coordinator.loop import STOPPED, LoopThread
 from partition.coordinator.topology import Topology, split_plan
-from partition.errors import PartitionError
+from partition.errors import PartitionError, StoppedError
 from partition.types import Plan, Stage
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class Deployment:
     # asyncio poller serves one loop; a closed one beside it gets callbacks it cannot take) and takes
     # the loop over from it
     owns_loop: bool = True
+    closed: bool = False  # set first thing by close(): what is under way then must not go on
 
     @property
     def devices(self) -> dict[str, str]:
@@ -65,8 +66,15 @@ class Deployment:
         """Whether a worker holds the head (the chain returns logits, not hidden states)."""
         return self.chain is not None and self.tail_model is None
 
+    def check_open(self) -> None:
+        """StoppedError once close() began: a step or a reload on a closed deployment would run without
+        its chain or segments, and a request still under way must end, not go on through half of it."""
+        if self.closed:
+            raise StoppedError(STOPPED)
+
     def close(self) -> None:
         """Close the channels and let the edge's segments go (a replaced deployment holds memory)."""
+        self.closed = True
         if self.chain is not None:
             self.loop.run(self.chain.close(), timeout_s=10)
             self.chain = None
@@ -178,6 +186,7 @@ def load_workers(deployment: Deployment, connect_wait_s: float = 0.0) -> None:
     reconnect backoff (channels to one address share it). Raises DeployError for a wrong ack,
     StageCallError for a worker that refuses or is still away.
     """
+    deployment.check_open()
     plan, topology, chain = deployment.plan, deployment.topology, deployment.chain
     if connect_wait_s:  # a worker that hangs would hold LoadSegment for its whole timeout
         away = deployment.loop.run(chain.away(connect_wait_s))

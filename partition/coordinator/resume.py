@@ -99,6 +99,7 @@ class ResumingSession:
                     logits = self.session.step(token_ids, position)
                 break
             except StageCallError as error:
+                self._current().check_open()  # serve stopping cancelled the call: no worker was lost
                 if not (worker_lost(error) or self._replaced()) or self._reopened >= self.max_resumes:
                     raise
                 self._lost(error)

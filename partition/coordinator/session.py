@@ -42,6 +42,7 @@ class PipelineSession:
         context: int | None = None,
         sampling: SamplingParams | None = None,  # greedy when None
     ):
+        deployment.check_open()
         self.deployment = deployment
         self.logits_top_k = logits_to_return(sampling or SamplingParams(), deployment.source.spec.vocab_size)
         self.session_id = session_id or uuid.uuid4().hex[:16]
@@ -81,6 +82,7 @@ class PipelineSession:
     @torch.inference_mode()
     def _forward(self, token_ids: list[int], position: int, every_position: bool) -> torch.Tensor:
         d = self.deployment
+        d.check_open()  # closed, it has neither chain nor segments: the step would compute nonsense
         step_start_ns = time.time_ns()
         x = torch.tensor([token_ids], dtype=torch.long)
         front_s = tail_s = 0.0

@@ -3,6 +3,7 @@ the request goes on (coordinator/resume.py) and its tokens are those of an unint
 
 import contextlib
 import threading
+import types
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -215,8 +216,9 @@ def test_a_session_that_outlived_another_requests_reload_resumes_within_its_budg
         worker["loaded"] = True
         return True
 
+    serving = types.SimpleNamespace(check_open=lambda: None)  # the deployment: open, never replaced
     session = ResumingSession(
-        lambda _: Session(), reload_workers, lambda: None, lambda: worker["tries"], max_resumes=1
+        lambda _: Session(), reload_workers, lambda: serving, lambda: worker["tries"], max_resumes=1
     )
     session.step([1, 2], 0)
     worker["tries"] += 1  # another request's reload, which this session outlives
