@@ -108,9 +108,13 @@ def auth_metadata(config: TransportConfig) -> tuple[tuple[str, str], ...]:
 
 RECONNECT_MIN_MS = 250
 RECONNECT_MAX_MS = 2_000
-# How long a call waits for a lost peer's channel to be up again before it fails: one reconnect
-# attempt (at most RECONNECT_MAX_MS after the last) and a margin.
-RECONNECT_WAIT_S = RECONNECT_MAX_MS / 1000 + 1.0
+# How long a lost peer is waited for before a call to it fails: a supervisor's restart, then one
+# reconnect attempt (at most RECONNECT_MAX_MS after the last) and a margin. A worker stopped with
+# SIGTERM and started again at once listens 1.4-3.9 s after its drain ended its calls (the old process
+# exits 0.1-2.6 s after, a new one listens 1.3 s after its start), so a wait of one reconnect alone
+# (3 s) lost most such requests; a kill -9 and restart takes the same 1.3 s to listen.
+RESTART_S = 5.0
+RECONNECT_WAIT_S = RESTART_S + RECONNECT_MAX_MS / 1000 + 1.0
 
 
 async def reachable(channel: grpc.aio.Channel, timeout_s: float = RECONNECT_WAIT_S) -> bool:

@@ -2,7 +2,9 @@
 the request goes on (coordinator/resume.py) and its tokens are those of an uninterrupted run."""
 
 import contextlib
+import dataclasses
 import threading
+import time
 import types
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,6 +22,9 @@ from partition.transport.local import spawn_worker
 from tests.coordinator.plans import split_plan
 
 TOKENS = 24
+GRACE_S = 0.5  # the workers' drain on SIGTERM: shorter than what is left of the answer when it comes
+WORKER_ARGS = ("--threads", "1", "--grace", str(GRACE_S))
+SUPERVISOR_DELAY_S = 2.0  # between a worker's exit and its start again (systemd's RestartSec=2)
 
 
 class Restarts:
@@ -27,15 +32,20 @@ class Restarts:
 
     def __init__(self, device: str = "server-a") -> None:
         self.device = device
-        self.worker = spawn_worker(device, extra_args=("--threads", "1"))
+        self.worker = spawn_worker(device, extra_args=WORKER_ARGS)
         self.port = int(self.worker.address.rsplit(":", 1)[1])
 
     def kill(self) -> None:
         self.worker.process.kill()
         self.worker.process.wait(timeout=30)
 
+    def terminate(self) -> None:
+        """SIGTERM, as a supervisor stops a worker: it drains for its grace, then ends its calls."""
+        self.worker.process.terminate()
+        self.worker.process.wait(timeout=30)
+
     def start_again(self) -> None:
-        self.worker = spawn_worker(self.device, port=self.port, extra_args=("--threads", "1"))
+        self.worker = spawn_worker(self.device, port=self.port, extra_args=WORKER_ARGS)
 
 
 @contextlib.contextmanager
@@ -93,6 +103,31 @@ def test_a_worker_restarted_mid_request_costs_a_pause_and_no_token(answerer):
     assert len(steps) == TOKENS and len({session for session, _ in steps}) == 2
     replay = next(n for (session, token), n in steps.items() if session != first_session and token == 0)
     assert replay > len(resumed.result.prompt_token_ids)
+
+
+def test_a_worker_stopped_with_sigterm_and_restarted_by_a_supervisor_costs_a_pause_and_no_token(answerer):
+    answerer, restarts = answerer
+    long = dataclasses.replace(request(answerer), max_new_tokens=48)
+    long = dataclasses.replace(long, context=len(long.prompt_ids) + 48)
+    whole = answerer.answer(long)
+    assert len(whole.result.token_ids) == 48
+
+    def supervisor() -> None:  # the answer goes on through the drain; its calls end when the drain does
+        restarts.terminate()
+        time.sleep(SUPERVISOR_DELAY_S)
+        restarts.start_again()
+
+    restarting = threading.Thread(target=supervisor, daemon=True)
+    chunks = []
+
+    def stop_after_the_third_chunk(text: str) -> None:
+        chunks.append(text)
+        if len(chunks) == 3:
+            restarting.start()
+
+    resumed = answerer.answer(long, on_text=stop_after_the_third_chunk)
+    restarting.join(60)
+    assert resumed.resumes == 1 and resumed.result.token_ids == whole.result.token_ids
 
 
 def test_a_worker_that_stays_away_ends_the_request_named_and_the_next_one_heals(answerer):
