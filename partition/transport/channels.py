@@ -35,7 +35,10 @@ class TransportConfig:
         None  # expected name in the server certificate when it differs from the host
     )
     max_message_bytes: int = MAX_MESSAGE_BYTES  # bytes, both directions
-    keepalive_s: float = 30.0  # seconds between HTTP/2 pings on idle connections (detects dead peers)
+    # Seconds between HTTP/2 pings on idle connections: a peer that stops answering them (a dead host, a
+    # stopped or hung process) is given up keepalive_s + 10 s after it went quiet, mid-step included (a
+    # step has no deadline); with 30 s a hung worker held its request silent for over a minute.
+    keepalive_s: float = 10.0
 
     @property
     def tls(self) -> bool:
@@ -106,6 +109,7 @@ def auth_metadata(config: TransportConfig) -> tuple[tuple[str, str], ...]:
     return ((AUTH_HEADER, f"Bearer {config.token}"),) if config.token else ()
 
 
+KEEPALIVE_TIMEOUT_MS = 10_000
 RECONNECT_MIN_MS = 250
 RECONNECT_MAX_MS = 2_000
 # How long a lost peer is waited for before a call to it fails: a supervisor's restart, then one
@@ -133,7 +137,8 @@ def channel_options(config: TransportConfig) -> list[tuple[str, int | str]]:
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.keepalive_time_ms", int(config.keepalive_s * 1000)),
-        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.keepalive_permit_without_calls", 1),
         # A worker that went away is tried again at least every RECONNECT_MAX_MS (gRPC's default backs

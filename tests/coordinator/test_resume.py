@@ -3,6 +3,8 @@ the request goes on (coordinator/resume.py) and its tokens are those of an unint
 
 import contextlib
 import dataclasses
+import os
+import signal
 import threading
 import time
 import types
@@ -17,6 +19,7 @@ from partition.coordinator.deploy import deploy
 from partition.coordinator.resume import ResumingSession
 from partition.model.generation import GenerationRequest
 from partition.runtime.errors import NOTHING_LOADED
+from partition.transport.channels import KEEPALIVE_TIMEOUT_MS, RECONNECT_WAIT_S, TransportConfig
 from partition.transport.client import StageCallError
 from partition.transport.local import spawn_worker
 from tests.coordinator.plans import split_plan
@@ -128,6 +131,31 @@ def test_a_worker_stopped_with_sigterm_and_restarted_by_a_supervisor_costs_a_pau
     resumed = answerer.answer(long, on_text=stop_after_the_third_chunk)
     restarting.join(60)
     assert resumed.resumes == 1 and resumed.result.token_ids == whole.result.token_ids
+
+
+def test_a_worker_that_hangs_mid_answer_ends_the_request_named_within_its_keepalive(answerer):
+    """A stopped process keeps its connections up and a step has no deadline: the channel's keepalive
+    ping going unanswered is what ends the call (then the wait for it to be back). With gRPC's default
+    ping timeout of 60 s the client heard nothing for over a minute."""
+    answerer, restarts = answerer
+    chunks = []
+
+    def hang_after_the_third_chunk(text: str) -> None:
+        chunks.append(text)
+        if len(chunks) == 3:
+            os.kill(restarts.worker.pid, signal.SIGSTOP)
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(StageCallError) as failure:
+            answerer.answer(request(answerer), on_text=hang_after_the_third_chunk)
+        silent_s = time.monotonic() - started
+    finally:
+        os.kill(restarts.worker.pid, signal.SIGCONT)
+    assert failure.value.device == "server-a" and "UNAVAILABLE" in str(failure.value)
+    # pinged within keepalive_s of its last answer, given up KEEPALIVE_TIMEOUT_MS later, then waited for
+    bound_s = TransportConfig().keepalive_s + KEEPALIVE_TIMEOUT_MS / 1000 + RECONNECT_WAIT_S + 10
+    assert silent_s < bound_s
 
 
 def test_a_worker_that_stays_away_ends_the_request_named_and_the_next_one_heals(answerer):
