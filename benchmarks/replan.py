@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from partition.model.generation import GenerationRequest
     from partition.model.tokenizer import load_tokenizer
     from partition.plan.synthetic import chosen_split_plan, star_cluster, synthetic_profile
+    from partition.transport.channels import RECONNECT_WAIT_S
     from partition.transport.client import StageCallError
     from partition.transport.local import spawn_worker
     from partition.types import ModelRef, Segment, Stage, Workload
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         answerer that re-plans, resumes and takes back (looking at every request), one over the same
         deployment that loses the request."""
         start_server_b_again()
-        deployment = deploy(plan, addresses, max_context=256, max_sessions=1)
+        # server-b's channel in this process may still be backing off from when it was away
+        deployment = deploy(plan, addresses, max_context=256, max_sessions=1, connect_wait_s=RECONNECT_WAIT_S)
         pair = (
             Answerer(deployment, failover=Failover(cluster, addresses, recheck_s=0.0)),
             Answerer(deployment, max_resumes=0),
