@@ -109,7 +109,7 @@ def auth_metadata(config: TransportConfig) -> tuple[tuple[str, str], ...]:
     return ((AUTH_HEADER, f"Bearer {config.token}"),) if config.token else ()
 
 
-KEEPALIVE_TIMEOUT_MS = 10_000
+KEEPALIVE_TIMEOUT_MS = 10_000  # a keepalive ping unanswered this long ends the connection's calls
 RECONNECT_MIN_MS = 250
 RECONNECT_MAX_MS = 2_000
 # How long a lost peer is waited for before a call to it fails: a supervisor's restart, then one
@@ -138,6 +138,7 @@ def channel_options(config: TransportConfig) -> list[tuple[str, int | str]]:
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.keepalive_time_ms", int(config.keepalive_s * 1000)),
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        # gRPC's own timeout of every ping, 60 s by default, is what ended a call to a hung peer
         ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.keepalive_permit_without_calls", 1),
