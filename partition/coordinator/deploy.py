@@ -67,8 +67,9 @@ class Deployment:
         return self.chain is not None and self.tail_model is None
 
     def check_open(self) -> None:
-        """StoppedError once close() began: a step or a reload on a closed deployment would run without
-        its chain or segments, and a request still under way must end, not go on through half of it."""
+        """StoppedError once close() began: a step on a closed deployment would run without its chain or
+        segments (PipelineSession checks every step), and a request still under way must end, not go
+        on through half of it (whatever else the stop cuts short, Answerer.answer says so)."""
         if self.closed:
             raise StoppedError(STOPPED)
 
@@ -186,7 +187,6 @@ def load_workers(deployment: Deployment, connect_wait_s: float = 0.0) -> None:
     reconnect backoff (channels to one address share it). Raises DeployError for a wrong ack,
     StageCallError for a worker that refuses or is still away.
     """
-    deployment.check_open()
     plan, topology, chain = deployment.plan, deployment.topology, deployment.chain
     if connect_wait_s:  # a worker that hangs would hold LoadSegment for its whole timeout
         away = deployment.loop.run(chain.away(connect_wait_s))

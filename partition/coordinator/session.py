@@ -42,7 +42,6 @@ class PipelineSession:
         context: int | None = None,
         sampling: SamplingParams | None = None,  # greedy when None
     ):
-        deployment.check_open()
         self.deployment = deployment
         self.logits_top_k = logits_to_return(sampling or SamplingParams(), deployment.source.spec.vocab_size)
         self.session_id = session_id or uuid.uuid4().hex[:16]
