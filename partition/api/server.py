@@ -4,7 +4,7 @@
     POST /v1/chat/completions   messages -> the assistant's answer (stream: server-sent events)
     POST /v1/completions        prompt -> its continuation
     GET  /metrics               requests, tokens, TTFT, TPOT, every link's and stage's time (Prometheus)
-    GET  /health                200 while the endpoint is up, with the plan it serves
+    GET  /health                whether it can answer now (every worker probed), with the plan it serves
 
 HEAD answers as GET does, without the body (load balancers probe /health so). A request body comes with
 Content-Length or `Transfer-Encoding: chunked`. Whatever cannot be answered, a malformed request line
@@ -43,6 +43,7 @@ from partition.api.requests import CHAT, COMPLETION, ApiError, Served, parse_bod
 from partition.api.serving_stats import ServingStats
 from partition.coordinator.answer import Answerer
 from partition.coordinator.deploy import DeployError
+from partition.coordinator.health import check_health
 from partition.errors import ContextOverflowError, PartitionError, StoppedError
 from partition.metrics import json_out
 from partition.transport.client import StageCallError
@@ -174,15 +175,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._discard_body()
         try:
             if path == "/health":
-                plan = self.server.answerer.deployment.plan
+                answerer = self.server.answerer
+                health = check_health(answerer)
+                plan = answerer.deployment.plan
                 self._send_json(
-                    200,
+                    health.http_status,
                     {
-                        "status": "ok",
+                        **health.report(),
                         "model": self.server.served.model,
                         "plan_id": plan.plan_id,
                         "epoch": plan.epoch,
-                        **self.server.answerer.labels,
+                        **answerer.labels,
                     },
                 )
                 return

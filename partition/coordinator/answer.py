@@ -243,6 +243,11 @@ class Answerer:
         self._live.add(session)
 
     @property
+    def restarts_workers(self) -> bool:
+        """Whether a worker that went away is started again here (serve --spawn-local)."""
+        return self._before_reload is not None
+
+    @property
     def running(self) -> int:
         """Requests generating now."""
         return len(self._live)

@@ -34,14 +34,13 @@ def post(url: str, path: str, body: dict) -> tuple[int, dict]:
         connection.close()
 
 
-def get(url: str, path: str) -> int:
+def health(url: str) -> tuple[int, dict]:
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT_S)
     try:
-        connection.request("GET", path)
+        connection.request("GET", "/health")
         response = connection.getresponse()
-        response.read()
-        return response.status
+        return response.status, json.loads(response.read())
     finally:
         connection.close()
 
@@ -94,12 +93,19 @@ def test_serve_http_answers_names_a_dead_worker_heals_when_it_is_back_and_stops_
         message = reply["error"]["message"]
         assert f"server-a at {worker.address}: UNAVAILABLE" in message and "start it again" in message
         assert reply["error"]["type"] == "server_error"
-        assert get(url, "/health") == 200  # the endpoint itself stays up
+        # the endpoint stays up, and tells a load balancer it cannot answer until server-a is back
+        status, said = health(url)
+        assert status == 503 and said["status"] == "unavailable" and said["away"] == ["server-a"], said
+        assert "start the worker of server-a again" in said["advice"]
 
         # started again at its address, it gets its segment back with the next request (503 seen before)
         port = int(worker.address.rsplit(":", 1)[1])
         worker = spawn_worker("server-a", port=port, extra_args=("--threads", "1"))
         assert ask_paris(url)
+        assert health(url) == (
+            200,
+            {"status": "ok", "model": plan.model.name, "plan_id": plan.plan_id, "epoch": plan.epoch},
+        )
         # and when it restarts between two requests, the next one loads it again and is answered
         worker.process.kill()
         worker.process.wait(timeout=30)
@@ -160,6 +166,9 @@ def test_serve_spawn_local_starts_a_worker_of_its_own_again_when_it_dies(smollm2
         assert ask_paris(url)
 
         os.kill(pid, signal.SIGKILL)  # the worker serve started for server-a, by its process id
+        wait_until_refused(address)
+        status, said = health(url)  # still in rotation: the next request starts the worker again
+        assert status == 200 and said["status"] == "degraded" and said["away"] == ["server-a"], said
         assert ask_paris(url)  # answered: serve started it again and gave it its segment
         assert "partition_worker_reloads_total 1" in metrics(url)
         # A SIGTERM: the new worker closes its port at once, but lives on for its grace period

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from partition.artifacts import load_plan, save_plan
 from partition.transport.local import spawn_worker
-from tests.api.test_serve_http_cli import ask_paris, metrics, wait_for_url
+from tests.api.test_serve_http_cli import ask_paris, health, metrics, wait_for_url
 from tests.coordinator.plans import profiled_cluster, split_plan
 
 STAGES = [("phone", 0, 16, "raw"), ("server-a", 16, 24, "raw"), ("server-b", 24, 32, "raw")]
@@ -40,6 +40,9 @@ def test_serve_http_replans_around_a_worker_that_stays_away(smollm2, tmp_path):
         assert "partition_replans_total 1" in scraped and "partition_rejoins_total 0" in scraped
         assert re.search(rf'partition_plan_info\{{plan_id="{replanned.plan_id}",epoch="2"', scraped), scraped
         assert ask_paris(url)  # and goes on answering there
+        status, said = health(url)
+        assert status == 200 and said["status"] == "degraded" and said["planned_around"] == ["server-b"], said
+        assert "away" not in said and said["plan_id"] == replanned.plan_id
 
         serve.send_signal(signal.SIGTERM)
         _, err = serve.communicate(timeout=60)

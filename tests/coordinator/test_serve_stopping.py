@@ -9,6 +9,7 @@ import warnings
 
 import pytest
 
+from partition.coordinator.health import Health, check_health
 from partition.coordinator.loop import LoopThread
 from partition.errors import StoppedError
 from tests.coordinator.test_resume import TOKENS, request, served
@@ -21,6 +22,14 @@ def test_a_request_after_serve_stopped_is_refused_as_stopped(smollm2):
         answerer.close()
         with pytest.raises(StoppedError, match="serve stopped while this request was under way"):
             answerer.answer(request(answerer))
+
+
+def test_health_says_ok_while_serving_and_unavailable_once_serve_stops(smollm2):
+    with served(smollm2) as (answerer, _):
+        assert check_health(answerer) == Health("ok")
+        answerer.close()
+        stopped = check_health(answerer)
+        assert stopped.http_status == 503 and stopped.status == "unavailable" and "stopping" in stopped.advice
 
 
 def test_a_request_whose_serve_stops_between_two_tokens_ends_stopped(smollm2):
