@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"partition {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print(f"partition {args.command}: stopped by SIGINT (Ctrl-C)", file=sys.stderr)
         return 130
     except Terminated as stop:
         print(f"partition {args.command}: stopped by {stop}", file=sys.stderr)

@@ -182,15 +182,18 @@ class SpawnedWorkers:
                     )
                 if time.monotonic() - self._failed_at.get(worker.name, -math.inf) < RESTART_BACKOFF_S:
                     continue
-                if worker.alive():
+                stopped_here = worker.alive()
+                if stopped_here:
                     log.warning(
                         "local worker %s (pid %d) takes no connections at %s; stopping it",
                         worker.name, worker.pid, worker.address,
                     )  # fmt: skip
                     worker.stop(STOP_WAIT_S, keep_log=True)  # its log says why, as a dead one's
+                # a code of ours (-9 for a hung one) is not taken for how it died
+                ended = "was stopped here, code" if stopped_here else "exited with"
                 log.warning(
-                    "local worker %s (pid %d) exited with %s (its log is kept at %s); starting it again at %s",
-                    worker.name, worker.pid, worker.process.returncode, worker.log_path, worker.address,
+                    "local worker %s (pid %d) %s %s (its log is kept at %s); starting it again at %s",
+                    worker.name, worker.pid, ended, worker.process.returncode, worker.log_path, worker.address,
                 )  # fmt: skip
                 try:
                     self.start(worker.name, worker.address)

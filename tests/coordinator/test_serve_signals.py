@@ -1,6 +1,7 @@
 """`partition serve --spawn-local` stopped by a signal (a job scheduler's SIGTERM, a closed terminal's
-SIGHUP): it stops the workers it started, as Ctrl-C does, instead of leaving them to init. Killed with
-SIGKILL, it runs nothing more, and the workers stop by themselves once their stdin pipe closes."""
+SIGHUP, Ctrl-C's SIGINT): it stops the workers it started and says what stopped it, instead of leaving
+them to init. Killed with SIGKILL, it runs nothing more, and the workers stop by themselves once their
+stdin pipe closes."""
 
 import os
 import re
@@ -49,7 +50,7 @@ def _serve_until_a_worker_starts(smollm2, tmp_path) -> tuple[subprocess.Popen, i
     raise AssertionError("serve did not say which worker it started")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_a_signal_mid_answer_stops_the_workers_serve_started(smollm2, tmp_path, signum):
     serve, worker_pid = _serve_until_a_worker_starts(smollm2, tmp_path)
     try:
