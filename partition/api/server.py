@@ -338,6 +338,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._failed(failure)
                 return
             self.server.stats.ended(str(failure.status))
+            # the access log has its 200 (sent with the first text): say what the stream ended with
+            log.warning(
+                '%s "%s" streamed with 200, then ended with a %d (%s): %s',
+                self.address_string(), self.requestline, failure.status, failure.code, failure.message,
+            )  # fmt: skip
             try:  # the stream has begun with status 200: the error goes as its last event
                 events.send(failure.body())
                 events.done()

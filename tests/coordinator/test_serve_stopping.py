@@ -102,7 +102,7 @@ def test_a_closed_loop_ends_what_waits_on_it_and_runs_nothing_more():
     assert not [w for w in caught if "never awaited" in str(w.message)]
 
 
-def test_an_http_stream_cut_by_the_stop_ends_with_a_503_event_and_later_requests_get_a_503(smollm2):
+def test_an_http_stream_cut_by_the_stop_ends_with_a_503_event_and_later_requests_get_a_503(smollm2, caplog):
     from partition.api.server import ApiServer
     from tests.api.test_http_endpoint import events
     from tests.api.test_http_endpoint import request as http_request
@@ -134,6 +134,11 @@ def test_an_http_stream_cut_by_the_stop_ends_with_a_503_event_and_later_requests
             assert not [
                 e for e in sent[:-2] if e["choices"][0].get("finish_reason")
             ]  # never passed for whole
+            # the access log says 200 for it: the log says how it ended
+            assert (
+                '"POST /v1/chat/completions HTTP/1.1" streamed with 200, then ended with a 503 (server_stopping)'
+                in caplog.text
+            )
             status, reply = http_request(server, "POST", "/v1/chat/completions", body)
             assert status == 503 and reply["error"]["code"] == "server_stopping"
         finally:
