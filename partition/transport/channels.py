@@ -121,6 +121,27 @@ RESTART_S = 5.0
 RECONNECT_WAIT_S = RESTART_S + RECONNECT_MAX_MS / 1000 + 1.0
 
 
+# What gRPC's asyncio call says (as INTERNAL) of a write its core could not start: the stream's connection
+# broke under it (its peer killed mid-step), or the peer ended the call as we wrote, its status lost.
+CORE_WRITE_FAILED = "Internal error from Core"
+
+
+def call_status(
+    code: grpc.StatusCode, details: str, channel: grpc.aio.Channel
+) -> tuple[grpc.StatusCode, str]:
+    """How a call on `channel` ended, a write the core refused once the connection broke said as what it
+    is: UNAVAILABLE (the peer is gone, and a request resumes once it is back), not INTERNAL (a fault of
+    the pipeline). With the channel still connected, the peer only ended the call as we wrote, and
+    INTERNAL stands."""
+    if (
+        code == grpc.StatusCode.INTERNAL
+        and details == CORE_WRITE_FAILED
+        and channel.get_state(try_to_connect=False) != grpc.ChannelConnectivity.READY
+    ):
+        return grpc.StatusCode.UNAVAILABLE, f"the connection broke mid-call ({details})"
+    return code, details
+
+
 async def reachable(channel: grpc.aio.Channel, timeout_s: float = RECONNECT_WAIT_S) -> bool:
     """Wait until `channel` is connected, at most `timeout_s`; whether it is. A peer that went away is
     tried again at the reconnect backoff, and until then calls to it fail at once even when it is back:

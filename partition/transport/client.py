@@ -26,7 +26,13 @@ import torch
 
 from partition.errors import PartitionError
 from partition.runtime.errors import InvalidRequestError
-from partition.transport.channels import TransportConfig, auth_metadata, open_channel, reachable
+from partition.transport.channels import (
+    TransportConfig,
+    auth_metadata,
+    call_status,
+    open_channel,
+    reachable,
+)
 from partition.transport.generated import deploy_pb2, forward_pb2, measure_pb2
 from partition.transport.links import FORWARD, STAGE_SERVICE, probe_method
 from partition.transport.tensors import MAX_ELEMENTS, from_proto, to_proto
@@ -38,6 +44,7 @@ OPEN_TIMEOUT_S = 60.0  # seconds for a whole chain to accept a session
 STEP_TIMEOUT_S = 120.0  # seconds for one step's result (a long prefill on a slow device)
 CLOSE_TIMEOUT_S = 5.0  # seconds for a closed session's streams to end by themselves
 CHAIN_STATUS_WAIT_S = 2.0  # seconds to wait for the CHAIN stream's status after RETURN ended early
+CHAIN, RETURN = forward_pb2.STREAM_ROLE_CHAIN, forward_pb2.STREAM_ROLE_RETURN  # a session's two streams
 
 
 class StageCallError(PartitionError):
@@ -118,7 +125,7 @@ class StageClient:
         payload = bytes(payload_bytes)
         samples = []
         try:
-            async with _stage_errors(call, self.address):
+            async with _stage_errors(call, self.address, self.channel):
                 for _ in range(rounds):
                     request = measure_pb2.ProbeRequest(
                         payload=payload, reply_bytes=reply_bytes, client_sent_unix_ns=time.time_ns()
@@ -155,7 +162,7 @@ class StageClient:
         """`request` on a Probe stream of its own and the one reply to it (None if the call ended first)."""
         call = self._probe_call(timeout_s)
         try:
-            async with _stage_errors(call, self.address):
+            async with _stage_errors(call, self.address, self.channel):
                 await call.write(request)
                 reply = await call.read()
                 await call.done_writing()
@@ -295,16 +302,11 @@ class ChainSession:
         self._return_call = forward_call(chain.stages[-1])
 
     async def _open(self, timeout_s: float) -> None:
-        first, last = self.chain.addresses[0], self.chain.addresses[-1]
         try:
             async with asyncio.timeout(timeout_s):
                 opened = await asyncio.gather(
-                    _open_stream(
-                        self._chain_call, self.ref, self.pair_id, forward_pb2.STREAM_ROLE_CHAIN, first
-                    ),
-                    _open_stream(
-                        self._return_call, self.ref, self.pair_id, forward_pb2.STREAM_ROLE_RETURN, last
-                    ),
+                    _open_stream(self._chain_call, self.ref, self.pair_id, CHAIN, self.chain.stages[0]),
+                    _open_stream(self._return_call, self.ref, self.pair_id, RETURN, self.chain.stages[-1]),
                 )
         except BaseException as error:
             self._cancel()
@@ -316,7 +318,7 @@ class ChainSession:
                 raise StageCallError(
                     grpc.StatusCode.DEADLINE_EXCEEDED,
                     f"the chain did not accept the session within {timeout_s:g} s",
-                    first,
+                    self.chain.addresses[0],
                 ) from None
             raise
         self.stages = tuple(opened[0].stages)
@@ -466,27 +468,30 @@ class ChainSession:
 
     async def _chain_failure(self) -> StageCallError:
         code = await self._chain_call.code()
-        details = await self._chain_call.details()
+        details = await self._chain_call.details() or ""
         if code == grpc.StatusCode.OK:
             code, details = grpc.StatusCode.ABORTED, "the chain ended the session's stream"
-        return StageCallError(code, details or "", self.chain.addresses[0])
+        else:
+            code, details = call_status(code, details, self.chain.stages[0].channel)
+        return StageCallError(code, details, self.chain.addresses[0])
 
 
 @contextlib.asynccontextmanager
-async def _stage_errors(call: grpc.aio.StreamStreamCall, address: str):
-    """A streaming call's failures as StageCallError naming the stage at `address`."""
+async def _stage_errors(call: grpc.aio.StreamStreamCall, address: str, channel: grpc.aio.Channel):
+    """A streaming call's failures as StageCallError naming the stage at `address` (on `channel`)."""
     try:
         yield
     except grpc.aio.AioRpcError as error:
-        raise StageCallError(error.code(), error.details() or "", address) from None
+        raise StageCallError(*call_status(error.code(), error.details() or "", channel), address) from None
     except asyncio.InvalidStateError:  # the worker ended the call before our write (e.g. no token)
         raise StageCallError(await call.code(), await call.details() or "", address) from None
 
 
 async def _open_stream(
-    call: grpc.aio.StreamStreamCall, ref: forward_pb2.SessionRef, pair_id: str, role: int, address: str
+    call: grpc.aio.StreamStreamCall, ref: forward_pb2.SessionRef, pair_id: str, role: int, stage: StageClient
 ) -> forward_pb2.StreamOpened:
-    async with _stage_errors(call, address):
+    address = stage.address
+    async with _stage_errors(call, address, stage.channel):
         opening = forward_pb2.OpenStream(session=ref, pair_id=pair_id, role=role)
         await call.write(forward_pb2.ForwardRequest(open=opening))
         reply = await call.read()

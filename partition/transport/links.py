@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import grpc
 
-from partition.transport.channels import TransportConfig, auth_metadata, open_channel, reachable
+from partition.transport.channels import TransportConfig, auth_metadata, call_status, open_channel, reachable
 from partition.transport.generated import forward_pb2, measure_pb2, stage_pb2
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,9 @@ class StatusError(Exception):
         self.details = details
 
     @staticmethod
-    def from_rpc(error: grpc.aio.AioRpcError, address: str) -> StatusError:
-        code = error.code()
-        details = error.details() or ""
+    def from_rpc(error: grpc.aio.AioRpcError, address: str, channel: grpc.aio.Channel) -> StatusError:
+        """The status our call to the next stage at `address`, on `channel`, failed with, to pass upstream."""
+        code, details = call_status(error.code(), error.details() or "", channel)
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             details = (
                 f"cannot reach the next stage at {address} ({details}); check that its worker runs and "
@@ -79,9 +79,14 @@ class Downstream:
     """This stage's CHAIN stream to the next stage, for one session."""
 
     def __init__(
-        self, call: grpc.aio.StreamStreamCall, address: str, opened: forward_pb2.StreamOpened
+        self,
+        call: grpc.aio.StreamStreamCall,
+        channel: grpc.aio.Channel,
+        address: str,
+        opened: forward_pb2.StreamOpened,
     ) -> None:
         self._call = call
+        self._channel = channel
         self.address = address
         self.opened = opened
         self._closing = False
@@ -101,7 +106,7 @@ class Downstream:
             await call.write(open_request)
             reply = await asyncio.wait_for(call.read(), OPEN_TIMEOUT_S)
         except grpc.aio.AioRpcError as error:
-            raise StatusError.from_rpc(error, address) from None
+            raise StatusError.from_rpc(error, address, channel) from None
         except asyncio.InvalidStateError:  # the next stage ended the call before our first write
             reply = grpc.aio.EOF
         except TimeoutError:
@@ -118,7 +123,7 @@ class Downstream:
                     f"the next stage at {address} ended the stream unopened",
                 )
             raise StatusError(code, details)
-        return Downstream(call, address, reply.opened)
+        return Downstream(call, channel, address, reply.opened)
 
     def on_failure(self, callback: Callable[[StatusError], None]) -> None:
         """Call `callback` if the stream ends with an error before `finish`."""
@@ -133,7 +138,7 @@ class Downstream:
         try:
             await self._call.write(step)
         except grpc.aio.AioRpcError as error:
-            raise StatusError.from_rpc(error, self.address) from None
+            raise StatusError.from_rpc(error, self.address, self._channel) from None
         except asyncio.InvalidStateError:  # the call already ended; its status explains why
             raise (await self._ended) or StatusError(
                 grpc.StatusCode.INTERNAL, f"the stream to {self.address} ended"
@@ -166,7 +171,7 @@ class Downstream:
                 code = await self._call.code()
                 status = None if code == grpc.StatusCode.OK else StatusError(code, await self._call.details())
         except grpc.aio.AioRpcError as error:
-            status = StatusError.from_rpc(error, self.address)
+            status = StatusError.from_rpc(error, self.address, self._channel)
         except asyncio.CancelledError:  # we cancelled the call: nothing to report
             if not self._ended.done():
                 self._ended.set_result(None)

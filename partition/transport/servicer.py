@@ -134,9 +134,10 @@ class StageServicer:
             raise InvalidRequestError(
                 f"Probe: count must be 1..{MAX_PROBE_ROUNDS} with forward_to, got {request.count}"
             )
-        call = self.pool.get(address).stream_stream(
-            PROBE, response_deserializer=measure_pb2.ProbeReply.FromString
-        )(metadata=self.pool.metadata, timeout=PEER_PROBE_TIMEOUT_S)
+        channel = self.pool.get(address)
+        call = channel.stream_stream(PROBE, response_deserializer=measure_pb2.ProbeReply.FromString)(
+            metadata=self.pool.metadata, timeout=PEER_PROBE_TIMEOUT_S
+        )
         samples = []
         try:
             for _ in range(request.count):
@@ -161,7 +162,7 @@ class StageServicer:
                 )
             await call.done_writing()
         except grpc.aio.AioRpcError as error:
-            raise StatusError.from_rpc(error, address) from None
+            raise StatusError.from_rpc(error, address, channel) from None
         except asyncio.InvalidStateError:  # the peer ended the call before a write
             raise StatusError(await call.code(), await call.details() or "") from None
         finally:
