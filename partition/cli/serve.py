@@ -17,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from partition.cli.arguments import whole_number
+from partition.cli.arguments import positive_number, whole_number
 from partition.cli.prompting import add_prompt_arguments, build_request, check_chat_flags, prompt_ids
 from partition.plan.baselines import BASELINES
 
@@ -62,6 +62,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="end a request when a worker stays away, instead of planning again without it and with it "
         "once it is back (re-planning needs --cluster with the devices' profiles)",
+    )
+    parser.add_argument(
+        "--reconnect-wait",
+        type=positive_number("seconds", smallest=1.0),  # the worker's answer to a probe must fit in it
+        metavar="S",
+        help="seconds a worker that went away is waited for (a supervisor's restart) before its request "
+        "ends or is planned around (default 8)",
+    )
+    parser.add_argument(
+        "--recheck",
+        type=positive_number("seconds", zero_allowed=True),
+        metavar="S",
+        help="seconds between looks for a device planned around whose worker listens again (default 10)",
     )
     add_threads_argument(parser)
     parser.add_argument(
@@ -191,7 +204,14 @@ def _run_on_ray(args: argparse.Namespace, plan, http, labels, profiled) -> int:
         ray_stages(plan, args.ray, transport_config(args), args.threads, spare=spare) as stages,
     ):
         failover = (
-            Failover(cluster, stages.addresses, stages.transport, args.plan, revive=stages.revive)
+            Failover(
+                cluster,
+                stages.addresses,
+                stages.transport,
+                args.plan,
+                revive=stages.revive,
+                recheck_s=_recheck_s(args),
+            )
             if cluster is not None
             else None
         )
@@ -235,7 +255,15 @@ def _failover(args: argparse.Namespace, profiled, addresses: dict[str, str], tra
     from partition.coordinator.replan import Failover
 
     cluster = _replan_cluster(args, profiled)
-    return Failover(cluster, addresses, transport, args.plan) if cluster is not None else None
+    if cluster is None:
+        return None
+    return Failover(cluster, addresses, transport, args.plan, recheck_s=_recheck_s(args))
+
+
+def _recheck_s(args: argparse.Namespace) -> float:
+    from partition.coordinator.replan import RECHECK_S
+
+    return RECHECK_S if args.recheck is None else args.recheck
 
 
 def _replan_cluster(args: argparse.Namespace, profiled):
@@ -301,6 +329,7 @@ def _serve(
 ) -> int:
     from partition.coordinator.answer import LOST_ADVICE, Answerer
     from partition.coordinator.deploy import deploy
+    from partition.transport.channels import RECONNECT_WAIT_S
 
     if failover is not None:  # a worker away at the start is planned around, as one lost later
         deployment = failover.deploy(plan, args.max_context, args.max_sessions)
@@ -310,7 +339,12 @@ def _serve(
         )
     try:
         answerer = Answerer(
-            deployment, labels, restart, failover=failover, lost_advice=lost_advice or LOST_ADVICE
+            deployment,
+            labels,
+            restart,
+            failover=failover,
+            lost_advice=lost_advice or LOST_ADVICE,
+            reconnect_wait_s=args.reconnect_wait or RECONNECT_WAIT_S,  # given, it is 1 s at least
         )
     except BaseException:
         deployment.close()

@@ -113,6 +113,7 @@ class Answerer:
         max_resumes: int = MAX_RESUMES,
         failover: Failover | None = None,
         lost_advice: str = LOST_ADVICE,
+        reconnect_wait_s: float = RECONNECT_WAIT_S,
     ) -> None:
         """`labels`: said beside the plan id wherever the plan is named (every answer's report, the
         endpoint's /health and /metrics); serve --baseline names the baseline and the plan it is of.
@@ -121,7 +122,8 @@ class Answerer:
         many times a request goes on after a worker came back or was planned around (0: a lost worker
         ends it, and no re-plan is made). `failover`: re-plans without a worker that stays away;
         without it such a worker ends the request. `lost_advice`: what the error of a request that lost
-        a worker for good tells its user to do."""
+        a worker for good tells its user to do. `reconnect_wait_s`: how long a worker that went away is
+        waited for before it counts as staying away."""
         from partition.model.tokenizer import load_tokenizer
 
         self.deployment = deployment
@@ -138,6 +140,7 @@ class Answerer:
         self._before_reload = before_reload
         self.max_resumes = max_resumes
         self.lost_advice = lost_advice
+        self.reconnect_wait_s = reconnect_wait_s
         self.failover = failover  # None: a worker that stays away ends the request
         self.replans = 0  # times a worker stayed away and the plan was made again without it
         self.rejoins = 0  # times a device planned around was back and a plan with it was deployed
@@ -355,7 +358,7 @@ class Answerer:
         if self._before_reload is not None:
             self._before_reload()
         try:
-            load_workers(d, RECONNECT_WAIT_S)
+            load_workers(d, self.reconnect_wait_s)
         except StageCallError as error:
             if self.failover is None or not still_away(error):
                 raise

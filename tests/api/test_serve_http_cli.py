@@ -78,7 +78,8 @@ def test_serve_http_answers_names_a_dead_worker_heals_when_it_is_back_and_stops_
         plan, plan_file, cluster = served_by_one_worker(smollm2, tmp_path, worker.address)
         serve = subprocess.Popen(
             [sys.executable, "-m", "partition", "serve", "--plan", str(plan_file), "--cluster",
-             str(cluster), "--threads", "1", "--max-context", "256", "--http", "127.0.0.1:0"],
+             str(cluster), "--threads", "1", "--max-context", "256", "--http", "127.0.0.1:0",
+             "--reconnect-wait", "3"],  # server-a stays away until the test starts it: one attempt tells so
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         url, said = wait_for_url(serve)

@@ -25,7 +25,8 @@ def test_serve_http_replans_around_a_worker_that_stays_away(smollm2, tmp_path):
         save_plan(plan, tmp_path / "plan.json")
         serve = subprocess.Popen(
             [sys.executable, "-m", "partition", "serve", "--plan", str(tmp_path / "plan.json"), "--cluster",
-             str(cluster), "--threads", "1", "--max-context", "256", "--http", "127.0.0.1:0"],
+             str(cluster), "--threads", "1", "--max-context", "256", "--http", "127.0.0.1:0",
+             "--reconnect-wait", "3"],  # server-b stays away: one reconnect attempt tells so
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         url, _ = wait_for_url(serve)

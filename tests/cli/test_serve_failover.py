@@ -7,14 +7,14 @@ from argparse import Namespace
 from dataclasses import replace
 
 from partition.cli.serve import _failover, _profiled_cluster
-from partition.coordinator.replan import Failover
+from partition.coordinator.replan import RECHECK_S, Failover
 from tests.coordinator.plans import profiled_cluster, split_plan
 
 STAGES = [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")]
 
 
-def args(cluster, no_replan=False, plan_path="plan.json", baseline=None) -> Namespace:
-    return Namespace(cluster=cluster, no_replan=no_replan, plan=plan_path, baseline=baseline)
+def args(cluster, no_replan=False, plan_path="plan.json", baseline=None, recheck=None) -> Namespace:
+    return Namespace(cluster=cluster, no_replan=no_replan, plan=plan_path, baseline=baseline, recheck=recheck)
 
 
 def failover_of(serve_args: Namespace, plan, addresses: dict[str, str]):
@@ -26,6 +26,8 @@ def test_a_profiled_cluster_file_gives_a_failover_and_no_replan_takes_it_away(sm
     plan = split_plan(smollm2, STAGES)
     failover = failover_of(args(cluster), plan, {"server-a": "127.0.0.1:7001"})
     assert isinstance(failover, Failover) and failover.cluster.edge.name == "phone"
+    assert failover.recheck_s == RECHECK_S  # without --recheck
+    assert failover_of(args(cluster, recheck=0.0), plan, {}).recheck_s == 0.0  # every request looks
     assert failover_of(args(cluster, no_replan=True), plan, {}) is None
     assert failover_of(args(None), plan, {}) is None
     # a baseline is served to be measured as it is: no re-plan, but its memory is still checked

@@ -27,6 +27,10 @@ from partition.types import Pinning
 from tests.coordinator.plans import profiled_cluster, split_plan
 from tests.coordinator.test_resume import request
 
+# Seconds a lost worker is waited for before it is planned around: here it stays away, and a wait of
+# one reconnect attempt tells so (the default, long enough for a supervisor's restart, is tested in
+# test_resume.py).
+STAYS_AWAY_S = 3.0
 THREE_STAGES = [("phone", 0, 16, "raw"), ("server-a", 16, 24, "raw"), ("server-b", 24, 32, "raw")]
 
 
@@ -56,7 +60,7 @@ def serving(smollm2, tmp_path, workers, memory_gb=None, recheck_s=RECHECK_S, ses
     failover = Failover(
         load_cluster(cluster), addresses, plan_path=tmp_path / "plan.json", recheck_s=recheck_s
     )
-    return Answerer(deployment, failover=failover)
+    return Answerer(deployment, failover=failover, reconnect_wait_s=STAYS_AWAY_S)
 
 
 def kill(worker) -> None:
@@ -151,7 +155,7 @@ def test_a_worker_away_when_serving_starts_is_planned_around_then_taken_back(smo
     first = three_stage_plan(smollm2)
     kill(two_workers["server-b"])
     deployment = failover.deploy(first, max_context=128, max_sessions=1)
-    answerer = Answerer(deployment, failover=failover)
+    answerer = Answerer(deployment, failover=failover, reconnect_wait_s=STAYS_AWAY_S)
     try:
         without = deployment.plan
         assert without.epoch == 2 and "server-b" not in {s.device for s in without.stages}
@@ -201,7 +205,8 @@ def test_requests_under_way_on_the_replaced_plan_go_on_on_the_new_one(smollm2, t
     addresses = {name: worker.address for name, worker in two_workers.items()}
     cluster = profiled_cluster(smollm2, tmp_path, addresses, dict.fromkeys(addresses, 8.0))
     deployment = deploy(three_stage_plan(smollm2), addresses, max_context=128, max_sessions=2)
-    answerer = Answerer(deployment, failover=Failover(load_cluster(cluster), addresses))
+    failover = Failover(load_cluster(cluster), addresses)
+    answerer = Answerer(deployment, failover=failover, reconnect_wait_s=STAYS_AWAY_S)
     try:
         whole = answerer.answer(request(answerer))
         chunks, answers = [], []
@@ -302,7 +307,8 @@ def test_requests_starting_during_a_take_back_wait_for_it_and_run_on_the_plan_wi
     addresses = {name: worker.address for name, worker in two_workers.items()}
     cluster = profiled_cluster(smollm2, tmp_path, addresses, dict.fromkeys(addresses, 8.0))
     deployment = deploy(three_stage_plan(smollm2), addresses, max_context=128, max_sessions=2)
-    answerer = Answerer(deployment, failover=Failover(load_cluster(cluster), addresses, recheck_s=0.0))
+    failover = Failover(load_cluster(cluster), addresses, recheck_s=0.0)
+    answerer = Answerer(deployment, failover=failover, reconnect_wait_s=STAYS_AWAY_S)
     try:
         whole = answerer.answer(request(answerer))
         kill(two_workers["server-b"])

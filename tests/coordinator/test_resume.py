@@ -160,6 +160,7 @@ def test_a_worker_that_hangs_mid_answer_ends_the_request_named_within_its_keepal
 
 def test_a_worker_that_stays_away_ends_the_request_named_and_the_next_one_heals(answerer):
     answerer, restarts = answerer
+    answerer.reconnect_wait_s = 3.0  # serve --reconnect-wait: it stays away, one reconnect attempt tells so
 
     chunks = []
 
@@ -171,7 +172,7 @@ def test_a_worker_that_stays_away_ends_the_request_named_and_the_next_one_heals(
     with pytest.raises(StageCallError) as failure:
         answerer.answer(request(answerer), on_text=kill_after_the_third_chunk)
     assert failure.value.device == "server-a" and "UNAVAILABLE" in str(failure.value)
-    assert "start it again" in str(failure.value)
+    assert "no answer within 3 s" in str(failure.value) and "start it again" in str(failure.value)
 
     restarts.start_again()
     again = answerer.answer(request(answerer, "What is the capital of France?"))

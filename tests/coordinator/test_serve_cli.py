@@ -101,7 +101,8 @@ def test_a_worker_dying_mid_answer_is_named_with_what_to_do(smollm2, tmp_path):
         _, plan_file, cluster = served_by_one_worker(smollm2, tmp_path, worker.address)
         serve = subprocess.Popen(
             [sys.executable, "-m", "partition", "serve", "--plan", str(plan_file), "--cluster",
-             str(cluster), "--threads", "1", "--prompt", "Once upon a time", "--max-new-tokens", "2000"],
+             str(cluster), "--threads", "1", "--prompt", "Once upon a time", "--max-new-tokens", "2000",
+             "--reconnect-wait", "3"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         first = serve.stdout.read(1)  # the answer has started streaming
@@ -114,6 +115,7 @@ def test_a_worker_dying_mid_answer_is_named_with_what_to_do(smollm2, tmp_path):
     assert (first + out).endswith("\n")  # the streamed line is ended before the error
     assert "Traceback" not in err, err[-3000:]
     assert f"server-a at {worker.address}: UNAVAILABLE" in err, err[-3000:]
+    assert "no answer within 3 s" in err  # waited for as long as --reconnect-wait said
     assert "start it again" in err and "send the prompt again" in err
 
 

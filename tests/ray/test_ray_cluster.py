@@ -39,6 +39,9 @@ DEVICES = ("phone", "server-a", "server-b")  # phone: the head node and the edge
 STAGES = [("phone", 0, 10, "raw"), ("server-a", 10, 21, "shuffle-zstd"), ("server-b", 21, 32, "raw")]
 N_TOKENS = 32
 STORY = "Tell me a long story about a lighthouse keeper and the sea."
+# serve --reconnect-wait where a lost stage stays away (its node is gone): one reconnect attempt tells
+# so; the default, long enough for a supervisor's restart, is tested in tests/coordinator/test_resume.py
+STAYS_AWAY_S = 3.0
 
 
 def _node_args(device: str) -> dict:
@@ -365,8 +368,9 @@ def test_with_the_clusters_profiles_a_node_lost_mid_request_is_planned_around(
     request starts a stage actor there and is served by the first plan again, one epoch on."""
     from dataclasses import replace
 
-    from partition.coordinator.replan import RECHECK_S
     from tests.coordinator.plans import profiled_cluster
+
+    recheck_s = 2.0  # serve --recheck: how long after the re-plan a request looks for server-a
 
     back = []
 
@@ -378,15 +382,16 @@ def test_with_the_clusters_profiles_a_node_lost_mid_request_is_planned_around(
     def add_a_server_a_node() -> None:
         back.append(cluster.add_node(**_node_args("server-a")))
         cluster.wait_for_nodes()
-        time.sleep(RECHECK_S)  # the re-plan was at least this long ago: the next request looks
+        time.sleep(recheck_s)  # the re-plan was at least this long ago: the next request looks
 
     profiles = profiled_cluster(smollm2, tmp_path, {}, {"server-a": 8.0, "server-b": 8.0})
     plan_path = tmp_path / "plan.json"
     on_server_a = [("phone", 0, 10, "raw"), ("server-a", 10, 32, "shuffle-zstd")]
     save_plan(replace(split_plan(smollm2, on_server_a), codecs=("raw", "shuffle-zstd")), plan_path)
     serve = _serve(
-        plan_path, cluster.address, ray_env, "--cluster", str(profiles), "--json", "--max-new-tokens", "200"
-    )
+        plan_path, cluster.address, ray_env, "--cluster", str(profiles), "--json", "--max-new-tokens", "200",
+        "--recheck", str(recheck_s), "--reconnect-wait", str(STAYS_AWAY_S),
+    )  # fmt: skip
     try:
         stdout, stderr, before, after = _two_answers_interrupted(
             serve, remove_server_a_node, add_a_server_a_node
@@ -419,7 +424,10 @@ def test_with_the_clusters_profiles_a_node_lost_mid_request_is_planned_around(
 def test_a_stage_lost_with_its_node_mid_request_ends_it_with_an_error_naming_the_stage(
     cluster, plan_file, ray_env
 ):
-    serve = _serve(plan_file, cluster.address, ray_env, "--max-new-tokens", "400", "--prompt", STORY)
+    serve = _serve(
+        plan_file, cluster.address, ray_env, "--max-new-tokens", "400", "--prompt", STORY,
+        "--reconnect-wait", str(STAYS_AWAY_S),
+    )  # fmt: skip
     stdout = Output(serve.stdout)
     stderr = Output(serve.stderr)
     try:
