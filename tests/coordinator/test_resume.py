@@ -19,7 +19,7 @@ from partition.coordinator.deploy import deploy
 from partition.coordinator.resume import ResumingSession
 from partition.model.generation import GenerationRequest
 from partition.runtime.errors import NOTHING_LOADED
-from partition.transport.channels import KEEPALIVE_TIMEOUT_MS, RECONNECT_WAIT_S, TransportConfig
+from partition.transport.channels import KEEPALIVE_TIMEOUT_MS, TransportConfig
 from partition.transport.client import StageCallError
 from partition.transport.local import spawn_worker
 from tests.coordinator.plans import split_plan
@@ -138,6 +138,7 @@ def test_a_worker_that_hangs_mid_answer_ends_the_request_named_within_its_keepal
     ping going unanswered is what ends the call (then the wait for it to be back). With gRPC's default
     ping timeout of 60 s the client heard nothing for over a minute."""
     answerer, restarts = answerer
+    answerer.reconnect_wait_s = 3.0  # serve --reconnect-wait: it stays hung, one attempt tells so
     chunks = []
 
     def hang_after_the_third_chunk(text: str) -> None:
@@ -154,7 +155,7 @@ def test_a_worker_that_hangs_mid_answer_ends_the_request_named_within_its_keepal
         os.kill(restarts.worker.pid, signal.SIGCONT)
     assert failure.value.device == "server-a" and "UNAVAILABLE" in str(failure.value)
     # pinged within keepalive_s of its last answer, given up KEEPALIVE_TIMEOUT_MS later, then waited for
-    bound_s = TransportConfig().keepalive_s + KEEPALIVE_TIMEOUT_MS / 1000 + RECONNECT_WAIT_S + 10
+    bound_s = TransportConfig().keepalive_s + KEEPALIVE_TIMEOUT_MS / 1000 + answerer.reconnect_wait_s + 10
     assert silent_s < bound_s
 
 
