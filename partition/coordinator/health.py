@@ -47,14 +47,16 @@ class Health:
 
 def check_health(answerer, wait_s: float = HEALTH_WAIT_S) -> Health:
     """Probe the workers of `answerer`'s deployment (partition.coordinator.answer.Answerer)."""
-    deployment = answerer.deployment  # once: a re-plan may swap it meanwhile
-    chain = deployment.chain
-    try:
-        if deployment.closed:
-            raise StoppedError("serve is stopping")
-        addresses = deployment.loop.run(chain.away(wait_s)) if chain is not None else []
-    except StoppedError:
-        return Health("unavailable", advice="serve is stopping; send requests to another replica")
+    while True:
+        deployment = answerer.deployment  # once per look: a re-plan may swap it meanwhile
+        chain = deployment.chain
+        try:
+            deployment.check_open()
+            addresses = deployment.loop.run(chain.away(wait_s)) if chain is not None else []
+            break
+        except StoppedError:
+            if answerer.deployment is deployment:  # not replaced by a re-plan: serve itself stops
+                return Health("unavailable", advice="serve is stopping; send requests to another replica")
     away = tuple(deployment.devices.get(address, address) for address in addresses)
     failover = answerer.failover
     planned_around = tuple(sorted(failover.lost)) if failover is not None else ()
