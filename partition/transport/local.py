@@ -147,21 +147,31 @@ def spawn_worker(
             command, stdin=subprocess.PIPE, stdout=log_file, stderr=subprocess.STDOUT, env=child_env
         )
     deadline = time.monotonic() + START_TIMEOUT_S
-    while not ready.exists():
-        if process.poll() is not None:
-            process.stdin.close()
-            raise WorkerStartError(
-                f"worker {name} exited with code {process.returncode} before serving; its log:\n"
-                + log_path.read_text(errors="replace")[-4000:]
-            )
-        if time.monotonic() > deadline:
-            process.kill()
-            process.wait()
-            process.stdin.close()
-            raise WorkerStartError(
-                f"worker {name} did not serve within {START_TIMEOUT_S:g} s; log: {log_path}"
-            )
-        time.sleep(0.05)
+    try:
+        while not ready.exists():
+            if process.poll() is not None:
+                process.stdin.close()
+                raise WorkerStartError(
+                    f"worker {name} exited with code {process.returncode} before serving; its log:\n"
+                    + log_path.read_text(errors="replace")[-4000:]
+                )
+            if time.monotonic() > deadline:
+                process.kill()
+                process.wait()
+                process.stdin.close()
+                raise WorkerStartError(
+                    f"worker {name} did not serve within {START_TIMEOUT_S:g} s; log: {log_path}"
+                )
+            time.sleep(0.05)
+    except WorkerStartError:
+        raise
+    except BaseException:  # Ctrl-C while it starts: nothing of it is left, its folder included
+        process.kill()
+        process.wait()
+        process.stdin.close()
+        if scratch_dir is not None:
+            shutil.rmtree(scratch_dir, ignore_errors=True)
+        raise
     info = json.loads(ready.read_text())
     return LocalWorker(name, info["address"], process, log_path, scratch_dir)
 

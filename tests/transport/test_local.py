@@ -58,3 +58,32 @@ def test_a_workers_folder_that_is_not_there_yet_is_made_and_one_that_cannot_be_i
         WorkerStartError, match=f"in {tmp_path}/a-file/below \\({WORKERS_DIR_ENV}\\): Not a directory"
     ):
         spawn_worker("unmade", extra_args=("--threads", "1"))
+
+
+def test_ctrl_c_while_a_worker_starts_leaves_neither_its_process_nor_its_folder(tmp_path, monkeypatch):
+    import subprocess
+    import time
+    from types import SimpleNamespace
+
+    import partition.transport.local as local
+
+    started = []
+
+    def recorded(*args, **kwargs):
+        started.append(subprocess.Popen(*args, **kwargs))
+        return started[-1]
+
+    def interrupted(_seconds: float) -> None:  # where Ctrl-C lands: the wait for the worker to serve
+        raise KeyboardInterrupt
+
+    # the module's own names only: the rest of this process keeps the real sleep and Popen
+    monkeypatch.setenv(WORKERS_DIR_ENV, str(tmp_path))
+    monkeypatch.setattr(
+        local, "subprocess", SimpleNamespace(Popen=recorded, PIPE=subprocess.PIPE, STDOUT=subprocess.STDOUT)
+    )
+    monkeypatch.setattr(local, "time", SimpleNamespace(monotonic=time.monotonic, sleep=interrupted))
+    with pytest.raises(KeyboardInterrupt):
+        spawn_worker("interrupted", extra_args=("--threads", "1"))
+    (process,) = started
+    assert process.returncode == -signal.SIGKILL  # killed and reaped, not left to finish starting
+    assert list(tmp_path.iterdir()) == []
