@@ -43,7 +43,7 @@ from partition.api.requests import CHAT, COMPLETION, ApiError, Served, parse_bod
 from partition.api.serving_stats import ServingStats
 from partition.coordinator.answer import Answerer
 from partition.coordinator.deploy import DeployError
-from partition.coordinator.health import check_health
+from partition.coordinator.health import HealthChecks
 from partition.errors import ContextOverflowError, PartitionError, StoppedError
 from partition.metrics import json_out
 from partition.transport.client import StageCallError
@@ -98,6 +98,7 @@ class ApiServer(ThreadingHTTPServer):
         self.answerer: Answerer | None = None
         self.served: Served | None = None
         self.stats: ServingStats | None = None
+        self.health: HealthChecks | None = None
         self.noted_logits = False  # the log said once what sampling without top_k costs
         self.started = int(time.time())
         self._answering = threading.Condition()
@@ -115,6 +116,7 @@ class ApiServer(ThreadingHTTPServer):
             d.source.spec.max_context,
         )
         self.stats = ServingStats(answerer)
+        self.health = HealthChecks(answerer)
 
     @property
     def url(self) -> str:
@@ -175,19 +177,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._discard_body()
         try:
             if path == "/health":
-                answerer = self.server.answerer
-                health = check_health(answerer)
-                plan = answerer.deployment.plan
-                self._send_json(
-                    health.http_status,
-                    {
-                        **health.report(),
-                        "model": self.server.served.model,
-                        "plan_id": plan.plan_id,
-                        "epoch": plan.epoch,
-                        **answerer.labels,
-                    },
-                )
+                try:
+                    health = self.server.health.current()
+                except Exception as error:  # a fault of ours: a 500 in the same shape, the endpoint up
+                    raise _api_error(error) from None
+                said = {**health.report(), "model": self.server.served.model, **self.server.answerer.labels}
+                self._send_json(health.http_status, said)
                 return
             self._authorize()
             served = self.server.served.model
@@ -341,7 +336,8 @@ class _Handler(BaseHTTPRequestHandler):
             # the access log has its 200 (sent with the first text): say what the stream ended with
             log.warning(
                 '%s "%s" streamed with 200, then ended with a %d (%s): %s',
-                self.address_string(), self.requestline, failure.status, failure.code, failure.message,
+                self.address_string(), self.requestline, failure.status, failure.code or failure.kind,
+                failure.message,
             )  # fmt: skip
             try:  # the stream has begun with status 200: the error goes as its last event
                 events.send(failure.body())

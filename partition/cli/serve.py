@@ -23,6 +23,9 @@ from partition.plan.baselines import BASELINES
 
 log = logging.getLogger(__name__)
 
+# The shortest --reconnect-wait: a channel to a worker that went away tries again at most 2 s apart
+# (transport.channels.RECONNECT_MAX_MS), so a shorter wait could miss one that is back; and a margin.
+RECONNECT_WAIT_MIN_S = 3.0
 # What a request that lost one of serve's own local workers for good tells its user.
 SPAWNED_LOST_ADVICE = (
     "serve starts its local workers again when they stop, and could not start this one (serve's log says "
@@ -65,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--reconnect-wait",
-        type=positive_number("seconds", smallest=1.0),  # the worker's answer to a probe must fit in it
+        type=positive_number("seconds", smallest=RECONNECT_WAIT_MIN_S),
         metavar="S",
         help="seconds a worker that went away is waited for (a supervisor's restart) before its request "
         "ends or is planned around (default 8)",
@@ -74,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--recheck",
         type=positive_number("seconds", zero_allowed=True),
         metavar="S",
-        help="seconds between looks for a device planned around whose worker listens again (default 10)",
+        help="seconds between looks for a device planned around whose worker listens again, with a "
+        "profiled --cluster (default 10)",
     )
     add_threads_argument(parser)
     parser.add_argument(
@@ -344,7 +348,7 @@ def _serve(
             restart,
             failover=failover,
             lost_advice=lost_advice or LOST_ADVICE,
-            reconnect_wait_s=args.reconnect_wait or RECONNECT_WAIT_S,  # given, it is 1 s at least
+            reconnect_wait_s=RECONNECT_WAIT_S if args.reconnect_wait is None else args.reconnect_wait,
         )
     except BaseException:
         deployment.close()

@@ -247,8 +247,13 @@ class Answerer:
 
     @property
     def restarts_workers(self) -> bool:
-        """Whether a worker that went away is started again here (serve --spawn-local)."""
+        """Whether a worker that went away is started again here (serve --spawn-local, --ray)."""
         return self._before_reload is not None
+
+    @property
+    def reload_failure(self) -> Exception | None:
+        """Why the last reload after a lost worker failed (None: it did not, or none was needed)."""
+        return self._reload_failure
 
     @property
     def running(self) -> int:

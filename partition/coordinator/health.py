@@ -1,32 +1,40 @@
 """Whether serve can answer now (serve --http's GET /health, what a load balancer probes): every worker
 of the plan served is asked for one Probe round trip, all at once, and the answer says which did not.
 
-    health = check_health(answerer)        # at most about 2 * HEALTH_WAIT_S
+    checks = HealthChecks(answerer)
+    health = checks.current()              # at most about 2 * HEALTH_WAIT_S; shared for MAX_AGE_S
     health.http_status, health.report()    # 200 "ok" / 200 "degraded" / 503 "unavailable"
 
 A worker that does not answer is "unavailable" (503: requests would fail until someone starts it again)
-only when nothing here repairs it. With --spawn-local serve starts it again, and with a profiled
---cluster it plans around it: both at the next request, so the endpoint stays in rotation as "degraded"
-(a 503 would keep away the very request that repairs it). Serving a plan made around lost devices is
-"degraded" too: it answers, on fewer devices than it was planned for.
+only when nothing here repairs it. Where serve starts its workers again (--spawn-local, --ray) or plans
+around a lost one (a profiled --cluster), both at the next request, the endpoint stays in rotation as
+"degraded": a 503 would keep away the very request that repairs it. Serving a plan made around lost
+devices is "degraded" too: it answers, on fewer devices than it was planned for. One probe decides;
+how many misses take the endpoint out of rotation is the load balancer's threshold.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
-
-from partition.errors import StoppedError
 
 # Seconds a worker has to connect, and again to answer its probe: a worker that is up answers in
 # milliseconds, its event loop free while its compute thread runs a step; one started again after a
 # kill is reached at its next reconnect attempt (at most 2 s apart), so it may read as away once.
 HEALTH_WAIT_S = 1.0
+# Seconds one look is shared: /health needs no key, and every look probes every worker, so probes
+# from many clients at once come to one per MAX_AGE_S.
+MAX_AGE_S = 1.0
+STOPPING = "serve is stopping; send requests to another replica"
 
 
 @dataclass(frozen=True)
 class Health:
     status: str  # "ok", "degraded" or "unavailable"
-    away: tuple[str, ...] = ()  # devices of the plan served whose workers did not answer
+    plan_id: str  # the plan whose workers were probed
+    epoch: int
+    away: tuple[str, ...] = ()  # devices of that plan whose workers did not answer
     planned_around: tuple[str, ...] = ()  # devices a re-plan left out (serve answers without them)
     advice: str = ""  # what to do, when not "ok"
 
@@ -36,6 +44,7 @@ class Health:
 
     def report(self) -> dict:
         said: dict = {"status": self.status}
+        said |= {"plan_id": self.plan_id, "epoch": self.epoch}
         if self.away:
             said["away"] = list(self.away)
         if self.planned_around:
@@ -45,31 +54,59 @@ class Health:
         return said
 
 
+class HealthChecks:
+    """Looks at `answerer`'s workers, one at a time: a caller that arrives while one runs waits for it
+    and takes its answer, as does any caller within MAX_AGE_S of it."""
+
+    def __init__(self, answerer, max_age_s: float = MAX_AGE_S) -> None:
+        self.answerer = answerer
+        self.max_age_s = max_age_s
+        self._looking = threading.Lock()
+        self._last: Health | None = None
+        self._at = 0.0
+
+    def current(self) -> Health:
+        with self._looking:
+            if self._last is None or time.monotonic() - self._at >= self.max_age_s:
+                self._last, self._at = check_health(self.answerer), time.monotonic()
+            return self._last
+
+
 def check_health(answerer, wait_s: float = HEALTH_WAIT_S) -> Health:
     """Probe the workers of `answerer`'s deployment (partition.coordinator.answer.Answerer)."""
     while True:
         deployment = answerer.deployment  # once per look: a re-plan may swap it meanwhile
         chain = deployment.chain
+        plan, limit_s = deployment.plan, 2 * wait_s + 1  # a connect and a probe, each within wait_s
         try:
             deployment.check_open()
-            addresses = deployment.loop.run(chain.away(wait_s)) if chain is not None else []
+            addresses = deployment.loop.run(chain.away(wait_s), limit_s) if chain is not None else []
             break
-        except StoppedError:
+        except TimeoutError:  # the coordinator's event loop is stuck: no request would go either
+            advice = f"the coordinator did not probe its workers within {limit_s:g} s; restart serve"
+            return Health("unavailable", plan.plan_id, plan.epoch, advice=advice)
+        except Exception:  # StoppedError, or a channel closed under the probe (gRPC's UsageError)
+            if not deployment.closed:
+                raise
             if answerer.deployment is deployment:  # not replaced by a re-plan: serve itself stops
-                return Health("unavailable", advice="serve is stopping; send requests to another replica")
+                return Health("unavailable", plan.plan_id, plan.epoch, advice=STOPPING)
     away = tuple(deployment.devices.get(address, address) for address in addresses)
     failover = answerer.failover
     planned_around = tuple(sorted(failover.lost)) if failover is not None else ()
+    said = {"plan_id": plan.plan_id, "epoch": plan.epoch, "planned_around": planned_around}
     if away and failover is None and not answerer.restarts_workers:
         advice = f"start the worker of {', '.join(away)} again at its address; requests are answered once it is back"
-        return Health("unavailable", away, advice=advice)
+        return Health("unavailable", plan.plan_id, plan.epoch, away, advice=advice)
     if away:
-        repair = "plans around it" if failover is not None else "starts it again"
-        advice = (
-            f"{', '.join(away)} did not answer; the next request waits for it a few seconds, then {repair}"
-        )
-        return Health("degraded", away, planned_around, advice)
+        # serve starts its workers again first (Answerer's before_reload), then plans around one still away
+        repairs = ["starts it again"] if answerer.restarts_workers else []
+        repairs += ["plans around it"] if failover is not None else []
+        advice = f"{', '.join(away)} did not answer; the next request waits for it a few seconds, then "
+        advice += ", else ".join(repairs)
+        if answerer.reload_failure is not None:  # a repair that keeps failing is said, not hidden
+            advice += f" (the last try failed: {answerer.reload_failure})"
+        return Health("degraded", away=away, advice=advice, **said)
     if planned_around:
         advice = f"serving without {', '.join(planned_around)}; a plan with it comes back once it listens"
-        return Health("degraded", (), planned_around, advice)
-    return Health("ok")
+        return Health("degraded", advice=advice, **said)
+    return Health("ok", plan.plan_id, plan.epoch)

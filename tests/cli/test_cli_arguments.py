@@ -23,8 +23,8 @@ BENCH = ["bench", "--plan", "plan.json"]
         ([*SERVE, "--max-context", "-5"], "argument --max-context: must be at least 1, got -5"),
         ([*SERVE, "--max-context", "0"], "argument --max-context: must be at least 1, got 0"),
         (
-            [*SERVE, "--reconnect-wait", "0.5"],
-            "argument --reconnect-wait: must be at least 1 seconds, got 0.5",
+            [*SERVE, "--reconnect-wait", "2.5"],
+            "argument --reconnect-wait: must be at least 3 seconds, got 2.5",
         ),
         ([*SERVE, "--recheck", "-1"], "argument --recheck: must be 0 seconds or more, got -1"),
         ([*BENCH, "--tbt-deadline", "-1"], "argument --tbt-deadline: must be more than 0 seconds, got -1"),
@@ -100,12 +100,15 @@ def test_what_a_run_can_use_still_parses(argv, flag, value):
     assert getattr(build_parser().parse_args(argv), flag) == value
 
 
-def test_serves_waits_say_the_defaults_serve_uses(capsys):
+def test_serve_help_says_the_waits_serve_uses(capsys):
+    from partition.cli.serve import RECONNECT_WAIT_MIN_S
     from partition.coordinator.replan import RECHECK_S
-    from partition.transport.channels import RECONNECT_WAIT_S
+    from partition.transport.channels import RECONNECT_MAX_MS, RECONNECT_WAIT_S
+
+    assert RECONNECT_WAIT_MIN_S == RECONNECT_MAX_MS / 1000 + 1  # one reconnect attempt and a margin
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--help"])
     said = " ".join(capsys.readouterr().out.split())  # argparse wraps the help's lines
     assert f"is planned around (default {RECONNECT_WAIT_S:g})" in said
-    assert f"listens again (default {RECHECK_S:g})" in said
+    assert f"profiled --cluster (default {RECHECK_S:g})" in said

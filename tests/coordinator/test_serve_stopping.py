@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 
-from partition.coordinator.health import Health, check_health
+from partition.coordinator.health import Health, HealthChecks, check_health
 from partition.coordinator.loop import LoopThread
 from partition.errors import StoppedError
 from tests.coordinator.test_resume import TOKENS, request, served
@@ -26,10 +26,22 @@ def test_a_request_after_serve_stopped_is_refused_as_stopped(smollm2):
 
 def test_health_says_ok_while_serving_and_unavailable_once_serve_stops(smollm2):
     with served(smollm2) as (answerer, _):
-        assert check_health(answerer) == Health("ok")
+        plan = answerer.deployment.plan
+        assert check_health(answerer) == Health("ok", plan.plan_id, plan.epoch)
         answerer.close()
         stopped = check_health(answerer)
         assert stopped.http_status == 503 and stopped.status == "unavailable" and "stopping" in stopped.advice
+        assert stopped.report()["plan_id"] == plan.plan_id
+
+
+def test_health_looks_are_shared_by_the_callers_within_its_max_age(smollm2):
+    with served(smollm2) as (answerer, restarts):
+        checks = HealthChecks(answerer, max_age_s=3600.0)
+        first = checks.current()
+        restarts.kill()  # within the max age the look stands: no client can make serve probe again
+        assert first.status == "ok" and checks.current() is first
+        checks.max_age_s = 0.0
+        assert checks.current().away == ("server-a",)
 
 
 def test_a_request_whose_serve_stops_between_two_tokens_ends_stopped(smollm2):

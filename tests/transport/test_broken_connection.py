@@ -45,7 +45,8 @@ async def _write_until_it_fails(victim, survivor) -> tuple[grpc.aio.AioRpcError,
 def test_a_write_to_a_killed_worker_reads_as_unavailable_not_as_internal(start_worker):
     victim, survivor = start_worker("victim"), start_worker("survivor")
     error, on_broken, on_live = asyncio.run(_write_until_it_fails(victim, survivor))
-    # what gRPC says: the reason call_status exists (if gRPC says UNAVAILABLE itself one day, it is moot)
+    # what gRPC says, the reason call_status exists: should gRPC say UNAVAILABLE itself one day, this
+    # fails, and call_status can go
     assert (error.code(), error.details()) == (grpc.StatusCode.INTERNAL, CORE_WRITE_FAILED)
     assert on_broken == (grpc.StatusCode.UNAVAILABLE, f"the connection broke mid-call ({CORE_WRITE_FAILED})")
     # the same status on a channel still connected: the peer ended the call, a real INTERNAL
