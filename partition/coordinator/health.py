@@ -99,10 +99,11 @@ def check_health(answerer, wait_s: float = HEALTH_WAIT_S) -> Health:
         return Health("unavailable", plan.plan_id, plan.epoch, away, advice=advice)
     if away:
         # serve starts its workers again first (Answerer's before_reload), then plans around one still away
-        repairs = ["starts it again"] if answerer.restarts_workers else []
-        repairs += ["plans around it"] if failover is not None else []
-        advice = f"{', '.join(away)} did not answer; the next request waits for it a few seconds, then "
-        advice += ", else ".join(repairs)
+        if answerer.restarts_workers:
+            repair = "starts it again" + (", or plans around it" if failover is not None else "")
+        else:
+            repair = f"waits for it up to {answerer.reconnect_wait_s:g} s, then plans around it"
+        advice = f"{', '.join(away)} did not answer; the next request {repair}"
         if answerer.reload_failure is not None:  # a repair that keeps failing is said, not hidden
             advice += f" (the last try failed: {answerer.reload_failure})"
         return Health("degraded", away=away, advice=advice, **said)
