@@ -34,6 +34,12 @@ def test_serve_http_replans_around_a_worker_that_stays_away(smollm2, tmp_path):
 
         workers["server-b"].process.kill()  # for good: it is not started again
         workers["server-b"].process.wait(timeout=30)
+        status, said = health(url)  # in rotation still: the next request plans around it
+        assert status == 200 and said["status"] == "degraded" and said["away"] == ["server-b"], said
+        assert (
+            said["advice"]
+            == "server-b did not answer; the next request waits for it up to 3 s, then plans around it"
+        )
         assert ask_paris(url)  # answered on a plan without server-b
         replanned = load_plan(tmp_path / "plan.epoch2.json")
         assert {stage.device for stage in replanned.stages} == {"phone", "server-a"}
