@@ -36,8 +36,9 @@ class TransportConfig:
     )
     max_message_bytes: int = MAX_MESSAGE_BYTES  # bytes, both directions
     # Seconds between HTTP/2 pings on idle connections: a peer that stops answering them (a dead host, a
-    # stopped or hung process) is given up keepalive_s + KEEPALIVE_TIMEOUT_MS (10 s) after it went quiet, mid-step included (a
-    # step has no deadline); with 30 s a hung worker held its request silent for over a minute.
+    # stopped or hung process) is given up keepalive_s + KEEPALIVE_TIMEOUT_MS (10 s) after it went
+    # quiet, mid-step included (a step has no deadline); with 30 s a hung worker held its request
+    # silent for over a minute.
     keepalive_s: float = 10.0
 
     @property
