@@ -93,10 +93,16 @@ def check_health(answerer, wait_s: float = HEALTH_WAIT_S) -> Health:
     away = tuple(deployment.devices.get(address, address) for address in addresses)
     failover = answerer.failover
     planned_around = tuple(sorted(failover.lost)) if failover is not None else ()
-    said = {"plan_id": plan.plan_id, "epoch": plan.epoch, "planned_around": planned_around}
+
+    def said(status: str, advice: str = "") -> Health:
+        return Health(status, plan.plan_id, plan.epoch, away, planned_around, advice)
+
     if away and failover is None and not answerer.restarts_workers:
-        advice = f"start the worker of {', '.join(away)} again at its address; requests are answered once it is back"
-        return Health("unavailable", plan.plan_id, plan.epoch, away, advice=advice)
+        return said(
+            "unavailable",
+            f"start the worker of {', '.join(away)} again at its address; requests are answered once it "
+            "is back",
+        )
     if away:
         # serve starts its workers again first (Answerer's before_reload), then plans around one still away
         if answerer.restarts_workers:
@@ -106,8 +112,10 @@ def check_health(answerer, wait_s: float = HEALTH_WAIT_S) -> Health:
         advice = f"{', '.join(away)} did not answer; the next request {repair}"
         if answerer.reload_failure is not None:  # a repair that keeps failing is said, not hidden
             advice += f" (the last try failed: {answerer.reload_failure})"
-        return Health("degraded", away=away, advice=advice, **said)
+        return said("degraded", advice)
     if planned_around:
-        advice = f"serving without {', '.join(planned_around)}; a plan with it comes back once it listens"
-        return Health("degraded", advice=advice, **said)
-    return Health("ok", plan.plan_id, plan.epoch)
+        return said(
+            "degraded",
+            f"serving without {', '.join(planned_around)}; a plan with it comes back once it listens",
+        )
+    return said("ok")
