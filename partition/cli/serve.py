@@ -188,7 +188,6 @@ def _run(args: argparse.Namespace, plan, http) -> int:
 def _run_on_ray(args: argparse.Namespace, plan, http, labels, profiled) -> int:
     """serve --ray: the stages as Ray actors; a dead one started again where it was, and with the
     cluster's profiles (--cluster), one lost with its node planned around."""
-    from partition.coordinator.replan import Failover
     from partition.errors import ConfigError
     from partition.ray.stages import ray_stages
     from partition.ray.stdout import answers_stream
@@ -207,18 +206,7 @@ def _run_on_ray(args: argparse.Namespace, plan, http, labels, profiled) -> int:
         answers_stream() as out,  # first: Ray's start and end print on stdout too
         ray_stages(plan, args.ray, transport_config(args), args.threads, spare=spare) as stages,
     ):
-        failover = (
-            Failover(
-                cluster,
-                stages.addresses,
-                stages.transport,
-                args.plan,
-                revive=stages.revive,
-                recheck_s=_recheck_s(args),
-            )
-            if cluster is not None
-            else None
-        )
+        failover = _failover(args, profiled, stages.addresses, stages.transport, revive=stages.revive)
         # a stage actor that died is started again on its node, at its address, and the request
         # resumes; one whose node is gone is planned around (with the profiles), and taken back in a
         # new actor once a node advertises its device again
@@ -253,21 +241,16 @@ def _http_server(args: argparse.Namespace):
         raise ConfigError(f"--http {args.http}: cannot listen there ({error.strerror})") from None
 
 
-def _failover(args: argparse.Namespace, profiled, addresses: dict[str, str], transport):
+def _failover(args: argparse.Namespace, profiled, addresses: dict[str, str], transport, revive=None):
     """What re-plans around a worker that stays away (see _replan_cluster), or None (such a worker then
-    ends the request)."""
-    from partition.coordinator.replan import Failover
+    ends the request); `revive`: how --ray starts a stage again on a device back (Failover's)."""
+    from partition.coordinator.replan import RECHECK_S, Failover
 
     cluster = _replan_cluster(args, profiled)
     if cluster is None:
         return None
-    return Failover(cluster, addresses, transport, args.plan, recheck_s=_recheck_s(args))
-
-
-def _recheck_s(args: argparse.Namespace) -> float:
-    from partition.coordinator.replan import RECHECK_S
-
-    return RECHECK_S if args.recheck is None else args.recheck
+    recheck_s = RECHECK_S if args.recheck is None else args.recheck
+    return Failover(cluster, addresses, transport, args.plan, revive=revive, recheck_s=recheck_s)
 
 
 def _replan_cluster(args: argparse.Namespace, profiled):

@@ -150,27 +150,22 @@ def spawn_worker(
     try:
         while not ready.exists():
             if process.poll() is not None:
-                process.stdin.close()
                 raise WorkerStartError(
                     f"worker {name} exited with code {process.returncode} before serving; its log:\n"
                     + log_path.read_text(errors="replace")[-4000:]
                 )
             if time.monotonic() > deadline:
-                process.kill()
-                process.wait()
-                process.stdin.close()
                 raise WorkerStartError(
                     f"worker {name} did not serve within {START_TIMEOUT_S:g} s; log: {log_path}"
                 )
             time.sleep(0.05)
-    except WorkerStartError:
-        raise
-    except BaseException:  # Ctrl-C while it starts: nothing of it is left, its folder included
-        process.kill()
-        process.wait()
+    except BaseException as error:  # it did not start, or Ctrl-C came first: nothing of it runs on
+        if process.poll() is None:
+            process.kill()
+            process.wait()
         process.stdin.close()
-        if scratch_dir is not None:
-            shutil.rmtree(scratch_dir, ignore_errors=True)
+        if not isinstance(error, WorkerStartError) and scratch_dir is not None:
+            shutil.rmtree(scratch_dir, ignore_errors=True)  # interrupted: no log to read (a failure keeps it)
         raise
     info = json.loads(ready.read_text())
     return LocalWorker(name, info["address"], process, log_path, scratch_dir)

@@ -87,3 +87,12 @@ def test_ctrl_c_while_a_worker_starts_leaves_neither_its_process_nor_its_folder(
     (process,) = started
     assert process.returncode == -signal.SIGKILL  # killed and reaped, not left to finish starting
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_worker_that_exits_before_serving_is_named_with_its_log(tmp_path, monkeypatch):
+    monkeypatch.setenv(WORKERS_DIR_ENV, str(tmp_path))
+    with pytest.raises(WorkerStartError, match=r"worker refused exited with code 2 before serving") as failed:
+        spawn_worker("refused", extra_args=("--threads", "-1"))
+    assert "argument --threads: must be 0" in str(failed.value)  # its log, in the message
+    (folder,) = tmp_path.iterdir()  # kept with the log it names
+    assert (folder / "worker.log").exists()
