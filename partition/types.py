@@ -374,6 +374,9 @@ class Baseline:
 
 # MiB of KV cache a worker may preallocate unless told otherwise (partition worker --kv-budget-mb)
 KV_BUDGET_MIB = 1024
+# Decode steps of different sessions a worker computes as one forward at most (`partition worker
+# --max-batch`): a batch reads the weights once for all its rows.
+MAX_BATCH = 8
 EPOCH_MAX = (1 << 64) - 1  # a plan's epoch travels as a uint64 in every message to the workers
 
 

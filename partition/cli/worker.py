@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from partition.cli.arguments import check_device, positive_number, whole_number
-from partition.types import KV_BUDGET_MIB, check_device_name
+from partition.types import KV_BUDGET_MIB, MAX_BATCH, check_device_name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=600,
         metavar="SECONDS",
         help="free a session's KV slot after this long without a step (default: 600)",
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=whole_number(),
+        default=MAX_BATCH,
+        metavar="N",
+        help="compute at most N sessions' decode steps that wait together as one forward "
+        f"(1: each alone; default: {MAX_BATCH})",
     )
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain of this worker (enables TLS)")
     parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
@@ -94,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         kv_budget_bytes=int(args.kv_budget_mb * 2**20),
         idle_timeout_s=args.idle_timeout,
+        max_batch=args.max_batch,
     )
     config = TransportConfig.from_files(args.tls_cert, args.tls_key, args.tls_ca, args.token_file)
     # Said on stderr whatever the log level (stdout stays clean): where it serves, port 0's pick included.

@@ -95,7 +95,12 @@ class Answer:
                 for link in link_summaries(self.spans, decode_only=decoded)
             ],
             "stages": [
-                {"device": s.device, "compute_p50_s": s.compute_p50_s, "queue_p50_s": s.queue_p50_s}
+                {
+                    "device": s.device,
+                    "compute_p50_s": s.compute_p50_s,
+                    "queue_p50_s": s.queue_p50_s,
+                    "batch_mean": s.batch_mean,
+                }
                 for s in stage_summaries(self.spans, decode_only=decoded)
             ],
             "hops_of": "decode steps" if decoded else "the prompt's step",

@@ -97,8 +97,9 @@ def workload_caveat(plan, prompt_tokens: int, new_tokens: int, concurrency: int)
         )
     if w.sessions > 1:
         notes.append(
-            f"the plan predicts its {w.sessions} sessions decoding as one batched step, where the workers step "
-            "each session apart: its TTFT and TPOT are not what this run measures"
+            f"the plan predicts its {w.sessions} sessions' prompts and decode steps as one batch each, where "
+            "the workers batch only the decode steps that wait together and the edge steps each session "
+            "apart: its TTFT and TPOT are not what this run measures"
         )
     return "; ".join(notes) or None
 

@@ -130,6 +130,7 @@ class PipelineSession:
                     RemoteHop(
                         stage.device, hop.recv_unix_ns, hop.sent_unix_ns, hop.queue_s, hop.decode_s,
                         hop.compute_s, hop.encode_s, hop.bytes_in, hop.bytes_out, hop.codec_in or "raw",
+                        max(hop.batch, 1),
                     )
                 )  # fmt: skip
         self.spans.extend(

@@ -29,6 +29,7 @@ class RemoteHop:
     bytes_in: int
     bytes_out: int
     codec_in: str  # how its input arrived
+    batch: int = 1  # sessions it computed in the same forward (HopTiming.batch; 0 from older workers: 1)
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def step_spans(
             _span(
                 e, len(spans), prev_device, hop.device, hop.codec_in, hop.bytes_in,
                 since_start(prev_sent_ns) - prev_encode_s, prev_encode_s, (recv_ns - prev_sent_ns) / 1e9,
-                hop.decode_s, hop.queue_s, hop.compute_s,
+                hop.decode_s, hop.queue_s, hop.compute_s, hop.batch,
             )
         )  # fmt: skip
         prev_device = hop.device
@@ -101,7 +102,19 @@ def step_spans(
 
 
 def _span(
-    e: EdgeTimes, hop, src, dst, codec, nbytes, start_s, encode_s, wire_s, decode_s, queue_s, compute_s
+    e: EdgeTimes,
+    hop,
+    src,
+    dst,
+    codec,
+    nbytes,
+    start_s,
+    encode_s,
+    wire_s,
+    decode_s,
+    queue_s,
+    compute_s,
+    batch=1,
 ):
     return HopSpan(
         session=e.session,
@@ -118,4 +131,5 @@ def _span(
         decode_s=decode_s,
         queue_s=queue_s,
         compute_s=compute_s,
+        batch=batch,
     )

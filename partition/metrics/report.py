@@ -54,12 +54,14 @@ def run_table(run: RunMetrics) -> str:
 
 
 def hop_table(links: Sequence[LinkSummary], stages: Sequence[StageSummary]) -> str:
-    """Per stage: compute and queue; per link: latency and bytes per token (decode steps)."""
-    lines = [f"{'stage':<28}{'compute p50':>12}{'p99':>10}{'queue p50':>12}{'n':>7}"]
+    """Per stage: compute, queue and sessions per forward; per link: latency and bytes per token (decode
+    steps)."""
+    lines = [f"{'stage':<28}{'compute p50':>12}{'p99':>10}{'queue p50':>12}{'n':>7}{'batch':>7}"]
     for s in stages:
         name = f"{s.hop}: {s.device}"
         lines.append(
             f"{name:<28}{_ms(s.compute_p50_s):>12}{_ms(s.compute_p99_s):>10}{_ms(s.queue_p50_s):>12}{s.n_messages:>7}"
+            f"{s.batch_mean:>7.2f}"
         )
     lines += ["", f"{'link':<28}{'latency p50':>12}{'p99':>10}{'wire p50':>12}{'B/token':>10}{'codec':>14}"]
     for link in links:

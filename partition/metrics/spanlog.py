@@ -22,7 +22,9 @@ from partition.metrics.spans import SPAN_FIELDS, HopSpan
 
 FORMAT = "partition-spans"
 VERSION = 1
-_INT_FIELDS = {"token", "hop", "n_tokens", "payload_bytes"}
+_INT_FIELDS = {"token", "hop", "n_tokens", "payload_bytes", "batch"}
+# Fields added since version 1, with the value a log written before them stands for.
+_LATER_FIELDS = {"batch": 1}
 _STR_FIELDS = {"session", "src", "dst", "codec"}
 
 
@@ -73,7 +75,7 @@ def write_spans(path: str | Path, spans: Iterable[HopSpan]) -> int:
 def _span_from(values: dict[str, object], index: int, path: Path) -> HopSpan:
     kwargs = {}
     for name in SPAN_FIELDS:
-        value = values[name]
+        value = values.get(name, _LATER_FIELDS.get(name))
         if name in _STR_FIELDS:
             ok = isinstance(value, str)
         elif name in _INT_FIELDS:
@@ -105,7 +107,7 @@ def read_spans(path: str | Path, allow_truncated_tail: bool = False) -> list[Hop
             names = header.get("fields")
             if not (isinstance(names, list) and all(isinstance(name, str) for name in names)):
                 raise SpanLogError(f"{path}: the header's fields are not a list of names")
-            missing = [name for name in SPAN_FIELDS if name not in names]
+            missing = [name for name in SPAN_FIELDS if name not in names and name not in _LATER_FIELDS]
             if missing:
                 raise SpanLogError(f"{path}: the header lacks span fields {missing}")
             for index, record in enumerate(unpacker):

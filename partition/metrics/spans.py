@@ -30,6 +30,9 @@ class HopSpan:
     decode_s: float  # seconds, at the receiver
     queue_s: float  # seconds waiting at the receiver before its compute started
     compute_s: float  # seconds of the receiver's segment forward
+    # Sessions whose steps the receiver computed in that same forward (a worker batching decode steps
+    # that waited together); 1 for a step computed alone, and for the edge's own segments.
+    batch: int = 1
 
     @property
     def link_s(self) -> float:
@@ -68,6 +71,7 @@ class StageSummary:
     compute_p50_s: float
     compute_p99_s: float
     queue_p50_s: float
+    batch_mean: float = 1.0  # sessions computed in the same forward, on average over its steps
 
 
 def _decode_only(spans: Iterable[HopSpan], decode_only: bool) -> list[HopSpan]:
@@ -135,6 +139,7 @@ def stage_summaries(spans: Iterable[HopSpan], decode_only: bool = True) -> list[
             compute_p50_s=percentile([s.compute_s for s in group], 50),
             compute_p99_s=percentile([s.compute_s for s in group], 99),
             queue_p50_s=percentile([s.queue_s for s in group], 50),
+            batch_mean=sum(s.batch for s in group) / len(group),
         )
         for (hop, device), group in sorted(groups.items())
     ]

@@ -21,7 +21,7 @@ from partition.runtime.errors import (
 )
 from partition.runtime.models_dir import resolve_allowed
 from partition.runtime.sessions import Session, SessionTable
-from partition.types import KV_BUDGET_MIB, Segment
+from partition.types import KV_BUDGET_MIB, MAX_BATCH, Segment
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class WorkerSettings:
     kv_budget_bytes: int = KV_BUDGET_MIB << 20  # bytes of KV cache this worker may preallocate
     idle_timeout_s: float = 600.0  # seconds without a step before a session's slot is freed
     default_sessions: int = 8  # KV slots when LoadSegment asks for "as many as fit" (capped by the budget)
+    max_batch: int = MAX_BATCH  # sessions' decode steps computed as one forward at most (1: alone)
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,32 @@ class StageRuntime:
         )
         _synchronize(self.settings.device)
         return out
+
+    def run_decode_steps(self, steps: list[tuple[Session, torch.Tensor]]) -> torch.Tensor:
+        """Run one decode step of each of several sessions as one forward: row b of the result is
+        steps[b]'s output, as `run_step` would give it up to rounding (a batch multiplies its rows in
+        other blocks). The weights are read once for all rows, which is where a decode step's time goes.
+        Each session appears once; each x is its step's input of one token, as `run_step` takes it.
+        """
+        loaded = self._loaded
+        assert loaded is not None  # begin_step checked it in this same lane call
+        model = loaded.model
+        rows = [self._checked_input(model, x, 1) for _, x in steps]
+        for session, _ in steps:
+            loaded.sessions.writing(session, 1)
+        out = model(
+            torch.cat(rows),
+            loaded.cache,
+            slots=[session.slot for session, _ in steps],
+            positions=[session.next_position for session, _ in steps],
+        )
+        _synchronize(self.settings.device)
+        return out
+
+    @property
+    def open_sessions(self) -> int:
+        """Sessions holding a KV slot here now."""
+        return len(self._loaded.sessions) if self._loaded is not None else 0
 
     def end_step(self, session: Session, n_tokens: int) -> None:
         """The step of `run_step` went through: the session's next one starts `n_tokens` later."""

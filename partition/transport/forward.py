@@ -1,8 +1,9 @@
 """Stage.Forward on a worker (serve): the CHAIN and RETURN streams of one session.
 
 CHAIN: accept the session (checking plan, epoch, model digest), open the same session on the next
-stage, then for each step: decode, compute, encode in the compute lane, and write the result to
-the next stage, or to the session's RETURN route on the last stage. RETURN: relay the route's
+stage, then for each step: decode, compute, encode in the compute lane (stage_step.py; a decode step
+with other sessions open goes through the batcher, batching.py), and write the result to the next
+stage, or to the session's RETURN route on the last stage. RETURN: relay the route's
 results. The chain design and its error rules are written down in protos/partition/v1/forward.proto.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 
 import grpc
@@ -20,12 +20,13 @@ from partition.runtime.compute import ComputeLane
 from partition.runtime.errors import InvalidRequestError, StaleDeploymentError
 from partition.runtime.sessions import Session
 from partition.runtime.stage import StageRuntime
+from partition.transport.batching import StepBatcher
 from partition.transport.generated import forward_pb2
 from partition.transport.links import ChannelPool, Downstream, StatusError
 from partition.transport.messages import check_open_stream, check_step_header
 from partition.transport.routes import End, ReturnRoutes
+from partition.transport.stage_step import process_step
 from partition.transport.status import parse, status_code
-from partition.transport.tensors import from_proto, to_proto, to_top_k_proto
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class ForwardService:
         self.pool = pool
         self.routes = routes
         self.worker = worker
+        self.batcher = StepBatcher(runtime, compute, worker, runtime.settings.max_batch)
         self._opening: set[tuple[str, str]] = set()  # (session, pair) of CHAIN streams opening downstream
 
     async def handle(self, _request_iterator, context: grpc.aio.ServicerContext) -> None:
@@ -209,10 +211,13 @@ class ForwardService:
             raise InvalidRequestError("after its OpenStream, a CHAIN stream carries only Steps")
         step = request.step
         check_step_header(step, session_id)
-        inline = step.n_tokens <= INLINE_MAX_TOKENS
-        await self.compute.call(
-            _process, self.runtime, step, recv_ns, time.perf_counter(), self.worker, inline=inline
-        )
+        if self.batcher.takes(step):
+            await self.batcher.run(step, recv_ns)
+        else:
+            inline = step.n_tokens <= INLINE_MAX_TOKENS
+            await self.compute.call(
+                process_step, self.runtime, step, recv_ns, time.perf_counter(), self.worker, inline=inline
+            )
         step.hops[-1].sent_unix_ns = step.sent_unix_ns = time.time_ns()
         # `request` now holds the output step. ForwardRequest.step and ForwardReply.result are both
         # field 2 of type Step, so the same bytes serve the next stage and the RETURN stream.
@@ -221,47 +226,6 @@ class ForwardService:
             await downstream.write(data)
         else:
             self.routes.put(session_id, pair_id, data)
-
-
-def _process(runtime: StageRuntime, step: forward_pb2.Step, recv_ns: int, submitted: float, worker: str):
-    """In the compute lane: decode, run the segment, encode; `step` becomes the output with its hop record."""
-    started = time.perf_counter()
-    session = runtime.begin_step(step.session_id, step.plan_id, step.epoch, step.position, step.n_tokens)
-    deployment = runtime.deployment
-    last_stage = not deployment.downstream
-    last_only = last_stage and step.output == forward_pb2.OUTPUT_SELECT_LAST
-    top_k = step.logits_top_k if last_stage and runtime.returns_logits else 0
-    if top_k and not (last_only or step.n_tokens == 1):
-        raise InvalidRequestError(
-            f"logits_top_k={top_k} applies to the last position only: send the step with OUTPUT_SELECT_LAST"
-        )
-    expected = runtime.input_values(step.n_tokens)
-    if math.prod(step.tensor.shape) > expected:  # before decoding: zstd would inflate it first
-        raise InvalidRequestError(
-            f"a step of n_tokens={step.n_tokens} brings {expected} values to this stage, but its tensor "
-            f"declares shape {list(step.tensor.shape)}; send the shape its n_tokens says"
-        )
-    x = from_proto(step.tensor)
-    decoded = time.perf_counter()
-    out = runtime.run_step(session, x, step.n_tokens, last_only)
-    computed = time.perf_counter()
-    bytes_in, codec_in = len(step.tensor.data), step.tensor.codec
-    step.tensor.CopyFrom(to_top_k_proto(out, top_k) if top_k else to_proto(out, deployment.codec_out))
-    encoded = time.perf_counter()
-    runtime.end_step(session, step.n_tokens)
-    step.hops.add(
-        stage=worker,
-        upstream_sent_unix_ns=step.sent_unix_ns,
-        recv_unix_ns=recv_ns,
-        queue_s=started - submitted,
-        decode_s=decoded - started,
-        compute_s=computed - decoded,
-        encode_s=encoded - computed,
-        bytes_in=bytes_in,
-        bytes_out=len(step.tensor.data),
-        codec_in=codec_in,
-    )
-    return step
 
 
 class CallerGone(Exception):

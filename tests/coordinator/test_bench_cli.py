@@ -69,7 +69,7 @@ def test_the_caveat_names_only_what_differs_from_the_plans_workload(smollm2):
     assert "batched" not in caveat
 
 
-def test_the_caveat_says_a_plan_for_several_sessions_predicts_batching_the_workers_do_not_do(smollm2):
+def test_the_caveat_says_a_plan_for_several_sessions_predicts_more_batching_than_the_run_does(smollm2):
     from dataclasses import replace
 
     from partition.coordinator.bench import workload_caveat
@@ -78,7 +78,7 @@ def test_the_caveat_says_a_plan_for_several_sessions_predicts_batching_the_worke
     plan = replace(plan, workload=replace(plan.workload, sessions=4))
     caveat = workload_caveat(plan, 32, 48, 4)  # the plan's own workload, yet not what it measures
     assert caveat is not None and "differs" not in caveat
-    assert "predicts its 4 sessions decoding as one batched step" in caveat
+    assert "predicts its 4 sessions' prompts and decode steps as one batch each" in caveat
 
 
 def test_bench_refuses_an_slo_it_cannot_judge(tmp_path):

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import msgpack
 import pytest
 
@@ -63,6 +65,12 @@ def test_stage_summaries_keep_the_edge_twice():
     assert stages[1].compute_p50_s == pytest.approx(0.005) and stages[1].n_messages == 3
 
 
+def test_a_stages_batch_mean_is_over_its_decode_steps():
+    spans = [replace(s, batch=s.token + 1) if s.dst == "a" else s for s in chain()]  # tokens 0..3 at "a"
+    stages = stage_summaries(spans)
+    assert [s.batch_mean for s in stages] == [1.0, pytest.approx((2 + 3 + 4) / 3), 1.0]  # prefill left out
+
+
 def test_an_end_that_computes_nothing_is_not_a_stage():
     # the head on server a: the result comes back to an edge that only samples
     spans = [span(t, h, src, dst, 0.01, compute) for t in range(3) for h, src, dst, compute in
@@ -125,7 +133,7 @@ def test_other_version_and_bad_records(tmp_path):
     with pytest.raises(SpanLogError, match="span 1 has wire_s='fast'"):
         read_spans(path)
     path.write_bytes(msgpack.packb(header) + msgpack.packb(record[:-1]))
-    with pytest.raises(SpanLogError, match="span 0 is not a record of 14 values"):
+    with pytest.raises(SpanLogError, match=f"span 0 is not a record of {len(SPAN_FIELDS)} values"):
         read_spans(path)
     header["fields"] = [["t0"], *SPAN_FIELDS]  # a name that is no string
     path.write_bytes(msgpack.packb(header) + msgpack.packb([0, *record]))
@@ -139,6 +147,15 @@ def test_extra_fields_from_a_newer_writer_are_ignored(tmp_path):
     record = [0.5, *(getattr(chain()[1], name) for name in SPAN_FIELDS)]
     path.write_bytes(msgpack.packb(header) + msgpack.packb(record))
     assert read_spans(path) == [chain()[1]]
+
+
+def test_a_log_written_before_batch_was_recorded_reads_as_every_step_alone(tmp_path):
+    path = tmp_path / "spans.msgpack"
+    older = [name for name in SPAN_FIELDS if name != "batch"]
+    span = replace(chain()[1], batch=3)
+    header = {"format": "partition-spans", "version": 1, "fields": older}
+    path.write_bytes(msgpack.packb(header) + msgpack.packb([getattr(span, name) for name in older]))
+    assert read_spans(path) == [replace(span, batch=1)]
 
 
 def test_the_time_no_span_covers_is_the_coordinators_per_token_work():

@@ -60,3 +60,51 @@ def test_split_smollm2_matches_the_whole_model(workers, expected, n_stages, code
         return tokens
 
     assert asyncio.run(run()) == expected
+
+
+def test_decode_steps_of_sessions_waiting_together_run_as_one_forward_and_keep_their_tokens(
+    workers, smollm2_whole
+):
+    """Two sessions' decode steps arrive while a third session's long prompt holds the worker: they wait
+    together and run as one forward (HopTiming.batch = 2), and each gets its own greedy token, the
+    whole model's, with logits within rounding of its own."""
+    prompts = {"b": PROMPT, "c": PROMPT[:7]}
+    long_prompt = (PROMPT * 20)[:240]  # its prefill runs on the worker's compute thread for a while
+
+    def alone(prompt: list[int]) -> torch.Tensor:
+        cache = smollm2_whole.new_cache(1, len(prompt) + 2)
+        logits = smollm2_whole(torch.tensor([prompt]), cache, [0], [0], last_token_only=True)
+        token = int(logits[0, -1].argmax())
+        return token, smollm2_whole(torch.tensor([[token]]), cache, [0], [len(prompt)])[0, -1]
+
+    async def run():
+        chain = Chain([workers[0].address], TransportConfig())
+        try:
+            replies = await chain.load(
+                "batch", 1, "smollm2-135m", [Segment(0, 32)], ["raw"], max_context=256, max_sessions=3
+            )
+            digest = replies[0].model_digest
+            sessions = {name: await chain.open_session(f"batch-{name}", "batch", 1, digest) for name in "abc"}
+            try:
+                tokens = {}
+                for name, prompt in prompts.items():
+                    result = await sessions[name].step(torch.tensor([prompt]), 0)
+                    tokens[name] = int(result.output[0, -1].argmax())
+                await sessions["a"].send(torch.tensor([long_prompt]), 0)
+                for name, prompt in prompts.items():
+                    await sessions[name].send(torch.tensor([[tokens[name]]]), len(prompt))
+                decoded = {name: await sessions[name].receive() for name in prompts}
+                await sessions["a"].receive()
+                return tokens, decoded
+            finally:
+                for session in sessions.values():
+                    await session.close()
+        finally:
+            await chain.close()
+
+    tokens, decoded = asyncio.run(run())
+    for name, prompt in prompts.items():
+        token, logits = alone(prompt)
+        assert tokens[name] == token
+        assert decoded[name].hops[-1].batch == 2
+        torch.testing.assert_close(decoded[name].output[0, -1], logits, rtol=1e-4, atol=1e-3)

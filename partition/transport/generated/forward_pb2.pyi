@@ -57,7 +57,7 @@ class StreamOpened(_message.Message):
     def __init__(self, stages: _Optional[_Iterable[str]] = ..., kv_slot: _Optional[int] = ..., next_position: _Optional[int] = ...) -> None: ...
 
 class HopTiming(_message.Message):
-    __slots__ = ("stage", "upstream_sent_unix_ns", "recv_unix_ns", "queue_s", "decode_s", "compute_s", "encode_s", "sent_unix_ns", "bytes_in", "bytes_out", "codec_in")
+    __slots__ = ("stage", "upstream_sent_unix_ns", "recv_unix_ns", "queue_s", "decode_s", "compute_s", "encode_s", "sent_unix_ns", "bytes_in", "bytes_out", "codec_in", "batch")
     STAGE_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_SENT_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     RECV_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +69,7 @@ class HopTiming(_message.Message):
     BYTES_IN_FIELD_NUMBER: _ClassVar[int]
     BYTES_OUT_FIELD_NUMBER: _ClassVar[int]
     CODEC_IN_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     stage: str
     upstream_sent_unix_ns: int
     recv_unix_ns: int
@@ -80,7 +81,8 @@ class HopTiming(_message.Message):
     bytes_in: int
     bytes_out: int
     codec_in: str
-    def __init__(self, stage: _Optional[str] = ..., upstream_sent_unix_ns: _Optional[int] = ..., recv_unix_ns: _Optional[int] = ..., queue_s: _Optional[float] = ..., decode_s: _Optional[float] = ..., compute_s: _Optional[float] = ..., encode_s: _Optional[float] = ..., sent_unix_ns: _Optional[int] = ..., bytes_in: _Optional[int] = ..., bytes_out: _Optional[int] = ..., codec_in: _Optional[str] = ...) -> None: ...
+    batch: int
+    def __init__(self, stage: _Optional[str] = ..., upstream_sent_unix_ns: _Optional[int] = ..., recv_unix_ns: _Optional[int] = ..., queue_s: _Optional[float] = ..., decode_s: _Optional[float] = ..., compute_s: _Optional[float] = ..., encode_s: _Optional[float] = ..., sent_unix_ns: _Optional[int] = ..., bytes_in: _Optional[int] = ..., bytes_out: _Optional[int] = ..., codec_in: _Optional[str] = ..., batch: _Optional[int] = ...) -> None: ...
 
 class Step(_message.Message):
     __slots__ = ("session_id", "plan_id", "epoch", "position", "n_tokens", "tensor", "output", "logits_top_k", "sent_unix_ns", "hops")

@@ -1,0 +1,79 @@
+"""Decode steps of different sessions computed as one forward (serve): a worker's step batcher.
+
+A decode step spends its time reading the segment's weights; a batch of B sessions reads them once
+(SmolLM2, 10 blocks, one thread: 13.4 ms for one step, 23.6 ms for four). With several sessions open,
+each decode step waits a few turns of the event loop for the steps that arrived with it, and the
+steps that arrived while the compute lane was busy, then takes the lane for all of them (at most
+`max_batch`). A session's steps stay in order: its CHAIN handler sends the next only after the last
+one's result, and a session with a step in the batch already waits for the next.
+With one session open a step goes straight to the lane, as before: nothing to wait for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from partition.runtime.compute import ComputeLane
+from partition.runtime.stage import StageRuntime
+from partition.transport.generated import forward_pb2
+from partition.transport.stage_step import Waiting, process_decode_steps
+
+# Turns of the event loop a batch waits for steps that arrived with its first one: a message already
+# received reaches the batch after two (the stream's reader task, then its handler), so at least
+# three; more while each turn brings another, and at most MAX_TURNS.
+MIN_TURNS = 3
+MAX_TURNS = 12
+
+
+class StepBatcher:
+    def __init__(self, runtime: StageRuntime, compute: ComputeLane, worker: str, max_batch: int) -> None:
+        self.runtime = runtime
+        self.compute = compute
+        self.worker = worker
+        self.max_batch = max_batch
+        self._waiting: list[Waiting] = []
+        self._runner: asyncio.Task | None = None
+
+    def takes(self, step: forward_pb2.Step) -> bool:
+        """Whether `step` is worth batching: a decode step while other sessions are open here."""
+        return step.n_tokens == 1 and self.max_batch > 1 and self.runtime.open_sessions > 1
+
+    async def run(self, step: forward_pb2.Step, recv_ns: int) -> forward_pb2.Step:
+        """Compute `step` with whatever other decode steps wait with it; its output, as `process_step`."""
+        item = Waiting(step, recv_ns, time.perf_counter(), asyncio.get_running_loop().create_future())
+        self._waiting.append(item)
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.ensure_future(self._run())
+        return await item.result  # a caller cancelled meanwhile leaves its step out of the batch
+
+    async def _run(self) -> None:
+        try:
+            while self._waiting:
+                await self._gather()
+                await self.compute.call(self._compute_waiting)
+        finally:  # cancelled (the worker stopping): nobody is left waiting for an answer
+            for item in self._waiting:
+                item.result.cancel()
+            self._waiting.clear()
+
+    async def _gather(self) -> None:
+        turns, seen = 0, 0
+        while turns < MAX_TURNS and (turns < MIN_TURNS or len(self._waiting) > seen):
+            seen = len(self._waiting)
+            await asyncio.sleep(0)
+            turns += 1
+
+    def _compute_waiting(self) -> None:
+        """In the lane: take the steps waiting now (one per session, at most max_batch) and compute them."""
+        batch, later, sessions = [], [], set()
+        for item in self._waiting:
+            if not item.wanted:
+                continue
+            if item.step.session_id in sessions or len(batch) >= self.max_batch:
+                later.append(item)
+            else:
+                sessions.add(item.step.session_id)
+                batch.append(item)
+        self._waiting = later
+        process_decode_steps(self.runtime, batch, self.worker)

@@ -1,0 +1,155 @@
+"""What a worker does with a step in its compute lane (serve): check, decode, compute, encode, and the
+hop record; one session's step alone, or the decode steps of several sessions as one forward.
+
+Each function turns the incoming Step into the outgoing one in place (ForwardRequest.step and
+ForwardReply.result share its type), so the caller serializes the same message on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from partition.runtime.errors import InvalidRequestError
+from partition.runtime.sessions import Session
+from partition.runtime.stage import StageRuntime
+from partition.transport.generated import forward_pb2
+from partition.transport.tensors import from_proto, to_proto, to_top_k_proto
+
+
+@dataclass
+class Prepared:
+    """A step checked against the session and decoded: ready to compute."""
+
+    step: forward_pb2.Step
+    session: Session
+    x: torch.Tensor
+    last_only: bool
+    top_k: int
+    recv_ns: int  # Unix ns when the step was read off its stream
+    submitted: float  # perf_counter when it was handed to the compute lane
+    started: float  # perf_counter when its work began
+    decoded: float  # perf_counter when its input was decoded
+
+
+def process_step(runtime: StageRuntime, step: forward_pb2.Step, recv_ns: int, submitted: float, worker: str):
+    """One session's step, alone; `step` becomes the output with its hop record."""
+    prepared = prepare(runtime, step, recv_ns, submitted)
+    out = runtime.run_step(prepared.session, prepared.x, step.n_tokens, prepared.last_only)
+    return finish(runtime, prepared, out, time.perf_counter() - prepared.decoded, 1, worker)
+
+
+@dataclass
+class Waiting:
+    """A decode step waiting to be computed with others, and the future its caller awaits."""
+
+    step: forward_pb2.Step
+    recv_ns: int
+    submitted: float
+    result: asyncio.Future
+
+    @property
+    def wanted(self) -> bool:
+        """False once its caller went away (the future cancelled): its step is not computed."""
+        return not self.result.done()
+
+    def done(self, output: forward_pb2.Step) -> None:
+        if not self.result.done():
+            self.result.set_result(output)
+
+    def fail(self, error: BaseException) -> None:
+        if not self.result.done():
+            self.result.set_exception(error)
+
+
+def process_decode_steps(runtime: StageRuntime, waiting: list[Waiting], worker: str) -> None:
+    """The decode steps of different sessions (one step each) as one forward. A step refused before
+    the forward fails alone; if the forward itself fails, each step is run alone, so one bad row ends
+    only its own session; a step whose output cannot be encoded fails alone and its session stays
+    where it was, as with `process_step`."""
+    ready: list[tuple[Waiting, Prepared]] = []
+    for item in waiting:
+        try:
+            ready.append((item, prepare(runtime, item.step, item.recv_ns, item.submitted)))
+        except Exception as error:
+            item.fail(error)
+    if len(ready) == 1:
+        item, prepared = ready[0]
+        _finish_alone(runtime, item, prepared, worker)
+        return
+    if not ready:
+        return
+    computing = time.perf_counter()
+    try:
+        out = runtime.run_decode_steps([(prepared.session, prepared.x) for _, prepared in ready])
+    except Exception:
+        for item, prepared in ready:
+            _finish_alone(runtime, item, prepared, worker)
+        return
+    compute_s = time.perf_counter() - computing
+    for row, (item, prepared) in enumerate(ready):
+        try:
+            item.done(finish(runtime, prepared, out[row : row + 1], compute_s, len(ready), worker))
+        except Exception as error:
+            item.fail(error)
+
+
+def _finish_alone(runtime: StageRuntime, item: Waiting, prepared: Prepared, worker: str) -> None:
+    try:
+        out = runtime.run_step(prepared.session, prepared.x, 1, prepared.last_only)
+        computed = time.perf_counter()
+        item.done(finish(runtime, prepared, out, computed - prepared.decoded, 1, worker))
+    except Exception as error:
+        item.fail(error)
+
+
+def prepare(runtime: StageRuntime, step: forward_pb2.Step, recv_ns: int, submitted: float) -> Prepared:
+    """Check the step against its session and the deployment, then decode its input."""
+    started = time.perf_counter()
+    session = runtime.begin_step(step.session_id, step.plan_id, step.epoch, step.position, step.n_tokens)
+    last_stage = not runtime.deployment.downstream
+    last_only = last_stage and step.output == forward_pb2.OUTPUT_SELECT_LAST
+    top_k = step.logits_top_k if last_stage and runtime.returns_logits else 0
+    if top_k and not (last_only or step.n_tokens == 1):
+        raise InvalidRequestError(
+            f"logits_top_k={top_k} applies to the last position only: send the step with OUTPUT_SELECT_LAST"
+        )
+    expected = runtime.input_values(step.n_tokens)
+    if math.prod(step.tensor.shape) > expected:  # before decoding: zstd would inflate it first
+        raise InvalidRequestError(
+            f"a step of n_tokens={step.n_tokens} brings {expected} values to this stage, but its tensor "
+            f"declares shape {list(step.tensor.shape)}; send the shape its n_tokens says"
+        )
+    x = from_proto(step.tensor)
+    return Prepared(step, session, x, last_only, top_k, recv_ns, submitted, started, time.perf_counter())
+
+
+def finish(
+    runtime: StageRuntime, prepared: Prepared, out: torch.Tensor, compute_s: float, batch: int, worker: str
+) -> forward_pb2.Step:
+    """Encode the output into the step, move the session on, and add this stage's hop record."""
+    step = prepared.step
+    computed = time.perf_counter()
+    bytes_in, codec_in = len(step.tensor.data), step.tensor.codec
+    codec_out = runtime.deployment.codec_out
+    step.tensor.CopyFrom(to_top_k_proto(out, prepared.top_k) if prepared.top_k else to_proto(out, codec_out))
+    encoded = time.perf_counter()
+    runtime.end_step(prepared.session, step.n_tokens)
+    step.hops.add(
+        stage=worker,
+        upstream_sent_unix_ns=step.sent_unix_ns,
+        recv_unix_ns=prepared.recv_ns,
+        queue_s=prepared.started - prepared.submitted,
+        decode_s=prepared.decoded - prepared.started,
+        compute_s=compute_s,
+        encode_s=encoded - computed,
+        bytes_in=bytes_in,
+        bytes_out=len(step.tensor.data),
+        codec_in=codec_in,
+        batch=batch,
+    )
+    return step
