@@ -105,6 +105,9 @@ _KNOWN_FIELDS = {
     kind: frozenset({text_field, *COMMON_FIELDS, *NEUTRAL, *NO_EFFECT})
     for kind, text_field in ((CHAT, "messages"), (COMPLETION, "prompt"))
 }
+# What stream_options may hold: include_usage, and OpenAI's include_obfuscation, which only pads
+# chunks against length side channels (nothing here). Any other key is refused as a field is.
+STREAM_OPTIONS = frozenset({"include_usage", "include_obfuscation"})
 # Stop strings a request may give, and characters in each (OpenAI takes 4). Every one is looked for at
 # the end of the text after every token, holding back what could begin one: at these limits 0.56 ms per
 # token at worst on a 2-core host, against 5.8 k strings of 1.2 k characters slowing a decode 8x.
@@ -210,7 +213,14 @@ def text_request(kind: str, body: dict, served: Served) -> TextRequest:
     options = body.get("stream_options")
     if options is not None and not (isinstance(options, dict) and stream):
         raise ApiError(400, "stream_options must be an object, and only with stream=true", "stream_options")
+    for name in options or {}:
+        if name not in STREAM_OPTIONS:
+            close = difflib.get_close_matches(name, sorted(STREAM_OPTIONS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            where = f"stream_options.{name}"
+            raise ApiError(400, f"unknown field {where!r}{hint}; leave it out", where)
     include_usage = _boolean(options or {}, "include_usage", False, "stream_options.include_usage")
+    _boolean(options or {}, "include_obfuscation", True, "stream_options.include_obfuscation")
     generation = GenerationRequest(
         prompt_ids=ids,
         max_new_tokens=max_tokens,
@@ -304,7 +314,7 @@ def _content(content, where: str) -> str:
             ):
                 raise ApiError(400, f"{where}: only text parts ({{type: text, text}}) are supported", where)
             texts.append(_unicode(part["text"], where))
-        return "".join(texts)
+        return "\n".join(texts)  # as vLLM renders parts: "joke." and "Answer" must not run together
     raise ApiError(400, f"{where} must be a string or a list of text parts", where)
 
 

@@ -28,6 +28,7 @@ import hmac
 import logging
 import select
 import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -117,6 +118,15 @@ class ApiServer(ThreadingHTTPServer):
         )
         self.stats = ServingStats(answerer)
         self.health = HealthChecks(answerer)
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that reset or dropped its connection is no fault of the server: one line, not the
+        standard library's traceback on stderr; anything else is logged with its traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            log.debug("client %s dropped its connection: %s", client_address[0], error)
+            return
+        log.exception("error while serving %s", client_address[0])
 
     @property
     def url(self) -> str:

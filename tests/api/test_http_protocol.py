@@ -341,3 +341,30 @@ def test_a_request_line_in_absolute_form_is_routed_by_its_path(api):  # noqa: F8
         )
     finally:
         connection.close()
+
+
+def test_a_client_resetting_its_connection_is_one_debug_line_not_a_traceback(api, caplog, capfd):  # noqa: F811
+    """A client that resets a kept-alive connection (RST, as a killed process or a load balancer does)
+    is no fault of the server: the standard library would print a traceback on stderr."""
+    import logging
+    import struct
+    import time
+
+    caplog.set_level(logging.DEBUG, logger="partition.api.server")
+    host, port = api.server_address[:2]
+    client = socket.create_connection((host, port), timeout=TIMEOUT_S)
+    body = json.dumps({"prompt": "Hi", "max_tokens": 1, "top_k": 1}).encode()
+    client.sendall(
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    assert client.recv(65536).startswith(b"HTTP/1.1 200")
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close sends RST
+    client.close()
+    deadline, stderr = time.monotonic() + TIMEOUT_S, ""
+    while "dropped its connection" not in caplog.text and "Traceback" not in stderr:
+        assert time.monotonic() < deadline, "the reset was never handled"
+        time.sleep(0.05)
+        stderr += capfd.readouterr().err
+    assert "Traceback" not in stderr + capfd.readouterr().err
+    status, _ = request(api, "GET", "/v1/models")  # and it serves on
+    assert status == 200
