@@ -81,7 +81,11 @@ def _unwinding_on_termination() -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:  # before a command ran: nothing to stop but this
+        print("partition: stopped by SIGINT (Ctrl-C)", file=sys.stderr)
+        return 130
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

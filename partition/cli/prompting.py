@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from partition.cli.arguments import non_empty
-from partition.model.generation import GenerationRequest, new_tokens_overflow, prompt_overflow
-from partition.model.sampling import SamplingError, SamplingParams
+
+if (
+    TYPE_CHECKING
+):  # partition.model imports torch: a second, which --help and an early Ctrl-C must not wait for
+    from partition.model.generation import GenerationRequest
 
 
 def add_prompt_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -30,6 +34,8 @@ def add_prompt_arguments(parser: argparse.ArgumentParser, required: bool = True)
 
 def sampling_seed(text: str) -> int:
     """A seed that torch's generator takes; refused while parsing, in SamplingParams' words."""
+    from partition.model.sampling import SamplingError, SamplingParams
+
     value = int(text)
     try:
         SamplingParams(seed=value)
@@ -50,11 +56,30 @@ def check_chat_flags(args: argparse.Namespace) -> None:
 
 
 def prompt_ids(args: argparse.Namespace, tokenizer) -> list[int]:
+    prompt = utf8_text(args.prompt, "the prompt")
     if not args.chat:
-        return tokenizer.encode(args.prompt)
-    messages = [{"role": "system", "content": args.system}] if args.system else []
-    messages.append({"role": "user", "content": args.prompt})
+        return tokenizer.encode(prompt)
+    messages = [{"role": "system", "content": utf8_text(args.system, "--system")}] if args.system else []
+    messages.append({"role": "user", "content": prompt})
     return tokenizer.encode(tokenizer.render_chat(messages), add_special=False)
+
+
+def utf8_text(text: str, what: str) -> str:
+    """`text` as given, or ConfigError when it came from bytes that are no UTF-8: Python keeps each such
+    byte of an argument or a line of standard input as a lone surrogate (U+DC80-U+DCFF), which no
+    tokenizer takes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        from partition.errors import ConfigError
+
+        char = text[error.start]
+        byte = f"byte 0x{ord(char) - 0xDC00:02x}" if 0xDC80 <= ord(char) <= 0xDCFF else f"U+{ord(char):04X}"
+        raise ConfigError(
+            f"{what} is not UTF-8 text ({byte} at character {error.start}); give it in UTF-8 "
+            "(e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+    return text
 
 
 def build_request(
@@ -65,6 +90,8 @@ def build_request(
     A prompt that leaves no room for a token is refused: the error says it does not fit `limit`
     (what holds `max_context` tokens, e.g. "smollm2-135m's context") and what would help (`advice`)."""
     from partition.errors import ConfigError
+    from partition.model.generation import GenerationRequest, prompt_overflow
+    from partition.model.sampling import SamplingParams
 
     if args.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
@@ -80,6 +107,7 @@ def check_new_tokens_fit(request: GenerationRequest, limit: str) -> None:
     """Refuse a request whose prompt and --max-new-tokens need more than its context (`limit`), in the
     words of the HTTP API's context_length_exceeded, instead of cutting it."""
     from partition.errors import ConfigError
+    from partition.model.generation import new_tokens_overflow
 
     problem = new_tokens_overflow(
         len(request.prompt_ids), request.max_new_tokens, request.context, limit, "--max-new-tokens"

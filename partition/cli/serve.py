@@ -342,11 +342,29 @@ def _serve(
         elif args.prompt is not None:
             answer(answerer, args, args.prompt, out)
         else:
-            for line in sys.stdin:
-                if line.strip():
-                    answer(answerer, args, line.rstrip("\n"), out)
+            return _answer_lines(answerer, args, sys.stdin, out)
     finally:
         answerer.close()  # and every deployment a re-plan replaced
+    return 0
+
+
+def _answer_lines(answerer, args: argparse.Namespace, lines, out=None) -> int:
+    """One answer per non-empty line. A prompt refused for itself (too long, not UTF-8) is named with
+    its line and the next ones are answered; the exit code then says some were refused (2)."""
+    from partition.errors import ConfigError
+
+    refused = 0
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            answer(answerer, args, line.rstrip("\n"), out)
+        except ConfigError as error:
+            refused += 1
+            print(f"partition serve: error: line {number}: {error}", file=sys.stderr, flush=True)
+    if refused:
+        print(f"partition serve: {refused} prompt(s) refused, the others answered", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -27,6 +27,7 @@ BENCH = ["bench", "--plan", "plan.json"]
             "argument --reconnect-wait: must be at least 3 seconds, got 2.5",
         ),
         ([*SERVE, "--recheck", "-1"], "argument --recheck: must be 0 seconds or more, got -1"),
+        ([*WORKER, "--max-batch", "0"], "argument --max-batch: must be at least 1, got 0"),
         ([*BENCH, "--tbt-deadline", "-1"], "argument --tbt-deadline: must be more than 0 seconds, got -1"),
         ([*BENCH, "--tbt-deadline", "0"], "argument --tbt-deadline: must be more than 0 seconds, got 0"),
         ([*BENCH, "--ttft-deadline", "-1"], "argument --ttft-deadline: must be more than 0 seconds, got -1"),
@@ -112,3 +113,27 @@ def test_serve_help_says_the_waits_serve_uses(capsys):
     said = " ".join(capsys.readouterr().out.split())  # argparse wraps the help's lines
     assert f"is planned around (default {RECONNECT_WAIT_S:g})" in said
     assert f"profiled --cluster (default {RECHECK_S:g})" in said
+
+
+def test_the_command_line_is_parsed_without_importing_torch():
+    """`partition --help` and every parser stay instant (torch takes a second to import), so Ctrl-C in
+    that second has nothing to interrupt but the parse."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from partition.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "False", result.stderr
+
+
+def test_ctrl_c_while_the_command_line_is_parsed_is_said_as_any_other(monkeypatch, capsys):
+    import partition.cli as cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["plan"]) == 130
+    assert capsys.readouterr().err == "partition: stopped by SIGINT (Ctrl-C)\n"
