@@ -256,6 +256,12 @@ class Answerer:
         return self._before_reload is not None
 
     @property
+    def changing_plan(self) -> bool:
+        """Whether the workers are being given segments now (a reload, a re-plan or a take-back), so
+        that some may serve the next plan before this one is replaced."""
+        return self._reloading.locked() or self._taking_back
+
+    @property
     def reload_failure(self) -> Exception | None:
         """Why the last reload after a lost worker failed (None: it did not, or none was needed)."""
         return self._reload_failure
@@ -421,4 +427,11 @@ class Answerer:
         if error.code == grpc.StatusCode.UNAVAILABLE:
             where = f"{device} at {error.address}" if device else error.address
             details += f"; the worker of {where} stopped or cannot be reached: {self.lost_advice}"
+        elif error.code == grpc.StatusCode.FAILED_PRECONDITION and "but this worker serves plan" in details:
+            # not a worker restarted (that one has nothing loaded, and is loaded again): another
+            # deployment gave it its own segment, which reloading ours would take away in turn
+            details += (
+                "; another deployment took this worker (a second serve given the same workers): stop it "
+                "and start this serve again, or give each serve workers of its own"
+            )
         return StageCallError(error.code, details, error.address, device)

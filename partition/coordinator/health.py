@@ -80,7 +80,7 @@ def check_health(answerer, wait_s: float = HEALTH_WAIT_S) -> Health:
         plan, limit_s = deployment.plan, 2 * wait_s + 1  # a connect and a probe, each within wait_s
         try:
             deployment.check_open()
-            addresses = deployment.loop.run(chain.away(wait_s), limit_s) if chain is not None else []
+            looks = deployment.loop.run(chain.look(wait_s), limit_s) if chain is not None else {}
             break
         except TimeoutError:  # the coordinator's event loop is stuck: no request would go either
             advice = f"the coordinator did not probe its workers within {limit_s:g} s; restart serve"
@@ -90,13 +90,29 @@ def check_health(answerer, wait_s: float = HEALTH_WAIT_S) -> Health:
                 raise
             if answerer.deployment is deployment:  # not replaced by a re-plan: serve itself stops
                 return Health("unavailable", plan.plan_id, plan.epoch, advice=STOPPING)
-    away = tuple(deployment.devices.get(address, address) for address in addresses)
+    away = tuple(
+        deployment.devices.get(address, address) for address, serves in looks.items() if serves is None
+    )
+    taken = {
+        deployment.devices.get(address, address): serves
+        for address, serves in looks.items()
+        if serves is not None and serves[0] and serves != (plan.plan_id, plan.epoch)
+    }
     failover = answerer.failover
     planned_around = tuple(sorted(failover.lost)) if failover is not None else ()
 
     def said(status: str, advice: str = "") -> Health:
         return Health(status, plan.plan_id, plan.epoch, away, planned_around, advice)
 
+    if taken and answerer.deployment is deployment and not answerer.changing_plan:
+        # Another deployment loaded its own segments on them (a second serve given the same workers):
+        # this serve's steps are refused there, and reloading its own would take them from the other.
+        named = ", ".join(f"{device} serves plan {p!r} epoch {e}" for device, (p, e) in sorted(taken.items()))
+        return said(
+            "unavailable",
+            f"{named}, not this serve's plan {plan.plan_id!r} epoch {plan.epoch}: another deployment took "
+            "them; stop it and start this serve again, or give each serve workers of its own",
+        )
     if away and failover is None and not answerer.restarts_workers:
         return said(
             "unavailable",

@@ -206,18 +206,25 @@ class Chain:
         the wait lets one started again be reached), or whose worker then does not answer one probe
         within `timeout_s` (one that hangs: its connection stays up, and a call to it would wait for
         its whole deadline)."""
+        return [address for address, serves in (await self.look(timeout_s)).items() if serves is None]
 
-        async def answers(stage: StageClient) -> bool:
+    async def look(self, timeout_s: float) -> dict[str, tuple[str, int] | None]:
+        """Per stage address, the (plan_id, epoch) its worker serves now ("", 0: nothing loaded), from one
+        probe each, all at once; None for a worker away, as `away` says."""
+
+        async def serves(stage: StageClient) -> tuple[str, int] | None:
             if not await reachable(stage.channel, timeout_s):
-                return False
+                return None
             try:
-                await stage.probe(1, timeout_s=timeout_s)
+                reply = await stage._one_probe(
+                    measure_pb2.ProbeRequest(client_sent_unix_ns=time.time_ns()), timeout_s
+                )
             except StageCallError:
-                return False
-            return True
+                return None
+            return None if reply is None else (reply.plan_id, reply.epoch)
 
-        answering = await asyncio.gather(*(answers(stage) for stage in self.stages))
-        return [stage.address for stage, ok in zip(self.stages, answering, strict=True) if not ok]
+        found = await asyncio.gather(*(serves(stage) for stage in self.stages))
+        return {stage.address: serving for stage, serving in zip(self.stages, found, strict=True)}
 
     async def load(
         self,

@@ -113,11 +113,14 @@ class StageServicer:
                 raise InvalidRequestError(
                     f"Probe: reply_bytes {request.reply_bytes} is over the limit of {limit}"
                 )
+            deployment = self.runtime.deployment
             reply = measure_pb2.ProbeReply(
                 worker=self.worker,
                 client_sent_unix_ns=request.client_sent_unix_ns,
                 server_recv_unix_ns=received,
                 payload=bytes(request.reply_bytes),
+                plan_id=deployment.plan_id if deployment else "",
+                epoch=deployment.epoch if deployment else 0,
             )
             if request.forward_to:
                 reply.samples.extend(await self._probe_peer(request))

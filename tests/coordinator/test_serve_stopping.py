@@ -156,3 +156,30 @@ def test_an_http_stream_cut_by_the_stop_ends_with_a_503_event_and_later_requests
         finally:
             server.shutdown()
             server.server_close()
+
+
+def test_a_worker_another_deployment_took_is_named_by_health_and_by_the_request(smollm2):
+    """A second serve given the same worker loads its own plan there: this serve's steps are refused.
+    /health says so (503, naming the plan the worker serves) and the request's error says what to do,
+    instead of "ok" and a bare FAILED_PRECONDITION."""
+    from partition.coordinator.deploy import deploy
+    from partition.transport.client import StageCallError
+    from tests.coordinator.plans import split_plan
+
+    with served(smollm2) as (answerer, restarts):
+        ours = answerer.deployment.plan
+        other_plan = split_plan(smollm2, [("phone", 0, 20, "raw"), ("server-a", 20, 32, "raw")])
+        other = deploy(other_plan, {"server-a": restarts.worker.address}, max_context=128, max_sessions=1)
+        try:
+            health = check_health(answerer)
+            assert health.http_status == 503 and health.status == "unavailable"
+            assert (
+                f"server-a serves plan {other_plan.plan_id!r} epoch 1, not this serve's plan "
+                in health.advice
+            )
+            assert f"{ours.plan_id!r} epoch {ours.epoch}: another deployment took them" in health.advice
+            with pytest.raises(StageCallError) as refused:
+                answerer.answer(request(answerer))
+            assert "another deployment took this worker" in refused.value.details
+        finally:
+            other.close()

@@ -37,20 +37,24 @@ class ProbeSample(_message.Message):
     def __init__(self, t0: _Optional[int] = ..., t1: _Optional[int] = ..., t2: _Optional[int] = ..., t3: _Optional[int] = ..., request_bytes: _Optional[int] = ..., reply_bytes: _Optional[int] = ...) -> None: ...
 
 class ProbeReply(_message.Message):
-    __slots__ = ("worker", "payload", "client_sent_unix_ns", "server_recv_unix_ns", "server_send_unix_ns", "samples")
+    __slots__ = ("worker", "payload", "client_sent_unix_ns", "server_recv_unix_ns", "server_send_unix_ns", "samples", "plan_id", "epoch")
     WORKER_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     CLIENT_SENT_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     SERVER_RECV_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     SERVER_SEND_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    PLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     worker: str
     payload: bytes
     client_sent_unix_ns: int
     server_recv_unix_ns: int
     server_send_unix_ns: int
     samples: _containers.RepeatedCompositeFieldContainer[ProbeSample]
-    def __init__(self, worker: _Optional[str] = ..., payload: _Optional[bytes] = ..., client_sent_unix_ns: _Optional[int] = ..., server_recv_unix_ns: _Optional[int] = ..., server_send_unix_ns: _Optional[int] = ..., samples: _Optional[_Iterable[_Union[ProbeSample, _Mapping]]] = ...) -> None: ...
+    plan_id: str
+    epoch: int
+    def __init__(self, worker: _Optional[str] = ..., payload: _Optional[bytes] = ..., client_sent_unix_ns: _Optional[int] = ..., server_recv_unix_ns: _Optional[int] = ..., server_send_unix_ns: _Optional[int] = ..., samples: _Optional[_Iterable[_Union[ProbeSample, _Mapping]]] = ..., plan_id: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class ProfileRequest(_message.Message):
     __slots__ = ("model", "dtype", "threads", "prefill_lengths", "context_lengths", "repeats", "refresh", "warmup", "min_time_s")
