@@ -118,12 +118,24 @@ def load_plan(path: Path) -> Plan:
     return plan_from_json(read_text(Path(path), "file"), str(path))
 
 
+# Bytes a text artifact may hold (plans, profiles, cluster files, codec tables, lab configs): the
+# largest plans, of a model of hundreds of layers over dozens of devices, are some megabytes.
+MAX_TEXT_BYTES = 64 << 20
+
+
 def read_text(path: Path, kind: str, advice: str = "") -> str:
     """A text file a user gives (`kind`: "cluster file", "lab config", ...), or a ConfigError naming it:
-    missing, a folder, unreadable, or not UTF-8 (a binary, or UTF-16 as some shells write); `advice`
-    ends the message."""
+    missing, a folder, unreadable, over MAX_TEXT_BYTES (/dev/zero would fill the memory), or not UTF-8
+    (a binary, or UTF-16 as some shells write); `advice` ends the message. A pipe is read (--plan <(...))."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as file:
+            data = file.read(MAX_TEXT_BYTES + 1)
+        if len(data) > MAX_TEXT_BYTES:
+            raise ConfigError(
+                f"{kind} {path} is over {MAX_TEXT_BYTES >> 20} MiB, more than any plan, profile or "
+                f"configuration holds: give the right path{'; ' + advice if advice else ''}"
+            )
+        return data.decode("utf-8")
     except UnicodeDecodeError as error:
         said = f"{kind} {path} is not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8"
     except OSError as error:

@@ -30,9 +30,17 @@ def whole_number(minimum: int = 1, zero_means: str = "") -> Callable[[str], int]
 def output_file(text: str) -> Path:
     """A file a run writes when it ends: refused at once when it cannot be one (a folder, or a path under
     a file), instead of once the run's work is done. Missing folders are made when it is written."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path; give a file")
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a directory; give a file in it")
+    if path.exists() and not path.is_file():
+        # a device, a pipe or a socket (/dev/stdout, /dev/null): the file is written beside it and
+        # renamed over it, which would put a file where the device was
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a regular file (a device, a pipe, a socket); give a file"
+        )
     for folder in path.parents:
         if folder.exists():
             if not folder.is_dir():

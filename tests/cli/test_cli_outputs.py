@@ -27,6 +27,12 @@ from partition.errors import ConfigError
             ["profile", "--model", "smollm2-135m", "--out", "{file}/device.json"],
             "argument --out: {file} is a file, so {file}/device.json cannot be made",
         ),
+        # written beside and renamed over: a device would be replaced by a file (as root, /dev/null too)
+        (
+            ["plan", "--model", "smollm2-135m", "--out", "/dev/null"],
+            "argument --out: /dev/null is not a regular file (a device, a pipe, a socket); give a file",
+        ),
+        (["plan", "--model", "smollm2-135m", "--out", ""], "argument --out: an empty path; give a file"),
     ],
 )
 def test_an_output_that_cannot_be_a_file_is_a_usage_error(tmp_path, capsys, argv, says):
@@ -70,3 +76,11 @@ def test_a_write_under_a_file_says_where_and_leaves_nothing_beside_it(tmp_path):
     with pytest.raises(ConfigError, match=r"cannot write .*a-file/plan.json: .*; give another path"):
         write_atomically(tmp_path / "a-file" / "plan.json", "{}")
     assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
+
+
+def test_an_input_larger_than_any_artifact_is_refused_without_reading_it_all(capsys):
+    """/dev/zero as a plan: read up to the bound, not until the memory is full."""
+    assert main(["serve", "--plan", "/dev/zero"]) == 2
+    assert "file /dev/zero is over 64 MiB, more than any plan, profile or configuration holds" in (
+        capsys.readouterr().err
+    )
