@@ -114,6 +114,15 @@ def _runnable(path: Path, codecs: tuple[CodecSpec, ...]) -> tuple[CodecSpec, ...
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
         raise ConfigError(f"{path}: codec(s) {', '.join(twice)} given more than once; keep one entry each")
+    # Whether a codec is exact is what the workers run, not a figure a table may set: a lossy link
+    # marked lossless would pass for exact in the plan's table and in `--codecs raw shuffle-zstd`.
+    exact = {codec.name: codec.lossless for codec in DEFAULT_CODECS}
+    wrong = [codec for codec in codecs if codec.lossless != exact[codec.name]]
+    if wrong:
+        said = ", ".join(f"{c.name} is {'lossless' if exact[c.name] else 'lossy'}" for c in wrong)
+        raise ConfigError(
+            f"{path}: {said} (partition/codec/); set each entry's lossless to what its codec is"
+        )
     return codecs
 
 

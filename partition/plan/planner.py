@@ -103,22 +103,28 @@ def extrapolated(cluster: Cluster, workload: Workload) -> str:
     """What the plan's figures take from past the lengths the devices' profiles were timed at ("" when
     nothing), and how to profile for it."""
     prompt, context = workload.prompt_tokens, workload.prompt_tokens + workload.new_tokens - 1
-    past = []
+    past, short = [], {}
     for device in cluster.devices:
         profile = device.profile
         beyond = []
         if 0 < profile.prefill_tokens_max < prompt:
             beyond.append(f"prompts of at most {profile.prefill_tokens_max} tokens")
+            short["prompt"] = f"--prefill-lengths reaching {prompt}"
         if 0 < profile.context_tokens_max < context:
             beyond.append(f"contexts of at most {profile.context_tokens_max}")
+            short["context"] = f"--context-lengths reaching {context}"
         if beyond:
             past.append(f"{device.name} ({' and '.join(beyond)})")
     if not past:
         return ""
+    workload_said = " and ".join(
+        said for key, said in (("prompt", f"{prompt}-token prompt"), ("context", f"{context}-token context"))
+        if key in short
+    )  # fmt: skip
     return (
-        f"the profiles of {', '.join(past)} were timed short of this workload's {prompt}-token prompt and "
-        f"{context}-token context: its times are extrapolated from their fits. For figures measured "
-        f"there, profile again with --prefill-lengths reaching {prompt} and --context-lengths reaching {context}"
+        f"the profiles of {', '.join(past)} were timed short of this workload's {workload_said}: its times "
+        f"are extrapolated from their fits. For figures measured there, profile again with "
+        f"{' and '.join(short.values())}"
     )
 
 

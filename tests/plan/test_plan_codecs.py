@@ -134,6 +134,12 @@ RAW = {"name": "raw", "bytes_per_value": 4, "encode_s_per_byte": 0, "decode_s_pe
         ([{**RAW, "speed": 1}], "codecs[0]: unknown field(s) speed"),
         ([RAW, {**RAW, "name": "int8", "encode_s_per_byte": -1}], "codecs[1]: codec 'int8': sizes and times"),
         (["raw"], "codecs[0]: expected an object, got 'raw'"),
+        # a lossy codec said to be exact would pass for exact in the plan's table and in --codecs
+        (
+            [{**RAW, "name": "fp16", "bytes_per_value": 2}],
+            "fp16 is lossy (partition/codec/); set each entry's",
+        ),
+        ([{**RAW, "lossless": False}], "raw is lossless (partition/codec/)"),
     ],
 )
 def test_a_codec_table_a_plan_could_not_be_served_from_is_refused_naming_the_entry(tmp_path, entries, says):

@@ -176,3 +176,8 @@ def test_a_workload_past_the_lengths_a_profile_was_timed_at_is_named_with_the_le
     ) in caplog.text
     assert "--prefill-lengths reaching 2048 and --context-lengths reaching 2111" in caplog.text
     assert "phone" not in caplog.text  # a profile that does not say what it timed is not guessed at
+    caplog.clear()
+    make_plan(cluster, Workload(128, 1024))  # the prompt was timed, the context was not: only that is named
+    assert "short of this workload's 1151-token context: its times" in caplog.text
+    assert "profile again with --context-lengths reaching 1151" in caplog.text
+    assert "--prefill-lengths" not in caplog.text
