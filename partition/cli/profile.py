@@ -12,7 +12,7 @@ from pathlib import Path
 
 from partition.cli.arguments import check_device, output_file, positive_number, whole_number
 from partition.cli.serve import add_transport_arguments, transport_config
-from partition.types import WEIGHT_DTYPES
+from partition.types import WEIGHT_DTYPES, check_device_name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
     args.out = args.out or Path("device.json")
     device = args.device or "cpu"
     check_device(device)
+    if args.name is not None:  # the cluster file will name the device by it: refused there otherwise
+        check_device_name(args.name, "--name")
     profile = profile_device(
         args.model,
         settings,

@@ -185,7 +185,8 @@ class StageRuntime:
                 f"{max(slots, 1)} sessions of {wanted.max_context} tokens need "
                 f"{max(slots, 1) * slot_bytes / 2**20:.1f} MiB of KV cache for {n_blocks} blocks, over this "
                 f"worker's budget of {budget / 2**20:.1f} MiB; ask for fewer sessions or a shorter "
-                "max_context, or start the worker with a larger --kv-budget-mb"
+                "max_context (partition serve and bench: --max-sessions, --max-context), or start the "
+                "worker with a larger --kv-budget-mb"
             )
         return slots
 

@@ -49,8 +49,8 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
 
 def _deny(handler: grpc.RpcMethodHandler | None, reason: str) -> grpc.RpcMethodHandler:
     message = (
-        f"unauthenticated ({reason}): send metadata '{AUTH_HEADER}: Bearer <token>' with the token in "
-        "the worker's --token-file"
+        f"unauthenticated ({reason}): give partition serve, bench and profile --token-file with the token "
+        f"in the worker's --token-file (another gRPC client: send metadata '{AUTH_HEADER}: Bearer <token>')"
     )
 
     async def abort(_request, context: grpc.aio.ServicerContext):

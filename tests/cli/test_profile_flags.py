@@ -24,3 +24,12 @@ def test_a_flag_the_mode_would_not_use_is_refused(extra, message):
     args = build_parser().parse_args([*PROFILE, *extra])
     with pytest.raises(ConfigError, match=message):
         run(args)
+
+
+def test_a_device_name_the_cluster_file_would_refuse_is_refused_before_profiling(tmp_path):
+    args = build_parser().parse_args(
+        ["profile", "--model", "smollm2-135m", "--name", "a/b c", "--out", str(tmp_path / "d.json")]
+    )
+    with pytest.raises(ConfigError, match="--name: the device name 'a/b c' is not one plain word"):
+        run(args)
+    assert not (tmp_path / "d.json").exists()
