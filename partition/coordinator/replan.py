@@ -295,7 +295,12 @@ class Failover:
         path = self.plan_path.with_name(f"{stem}.epoch{plan.epoch}.json")
         try:
             save_plan(plan, path)
-        except OSError as error:
-            log.warning("cannot write the new plan to %s (%s); serving it all the same", path, error)
+        except ConfigError as error:  # write_atomically's word for an OSError (a folder there, read-only)
+            log.warning(
+                "%s; serving the new plan all the same (to have it written, remove what is at %s or serve "
+                "a --plan in a folder this user can write)",
+                error,
+                path,
+            )
             return
         log.warning("the new plan is in %s", path)

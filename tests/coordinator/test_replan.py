@@ -567,3 +567,15 @@ def test_a_replan_fits_the_kv_slots_serve_allocates_not_only_the_plans_workload(
     # planned for the workload alone, the phone keeps more blocks than it can serve with
     alone = replan_without(plan, cluster, ["server-b"])
     assert "phone needs" in serving_problem(cluster, alone.stages, 2048, 4)
+
+
+def test_a_new_plan_that_cannot_be_written_is_served_all_the_same(smollm2, tmp_path, caplog):
+    """The file beside the plan is a record: a folder in its way warns, and the re-plan goes on."""
+    from partition.coordinator.replan import Failover
+
+    cluster = load_cluster(profiled_cluster(smollm2, tmp_path, {}, {"server-a": 8.0}))
+    (tmp_path / "plan.epoch2.json").mkdir()
+    failover = Failover(cluster, {}, plan_path=tmp_path / "plan.json")
+    failover._write(replace(split_plan(smollm2, [("phone", 0, 32, "raw")]), epoch=2))
+    assert "Is a directory" in caplog.text and "serving the new plan all the same" in caplog.text
+    assert "remove what is at" in caplog.text
