@@ -99,6 +99,18 @@ def plan_from_json(text: str, source: str = "plan") -> Plan:
             check_device_name(stage.device, f"{source}: stages[{index}].device")
     except ConfigError as error:
         raise ConfigError(f"{error}; {hint}") from None
+    # what every worker would refuse at deploy, one at a time: said here, with the file's name
+    from partition.plan.codecs import DEFAULT_CODECS, codec_names
+
+    if not plan.plan_id.strip():
+        raise ConfigError(f"{source}: plan_id is empty; {hint}")
+    known = codec_names(DEFAULT_CODECS)
+    for index, stage in enumerate(plan.stages):
+        if stage.codec_out not in known:
+            raise ConfigError(
+                f"{source}: stages[{index}].codec_out {stage.codec_out!r} is not a codec the workers run "
+                f"({', '.join(known)}); {hint}"
+            )
     return plan
 
 

@@ -137,6 +137,11 @@ def _mutated(plan, change) -> str:
             r"stages\[1\].device: the device name '../../x' is",
         ),
         (lambda d: d.update(edge="a/b"), "edge: the device name 'a/b' is not one plain word"),
+        (lambda d: d.update(plan_id=" "), "plan_id is empty"),
+        (
+            lambda d: d["stages"][1].update(codec_out="lz9000"),
+            r"stages\[1\].codec_out 'lz9000' is not a codec the workers run \(raw, fp16",
+        ),
         (
             lambda d: d.update(epoch=2**64),
             r"epoch must be in \[1, 18446744073709551615\], got 18446744073709551616",
