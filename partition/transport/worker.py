@@ -33,7 +33,8 @@ async def serve_worker(
 ) -> None:
     """Serve until SIGTERM/SIGINT. Once the port is bound and those signals drain the worker gracefully,
     `ready_file` gets {"address", "port", "pid"} and `on_serving` a line saying where it serves (the port
-    chosen for port 0 is known only then). With `stop_when_stdin_closes`, the end of standard input
+    chosen for port 0 is known only then); the ready file goes once the worker stops, so that it never
+    names a worker that is gone. With `stop_when_stdin_closes`, the end of standard input
     stops it the same way: the process that started it holds the pipe's other end, which the kernel
     closes however that process ends, SIGKILL included, so the worker does not outlive it."""
     servicer = StageServicer(settings, config)
@@ -62,7 +63,16 @@ async def serve_worker(
         with contextlib.suppress(asyncio.CancelledError):
             await expiry
         await servicer.close()
+        if ready_file is not None:
+            _remove_if_ours(ready_file)
         log.info("worker %s stopped", settings.name)
+
+
+def _remove_if_ours(ready_file: Path) -> None:
+    """Remove the ready file this worker wrote, unless another worker's has replaced it since."""
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(ready_file.read_text()).get("pid") == os.getpid():
+            ready_file.unlink()
 
 
 def _stop_at_end_of_input(server: GrpcServer) -> None:

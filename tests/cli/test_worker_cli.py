@@ -23,12 +23,14 @@ def test_a_worker_says_where_it_serves_without_verbose_logging(tmp_path):
         # the first line it prints, once serving (torch's import takes seconds)
         said = select.select([worker.stderr], [], [], 60)[0]
         line = worker.stderr.readline() if said else "nothing within 60 s"
+        announced = ready.read_text() if ready.exists() else "no ready file"
     finally:
         worker.terminate()
         out, _ = worker.communicate(timeout=60)
     served = re.fullmatch(r"worker announced serving on 127\.0\.0\.1:(\d+) \(plaintext\)\n", line)
     assert served and int(served.group(1)) > 0, line
-    assert f'"port": {served.group(1)}' in ready.read_text()  # the port the ready file names
+    assert f'"port": {served.group(1)}' in announced  # the port the ready file names
+    assert not ready.exists()  # gone with the worker: it never names one that stopped
     assert out == ""  # stdout stays clean
     assert worker.returncode == 0
 
