@@ -6,6 +6,7 @@ profile = profile_device("smollm2-135m", threads=2)   # a DeviceProfile, from th
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 
 from partition.model.source import ModelSource
@@ -26,11 +27,13 @@ def profile_device(
     name: str | None = None,
     cache_dir: Path | None = None,
     refresh: bool = False,
+    stop: threading.Event | None = None,
 ) -> DeviceProfile:
     """The profile of `model` (a name or path, or a source resolved already) on this machine: from the
     cache unless `refresh`, else measured and stored.
 
     `cache_dir=None` uses `default_cache_dir()`; pass a folder per test session to keep tests apart.
+    Once `stop` is set, the measuring ends (partition.profile.timing.Stopped) and nothing is stored.
     """
     import socket
 
@@ -50,7 +53,7 @@ def profile_device(
         now = dataclasses.replace(hit.device, memory_bytes=memory_available_bytes())
         return dataclasses.replace(hit, device=now)
     profile = profile_model(
-        source, settings, dtype=dtype, threads=threads, device=device, name=identity["name"]
+        source, settings, dtype=dtype, threads=threads, device=device, name=identity["name"], stop=stop
     )
     store(directory, key, profile)
     return profile

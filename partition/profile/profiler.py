@@ -16,6 +16,7 @@ not; and a call after an idle pause pays a wake-up once, which a short run sprea
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -108,8 +109,10 @@ def profile_model(
     threads: int | None = None,
     device: str = "cpu",
     name: str | None = None,
+    stop: threading.Event | None = None,
 ) -> DeviceProfile:
-    """Measure `source` on this machine. Callable from a worker (the runtime's Profile rpc) as well."""
+    """Measure `source` on this machine. Callable from a worker (the runtime's Profile rpc) as well; once
+    `stop` is set, partition.profile.timing.Stopped ends it before its next timed call."""
     settings = settings or ProfileSettings()
     if dtype not in DTYPES:
         raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
@@ -123,12 +126,14 @@ def profile_model(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _profile(source, settings, dtype, device, name)
+        return _profile(source, settings, dtype, device, name, stop)
     finally:
         torch.set_num_threads(previous_threads)  # the caller's process keeps its own setting
 
 
-def _profile(source: ModelSource, settings: ProfileSettings, dtype: str, device: str, name: str | None):
+def _profile(
+    source: ModelSource, settings: ProfileSettings, dtype: str, device: str, name: str | None, stop=None
+):
     spec = source.spec
     cuda = torch.cuda.get_device_name(device) if device.startswith("cuda") else None
     # Before anything is loaded: the memory the segments timed here hold is not the device's to give
@@ -142,10 +147,10 @@ def _profile(source: ModelSource, settings: ProfileSettings, dtype: str, device:
         "head": Segment(n_blocks + 1, n_blocks + 2),
     }
     costs = {
-        kind: _profile_unit(source, kind, segment, settings, DTYPES[dtype], device, sync)
+        kind: _profile_unit(source, kind, segment, settings, DTYPES[dtype], device, sync, stop)
         for kind, segment in units.items()
     }
-    top_k_encode_s, top_k_decode_s = _profile_top_k(spec.vocab_size, settings)
+    top_k_encode_s, top_k_decode_s = _profile_top_k(spec.vocab_size, settings, stop)
     return DeviceProfile(
         device=identity,
         model=ModelRef(source.name, source.digest, n_blocks),
@@ -177,7 +182,7 @@ def tied_weight_bytes(spec, dtype: torch.dtype) -> int:
     return spec.vocab_size * spec.hidden_size * torch.tensor([], dtype=dtype).element_size()
 
 
-def _profile_top_k(vocab_size: int, settings: ProfileSettings) -> tuple[float, float]:
+def _profile_top_k(vocab_size: int, settings: ProfileSettings, stop=None) -> tuple[float, float]:
     """Seconds per token to send a head's logits as their top K (on the server holding it) and to
     rebuild the logits from them (on the edge): a top-k over the vocabulary, then a vocabulary-sized
     scatter: 0.2-0.35 ms each here on a cold cache, 0.6-0.7 and 0.45-0.5 ms in the lab's profiles
@@ -194,6 +199,7 @@ def _profile_top_k(vocab_size: int, settings: ProfileSettings) -> tuple[float, f
         lambda: None,
         settings.min_time_s,
         settings.idle_s,
+        stop,
     )
     log.info(
         "profiled top-%d logits: encode %s s, decode %s s", RETURN_TOP_K, encode.median_s, decode.median_s
@@ -213,7 +219,7 @@ def step_tail(logits: torch.Tensor, io: ThreadPoolExecutor) -> int:
     return token
 
 
-def _profile_unit(source, kind, segment, settings, dtype, device, sync) -> LayerCost:
+def _profile_unit(source, kind, segment, settings, dtype, device, sync, stop=None) -> LayerCost:
     """The cost of one unit of `kind`, timed as `segment` (len(segment) units of that kind) / its length."""
     spec = source.spec
     per_unit = len(segment)
@@ -243,7 +249,7 @@ def _profile_unit(source, kind, segment, settings, dtype, device, sync) -> Layer
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="profile-io") as io:
         calls = [call_with(tokens, position) for tokens, position in points]
         timings = time_calls(
-            calls, settings.repeats, settings.warmup, sync, settings.min_time_s, settings.idle_s
+            calls, settings.repeats, settings.warmup, sync, settings.min_time_s, settings.idle_s, stop
         )
     prefill, decode = timings[: len(settings.prefill_lengths)], timings[len(settings.prefill_lengths) :]
     log.info(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,21 +47,34 @@ def time_calls(
     sync: Callable[[], None] = lambda: None,
     min_time_s: float = 0.0,
     idle_s: float = 0.0,
+    stop: threading.Event | None = None,
 ) -> list[Timing]:
     """`time_call` of each of `fns`, their samples taken in turn (fn 1, fn 2, ..., fn 1, ...): a host
     that slows down for a second then costs every point one sample, instead of all of one point's
-    samples, which would bend the curve fitted through the points."""
+    samples, which would bend the curve fitted through the points. Once `stop` is set, Stopped is
+    raised before the next call (a worker's profile whose caller went away)."""
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+
+    def go_on() -> None:
+        if stop is not None and stop.is_set():
+            raise Stopped("the profile was stopped")
+
     for fn in fns:
         for _ in range(warmup):
+            go_on()
             fn()
     sync()
     samples: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for fn, taken in zip(fns, samples, strict=True):
+            go_on()
             taken.append(_sample(fn, sync, min_time_s, idle_s))
     return [_timing(taken) for taken in samples]
+
+
+class Stopped(Exception):
+    """A profile stopped before it was done (time_calls' `stop`)."""
 
 
 def _sample(fn: Callable[[], object], sync: Callable[[], None], min_time_s: float, idle_s: float) -> float:

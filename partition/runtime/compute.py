@@ -25,8 +25,12 @@ class ComputeLane:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage-compute")
         self._lock = asyncio.Lock()  # FIFO: calls run in the order they were submitted
 
-    async def call(self, fn: Callable[..., T], *args, inline: bool = True) -> T:
-        """Run `fn(*args)` after every call submitted before it; on a thread unless `inline`."""
+    async def call(
+        self, fn: Callable[..., T], *args, inline: bool = True, on_cancel: Callable[[], None] | None = None
+    ) -> T:
+        """Run `fn(*args)` after every call submitted before it; on a thread unless `inline`. A caller
+        cancelled while `fn` runs on the thread calls `on_cancel` (to ask `fn` to end early), then waits
+        for it as any cancelled caller does."""
         async with self._lock:
             if inline:
                 return fn(*args)
@@ -34,6 +38,8 @@ class ComputeLane:
             try:
                 return await asyncio.shield(running)
             except asyncio.CancelledError:
+                if on_cancel is not None:
+                    on_cancel()
                 # A thread cannot be stopped: the caller goes (its deadline passed, its stream ended), but
                 # the lane stays held until the call is done, or the next one would run beside it on the
                 # same KV cache and session table (a freed slot written by the call after it was reused).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 
 import grpc
@@ -99,9 +100,13 @@ class StageServicer:
             )
         # PERMISSION_DENIED outside the models dir; a relative path is read inside it, as LoadSegment does
         source = resolve_allowed(request.model, self.settings.models_dir)
+        # A caller that goes away (Ctrl-C on `partition profile --cluster`) stops the measuring at its
+        # next timed call, instead of holding the compute lane, and with it every step, for minutes.
+        stop = threading.Event()
         profile = await self.compute.call(
-            _profile_here, request, source, self.worker, self.settings.device, inline=False
-        )
+            _profile_here, request, source, self.worker, self.settings.device, stop,
+            inline=False, on_cancel=stop.set,
+        )  # fmt: skip
         return measure_pb2.ProfileReply(worker=self.worker, device_profile_json=profile_to_json(profile))
 
     async def probe(self, _request_iterator, context: grpc.aio.ServicerContext) -> None:
@@ -250,7 +255,7 @@ def _redeployed(worker: str, plan_id: str, epoch: int) -> StatusError:
     )
 
 
-def _profile_here(request: measure_pb2.ProfileRequest, source, worker: str, device: str):
+def _profile_here(request: measure_pb2.ProfileRequest, source, worker: str, device: str, stop):
     from dataclasses import replace
 
     from partition.profile import ProfileSettings, profile_device
@@ -274,4 +279,5 @@ def _profile_here(request: measure_pb2.ProfileRequest, source, worker: str, devi
         device=device,
         name=worker,
         refresh=request.refresh,
+        stop=stop,
     )
