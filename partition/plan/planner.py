@@ -182,7 +182,8 @@ def diagnose(cluster: Cluster, w: Workload, pin: Pinning) -> str:
         best = max(devices, key=lambda d: d.memory_bytes)
         return (
             f"one block needs {gb(need(best, (largest_block, largest_block + 1)))} {context}, "
-            f"but the largest device ({best.name}) offers {gb(best.memory_bytes)}"
+            f"but the largest device ({best.name}) offers {gb(best.memory_bytes)}; plan fewer --sessions or "
+            "a shorter --prompt-tokens/--new-tokens, or add a device with more memory"
         )
     if not reachable:
         return (
@@ -198,7 +199,8 @@ def diagnose(cluster: Cluster, w: Workload, pin: Pinning) -> str:
     if needed > offered:
         return (
             f"the model needs {gb(needed)} ({gb(weights)} of weights + KV cache {context}), "
-            f"devices reachable from the edge offer {gb(offered)}"
+            f"devices reachable from the edge offer {gb(offered)}; add a server (and its [[link]]) or "
+            "memory_gb where a device has more, or plan fewer --sessions or tokens"
         )
     return (
         f"no chain of linked devices fits: the model needs {gb(needed)} {context}, the devices offer "

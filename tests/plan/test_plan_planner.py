@@ -119,7 +119,13 @@ def test_throughput_objective_balances_the_pipeline():
             True,
             r"the edge phone must hold embed, which needs 0.1\d GB, but it offers 0.10 GB",
         ),
-        (0.3, 0.1, None, True, r"the model needs 0.6\d GB .* devices reachable from the edge offer 0.40 GB"),
+        (
+            0.3,
+            0.1,
+            None,
+            True,
+            r"the model needs 0.6\d GB .* devices reachable from the edge offer 0.40 GB; add a server",
+        ),
         (
             0.3,
             16,
@@ -127,7 +133,13 @@ def test_throughput_objective_balances_the_pipeline():
             False,
             r"needs 0.6\d GB .* the edge phone offers 0.30 GB, and no server is linked to it",
         ),
-        (1.0, 1.0, 2.0, True, r"one block needs 2.00 GB .* but the largest device \(phone\) offers 1.00 GB"),
+        (
+            1.0,
+            1.0,
+            2.0,
+            True,
+            r"one block needs 2.00 GB .* but the largest device \(phone\) offers 1.00 GB; plan fewer --sessions",
+        ),
     ],
 )
 def test_infeasible_clusters_name_the_constraint_and_the_shortfall(
