@@ -26,7 +26,8 @@ class StepContext:
     n_tokens: int  # new tokens per row (S)
     positions: torch.Tensor  # [B, S] int64: the position of every new token
     kv_len: int  # keys each row attends over at most: max(starts) + S
-    slot_index: torch.Tensor | None  # slots as a tensor, for batched gathers (B > 1)
+    # slots as a tensor, for batched gathers (B > 1); None for one row, or rows in consecutive slots
+    slot_index: torch.Tensor | None
     cos: torch.Tensor | None  # [B, 1, S, Dh] rotary tables (None for GPT-2)
     sin: torch.Tensor | None
     mask: torch.Tensor | None  # [B, 1, S, kv_len] bool, True = attend; None when not needed
@@ -131,6 +132,10 @@ def _update_cache(k_cache, v_cache, k_BHSD, v_BHSD, ctx: StepContext):
     for row, (slot, start) in enumerate(zip(ctx.slots, ctx.starts, strict=True)):
         k_cache[slot, :, start : start + S] = k_BHSD[row]
         v_cache[slot, :, start : start + S] = v_BHSD[row]
+    if ctx.slot_index is None:  # rows in consecutive slots, in order: a view, where a gather copies
+        first = ctx.slots[0]  # every row's keys up to kv_len (25 MB a block for 8 rows of 2048)
+        rows = slice(first, first + len(ctx.slots))
+        return k_cache[rows, :, : ctx.kv_len], v_cache[rows, :, : ctx.kv_len]
     return k_cache[ctx.slot_index, :, : ctx.kv_len], v_cache[ctx.slot_index, :, : ctx.kv_len]
 
 

@@ -139,7 +139,8 @@ class SegmentModel(nn.Module):
                 mask = _causal_mask([starts[0]], S, kv_len, device)
         elif S > 1 or len(set(starts)) > 1:
             mask = _causal_mask(starts, S, kv_len, device)
-        slot_index = torch.tensor(slots, device=device) if B > 1 else None
+        consecutive = slots == list(range(slots[0], slots[0] + B))
+        slot_index = None if consecutive else torch.tensor(slots, device=device)
         return StepContext(slots, starts, S, positions_BS, kv_len, slot_index, cos, sin, mask, causal)
 
     def _positions_tensor(self, starts: list[int], S: int, device) -> torch.Tensor:

@@ -83,6 +83,7 @@ def process_decode_steps(runtime: StageRuntime, waiting: list[Waiting], worker: 
         return
     if not ready:
         return
+    ready.sort(key=lambda pair: pair[1].session.slot)  # consecutive slots read the KV cache as a view
     computing = time.perf_counter()
     try:
         out = runtime.run_decode_steps([(prepared.session, prepared.x) for _, prepared in ready])

@@ -86,6 +86,12 @@ def test_batched_sessions_equal_separate_sessions(smollm2):
     one_by_one = [part(chunk[i : i + 1], cache, [i], [len(prompts[i]) + 1]) for i in range(3)]
     together = part(chunk, cache, [0, 1, 2], [len(p) + 1 for p in prompts])
     assert _relative_error(torch.cat(one_by_one), together) < 1e-6
+    # rows in consecutive slots read the cache as a view; others gather their slots: the same numbers
+    order = [2, 0, 1]
+    step = torch.tensor([[5]])
+    alone = [part(step, cache, [slot], [len(prompts[slot]) + 3]) for slot in order]
+    gathered = part(step.repeat(3, 1), cache, order, [len(prompts[slot]) + 3 for slot in order])
+    assert _relative_error(torch.cat(alone), gathered) < 1e-6
 
 
 def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
