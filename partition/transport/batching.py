@@ -12,12 +12,15 @@ With one session open a step goes straight to the lane, as before: nothing to wa
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from partition.runtime.compute import ComputeLane
 from partition.runtime.stage import StageRuntime
 from partition.transport.generated import forward_pb2
 from partition.transport.stage_step import Waiting, process_decode_steps
+
+log = logging.getLogger(__name__)
 
 # Turns of the event loop a batch waits for steps that arrived with its first one: a message already
 # received reaches the batch after two (the stream's reader task, then its handler), so at least
@@ -76,4 +79,9 @@ class StepBatcher:
                 sessions.add(item.step.session_id)
                 batch.append(item)
         self._waiting = later
-        process_decode_steps(self.runtime, batch, self.worker)
+        try:
+            process_decode_steps(self.runtime, batch, self.worker)
+        except Exception as error:  # each step fails alone inside; this is a fault of the batch itself
+            log.exception("a batch of %d decode steps failed", len(batch))
+            for item in batch:
+                item.fail(error)

@@ -123,3 +123,28 @@ def test_a_step_goes_straight_to_the_lane_with_one_session_open_or_max_batch_1(r
         assert not StepBatcher(runtime, ComputeLane(), "server-a", max_batch=8).takes(step)
     finally:
         end_sessions(runtime, ids)
+
+
+def test_a_fault_of_the_batch_itself_fails_each_of_its_steps_instead_of_leaving_them_waiting(
+    runtime, monkeypatch
+):
+    import partition.transport.batching as batching
+
+    def broken(*_):
+        raise RuntimeError("a fault no step caused")
+
+    monkeypatch.setattr(batching, "process_decode_steps", broken)
+
+    async def scenario():
+        batcher = StepBatcher(runtime, ComputeLane(), "server-a", max_batch=8)
+        ids = open_sessions(runtime, "fault", 2)
+        steps = [decode_step(sid, 0, torch.randn(1, 1, HIDDEN)) for sid in ids]
+        try:
+            return await asyncio.wait_for(
+                asyncio.gather(*(batcher.run(step, 0) for step in steps), return_exceptions=True), 60
+            )
+        finally:
+            end_sessions(runtime, ids)
+
+    results = asyncio.run(scenario())
+    assert [str(r) for r in results] == ["a fault no step caused"] * 2
