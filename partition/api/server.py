@@ -39,6 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import grpc
 
 from partition.api.chunked import read_chunked
+from partition.api.cors import CorsPolicy
 from partition.api.replies import ReplyIds, model, models
 from partition.api.requests import CHAT, COMPLETION, ApiError, Served, parse_body, text_request
 from partition.api.serving_stats import ServingStats
@@ -91,11 +92,15 @@ class ApiServer(ThreadingHTTPServer):
     # clients connecting at once took 1.02 s to connect; with 128, one of 200 in a row did.
     request_queue_size = 128
 
-    def __init__(self, host: str, port: int, token: str | None = None) -> None:
-        """Listen at once (a taken port fails before anything is deployed); `attach` before serving."""
+    def __init__(
+        self, host: str, port: int, token: str | None = None, allowed_origins: tuple[str, ...] = ()
+    ) -> None:
+        """Listen at once (a taken port fails before anything is deployed); `attach` before serving.
+        `allowed_origins`: the web origins whose pages may call it (partition/api/cors.py)."""
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         super().__init__((host, port), _Handler)
         self.token = token
+        self.cors = CorsPolicy(allowed_origins)
         self.answerer: Answerer | None = None
         self.served: Served | None = None
         self.stats: ServingStats | None = None
@@ -279,7 +284,31 @@ class _Handler(BaseHTTPRequestHandler):
             )
         )
 
-    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
+    do_PUT = do_DELETE = do_PATCH = _not_allowed
+
+    def do_OPTIONS(self) -> None:
+        """A browser's preflight from an allowed origin: 204 with what the endpoint takes (no key: a
+        preflight carries none). Any other OPTIONS is refused as any other method is."""
+        allowed = self.server.cors.preflight(
+            self.headers.get("Origin"), self.headers.get("Access-Control-Request-Method")
+        )
+        if allowed is None:
+            self._not_allowed()
+            return
+        self._discard_body()
+        self.send_response(204)
+        for name, value in allowed.items():
+            if name not in ("Access-Control-Allow-Origin", "Vary"):  # end_headers adds those
+                self.send_header(name, value)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def end_headers(self) -> None:
+        """Every reply, streams and errors included, names an allowed origin that asked (CORS)."""
+        headers = getattr(self, "headers", None)  # None when the request line itself was malformed
+        for name, value in self.server.cors.headers(headers.get("Origin") if headers else None).items():
+            self.send_header(name, value)
+        super().end_headers()
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """The standard library's own refusals (a malformed request line or header, a method no do_

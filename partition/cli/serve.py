@@ -102,7 +102,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="file with the API key clients must send as `Authorization: Bearer KEY` (with --http)",
     )
+    parser.add_argument(
+        "--http-allowed-origin",
+        action="append",
+        default=[],
+        type=web_origin,
+        metavar="ORIGIN",
+        help="a web origin (scheme://host[:port]) whose pages' scripts may call the API of --http "
+        "(CORS; repeatable; '*': any; default: none)",
+    )
     add_transport_arguments(parser)
+
+
+def web_origin(text: str) -> str:
+    """An origin as browsers send it: scheme://host[:port], no path; or '*'."""
+    if text == "*":
+        return text
+    scheme, sep, rest = text.rstrip("/").partition("://")
+    if not sep or scheme not in ("http", "https") or not rest or "/" in rest:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an origin; give scheme://host[:port] as the browser's Origin header says "
+            "it (e.g. http://localhost:3000), or '*'"
+        )
+    return text.rstrip("/")
+
+
+web_origin.__name__ = "origin"
 
 
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
@@ -227,6 +252,8 @@ def _http_server(args: argparse.Namespace):
     if args.http is None:
         if args.http_token_file is not None:
             raise ConfigError("--http-token-file protects the API of --http: give --http HOST:PORT too")
+        if args.http_allowed_origin:
+            raise ConfigError("--http-allowed-origin opens the API of --http to web pages: give --http too")
         return None
     check_address(args.http, listening=True)
     if args.prompt is not None or args.json:
@@ -236,7 +263,7 @@ def _http_server(args: argparse.Namespace):
 
     host, _, port = args.http.rpartition(":")
     try:
-        return ApiServer(host.strip("[]"), int(port), token)
+        return ApiServer(host.strip("[]"), int(port), token, tuple(args.http_allowed_origin))
     except OSError as error:
         raise ConfigError(f"--http {args.http}: cannot listen there ({error.strerror})") from None
 

@@ -368,3 +368,75 @@ def test_a_client_resetting_its_connection_is_one_debug_line_not_a_traceback(api
     assert "Traceback" not in stderr + capfd.readouterr().err
     status, _ = request(api, "GET", "/v1/models")  # and it serves on
     assert status == 200
+
+
+@pytest.fixture(scope="module")
+def web_api(deployed):  # noqa: F811
+    """The endpoint open to one web origin, with an API key (a browser page's script calling it)."""
+    from partition.api.server import ApiServer
+
+    server = ApiServer(
+        "127.0.0.1", 0, token="a-key-of-sixteen-chars", allowed_origins=("http://localhost:3000",)
+    )
+    server.attach(deployed)
+    server.serve_in_thread()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_browsers_preflight_from_an_allowed_origin_is_answered_without_the_key(web_api):
+    connection = connect(web_api)
+    try:
+        connection.request("OPTIONS", "/v1/chat/completions", headers={
+            "Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type"})  # fmt: skip
+        answer = connection.getresponse()
+        assert answer.status == 204 and answer.read() == b""
+        assert answer.getheader("Access-Control-Allow-Origin") == "http://localhost:3000"
+        assert "POST" in answer.getheader("Access-Control-Allow-Methods")
+        assert "Authorization" in answer.getheader("Access-Control-Allow-Headers")
+        # the request itself: its reply names the origin, so the page's script may read it
+        connection.request("POST", "/v1/completions", body=json.dumps(BODY), headers={
+            "Origin": "http://localhost:3000", "Authorization": "Bearer a-key-of-sixteen-chars",
+            "Content-Type": "application/json"})  # fmt: skip
+        reply = connection.getresponse()
+        assert reply.status == 200 and json.loads(reply.read())["usage"]["completion_tokens"] == 4
+        assert reply.getheader("Access-Control-Allow-Origin") == "http://localhost:3000"
+        assert reply.getheader("Vary") == "Origin"
+    finally:
+        connection.close()
+
+
+def test_another_origin_gets_no_cors_headers_and_its_preflight_is_refused(web_api, api):  # noqa: F811
+    for server in (web_api, api):  # an origin not listed; and no origin listed at all
+        connection = connect(server)
+        try:
+            connection.request("OPTIONS", "/v1/chat/completions", headers={
+                "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})  # fmt: skip
+            refused = connection.getresponse()
+            assert (
+                refused.status == 405 and json.loads(refused.read())["error"]["code"] == "method_not_allowed"
+            )
+            assert refused.getheader("Access-Control-Allow-Origin") is None
+            connection.request("GET", "/health", headers={"Origin": "http://evil.example"})
+            health = connection.getresponse()
+            health.read()
+            assert health.status == 200 and health.getheader("Access-Control-Allow-Origin") is None
+        finally:
+            connection.close()
+
+
+def test_an_error_reply_names_the_allowed_origin_too(web_api):
+    """So that the page's script can read why (here: no key)."""
+    connection = connect(web_api)
+    try:
+        connection.request("GET", "/v1/models", headers={"Origin": "http://localhost:3000"})
+        refused = connection.getresponse()
+        refused.read()
+        assert refused.status == 401
+        assert refused.getheader("Access-Control-Allow-Origin") == "http://localhost:3000"
+    finally:
+        connection.close()

@@ -28,6 +28,14 @@ BENCH = ["bench", "--plan", "plan.json"]
         ),
         ([*SERVE, "--recheck", "-1"], "argument --recheck: must be 0 seconds or more, got -1"),
         ([*WORKER, "--max-batch", "0"], "argument --max-batch: must be at least 1, got 0"),
+        (
+            [*SERVE, "--http-allowed-origin", "localhost:3000"],
+            "argument --http-allowed-origin: 'localhost:3000' is not an origin; give scheme://host[:port]",
+        ),
+        (
+            [*SERVE, "--http-allowed-origin", "https://a.example/app"],
+            "'https://a.example/app' is not an origin",
+        ),
         ([*BENCH, "--tbt-deadline", "-1"], "argument --tbt-deadline: must be more than 0 seconds, got -1"),
         ([*BENCH, "--tbt-deadline", "0"], "argument --tbt-deadline: must be more than 0 seconds, got 0"),
         ([*BENCH, "--ttft-deadline", "-1"], "argument --ttft-deadline: must be more than 0 seconds, got -1"),
