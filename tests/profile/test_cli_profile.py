@@ -22,8 +22,10 @@ def test_profile_command_writes_the_profile_and_prints_the_table(
     )
 
 
-def test_bad_values_are_one_line_errors(capsys):
-    assert main(["profile", "--model", "smollm2-135m", "--repeats", "0", "--out", "/dev/null"]) == 2
+def test_bad_values_are_one_line_errors(capsys, tmp_path):
+    assert (
+        main(["profile", "--model", "smollm2-135m", "--repeats", "0", "--out", str(tmp_path / "d.json")]) == 2
+    )
     assert "repeats must be >= 1" in capsys.readouterr().err
 
 
@@ -41,7 +43,17 @@ def test_a_cache_dir_that_names_a_file_is_refused_before_anything_is_measured(tm
     assert measured == [] and a_file.read_text() == "not a folder"
     under_a_file = a_file / "sub"  # a parent that is a file
     assert (
-        main(["profile", "--model", "smollm2-135m", "--cache-dir", str(under_a_file), "--out", "/dev/null"])
+        main(
+            [
+                "profile",
+                "--model",
+                "smollm2-135m",
+                "--cache-dir",
+                str(under_a_file),
+                "--out",
+                str(tmp_path / "d.json"),
+            ]
+        )
         == 2
     )
     assert f"cannot make the profile cache folder {under_a_file}: Not a directory" in capsys.readouterr().err
