@@ -9,7 +9,8 @@ the head), and two (phone [0,1) -> server-a [1,16) -> server-b [16,32)). Each is
 started with `--max-batch 1` (every step alone) and with `--max-batch N` (decode steps of sessions
 that wait together as one forward), in alternating rounds so that a shared host's load hits both;
 --concurrency requests at a time, all of the plan's prompt and new tokens. Reports each run's
-throughput and TPOT (medians over the rounds) and the batched/alone throughput ratio, per split.
+throughput and TPOT (medians over the rounds), how many sessions each server computed per forward on
+average, and the batched/alone throughput ratio, per split.
 Ends with one summary line.
 """
 
@@ -94,14 +95,23 @@ def main() -> None:
                 for max_batch in order:
                     report = run_bench(split, max_batch, args, workdir)
                     metrics = report["metrics"]
+                    # sessions per forward on each server, over the decode steps: what batching did
+                    batches = {
+                        s["device"]: s["batch_mean"]
+                        for s in report["stages_measured"]
+                        if s["device"] != "phone"
+                    }
                     runs[max_batch].append(
                         {
                             "tokens_per_s": metrics["throughput_tokens_per_s"],
                             "tpot_s": metrics["tpot_s"]["p50"],
+                            "batch_mean": batches,
                         }
                     )
+                    said = ", ".join(f"{device} {mean:.2f}" for device, mean in batches.items())
                     print(f"{name}, --max-batch {max_batch}: {metrics['throughput_tokens_per_s']:.1f} tokens/s, "
-                          f"TPOT p50 {metrics['tpot_s']['p50'] * 1e3:.1f} ms", flush=True)  # fmt: skip
+                          f"TPOT p50 {metrics['tpot_s']['p50'] * 1e3:.1f} ms, sessions per forward: {said}",
+                          flush=True)  # fmt: skip
             summary = {
                 max_batch: {
                     "tokens_per_s": statistics.median(r["tokens_per_s"] for r in taken),

@@ -105,3 +105,7 @@ class SessionTable:
 
     def ids(self) -> list[str]:
         return list(self._sessions)
+
+    def stepped_since(self, since: float) -> int:
+        """Sessions whose last step (or opening) was at `since` (monotonic seconds) or later."""
+        return sum(1 for s in self._sessions.values() if s.last_used >= since)

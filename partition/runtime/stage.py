@@ -297,6 +297,12 @@ class StageRuntime:
         """Sessions holding a KV slot here now."""
         return len(self._loaded.sessions) if self._loaded is not None else 0
 
+    def sessions_stepping(self, within_s: float) -> int:
+        """Sessions that took a step (or opened) within the last `within_s` seconds: decoding now."""
+        if self._loaded is None:
+            return 0
+        return self._loaded.sessions.stepped_since(time.monotonic() - within_s)
+
     def end_step(self, session: Session, n_tokens: int) -> None:
         """The step of `run_step` went through: the session's next one starts `n_tokens` later."""
         self._loaded.sessions.advance(session, n_tokens)

@@ -148,3 +148,42 @@ def test_a_fault_of_the_batch_itself_fails_each_of_its_steps_instead_of_leaving_
 
     results = asyncio.run(scenario())
     assert [str(r) for r in results] == ["a fault no step caused"] * 2
+
+
+def test_a_batch_waits_for_the_steps_of_the_sessions_decoding_here_and_not_for_idle_ones(
+    runtime, monkeypatch
+):
+    """The edge sends its sessions' steps one after another: a batch waits (up to GATHER_WINDOW_S) for
+    the step of every session that stepped within STEPPING_S, and for no other session."""
+    import time
+
+    import partition.transport.batching as batching
+
+    monkeypatch.setattr(batching, "GATHER_WINDOW_S", 60.0)  # were it waited for in vain, the test would hang
+
+    async def scenario():
+        batcher = StepBatcher(runtime, ComputeLane(), "server-a", max_batch=8)
+        ids = open_sessions(runtime, "window", 2)  # both just opened: both count as decoding
+        x = torch.randn(1, 1, HIDDEN)
+        try:
+            first = asyncio.ensure_future(batcher.run(decode_step(ids[0], 0, x), 0))
+            for _ in range(50):  # the first has gathered what came with it, and waits for the second
+                await asyncio.sleep(0)
+            assert not first.done()
+            second = await batcher.run(decode_step(ids[1], 0, x), 0)
+            together = [(await first).hops[-1].batch, second.hops[-1].batch]
+            # now a third session opens and idles past STEPPING_S: the others' steps do not wait for it
+            idle = open_sessions(runtime, "idle", 1)
+            monkeypatch.setattr(batching, "STEPPING_S", 0.2)
+            time.sleep(0.3)
+            started = time.perf_counter()
+            steps = [decode_step(sid, 1, x) for sid in ids]
+            apart = await asyncio.wait_for(asyncio.gather(*(batcher.run(step, 0) for step in steps)), 10)
+            return together, [step.hops[-1].batch for step in apart], time.perf_counter() - started, idle
+        finally:
+            end_sessions(runtime, ids)
+
+    together, apart, took_s, idle = asyncio.run(scenario())
+    end_sessions(runtime, idle)
+    assert together == [2, 2]
+    assert apart == [2, 2] and took_s < 10
