@@ -1,6 +1,7 @@
 """The OpenAI-compatible endpoint as a client sees it: a real HTTP server on 127.0.0.1 over a deployment
 whose second half runs in a real worker process (it holds the head and returns the top logits)."""
 
+import contextlib
 import http.client
 import json
 import socket
@@ -38,16 +39,23 @@ def deployed(smollm2):
         worker.stop()
 
 
-@pytest.fixture(scope="module")
-def api(deployed):
-    server = ApiServer("127.0.0.1", 0)
-    server.attach(deployed)
+@contextlib.contextmanager
+def api_server(answerer, **options):
+    """An ApiServer (with `options`) over `answerer` on 127.0.0.1, answering until the block ends."""
+    server = ApiServer("127.0.0.1", 0, **options)
+    server.attach(answerer)
     server.serve_in_thread()
     try:
         yield server
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="module")
+def api(deployed):
+    with api_server(deployed) as server:
+        yield server
 
 
 def request(server, method, path, body=None, headers=None, raw: bytes | None = None):

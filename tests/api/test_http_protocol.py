@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from tests.api.test_http_endpoint import TIMEOUT_S, api, deployed, request  # noqa: F401 (fixtures)
+from tests.api.test_http_endpoint import TIMEOUT_S, api, api_server, deployed, request  # noqa: F401 (fixtures)
 
 BODY = {"prompt": "Once upon a time", "max_tokens": 4, "temperature": 0}
 
@@ -373,18 +373,10 @@ def test_a_client_resetting_its_connection_is_one_debug_line_not_a_traceback(api
 @pytest.fixture(scope="module")
 def web_api(deployed):  # noqa: F811
     """The endpoint open to one web origin, with an API key (a browser page's script calling it)."""
-    from partition.api.server import ApiServer
-
-    server = ApiServer(
-        "127.0.0.1", 0, token="a-key-of-sixteen-chars", allowed_origins=("http://localhost:3000",)
-    )
-    server.attach(deployed)
-    server.serve_in_thread()
-    try:
+    with api_server(
+        deployed, token="a-key-of-sixteen-chars", allowed_origins=("http://localhost:3000",)
+    ) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_browsers_preflight_from_an_allowed_origin_is_answered_without_the_key(web_api):
