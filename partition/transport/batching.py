@@ -2,9 +2,9 @@
 
 A decode step spends its time reading the segment's weights; a batch of B sessions reads them once
 (SmolLM2, 10 blocks, one thread: 13.4 ms for one step, 23.6 ms for four). With several sessions open,
-each decode step waits a few turns of the event loop for the steps that arrived with it, and the
-steps that arrived while the compute lane was busy, then takes the lane for all of them (at most
-`max_batch`). A session's steps stay in order: its CHAIN handler sends the next only after the last
+each decode step waits a few turns of the event loop for the steps that arrived with it, and up to
+GATHER_WINDOW_S for those of the other sessions decoding here, then takes the lane for all of them
+and for the steps that arrived while the lane was busy (at most `max_batch`). A session's steps stay in order: its CHAIN handler sends the next only after the last
 one's result, and a session with a step in the batch already waits for the next.
 With one session open a step goes straight to the lane, as before: nothing to wait for.
 """
@@ -30,7 +30,7 @@ MAX_TURNS = 12
 # Then, while fewer steps wait than sessions are decoding here (took a step within STEPPING_S), it
 # waits up to GATHER_WINDOW_S for theirs: the edge sends the sessions' steps one after another, a
 # millisecond or two apart. benchmarks/batching.py, one server, 4 requests at a time: 2.5 sessions
-# per forward and 1.5x the throughput of steps alone without the wait, 3.95 and 1.8x with 3 ms.
+# per forward and 1.44x the throughput of steps alone without the wait, 3.9 and 1.91x with 3 ms.
 GATHER_WINDOW_S = 0.003
 STEPPING_S = 1.0
 
