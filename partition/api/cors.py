@@ -36,11 +36,11 @@ class CorsPolicy:
         return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
 
     def preflight(self, origin: str | None, method: str | None) -> dict[str, str] | None:
-        """The headers of a preflight's answer (204), or None when it is no preflight this allows."""
+        """The headers a preflight's answer (204) adds to `headers(origin)`, or None when it is no
+        preflight this allows."""
         if method is None or not self.allows(origin):
             return None
         return {
-            **self.headers(origin),
             "Access-Control-Allow-Methods": ALLOWED_METHODS,
             "Access-Control-Allow-Headers": ALLOWED_HEADERS,
             "Access-Control-Max-Age": str(PREFLIGHT_MAX_AGE_S),

@@ -297,9 +297,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._discard_body()
         self.send_response(204)
-        for name, value in allowed.items():
-            if name not in ("Access-Control-Allow-Origin", "Vary"):  # end_headers adds those
-                self.send_header(name, value)
+        for name, value in allowed.items():  # end_headers adds the origin's own
+            self.send_header(name, value)
         self.send_header("Content-Length", "0")
         self.end_headers()
 

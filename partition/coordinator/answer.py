@@ -37,7 +37,7 @@ from partition.errors import PartitionError, StoppedError
 from partition.metrics.spans import HopSpan, link_summaries, stage_summaries
 from partition.model.generation import GenerationRequest, GenerationResult, generate
 from partition.model.sampling import SamplingParams
-from partition.runtime.errors import NOT_THIS_WORKER
+from partition.runtime.errors import NOT_THIS_WORKER, SERVES_ANOTHER_PLAN
 from partition.transport.channels import RECONNECT_WAIT_S
 from partition.transport.client import StageCallError
 from partition.types import RAW_VALUE_BYTES, RETURN_TOP_K, Plan
@@ -427,7 +427,7 @@ class Answerer:
         if error.code == grpc.StatusCode.UNAVAILABLE:
             where = f"{device} at {error.address}" if device else error.address
             details += f"; the worker of {where} stopped or cannot be reached: {self.lost_advice}"
-        elif error.code == grpc.StatusCode.FAILED_PRECONDITION and "but this worker serves plan" in details:
+        elif error.code == grpc.StatusCode.FAILED_PRECONDITION and SERVES_ANOTHER_PLAN in details:
             # not a worker restarted (that one has nothing loaded, and is loaded again): another
             # deployment gave it its own segment, which reloading ours would take away in turn
             details += (

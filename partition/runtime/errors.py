@@ -11,6 +11,9 @@ from partition.errors import PartitionError
 # What a worker says when it holds no segment (it was just started or restarted). A coordinator that
 # finds these words loads the worker again (partition/coordinator/resume.py): part of the contract.
 NOTHING_LOADED = "no segment is loaded on this worker"
+# What a worker says to a request for another plan than the one it serves. A coordinator that finds
+# these words, not having re-planned itself, names another deployment as having taken the worker.
+SERVES_ANOTHER_PLAN = "but this worker serves plan"
 # What a worker says to a LoadSegment meant for another device name: the plan's worker is not at that
 # address any more. A coordinator that re-plans around lost workers does so on these words.
 NOT_THIS_WORKER = "another worker serves at this address"

@@ -15,6 +15,7 @@ import torch
 
 from partition.runtime.errors import (
     NOTHING_LOADED,
+    SERVES_ANOTHER_PLAN,
     CapacityError,
     InvalidRequestError,
     StaleDeploymentError,
@@ -199,7 +200,7 @@ class StageRuntime:
         d = loaded.deployment
         if (plan_id, epoch) != (d.plan_id, d.epoch):
             raise StaleDeploymentError(
-                f"request is for plan {plan_id!r} epoch {epoch}, but this worker serves plan {d.plan_id!r} "
+                f"request is for plan {plan_id!r} epoch {epoch}, {SERVES_ANOTHER_PLAN} {d.plan_id!r} "
                 f"epoch {d.epoch}; open a new session against the current plan"
             )
         if model_digest is not None and model_digest != d.model_digest:

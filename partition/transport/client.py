@@ -148,15 +148,15 @@ class StageClient:
         request = measure_pb2.ProbeRequest(
             payload=bytes(payload_bytes), reply_bytes=reply_bytes, forward_to=target, count=rounds
         )
-        reply = await self._one_probe(request, timeout_s)
+        reply = await self.probe_once(request, timeout_s)
         return list(reply.samples) if reply is not None else []
 
     async def worker_name(self, timeout_s: float = 60.0) -> str:
         """The --name of the worker that answers here (one Probe round trip; "" if it ended the call)."""
-        reply = await self._one_probe(measure_pb2.ProbeRequest(), timeout_s)
+        reply = await self.probe_once(measure_pb2.ProbeRequest(), timeout_s)
         return reply.worker if reply is not None else ""
 
-    async def _one_probe(
+    async def probe_once(
         self, request: measure_pb2.ProbeRequest, timeout_s: float
     ) -> measure_pb2.ProbeReply | None:
         """`request` on a Probe stream of its own and the one reply to it (None if the call ended first)."""
@@ -216,7 +216,7 @@ class Chain:
             if not await reachable(stage.channel, timeout_s):
                 return None
             try:
-                reply = await stage._one_probe(
+                reply = await stage.probe_once(
                     measure_pb2.ProbeRequest(client_sent_unix_ns=time.time_ns()), timeout_s
                 )
             except StageCallError:

@@ -38,7 +38,12 @@ class Prepared:
 
 def process_step(runtime: StageRuntime, step: forward_pb2.Step, recv_ns: int, submitted: float, worker: str):
     """One session's step, alone; `step` becomes the output with its hop record."""
-    prepared = prepare(runtime, step, recv_ns, submitted)
+    return compute_alone(runtime, prepare(runtime, step, recv_ns, submitted), worker)
+
+
+def compute_alone(runtime: StageRuntime, prepared: Prepared, worker: str) -> forward_pb2.Step:
+    """Run a prepared step's segment for its session alone, then `finish` it."""
+    step = prepared.step
     out = runtime.run_step(prepared.session, prepared.x, step.n_tokens, prepared.last_only)
     return finish(runtime, prepared, out, time.perf_counter() - prepared.decoded, 1, worker)
 
@@ -101,9 +106,7 @@ def process_decode_steps(runtime: StageRuntime, waiting: list[Waiting], worker: 
 
 def _finish_alone(runtime: StageRuntime, item: Waiting, prepared: Prepared, worker: str) -> None:
     try:
-        out = runtime.run_step(prepared.session, prepared.x, 1, prepared.last_only)
-        computed = time.perf_counter()
-        item.done(finish(runtime, prepared, out, computed - prepared.decoded, 1, worker))
+        item.done(compute_alone(runtime, prepared, worker))
     except Exception as error:
         item.fail(error)
 
