@@ -58,6 +58,7 @@ class Deployment:
     codec_out: str  # partition.codec name for outputs
     max_context: int  # tokens per session
     max_sessions: int  # as requested (0 = as many as the budget allows)
+    chain_workers: int = 1  # workers in the plan's chain, this one included (a decode batch's share)
 
 
 @dataclass(frozen=True)
@@ -303,6 +304,11 @@ class StageRuntime:
         if self._loaded is None:
             return 0
         return self._loaded.sessions.stepped_since(time.monotonic() - within_s)
+
+    @property
+    def chain_workers(self) -> int:
+        """Workers in the chain of the loaded plan, this one included (1 when nothing is loaded)."""
+        return self._loaded.deployment.chain_workers if self._loaded is not None else 1
 
     def end_step(self, session: Session, n_tokens: int) -> None:
         """The step of `run_step` went through: the session's next one starts `n_tokens` later."""

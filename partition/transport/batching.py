@@ -4,9 +4,15 @@ A decode step spends its time reading the segment's weights; a batch of B sessio
 (SmolLM2, 10 blocks, one thread: 13.4 ms for one step, 23.6 ms for four). With several sessions open,
 each decode step waits a few turns of the event loop for the steps that arrived with it, and up to
 GATHER_WINDOW_S for those of the other sessions decoding here, then takes the lane for all of them
-and for the steps that arrived while the lane was busy (at most `max_batch`). A session's steps stay in order: its CHAIN handler sends the next only after the last
-one's result, and a session with a step in the batch already waits for the next.
-With one session open a step goes straight to the lane, as before: nothing to wait for.
+and for the steps that arrived while the lane was busy (at most `max_batch`). A session's steps stay
+in order: its CHAIN handler sends the next only after the last one's result, and a session with a step
+in the batch already waits for the next. With one session open a step goes straight to the lane, as
+before: nothing to wait for.
+
+On a chain of several workers a forward takes the worker's share of the decoding sessions, about
+sessions / workers (`batch_limit`). A whole batch would pass from one worker to the next while the
+others wait for it; groups of sessions keep every worker computing at once, as a pipeline's
+micro-batches do.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class StepBatcher:
         self.worker = worker
         self.max_batch = max_batch
         self._waiting: list[Waiting] = []
+        self._limit = max_batch  # steps the next forward takes at most (batch_limit, at its gather)
         self._arrived = asyncio.Event()  # set by each step that joins the waiting ones
         self._runner: asyncio.Task | None = None
 
@@ -74,9 +81,11 @@ class StepBatcher:
             seen = len(self._waiting)
             await asyncio.sleep(0)
             turns += 1
-        stepping = min(self.runtime.sessions_stepping(STEPPING_S), self.max_batch)
+        stepping = self.runtime.sessions_stepping(STEPPING_S)
+        self._limit = self.batch_limit(stepping)
+        wanted = min(stepping, self._limit)
         deadline = time.perf_counter() + GATHER_WINDOW_S
-        while len({item.step.session_id for item in self._waiting}) < stepping:
+        while self._sessions_waiting() < wanted:
             left = deadline - time.perf_counter()
             if left <= 0:
                 return
@@ -86,13 +95,26 @@ class StepBatcher:
             except TimeoutError:
                 return
 
+    def batch_limit(self, stepping: int) -> int:
+        """Steps the next forward takes at most: on a chain of one worker every step waiting, up to
+        max_batch; on a chain of W workers this worker's share of the sessions decoding here (the
+        `stepping` ones and any waiting), ceil(sessions / W)."""
+        workers = self.runtime.chain_workers
+        if workers == 1:
+            return self.max_batch
+        decoding = max(stepping, self._sessions_waiting())
+        return max(1, min(-(-decoding // workers), self.max_batch))
+
+    def _sessions_waiting(self) -> int:
+        return len({item.step.session_id for item in self._waiting})
+
     def _compute_waiting(self) -> None:
-        """In the lane: take the steps waiting now (one per session, at most max_batch) and compute them."""
+        """In the lane: take the steps waiting now (one per session, at most the limit) and compute them."""
         batch, later, sessions = [], [], set()
         for item in self._waiting:
             if not item.wanted:
                 continue
-            if item.step.session_id in sessions or len(batch) >= self.max_batch:
+            if item.step.session_id in sessions or len(batch) >= self._limit:
                 later.append(item)
             else:
                 sessions.add(item.step.session_id)

@@ -259,6 +259,7 @@ class Chain:
                 max_context=max_context,
                 max_sessions=max_sessions,
                 worker=workers[i] if workers else "",
+                chain_workers=len(self.stages),
             )
             for i, (segment, codec) in enumerate(zip(segments, codecs, strict=True))
         ]

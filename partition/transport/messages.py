@@ -63,6 +63,7 @@ def deployment_of(request: deploy_pb2.LoadSegmentRequest) -> Deployment:
         codec_out=request.codec_out or "raw",
         max_context=request.max_context,
         max_sessions=request.max_sessions,
+        chain_workers=max(1, request.chain_workers),
     )
 
 
@@ -86,6 +87,7 @@ def load_reply(result: LoadResult, worker: str) -> deploy_pb2.LoadSegmentReply:
         kv_bytes=result.kv_bytes,
         load_s=result.load_s,
         device=result.device,
+        chain_workers=d.chain_workers,
     )
 
 

@@ -68,6 +68,7 @@ def deploy(workers, segments, codecs=None, plan_id="plan", epoch=1, **load_args)
             await chain.close()
         digests = {r.model_digest for r in replies}
         assert len(digests) == 1
+        assert [r.chain_workers for r in replies] == [len(workers)] * len(workers)  # a batch's share
         return digests.pop()
 
     return asyncio.run(run())

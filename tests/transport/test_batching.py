@@ -187,3 +187,25 @@ def test_a_batch_waits_for_the_steps_of_the_sessions_decoding_here_and_not_for_i
     end_sessions(runtime, idle)
     assert together == [2, 2]
     assert apart == [2, 2] and took_s < 10
+
+
+def test_on_a_chain_of_two_workers_a_forward_takes_half_of_the_sessions_decoding():
+    """A whole batch would pass from one worker to the next while the other waits: on a chain of two
+    workers each forward takes ceil(sessions / 2) steps, so the two compute groups at the same time."""
+    halves = StageRuntime(WorkerSettings(name="server-a"))
+    halves.load(
+        Deployment("plan", 1, "smollm2-135m", "", SEGMENT, "float32", "next:1", "raw", 64, 5, chain_workers=2)
+    )
+
+    async def scenario(sessions: int):
+        batcher = StepBatcher(halves, ComputeLane(), "server-a", max_batch=8)
+        ids = open_sessions(halves, f"halves-{sessions}", sessions)
+        x = torch.randn(1, 1, HIDDEN)
+        try:
+            results = await asyncio.gather(*(batcher.run(decode_step(sid, 0, x), 0) for sid in ids))
+            return [step.hops[-1].batch for step in results], batcher.batch_limit(sessions)
+        finally:
+            end_sessions(halves, ids)
+
+    assert asyncio.run(scenario(4)) == ([2, 2, 2, 2], 2)
+    assert asyncio.run(scenario(5)) == ([3, 3, 3, 2, 2], 3)

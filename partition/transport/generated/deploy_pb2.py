@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import forward_pb2 as partition_dot_v1_dot_forward__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19partition/v1/deploy.proto\x12\x0cpartition.v1\x1a\x1apartition/v1/forward.proto\"\xe6\x01\n\x12LoadSegmentRequest\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\r\n\x05model\x18\x03 \x01(\t\x12\x14\n\x0cmodel_digest\x18\x04 \x01(\t\x12\r\n\x05start\x18\x05 \x01(\r\x12\x0b\n\x03\x65nd\x18\x06 \x01(\r\x12\r\n\x05\x64type\x18\x07 \x01(\t\x12\x12\n\ndownstream\x18\x08 \x01(\t\x12\x11\n\tcodec_out\x18\t \x01(\t\x12\x13\n\x0bmax_context\x18\n \x01(\r\x12\x14\n\x0cmax_sessions\x18\x0b \x01(\r\x12\x0e\n\x06worker\x18\x0c \x01(\t\"\xca\x02\n\x10LoadSegmentReply\x12\x0e\n\x06worker\x18\x01 \x01(\t\x12\x0f\n\x07plan_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x12\n\nmodel_name\x18\x04 \x01(\t\x12\x14\n\x0cmodel_digest\x18\x05 \x01(\t\x12\x16\n\x0eweights_digest\x18\x06 \x01(\t\x12\r\n\x05start\x18\x07 \x01(\r\x12\x0b\n\x03\x65nd\x18\x08 \x01(\r\x12\x10\n\x08n_blocks\x18\t \x01(\r\x12\x13\n\x0bhidden_size\x18\n \x01(\r\x12\x12\n\nvocab_size\x18\x0b \x01(\r\x12\x10\n\x08kv_slots\x18\x0c \x01(\r\x12\x13\n\x0bmax_context\x18\r \x01(\r\x12\x14\n\x0cweight_bytes\x18\x0e \x01(\x04\x12\x10\n\x08kv_bytes\x18\x0f \x01(\x04\x12\x0e\n\x06load_s\x18\x10 \x01(\x01\x12\x0e\n\x06\x64\x65vice\x18\x11 \x01(\t\">\n\x11\x45ndSessionRequest\x12)\n\x07session\x18\x01 \x01(\x0b\x32\x18.partition.v1.SessionRef\"3\n\x0f\x45ndSessionReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x11\n\tpositions\x18\x02 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19partition/v1/deploy.proto\x12\x0cpartition.v1\x1a\x1apartition/v1/forward.proto\"\xfd\x01\n\x12LoadSegmentRequest\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\r\n\x05model\x18\x03 \x01(\t\x12\x14\n\x0cmodel_digest\x18\x04 \x01(\t\x12\r\n\x05start\x18\x05 \x01(\r\x12\x0b\n\x03\x65nd\x18\x06 \x01(\r\x12\r\n\x05\x64type\x18\x07 \x01(\t\x12\x12\n\ndownstream\x18\x08 \x01(\t\x12\x11\n\tcodec_out\x18\t \x01(\t\x12\x13\n\x0bmax_context\x18\n \x01(\r\x12\x14\n\x0cmax_sessions\x18\x0b \x01(\r\x12\x0e\n\x06worker\x18\x0c \x01(\t\x12\x15\n\rchain_workers\x18\r \x01(\r\"\xe1\x02\n\x10LoadSegmentReply\x12\x0e\n\x06worker\x18\x01 \x01(\t\x12\x0f\n\x07plan_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x12\n\nmodel_name\x18\x04 \x01(\t\x12\x14\n\x0cmodel_digest\x18\x05 \x01(\t\x12\x16\n\x0eweights_digest\x18\x06 \x01(\t\x12\r\n\x05start\x18\x07 \x01(\r\x12\x0b\n\x03\x65nd\x18\x08 \x01(\r\x12\x10\n\x08n_blocks\x18\t \x01(\r\x12\x13\n\x0bhidden_size\x18\n \x01(\r\x12\x12\n\nvocab_size\x18\x0b \x01(\r\x12\x10\n\x08kv_slots\x18\x0c \x01(\r\x12\x13\n\x0bmax_context\x18\r \x01(\r\x12\x14\n\x0cweight_bytes\x18\x0e \x01(\x04\x12\x10\n\x08kv_bytes\x18\x0f \x01(\x04\x12\x0e\n\x06load_s\x18\x10 \x01(\x01\x12\x0e\n\x06\x64\x65vice\x18\x11 \x01(\t\x12\x15\n\rchain_workers\x18\x12 \x01(\r\">\n\x11\x45ndSessionRequest\x12)\n\x07session\x18\x01 \x01(\x0b\x32\x18.partition.v1.SessionRef\"3\n\x0f\x45ndSessionReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x11\n\tpositions\x18\x02 \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,11 +33,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'partition.transport.generat
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LOADSEGMENTREQUEST']._serialized_start=72
-  _globals['_LOADSEGMENTREQUEST']._serialized_end=302
-  _globals['_LOADSEGMENTREPLY']._serialized_start=305
-  _globals['_LOADSEGMENTREPLY']._serialized_end=635
-  _globals['_ENDSESSIONREQUEST']._serialized_start=637
-  _globals['_ENDSESSIONREQUEST']._serialized_end=699
-  _globals['_ENDSESSIONREPLY']._serialized_start=701
-  _globals['_ENDSESSIONREPLY']._serialized_end=752
+  _globals['_LOADSEGMENTREQUEST']._serialized_end=325
+  _globals['_LOADSEGMENTREPLY']._serialized_start=328
+  _globals['_LOADSEGMENTREPLY']._serialized_end=681
+  _globals['_ENDSESSIONREQUEST']._serialized_start=683
+  _globals['_ENDSESSIONREQUEST']._serialized_end=745
+  _globals['_ENDSESSIONREPLY']._serialized_start=747
+  _globals['_ENDSESSIONREPLY']._serialized_end=798
 # @@protoc_insertion_point(module_scope)

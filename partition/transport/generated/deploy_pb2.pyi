@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LoadSegmentRequest(_message.Message):
-    __slots__ = ("plan_id", "epoch", "model", "model_digest", "start", "end", "dtype", "downstream", "codec_out", "max_context", "max_sessions", "worker")
+    __slots__ = ("plan_id", "epoch", "model", "model_digest", "start", "end", "dtype", "downstream", "codec_out", "max_context", "max_sessions", "worker", "chain_workers")
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,7 @@ class LoadSegmentRequest(_message.Message):
     MAX_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     MAX_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_WORKERS_FIELD_NUMBER: _ClassVar[int]
     plan_id: str
     epoch: int
     model: str
@@ -32,10 +33,11 @@ class LoadSegmentRequest(_message.Message):
     max_context: int
     max_sessions: int
     worker: str
-    def __init__(self, plan_id: _Optional[str] = ..., epoch: _Optional[int] = ..., model: _Optional[str] = ..., model_digest: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., dtype: _Optional[str] = ..., downstream: _Optional[str] = ..., codec_out: _Optional[str] = ..., max_context: _Optional[int] = ..., max_sessions: _Optional[int] = ..., worker: _Optional[str] = ...) -> None: ...
+    chain_workers: int
+    def __init__(self, plan_id: _Optional[str] = ..., epoch: _Optional[int] = ..., model: _Optional[str] = ..., model_digest: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., dtype: _Optional[str] = ..., downstream: _Optional[str] = ..., codec_out: _Optional[str] = ..., max_context: _Optional[int] = ..., max_sessions: _Optional[int] = ..., worker: _Optional[str] = ..., chain_workers: _Optional[int] = ...) -> None: ...
 
 class LoadSegmentReply(_message.Message):
-    __slots__ = ("worker", "plan_id", "epoch", "model_name", "model_digest", "weights_digest", "start", "end", "n_blocks", "hidden_size", "vocab_size", "kv_slots", "max_context", "weight_bytes", "kv_bytes", "load_s", "device")
+    __slots__ = ("worker", "plan_id", "epoch", "model_name", "model_digest", "weights_digest", "start", "end", "n_blocks", "hidden_size", "vocab_size", "kv_slots", "max_context", "weight_bytes", "kv_bytes", "load_s", "device", "chain_workers")
     WORKER_FIELD_NUMBER: _ClassVar[int]
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +55,7 @@ class LoadSegmentReply(_message.Message):
     KV_BYTES_FIELD_NUMBER: _ClassVar[int]
     LOAD_S_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_WORKERS_FIELD_NUMBER: _ClassVar[int]
     worker: str
     plan_id: str
     epoch: int
@@ -70,7 +73,8 @@ class LoadSegmentReply(_message.Message):
     kv_bytes: int
     load_s: float
     device: str
-    def __init__(self, worker: _Optional[str] = ..., plan_id: _Optional[str] = ..., epoch: _Optional[int] = ..., model_name: _Optional[str] = ..., model_digest: _Optional[str] = ..., weights_digest: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., n_blocks: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., kv_slots: _Optional[int] = ..., max_context: _Optional[int] = ..., weight_bytes: _Optional[int] = ..., kv_bytes: _Optional[int] = ..., load_s: _Optional[float] = ..., device: _Optional[str] = ...) -> None: ...
+    chain_workers: int
+    def __init__(self, worker: _Optional[str] = ..., plan_id: _Optional[str] = ..., epoch: _Optional[int] = ..., model_name: _Optional[str] = ..., model_digest: _Optional[str] = ..., weights_digest: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., n_blocks: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., kv_slots: _Optional[int] = ..., max_context: _Optional[int] = ..., weight_bytes: _Optional[int] = ..., kv_bytes: _Optional[int] = ..., load_s: _Optional[float] = ..., device: _Optional[str] = ..., chain_workers: _Optional[int] = ...) -> None: ...
 
 class EndSessionRequest(_message.Message):
     __slots__ = ("session",)
