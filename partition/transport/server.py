@@ -51,15 +51,23 @@ class GrpcServer:
     async def start(self, listen: str) -> int:
         """Bind `host:port` (port 0 = any free port), start serving; return the bound port."""
         check_address(listen, listening=True)
+        # Tried first with a plain socket: a bind grpc fails is also logged by grpc's core, on stderr, in a
+        # line of its own before ours, and its exception says only "Failed to bind".
+        refused = bind_refusal(listen)
+        if refused is not None:
+            raise ConfigError(f"cannot listen on {listen}: {refused}")
         try:
             if self._config.tls_cert is not None:
                 port = self._server.add_secure_port(listen, server_credentials(self._config))
             else:
                 port = self._server.add_insecure_port(listen)
         except RuntimeError as error:  # grpc raises instead of returning 0 on bind failures
-            raise ConfigError(f"cannot listen on {listen}: {bind_failure(listen, str(error))}") from None
+            # taken between the two tries, or refused by grpc alone
+            raise ConfigError(f"cannot listen on {listen}: {bind_refusal(listen) or error}") from None
         if port == 0:
-            raise ConfigError(f"cannot listen on {listen}: {bind_failure(listen, 'grpc could not bind it')}")
+            raise ConfigError(
+                f"cannot listen on {listen}: {bind_refusal(listen) or 'grpc could not bind it'}"
+            )
         await self._server.start()
         for name in ("", *self._service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -111,26 +119,33 @@ class GrpcServer:
                 self._wake_to_stop()
 
 
-def bind_failure(listen: str, grpc_says: str) -> str:
-    """Why `host:port` cannot be bound, and what to do. grpc says only "Failed to bind" (the cause goes
-    to its own log); the same bind tried with a plain socket gives the errno."""
+def bind_refusal(listen: str) -> str | None:
+    """Why `host:port` cannot be bound, and what to do; None when it can. Bound as grpc binds it: each
+    address the host resolves to is tried (one bound is enough), with SO_REUSEADDR and without
+    SO_REUSEPORT (server_options turns that off), so a port left in TIME_WAIT is not refused; port 0
+    tries only the host."""
     host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
+    host = host.strip("[]")  # [::1]:7001
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.bind(address)
+        addresses = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as error:
         return f"cannot resolve {host!r} ({error.strerror})"
-    except OSError as error:
-        advice = {
-            errno.EADDRINUSE: "the port is in use: stop what listens there, or choose another port",
-            errno.EADDRNOTAVAIL: (
-                f"{host} is not an address of this machine: listen on one of its addresses, or on 0.0.0.0"
-            ),
-            errno.EACCES: "ports below 1024 need privileges: choose a higher port",
-        }.get(error.errno)
-        return f"{error.strerror}; {advice}" if advice else str(error.strerror)
-    return grpc_says  # a plain socket binds it: grpc's own reason is all there is
+    first_failure: OSError | None = None
+    for family, kind, proto, _, address in addresses:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+            return None
+        except OSError as error:
+            first_failure = first_failure or error
+    assert first_failure is not None  # getaddrinfo returns an address or raises
+    advice = {
+        errno.EADDRINUSE: "the port is in use: stop what listens there, or choose another port",
+        errno.EADDRNOTAVAIL: (
+            f"{host} is not an address of this machine: listen on one of its addresses, or on 0.0.0.0"
+        ),
+        errno.EACCES: "ports below 1024 need privileges: choose a higher port",
+    }.get(first_failure.errno)
+    reason = first_failure.strerror or str(first_failure)
+    return f"{reason}; {advice}" if advice else reason

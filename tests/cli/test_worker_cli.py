@@ -3,8 +3,11 @@ port 0 too), and an address the machine lacks is named as such."""
 
 import re
 import select
+import socket
 import subprocess
 import sys
+
+import pytest
 
 from partition.cli import main
 
@@ -35,14 +38,31 @@ def test_a_worker_says_where_it_serves_without_verbose_logging(tmp_path):
     assert worker.returncode == 0
 
 
-def test_an_address_this_machine_lacks_is_named_not_blamed_on_the_port(capsys):
+def test_an_address_this_machine_lacks_is_named_not_blamed_on_the_port(capfd):
     assert main(["worker", "--listen", f"{NOT_HERE}:7001", "--name", "w"]) == 2
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1, err  # our line alone, none from grpc's core
     assert (
         f"cannot listen on {NOT_HERE}:7001: Cannot assign requested address; {NOT_HERE} is not an address"
         in err
     )
     assert "listen on one of its addresses, or on 0.0.0.0" in err and "port is in use" not in err, err
+
+
+@pytest.mark.parametrize(
+    "family, host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "[::1]")], ids=["ipv4", "ipv6"]
+)
+def test_a_port_in_use_is_said_once_in_our_words_only(family, host, capfd):
+    with socket.socket(family) as taken:
+        taken.bind((host.strip("[]"), 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["worker", "--listen", f"{host}:{port}", "--name", "w"]) == 2
+    err = capfd.readouterr().err  # the process's stderr: what grpc's core writes there too
+    assert err == (
+        f"partition worker: error: cannot listen on {host}:{port}: Address already in use; "
+        "the port is in use: stop what listens there, or choose another port\n"
+    ), err
 
 
 def test_a_worker_name_that_could_be_a_path_is_refused(capsys):
