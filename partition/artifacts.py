@@ -165,6 +165,12 @@ def write_atomically(path: Path, text: str) -> None:
     except BaseException as error:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)  # a failed write leaves nothing beside the file
+        if isinstance(error, (FileExistsError, NotADirectoryError)):
+            # mkdir's own words ("File exists") do not say which part of the path is in the way
+            in_the_way = next((p for p in path.parents if p.exists() and not p.is_dir()), path.parent)
+            raise ConfigError(
+                f"cannot write {path}: {in_the_way} is a file, not a folder; give another path"
+            ) from None
         if isinstance(error, OSError):
             raise ConfigError(f"cannot write {path}: {error.strerror or error}; give another path") from None
         raise

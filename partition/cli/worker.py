@@ -11,7 +11,7 @@ import functools
 import sys
 from pathlib import Path
 
-from partition.cli.arguments import check_device, positive_number, whole_number
+from partition.cli.arguments import check_device, output_file, positive_number, whole_number
 from partition.types import KV_BUDGET_MIB, MAX_BATCH, check_device_name
 
 
@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="on SIGTERM, let running calls finish this long (0: end them at once; default: 5)",
     )
     parser.add_argument(
-        "--ready-file", type=Path, help="write {address, port, pid} as JSON here once serving"
+        "--ready-file", type=output_file, help="write {address, port, pid} as JSON here once serving"
     )
     parser.add_argument(
         "--stop-when-stdin-closes",

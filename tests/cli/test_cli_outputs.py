@@ -73,8 +73,11 @@ def test_a_device_this_machine_cannot_profile_is_refused_before_the_model_loads(
 
 def test_a_write_under_a_file_says_where_and_leaves_nothing_beside_it(tmp_path):
     (tmp_path / "a-file").write_text("")
-    with pytest.raises(ConfigError, match=r"cannot write .*a-file/plan.json: .*; give another path"):
-        write_atomically(tmp_path / "a-file" / "plan.json", "{}")
+    for under in ("plan.json", "deeper/plan.json"):
+        with pytest.raises(ConfigError) as refused:
+            write_atomically(tmp_path / "a-file" / under, "{}")
+        said = f"cannot write {tmp_path}/a-file/{under}: {tmp_path}/a-file is a file, not a folder; give another path"
+        assert str(refused.value) == said
     assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
 
 

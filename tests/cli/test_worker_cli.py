@@ -81,12 +81,25 @@ def test_tls_files_that_are_not_pem_are_named_before_anything_listens(tmp_path, 
     assert "bind" not in err, err
 
 
+def test_a_ready_file_under_a_file_is_refused_before_the_worker_serves(tmp_path, capfd):
+    (tmp_path / "a-file").write_text("")
+    ready = tmp_path / "a-file" / "x"
+    with pytest.raises(SystemExit) as usage:  # refused as the command line is read
+        main(["worker", "--listen", "127.0.0.1:0", "--name", "w", "--ready-file", str(ready)])
+    assert usage.value.code == 2
+    err = capfd.readouterr().err
+    assert f"argument --ready-file: {tmp_path / 'a-file'} is a file, so {ready} cannot be made" in err, err
+    assert "serving" not in err and "File exists" not in err, err
+
+
 def test_a_ready_file_that_cannot_be_written_ends_the_worker_cleanly(tmp_path):
+    # a name the file system takes, though not with the ".tmp" the write adds to it
+    ready = tmp_path / ("r" * 255)
     ended = subprocess.run(
         [sys.executable, "-m", "partition", "worker", "--listen", "127.0.0.1:0", "--name", "w",
-         "--threads", "1", "--ready-file", str(tmp_path)],
+         "--threads", "1", "--ready-file", str(ready)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert ended.returncode == 2, ended.stderr
-    assert f"cannot write {tmp_path}: Is a directory; give another path" in ended.stderr
+    assert f"cannot write {ready}: File name too long; give another path" in ended.stderr
     assert "Exception ignored" not in ended.stderr and "Traceback" not in ended.stderr, ended.stderr
