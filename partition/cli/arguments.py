@@ -28,10 +28,14 @@ def whole_number(minimum: int = 1, zero_means: str = "") -> Callable[[str], int]
 
 
 def output_file(text: str) -> Path:
-    """A file a run writes when it ends: refused at once when it cannot be one (a folder, or a path under
-    a file), instead of once the run's work is done. Missing folders are made when it is written."""
+    """A file a run writes when it ends: refused at once when it cannot be one (a folder, a path under
+    a file, or `-`), instead of once the run's work is done. Missing folders are made when it is written."""
     if not text:
         raise argparse.ArgumentTypeError("an empty path; give a file")
+    if text == "-":  # taken by many tools for standard output, but our commands print their report there
+        raise argparse.ArgumentTypeError(
+            "'-' (standard output) cannot take the file: this command prints its report there; give a file path"
+        )
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a directory; give a file in it")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from partition.cli.arguments import positive_number
+from partition.cli.arguments import output_file, positive_number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--config", required=True, help="lab config, e.g. cluster/lab/wifi-edge.toml")
     up.add_argument(
         "--out",
+        type=output_file,
         default=None,
         help="cluster file to write (default: STATE_DIR/NAME/cluster.toml, which `lab down` removes)",
     )

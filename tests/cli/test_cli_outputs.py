@@ -33,9 +33,24 @@ from partition.errors import ConfigError
             "argument --out: /dev/null is not a regular file (a device, a pipe, a socket); give a file",
         ),
         (["plan", "--model", "smollm2-135m", "--out", ""], "argument --out: an empty path; give a file"),
+        # the report goes to standard output: a file named "-" would be written instead
+        *(
+            (
+                argv,
+                f"argument {argv[-2]}: '-' (standard output) cannot take the file: this command prints "
+                "its report there; give a file path",
+            )
+            for argv in (
+                ["plan", "--model", "smollm2-135m", "--out", "-"],
+                ["profile", "--model", "smollm2-135m", "--out", "-"],
+                ["lab", "up", "--config", "lab.toml", "--out", "-"],
+                ["bench", "--plan", "plan.json", "--json", "-"],
+            )
+        ),
     ],
 )
-def test_an_output_that_cannot_be_a_file_is_a_usage_error(tmp_path, capsys, argv, says):
+def test_an_output_that_cannot_be_a_file_is_a_usage_error(tmp_path, monkeypatch, capsys, argv, says):
+    monkeypatch.chdir(tmp_path)  # where a file named "-" would land
     (tmp_path / "a-file").write_text("")
     names = {"folder": tmp_path, "file": tmp_path / "a-file"}
     with pytest.raises(SystemExit) as usage:
