@@ -377,6 +377,10 @@ KV_BUDGET_MIB = 1024
 # Decode steps of different sessions a worker computes as one forward at most (`partition worker
 # --max-batch`): a batch reads the weights once for all its rows.
 MAX_BATCH = 8
+# Sessions a worker holds at once, whatever the KV budget: a segment without blocks (the embedding or
+# the head alone) needs no KV cache, and the table of its slots must not grow to what a uint32 says.
+# Every stage of a plan holds each of its sessions, so a plan for more cannot be deployed.
+MAX_SESSIONS = 1024
 EPOCH_MAX = (1 << 64) - 1  # a plan's epoch travels as a uint64 in every message to the workers
 
 

@@ -19,7 +19,7 @@ from partition.plan.instance import build_instance
 from partition.plan.simplify import Chain, leave_out_needless, servers_of
 from partition.plan.solver import FRONT_LIMIT, Solution, solve
 from partition.plan.validate import chain_problem, gb
-from partition.types import DEFAULT_PINNING, Pinning, Plan, Segment, Stage, Workload
+from partition.types import DEFAULT_PINNING, MAX_SESSIONS, Pinning, Plan, Segment, Stage, Workload
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,11 @@ def make_plan(
         raise ConfigError("the model has no transformer blocks; there is nothing to split")
     if not 0 <= min_gain < 1:
         raise ConfigError(f"min_gain is a fraction of the objective from 0 to below 1, got {min_gain:g}")
+    if workload.sessions > MAX_SESSIONS:
+        raise ConfigError(
+            f"--sessions {workload.sessions}: every stage holds each session, and a worker holds at most "
+            f"{MAX_SESSIONS} at once; plan with --sessions {MAX_SESSIONS} or fewer"
+        )
 
     held = memory or workload
     past = extrapolated(cluster, workload)

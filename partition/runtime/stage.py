@@ -22,15 +22,12 @@ from partition.runtime.errors import (
 )
 from partition.runtime.models_dir import resolve_allowed
 from partition.runtime.sessions import Session, SessionTable
-from partition.types import KV_BUDGET_MIB, MAX_BATCH, Segment
+from partition.types import KV_BUDGET_MIB, MAX_BATCH, MAX_SESSIONS, Segment
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"": torch.float32, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEFAULT_MAX_CONTEXT = 2048  # tokens per session when LoadSegment leaves max_context at 0
-# Sessions a worker holds at once, whatever the KV budget: a segment without blocks (the embedding or
-# the head alone) needs no KV cache, and the table of its slots must not grow to what a uint32 says.
-MAX_SESSIONS = 1024
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import pytest
 from partition.artifacts import load_plan, save_profile
 from partition.cli import main
 from partition.plan.synthetic import synthetic_profile
+from partition.types import MAX_SESSIONS
 
 CLUSTER = """
 [[device]]
@@ -78,6 +79,11 @@ def test_plan_prints_the_table_and_writes_the_plan(cluster, capsys):
     [
         (["--model", "llama-70b"], "measured for model 'smollm2-135m'"),
         (["--model", "smollm2-135m", "--sessions", "0"], "sessions must be a positive integer"),
+        (  # refused by every worker at deploy: said when planning
+            ["--model", "smollm2-135m", "--sessions", str(MAX_SESSIONS + 1)],
+            f"--sessions {MAX_SESSIONS + 1}: every stage holds each session, and a worker holds at most "
+            f"{MAX_SESSIONS} at once; plan with --sessions {MAX_SESSIONS} or fewer",
+        ),
         (["--model", "smollm2-135m", "--codecs", "gzip"], "unknown codec"),
         (["--model", "smollm2-135m", "--epoch", "0"], "--epoch must be in [1, 18446744073709551615], got 0"),
         (["--model", "smollm2-135m", "--epoch", str(2**64)], "--epoch must be in [1, 18446744073709551615]"),
