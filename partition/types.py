@@ -432,4 +432,6 @@ class Plan:
                 f"codec_figures are for {[c.name for c in self.codec_figures]}, but codecs names {list(self.codecs)}"
             )
         if not 0 <= self.min_gain < 1:
-            raise ValueError(f"min_gain is a fraction of the objective in [0, 1), got {self.min_gain}")
+            raise ValueError(
+                f"min_gain (plan --min-gain) is a fraction of the objective in [0, 1), got {self.min_gain}"
+            )

@@ -47,7 +47,10 @@ def make_plan(
     if cluster.model.n_blocks < 1:
         raise ConfigError("the model has no transformer blocks; there is nothing to split")
     if not 0 <= min_gain < 1:
-        raise ConfigError(f"min_gain is a fraction of the objective from 0 to below 1, got {min_gain:g}")
+        raise ConfigError(
+            f"--min-gain {min_gain:g}: give a fraction of the objective from 0 to below 1 (0.01 leaves out "
+            "servers that save under 1%; 0 keeps the exact optimum)"
+        )
     if workload.sessions > MAX_SESSIONS:
         raise ConfigError(
             f"--sessions {workload.sessions}: every stage holds each session, and a worker holds at most "

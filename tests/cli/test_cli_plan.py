@@ -85,6 +85,13 @@ def test_plan_prints_the_table_and_writes_the_plan(cluster, capsys):
             f"{MAX_SESSIONS} at once; plan with --sessions {MAX_SESSIONS} or fewer",
         ),
         (["--model", "smollm2-135m", "--codecs", "gzip"], "unknown codec"),
+        *(
+            (
+                ["--model", "smollm2-135m", "--min-gain", value],
+                f"--min-gain {value}: give a fraction of the objective from 0 to below 1",
+            )
+            for value in ("1.5", "-0.1", "nan")
+        ),
         (["--model", "smollm2-135m", "--epoch", "0"], "--epoch must be in [1, 18446744073709551615], got 0"),
         (["--model", "smollm2-135m", "--epoch", str(2**64)], "--epoch must be in [1, 18446744073709551615]"),
         (

@@ -100,5 +100,5 @@ def test_min_gain_bounds_the_loss_and_never_adds_devices():
 
 
 def test_min_gain_must_be_a_fraction():
-    with pytest.raises(ConfigError, match="min_gain is a fraction"):
+    with pytest.raises(ConfigError, match="--min-gain 1.5: give a fraction"):
         make_plan(cluster_with_faster_head(1.0), WORKLOAD, min_gain=1.5)
