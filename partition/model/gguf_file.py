@@ -87,6 +87,15 @@ class GGUFFile:
         if not isinstance(alignment, int) or alignment < 8 or alignment % 8:
             raise ValueError(f"general.alignment is {alignment!r}, not a positive multiple of 8")
         start = offset + (-offset % alignment)
+        # A file cut short (a download that stopped) would fail in numpy with "buffer is smaller than
+        # requested size"; the directory says how long the file must be.
+        ends = (start + data_offset + _data_bytes(dims, kind) for _, dims, kind, data_offset in directory)
+        needed = max(ends, default=start)
+        if needed > len(self._map):
+            raise ValueError(
+                f"the file is truncated: it has {len(self._map)} bytes, and its header and tensor table need "
+                f"{needed}; download it again"
+            )
         self.tensors = [self._tensor(start, *entry) for entry in directory]
         names = [t.name for t in self.tensors]
         if len(set(names)) != len(names):
@@ -125,7 +134,16 @@ class GGUFFile:
         if tensor_type in _TYPED:
             data = np.frombuffer(self._map, _TYPED[tensor_type], n_values, start + offset).reshape(rows_first)
         else:
-            block, block_bytes = GGML_QUANT_SIZES[tensor_type]
-            data = np.frombuffer(self._map, np.uint8, n_values * block_bytes // block, start + offset)
+            data = np.frombuffer(self._map, np.uint8, _data_bytes(dims, kind), start + offset)
             data = data.reshape(quant_shape_to_byte_shape(rows_first, tensor_type))
         return GGUFTensor(name, tensor_type, tuple(dims), data)
+
+
+def _data_bytes(dims: tuple[int, ...], kind: int) -> int:
+    """Bytes of a tensor's data: its values typed, or its quantized blocks."""
+    tensor_type = GGMLQuantizationType(kind)
+    n_values = math.prod(dims)
+    if tensor_type in _TYPED:
+        return n_values * np.dtype(_TYPED[tensor_type]).itemsize
+    block, block_bytes = GGML_QUANT_SIZES[tensor_type]
+    return n_values * block_bytes // block

@@ -42,6 +42,19 @@ def test_a_file_cut_short_is_refused_with_its_name(smollm2, tmp_path, cut):
         resolve_model(short).spec.n_blocks  # noqa: B018 (reading it is the test)
 
 
+def test_a_file_cut_in_half_is_said_to_be_truncated_with_its_sizes(tmp_path):
+    whole = resolve_model("smollm2-135m").path
+    half = tmp_path / "half.gguf"
+    with open(whole, "rb") as source:
+        half.write_bytes(source.read(whole.stat().st_size // 2))
+    with pytest.raises(UnsupportedModelError) as refused:
+        resolve_model(half).spec  # noqa: B018 (reading it is the test)
+    assert str(refused.value) == (
+        f"{half} is not a readable GGUF file: the file is truncated: it has {half.stat().st_size} bytes, "
+        f"and its header and tensor table need {whole.stat().st_size}; download it again"
+    )
+
+
 def write_gguf(path, endian=None, alignment: int | None = None):
     """A small GGUF of one F32 tensor, as gguf-py writes it."""
     import gguf
