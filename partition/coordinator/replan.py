@@ -41,6 +41,7 @@ from pathlib import Path
 import grpc
 
 from partition.coordinator.deploy import Deployment, WorkerAwayError, deploy
+from partition.coordinator.loop import LoopThread
 from partition.coordinator.workers import is_listening, worker_name_at
 from partition.errors import ConfigError, InfeasiblePlanError, PartitionError
 from partition.plan.cluster import Cluster
@@ -137,8 +138,23 @@ class Failover:
         """Deploy `plan` as serve starts. When one of its workers does not answer, plan without it and
         the other servers not listening now, deploy that (written beside the plan file), and look for
         them as for a worker lost later: once they listen, `plan` is served again, one epoch on."""
+        # Both tries run on one loop, which the deployment served then owns: gRPC's asyncio poller hands
+        # a completion of the first try's calls (the away worker's, as its channel closes) to the loop
+        # they began on, and a loop closed by then refuses it ("Event loop is closed", logged).
+        loop = LoopThread()
         try:
-            return deploy(plan, self.addresses, self.transport, max_context, max_sessions)
+            deployment = self._deploy_or_plan_around(plan, max_context, max_sessions, loop)
+        except BaseException:
+            loop.close()
+            raise
+        deployment.owns_loop = True
+        return deployment
+
+    def _deploy_or_plan_around(
+        self, plan: Plan, max_context: int, max_sessions: int, loop: LoopThread
+    ) -> Deployment:
+        try:
+            return deploy(plan, self.addresses, self.transport, max_context, max_sessions, loop=loop)
         except WorkerAwayError as error:
             log.warning("%s", error)
             away, why = {error.device}, error
@@ -148,7 +164,7 @@ class Failover:
         except PartitionError as failed:  # nothing serves without it: say which worker to start
             raise WorkerAwayError(f"{why}; planning without it failed: {failed}", why.device) from None
         log.warning("planned without %s: %s", ", ".join(sorted(left_out)), _described(new))
-        deployment = self._roll_out(new, left_out, max_context, max_sessions)
+        deployment = self._roll_out(new, left_out, max_context, max_sessions, loop=loop)
         self.first = plan
         self.wait_s, self._looked = self.recheck_s, time.monotonic()
         return deployment

@@ -171,6 +171,39 @@ def test_a_worker_away_when_serving_starts_is_planned_around_then_taken_back(smo
         answerer.close()
 
 
+@pytest.fixture
+def loops_made(monkeypatch):
+    """Every LoopThread made while the test runs, in order."""
+    from partition.coordinator.loop import LoopThread
+
+    made, init = [], LoopThread.__init__
+
+    def recording_init(self):
+        init(self)
+        made.append(self)
+
+    monkeypatch.setattr(LoopThread, "__init__", recording_init)
+    return made
+
+
+def test_planning_around_a_worker_away_at_the_start_keeps_the_first_trys_loop(
+    smollm2, tmp_path, two_workers, loops_made
+):
+    """gRPC's asyncio poller hands a completion of the first try's calls to the loop they began on: a
+    second loop, with the first closed, got it as "Event loop is closed", logged with a traceback."""
+    addresses = {name: worker.address for name, worker in two_workers.items()}
+    cluster = profiled_cluster(smollm2, tmp_path, addresses, dict.fromkeys(addresses, 8.0))
+    failover = Failover(load_cluster(cluster), addresses)
+    kill(two_workers["server-b"])
+    deployment = failover.deploy(three_stage_plan(smollm2), max_context=128, max_sessions=1)
+    try:
+        assert deployment.plan.epoch == 2 and loops_made == [deployment.loop]
+        assert deployment.owns_loop and not deployment.loop.loop.is_closed()
+    finally:
+        deployment.close()
+    assert deployment.loop.loop.is_closed()  # the deployment served stops it
+
+
 def test_a_worker_away_at_the_start_without_profiles_is_named_with_how_to_start_it(smollm2, two_workers):
     from partition.coordinator.deploy import WorkerAwayError
 
@@ -183,7 +216,7 @@ def test_a_worker_away_at_the_start_without_profiles_is_named_with_how_to_start_
 
 
 def test_a_worker_away_at_the_start_that_nothing_serves_without_is_named_with_why(
-    smollm2, tmp_path, two_workers
+    smollm2, tmp_path, two_workers, loops_made
 ):
     from partition.coordinator.deploy import WorkerAwayError
 
@@ -197,6 +230,7 @@ def test_a_worker_away_at_the_start_that_nothing_serves_without_is_named_with_wh
     assert error.value.device == "server-b"
     assert f"partition worker --listen {addresses['server-b']} --name server-b" in str(error.value)
     assert "; planning without it failed: " in str(error.value)
+    assert loops_made and all(made.loop.is_closed() for made in loops_made)  # none left running
 
 
 def test_requests_under_way_on_the_replaced_plan_go_on_on_the_new_one(smollm2, tmp_path, two_workers):
