@@ -155,9 +155,12 @@ def read_text(path: Path, kind: str, advice: str = "") -> str:
     raise ConfigError(f"{said}{'; ' + advice if advice else ''}")
 
 
+TMP_SUFFIX = ".tmp"  # of the file a write goes through, beside its path
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Write `text` to `path` through a file beside it, so a reader sees the old file or the new one."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(path.name + TMP_SUFFIX)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text)

@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 
+from partition.artifacts import TMP_SUFFIX
 from partition.errors import ConfigError
 
+NAME_MAX = 255  # bytes in one file name: Linux's NAME_MAX, and most file systems' limit
 
-def whole_number(minimum: int = 1, zero_means: str = "") -> Callable[[str], int]:
-    """An int of at least `minimum`; with `zero_means`, at least 0, and the error says what 0 means."""
+
+def whole_number(minimum: int = 1, zero_means: str = "", maximum: int | None = None) -> Callable[[str], int]:
+    """An int of at least `minimum` (and at most `maximum`); with `zero_means`, at least 0, and the error
+    says what 0 means."""
 
     def parse(text: str) -> int:
         value = int(text)
@@ -21,6 +26,8 @@ def whole_number(minimum: int = 1, zero_means: str = "") -> Callable[[str], int]
             raise argparse.ArgumentTypeError(f"must be 0 ({zero_means}) or more, got {value}")
         if not zero_means and value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
         return value
 
     parse.__name__ = "int"  # argparse says "invalid int value: 'x'" for text that is no number
@@ -37,6 +44,18 @@ def output_file(text: str) -> Path:
             "'-' (standard output) cannot take the file: this command prints its report there; give a file path"
         )
     path = Path(text)
+    try:
+        return _checked_output(text, path)
+    except OSError as error:  # a name too long for the file system, a folder not searchable, ...
+        raise argparse.ArgumentTypeError(f"{text}: {error.strerror or error}; give another path") from None
+
+
+def _checked_output(text: str, path: Path) -> Path:
+    # written through a sibling with TMP_SUFFIX (artifacts.write_atomically): that name must fit too
+    if len(os.fsencode(path.name + TMP_SUFFIX)) > NAME_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{text}: the file name is too long (at most {NAME_MAX - len(TMP_SUFFIX)} bytes); give a shorter one"
+        )
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a directory; give a file in it")
     if path.exists() and not path.is_file():

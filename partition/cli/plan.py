@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from partition.cli.arguments import output_file
+from partition.cli.arguments import output_file, whole_number
 from partition.types import EPOCH_MAX, RETURN_TOP_K
 
 # What a server must save to be used, as a fraction of the objective. Profiles of alike devices
@@ -40,13 +40,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="latency: TTFT + (D-1) x TPOT of a request; throughput: decode round of S micro-batches",
     )
     parser.add_argument(
-        "--prompt-tokens", type=int, default=128, metavar="P", help="tokens per prompt (default 128)"
+        "--prompt-tokens",
+        type=whole_number(1),
+        default=128,
+        metavar="P",
+        help="tokens per prompt (default 128)",
     )
     parser.add_argument(
-        "--new-tokens", type=int, default=128, metavar="D", help="tokens generated per request (default 128)"
+        "--new-tokens",
+        type=whole_number(1),
+        default=128,
+        metavar="D",
+        help="tokens generated per request (default 128)",
     )
     parser.add_argument(
-        "--sessions", type=int, default=1, metavar="S", help="sessions served at once (default 1)"
+        "--sessions", type=whole_number(1), default=1, metavar="S", help="sessions served at once (default 1)"
     )
     parser.add_argument(
         "--codecs",

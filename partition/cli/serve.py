@@ -20,6 +20,7 @@ from pathlib import Path
 from partition.cli.arguments import positive_number, whole_number
 from partition.cli.prompting import add_prompt_arguments, build_request, check_chat_flags, prompt_ids
 from partition.plan.baselines import BASELINES
+from partition.types import MAX_SESSIONS
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="tokens per session (prompt + output; default 2048)",
     )
     parser.add_argument(
-        "--max-sessions", type=whole_number(1), default=4, help="concurrent sessions per worker (default 4)"
+        "--max-sessions",
+        type=whole_number(1, maximum=MAX_SESSIONS),
+        default=4,
+        help=f"concurrent sessions per worker (default 4, at most {MAX_SESSIONS})",
     )
     add_prompt_arguments(parser, required=False)
     parser.add_argument(

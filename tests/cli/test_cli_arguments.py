@@ -9,6 +9,7 @@ WORKER = ["worker", "--listen", "127.0.0.1:0", "--name", "w"]
 GENERATE = ["generate", "--prompt", "hi"]
 SERVE = ["serve", "--plan", "plan.json"]
 BENCH = ["bench", "--plan", "plan.json"]
+PLAN = ["plan", "--model", "smollm2-135m"]
 
 
 @pytest.mark.parametrize(
@@ -28,6 +29,11 @@ BENCH = ["bench", "--plan", "plan.json"]
         ),
         ([*SERVE, "--recheck", "-1"], "argument --recheck: must be 0 seconds or more, got -1"),
         ([*WORKER, "--max-batch", "0"], "argument --max-batch: must be at least 1, got 0"),
+        ([*PLAN, "--sessions", "0"], "argument --sessions: must be at least 1, got 0"),
+        ([*PLAN, "--prompt-tokens", "0"], "argument --prompt-tokens: must be at least 1, got 0"),
+        ([*PLAN, "--new-tokens", "-3"], "argument --new-tokens: must be at least 1, got -3"),
+        # every worker refuses more sessions than MAX_SESSIONS at deploy: said as serve's command is read
+        ([*SERVE, "--max-sessions", "1025"], "argument --max-sessions: must be at most 1024, got 1025"),
         (
             [*SERVE, "--http-allowed-origin", "localhost:3000"],
             "argument --http-allowed-origin: 'localhost:3000' is not an origin; give scheme://host[:port]",

@@ -33,6 +33,15 @@ from partition.errors import ConfigError
             "argument --out: /dev/null is not a regular file (a device, a pipe, a socket); give a file",
         ),
         (["plan", "--model", "smollm2-135m", "--out", ""], "argument --out: an empty path; give a file"),
+        # a name longer than a file system takes (it was a traceback), or one the ".tmp" beside it overflows
+        *(
+            (
+                ["plan", "--model", "smollm2-135m", "--out", "{folder}/" + "p" * length],
+                "argument --out: {folder}/" + "p" * length + ": the file name is too long (at most 251 "
+                "bytes); give a shorter one",
+            )
+            for length in (300, 252)
+        ),
         # the report goes to standard output: a file named "-" would be written instead
         *(
             (
