@@ -61,7 +61,9 @@ class GGUFFile:
         try:
             self._read()
         except struct.error as error:
-            raise ValueError(f"the file ends inside its header ({error})") from None
+            raise ValueError(
+                f"the file ends inside its header ({error}): it is cut short; download it again"
+            ) from None
 
     def _read(self) -> None:
         magic, version, n_tensors, n_fields = struct.unpack_from("<4sIQQ", self._map, 0)
