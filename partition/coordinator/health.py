@@ -2,15 +2,20 @@
 of the plan served is asked for one Probe round trip, all at once, and the answer says which did not.
 
     checks = HealthChecks(answerer)
-    health = checks.current()              # at most about 2 * HEALTH_WAIT_S; shared for MAX_AGE_S
+    health = checks.current()              # at most about 4 * HEALTH_WAIT_S; shared for MAX_AGE_S
     health.http_status, health.report()    # 200 "ok" / 200 "degraded" / 503 "unavailable"
 
 A worker that does not answer is "unavailable" (503: requests would fail until someone starts it again)
 only when nothing here repairs it. Where serve starts its workers again (--spawn-local, --ray) or plans
 around a lost one (a profiled --cluster), both at the next request, the endpoint stays in rotation as
 "degraded": a 503 would keep away the very request that repairs it. Serving a plan made around lost
-devices is "degraded" too: it answers, on fewer devices than it was planned for. One probe decides;
-how many misses take the endpoint out of rotation is the load balancer's threshold.
+devices is "degraded" too: it answers, on fewer devices than it was planned for.
+
+A worker is away only when it misses two probes in a row, the second sent as soon as the first
+failed: one probe lost, or answered late behind a busy host's work, must not turn /health into a 503
+(the load balancer's own threshold then counts looks at a worker really gone, not lost packets). One
+whose process is gone is away within 2 * HEALTH_WAIT_S (two waits to connect), one that hangs within
+4 * HEALTH_WAIT_S (a connect and a probe, twice), and it is said at once, not after several looks.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ import time
 from dataclasses import dataclass
 
 # Seconds a worker has to connect, and again to answer its probe: a worker that is up answers in
-# milliseconds, its event loop free while its compute thread runs a step; one started again after a
-# kill is reached at its next reconnect attempt (at most 2 s apart), so it may read as away once.
+# milliseconds, its event loop free while its compute thread runs a step (a short step inline may hold
+# it for a moment). One started again after a kill is reached at its next reconnect attempt (at most
+# 2 s apart), within the two tries' waits to connect.
 HEALTH_WAIT_S = 1.0
+HEALTH_TRIES = 2  # probes in a row a worker misses before it counts as away
 # Seconds one look is shared: /health needs no key, and every look probes every worker, so probes
 # from many clients at once come to one per MAX_AGE_S.
 MAX_AGE_S = 1.0
@@ -72,15 +79,17 @@ class HealthChecks:
             return self._last
 
 
-def check_health(answerer, wait_s: float = HEALTH_WAIT_S) -> Health:
-    """Probe the workers of `answerer`'s deployment (partition.coordinator.answer.Answerer)."""
+def check_health(answerer, wait_s: float = HEALTH_WAIT_S, tries: int = HEALTH_TRIES) -> Health:
+    """Probe the workers of `answerer`'s deployment (partition.coordinator.answer.Answerer); a worker
+    is away once it missed `tries` probes in a row."""
     while True:
         deployment = answerer.deployment  # once per look: a re-plan may swap it meanwhile
         chain = deployment.chain
-        plan, limit_s = deployment.plan, 2 * wait_s + 1  # a connect and a probe, each within wait_s
+        # per try a connect and a probe, each within wait_s
+        plan, limit_s = deployment.plan, tries * 2 * wait_s + 1
         try:
             deployment.check_open()
-            looks = deployment.loop.run(chain.look(wait_s), limit_s) if chain is not None else {}
+            looks = deployment.loop.run(chain.look(wait_s, tries), limit_s) if chain is not None else {}
             break
         except TimeoutError:  # the coordinator's event loop is stuck: no request would go either
             advice = f"the coordinator did not probe its workers within {limit_s:g} s; restart serve"

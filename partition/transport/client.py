@@ -208,11 +208,13 @@ class Chain:
         its whole deadline)."""
         return [address for address, serves in (await self.look(timeout_s)).items() if serves is None]
 
-    async def look(self, timeout_s: float) -> dict[str, tuple[str, int] | None]:
+    async def look(self, timeout_s: float, tries: int = 1) -> dict[str, tuple[str, int] | None]:
         """Per stage address, the (plan_id, epoch) its worker serves now ("", 0: nothing loaded), from one
-        probe each, all at once; None for a worker away, as `away` says."""
+        probe each, all at once; None for a worker away, as `away` says. A worker that misses is asked
+        again at once, up to `tries` probes in all (each with its own `timeout_s` to connect and to
+        answer): one probe lost, or late behind a busy host's work, does not count it away."""
 
-        async def serves(stage: StageClient) -> tuple[str, int] | None:
+        async def answers(stage: StageClient) -> tuple[str, int] | None:
             if not await reachable(stage.channel, timeout_s):
                 return None
             try:
@@ -222,6 +224,12 @@ class Chain:
             except StageCallError:
                 return None
             return None if reply is None else (reply.plan_id, reply.epoch)
+
+        async def serves(stage: StageClient) -> tuple[str, int] | None:
+            for _ in range(tries):
+                if (serving := await answers(stage)) is not None:
+                    return serving
+            return None
 
         found = await asyncio.gather(*(serves(stage) for stage in self.stages))
         return {stage.address: serving for stage, serving in zip(self.stages, found, strict=True)}
