@@ -14,7 +14,9 @@ Any OpenAI client works against http://HOST:PORT/v1. Each request is one session
 (partition.coordinator.answer); requests beyond the workers' session slots wait their turn. A bad
 request gets a 400 in OpenAI's error shape naming the field, a worker that went away a 503 naming the
 device, and the endpoint keeps serving. A client that disconnects before its answer is whole ends
-its request. On `shutdown` + `drain` the requests under way finish before the deployment closes.
+its request: its socket is looked at for the end of its stream while the request waits for a slot
+and for each step, so a hang-up during a long prefill is seen within 0.2 s, not at the first token.
+On `shutdown` + `drain` the requests under way finish before the deployment closes.
 
 The standard library's threading HTTP server is enough here: one thread per connection, and every
 thread spends its time waiting on the pipeline, not on HTTP (benchmarks/http_api.py: a streaming
@@ -353,7 +355,7 @@ class _Handler(BaseHTTPRequestHandler):
             events.send(ids.chunk(text))
 
         answer = None
-        try:  # a client that hangs up while its request waits for a slot gives its turn up
+        try:  # a client that hangs up while its request waits (a slot, a step) ends it
             answer = self.server.answerer.answer(request.generation, on_text, self._client_check())
             self.server.stats.answered(answer)
             begin()
@@ -362,7 +364,8 @@ class _Handler(BaseHTTPRequestHandler):
             events.done()
         except ClientGone:
             if answer is None:  # it left mid-answer (not while its last chunks went out)
-                log.info("%s left while its answer streamed; its session is closed", self.address_string())
+                when = "while its answer streamed" if events.started else "before its first token"
+                log.info("%s left %s; its session is closed", self.address_string(), when)
                 self.server.stats.ended("client_gone")
             self.close_connection = True
         except Exception as error:

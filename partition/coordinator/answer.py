@@ -6,8 +6,9 @@ failures named by the plan's device. `partition serve --prompt` and the HTTP end
     answer.result.text, answer.report()                        # the text, and where its time went
 
 Each worker holds `max_sessions` KV slots; requests beyond that wait here for a slot instead of being
-refused by a worker. A request that fails (a worker went away, the caller stopped reading) closes its
-session, so its slot is free for the next one. A worker that went away and was started again at its
+refused by a worker. A request that fails (a worker went away, the caller went away, also while its
+prompt is prefilled) abandons its session: a step still in flight goes no further down the chain,
+and its slot is free for the next one. A worker that went away and was started again at its
 address holds nothing: every worker gets its segment again (LoadSegment, same plan and epoch) before
 the next request, or, when it is back within seconds, the request under way resumes on a new session
 (partition/coordinator/resume.py). A worker that stays away ends the request, named by its device,
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from partition.coordinator.deploy import Deployment, load_workers
-from partition.coordinator.loop import STOPPED
+from partition.coordinator.loop import STOPPED, WANTED_CHECK_S
 from partition.coordinator.replan import Failover
 from partition.coordinator.resume import MAX_RESUMES, ResumingSession
 from partition.coordinator.session import PipelineSession
@@ -51,9 +52,6 @@ STILL_AWAY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 # Seconds a take-back waits for the requests under way to end (new ones wait meanwhile); past that it
 # is put off to a later look (Failover.postpone), so that a busy server is not held up at every look.
 DRAIN_S = 20.0
-# Seconds between looks at whether a request waiting for a session slot is still wanted: a caller that
-# left while it waited gives its turn up instead of running a prefill nobody reads.
-WAITING_CHECK_S = 0.2
 
 
 def still_away(error: StageCallError) -> bool:
@@ -176,14 +174,17 @@ class Answerer:
         still_wanted: Callable[[], None] | None = None,
     ) -> Answer:
         """Generate `request` through the split; `on_text` gets the text as it is decoded. An exception
-        from `on_text` (the caller went away) ends the request and frees its session; one from
-        `still_wanted`, called while the request waits for a session slot and once it has one, ends it
-        before its prefill. Its TTFT counts from now: the wait for a slot and the session's opening
-        included."""
+        from `on_text` (the caller went away) ends the request and frees its session; so does one from
+        `still_wanted`, asked while the request waits for a session slot, once it has one, and while
+        each step's result is awaited (every WANTED_CHECK_S): a caller gone during a long prefill
+        does not hold the chain until the first token. Its TTFT counts from now: the wait for a slot
+        and the session's opening included."""
         arrival_s = time.perf_counter()
         with self._slot(still_wanted):
             session = ResumingSession(
-                lambda d: PipelineSession(d, context=request.context, sampling=request.sampling),
+                lambda d: PipelineSession(
+                    d, context=request.context, sampling=request.sampling, still_wanted=still_wanted
+                ),
                 self._load_workers_again,
                 lambda: self.deployment,
                 lambda: self._reload_tries,
@@ -195,8 +196,9 @@ class Answerer:
                     session.step, request, self.eos_ids, self.tokenizer.decode, on_text, arrival_s=arrival_s
                 )
             except BaseException as error:
-                with contextlib.suppress(Exception):  # closing fails the same way; the first error says why
-                    session.close()
+                # nothing still in flight is wanted: it goes no further down the chain
+                with contextlib.suppress(Exception):  # ending fails the same way; the first error says why
+                    session.abandon()
                 if isinstance(error, Exception) and self.deployment.closed:  # whatever the stop cut short
                     raise StoppedError(STOPPED) from None
                 if isinstance(error, StageCallError):
@@ -407,7 +409,7 @@ class Answerer:
         with self._counts:
             self.waiting += 1
         try:
-            while not self._slots.acquire(timeout=WAITING_CHECK_S if still_wanted else None):
+            while not self._slots.acquire(timeout=WANTED_CHECK_S if still_wanted else None):
                 still_wanted()
         finally:
             with self._counts:

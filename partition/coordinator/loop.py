@@ -7,7 +7,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from partition.errors import StoppedError
@@ -17,6 +17,9 @@ T = TypeVar("T")
 # what a request under way is told when serve stops (the loop closes, or its deployment does)
 STOPPED = "serve stopped while this request was under way, so its answer is not whole; send it again once serve runs"
 CANCEL_WAIT_S = 5.0  # for the loop's tasks to end once cancelled, when it closes
+# Seconds between asks whether the caller still wants what it waits for (`run`'s still_wanted): a
+# client that hung up is let go within this, for one wake-up of the waiting thread per interval.
+WANTED_CHECK_S = 0.2
 
 
 class LoopThread:
@@ -29,15 +32,35 @@ class LoopThread:
         self._closing = False
         self._scheduling = threading.Lock()
 
-    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
+    def run(
+        self,
+        coro: Coroutine[Any, Any, T],
+        timeout_s: float | None = None,
+        still_wanted: Callable[[], None] | None = None,
+    ) -> T:
         """Run `coro` on the loop and wait for its result (its exception is re-raised here); StoppedError
-        once the loop is closing or closed (the coroutine is then not run)."""
+        once the loop is closing or closed (the coroutine is then not run). `still_wanted` is asked
+        first and every WANTED_CHECK_S while the result is awaited: what it raises cancels `coro` (or
+        keeps it from starting) and is raised here, unless the result came meanwhile."""
+        assert timeout_s is None or still_wanted is None, "a wait ends by its timeout or by its caller"
+        try:
+            if still_wanted is not None:
+                still_wanted()
+        except BaseException:
+            coro.close()  # never run: said so, not warned of as never awaited
+            raise
         with self._scheduling:
             if self._closing:
-                coro.close()  # never run: said so, not warned of as never awaited
+                coro.close()
                 raise StoppedError(STOPPED)
             future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
+            while still_wanted is not None and not concurrent.futures.wait((future,), WANTED_CHECK_S).done:
+                try:
+                    still_wanted()
+                except BaseException:
+                    if future.cancel():  # else it is done: its result is returned, the next ask raises
+                        raise
             return future.result(timeout_s)
         except concurrent.futures.CancelledError:  # close() cancelled it
             raise StoppedError(STOPPED) from None

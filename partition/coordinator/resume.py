@@ -110,6 +110,11 @@ class ResumingSession:
         if self.session is not None:
             self.session.close()
 
+    def abandon(self) -> None:
+        """End the session now, a step in flight included (PipelineSession.abandon)."""
+        if self.session is not None:
+            self.session.abandon()
+
     @property
     def deployment(self) -> Deployment | None:
         """The deployment of the last session opened (or tried); None before the first step."""

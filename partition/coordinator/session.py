@@ -2,11 +2,13 @@
 
     session = PipelineSession(deployment, "req-1", context=512)
     result = generate(session.step, request, eos, tokenizer.decode)
-    session.close()
+    session.close()   # or session.abandon(): a request that ends early
     session.spans     # per-hop timings of every step (metrics)
 
 A step runs the edge's front segment here, sends its output down the chain of workers, waits for the
-last worker's result, and runs the edge's head here. Every step records one span per hop.
+last worker's result, and runs the edge's head here. Every step records one span per hop. A caller
+that stops wanting the answer (`still_wanted` raises; the HTTP client hung up) ends the wait for a
+step's result at once, instead of after the step went through every stage.
 When a worker holds the head, it returns only the largest logits that `sampling` can pick from
 (RETURN_TOP_K, what the plan assumes, or more for a larger top-k), and every logit only when the
 sampler needs them all (temperature or top-p without top-k).
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 
 import torch
 
@@ -41,8 +44,10 @@ class PipelineSession:
         session_id: str | None = None,
         context: int | None = None,
         sampling: SamplingParams | None = None,  # greedy when None
+        still_wanted: Callable[[], None] | None = None,  # asked while a step's result is awaited
     ):
         self.deployment = deployment
+        self.still_wanted = still_wanted
         self.logits_top_k = logits_to_return(sampling or SamplingParams(), deployment.source.spec.vocab_size)
         self.session_id = session_id or uuid.uuid4().hex[:16]
         self.context = context or deployment.max_context
@@ -94,7 +99,7 @@ class PipelineSession:
             last_only = d.tail_model is None and not every_position
             top_k = self.logits_top_k if last_only else 0
             coro = self._remote.step(x, position, d.topology.input_codec, last_only, top_k)
-            result = d.loop.run(coro)
+            result = d.loop.run(coro, still_wanted=self.still_wanted)
             x = result.output
         if d.tail_model is not None:
             started = time.perf_counter()
@@ -141,3 +146,10 @@ class PipelineSession:
         if self._remote is not None:
             self.deployment.loop.run(self._remote.close(), timeout_s=30)
             self._remote = None
+
+    def abandon(self) -> None:
+        """End the session without its step in flight: no stage passes that step on (ChainSession.abandon),
+        and every stage frees its KV slot."""
+        if self._remote is not None:
+            remote, self._remote = self._remote, None
+            self.deployment.loop.run(remote.abandon())

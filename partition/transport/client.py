@@ -6,6 +6,7 @@
     result = await session.step(ids_BS, position=0)      # prefill: logits of the last position
     result = await session.step(next_BS, position=n)     # one decode step
     await session.close()                                # half-close streams, EndSession everywhere
+    # or: await session.abandon()                        # cancel what is in flight, EndSession everywhere
     await chain.close()
 
 `session.send` and `session.receive` split a step, so several prefill chunks can be in flight down
@@ -445,6 +446,18 @@ class ChainSession:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if end_session:
             await asyncio.gather(*(stage.end_session(self.ref) for stage in self.chain.stages))
+
+    async def abandon(self) -> None:
+        """End the session now, a step still in flight included: both streams are cancelled, and each
+        stage cancels its next one in turn, so a step not passed on yet goes no further (the stage
+        computing it finishes first: a forward cannot be cut). EndSession then frees its KV slot on
+        every stage, answered by that stage once its forward is done: it may take a step's time."""
+        if self._closed:
+            return
+        self._closed = True
+        self._cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(stage.end_session(self.ref, STEP_TIMEOUT_S) for stage in self.chain.stages))
 
     def _cancel(self) -> None:
         for task in self._tasks:
