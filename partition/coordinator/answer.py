@@ -196,9 +196,15 @@ class Answerer:
                     session.step, request, self.eos_ids, self.tokenizer.decode, on_text, arrival_s=arrival_s
                 )
             except BaseException as error:
-                # nothing still in flight is wanted: it goes no further down the chain
                 with contextlib.suppress(Exception):  # ending fails the same way; the first error says why
-                    session.abandon()
+                    if isinstance(error, StageCallError):
+                        # a worker failed: the chain holds nothing in flight, and its caller waits for
+                        # the error, so the session ends as a whole one does (EndSession within seconds)
+                        session.close()
+                    else:
+                        # the caller went away (or serve stops): nothing still in flight is wanted, and
+                        # it goes no further down the chain
+                        session.abandon()
                 if isinstance(error, Exception) and self.deployment.closed:  # whatever the stop cut short
                     raise StoppedError(STOPPED) from None
                 if isinstance(error, StageCallError):
