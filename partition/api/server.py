@@ -515,7 +515,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             self.wfile.write(data)
-        except OSError:
+        except OSError as error:  # reset or closed while its reply was written: as handle_error says it
+            log.debug("client %s dropped its connection: %s", self.client_address[0], error)
             self.close_connection = True
 
     def _send_error(self, error: ApiError) -> None:
