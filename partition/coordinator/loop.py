@@ -55,13 +55,18 @@ class LoopThread:
                 raise StoppedError(STOPPED)
             future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
-            while still_wanted is not None and not concurrent.futures.wait((future,), WANTED_CHECK_S).done:
+            if still_wanted is None:
+                return future.result(timeout_s)
+            while True:  # result() with a timeout, not concurrent.futures.wait: 15 us less per call
+                try:
+                    return future.result(WANTED_CHECK_S)
+                except TimeoutError:
+                    pass
                 try:
                     still_wanted()
                 except BaseException:
                     if future.cancel():  # else it is done: its result is returned, the next ask raises
                         raise
-            return future.result(timeout_s)
         except concurrent.futures.CancelledError:  # close() cancelled it
             raise StoppedError(STOPPED) from None
 

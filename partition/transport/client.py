@@ -442,10 +442,7 @@ class ChainSession:
         # call outlives the session (a call still pending when its event loop closes is an error).
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT_S)
-        self._cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if end_session:
-            await asyncio.gather(*(stage.end_session(self.ref) for stage in self.chain.stages))
+        await self._end(CONTROL_TIMEOUT_S if end_session else None)
 
     async def abandon(self) -> None:
         """End the session now, a step still in flight included: both streams are cancelled, and each
@@ -455,9 +452,16 @@ class ChainSession:
         if self._closed:
             return
         self._closed = True
+        await self._end(STEP_TIMEOUT_S)
+
+    async def _end(self, end_session_timeout_s: float | None) -> None:
+        """Cancel the streams and wait for their tasks; then, given a timeout, EndSession on every stage."""
         self._cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.gather(*(stage.end_session(self.ref, STEP_TIMEOUT_S) for stage in self.chain.stages))
+        if end_session_timeout_s is not None:
+            await asyncio.gather(
+                *(stage.end_session(self.ref, end_session_timeout_s) for stage in self.chain.stages)
+            )
 
     def _cancel(self) -> None:
         for task in self._tasks:
