@@ -459,9 +459,20 @@ class ChainSession:
         self._cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if end_session_timeout_s is not None:
-            await asyncio.gather(
-                *(stage.end_session(self.ref, end_session_timeout_s) for stage in self.chain.stages)
-            )
+            ending = [stage for stage in self.chain.stages if not self._stopped_answering(stage)]
+            await asyncio.gather(*(stage.end_session(self.ref, end_session_timeout_s) for stage in ending))
+
+    def _stopped_answering(self, stage: StageClient) -> bool:
+        """Whether the session failed because `stage` stopped answering (UNAVAILABLE: gone, or hung with
+        its connection's keepalive unanswered). An EndSession to a hung stage only waits out its deadline
+        before the caller hears the failure; the stage frees the slot by its idle timeout if it comes
+        back, and a stage that is gone holds nothing."""
+        failure = self._failure
+        return (
+            failure is not None
+            and failure.code == grpc.StatusCode.UNAVAILABLE
+            and failure.address == stage.address
+        )
 
     def _cancel(self) -> None:
         for task in self._tasks:
