@@ -63,13 +63,16 @@ def profile_cluster(
         _measure(devices, model, transport or TransportConfig(), settings, refresh, edge_threads)
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    from partition.artifacts import save_profile
+    from partition.artifacts import save_profile, write_atomically
 
     for device in devices:
         save_profile(profiles[device.name], out.parent / f"{device.name}.json")
     if profiled_by:
         devices = [replace(device, address=None) for device in devices]
-    out.write_text(render_cluster(devices, links, profiled_by or f"partition profile --cluster {cluster}"))
+    # a plan read while it is written sees the old cluster file or the new one, never half of one
+    write_atomically(
+        out, render_cluster(devices, links, profiled_by or f"partition profile --cluster {cluster}")
+    )
     return out
 
 

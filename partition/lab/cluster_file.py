@@ -10,6 +10,7 @@ import itertools
 import json
 from pathlib import Path
 
+from partition.artifacts import write_atomically
 from partition.lab.config import LabConfig, pair_link
 
 # Declared for links where neither end is shaped: the order of what an unshaped veth pair carries here.
@@ -49,5 +50,5 @@ def render(config: LabConfig, addresses: dict[str, str]) -> str:
 
 
 def write(path: Path, config: LabConfig, addresses: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(config, addresses))
+    # whole or not at all: `profile` may read it while a second `lab up` rewrites it
+    write_atomically(path, render(config, addresses))
