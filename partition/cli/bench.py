@@ -118,8 +118,12 @@ def run(args: argparse.Namespace) -> int:
         try:
             prompt = bench_prompt(load_tokenizer(deployment.source), prompt_tokens)
             if args.warmup:
-                run_requests(deployment, prompt, min(new_tokens, 8), args.warmup, 1)
+                warm = run_requests(deployment, prompt, min(new_tokens, 8), args.warmup)
+                if warm.failed:  # nothing measured yet: the chain does not serve
+                    raise warm.failed[0][1]
             bench = run_requests(deployment, prompt, new_tokens, args.requests, args.concurrency)
+            if not bench.timings:  # every request failed: there is nothing to report but why
+                raise bench.failed[0][1]
             comparisons = predicted_vs_measured(deployment, bench)
         finally:
             deployment.close()
@@ -137,6 +141,10 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(hop_table(links, stages))
     print()
+    if bench.failed:
+        index, error = bench.failed[0]
+        print(f"note: {len(bench.failed)} of {args.requests} requests failed and are not in the metrics "
+              f"above; the first, request {index}: {error}")  # fmt: skip
     if no_deadline:
         print(f"note: {no_deadline}")
     if caveat:
@@ -157,12 +165,15 @@ def run(args: argparse.Namespace) -> int:
         "links": [asdict(link) for link in links],
         "stages_measured": [asdict(stage) for stage in stages],
         "prediction_caveat": caveat,
+        # requests a worker failed (index in the run, and why): the metrics are those of the others
+        "failed_requests": [{"request": index, "error": str(error)} for index, error in bench.failed],
         "predicted_vs_measured": [
             {"name": c.name, "predicted_s": c.predicted_s, "measured_s": c.measured_s, "error": c.error}
             for c in comparisons
         ],
     }
-    return write_outputs(args, report, bench.spans)
+    written = write_outputs(args, report, bench.spans)
+    return written or (1 if bench.failed else 0)  # a run with failed requests does not pass for a clean one
 
 
 def first_token_deadline(args: argparse.Namespace, plan, prompt_tokens: int) -> tuple[float | None, str]:

@@ -7,6 +7,7 @@ Requests generate exactly `new_tokens` greedy tokens (EOS ignored) from prompts 
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from partition.metrics.latency import RequestTiming
 from partition.metrics.report import Comparison
 from partition.metrics.spans import HopSpan, link_summaries, outside_spans_p50_s, stage_summaries
 from partition.model.generation import GenerationRequest, generate
+from partition.transport.client import StageCallError
 
 PROMPT_TEXT = (
     "The history of the lighthouse begins with fires lit on hilltops to guide ships home at night. "
@@ -38,6 +40,8 @@ class BenchRun:
     open_s: tuple[float, ...]  # one per request: seconds opening its session took (part of its TTFT)
     spans: tuple[HopSpan, ...]  # every hop of every step of every request
     token_ids: tuple[tuple[int, ...], ...]  # what each request generated
+    # requests a worker failed, by index, in order: the fields above hold only the requests answered
+    failed: tuple[tuple[int, StageCallError], ...] = ()
 
 
 def bench_prompt(tokenizer, prompt_tokens: int) -> list[int]:
@@ -54,27 +58,42 @@ def run_requests(
     requests: int,
     concurrency: int = 1,
 ) -> BenchRun:
+    """Send the requests, `concurrency` at a time. One that a worker fails (StageCallError) is kept
+    in `failed` and the run goes on, as a serving benchmark counts failed requests beside the others;
+    any other error ends the run."""
     context = len(prompt_ids) + new_tokens
 
     def one(index: int):
         arrival_s = time.perf_counter()
-        session = PipelineSession(deployment, session_id=f"bench-{index}", context=context)
+        try:
+            session = PipelineSession(deployment, session_id=f"bench-{index}", context=context)
+        except StageCallError as error:
+            return error
         open_s = time.perf_counter() - arrival_s
         try:
             request = GenerationRequest(list(prompt_ids), max_new_tokens=new_tokens, context=context)
             result = generate(session.step, request, eos_ids=(), decode=lambda ids: "", arrival_s=arrival_s)
-        finally:
-            session.close()
+        except StageCallError as error:
+            with contextlib.suppress(Exception):  # its stages may be gone: nothing left to free
+                session.close()
+            return error
+        session.close()
         timing = RequestTiming(arrival_s, tuple(result.token_times_s), len(prompt_ids))
         return timing, open_s, session.spans, tuple(result.token_ids)
 
+    def named(error: StageCallError) -> StageCallError:  # by the plan's device, as serve names it
+        device = error.device or deployment.devices.get(error.address, "")
+        return StageCallError(error.code, error.details, error.address, device)
+
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         outcomes = list(pool.map(one, range(requests)))
+    answered = [outcome for outcome in outcomes if not isinstance(outcome, StageCallError)]
     return BenchRun(
-        timings=tuple(t for t, _, _, _ in outcomes),
-        open_s=tuple(o for _, o, _, _ in outcomes),
-        spans=tuple(span for _, _, spans, _ in outcomes for span in spans),
-        token_ids=tuple(ids for _, _, _, ids in outcomes),
+        timings=tuple(t for t, _, _, _ in answered),
+        open_s=tuple(o for _, o, _, _ in answered),
+        spans=tuple(span for _, _, spans, _ in answered for span in spans),
+        token_ids=tuple(ids for _, _, _, ids in answered),
+        failed=tuple((i, named(o)) for i, o in enumerate(outcomes) if isinstance(o, StageCallError)),
     )
 
 
