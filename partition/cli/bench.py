@@ -61,7 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     slo.add_argument("--slo-ttft", type=float, metavar="S", help="TTFT at most S seconds")
     slo.add_argument("--slo-tpot", type=float, metavar="S", help="TPOT at most S seconds")
     slo.add_argument("--slo-tbt-p99", type=float, metavar="S", help="a request's p99 TBT at most S seconds")
-    slo.add_argument("--slo-fluidity", type=float, metavar="F", help="fluidity-index at least F (0 to 1)")
+    slo.add_argument(
+        "--slo-fluidity", type=float, metavar="F", help="fluidity-index at least F (above 0, at most 1)"
+    )
     parser.add_argument("--json", type=output_file, dest="json_out", help="write every number here")
     parser.add_argument("--spans", type=output_file, help="write every hop span here (msgpack)")
     parser.add_argument(

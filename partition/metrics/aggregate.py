@@ -20,14 +20,17 @@ class Slo:
     fluidity_index: float | None = None  # fluidity-index at least this (with the run's deadlines)
 
     def __post_init__(self) -> None:
-        # An objective no request can be judged by (a time of 0 or less, a fluidity outside [0, 1]) is a
+        # An objective no request can be judged by (a time of 0 or less, a fluidity outside (0, 1]) is a
         # mistake, not an objective: it would make goodput 0 or every request count.
         for name in ("ttft_s", "tpot_s", "tbt_p99_s"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} is in seconds and must be above 0, got {value:g}")
-        if self.fluidity_index is not None and not 0 <= self.fluidity_index <= 1:
-            raise ValueError(f"fluidity_index is a fraction from 0 to 1, got {self.fluidity_index:g}")
+        if self.fluidity_index is not None and not 0 < self.fluidity_index <= 1:
+            raise ValueError(
+                f"fluidity_index is a fraction above 0 and at most 1 (every request meets 0), "
+                f"got {self.fluidity_index:g}"
+            )
 
     def met_by(self, request: RequestMetrics) -> bool:
         """Whether `request` meets every objective; one of a single token has no later tokens, so no

@@ -88,7 +88,7 @@ def test_bench_refuses_an_slo_it_cannot_judge(tmp_path):
     )  # fmt: skip
     assert result.returncode != 0
     assert (
-        "--slo-fluidity is a fraction from 0 to 1, got 2" in result.stderr
+        "--slo-fluidity is a fraction above 0 and at most 1 (every request meets 0), got 2" in result.stderr
         and "Traceback" not in result.stderr
     )
 

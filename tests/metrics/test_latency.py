@@ -93,7 +93,11 @@ def test_slo_objectives():
 
 @pytest.mark.parametrize(
     ("objectives", "message"),
-    [({"ttft_s": 0.0}, "ttft_s is in seconds and must be above 0"), ({"fluidity_index": 1.5}, "from 0 to 1")],
+    [
+        ({"ttft_s": 0.0}, "ttft_s is in seconds and must be above 0"),
+        ({"fluidity_index": 1.5}, "above 0 and at most 1"),
+        ({"fluidity_index": 0.0}, r"above 0 and at most 1 \(every request meets 0\)"),
+    ],
 )
 def test_an_slo_no_request_can_be_judged_by_is_refused(objectives, message):
     with pytest.raises(ValueError, match=message):
