@@ -69,7 +69,8 @@ class PipelineSession:
         if d.chain is not None:
             plan = d.plan
             self._remote = d.loop.run(
-                d.chain.open_session(self.session_id, plan.plan_id, plan.epoch, plan.model.digest)
+                d.chain.open_session(self.session_id, plan.plan_id, plan.epoch, plan.model.digest),
+                still_wanted=still_wanted,  # a chain slow to accept it (a stage busy, or hung) holds no one
             )
         self.start_ns = time.time_ns()
         self.spans: list[HopSpan] = []

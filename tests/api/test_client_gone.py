@@ -1,10 +1,12 @@
-"""A client that hangs up while its long prompt is prefilled, as the endpoint sees it: a real HTTP server
-over a chain of two real worker processes (server-a [0,16) -> server-b [16,32), each on one thread).
-The request ends while the first stage computes the prompt, so the second one never does."""
+"""A client that hangs up while its long prompt is prefilled, or while its session opens, as the endpoint
+sees it: a real HTTP server over a chain of two real worker processes (server-a [0,16) -> server-b
+[16,32), each on one thread). A prefill's request ends while the first stage computes the prompt, so the
+second one never does; an opening's ends before the chain accepts the session."""
 
 import json
 import logging
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 
 from partition.coordinator.answer import Answerer
 from partition.coordinator.deploy import deploy
+from partition.transport.client import OPEN_TIMEOUT_S
 from partition.transport.local import spawn_worker
 from tests.api.test_http_endpoint import api_server, get_metrics, request
 from tests.coordinator.plans import split_plan
@@ -87,5 +90,33 @@ def test_a_client_that_hangs_up_during_the_prefill_ends_it_before_the_next_stage
     assert len([r for r in caplog.records if said in r.getMessage()]) == 1, caplog.text
     assert not [r for r in caplog.records if r.exc_info], caplog.text  # one line, no traceback
     # the chain is free: the next request is answered as before
+    status, reply = request(server, "POST", "/v1/completions", {"prompt": "Hello", "max_tokens": 3})
+    assert status == 200 and reply["usage"]["completion_tokens"] == 3, reply
+
+
+def test_a_client_that_hangs_up_while_its_session_opens_ends_the_opening(chain):
+    """The last stage hangs (stopped), so the chain cannot accept the session: the request waits on the
+    opening, which the coordinator gives up on its own only after OPEN_TIMEOUT_S. The client hanging up
+    ends it within a few checks, and once the stage is back the chain serves the next request."""
+    server, answerer, (_, second) = chain
+    gone = float(get_metrics(server).get(GONE, 0))
+    body = json.dumps({"prompt": "Hello", "max_tokens": 3, "temperature": 0})
+    host, port = server.server_address[:2]
+    os.kill(second.pid, signal.SIGSTOP)
+    try:
+        with socket.create_connection((host, port), timeout=TIMEOUT_S) as client:
+            client.sendall(
+                b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(body), body.encode())
+            )
+            wait_until(lambda: answerer.running, "the request never started")
+            time.sleep(0.5)  # it waits on the opening
+        hung_up = time.monotonic()
+        wait_until(lambda: not (answerer.running or answerer.waiting), "the request did not end")
+        ended_s = time.monotonic() - hung_up
+    finally:
+        os.kill(second.pid, signal.SIGCONT)
+    assert ended_s < OPEN_TIMEOUT_S / 6, ended_s  # seen by its checks, not the opening's own deadline
+    assert float(get_metrics(server)[GONE]) == gone + 1
     status, reply = request(server, "POST", "/v1/completions", {"prompt": "Hello", "max_tokens": 3})
     assert status == 200 and reply["usage"]["completion_tokens"] == 3, reply
