@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -197,6 +197,15 @@ class Chain:
         # what the last stage returns per token (its vocabulary when it holds the head, else the hidden
         # size), from its LoadSegment reply: a result of any other width is refused before decoding
         self.output_width = 0
+        self._background: set[asyncio.Task] = set()  # calls no caller waits for (the loop holds them weakly)
+
+    def end_in_background(self, call: Coroutine) -> None:
+        """Run `call` (an EndSession) on this loop without waiting for it; whatever it raises is dropped:
+        the session it ends has already failed, and a stage that does not answer frees it at its idle
+        timeout. Closing the chain's channels ends it."""
+        task = asyncio.ensure_future(_dropping_errors(call))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
         for stage in self.stages:
@@ -458,15 +467,22 @@ class ChainSession:
         """Cancel the streams and wait for their tasks; then, given a timeout, EndSession on every stage."""
         self._cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if end_session_timeout_s is not None:
-            ending = [stage for stage in self.chain.stages if not self._stopped_answering(stage)]
-            await asyncio.gather(*(stage.end_session(self.ref, end_session_timeout_s) for stage in ending))
+        if end_session_timeout_s is None:
+            return
+        waited = []
+        for stage in self.chain.stages:
+            ending = stage.end_session(self.ref, end_session_timeout_s)
+            if self._stopped_answering(stage):
+                self.chain.end_in_background(ending)
+            else:
+                waited.append(ending)
+        await asyncio.gather(*waited)
 
     def _stopped_answering(self, stage: StageClient) -> bool:
         """Whether the session failed because `stage` stopped answering (UNAVAILABLE: gone, or hung with
-        its connection's keepalive unanswered). An EndSession to a hung stage only waits out its deadline
-        before the caller hears the failure; the stage frees the slot by its idle timeout if it comes
-        back, and a stage that is gone holds nothing."""
+        its connection's keepalive unanswered). Its EndSession is not waited for: to a hung stage it
+        only waits out its deadline before the caller hears the failure. It is still sent, so a stage
+        whose connection broke and came back frees the slot now rather than at its idle timeout."""
         failure = self._failure
         return (
             failure is not None
@@ -518,6 +534,11 @@ class ChainSession:
         else:
             code, details = call_status(code, details, self.chain.stages[0].channel)
         return StageCallError(code, details, self.chain.addresses[0])
+
+
+async def _dropping_errors(call: Coroutine) -> None:
+    with contextlib.suppress(StageCallError, grpc.aio.AioRpcError):
+        await call
 
 
 @contextlib.asynccontextmanager

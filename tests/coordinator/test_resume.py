@@ -137,8 +137,8 @@ def test_a_worker_stopped_with_sigterm_and_restarted_by_a_supervisor_costs_a_pau
 def test_a_worker_that_hangs_mid_answer_ends_the_request_named_within_its_keepalive(answerer, caplog):
     """A stopped process keeps its connections up and a step has no deadline: the channel's keepalive
     ping going unanswered is what ends the call (then the wait for it to be back). With gRPC's default
-    ping timeout of 60 s the client heard nothing for over a minute. Once the call ended, the session
-    is not ended on the hung worker: its EndSession would only wait out its own deadline."""
+    ping timeout of 60 s the client heard nothing for over a minute. Once the call ended, the caller
+    does not wait for the session's EndSession on the hung worker: it would wait out its deadline."""
     answerer, restarts = answerer
     caplog.set_level(logging.WARNING, logger="partition.coordinator.resume")
     answerer.reconnect_wait_s = 3.0  # serve --reconnect-wait: it stays hung, one attempt tells so
@@ -167,6 +167,10 @@ def test_a_worker_that_hangs_mid_answer_ends_the_request_named_within_its_keepal
     # timeout of 60 s alone, what this guards against, would still take longer.
     bound_s = TransportConfig().keepalive_s + KEEPALIVE_TIMEOUT_MS / 1000 + answerer.reconnect_wait_s + 10
     assert silent_s < bound_s
+    # The EndSession was still sent, unwaited: the worker, going on, frees the session's slot (its only
+    # one, max_sessions=1) now, not at its idle timeout, and answers the next request.
+    again = answerer.answer(request(answerer, "What is the capital of France?"))
+    assert again.resumes == 0 and "Paris" in again.result.text
 
 
 def test_a_worker_that_stays_away_ends_the_request_named_and_the_next_one_heals(answerer):
