@@ -73,10 +73,12 @@ def run_requests(
         try:
             request = GenerationRequest(list(prompt_ids), max_new_tokens=new_tokens, context=context)
             result = generate(session.step, request, eos_ids=(), decode=lambda ids: "", arrival_s=arrival_s)
-        except StageCallError as error:
+        except BaseException as error:
             with contextlib.suppress(Exception):  # its stages may be gone: nothing left to free
                 session.close()
-            return error
+            if isinstance(error, StageCallError):
+                return error
+            raise
         session.close()
         timing = RequestTiming(arrival_s, tuple(result.token_times_s), len(prompt_ids))
         return timing, open_s, session.spans, tuple(result.token_ids)
