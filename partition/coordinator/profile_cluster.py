@@ -62,9 +62,9 @@ def profile_cluster(
     profiles, links = asyncio.run(
         _measure(devices, model, transport or TransportConfig(), settings, refresh, edge_threads)
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
     from partition.artifacts import save_profile, write_atomically
 
+    # each write makes the folder, and names a file in the way of it (a bare mkdir would say "File exists")
     for device in devices:
         save_profile(profiles[device.name], out.parent / f"{device.name}.json")
     if profiled_by:
