@@ -30,7 +30,7 @@ from pathlib import Path
 from partition.artifacts import save_plan
 from partition.model import resolve_model
 from partition.plan.synthetic import chosen_split_plan
-from partition.transport.local import spawn_worker, stop_workers
+from partition.transport.local import spawn_workers, stop_workers
 from partition.types import ModelRef, Segment, Stage, Workload
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def run_bench(split, max_batch: int, args, workdir: Path) -> dict:
     """Workers with --max-batch, then `partition bench` over them: its JSON report."""
     servers = sorted({device for device, *_ in split if device != "phone"})
     extra = ("--threads", str(args.threads), "--max-batch", str(max_batch))
-    workers = [spawn_worker(name, extra_args=extra) for name in servers]
+    workers = spawn_workers(servers, extra_args=extra)
     try:
         cluster = workdir / "cluster.toml"
         cluster.write_text(

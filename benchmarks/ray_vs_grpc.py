@@ -32,7 +32,7 @@ import torch
 from transport import PROMPT, WARMUP, decode_through_chain, even_split, single_process
 
 from partition.model import load_segment, resolve_model
-from partition.transport.local import spawn_worker
+from partition.transport.local import spawn_workers
 from partition.types import Segment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     context = len(PROMPT) + n_steps + 1
     reference, _ = single_process(load_segment(source, Segment.whole(source.spec.n_blocks)), n_steps)
 
-    workers = [
-        spawn_worker(f"stage-{i}", extra_args=("--threads", str(args.threads))) for i in range(args.stages)
-    ]
+    workers = spawn_workers(
+        [f"stage-{i}" for i in range(args.stages)], extra_args=("--threads", str(args.threads))
+    )
     started = time.perf_counter()
     try:
         actors = start_ray(segments, args.model, context, args.threads)

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from partition.plan.synthetic import chosen_split_plan, star_cluster, synthetic_profile
     from partition.transport.channels import RECONNECT_WAIT_S
     from partition.transport.client import StageCallError
-    from partition.transport.local import spawn_worker
+    from partition.transport.local import spawn_worker, spawn_workers
     from partition.types import ModelRef, Segment, Stage, Workload
 
     torch.set_num_threads(args.threads)
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         server_link=(1000.0, 0.5),
     )
     worker_args = ("--threads", str(args.threads))
-    workers = {name: spawn_worker(name, extra_args=worker_args) for name in ("server-a", "server-b")}
+    workers = {w.name: w for w in spawn_workers(["server-a", "server-b"], extra_args=worker_args)}
     addresses = {name: worker.address for name, worker in workers.items()}
     port_b = int(addresses["server-b"].rsplit(":", 1)[1])
 

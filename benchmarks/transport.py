@@ -41,7 +41,7 @@ from grpc_reference import Echo, hot_echo, relay_chain, start_echo, start_relays
 from partition.model import load_segment, resolve_model
 from partition.transport.channels import TransportConfig
 from partition.transport.client import Chain
-from partition.transport.local import spawn_worker
+from partition.transport.local import spawn_workers
 from partition.types import RETURN_TOP_K, Segment
 
 PROMPT = [1, 504, 3458, 282, 4649, 314, 5175, 47, 2]  # any ids; the same for every run
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     n_steps = args.tokens + WARMUP
 
     model = load_segment(source, Segment.whole(source.spec.n_blocks))
-    workers = [spawn_worker(f"stage-{i}", extra_args=("--threads", str(args.threads))) for i in range(k)]
+    workers = spawn_workers([f"stage-{i}" for i in range(k)], extra_args=("--threads", str(args.threads)))
     echo_process, echo_address = start_echo()
     relays, first_relay, last_relay = start_relays(k)
     block_weights = sum(p.numel() for p in load_segment(source, Segment(2, 3)).parameters())

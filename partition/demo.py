@@ -125,13 +125,12 @@ def _demo_lab(model: str, workdir: Path) -> int:
 
 
 def _demo_local(model: str, workdir: Path) -> int:
-    from partition.transport.local import spawn_worker
+    from partition.transport.local import spawn_workers
 
-    workers = []
+    workers = spawn_workers(["server-a", "server-b"], extra_args=("--threads", "1"))
     try:
-        for name in ("server-a", "server-b"):
-            workers.append(spawn_worker(name, extra_args=("--threads", "1")))
-            print(f"started worker {name} at {workers[-1].address} (pid {workers[-1].pid})")
+        for worker in workers:
+            print(f"started worker {worker.name} at {worker.address} (pid {worker.pid})")
         cluster = workdir / "local-cluster.toml"
         entries = ['[[device]]\nname = "edge"\nrole = "edge"\nmemory_gb = 1.0\n']
         entries += [

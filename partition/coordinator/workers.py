@@ -114,7 +114,7 @@ def kv_budget_mib(plan, max_context: int, max_sessions: int) -> int:
 def spawn_missing(
     devices: list[str], addresses: dict[str, str], model: str, threads: int = 0, kv_budget_mib: int = 0
 ) -> SpawnedWorkers:
-    """Start a local worker for each device with no address or nothing listening at it (with
+    """Start a local worker for each device with no address or nothing listening at it, all at once (with
     `kv_budget_mib`, each may preallocate that much KV cache). Something listening that takes no gRPC
     connection (another program on the port, or a hung worker) is a ConfigError: no worker can start there.
 
@@ -127,22 +127,21 @@ def spawn_missing(
         extra += ("--threads", str(threads))
     if kv_budget_mib:
         extra += ("--kv-budget-mb", str(kv_budget_mib))
+    missing = {}  # device -> the address its worker is to listen at
+    for device in devices:
+        address = addresses.get(device)
+        if address is not None and is_listening(address):
+            if not takes_connections(address, ANSWER_WAIT_S):
+                raise ConfigError(
+                    f"device {device!r}: something listens at {address} but takes no gRPC connection "
+                    "(another program holds the port, or a worker there hangs); stop it, or give the "
+                    "device another address in the cluster file"
+                )
+            continue
+        missing[device] = address or "127.0.0.1:0"
     spawned = SpawnedWorkers(extra)
-    try:
-        for device in devices:
-            address = addresses.get(device)
-            if address is not None and is_listening(address):
-                if not takes_connections(address, ANSWER_WAIT_S):
-                    raise ConfigError(
-                        f"device {device!r}: something listens at {address} but takes no gRPC connection "
-                        "(another program holds the port, or a worker there hangs); stop it, or give the "
-                        "device another address in the cluster file"
-                    )
-                continue
-            addresses[device] = spawned.start(device, address or "127.0.0.1:0").address
-    except BaseException:
-        spawned.stop()
-        raise
+    for worker in spawned.start(missing):
+        addresses[worker.name] = worker.address
     return spawned
 
 
@@ -157,14 +156,16 @@ class SpawnedWorkers:
         self._stopped = False
         self._failed_at: dict[str, float] = {}  # device -> monotonic time its last start again failed
 
-    def start(self, device: str, address: str):
-        from partition.transport.local import spawn_worker
+    def start(self, addresses: dict[str, str]) -> list:
+        """Start a worker per device at its host:port, all at once; if one does not start, none runs on
+        (WorkerStartError)."""
+        from partition.transport.local import spawn_workers
 
-        host, _, port = address.rpartition(":")
-        worker = spawn_worker(device, host=host, port=int(port), extra_args=self._extra_args)
-        log.info("started local worker %s at %s (pid %d)", device, worker.address, worker.pid)
-        self.workers.append(worker)
-        return worker
+        started = spawn_workers(list(addresses), extra_args=self._extra_args, addresses=addresses)
+        for worker in started:
+            log.info("started local worker %s at %s (pid %d)", worker.name, worker.address, worker.pid)
+        self.workers += started
+        return started
 
     def restart_dead(self) -> None:
         """Start every worker that stopped serving again at its address: one that exited, and one that
@@ -196,7 +197,7 @@ class SpawnedWorkers:
                     worker.name, worker.pid, ended, worker.process.returncode, worker.log_path, worker.address,
                 )  # fmt: skip
                 try:
-                    self.start(worker.name, worker.address)
+                    self.start({worker.name: worker.address})
                 except WorkerStartError as error:
                     log.error(
                         "local worker %s did not start again (next try in %.0f s): %s",

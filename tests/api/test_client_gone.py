@@ -16,7 +16,7 @@ import pytest
 from partition.coordinator.answer import Answerer
 from partition.coordinator.deploy import deploy
 from partition.transport.client import OPEN_TIMEOUT_S
-from partition.transport.local import spawn_worker
+from partition.transport.local import spawn_workers
 from tests.api.test_http_endpoint import api_server, get_metrics, request
 from tests.coordinator.plans import split_plan
 
@@ -28,7 +28,7 @@ GONE = 'partition_requests_total{outcome="client_gone"}'
 @pytest.fixture(scope="module")
 def chain(smollm2):
     """(the ApiServer, its Answerer, the worker processes in chain order)."""
-    workers = [spawn_worker(name, extra_args=("--threads", "1")) for name in ("server-a", "server-b")]
+    workers = spawn_workers(["server-a", "server-b"], extra_args=("--threads", "1"))
     try:
         plan = split_plan(smollm2, [("server-a", 0, 16, "raw"), ("server-b", 16, 32, "raw")])
         addresses = {worker.name: worker.address for worker in workers}

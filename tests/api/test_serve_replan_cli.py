@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 
 from partition.artifacts import load_plan, save_plan
-from partition.transport.local import spawn_worker
+from partition.transport.local import spawn_workers
 from tests.api.test_serve_http_cli import ask_paris, health, metrics, wait_for_url
 from tests.coordinator.plans import profiled_cluster, split_plan
 
@@ -16,7 +16,7 @@ STAGES = [("phone", 0, 16, "raw"), ("server-a", 16, 24, "raw"), ("server-b", 24,
 
 
 def test_serve_http_replans_around_a_worker_that_stays_away(smollm2, tmp_path):
-    workers = {name: spawn_worker(name, extra_args=("--threads", "1")) for name in ("server-a", "server-b")}
+    workers = {w.name: w for w in spawn_workers(["server-a", "server-b"], extra_args=("--threads", "1"))}
     serve = None
     try:
         addresses = {name: worker.address for name, worker in workers.items()}

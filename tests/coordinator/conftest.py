@@ -2,18 +2,15 @@
 
 import pytest
 
-from partition.transport.local import spawn_worker
+from partition.transport.local import spawn_workers, stop_workers
 
 SERVERS = ("server-a", "server-b", "server-c")
 
 
 @pytest.fixture(scope="module")
 def workers():
-    started = {}
+    started = spawn_workers(list(SERVERS), extra_args=("--threads", "1"))
     try:
-        for name in SERVERS:
-            started[name] = spawn_worker(name, extra_args=("--threads", "1"))
-        yield {name: worker.address for name, worker in started.items()}
+        yield {worker.name: worker.address for worker in started}
     finally:
-        for worker in started.values():
-            worker.stop()
+        stop_workers(started)

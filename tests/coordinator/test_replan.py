@@ -22,7 +22,7 @@ from partition.errors import ConfigError, InfeasiblePlanError
 from partition.plan import load_cluster
 from partition.plan.validate import serving_problem
 from partition.transport.client import StageCallError
-from partition.transport.local import spawn_worker
+from partition.transport.local import spawn_worker, spawn_workers, stop_workers
 from partition.types import Pinning
 from tests.coordinator.plans import profiled_cluster, split_plan
 from tests.coordinator.test_resume import request
@@ -42,12 +42,12 @@ def three_stage_plan(source):
 
 @pytest.fixture
 def two_workers(smollm2, tmp_path):
-    workers = {name: spawn_worker(name, extra_args=("--threads", "1")) for name in ("server-a", "server-b")}
+    started = spawn_workers(["server-a", "server-b"], extra_args=("--threads", "1"))
+    workers = {worker.name: worker for worker in started}
     try:
         yield workers
     finally:
-        for worker in workers.values():
-            worker.stop()
+        stop_workers(list(workers.values()))
 
 
 def serving(smollm2, tmp_path, workers, memory_gb=None, recheck_s=RECHECK_S, sessions=1):

@@ -136,9 +136,10 @@ def test_serve_of_a_baseline_says_which_and_of_which_plan(smollm2, tmp_path):
 def test_serve_started_with_a_worker_away_plans_around_it_and_answers_in_strict_json(smollm2, tmp_path):
     """With the profiled cluster file, a server that does not answer when serve starts is planned
     around before the first token; one token's answer has no TPOT, written as null (strict JSON)."""
-    from partition.transport.local import spawn_worker
+    from partition.transport.local import spawn_workers
 
-    workers = {name: spawn_worker(name, extra_args=("--threads", "1")) for name in ("server-a", "server-b")}
+    started = spawn_workers(["server-a", "server-b"], extra_args=("--threads", "1"))
+    workers = {worker.name: worker for worker in started}
     try:
         addresses = {name: worker.address for name, worker in workers.items()}
         cluster = profiled_cluster(smollm2, tmp_path, addresses, dict.fromkeys(addresses, 8.0))

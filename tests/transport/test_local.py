@@ -1,5 +1,5 @@
 """Local worker processes (serve --spawn-local, tests, benchmarks) leave no temporary folder behind
-when they exit cleanly, and keep the log of one that did not."""
+when they exit cleanly, and keep the log of one that did not; several start at once."""
 
 import os
 import shutil
@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from partition.transport.local import WORKERS_DIR_ENV, WorkerStartError, spawn_worker
+from partition.transport.local import (
+    WORKERS_DIR_ENV,
+    WorkerStartError,
+    spawn_worker,
+    spawn_workers,
+    stop_workers,
+)
 
 
 def test_a_clean_stop_removes_the_workers_temporary_folder():
@@ -96,3 +102,44 @@ def test_a_worker_that_exits_before_serving_is_named_with_its_log(tmp_path, monk
     assert "argument --threads: must be 0" in str(failed.value)  # its log, in the message
     (folder,) = tmp_path.iterdir()  # kept with the log it names
     assert (folder / "worker.log").exists()
+
+
+def test_workers_start_at_once_and_one_that_cannot_start_takes_the_others_down(tmp_path, monkeypatch):
+    import socket
+
+    import psutil
+
+    import partition.transport.local as local
+
+    def starting() -> list:
+        return [p for p in psutil.Process().children(recursive=True) if "--ready-file" in p.cmdline()]
+
+    launched_by_each_wait = []
+    wait = local._Starting.serving
+
+    def counted(self):  # how many are launched when a wait for one to serve begins
+        launched_by_each_wait.append(len(starting()))
+        return wait(self)
+
+    monkeypatch.setenv(WORKERS_DIR_ENV, str(tmp_path))
+    monkeypatch.setattr(local._Starting, "serving", counted)
+    first, second = spawn_workers(["first", "second"], extra_args=("--threads", "1"))
+    try:
+        assert (first.name, second.name) == ("first", "second") and first.address != second.address
+        assert first.alive() and second.alive()
+        assert launched_by_each_wait == [2, 2]  # the second was launched before the first served
+    finally:
+        assert stop_workers([first, second]) == [0, 0]
+    assert list(tmp_path.iterdir()) == []
+
+    with socket.socket() as taken:  # a port held by another program: that worker cannot listen
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        with pytest.raises(WorkerStartError, match="worker blocked exited with code"):
+            spawn_workers(
+                ["before", "blocked", "after"], extra_args=("--threads", "1"), addresses={"blocked": address}
+            )
+    assert starting() == []  # the one that served is stopped, the one still starting killed
+    (folder,) = tmp_path.iterdir()  # only the failed one's, kept with the log its error names
+    assert folder.name.startswith("partition-worker-blocked-")
