@@ -93,7 +93,7 @@ async def _measure(
     from partition.artifacts import profile_from_json
     from partition.coordinator.links import measure_between, measure_from_here
     from partition.transport.client import StageCallError, StageClient
-    from partition.transport.generated import measure_pb2
+    from partition.transport.profile_request import profile_request
 
     clients = {d.name: StageClient(d.address, transport) for d in devices if d.address}
     try:
@@ -107,15 +107,8 @@ async def _measure(
                 )
                 continue
             log.info("profiling %s at %s", device.name, device.address)
-            request = measure_pb2.ProfileRequest(model=model, refresh=refresh)
-            if settings is not None:
-                request.prefill_lengths.extend(settings.prefill_lengths)
-                request.context_lengths.extend(settings.context_lengths)
-                request.repeats = settings.repeats
-                request.warmup = settings.warmup
-                request.min_time_s = settings.min_time_s
             try:
-                reply = await clients[device.name].profile(request)
+                reply = await clients[device.name].profile(profile_request(model, settings, refresh))
             except StageCallError as error:
                 raise StageCallError(error.code, error.details, error.address, device.name) from None
             profiles[device.name] = profile_from_json(reply.device_profile_json, f"profile of {device.name}")

@@ -256,21 +256,12 @@ def _redeployed(worker: str, plan_id: str, epoch: int) -> StatusError:
 
 
 def _profile_here(request: measure_pb2.ProfileRequest, source, worker: str, device: str, stop):
-    from dataclasses import replace
+    from partition.profile import profile_device
+    from partition.transport.profile_request import requested_settings
 
-    from partition.profile import ProfileSettings, profile_device
-
-    settings = ProfileSettings()
-    overrides = {
-        "prefill_lengths": tuple(request.prefill_lengths) or None,
-        "context_lengths": tuple(request.context_lengths) or None,
-        "repeats": request.repeats or None,
-        "warmup": request.warmup if request.HasField("warmup") else None,
-        "min_time_s": request.min_time_s or None,
-    }
     # Each sample is one call after an idle pause (ProfileSettings.idle_s), as a stage is called when
     # served; under a CPU quota that is also how the quota meets it (see partition/lab/cgroup.py).
-    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    settings = requested_settings(request)
     return profile_device(
         source,
         settings,

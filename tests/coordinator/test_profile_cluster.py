@@ -8,7 +8,8 @@ import tomllib
 
 from tests.coordinator.conftest import SERVERS
 
-SMALL = ["--prefill-lengths", "8", "32", "--context-lengths", "16", "64", "--repeats", "2"]
+# Enough points for a fit and no more: what is checked is where each profile comes from, not its numbers.
+SMALL = ["--prefill-lengths", "8", "32", "--context-lengths", "16", "64", "--repeats", "1", "--warmup", "0"]
 
 
 def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -72,7 +73,7 @@ def test_profile_cluster_answers_from_each_cache_until_refresh(tmp_path, monkeyp
             '[[device]]\nname = "phone"\nrole = "edge"\n\n'
             f'[[device]]\nname = "server-a"\nrole = "server"\naddress = "{worker.address}"\n'
         )
-        settings = ProfileSettings(prefill_lengths=(8, 16), context_lengths=(16, 32), repeats=1)
+        settings = ProfileSettings(prefill_lengths=(8, 16), context_lengths=(16, 32), repeats=1, warmup=0)
 
         def profile(refresh: bool, settings=settings) -> dict[str, int]:
             profile_cluster(
@@ -86,10 +87,9 @@ def test_profile_cluster_answers_from_each_cache_until_refresh(tmp_path, monkeyp
         refreshed = profile(refresh=True)
         assert refreshed.keys() == measured.keys()
         assert all(refreshed[name] > measured[name] for name in measured), "a device did not measure again"
-        # Every setting reaches the worker: each is part of the cache key, so each change is a new
-        # profile on both devices, not only on the edge.
-        assert len(profile(False, dataclasses.replace(settings, warmup=0))) == 4
-        assert len(profile(False, dataclasses.replace(settings, warmup=0, min_time_s=0.01))) == 6
+        # A setting reaches the worker: each is part of the cache key, so a change is a new profile on
+        # both devices, not only on the edge (every setting's way there: tests/transport/test_profile_request.py).
+        assert len(profile(False, dataclasses.replace(settings, idle_s=0.0))) == 4
     finally:
         worker.stop()
 

@@ -57,7 +57,7 @@ class ProbeReply(_message.Message):
     def __init__(self, worker: _Optional[str] = ..., payload: _Optional[bytes] = ..., client_sent_unix_ns: _Optional[int] = ..., server_recv_unix_ns: _Optional[int] = ..., server_send_unix_ns: _Optional[int] = ..., samples: _Optional[_Iterable[_Union[ProbeSample, _Mapping]]] = ..., plan_id: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class ProfileRequest(_message.Message):
-    __slots__ = ("model", "dtype", "threads", "prefill_lengths", "context_lengths", "repeats", "refresh", "warmup", "min_time_s")
+    __slots__ = ("model", "dtype", "threads", "prefill_lengths", "context_lengths", "repeats", "refresh", "warmup", "min_time_s", "idle_s", "block_span")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     THREADS_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,8 @@ class ProfileRequest(_message.Message):
     REFRESH_FIELD_NUMBER: _ClassVar[int]
     WARMUP_FIELD_NUMBER: _ClassVar[int]
     MIN_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    IDLE_S_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_SPAN_FIELD_NUMBER: _ClassVar[int]
     model: str
     dtype: str
     threads: int
@@ -76,7 +78,9 @@ class ProfileRequest(_message.Message):
     refresh: bool
     warmup: int
     min_time_s: float
-    def __init__(self, model: _Optional[str] = ..., dtype: _Optional[str] = ..., threads: _Optional[int] = ..., prefill_lengths: _Optional[_Iterable[int]] = ..., context_lengths: _Optional[_Iterable[int]] = ..., repeats: _Optional[int] = ..., refresh: _Optional[bool] = ..., warmup: _Optional[int] = ..., min_time_s: _Optional[float] = ...) -> None: ...
+    idle_s: float
+    block_span: int
+    def __init__(self, model: _Optional[str] = ..., dtype: _Optional[str] = ..., threads: _Optional[int] = ..., prefill_lengths: _Optional[_Iterable[int]] = ..., context_lengths: _Optional[_Iterable[int]] = ..., repeats: _Optional[int] = ..., refresh: _Optional[bool] = ..., warmup: _Optional[int] = ..., min_time_s: _Optional[float] = ..., idle_s: _Optional[float] = ..., block_span: _Optional[int] = ...) -> None: ...
 
 class ProfileReply(_message.Message):
     __slots__ = ("worker", "device_profile_json")
