@@ -1,4 +1,5 @@
-"""deploy refuses a plan that does not fit the model on this machine, before loading anything."""
+"""deploy refuses a plan that does not fit the model on this machine, before loading anything; the edge
+loads its segments while the workers load theirs."""
 
 import dataclasses
 import re
@@ -114,4 +115,43 @@ def test_a_plan_that_addresses_another_worker_is_refused_and_that_worker_keeps_s
         assert after.resumes == 0 and served.reloads == 0  # server-a still held the plan's segment
     finally:
         served.close()
+        worker.stop()
+
+
+def test_the_edge_loads_its_segments_while_the_workers_load_theirs(smollm2, monkeypatch):
+    """The edge's load waits to see the workers' LoadSegment under way: one after the other (the edge
+    first, as before), that wait would run out."""
+    import threading
+
+    import partition.model as model
+    from partition.transport.client import Chain
+    from partition.transport.local import spawn_worker
+
+    workers_loading = threading.Event()
+    chain_load, load_segment = Chain.load, model.load_segment
+    seen_loading = []
+
+    async def noted(self, *args, **kwargs):
+        workers_loading.set()
+        return await chain_load(self, *args, **kwargs)
+
+    def edge_load(*args, **kwargs):
+        seen_loading.append(workers_loading.wait(timeout=10))
+        return load_segment(*args, **kwargs)
+
+    monkeypatch.setattr(Chain, "load", noted)
+    monkeypatch.setattr(model, "load_segment", edge_load)
+    worker = spawn_worker("server-a", extra_args=("--threads", "1"))
+    try:
+        plan = split_plan(
+            smollm2, [("phone", 0, 8, "raw"), ("server-a", 8, 24, "raw"), ("phone", 24, 32, "raw")]
+        )
+        deployment = deploy(plan, {"server-a": worker.address}, max_context=64, max_sessions=1)
+        try:
+            assert seen_loading == [True, True]  # the front's and the tail's loads, both beside the workers'
+            assert deployment.front_model is not None and deployment.tail_model is not None
+            assert deployment.acks[0].worker == "server-a"
+        finally:
+            deployment.close()
+    finally:
         worker.stop()
