@@ -156,11 +156,11 @@ def deploy(
         plan, topology, source, None, None, None, (), (), max_context=max_context, max_sessions=max_sessions,
         loop=loop or LoopThread(), owns_loop=loop is None,
     )  # fmt: skip
-    if not topology.remote:
-        load_here()
-        return deployment
     remote_addresses = tuple(addresses[s.device] for s in topology.remote)
     try:
+        if not remote_addresses:
+            load_here()
+            return deployment
         # The edge loads its segments while the workers load theirs: a deploy takes about the longer of
         # the two, not their sum (a process's first deploy of three workers and the edge's 8 blocks, all
         # on one two-core host: 5.1 s one after the other, 4.1 s together; on machines of their own the

@@ -155,3 +155,31 @@ def test_the_edge_loads_its_segments_while_the_workers_load_theirs(smollm2, monk
             deployment.close()
     finally:
         worker.stop()
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_an_edge_load_that_fails_leaves_no_loop_or_channel_behind(smollm2, monkeypatch, remote):
+    import threading
+
+    import partition.model as model
+    from partition.transport.local import spawn_worker
+
+    def no_room(*_args, **_kwargs):
+        raise MemoryError("no room for the edge's blocks")
+
+    def io_threads() -> int:
+        return sum(thread.name == "coordinator-io" for thread in threading.enumerate())
+
+    stages = [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")] if remote else [("phone", 0, 32, "raw")]
+    worker = spawn_worker("server-a", extra_args=("--threads", "1")) if remote else None
+    try:
+        before = io_threads()
+        monkeypatch.setattr(model, "load_segment", no_room)
+        with pytest.raises(MemoryError, match="no room"):
+            deploy(
+                split_plan(smollm2, stages), {"server-a": worker.address} if worker else {}, max_context=64
+            )
+        assert io_threads() == before  # the deployment's loop stopped, its channels with it
+    finally:
+        if worker is not None:
+            worker.stop()
