@@ -111,8 +111,13 @@ def test_workers_start_at_once_and_one_that_cannot_start_takes_the_others_down(t
 
     import partition.transport.local as local
 
-    def starting() -> list:
-        return [p for p in psutil.Process().children(recursive=True) if "--ready-file" in p.cmdline()]
+    def workers_here() -> set[int]:
+        return {p.pid for p in psutil.Process().children(recursive=True) if "--ready-file" in p.cmdline()}
+
+    others = workers_here()  # the suite's workers that serve other tests meanwhile
+
+    def starting() -> list[int]:
+        return sorted(workers_here() - others)
 
     launched_by_each_wait = []
     wait = local._Starting.serving
