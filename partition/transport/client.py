@@ -200,7 +200,7 @@ class Chain:
         self._background: set[asyncio.Task] = set()  # calls no caller waits for (the loop holds them weakly)
 
     def end_in_background(self, call: Coroutine) -> None:
-        """Run `call` (an EndSession) on this loop without waiting for it; whatever it raises is dropped:
+        """Run `call` (an EndSession) on this loop without waiting for it; a failure of the call is dropped:
         the session it ends has already failed, and a stage that does not answer frees it at its idle
         timeout. Closing the chain's channels ends it."""
         task = asyncio.ensure_future(_dropping_errors(call))

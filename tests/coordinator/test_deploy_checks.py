@@ -158,7 +158,7 @@ def test_the_edge_loads_its_segments_while_the_workers_load_theirs(smollm2, monk
 
 
 @pytest.mark.parametrize("remote", [False, True])
-def test_an_edge_load_that_fails_leaves_no_loop_or_channel_behind(smollm2, monkeypatch, remote):
+def test_an_edge_load_that_fails_leaves_no_loop_running(smollm2, monkeypatch, remote):
     import threading
 
     import partition.model as model
@@ -179,7 +179,7 @@ def test_an_edge_load_that_fails_leaves_no_loop_or_channel_behind(smollm2, monke
             deploy(
                 split_plan(smollm2, stages), {"server-a": worker.address} if worker else {}, max_context=64
             )
-        assert io_threads() == before  # the deployment's loop stopped, its channels with it
+        assert io_threads() == before  # the deployment's loop stopped (close() ends the channels first)
     finally:
         if worker is not None:
             worker.stop()
