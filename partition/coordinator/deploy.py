@@ -238,11 +238,14 @@ def load_workers(deployment: Deployment, connect_wait_s: float = 0.0) -> None:
     deployment.acks, deployment.clocks = tuple(acks), clocks
     for stage, ack, clock in zip(topology.remote, deployment.acks, deployment.clocks, strict=True):
         log.info(
-            "stage %s %s loaded %s in %.2f s, %.1f MB; clock offset %+.3f ms (+/- %.3f ms)",
+            "stage %s %s loaded %s in %.2f s (%d of %d units kept from before), %.1f MB; "
+            "clock offset %+.3f ms (+/- %.3f ms)",
             stage.device,
             stage.segment,
             ack.model_name,
             ack.load_s,
+            ack.units_kept,
+            len(stage.segment),
             ack.weight_bytes / 1e6,
             clock.offset_ns / 1e6,
             clock.error_bound_ns / 1e6,

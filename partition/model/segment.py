@@ -53,6 +53,15 @@ class SegmentModel(nn.Module):
             units["head"] = self.head
         return units
 
+    def put_unit(self, name: str, module: nn.Module) -> None:
+        """Hold `module` as unit `name` (a name of `units()`) in place of the module built for it."""
+        if name == "embed":
+            self.embed = module
+        elif name == "head":
+            self.head = module
+        else:
+            self.blocks[self.block_ids.index(int(name.removeprefix("block.")))] = module
+
     def weight_bytes(self) -> int:
         return sum(p.nbytes for p in self.parameters())  # shared (tied) matrices count once
 
@@ -61,7 +70,7 @@ class SegmentModel(nn.Module):
         sha = hashlib.sha256()
         for name, tensor in self.state_dict().items():
             sha.update(name.encode())
-            sha.update(tensor.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+            sha.update(tensor.detach().contiguous().cpu().view(torch.uint8).numpy())  # hashed in place
         return "sha256:" + sha.hexdigest()
 
     def new_cache(self, slots: int = 1, max_len: int | None = None) -> KVCache:
@@ -174,18 +183,25 @@ def load_segment(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
     huge_pages: bool = True,
+    held: SegmentModel | None = None,
 ) -> SegmentModel:
     """Build `segment` of `source` and load only its units' tensors, one unit at a time.
 
     On the CPU each unit's weights then move into 2 MiB pages (partition/model/huge_pages.py) unless
-    `huge_pages` is False.
+    `huge_pages` is False. The units `held` holds too (a segment already loaded from the same
+    checkpoint: what a worker served before a re-plan moved its range) are taken from it as they
+    are, not read again (see `_units_to_keep`).
     """
     from partition.model.huge_pages import move_to_huge_pages
     from partition.model.weight_map import unit_state
 
     model = build_segment(source.spec, segment)
+    kept = _units_to_keep(held, model, dtype, device) if held is not None else {}
     huge_pages = huge_pages and torch.device(device).type == "cpu"
-    for offset, module in enumerate(model.units().values()):
+    for offset, (name, module) in enumerate(model.units().items()):
+        if name in kept:
+            model.put_unit(name, kept[name])
+            continue
         state = unit_state(source, segment.start + offset)
         state = to_module_layout(
             module, {name: t.to(device=device, dtype=dtype) for name, t in state.items()}
@@ -196,6 +212,26 @@ def load_segment(
             move_to_huge_pages(module)
     share_tied_matrix(model, model)
     return model.eval()
+
+
+def _units_to_keep(
+    held: SegmentModel, model: SegmentModel, dtype: torch.dtype, device: torch.device | str
+) -> dict[str, nn.Module]:
+    """The units of `model` that `held` holds, by name. Both models then share those modules, which is
+    safe as long as nothing changes a loaded unit: so an embedding is kept only when it reads its own
+    table and `model` holds no head it could be tied to (`share_tied_matrix` would point it at the new
+    head's matrix, under the model still serving). The caller vouches that `held` came from the same
+    checkpoint; another dtype or device keeps nothing."""
+    param, target = next(held.parameters(), None), torch.device(device)
+    if param is None or param.dtype != dtype or param.device.type != target.type:
+        return {}
+    if target.index is not None and param.device.index != target.index:  # "cuda" is the current one
+        return {}
+    held_units = held.units()
+    kept = {name: held_units[name] for name in model.units() if name in held_units}
+    if "embed" in kept and (held.embed.table_DV is not None or model.head is not None):
+        del kept["embed"]
+    return kept
 
 
 def share_tied_matrix(front: SegmentModel | None, tail: SegmentModel | None) -> bool:

@@ -72,6 +72,7 @@ class LoadResult:
     load_s: float  # seconds; 0 when the request was already satisfied
     device: str
     dropped_sessions: tuple[str, ...] = field(default=())  # sessions of the previous deployment
+    units_kept: int = 0  # units taken from the segment loaded before, not read again
 
 
 @dataclass
@@ -129,19 +130,24 @@ class StageRuntime:
                 f"max_context {wanted.max_context} exceeds the model's context of {spec.max_context} tokens"
             )
         if current is not None and current.deployment == wanted:
-            return replace(current.result, load_s=0.0, dropped_sessions=())
+            return replace(
+                current.result, load_s=0.0, dropped_sessions=(), units_kept=len(current.model.units())
+            )
         slots = self._slots_for(wanted, spec)
         start = time.perf_counter()
         reusable = current is not None and _same_weights(current.deployment, wanted)
         # The old segment serves on until the new one is in memory, so a load that fails (a broken
         # checkpoint, an unsupported file, too little memory) leaves the worker and its sessions as they
-        # were. A redeploy to other weights holds both segments for that moment.
+        # were. A redeploy to other weights holds both segments for that moment, less the units they
+        # share: a re-plan that moves this worker's range reads only the units it did not hold.
         if reusable:
             model = current.model
         else:
+            held = current.model if current is not None and _same_model(current.deployment, wanted) else None
             model = load_segment(
-                source, wanted.segment, dtype=DTYPES[wanted.dtype], device=self.settings.device
+                source, wanted.segment, dtype=DTYPES[wanted.dtype], device=self.settings.device, held=held
             )
+        kept = _units_shared(model, current.model) if current is not None else 0
         cache = model.new_cache(slots=slots, max_len=wanted.max_context)
         _synchronize(self.settings.device)
         result = LoadResult(
@@ -157,13 +163,14 @@ class StageRuntime:
             load_s=time.perf_counter() - start,
             device=str(next(model.parameters()).device),
             dropped_sessions=tuple(current.sessions.ids()) if current else (),
+            units_kept=kept,
         )
         sessions = SessionTable(slots, wanted.max_context, self.settings.idle_timeout_s)
         self._loaded = _Loaded(wanted, result, model, cache, sessions)
         log.info(
-            "loaded %s %s of %s (plan %s epoch %d) in %.2f s: %d KV slots of %d tokens",
+            "loaded %s %s of %s (plan %s epoch %d) in %.2f s, %d units kept: %d KV slots of %d tokens",
             self.settings.name, wanted.segment, source.name, wanted.plan_id, wanted.epoch,
-            result.load_s, slots, wanted.max_context,
+            result.load_s, kept, slots, wanted.max_context,
         )  # fmt: skip
         return result
 
@@ -346,7 +353,17 @@ def _check_request(wanted: Deployment) -> None:
 
 
 def _same_weights(a: Deployment, b: Deployment) -> bool:
-    return (a.model_digest, a.segment, a.dtype) == (b.model_digest, b.segment, b.dtype)
+    return _same_model(a, b) and a.segment == b.segment
+
+
+def _same_model(a: Deployment, b: Deployment) -> bool:
+    """The same checkpoint in the same dtype: a unit loaded for one serves the other as it is."""
+    return (a.model_digest, a.dtype) == (b.model_digest, b.dtype)
+
+
+def _units_shared(model, held) -> int:
+    held_units = set(map(id, held.units().values()))
+    return sum(id(module) in held_units for module in model.units().values())
 
 
 def _synchronize(device: str) -> None:

@@ -88,6 +88,7 @@ def load_reply(result: LoadResult, worker: str) -> deploy_pb2.LoadSegmentReply:
         load_s=result.load_s,
         device=result.device,
         chain_workers=d.chain_workers,
+        units_kept=result.units_kept,
     )
 
 

@@ -95,6 +95,8 @@ def test_a_worker_lost_mid_request_is_planned_around_and_no_token_is_lost(smollm
         assert plan.epoch == 2 and plan.codecs == ("raw",) and plan.workload == whole.plan.workload
         assert {stage.device for stage in plan.stages} == {"phone", "server-a"}
         assert answerer.deployment.plan == plan
+        # server-a loaded only the units it did not hold: its 8 blocks [16,24) are kept
+        assert [(ack.worker, ack.units_kept) for ack in answerer.deployment.acks] == [("server-a", 8)]
         assert first.chain is None and first.front_model is None  # closed: no request runs on it
         assert load_plan(tmp_path / "plan.epoch2.json") == plan  # the new plan, beside the old one
         report = replanned.report()

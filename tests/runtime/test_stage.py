@@ -21,6 +21,7 @@ from tests.model.checkpoints import save_tiny_hf
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     save_tiny_hf("llama", root / "tiny")
+    save_tiny_hf("llama-tied", root / "tiny-tied")
     return root
 
 
@@ -185,3 +186,55 @@ def test_redeploying_drops_sessions_and_reuses_same_weights(runtime):
     assert second.weights_digest == first.weights_digest
     with pytest.raises(StaleDeploymentError):
         runtime.begin_step("s", "plan", 1, 0, 1)
+
+
+def test_a_redeploy_that_moves_the_range_reads_only_the_units_it_did_not_hold(runtime, models):
+    """A re-plan that widens or narrows a worker's range: the blocks it held are kept as they are, and
+    the segment computes what a fresh load of it computes."""
+    runtime.load(deployment(Segment(1, 3)))  # blocks 0 and 1
+    held = runtime._loaded.model.units()
+    wider = runtime.load(deployment(Segment(0, 4), epoch=2))  # the embedding, blocks 0 to 2
+    units = runtime._loaded.model.units()
+    assert wider.units_kept == 2 and [units[name] is held.get(name) for name in units] == [
+        False,
+        True,
+        True,
+        False,
+    ]
+    fresh = StageRuntime(runtime.settings).load(deployment(Segment(0, 4), epoch=2))
+    assert wider.weights_digest == fresh.weights_digest and wider.weight_bytes == fresh.weight_bytes
+    runtime.open_session("s", "plan", 2, runtime.deployment.model_digest)
+    ids = torch.tensor([[3, 1, 4, 1, 5]])
+    session = runtime.begin_step("s", "plan", 2, 0, 5)
+    reference = load_segment(resolve_model(models / "tiny"), Segment(0, 4))
+    assert torch.equal(
+        runtime.run_step(session, ids, 5, last_only=False),
+        reference(ids, reference.new_cache(1, 32), [0], [0]),
+    )
+
+    narrower = runtime.load(deployment(Segment(2, 3), epoch=3))  # block 1 alone
+    assert narrower.units_kept == 1 and runtime._loaded.model.blocks[0] is held["block.1"]
+    other_dtype = runtime.load(deployment(Segment(2, 4), epoch=4, dtype="float16"))
+    assert (
+        other_dtype.units_kept == 0
+        and runtime._loaded.model.blocks[0].attn_norm.weight.dtype == torch.float16
+    )
+
+
+def test_a_kept_embedding_reads_its_own_table_and_the_segment_served_before_is_left_as_it_was(
+    runtime, models
+):
+    """Tied embeddings: the whole model's embedding reads the head's matrix, so a segment without the
+    head loads its own; and one that gains the head ties a new embedding, not the one still serving."""
+    tied = dict(model="tiny-tied")
+    runtime.load(deployment(Segment(0, 5), **tied))  # the whole model: one matrix for both ends
+    without_head = runtime.load(deployment(Segment(0, 2), epoch=2, **tied))
+    assert without_head.units_kept == 1  # block 0; the embedding is read again
+    fresh = StageRuntime(runtime.settings).load(deployment(Segment(0, 2), epoch=2, **tied))
+    assert without_head.weights_digest == fresh.weights_digest
+    assert runtime._loaded.model.embed.tokens is not None
+
+    serving = runtime._loaded.model
+    whole = runtime.load(deployment(Segment(0, 5), epoch=3, **tied))
+    assert whole.units_kept == 1 and serving.embed.tokens is not None and serving.embed.table_DV is None
+    assert runtime._loaded.model.embed.table_DV is not None  # the new one reads the new head's matrix

@@ -37,7 +37,7 @@ class LoadSegmentRequest(_message.Message):
     def __init__(self, plan_id: _Optional[str] = ..., epoch: _Optional[int] = ..., model: _Optional[str] = ..., model_digest: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., dtype: _Optional[str] = ..., downstream: _Optional[str] = ..., codec_out: _Optional[str] = ..., max_context: _Optional[int] = ..., max_sessions: _Optional[int] = ..., worker: _Optional[str] = ..., chain_workers: _Optional[int] = ...) -> None: ...
 
 class LoadSegmentReply(_message.Message):
-    __slots__ = ("worker", "plan_id", "epoch", "model_name", "model_digest", "weights_digest", "start", "end", "n_blocks", "hidden_size", "vocab_size", "kv_slots", "max_context", "weight_bytes", "kv_bytes", "load_s", "device", "chain_workers")
+    __slots__ = ("worker", "plan_id", "epoch", "model_name", "model_digest", "weights_digest", "start", "end", "n_blocks", "hidden_size", "vocab_size", "kv_slots", "max_context", "weight_bytes", "kv_bytes", "load_s", "device", "chain_workers", "units_kept")
     WORKER_FIELD_NUMBER: _ClassVar[int]
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class LoadSegmentReply(_message.Message):
     LOAD_S_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     CHAIN_WORKERS_FIELD_NUMBER: _ClassVar[int]
+    UNITS_KEPT_FIELD_NUMBER: _ClassVar[int]
     worker: str
     plan_id: str
     epoch: int
@@ -74,7 +75,8 @@ class LoadSegmentReply(_message.Message):
     load_s: float
     device: str
     chain_workers: int
-    def __init__(self, worker: _Optional[str] = ..., plan_id: _Optional[str] = ..., epoch: _Optional[int] = ..., model_name: _Optional[str] = ..., model_digest: _Optional[str] = ..., weights_digest: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., n_blocks: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., kv_slots: _Optional[int] = ..., max_context: _Optional[int] = ..., weight_bytes: _Optional[int] = ..., kv_bytes: _Optional[int] = ..., load_s: _Optional[float] = ..., device: _Optional[str] = ..., chain_workers: _Optional[int] = ...) -> None: ...
+    units_kept: int
+    def __init__(self, worker: _Optional[str] = ..., plan_id: _Optional[str] = ..., epoch: _Optional[int] = ..., model_name: _Optional[str] = ..., model_digest: _Optional[str] = ..., weights_digest: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., n_blocks: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., kv_slots: _Optional[int] = ..., max_context: _Optional[int] = ..., weight_bytes: _Optional[int] = ..., kv_bytes: _Optional[int] = ..., load_s: _Optional[float] = ..., device: _Optional[str] = ..., chain_workers: _Optional[int] = ..., units_kept: _Optional[int] = ...) -> None: ...
 
 class EndSessionRequest(_message.Message):
     __slots__ = ("session",)
