@@ -198,9 +198,9 @@ def load_segment(
     model = build_segment(source.spec, segment)
     kept = _units_to_keep(held, model, dtype, device) if held is not None else {}
     huge_pages = huge_pages and torch.device(device).type == "cpu"
-    for offset, (name, module) in enumerate(model.units().items()):
-        if name in kept:
-            model.put_unit(name, kept[name])
+    for offset, (unit, module) in enumerate(model.units().items()):
+        if unit in kept:
+            model.put_unit(unit, kept[unit])
             continue
         state = unit_state(source, segment.start + offset)
         state = to_module_layout(
