@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
@@ -19,6 +20,8 @@ from partition.model.layers import Block, Embedding, Head, StepContext, to_modul
 from partition.model.rope import RotaryTable
 from partition.model.spec import ModelSpec
 from partition.types import Segment
+
+LOADED_SHA256 = "loaded_sha256"  # attribute of a unit loaded by load_segment: unit_sha256 as loaded
 
 
 class SegmentModel(nn.Module):
@@ -66,11 +69,13 @@ class SegmentModel(nn.Module):
         return sum(p.nbytes for p in self.parameters())  # shared (tied) matrices count once
 
     def weights_digest(self) -> str:
-        """sha256 over this segment's parameters (names and bytes): proves what a worker loaded."""
+        """Proves what a worker loaded: sha256 over this segment's units in order, each unit's name and
+        the sha256 of its tensors as loaded (`unit_sha256`). `load_segment` hashes each unit while it
+        reads the next, and a unit kept from the segment loaded before brings its hash along."""
         sha = hashlib.sha256()
-        for name, tensor in self.state_dict().items():
-            sha.update(name.encode())
-            sha.update(tensor.detach().contiguous().cpu().view(torch.uint8).numpy())  # hashed in place
+        for unit, module in self.units().items():
+            sha.update(unit.encode())
+            sha.update(getattr(module, LOADED_SHA256, None) or unit_sha256(module))
         return "sha256:" + sha.hexdigest()
 
     def new_cache(self, slots: int = 1, max_len: int | None = None) -> KVCache:
@@ -171,6 +176,15 @@ def _causal_mask(starts: list[int], S: int, kv_len: int, device) -> torch.Tensor
     return (key_pos <= query_pos).unsqueeze(1)
 
 
+def unit_sha256(module: nn.Module) -> bytes:
+    """sha256 over one unit's tensors: each one's name within the unit, then its bytes."""
+    sha = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        sha.update(name.encode())
+        sha.update(tensor.detach().contiguous().cpu().view(torch.uint8).numpy())  # hashed in place
+    return sha.digest()
+
+
 def build_segment(spec: ModelSpec, segment: Segment) -> SegmentModel:
     """The modules of `segment`, parameters on the meta device (no memory) until weights are assigned."""
     with torch.device("meta"):
@@ -198,19 +212,26 @@ def load_segment(
     model = build_segment(source.spec, segment)
     kept = _units_to_keep(held, model, dtype, device) if held is not None else {}
     huge_pages = huge_pages and torch.device(device).type == "cpu"
-    for offset, (unit, module) in enumerate(model.units().items()):
-        if unit in kept:
-            model.put_unit(unit, kept[unit])
-            continue
-        state = unit_state(source, segment.start + offset)
-        state = to_module_layout(
-            module, {name: t.to(device=device, dtype=dtype) for name, t in state.items()}
-        )
-        module.load_state_dict(state, strict=True, assign=True)
-        del state
-        if huge_pages:
-            move_to_huge_pages(module)
-    share_tied_matrix(model, model)
+    hashing = []
+    # hashlib lets go of the GIL: a unit is hashed while the next is read (on SmolLM2, hashing a
+    # unit takes about as long as reading it)
+    with ThreadPoolExecutor(1, thread_name_prefix="unit-sha256") as hasher:
+        for offset, (unit, module) in enumerate(model.units().items()):
+            if unit in kept:
+                model.put_unit(unit, kept[unit])
+                continue
+            state = unit_state(source, segment.start + offset)
+            state = to_module_layout(
+                module, {name: t.to(device=device, dtype=dtype) for name, t in state.items()}
+            )
+            module.load_state_dict(state, strict=True, assign=True)
+            del state
+            if huge_pages:
+                move_to_huge_pages(module)
+            hashing.append((module, hasher.submit(unit_sha256, module)))
+    for module, digest in hashing:
+        setattr(module, LOADED_SHA256, digest.result())
+    share_tied_matrix(model, model)  # after hashing: an embedding's hash is of the table it loaded
     return model.eval()
 
 

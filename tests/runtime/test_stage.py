@@ -1,5 +1,7 @@
 """The stage runtime in-process on a tiny real checkpoint: loading, checks, and exact segment outputs."""
 
+import hashlib
+
 import pytest
 import torch
 
@@ -55,6 +57,20 @@ def test_load_reports_digests_and_is_idempotent(runtime, models):
     assert first.weights_digest.startswith("sha256:") and first.kv_slots == 2 and first.n_blocks == 3
     again = runtime.load(deployment())
     assert again.load_s == 0.0 and again.weights_digest == first.weights_digest
+
+
+def test_the_weights_digest_covers_every_unit_in_order_with_its_tensors_as_loaded(runtime, models):
+    """sha256 over (unit name, sha256 over (tensor name, bytes) of the unit) for each unit: what the
+    loader computes while it reads, a hash per unit on another thread, is that of what it loaded."""
+    whole = runtime.load(deployment(Segment(0, 5)))
+    expected = hashlib.sha256()
+    for unit, module in runtime._loaded.model.units().items():
+        tensors = hashlib.sha256()
+        for name, tensor in module.state_dict().items():
+            tensors.update(name.encode() + tensor.contiguous().view(torch.uint8).numpy().tobytes())
+        expected.update(unit.encode() + tensors.digest())
+    assert whole.weights_digest == "sha256:" + expected.hexdigest()
+    assert runtime.load(deployment(Segment(1, 5), epoch=2)).weights_digest != whole.weights_digest
 
 
 def test_a_wrong_model_digest_is_refused_before_loading(runtime):
