@@ -213,8 +213,8 @@ def load_segment(
     kept = _units_to_keep(held, model, dtype, device) if held is not None else {}
     huge_pages = huge_pages and torch.device(device).type == "cpu"
     hashing = []
-    # hashlib lets go of the GIL: a unit is hashed while the next is read (on SmolLM2, hashing a
-    # unit takes about as long as reading it)
+    # hashlib lets go of the GIL: a unit is hashed while the next is read (SmolLM2's [1,32) loaded and
+    # digested in 1.4-1.7 s so, against 2.1-2.3 s hashed after the load; medians of 5 loads, 2 runs)
     with ThreadPoolExecutor(1, thread_name_prefix="unit-sha256") as hasher:
         for offset, (unit, module) in enumerate(model.units().items()):
             if unit in kept:
