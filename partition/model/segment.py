@@ -70,8 +70,9 @@ class SegmentModel(nn.Module):
 
     def weights_digest(self) -> str:
         """Proves what a worker loaded: sha256 over this segment's units in order, each unit's name and
-        the sha256 of its tensors as loaded (`unit_sha256`). `load_segment` hashes each unit while it
-        reads the next, and a unit kept from the segment loaded before brings its hash along."""
+        the sha256 of its tensors as loaded (`unit_sha256`; `load_segment(hash_units=True)` hashes
+        each unit while it reads the next, and a unit kept from the segment loaded before brings its
+        hash along). A unit loaded without is hashed now, as it is."""
         sha = hashlib.sha256()
         for unit, module in self.units().items():
             sha.update(unit.encode())
@@ -198,13 +199,15 @@ def load_segment(
     device: torch.device | str = "cpu",
     huge_pages: bool = True,
     held: SegmentModel | None = None,
+    hash_units: bool = False,
 ) -> SegmentModel:
     """Build `segment` of `source` and load only its units' tensors, one unit at a time.
 
     On the CPU each unit's weights then move into 2 MiB pages (partition/model/huge_pages.py) unless
     `huge_pages` is False. The units `held` holds too (a segment already loaded from the same
     checkpoint: what a worker served before a re-plan moved its range) are taken from it as they
-    are, not read again (see `_units_to_keep`).
+    are, not read again (see `_units_to_keep`). With `hash_units` (a worker, which answers with the
+    weights digest) each unit loaded is hashed as loaded, beside the reading of the next.
     """
     from partition.model.huge_pages import move_to_huge_pages
     from partition.model.weight_map import unit_state
@@ -228,7 +231,8 @@ def load_segment(
             del state
             if huge_pages:
                 move_to_huge_pages(module)
-            hashing.append((module, hasher.submit(unit_sha256, module)))
+            if hash_units:
+                hashing.append((module, hasher.submit(unit_sha256, module)))
     for module, digest in hashing:
         setattr(module, LOADED_SHA256, digest.result())
     share_tied_matrix(model, model)  # after hashing: an embedding's hash is of the table it loaded

@@ -145,7 +145,12 @@ class StageRuntime:
         else:
             held = current.model if current is not None and _same_model(current.deployment, wanted) else None
             model = load_segment(
-                source, wanted.segment, dtype=DTYPES[wanted.dtype], device=self.settings.device, held=held
+                source,
+                wanted.segment,
+                dtype=DTYPES[wanted.dtype],
+                device=self.settings.device,
+                held=held,
+                hash_units=True,
             )
         kept = _units_shared(model, current.model) if current is not None else 0
         cache = model.new_cache(slots=slots, max_len=wanted.max_context)
