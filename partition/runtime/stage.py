@@ -123,6 +123,7 @@ class StageRuntime:
         wanted = replace(
             wanted,
             model_digest=digest,
+            dtype=wanted.dtype or "float32",  # "" says the default: the same deployment as "float32"
             max_context=wanted.max_context or min(DEFAULT_MAX_CONTEXT, spec.max_context),
         )
         if wanted.max_context > spec.max_context:

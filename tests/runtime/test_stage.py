@@ -228,6 +228,8 @@ def test_a_redeploy_that_moves_the_range_reads_only_the_units_it_did_not_hold(ru
         reference(ids, reference.new_cache(1, 32), [0], [0]),
     )
 
+    same = runtime.load(deployment(Segment(0, 4), epoch=2, dtype=""))  # the default's other spelling
+    assert same.load_s == 0.0 and same.units_kept == 4
     narrower = runtime.load(deployment(Segment(2, 3), epoch=3))  # block 1 alone
     assert narrower.units_kept == 1 and runtime._loaded.model.blocks[0] is held["block.1"]
     other_dtype = runtime.load(deployment(Segment(2, 4), epoch=4, dtype="float16"))
