@@ -374,4 +374,4 @@ def _units_shared(model, held) -> int:
 
 def _synchronize(device: str) -> None:
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)  # the worker's GPU ("cuda:1"), not the current one
