@@ -213,7 +213,9 @@ class SpawnedWorkers:
         return worker.alive() and takes_connections(worker.address, ANSWER_WAIT_S)
 
     def stop(self) -> None:
+        """Stop every worker, all at once: each takes about half a second to exit after SIGTERM."""
+        from partition.transport.local import stop_workers
+
         with self._lock:
             self._stopped = True
-            for worker in self.workers:
-                worker.stop()
+            stop_workers(self.workers)
