@@ -32,7 +32,7 @@ import torch
 from transport import PROMPT, WARMUP, decode_through_chain, even_split, single_process
 
 from partition.model import load_segment, resolve_model
-from partition.transport.local import spawn_workers
+from partition.transport.local import spawn_workers, stop_workers
 from partition.types import Segment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,8 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             ray_tokens.append(tokens)
             ray_steps += steps
     finally:
-        for worker in workers:
-            worker.stop()
+        stop_workers(workers)
         if ray.is_initialized():
             ray.shutdown()
 

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from partition.plan.synthetic import chosen_split_plan, star_cluster, synthetic_profile
     from partition.transport.channels import RECONNECT_WAIT_S
     from partition.transport.client import StageCallError
-    from partition.transport.local import spawn_worker, spawn_workers
+    from partition.transport.local import spawn_worker, spawn_workers, stop_workers
     from partition.types import ModelRef, Segment, Stage, Workload
 
     torch.set_num_threads(args.threads)
@@ -133,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 served.close()  # the deployment both answerers used, and the one of the new plan
     finally:
-        for worker in workers.values():
-            worker.stop()
+        stop_workers(list(workers.values()))
 
     same_text = len(set.union(*texts.values())) == 1
     new_split = " ".join(f"{s.device}{s.segment}" for s in new_plan.stages)

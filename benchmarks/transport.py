@@ -41,7 +41,7 @@ from grpc_reference import Echo, hot_echo, relay_chain, start_echo, start_relays
 from partition.model import load_segment, resolve_model
 from partition.transport.channels import TransportConfig
 from partition.transport.client import Chain
-from partition.transport.local import spawn_workers
+from partition.transport.local import spawn_workers, stop_workers
 from partition.types import RETURN_TOP_K, Segment
 
 PROMPT = [1, 504, 3458, 282, 4649, 314, 5175, 47, 2]  # any ids; the same for every run
@@ -209,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes = sorted(set(echo) | set(link_sizes(split_steps[-1][1])))
         hot = asyncio.run(hot_echo(echo_address, sizes))
     finally:
-        for worker in workers:
-            worker.stop()
+        stop_workers(workers)
         for process in [echo_process, *relays, *computing]:
             process.terminate()
             process.wait()

@@ -125,7 +125,7 @@ def _demo_lab(model: str, workdir: Path) -> int:
 
 
 def _demo_local(model: str, workdir: Path) -> int:
-    from partition.transport.local import spawn_workers
+    from partition.transport.local import spawn_workers, stop_workers
 
     workers = spawn_workers(["server-a", "server-b"], extra_args=("--threads", "1"))
     try:
@@ -140,6 +140,5 @@ def _demo_local(model: str, workdir: Path) -> int:
         cluster.write_text("\n".join(entries))
         _story(model, cluster, workdir, inside_edge=[])
     finally:
-        for worker in workers:
-            worker.stop()
+        stop_workers(workers)
     return 0

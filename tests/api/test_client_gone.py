@@ -16,7 +16,7 @@ import pytest
 from partition.coordinator.answer import Answerer
 from partition.coordinator.deploy import deploy
 from partition.transport.client import OPEN_TIMEOUT_S
-from partition.transport.local import spawn_workers
+from partition.transport.local import spawn_workers, stop_workers
 from tests.api.test_http_endpoint import api_server, get_metrics, request
 from tests.coordinator.plans import split_plan
 
@@ -40,8 +40,7 @@ def chain(smollm2):
         finally:
             deployment.close()
     finally:
-        for worker in workers:
-            worker.stop()
+        stop_workers(workers)
 
 
 def cpu_s(pid: int) -> float:

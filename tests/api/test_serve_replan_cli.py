@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 
 from partition.artifacts import load_plan, save_plan
-from partition.transport.local import spawn_workers
+from partition.transport.local import spawn_workers, stop_workers
 from tests.api.test_serve_http_cli import ask_paris, health, metrics, wait_for_url
 from tests.coordinator.plans import profiled_cluster, split_plan
 
@@ -59,5 +59,4 @@ def test_serve_http_replans_around_a_worker_that_stays_away(smollm2, tmp_path):
         if serve is not None and serve.poll() is None:
             serve.kill()
             serve.wait()
-        for worker in workers.values():
-            worker.stop()
+        stop_workers(list(workers.values()))

@@ -136,7 +136,7 @@ def test_serve_of_a_baseline_says_which_and_of_which_plan(smollm2, tmp_path):
 def test_serve_started_with_a_worker_away_plans_around_it_and_answers_in_strict_json(smollm2, tmp_path):
     """With the profiled cluster file, a server that does not answer when serve starts is planned
     around before the first token; one token's answer has no TPOT, written as null (strict JSON)."""
-    from partition.transport.local import spawn_workers
+    from partition.transport.local import spawn_workers, stop_workers
 
     started = spawn_workers(["server-a", "server-b"], extra_args=("--threads", "1"))
     workers = {worker.name: worker for worker in started}
@@ -152,8 +152,7 @@ def test_serve_started_with_a_worker_away_plans_around_it_and_answers_in_strict_
             capture_output=True, text=True, timeout=600,
         )  # fmt: skip
     finally:
-        for worker in workers.values():
-            worker.stop()
+        stop_workers(list(workers.values()))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "planned without server-b" in result.stderr, result.stderr[-3000:]
     out = json.loads(result.stdout, parse_constant=lambda constant: pytest.fail(f"{constant} is not JSON"))
