@@ -237,15 +237,15 @@ def load_workers(deployment: Deployment, connect_wait_s: float = 0.0) -> None:
     )
     deployment.acks, deployment.clocks = tuple(acks), clocks
     for stage, ack, clock in zip(topology.remote, deployment.acks, deployment.clocks, strict=True):
+        # a worker that held some of its units before (a re-plan moved its range) says how many
+        kept = f" ({ack.units_kept} of {len(stage.segment)} units kept)" if ack.units_kept else ""
         log.info(
-            "stage %s %s loaded %s in %.2f s (%d of %d units kept from before), %.1f MB; "
-            "clock offset %+.3f ms (+/- %.3f ms)",
+            "stage %s %s loaded %s in %.2f s%s, %.1f MB; clock offset %+.3f ms (+/- %.3f ms)",
             stage.device,
             stage.segment,
             ack.model_name,
             ack.load_s,
-            ack.units_kept,
-            len(stage.segment),
+            kept,
             ack.weight_bytes / 1e6,
             clock.offset_ns / 1e6,
             clock.error_bound_ns / 1e6,

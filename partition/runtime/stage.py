@@ -174,7 +174,7 @@ class StageRuntime:
         sessions = SessionTable(slots, wanted.max_context, self.settings.idle_timeout_s)
         self._loaded = _Loaded(wanted, result, model, cache, sessions)
         log.info(
-            "loaded %s %s of %s (plan %s epoch %d) in %.2f s, %d units kept: %d KV slots of %d tokens",
+            "loaded %s %s of %s (plan %s epoch %d) in %.2f s, %d of its units kept: %d KV slots of %d tokens",
             self.settings.name, wanted.segment, source.name, wanted.plan_id, wanted.epoch,
             result.load_s, kept, slots, wanted.max_context,
         )  # fmt: skip
