@@ -168,45 +168,56 @@ class SpawnedWorkers:
         return started
 
     def restart_dead(self) -> None:
-        """Start every worker that stopped serving again at its address: one that exited, and one that
-        lives on without taking connections (stopped first). One that does not start stays away (its
-        log stays here: it has local paths), and is tried again after RESTART_BACKOFF_S; the reload then
-        fails for it as for any worker away. StageCallError (UNAVAILABLE) when serve is stopping."""
+        """Start every worker that stopped serving again at its address, all at once: one that exited,
+        and one that lives on without taking connections (stopped first). One that does not start stays
+        away (its log stays here: it has local paths), and is tried again after RESTART_BACKOFF_S; the
+        reload then fails for it as for any worker away. StageCallError (UNAVAILABLE) when serve is
+        stopping."""
         from partition.transport.client import StageCallError
-        from partition.transport.local import WorkerStartError
+        from partition.transport.local import start_each, stop_workers
 
         with self._lock:
-            for worker in [w for w in self.workers if not self._serving(w)]:
-                if self._stopped:
-                    raise StageCallError(
-                        grpc.StatusCode.UNAVAILABLE, "serve is stopping", worker.address, worker.name
-                    )
-                if time.monotonic() - self._failed_at.get(worker.name, -math.inf) < RESTART_BACKOFF_S:
-                    continue
-                stopped_here = worker.alive()
-                if stopped_here:
-                    log.warning(
-                        "local worker %s (pid %d) takes no connections at %s; stopping it",
-                        worker.name, worker.pid, worker.address,
-                    )  # fmt: skip
-                    worker.stop(STOP_WAIT_S, keep_log=True)  # its log says why, as a dead one's
+            now = time.monotonic()
+            due = [
+                worker
+                for worker in self.workers
+                if now - self._failed_at.get(worker.name, -math.inf) >= RESTART_BACKOFF_S
+                and not self._serving(worker)
+            ]
+            if due and self._stopped:
+                raise StageCallError(
+                    grpc.StatusCode.UNAVAILABLE, "serve is stopping", due[0].address, due[0].name
+                )
+            hung = [worker for worker in due if worker.alive()]
+            for worker in hung:
+                log.warning(
+                    "local worker %s (pid %d) takes no connections at %s; stopping it",
+                    worker.name, worker.pid, worker.address,
+                )  # fmt: skip
+            stop_workers(hung, STOP_WAIT_S, keep_log=True)  # its log says why, as a dead one's
+            for worker in due:
                 # a code of ours (-9 for a hung one) is not taken for how it died
-                ended = "was stopped here, code" if stopped_here else "exited with"
+                ended = "was stopped here, code" if worker in hung else "exited with"
                 log.warning(
                     "local worker %s (pid %d) %s %s (its log is kept at %s); starting it again at %s",
                     worker.name, worker.pid, ended, worker.process.returncode, worker.log_path, worker.address,
                 )  # fmt: skip
-                try:
-                    self.start({worker.name: worker.address})
-                except WorkerStartError as error:
-                    log.error(
-                        "local worker %s did not start again (next try in %.0f s): %s",
-                        worker.name, RESTART_BACKOFF_S, error,
-                    )  # fmt: skip
-                    self._failed_at[worker.name] = time.monotonic()
-                    continue
+            # Each spends its start importing torch, so together they come back in about one's time.
+            started, failed = start_each({worker.name: worker.address for worker in due}, self._extra_args)
+            for worker in started:
+                log.info("started local worker %s at %s (pid %d)", worker.name, worker.address, worker.pid)
                 self._failed_at.pop(worker.name, None)
-                self.workers.remove(worker)  # only once its successor serves: the next try needs it
+            for name, error in failed.items():
+                log.error(
+                    "local worker %s did not start again (next try in %.0f s): %s",
+                    name,
+                    RESTART_BACKOFF_S,
+                    error,
+                )
+                self._failed_at[name] = time.monotonic()
+            # A failed one stays listed: the next try needs its address.
+            back = {worker.name for worker in started}
+            self.workers = [worker for worker in self.workers if worker.name not in back] + started
 
     @staticmethod
     def _serving(worker) -> bool:

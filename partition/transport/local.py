@@ -142,6 +142,36 @@ def spawn_workers(
     return served
 
 
+def start_each(
+    addresses: dict[str, str], extra_args: tuple[str, ...] = ()
+) -> tuple[list[LocalWorker], dict[str, WorkerStartError]]:
+    """Start a worker per name at its host:port, all at once, each on its own: the ones that serve, and
+    why each other did not (its log kept). Where `spawn_workers` gives up on all when one fails, this is
+    for starting lost workers again, where each one back is worth having."""
+    pending: list[_Starting] = []  # launched, not yet waited for
+    served: list[LocalWorker] = []
+    failed: dict[str, WorkerStartError] = {}
+    try:
+        for name, address in addresses.items():
+            host, _, port = address.rpartition(":")
+            try:
+                pending.append(_Starting(name, host, int(port), extra_args, None, None))
+            except WorkerStartError as error:  # no folder for its log
+                failed[name] = error
+        while pending:
+            start = pending.pop(0)  # one that is interrupted while waited for abandons itself
+            try:
+                served.append(start.serving())
+            except WorkerStartError as error:
+                failed[start.name] = error
+    except BaseException:  # Ctrl-C: nothing started here runs on
+        for start in pending:
+            start.abandon()
+        stop_workers(served)
+        raise
+    return served, failed
+
+
 class _Starting:
     """A worker process launched and not yet known to serve: `serving()` waits for its ready file."""
 
@@ -237,8 +267,8 @@ class _Starting:
             self.process.stdin.close()
 
 
-def stop_workers(workers: list[LocalWorker], timeout_s: float = 10.0) -> list[int]:
+def stop_workers(workers: list[LocalWorker], timeout_s: float = 10.0, keep_log: bool = False) -> list[int]:
     """SIGTERM every worker at once, then wait for each (killing any that hangs); their exit codes."""
     for worker in workers:
         worker.terminate()
-    return [worker.stop(timeout_s) for worker in workers]
+    return [worker.stop(timeout_s, keep_log) for worker in workers]
