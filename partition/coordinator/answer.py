@@ -36,7 +36,7 @@ from partition.coordinator.resume import MAX_RESUMES, ResumingSession
 from partition.coordinator.session import PipelineSession
 from partition.errors import PartitionError, StoppedError
 from partition.metrics.spans import HopSpan, link_summaries, stage_summaries
-from partition.model.generation import GenerationRequest, GenerationResult, generate
+from partition.model.generation import GenerationRequest, GenerationResult, TokenLogprob, generate
 from partition.model.sampling import SamplingParams
 from partition.runtime.errors import NOT_THIS_WORKER, SERVES_ANOTHER_PLAN
 from partition.transport.channels import RECONNECT_WAIT_S
@@ -172,8 +172,10 @@ class Answerer:
         request: GenerationRequest,
         on_text: Callable[[str], None] | None = None,
         still_wanted: Callable[[], None] | None = None,
+        on_token: Callable[[TokenLogprob], None] | None = None,
     ) -> Answer:
-        """Generate `request` through the split; `on_text` gets the text as it is decoded. An exception
+        """Generate `request` through the split; `on_text` gets the text as it is decoded, and `on_token`
+        each token's log-probabilities before its text (a request that asks for them). An exception
         from `on_text` (the caller went away) ends the request and frees its session; so does one from
         `still_wanted`, asked while the request waits for a session slot, once it has one, and while
         each step's result is awaited (every WANTED_CHECK_S): a caller gone during a long prefill
@@ -183,7 +185,11 @@ class Answerer:
         with self._slot(still_wanted):
             session = ResumingSession(
                 lambda d: PipelineSession(
-                    d, context=request.context, sampling=request.sampling, still_wanted=still_wanted
+                    d,
+                    context=request.context,
+                    sampling=request.sampling,
+                    still_wanted=still_wanted,
+                    log_probs=request.logprobs is not None,
                 ),
                 self._load_workers_again,
                 lambda: self.deployment,
@@ -193,7 +199,7 @@ class Answerer:
             try:
                 self._admit(session)
                 result = generate(
-                    session.step, request, self.eos_ids, self.tokenizer.decode, on_text, arrival_s=arrival_s
+                    session.step, request, self.eos_ids, self.tokenizer.decode, on_text, arrival_s, on_token
                 )
             except BaseException as error:
                 with contextlib.suppress(Exception):  # ending fails the same way; the first error says why

@@ -26,6 +26,7 @@ from partition.coordinator.deploy import Deployment
 from partition.coordinator.spans import EdgeTimes, RemoteHop, step_spans
 from partition.errors import ContextOverflowError
 from partition.metrics.spans import HopSpan
+from partition.model.generation import as_log_probs
 from partition.model.sampling import SamplingParams
 from partition.types import RETURN_TOP_K
 
@@ -45,9 +46,11 @@ class PipelineSession:
         context: int | None = None,
         sampling: SamplingParams | None = None,  # greedy when None
         still_wanted: Callable[[], None] | None = None,  # asked while a step's result is awaited
+        log_probs: bool = False,  # `step` gives log-probabilities, not logits
     ):
         self.deployment = deployment
         self.still_wanted = still_wanted
+        self.log_probs = log_probs
         self.logits_top_k = logits_to_return(sampling or SamplingParams(), deployment.source.spec.vocab_size)
         self.session_id = session_id or uuid.uuid4().hex[:16]
         self.context = context or deployment.max_context
@@ -77,8 +80,11 @@ class PipelineSession:
         self._steps = 0
 
     def step(self, token_ids: list[int], position: int) -> torch.Tensor:
-        """Logits [V] of the last of `token_ids`, placed at `position`.. of the session."""
-        return self._forward(token_ids, position, every_position=False)[-1]
+        """Logits [V] of the last of `token_ids`, placed at `position`.. of the session; log-probabilities
+        for a session opened with `log_probs` (the worker holding the head normalizes over the whole
+        vocabulary before it picks the largest to send; only the head's holder has them all)."""
+        logits = self._forward(token_ids, position, every_position=False)[-1]
+        return as_log_probs(logits) if self.log_probs and self.deployment.tail_model is not None else logits
 
     def logits(self, token_ids: list[int], position: int) -> torch.Tensor:
         """Logits [S, V] of every one of `token_ids` (teacher forcing: one step scores a whole sequence)."""
@@ -99,7 +105,8 @@ class PipelineSession:
         if self._remote is not None:
             last_only = d.tail_model is None and not every_position
             top_k = self.logits_top_k if last_only else 0
-            coro = self._remote.step(x, position, d.topology.input_codec, last_only, top_k)
+            log_probs = self.log_probs and last_only
+            coro = self._remote.step(x, position, d.topology.input_codec, last_only, top_k, log_probs)
             result = d.loop.run(coro, still_wanted=self.still_wanted)
             x = result.output
         if d.tail_model is not None:

@@ -2,7 +2,8 @@
 
 `generate(step, ...)` drives any `step(token_ids, position) -> logits of the last token [V]`: the whole
 model in this process (`local_step`) or a pipeline of remote segments (the coordinator). It samples,
-stops on EOS, stop strings or length, streams text, and records when each token was ready.
+stops on EOS, stop strings or length, streams text, and records when each token was ready and, when
+asked, its log-probability and the likeliest tokens in its place.
 """
 
 from __future__ import annotations
@@ -17,7 +18,32 @@ import torch
 from partition.errors import ContextOverflowError
 from partition.model.sampling import Sampler, SamplingParams
 
-Step = Callable[[list[int], int], torch.Tensor]  # (new token ids, position of the first) -> logits [V]
+# (new token ids, position of the first) -> logits [V]; log-probabilities [V] for a request that asks
+# for them (the step is built so: the whole vocabulary is at hand only where the head ran, and a worker
+# holding it sends back no more than the largest few)
+Step = Callable[[list[int], int], torch.Tensor]
+# The most alternatives a request may ask for per token (OpenAI's limit). A worker holding the head
+# sends back at least RETURN_TOP_K (64) of them, so these are always among what it sends.
+MAX_TOP_LOGPROBS = 20
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability under the model (its raw distribution: before temperature,
+    top-k or top-p), and the `top` most likely tokens at its position, most likely first."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()  # (token id, log-probability)
+
+
+def token_logprob(logprobs_V: torch.Tensor, token_id: int, top: int) -> TokenLogprob:
+    """`token_id`'s entry of log-probabilities [V], with the `top` largest of them."""
+    alternatives: tuple[tuple[int, float], ...] = ()
+    if top:
+        values, ids = torch.topk(logprobs_V, min(top, logprobs_V.numel()))
+        alternatives = tuple(zip(ids.tolist(), values.tolist(), strict=True))
+    return TokenLogprob(token_id, float(logprobs_V[token_id]), alternatives)
 
 
 @dataclass(frozen=True)
@@ -27,6 +53,8 @@ class GenerationRequest:
     sampling: SamplingParams = SamplingParams()
     stop: tuple[str, ...] = ()  # stop strings; the text is cut before them
     context: int = 2048  # tokens the caches hold: prompt + generated must fit
+    # None: no log-probabilities; N: each token's, and the N likeliest at its position (<= MAX_TOP_LOGPROBS)
+    logprobs: int | None = None
 
 
 def prompt_overflow(prompt_tokens: int, max_context: int, holder: str) -> str | None:
@@ -60,6 +88,7 @@ class GenerationResult:
     finish_reason: str = "length"  # "eos", "stop" or "length"
     start_s: float = 0.0  # perf_counter when the request started (t0)
     token_times_s: list[float] = field(default_factory=list)  # perf_counter when each token was ready
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # one per token id, when the request asked
 
     @property
     def ttft_s(self) -> float:
@@ -154,9 +183,11 @@ def generate(
     decode: Callable[[list[int]], str],
     on_text: Callable[[str], None] | None = None,
     arrival_s: float | None = None,
+    on_token: Callable[[TokenLogprob], None] | None = None,
 ) -> GenerationResult:
     """`arrival_s`: perf_counter when the request arrived (t0), if before this call: the wait for a
-    session and its opening then count in TTFT, as REFERENCES.md defines it."""
+    session and its opening then count in TTFT, as REFERENCES.md defines it. `on_token` gets each
+    token's log-probabilities (a request that asks for them) before `on_text` gets its text."""
     prompt = request.prompt_ids
     if not prompt:
         raise ContextOverflowError("the prompt is empty: give at least one token")
@@ -179,6 +210,10 @@ def generate(
             break
         result.token_times_s.append(time.perf_counter())
         result.token_ids.append(token)
+        if request.logprobs is not None:
+            result.logprobs.append(token_logprob(logits, token, request.logprobs))
+            if on_token is not None:
+                on_token(result.logprobs[-1])
         chunk = stream.push(token)
         if chunk and on_text is not None:
             on_text(chunk)
@@ -197,11 +232,19 @@ def generate(
     return result
 
 
-def local_step(model, cache) -> Step:
-    """A step over the whole model held in this process (slot 0 of `cache`)."""
+def local_step(model, cache, log_probs: bool = False) -> Step:
+    """A step over the whole model held in this process (slot 0 of `cache`); with `log_probs`, it gives
+    log-probabilities rather than logits."""
 
     def step(token_ids: list[int], position: int) -> torch.Tensor:
         ids = torch.tensor([token_ids], dtype=torch.long)
-        return model(ids, cache, [0], [position], last_token_only=True)[0, -1]
+        logits = model(ids, cache, [0], [position], last_token_only=True)[0, -1]
+        return as_log_probs(logits) if log_probs else logits
 
     return step
+
+
+def as_log_probs(logits: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities over the last dimension, in float32. The same sampler draws the same tokens from
+    them as from the logits: they differ by one constant per row, up to float32 rounding."""
+    return torch.log_softmax(logits.float(), dim=-1)

@@ -361,10 +361,12 @@ class ChainSession:
         codec: str = "raw",
         last_only: bool = True,
         logits_top_k: int = 0,
+        log_probs: bool = False,
     ) -> None:
         """Write one step: token ids [1, S] (or activations [1, S, D] if stage 1 takes them) at `position`.
 
         `logits_top_k`: if the last stage holds the head, it returns only the K largest logits (0: all).
+        `log_probs`: it returns log-probabilities over the whole vocabulary instead of logits.
         """
         started = time.perf_counter()
         tensor = to_proto(x, codec)
@@ -378,6 +380,7 @@ class ChainSession:
             tensor=tensor,
             output=forward_pb2.OUTPUT_SELECT_LAST if last_only else forward_pb2.OUTPUT_SELECT_ALL,
             logits_top_k=logits_top_k,
+            log_probs=log_probs,
         )
         step.sent_unix_ns = time.time_ns()
         self._sent[position] = (step.sent_unix_ns, encode_s, len(tensor.data), x.shape[1])
@@ -436,8 +439,9 @@ class ChainSession:
         codec: str = "raw",
         last_only: bool = True,
         logits_top_k: int = 0,
+        log_probs: bool = False,
     ) -> StepResult:
-        await self.send(x, position, codec, last_only, logits_top_k)
+        await self.send(x, position, codec, last_only, logits_top_k, log_probs)
         return await self.receive()
 
     async def close(self, end_session: bool = True) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from partition.model.generation import as_log_probs
 from partition.runtime.errors import InvalidRequestError
 from partition.runtime.sessions import Session
 from partition.runtime.stage import StageRuntime
@@ -30,6 +31,7 @@ class Prepared:
     x: torch.Tensor
     last_only: bool
     top_k: int
+    log_probs: bool  # the output goes back as log-probabilities (Step.log_probs)
     recv_ns: int  # Unix ns when the step was read off its stream
     submitted: float  # perf_counter when it was handed to the compute lane
     started: float  # perf_counter when its work began
@@ -118,6 +120,7 @@ def prepare(runtime: StageRuntime, step: forward_pb2.Step, recv_ns: int, submitt
     last_stage = not runtime.deployment.downstream
     last_only = last_stage and step.output == forward_pb2.OUTPUT_SELECT_LAST
     top_k = step.logits_top_k if last_stage and runtime.returns_logits else 0
+    log_probs = step.log_probs and last_stage and runtime.returns_logits
     if top_k and not (last_only or step.n_tokens == 1):
         raise InvalidRequestError(
             f"logits_top_k={top_k} applies to the last position only: send the step with OUTPUT_SELECT_LAST"
@@ -129,7 +132,9 @@ def prepare(runtime: StageRuntime, step: forward_pb2.Step, recv_ns: int, submitt
             f"declares shape {list(step.tensor.shape)}; send the shape its n_tokens says"
         )
     x = from_proto(step.tensor)
-    return Prepared(step, session, x, last_only, top_k, recv_ns, submitted, started, time.perf_counter())
+    return Prepared(
+        step, session, x, last_only, top_k, log_probs, recv_ns, submitted, started, time.perf_counter()
+    )
 
 
 def finish(
@@ -140,6 +145,8 @@ def finish(
     computed = time.perf_counter()
     bytes_in, codec_in = len(step.tensor.data), step.tensor.codec
     codec_out = runtime.deployment.codec_out
+    if prepared.log_probs:  # over the whole vocabulary, so before the top K are picked
+        out = as_log_probs(out)
     step.tensor.CopyFrom(to_top_k_proto(out, prepared.top_k) if prepared.top_k else to_proto(out, codec_out))
     encoded = time.perf_counter()
     runtime.end_step(prepared.session, step.n_tokens)

@@ -132,3 +132,52 @@ def test_lossy_codecs_agree_on_97_percent_of_256_tokens(
     finally:
         deployment.close()
     assert agree / N_LOSSY >= floor, f"{codec}: {agree}/{N_LOSSY} positions agree"
+
+
+@pytest.mark.parametrize(
+    ("split", "sampling", "codec_back"),
+    [
+        ("2-stages", GREEDY, "top-k"),  # the head on a worker: it normalizes, then sends the top K
+        ("2-stages", SamplingParams(temperature=0.9, top_p=0.95, seed=11), "raw"),  # it sends them all
+        ("3-stages-edge-ends", GREEDY, ""),  # the head on the edge: normalized here
+    ],
+    ids=["head-on-worker-greedy", "head-on-worker-top-p", "head-on-edge"],
+)
+def test_a_split_reports_the_whole_models_log_probabilities(
+    smollm2, smollm2_whole, workers, prompt, split, sampling, codec_back
+):
+    n, top = 16, 5
+    context = len(prompt) + n
+    request = GenerationRequest(prompt, n, sampling=sampling, context=context, logprobs=top)
+    cache = smollm2_whole.new_cache(1, context)
+    reference = generate(local_step(smollm2_whole, cache, log_probs=True), request, (), lambda ids: "")
+    deployment = deploy(_plan(smollm2, SPLITS[split], "raw"), workers, max_context=512, max_sessions=2)
+    try:
+        session = PipelineSession(deployment, context=context, sampling=sampling, log_probs=True)
+        result = generate(session.step, request, eos_ids=(), decode=lambda ids: "")
+        session.close()
+    finally:
+        deployment.close()
+    assert result.token_ids == reference.token_ids
+    assert [e.token_id for e in result.logprobs] == result.token_ids
+    for got, want in zip(result.logprobs, reference.logprobs, strict=True):
+        assert got.logprob == pytest.approx(want.logprob, abs=1e-4)
+        assert [i for i, _ in got.top] == [i for i, _ in want.top]
+        assert [v for _, v in got.top] == pytest.approx([v for _, v in want.top], abs=1e-4)
+        # probabilities: the top ones fall, and add up to at most 1
+        values = [v for _, v in got.top]
+        assert len(values) == top and values == sorted(values, reverse=True) and values[0] < 0
+        assert sum(torch.tensor(values).exp().tolist()) <= 1.0 + 1e-5
+        if sampling.greedy:  # the chosen token is the likeliest
+            assert got.top[0] == (got.token_id, pytest.approx(got.logprob))
+    # each equals the model's own log-softmax at that position, scored in one teacher-forced pass
+    whole = smollm2_whole.new_cache(1, context)
+    ids = torch.tensor([prompt + result.token_ids[:-1]])
+    logits = smollm2_whole(ids, whole, [0], [0])[0, len(prompt) - 1 :]
+    expected = torch.log_softmax(logits.float(), -1)[range(n), result.token_ids]
+    assert [e.logprob for e in result.logprobs] == pytest.approx(expected.tolist(), abs=1e-3)
+    if codec_back:
+        back = [s for s in session.spans if s.token == 1 and s.dst == "phone"][-1]
+        assert back.codec == codec_back  # the top-k reply stays as small as without log-probabilities
+        if codec_back == "top-k":
+            assert back.payload_bytes == TOP_K_LOGITS_BYTES

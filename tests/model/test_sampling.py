@@ -90,6 +90,29 @@ def test_generate_stops_on_eos_and_on_length():
     assert result.token_ids == [5, 6, 7] and result.finish_reason == "length"
 
 
+def test_generate_records_each_tokens_log_probability_before_its_text_and_none_for_eos():
+    script = iter([5, 6, 2])
+    said = []
+
+    def step(ids, position):  # log-probabilities, as a step built for a request that asks gives them
+        logits = torch.arange(10, dtype=torch.float32) / 10
+        logits[next(script)] = 3.0
+        return torch.log_softmax(logits, -1)
+
+    request = GenerationRequest([1], max_new_tokens=10, context=64, logprobs=2)
+    result = generate(
+        step, request, (2,), lambda ids: "".join(map(str, ids)), said.append, on_token=said.append
+    )
+    assert result.token_ids == [5, 6] and result.finish_reason == "eos"
+    assert [type(s).__name__ for s in said] == ["TokenLogprob", "str", "TokenLogprob", "str"]
+    first = result.logprobs[0]
+    expected = torch.log_softmax(torch.tensor([0, 0.1, 0.2, 0.3, 0.4, 3.0, 0.6, 0.7, 0.8, 0.9]), -1)
+    assert first.token_id == 5 and first.logprob == pytest.approx(float(expected[5]))
+    assert [i for i, _ in first.top] == [5, 9] and first.top[1][1] == pytest.approx(float(expected[9]))
+    script = iter([5, 6, 2])
+    assert generate(step, GenerationRequest([1], 10, context=64), (2,), lambda ids: "").logprobs == []
+
+
 def test_a_temperature_near_0_draws_the_largest_logit_and_an_infinite_one_is_refused():
     logits = torch.tensor([1.0, 3.0, 2.0, float("-inf")])
     assert Sampler(SamplingParams(temperature=1e-40, seed=0))(logits) == 1  # 3 / 1e-40 would be inf

@@ -209,3 +209,38 @@ def test_on_a_chain_of_two_workers_a_forward_takes_half_of_the_sessions_decoding
 
     assert asyncio.run(scenario(4)) == ([2, 2, 2, 2], 2)
     assert asyncio.run(scenario(5)) == ([3, 3, 3, 2, 2], 3)
+
+
+def test_in_one_forward_only_the_step_that_asks_gets_log_probabilities_back():
+    """Two sessions' decode steps through the head, batched: one asks for log-probabilities of its top
+    64, the other for its raw logits; each gets what it asked for, as alone."""
+    runtime = StageRuntime(WorkerSettings(name="server-a"))
+    runtime.load(Deployment("plan", 1, "smollm2-135m", "", Segment(28, 32), "float32", "", "raw", 64, 2))
+    x = torch.randn(1, 1, HIDDEN, generator=torch.Generator().manual_seed(3))
+
+    def asking(session_id: str, log_probs: bool) -> forward_pb2.Step:
+        step = decode_step(session_id, 0, x)
+        step.output, step.logits_top_k, step.log_probs = forward_pb2.OUTPUT_SELECT_LAST, 64, log_probs
+        return step
+
+    async def together():
+        batcher = StepBatcher(runtime, ComputeLane(), "server-a", max_batch=8)
+        ids = open_sessions(runtime, "head", 2)
+        steps = [asking(ids[0], True), asking(ids[1], False)]
+        assert all(batcher.takes(step) for step in steps)
+        outputs = await asyncio.gather(*(batcher.run(step, 0) for step in steps))
+        end_sessions(runtime, ids)
+        return outputs
+
+    normalized, raw = asyncio.run(together())
+    assert normalized.hops[-1].batch == raw.hops[-1].batch == 2
+    ids = open_sessions(runtime, "alone", 1)
+    logits = from_proto(process_step(runtime, decode_step(ids[0], 0, x), 0, 0.0, "server-a").tensor)[0, -1]
+    end_sessions(runtime, ids)
+    expected = torch.log_softmax(logits, -1)
+    for step, want in ((normalized, expected), (raw, logits)):
+        got = from_proto(step.tensor)[0, -1]
+        assert step.tensor.codec == "top-k" and torch.isfinite(got).sum() == 64
+        sent = torch.isfinite(got)
+        assert torch.equal(sent, want >= torch.topk(want, 64).values[-1])
+        torch.testing.assert_close(got[sent], want[sent], rtol=1e-4, atol=1e-4)
