@@ -9,7 +9,9 @@ from __future__ import annotations
 import time
 import uuid
 
+from partition.api.logprobs import LogprobShapes
 from partition.api.requests import CHAT, TextRequest
+from partition.model.generation import TokenLogprob
 
 FINISH_REASON = {"eos": "stop", "stop": "stop", "length": "length"}  # ours -> OpenAI's
 
@@ -17,8 +19,11 @@ FINISH_REASON = {"eos": "stop", "stop": "stop", "length": "length"}  # ours -> O
 class ReplyIds:
     """The id, creation time and object names shared by every reply and chunk of one request."""
 
-    def __init__(self, request: TextRequest) -> None:
+    def __init__(self, request: TextRequest, tokenizer=None) -> None:
         self.request = request
+        # the tokens' log-probabilities, where the request asks for them (the tokenizer shows each token)
+        asked = request.generation.logprobs is not None
+        self.logprobs = LogprobShapes(request.kind, tokenizer) if asked else None
         chat = request.kind == CHAT
         self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         self.created = int(time.time())
@@ -42,18 +47,26 @@ class ReplyIds:
             choice = {"index": 0, "message": {"role": "assistant", "content": result.text}}
         else:
             choice = {"index": 0, "text": result.text}
-        choice |= {"logprobs": None, "finish_reason": finish}
+        logprobs = self.logprobs.render(result.logprobs) if self.logprobs else None
+        choice |= {"logprobs": logprobs, "finish_reason": finish}
         return self._envelope(self.object, [choice]) | {"usage": usage(result), "partition": answer.report()}
 
-    def chunk(self, text: str = "", first: bool = False, finish_reason: str | None = None) -> dict:
-        """One stream event: text as it is decoded (the first chat chunk also names the role)."""
+    def chunk(
+        self,
+        text: str = "",
+        first: bool = False,
+        finish_reason: str | None = None,
+        tokens: list[TokenLogprob] | None = None,
+    ) -> dict:
+        """One stream event: text as it is decoded (the first chat chunk also names the role), with the
+        log-probabilities of the `tokens` generated since the last event, where the request asks."""
         if self.request.kind == CHAT:
             delta = {"role": "assistant", "content": text} if first else ({"content": text} if text else {})
             choice = {"index": 0, "delta": delta}
         else:
             choice = {"index": 0, "text": text}
         choice |= {
-            "logprobs": None,
+            "logprobs": self.logprobs.render(tokens or []) if self.logprobs and not first else None,
             "finish_reason": FINISH_REASON.get(finish_reason) if finish_reason else None,
         }
         out = self._envelope(self.chunk_object, [choice])
@@ -61,10 +74,11 @@ class ReplyIds:
             out["usage"] = None
         return out
 
-    def last_chunks(self, answer) -> list[dict]:
-        """After the text: the finish reason, then (stream_options.include_usage) the token counts and
-        the timing report in a chunk without choices."""
-        out = [self.chunk(finish_reason=answer.result.finish_reason)]
+    def last_chunks(self, answer, tokens: list[TokenLogprob] | None = None) -> list[dict]:
+        """After the text: the finish reason, with the log-probabilities of `tokens` no text was sent
+        with (held back, or cut by a stop string), then (stream_options.include_usage) the token counts
+        and the timing report in a chunk without choices."""
+        out = [self.chunk(finish_reason=answer.result.finish_reason, tokens=tokens)]
         if self.request.include_usage:
             out.append(
                 self._envelope(self.chunk_object, [])

@@ -4,9 +4,10 @@
 `POST /v1/completions` takes `prompt` (text, or token ids). Both take the OpenAI sampling fields
 (`max_tokens` or `max_completion_tokens`, `temperature`, `top_p`, `seed`, `stop`, `stream`,
 `stream_options.include_usage`) and vLLM's `top_k`. Defaults are OpenAI's: temperature 1, and at most
-16 new tokens for completions, the rest of the context for chat.
+16 new tokens for completions, the rest of the context for chat. Log-probabilities are asked as each
+route's OpenAI shape has it: chat's `logprobs: true` with `top_logprobs: N`, a completion's `logprobs: N`.
 
-A field we cannot honour (`n` > 1, logprobs, penalties, tools, a JSON response format, audio, reasoning
+A field we cannot honour (`n` > 1, prompt logprobs, penalties, tools, a JSON response format, audio, reasoning
 effort, vLLM's `min_p`, `min_tokens`, `ignore_eos`, `stop_token_ids`, beam search, guided or structured
 output, allowed or bad words, special tokens in the text, its chat template options) is refused with a
 400 that names it, never silently ignored; fields that change nothing here (`user`, `metadata`, ...) are
@@ -19,7 +20,12 @@ import difflib
 import json
 from dataclasses import dataclass
 
-from partition.model.generation import GenerationRequest, new_tokens_overflow, prompt_overflow
+from partition.model.generation import (
+    MAX_TOP_LOGPROBS,
+    GenerationRequest,
+    new_tokens_overflow,
+    prompt_overflow,
+)
 from partition.model.sampling import REQUIREMENTS, SamplingError, SamplingParams
 
 CHAT, COMPLETION = "chat", "completion"
@@ -29,8 +35,6 @@ ROLES = {"system": "system", "developer": "system", "user": "user", "assistant":
 NEUTRAL = {
     "n": (1, None),
     "best_of": (1, None),
-    "logprobs": (False, None),
-    "top_logprobs": (None, 0),
     "echo": (False, None),
     "presence_penalty": (0, None),
     "frequency_penalty": (0, None),
@@ -102,8 +106,8 @@ COMMON_FIELDS = (
     "response_format",
 )
 _KNOWN_FIELDS = {
-    kind: frozenset({text_field, *COMMON_FIELDS, *NEUTRAL, *NO_EFFECT})
-    for kind, text_field in ((CHAT, "messages"), (COMPLETION, "prompt"))
+    kind: frozenset({*own, *COMMON_FIELDS, *NEUTRAL, *NO_EFFECT})
+    for kind, own in ((CHAT, ("messages", "logprobs", "top_logprobs")), (COMPLETION, ("prompt", "logprobs")))
 }
 # What stream_options may hold: include_usage, and OpenAI's include_obfuscation, which only pads
 # chunks against length side channels (nothing here). Any other key is refused as a field is.
@@ -227,6 +231,7 @@ def text_request(kind: str, body: dict, served: Served) -> TextRequest:
         sampling=_sampling(body),
         stop=_stop(body),
         context=len(ids) + max_tokens,
+        logprobs=_chat_logprobs(body) if kind == CHAT else _completion_logprobs(body),
     )
     return TextRequest(kind, model, generation, stream, include_usage)
 
@@ -352,6 +357,36 @@ def _prompt_ids(body: dict, served: Served) -> list[int]:
             raise ApiError(400, f"prompt token ids must lie in [0, {vocab})", "prompt")
         return list(prompt)
     raise ApiError(400, "prompt must be a string or a list of token ids (one prompt per request)", "prompt")
+
+
+def _chat_logprobs(body: dict) -> int | None:
+    """How many alternatives each token's log-probability comes with, or None: `logprobs: true` asks,
+    `top_logprobs` says how many (OpenAI's rule: only with `logprobs: true`)."""
+    asked = _boolean(body, "logprobs", False)
+    top = body.get("top_logprobs")
+    if top is not None and (type(top) is not int or not 0 <= top <= MAX_TOP_LOGPROBS):
+        raise ApiError(
+            400,
+            f"top_logprobs must be a whole number in [0, {MAX_TOP_LOGPROBS}], got {json.dumps(top)}",
+            "top_logprobs",
+        )
+    if top and not asked:
+        raise ApiError(
+            400, "top_logprobs needs logprobs: true; set it, or leave top_logprobs out", "top_logprobs"
+        )
+    return (top or 0) if asked else None
+
+
+def _completion_logprobs(body: dict) -> int | None:
+    """A completion's `logprobs: N`: each token's log-probability with the N likeliest in its place."""
+    value = body.get("logprobs")
+    if value is not None and (type(value) is not int or not 0 <= value <= MAX_TOP_LOGPROBS):
+        raise ApiError(
+            400,
+            f"logprobs must be a whole number in [0, {MAX_TOP_LOGPROBS}] (or null), got {json.dumps(value)}",
+            "logprobs",
+        )
+    return value
 
 
 def _max_tokens(body: dict, default: int) -> tuple[int, str]:

@@ -50,6 +50,7 @@ from partition.coordinator.deploy import DeployError
 from partition.coordinator.health import HealthChecks
 from partition.errors import ContextOverflowError, PartitionError, StoppedError
 from partition.metrics import json_out
+from partition.model.generation import TokenLogprob
 from partition.transport.client import StageCallError
 from partition.types import RETURN_TOP_K
 
@@ -341,10 +342,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._failed(_api_error(error))
             return
         self.server.stats.answered(answer)
-        self._send_json(200, ReplyIds(request).completion(answer))
+        self._send_json(200, ReplyIds(request, self.server.served.tokenizer).completion(answer))
 
     def _stream(self, request) -> None:
-        ids, events = ReplyIds(request), _EventStream(self)
+        ids, events = ReplyIds(request, self.server.served.tokenizer), _EventStream(self)
+        tokens: list[TokenLogprob] = []  # log-probabilities of the tokens whose text has not gone yet
 
         def begin() -> None:
             if not events.started and request.kind == CHAT:
@@ -352,14 +354,17 @@ class _Handler(BaseHTTPRequestHandler):
 
         def on_text(text: str) -> None:
             begin()
-            events.send(ids.chunk(text))
+            events.send(ids.chunk(text, tokens=tokens))
+            tokens.clear()
 
         answer = None
         try:  # a client that hangs up while its request waits (a slot, a step) ends it
-            answer = self.server.answerer.answer(request.generation, on_text, self._client_check())
+            answer = self.server.answerer.answer(
+                request.generation, on_text, self._client_check(), tokens.append
+            )
             self.server.stats.answered(answer)
             begin()
-            for chunk in ids.last_chunks(answer):
+            for chunk in ids.last_chunks(answer, tokens):
                 events.send(chunk)
             events.done()
         except ClientGone:

@@ -11,6 +11,7 @@ from partition.cli.prompting import (
     build_request,
     check_chat_flags,
     check_new_tokens_fit,
+    logprobs_json,
     prompt_ids,
 )
 
@@ -51,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(chunk)
         sys.stdout.flush()
 
-    result = generate(local_step(model, cache), request, eos, tokenizer.decode, None if args.json else show)
+    step = local_step(model, cache, log_probs=request.logprobs is not None)
+    result = generate(step, request, eos, tokenizer.decode, None if args.json else show)
     if args.json:
         out = {
             "model": source.name,
@@ -61,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
             "finish_reason": result.finish_reason,
             "timings": result.timings(),
         }
+        if request.logprobs is not None:
+            out["logprobs"] = logprobs_json(result, tokenizer)
         print(json_out.dumps(out))
     else:
         sys.stdout.write("\n")

@@ -30,6 +30,30 @@ def add_prompt_arguments(parser: argparse.ArgumentParser, required: bool = True)
         help="stop string (repeatable)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
+    parser.add_argument(
+        "--logprobs",
+        type=top_logprobs,
+        default=None,
+        metavar="N",
+        help="with --json: each token's log-probability and the N likeliest in its place (0-20), in the "
+        "shape of the HTTP API's chat replies",
+    )
+
+
+# The most alternatives --logprobs takes: MAX_TOP_LOGPROBS, written here so that --help imports no torch
+MAX_LOGPROBS_ARGUMENT = 20
+
+
+def top_logprobs(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= MAX_LOGPROBS_ARGUMENT:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number in [0, {MAX_LOGPROBS_ARGUMENT}], got {text}"
+        )
+    return value
+
+
+top_logprobs.__name__ = "int"
 
 
 def sampling_seed(text: str) -> int:
@@ -48,11 +72,26 @@ sampling_seed.__name__ = "int"  # argparse says "invalid int value: 'x'" for tex
 
 
 def check_chat_flags(args: argparse.Namespace) -> None:
-    """ConfigError for --system without --chat: the plain prompt has no place for it."""
-    if args.system and not args.chat:
-        from partition.errors import ConfigError
+    """ConfigError for --system without --chat: the plain prompt has no place for it; and for
+    --logprobs without --json, which is where they are written."""
+    from partition.errors import ConfigError
 
+    if args.system and not args.chat:
         raise ConfigError("--system is the chat's system message: give --chat too")
+    if args.logprobs is not None and not args.json:
+        raise ConfigError(
+            "--logprobs are written in the --json output: give --json too (an HTTP client asks for them "
+            "with logprobs in its request)"
+        )
+
+
+def logprobs_json(result, tokenizer) -> dict:
+    """`--json`'s `logprobs`, where --logprobs asked: the HTTP API's chat shape (each token's text,
+    bytes, log-probability and likeliest alternatives)."""
+    from partition.api.logprobs import LogprobShapes
+    from partition.api.requests import CHAT
+
+    return {"content": LogprobShapes(CHAT, tokenizer).render(result.logprobs)["content"]}
 
 
 def prompt_ids(args: argparse.Namespace, tokenizer) -> list[int]:
@@ -100,7 +139,7 @@ def build_request(
         raise ConfigError(f"{problem}; {advice}")
     sampling = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
     context = min(max_context, len(ids) + args.max_new_tokens)
-    return GenerationRequest(ids, args.max_new_tokens, sampling, tuple(args.stop), context)
+    return GenerationRequest(ids, args.max_new_tokens, sampling, tuple(args.stop), context, args.logprobs)
 
 
 def check_new_tokens_fit(request: GenerationRequest, limit: str) -> None:

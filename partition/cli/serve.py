@@ -18,7 +18,13 @@ import sys
 from pathlib import Path
 
 from partition.cli.arguments import positive_number, whole_number
-from partition.cli.prompting import add_prompt_arguments, build_request, check_chat_flags, prompt_ids
+from partition.cli.prompting import (
+    add_prompt_arguments,
+    build_request,
+    check_chat_flags,
+    logprobs_json,
+    prompt_ids,
+)
 from partition.plan.baselines import BASELINES
 from partition.types import MAX_SESSIONS
 
@@ -480,4 +486,6 @@ def answer(answerer, args: argparse.Namespace, prompt: str, out=None) -> None:
         "finish_reason": result.finish_reason,
         **report,
     }
+    if request.logprobs is not None:
+        document["logprobs"] = logprobs_json(result, answerer.tokenizer)
     print(json_out.dumps(document), file=out, flush=True)

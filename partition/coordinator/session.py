@@ -84,7 +84,8 @@ class PipelineSession:
         for a session opened with `log_probs` (the worker holding the head normalizes over the whole
         vocabulary before it picks the largest to send; only the head's holder has them all)."""
         logits = self._forward(token_ids, position, every_position=False)[-1]
-        return as_log_probs(logits) if self.log_probs and self.deployment.tail_model is not None else logits
+        computed_here = self._remote is None or self.deployment.tail_model is not None
+        return as_log_probs(logits) if self.log_probs and computed_here else logits
 
     def logits(self, token_ids: list[int], position: int) -> torch.Tensor:
         """Logits [S, V] of every one of `token_ids` (teacher forcing: one step scores a whole sequence)."""

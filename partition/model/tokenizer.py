@@ -39,6 +39,34 @@ class Tokenizer:
         `n * max_token_bytes` cannot become n tokens or fewer, which is known before tokenizing it."""
         return max(len(token.encode("utf-8")) for token in self.backend.get_vocab())
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes of text one token stands for (part of a character, for some): what a reply's
+        log-probabilities show for it, since decoding it alone may not give them back."""
+        token = self.backend.id_to_token(token_id) or ""
+        if token_id in self._special_ids:
+            return token.encode("utf-8")
+        if self._byte_level:  # each byte spelled by one character (GPT-2's table)
+            if all(c in _BYTE_OF_CHARACTER for c in token):
+                return bytes(_BYTE_OF_CHARACTER[c] for c in token)
+            return token.encode("utf-8")
+        if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):  # SentencePiece's bytes
+            try:
+                return bytes([int(token[3:5], 16)])
+            except ValueError:
+                pass
+        return token.replace("\u2581", " ").encode("utf-8")
+
+    @cached_property
+    def _byte_level(self) -> bool:
+        decoder = self.backend.decoder
+        return decoder is not None and b'"ByteLevel"' in decoder.__getstate__()
+
+    @cached_property
+    def _special_ids(self) -> frozenset[int]:
+        return frozenset(
+            id_ for id_, added in self.backend.get_added_tokens_decoder().items() if added.special
+        )
+
     def token_id(self, token: str | None) -> int | None:
         return None if token is None else self.backend.token_to_id(token)
 
@@ -65,6 +93,21 @@ class Tokenizer:
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = raise_exception
         return env.from_string(self.chat_template)
+
+
+def _byte_of_character() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, read backwards: the printable bytes stand for themselves, and every
+    other byte for the character 256 places on, in byte order."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("\xa1"), ord("\xac") + 1),
+        *range(ord("\xae"), 256),
+    ]
+    shifted = [b for b in range(256) if b not in printable]
+    return {chr(b): b for b in printable} | {chr(256 + n): b for n, b in enumerate(shifted)}
+
+
+_BYTE_OF_CHARACTER = _byte_of_character()
 
 
 def load_tokenizer(source) -> Tokenizer:

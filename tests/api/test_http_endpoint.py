@@ -161,6 +161,69 @@ def test_completions_continue_text_or_token_ids_for_16_tokens_by_default(api, sm
     assert by_text["choices"][0]["text"] == whole_model_greedy(smollm2, smollm2_whole, ids, 16)
 
 
+def whole_model_logprobs(smollm2, smollm2_whole, prompt_ids: list[int], max_new_tokens: int, top: int):
+    """The whole model's greedy tokens with their log-probabilities, in this process."""
+    eos = tuple(set(smollm2.spec.eos_token_ids) | set(load_tokenizer(smollm2).eos_ids))
+    context = len(prompt_ids) + max_new_tokens
+    cache = smollm2_whole.new_cache(slots=1, max_len=context)
+    request = GenerationRequest(prompt_ids, max_new_tokens, context=context, logprobs=top)
+    step = local_step(smollm2_whole, cache, log_probs=True)
+    return generate(step, request, eos, load_tokenizer(smollm2).decode).logprobs
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_chat_answer_brings_each_tokens_log_probability_and_its_likeliest_alternatives(
+    api, smollm2, smollm2_whole, stream
+):
+    """The head runs on the worker, which sends back only its top 64: each token still comes with the
+    whole model's log-probability, its bytes, and its 3 likeliest alternatives; streamed, each chunk
+    brings those of the tokens its text came from."""
+    body = {"messages": QUESTION, "temperature": 0, "max_tokens": 12, "logprobs": True, "top_logprobs": 3}
+    status, reply = request(api, "POST", "/v1/chat/completions", body | {"stream": stream})
+    assert status == 200, reply
+    if stream:
+        chunks = [e for e in events(reply) if e != "[DONE]"]
+        assert chunks[0]["choices"][0]["logprobs"] is None  # the role's chunk: no token yet
+        content = [t for c in chunks[1:] for t in c["choices"][0]["logprobs"]["content"]]
+        text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+        assert sum(1 for c in chunks[1:] if c["choices"][0]["logprobs"]["content"]) > 3  # as they came
+    else:
+        (choice,) = reply["choices"]
+        content, text = choice["logprobs"]["content"], choice["message"]["content"]
+        assert choice["logprobs"]["refusal"] is None and len(content) == reply["usage"]["completion_tokens"]
+    expected = whole_model_logprobs(smollm2, smollm2_whole, chat_prompt_ids(smollm2), 12, 3)
+    assert len(content) == len(expected) > 3  # "The capital of France is Paris." and EOS
+    assert bytes(b for token in content for b in token["bytes"]).decode() == text
+    tokenizer = load_tokenizer(smollm2)
+    for token, want in zip(content, expected, strict=True):
+        assert token["token"] == tokenizer.token_bytes(want.token_id).decode(errors="replace")
+        assert token["logprob"] == pytest.approx(want.logprob, abs=1e-4) and token["logprob"] <= 0
+        alternatives = token["top_logprobs"]
+        assert [a["bytes"] for a in alternatives] == [list(tokenizer.token_bytes(i)) for i, _ in want.top]
+        assert [a["logprob"] for a in alternatives] == pytest.approx([lp for _, lp in want.top], abs=1e-4)
+        assert alternatives[0]["token"] == token["token"]  # greedy: the likeliest one was taken
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_completion_brings_its_tokens_log_probabilities_in_the_legacy_shape(
+    api, smollm2, smollm2_whole, stream
+):
+    body = {"prompt": "Once upon a time", "temperature": 0, "max_tokens": 10, "logprobs": 2}
+    status, reply = request(api, "POST", "/v1/completions", body | {"stream": stream})
+    assert status == 200, reply
+    choices = [e["choices"][0] for e in events(reply) if e != "[DONE]"] if stream else reply["choices"]
+    keys = ("tokens", "token_logprobs", "top_logprobs", "text_offset")
+    said = {key: [v for choice in choices for v in choice["logprobs"][key]] for key in keys}
+    text = "".join(choice["text"] for choice in choices)
+    ids = load_tokenizer(smollm2).encode("Once upon a time")
+    expected = whole_model_logprobs(smollm2, smollm2_whole, ids, 10, 2)
+    assert "".join(said["tokens"]) == text and len(said["tokens"]) == 10
+    assert said["text_offset"] == [len("".join(said["tokens"][:i])) for i in range(10)]
+    assert said["token_logprobs"] == pytest.approx([e.logprob for e in expected], abs=1e-4)
+    assert all(len(top) == 2 and max(top.values()) == pytest.approx(lp, abs=1e-4)
+               for top, lp in zip(said["top_logprobs"], said["token_logprobs"], strict=True))  # fmt: skip
+
+
 def test_fields_we_cannot_honour_are_taken_at_their_off_values_and_stop_strings_up_to_the_limits(api):
     body = {
         "messages": QUESTION,
@@ -244,7 +307,30 @@ def test_a_one_token_answer_is_strict_json_with_null_for_its_undefined_tpot(api)
         ("/v1/embeddings", {"input": "x"}, 404, None, "/v1/chat/completions"),
         ("/v1/chat/completions", {"model": "gpt-4o", "messages": QUESTION}, 404, "model", "'smollm2-135m'"),
         ("/v1/chat/completions", {"messages": QUESTION, "n": 2}, 400, "n", "n=2 is not supported"),
-        ("/v1/chat/completions", {"messages": QUESTION, "logprobs": True}, 400, "logprobs", "leave it out"),
+        (
+            "/v1/chat/completions",
+            {"messages": QUESTION, "top_logprobs": 3},
+            400,
+            "top_logprobs",
+            "logprobs: true",
+        ),
+        (
+            "/v1/chat/completions",
+            {"messages": QUESTION, "logprobs": True, "top_logprobs": 21},
+            400,
+            "top_logprobs",
+            "[0, 20]",
+        ),
+        ("/v1/chat/completions", {"messages": QUESTION, "logprobs": 3}, 400, "logprobs", "true or false"),
+        ("/v1/completions", {"prompt": "x", "logprobs": True}, 400, "logprobs", "[0, 20]"),
+        (
+            "/v1/completions",
+            {"prompt": "x", "top_logprobs": 2},
+            400,
+            "top_logprobs",
+            "did you mean 'logprobs'",
+        ),
+        ("/v1/completions", {"prompt": "x", "prompt_logprobs": 1}, 400, "prompt_logprobs", "leave it out"),
         ("/v1/chat/completions", {"messages": QUESTION, "min_tokens": 30}, 400, "min_tokens", "leave it out"),
         ("/v1/completions", {"prompt": "x", "stop_token_ids": [7042]}, 400, "stop_token_ids", "leave it out"),
         ("/v1/completions", {"prompt": "x", "ignore_eos": True}, 400, "ignore_eos", "leave it out"),

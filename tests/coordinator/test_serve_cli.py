@@ -56,6 +56,31 @@ def test_serve_spawn_local_answers_paris_with_per_hop_metrics(smollm2, tmp_path)
     assert out["hops_of"] == "decode steps"
 
 
+def test_serve_and_generate_write_the_same_log_probabilities(smollm2, tmp_path):
+    """The head on a worker, which sends back only its top 64 logits: serve's --logprobs are still the
+    whole model's, as `generate --logprobs` writes them."""
+    path = tmp_path / "plan.json"
+    save_plan(split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")]), path)
+    asked = ["--prompt", "The capital of France is", "--max-new-tokens", "6", "--json", "--logprobs", "3"]
+    outputs = []
+    for command in (["serve", "--plan", str(path), "--spawn-local"], ["generate"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "partition", *command, "--threads", "1", *asked],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs.append(json.loads(result.stdout))
+    served, generated = outputs
+    assert served["token_ids"] == generated["token_ids"] and len(served["token_ids"]) == 6
+    for ours, theirs in zip(served["logprobs"]["content"], generated["logprobs"]["content"], strict=True):
+        assert ours["bytes"] == theirs["bytes"] and len(ours["top_logprobs"]) == 3
+        assert ours["logprob"] == pytest.approx(theirs["logprob"], abs=1e-4) and ours["logprob"] < 0
+        assert [t["logprob"] for t in ours["top_logprobs"]] == pytest.approx(
+            [t["logprob"] for t in theirs["top_logprobs"]], abs=1e-4
+        )
+    assert "".join(t["token"] for t in served["logprobs"]["content"]) == served["text"]
+
+
 def test_an_answer_of_one_token_reports_the_hops_of_its_prompt(smollm2, tmp_path):
     save_plan(
         split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")]), tmp_path / "p.json"

@@ -140,8 +140,9 @@ def test_lossy_codecs_agree_on_97_percent_of_256_tokens(
         ("2-stages", GREEDY, "top-k"),  # the head on a worker: it normalizes, then sends the top K
         ("2-stages", SamplingParams(temperature=0.9, top_p=0.95, seed=11), "raw"),  # it sends them all
         ("3-stages-edge-ends", GREEDY, ""),  # the head on the edge: normalized here
+        ("1-stage", GREEDY, ""),  # all of it on the edge
     ],
-    ids=["head-on-worker-greedy", "head-on-worker-top-p", "head-on-edge"],
+    ids=["head-on-worker-greedy", "head-on-worker-top-p", "head-on-edge", "all-on-edge"],
 )
 def test_a_split_reports_the_whole_models_log_probabilities(
     smollm2, smollm2_whole, workers, prompt, split, sampling, codec_back
@@ -151,7 +152,8 @@ def test_a_split_reports_the_whole_models_log_probabilities(
     request = GenerationRequest(prompt, n, sampling=sampling, context=context, logprobs=top)
     cache = smollm2_whole.new_cache(1, context)
     reference = generate(local_step(smollm2_whole, cache, log_probs=True), request, (), lambda ids: "")
-    deployment = deploy(_plan(smollm2, SPLITS[split], "raw"), workers, max_context=512, max_sessions=2)
+    chain = SPLITS.get(split, [("phone", 0, 32)])
+    deployment = deploy(_plan(smollm2, chain, "raw"), workers, max_context=512, max_sessions=2)
     try:
         session = PipelineSession(deployment, context=context, sampling=sampling, log_probs=True)
         result = generate(session.step, request, eos_ids=(), decode=lambda ids: "")

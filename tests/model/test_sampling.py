@@ -121,3 +121,11 @@ def test_a_temperature_near_0_draws_the_largest_logit_and_an_infinite_one_is_ref
     assert Sampler(SamplingParams(temperature=1.0, top_p=1e-50, seed=0))(logits) == 1
     with pytest.raises(SamplingError, match="temperature must be a finite number >= 0"):
         SamplingParams(temperature=float("inf"))
+
+
+def test_every_alternative_a_request_may_ask_for_is_among_the_logits_a_worker_sends_back():
+    from partition.cli.prompting import MAX_LOGPROBS_ARGUMENT
+    from partition.model.generation import MAX_TOP_LOGPROBS
+    from partition.types import RETURN_TOP_K
+
+    assert MAX_LOGPROBS_ARGUMENT == MAX_TOP_LOGPROBS <= RETURN_TOP_K

@@ -1,0 +1,62 @@
+"""Log-probabilities in OpenAI's shapes (serve --http): a chat reply's `logprobs.content` and a text
+completion's `logprobs` (tokens, token_logprobs, top_logprobs, text_offset), whole or chunk by chunk.
+
+Each token is shown as its text and, in chat, its bytes: a token may hold part of a character, which its
+text alone shows as U+FFFD.
+"""
+
+from __future__ import annotations
+
+from partition.api.requests import CHAT
+from partition.model.generation import TokenLogprob
+
+# What a log-probability too small for float32 (-inf) is written as: JSON has no infinity (vLLM's value)
+LOGPROB_FLOOR = -9999.0
+
+
+class LogprobShapes:
+    """Renders the log-probabilities of one request's tokens, in the order they came; a completion's
+    text offsets run on from one call to the next (one call per stream chunk)."""
+
+    def __init__(self, kind: str, tokenizer) -> None:
+        self.kind = kind
+        self.tokenizer = tokenizer
+        self._offset = 0  # characters of the completion's text before the next token
+
+    def render(self, entries: list[TokenLogprob]) -> dict:
+        return self._chat(entries) if self.kind == CHAT else self._completion(entries)
+
+    def _chat(self, entries: list[TokenLogprob]) -> dict:
+        content = []
+        for entry in entries:
+            top = [self._token(token_id, logprob) for token_id, logprob in entry.top]
+            content.append(self._token(entry.token_id, entry.logprob) | {"top_logprobs": top})
+        return {"content": content, "refusal": None}
+
+    def _completion(self, entries: list[TokenLogprob]) -> dict:
+        tokens, offsets = [], []
+        for entry in entries:
+            tokens.append(self._text(entry.token_id))
+            offsets.append(self._offset)
+            self._offset += len(tokens[-1])
+        return {
+            "tokens": tokens,
+            "token_logprobs": [_finite(entry.logprob) for entry in entries],
+            "top_logprobs": [{self._text(i): _finite(lp) for i, lp in entry.top} for entry in entries],
+            "text_offset": offsets,
+        }
+
+    def _token(self, token_id: int, logprob: float) -> dict:
+        raw = self.tokenizer.token_bytes(token_id)
+        return {
+            "token": raw.decode("utf-8", errors="replace"),
+            "logprob": _finite(logprob),
+            "bytes": list(raw),
+        }
+
+    def _text(self, token_id: int) -> str:
+        return self.tokenizer.token_bytes(token_id).decode("utf-8", errors="replace")
+
+
+def _finite(logprob: float) -> float:
+    return logprob if logprob >= LOGPROB_FLOOR else LOGPROB_FLOOR  # NaN too
