@@ -3,12 +3,12 @@
 `POST /v1/chat/completions` takes `messages` (rendered with the model's chat template) and
 `POST /v1/completions` takes `prompt` (text, or token ids). Both take the OpenAI sampling fields
 (`max_tokens` or `max_completion_tokens`, `temperature`, `top_p`, `seed`, `stop`, `stream`,
-`stream_options.include_usage`) and vLLM's `top_k`. Defaults are OpenAI's: temperature 1, and at most
+`stream_options.include_usage`) and vLLM's `top_k`, `stop_token_ids`, `ignore_eos` and `min_tokens`. Defaults are OpenAI's: temperature 1, and at most
 16 new tokens for completions, the rest of the context for chat. Log-probabilities are asked as each
 route's OpenAI shape has it: chat's `logprobs: true` with `top_logprobs: N`, a completion's `logprobs: N`.
 
 A field we cannot honour (`n` > 1, prompt logprobs, penalties, tools, a JSON response format, audio, reasoning
-effort, vLLM's `min_p`, `min_tokens`, `ignore_eos`, `stop_token_ids`, beam search, guided or structured
+effort, vLLM's `min_p`, beam search, guided or structured
 output, allowed or bad words, special tokens in the text, its chat template options) is refused with a
 400 that names it, never silently ignored; fields that change nothing here (`user`, `metadata`, ...) are
 accepted; any other field (a typo) is refused, naming the field it most looks like.
@@ -47,9 +47,6 @@ NEUTRAL = {
     "suffix": (None, ""),
     # vLLM's sampling extras, beside its top_k
     "min_p": (0, None),
-    "min_tokens": (0, None),
-    "ignore_eos": (False, None),
-    "stop_token_ids": (None, []),
     "include_stop_str_in_output": (False, None),
     "use_beam_search": (False, None),
     "allowed_token_ids": (None,),
@@ -101,6 +98,9 @@ COMMON_FIELDS = (
     "top_k",
     "seed",
     "stop",
+    "stop_token_ids",
+    "ignore_eos",
+    "min_tokens",
     "stream",
     "stream_options",
     "response_format",
@@ -112,6 +112,8 @@ _KNOWN_FIELDS = {
 # What stream_options may hold: include_usage, and OpenAI's include_obfuscation, which only pads
 # chunks against length side channels (nothing here). Any other key is refused as a field is.
 STREAM_OPTIONS = frozenset({"include_usage", "include_obfuscation"})
+# Token ids a request may end on (stop_token_ids): each is kept from the sampler until min_tokens
+MAX_STOP_TOKEN_IDS = 256
 # Stop strings a request may give, and characters in each (OpenAI takes 4). Every one is looked for at
 # the end of the text after every token, holding back what could begin one: at these limits 0.56 ms per
 # token at worst on a 2-core host, against 5.8 k strings of 1.2 k characters slowing a decode 8x.
@@ -232,6 +234,9 @@ def text_request(kind: str, body: dict, served: Served) -> TextRequest:
         stop=_stop(body),
         context=len(ids) + max_tokens,
         logprobs=_chat_logprobs(body) if kind == CHAT else _completion_logprobs(body),
+        ignore_eos=_boolean(body, "ignore_eos", False),
+        stop_token_ids=_stop_token_ids(body, served.vocab_size),
+        min_tokens=_min_tokens(body, max_tokens, asked),
     )
     return TextRequest(kind, model, generation, stream, include_usage)
 
@@ -457,6 +462,30 @@ def _stop(body: dict) -> tuple[str, ...]:
             "stop",
         )
     return tuple(stops)
+
+
+def _stop_token_ids(body: dict, vocab: int) -> tuple[int, ...]:
+    ids = body.get("stop_token_ids")
+    if ids is None:
+        return ()
+    if not (isinstance(ids, list) and all(type(i) is int and 0 <= i < vocab for i in ids)):
+        raise ApiError(400, f"stop_token_ids must be a list of token ids in [0, {vocab})", "stop_token_ids")
+    if len(ids) > MAX_STOP_TOKEN_IDS:
+        raise ApiError(
+            400, f"stop_token_ids takes at most {MAX_STOP_TOKEN_IDS} ids, got {len(ids)}", "stop_token_ids"
+        )
+    return tuple(ids)
+
+
+def _min_tokens(body: dict, max_tokens: int, max_field: str) -> int:
+    value = body.get("min_tokens")
+    if value is None:
+        return 0
+    if type(value) is not int or value < 0:
+        raise ApiError(400, f"min_tokens must be a whole number >= 0, got {json.dumps(value)}", "min_tokens")
+    if value > max_tokens:
+        raise ApiError(400, f"min_tokens ({value}) must be at most {max_field} ({max_tokens})", "min_tokens")
+    return value
 
 
 def _boolean(body: dict, name: str, default: bool, param: str | None = None) -> bool:

@@ -31,11 +31,15 @@ from partition.model.sampling import SamplingParams
 from partition.types import RETURN_TOP_K
 
 
-def logits_to_return(sampling: SamplingParams, vocab_size: int) -> int:
+def logits_to_return(sampling: SamplingParams, vocab_size: int, masked: int = 0) -> int:
     """Step.logits_top_k for a sampler: how many logits a worker holding the head sends back (0: all,
-    also for a top-k of the whole vocabulary or more, which the message's 32 bits may not hold)."""
+    also for a top-k of the whole vocabulary or more, which the message's 32 bits may not hold).
+    `masked`: how many of them the sampler may be kept from (GenerationRequest.masked_logits), which
+    must not leave it fewer than it decides among."""
     needed = sampling.deciding_logits
-    return 0 if needed is None or needed >= vocab_size else max(RETURN_TOP_K, needed)
+    if needed is None or needed + masked >= vocab_size:
+        return 0
+    return max(RETURN_TOP_K, needed + masked)
 
 
 class PipelineSession:
@@ -47,11 +51,13 @@ class PipelineSession:
         sampling: SamplingParams | None = None,  # greedy when None
         still_wanted: Callable[[], None] | None = None,  # asked while a step's result is awaited
         log_probs: bool = False,  # `step` gives log-probabilities, not logits
+        masked_logits: int = 0,  # see logits_to_return
     ):
         self.deployment = deployment
         self.still_wanted = still_wanted
         self.log_probs = log_probs
-        self.logits_top_k = logits_to_return(sampling or SamplingParams(), deployment.source.spec.vocab_size)
+        vocab = deployment.source.spec.vocab_size
+        self.logits_top_k = logits_to_return(sampling or SamplingParams(), vocab, masked_logits)
         self.session_id = session_id or uuid.uuid4().hex[:16]
         self.context = context or deployment.max_context
         if self.context > deployment.max_context:

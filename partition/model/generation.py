@@ -55,6 +55,21 @@ class GenerationRequest:
     context: int = 2048  # tokens the caches hold: prompt + generated must fit
     # None: no log-probabilities; N: each token's, and the N likeliest at its position (<= MAX_TOP_LOGPROBS)
     logprobs: int | None = None
+    # vLLM's: EOS taken as any other token; these ids end the answer as EOS does (neither is part of it);
+    # before min_tokens new tokens, neither can be drawn and no stop string ends the answer
+    ignore_eos: bool = False
+    stop_token_ids: tuple[int, ...] = ()
+    min_tokens: int = 0
+
+    def ending_ids(self, eos_ids: tuple[int, ...]) -> frozenset[int]:
+        """The token ids that end the answer (not part of it): the model's EOS unless ignored, and
+        stop_token_ids."""
+        return frozenset(self.stop_token_ids) | (frozenset() if self.ignore_eos else frozenset(eos_ids))
+
+    def masked_logits(self, eos_ids: tuple[int, ...]) -> int:
+        """How many logits are kept from the sampler for a while (min_tokens): a worker holding the
+        head sends that many more of the largest, so that what the sampler picks from stays whole."""
+        return len(self.ending_ids(eos_ids)) if self.min_tokens else 0
 
 
 def prompt_overflow(prompt_tokens: int, max_context: int, holder: str) -> str | None:
@@ -125,8 +140,12 @@ class TextStream:
     whole text is decoded once, by `text()`.
     """
 
-    def __init__(self, decode: Callable[[list[int]], str], stop: tuple[str, ...]):
+    def __init__(self, decode: Callable[[list[int]], str], stop: tuple[str, ...], min_tokens: int = 0):
         self.decode, self.stop = decode, stop
+        # A stop string ends the text only where it ends after the first `min_tokens` tokens' text (as
+        # vLLM looks for none before then): from this character on, once known
+        self.min_tokens = min_tokens
+        self._stops_from: int | None = 0 if min_tokens == 0 else None
         self.ids: list[int] = []
         self._text = ""  # text of ids[:_read], whole characters only
         self._context = 0  # ids[_context:_read] are decoded again before the newer tokens
@@ -149,8 +168,14 @@ class TextStream:
         if len(whole) == len(text):  # the next push decodes only tokens after these
             self._text, self._known = text, added
             self._context, self._read = self._read, len(self.ids)
+        if self._stops_from is None and len(self.ids) >= self.min_tokens:
+            self._stops_from = len(whole)  # stop strings count once they end after this
         # A stop string found now ends in the new text, so it starts at most len(stop) - 1 before it.
-        found = (whole.find(s, max(0, self._searched - len(s) + 1)) for s in self.stop)
+        if self._stops_from is None or len(self.ids) == self.min_tokens:
+            found = iter(())
+        else:
+            searched = max(self._searched, self._stops_from)
+            found = (whole.find(s, max(0, searched - len(s) + 1)) for s in self.stop)
         cuts = [cut for cut in found if cut != -1]
         self._searched = len(whole)
         if cuts:
@@ -160,7 +185,9 @@ class TextStream:
 
     def text(self) -> str:
         full = self.decode(self.ids)
-        cuts = [full.find(s) for s in self.stop if s in full]
+        start = len(full) if self._stops_from is None else self._stops_from
+        found = (full.find(s, max(0, start - len(s) + 1)) for s in self.stop)
+        cuts = [cut for cut in found if cut != -1]
         return full[: min(cuts)] if cuts else full
 
     def _emit(self, text: str, final: bool) -> str:
@@ -199,14 +226,19 @@ def generate(
         prompt_token_ids=list(prompt), start_s=time.perf_counter() if arrival_s is None else arrival_s
     )
     sampler = Sampler(request.sampling)
-    stream = TextStream(decode, request.stop)
+    stream = TextStream(decode, request.stop, request.min_tokens)
     budget = min(request.max_new_tokens, request.context - len(prompt))
+    ending = request.ending_ids(eos_ids)
+    held_back = torch.tensor(sorted(ending), dtype=torch.long)  # until min_tokens
     logits = step(list(prompt), 0)
     position = len(prompt)
     while len(result.token_ids) < budget:
-        token = sampler(logits)
-        if token in eos_ids:
-            result.finish_reason = "eos"
+        if len(result.token_ids) < request.min_tokens and len(held_back):
+            token = sampler(logits.index_fill(0, held_back, float("-inf")))
+        else:
+            token = sampler(logits)
+        if token in ending:
+            result.finish_reason = "stop" if token in request.stop_token_ids else "eos"
             break
         result.token_times_s.append(time.perf_counter())
         result.token_ids.append(token)

@@ -204,6 +204,43 @@ def test_a_chat_answer_brings_each_tokens_log_probability_and_its_likeliest_alte
         assert alternatives[0]["token"] == token["token"]  # greedy: the likeliest one was taken
 
 
+def test_ignore_eos_min_tokens_and_stop_token_ids_end_the_answer_where_vllms_would(
+    api, smollm2, smollm2_whole
+):
+    """The greedy answer to QUESTION ends with EOS after a few tokens. ignore_eos takes it as a token and
+    goes on to max_tokens (what a benchmark of fixed lengths asks); min_tokens keeps EOS from being
+    drawn before then, with the head on the worker sending back only its top logits, so each token
+    is the whole model's choice without EOS; a stop token id ends the answer before it."""
+    prompt_ids = chat_prompt_ids(smollm2)
+    tokenizer = load_tokenizer(smollm2)
+    eos = tuple(set(smollm2.spec.eos_token_ids) | set(tokenizer.eos_ids))
+
+    def whole_model(max_tokens: int, **fields) -> list[int]:
+        cache = smollm2_whole.new_cache(slots=1, max_len=len(prompt_ids) + max_tokens)
+        request = GenerationRequest(prompt_ids, max_tokens, context=len(prompt_ids) + max_tokens, **fields)
+        return generate(local_step(smollm2_whole, cache), request, eos, tokenizer.decode).token_ids
+
+    def answer(**fields) -> tuple[list[int], str, int]:
+        body = {"messages": QUESTION, "temperature": 0, "max_tokens": 16, **fields}
+        status, reply = request(api, "POST", "/v1/chat/completions", body)
+        assert status == 200, reply
+        (choice,) = reply["choices"]
+        ids = tokenizer.encode(choice["message"]["content"], add_special=False)
+        return ids, choice["finish_reason"], reply["usage"]["completion_tokens"]
+
+    plain = whole_model(16)
+    assert len(plain) < 12
+    ids, finish, used = answer(ignore_eos=True)
+    assert (finish, used) == ("length", 16)
+    assert ids[: len(plain)] == plain  # then EOS (not in the text) and what follows it
+    longer = whole_model(16, min_tokens=12)
+    assert len(longer) >= 12 and longer[: len(plain)] == plain
+    ids, finish, used = answer(min_tokens=12)
+    assert used == len(longer) >= 12 and ids == longer
+    ids, finish, used = answer(stop_token_ids=[plain[2]])
+    assert (ids, finish, used) == (plain[:2], "stop", 2)
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_a_completion_brings_its_tokens_log_probabilities_in_the_legacy_shape(
     api, smollm2, smollm2_whole, stream
@@ -331,9 +368,30 @@ def test_a_one_token_answer_is_strict_json_with_null_for_its_undefined_tpot(api)
             "did you mean 'logprobs'",
         ),
         ("/v1/completions", {"prompt": "x", "prompt_logprobs": 1}, 400, "prompt_logprobs", "leave it out"),
-        ("/v1/chat/completions", {"messages": QUESTION, "min_tokens": 30}, 400, "min_tokens", "leave it out"),
-        ("/v1/completions", {"prompt": "x", "stop_token_ids": [7042]}, 400, "stop_token_ids", "leave it out"),
-        ("/v1/completions", {"prompt": "x", "ignore_eos": True}, 400, "ignore_eos", "leave it out"),
+        (
+            "/v1/chat/completions",
+            {"messages": QUESTION, "min_tokens": 30, "max_tokens": 10},
+            400,
+            "min_tokens",
+            "min_tokens (30) must be at most max_tokens (10)",
+        ),
+        ("/v1/chat/completions", {"messages": QUESTION, "min_tokens": -1}, 400, "min_tokens", ">= 0"),
+        ("/v1/completions", {"prompt": "x", "stop_token_ids": [49152]}, 400, "stop_token_ids", "[0, 49152)"),
+        (
+            "/v1/completions",
+            {"prompt": "x", "stop_token_ids": 2},
+            400,
+            "stop_token_ids",
+            "a list of token ids",
+        ),
+        (
+            "/v1/completions",
+            {"prompt": "x", "stop_token_ids": [2] * 257},
+            400,
+            "stop_token_ids",
+            "at most 256",
+        ),
+        ("/v1/completions", {"prompt": "x", "ignore_eos": 1}, 400, "ignore_eos", "true or false"),
         ("/v1/completions", {"prompt": "x", "min_p": 0.5}, 400, "min_p", "leave it out"),
         ("/v1/chat/completions", {"messages": QUESTION, "temperature": 3}, 400, "temperature", "[0, 2]"),
         (

@@ -113,6 +113,60 @@ def test_generate_records_each_tokens_log_probability_before_its_text_and_none_f
     assert generate(step, GenerationRequest([1], 10, context=64), (2,), lambda ids: "").logprobs == []
 
 
+def scripted(*favourites: int):
+    """A step whose logits favour each of `favourites` in turn, then token 4, then 5 (the runners-up)."""
+    script = iter(favourites)
+
+    def step(ids, position):
+        logits = torch.zeros(10)
+        logits[4], logits[5] = 2.0, 1.0
+        logits[next(script, 4)] = 3.0
+        return logits
+
+    return step
+
+
+def test_ignore_eos_takes_eos_as_a_token_and_stop_token_ids_end_the_answer_as_eos_does():
+    def run(**fields):
+        request = GenerationRequest([1], max_new_tokens=4, context=64, **fields)
+        return generate(scripted(6, 2, 7, 8), request, (2,), lambda ids: "")
+
+    assert (run().token_ids, run().finish_reason) == ([6], "eos")
+    ignoring = run(ignore_eos=True)
+    assert (ignoring.token_ids, ignoring.finish_reason) == ([6, 2, 7, 8], "length")
+    stopped = run(ignore_eos=True, stop_token_ids=(7,))
+    assert (stopped.token_ids, stopped.finish_reason) == ([6, 2], "stop")
+
+
+def test_before_min_tokens_neither_eos_nor_a_stop_token_id_is_drawn():
+    request = GenerationRequest([1], 6, context=64, min_tokens=3, stop_token_ids=(9,), logprobs=1)
+    result = generate(scripted(2, 9, 2, 2, 9), request, (2,), lambda ids: "")
+    # EOS and 9 lead at the first three steps: the runner-up is drawn; at the fourth, EOS ends it
+    assert (result.token_ids, result.finish_reason) == ([4, 4, 4], "eos")
+    # what is reported is the model's own, before anything was kept from the sampler
+    assert [entry.top for entry in result.logprobs] == [((2, 3.0),), ((9, 3.0),), ((2, 3.0),)]
+    greedy = GenerationRequest([1], max_new_tokens=6, context=64, min_tokens=3, stop_token_ids=(9,))
+    assert greedy.masked_logits((2,)) == 2 and GenerationRequest([1]).masked_logits((2,)) == 0
+
+
+def test_a_stop_string_counts_only_where_it_ends_after_min_tokens():
+    pieces = {1: "a", 2: "STOP", 3: "b", 4: "ST", 5: "OP", 6: "c"}
+    decode = lambda ids: "".join(pieces[i] for i in ids)  # noqa: E731
+    stream = TextStream(decode, ("STOP",), min_tokens=2)
+    said = "".join(stream.push(i) for i in (1, 2, 3))
+    assert not stream.stopped and stream.text() == "aSTOPb"  # the first one, within 2 tokens, does not
+    said += stream.push(4) + stream.push(5)
+    assert stream.stopped and said == stream.text() == "aSTOPb"
+    ended = TextStream(decode, ("STOP",), min_tokens=3)
+    for i in (1, 2):
+        ended.push(i)
+    assert ended.text() == "aSTOP"  # ended (by length) before min_tokens: nothing cut
+    straddling = TextStream(decode, ("STOP",), min_tokens=4)
+    for i in (1, 2, 3, 4):
+        straddling.push(i)
+    assert straddling.push(5) == "" and straddling.stopped and straddling.text() == "aSTOPb"
+
+
 def test_a_temperature_near_0_draws_the_largest_logit_and_an_infinite_one_is_refused():
     logits = torch.tensor([1.0, 3.0, 2.0, float("-inf")])
     assert Sampler(SamplingParams(temperature=1e-40, seed=0))(logits) == 1  # 3 / 1e-40 would be inf
