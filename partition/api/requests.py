@@ -368,13 +368,7 @@ def _chat_logprobs(body: dict) -> int | None:
     """How many alternatives each token's log-probability comes with, or None: `logprobs: true` asks,
     `top_logprobs` says how many (OpenAI's rule: only with `logprobs: true`)."""
     asked = _boolean(body, "logprobs", False)
-    top = body.get("top_logprobs")
-    if top is not None and (type(top) is not int or not 0 <= top <= MAX_TOP_LOGPROBS):
-        raise ApiError(
-            400,
-            f"top_logprobs must be a whole number in [0, {MAX_TOP_LOGPROBS}], got {json.dumps(top)}",
-            "top_logprobs",
-        )
+    top = _alternatives(body, "top_logprobs")
     if top and not asked:
         raise ApiError(
             400, "top_logprobs needs logprobs: true; set it, or leave top_logprobs out", "top_logprobs"
@@ -384,12 +378,17 @@ def _chat_logprobs(body: dict) -> int | None:
 
 def _completion_logprobs(body: dict) -> int | None:
     """A completion's `logprobs: N`: each token's log-probability with the N likeliest in its place."""
-    value = body.get("logprobs")
+    return _alternatives(body, "logprobs")
+
+
+def _alternatives(body: dict, name: str) -> int | None:
+    """`name`'s count of likeliest tokens to show per token, None when it is absent or null."""
+    value = body.get(name)
     if value is not None and (type(value) is not int or not 0 <= value <= MAX_TOP_LOGPROBS):
         raise ApiError(
             400,
-            f"logprobs must be a whole number in [0, {MAX_TOP_LOGPROBS}] (or null), got {json.dumps(value)}",
-            "logprobs",
+            f"{name} must be a whole number in [0, {MAX_TOP_LOGPROBS}] (or null), got {json.dumps(value)}",
+            name,
         )
     return value
 
