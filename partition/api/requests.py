@@ -3,15 +3,16 @@
 `POST /v1/chat/completions` takes `messages` (rendered with the model's chat template) and
 `POST /v1/completions` takes `prompt` (text, or token ids). Both take the OpenAI sampling fields
 (`max_tokens` or `max_completion_tokens`, `temperature`, `top_p`, `seed`, `stop`, `stream`,
-`stream_options.include_usage`) and vLLM's `top_k`, `stop_token_ids`, `ignore_eos` and `min_tokens`. Defaults are OpenAI's: temperature 1, and at most
-16 new tokens for completions, the rest of the context for chat. Log-probabilities are asked as each
-route's OpenAI shape has it: chat's `logprobs: true` with `top_logprobs: N`, a completion's `logprobs: N`.
+`stream_options.include_usage`) and vLLM's `top_k`, `stop_token_ids`, `ignore_eos` and `min_tokens`.
+Defaults are OpenAI's: temperature 1, and at most 16 new tokens for completions, the rest of the
+context for chat. Log-probabilities are asked as each route's OpenAI shape has it: chat's
+`logprobs: true` with `top_logprobs: N`, a completion's `logprobs: N`.
 
-A field we cannot honour (`n` > 1, prompt logprobs, penalties, tools, a JSON response format, audio, reasoning
-effort, vLLM's `min_p`, beam search, guided or structured
-output, allowed or bad words, special tokens in the text, its chat template options) is refused with a
-400 that names it, never silently ignored; fields that change nothing here (`user`, `metadata`, ...) are
-accepted; any other field (a typo) is refused, naming the field it most looks like.
+A field we cannot honour (`n` > 1, prompt logprobs, penalties, tools, a JSON response format, audio,
+reasoning effort, vLLM's `min_p`, beam search, guided or structured output, allowed or bad words,
+special tokens in the text, its chat template options) is refused with a 400 that names it, never
+silently ignored; fields that change nothing here (`user`, `metadata`, ...) are accepted; any other
+field (a typo) is refused, naming the field it most looks like.
 """
 
 from __future__ import annotations
