@@ -23,8 +23,10 @@ class LogprobShapes:
         self.tokenizer = tokenizer
         self._offset = 0  # characters of the completion's text before the next token
 
-    def render(self, entries: list[TokenLogprob]) -> dict:
-        return self._chat(entries) if self.kind == CHAT else self._completion(entries)
+    def render(self, entries: list[TokenLogprob], unscored: int | None = None) -> dict:
+        """`unscored`: a completion's echoed prompt begins with this token, which nothing came before:
+        it is shown with null for its log-probabilities."""
+        return self._chat(entries) if self.kind == CHAT else self._completion(entries, unscored)
 
     def _chat(self, entries: list[TokenLogprob]) -> dict:
         content = []
@@ -33,16 +35,18 @@ class LogprobShapes:
             content.append(self._token(entry.token_id, entry.logprob) | {"top_logprobs": top})
         return {"content": content, "refusal": None}
 
-    def _completion(self, entries: list[TokenLogprob]) -> dict:
+    def _completion(self, entries: list[TokenLogprob], unscored: int | None) -> dict:
+        ids = ([] if unscored is None else [unscored]) + [entry.token_id for entry in entries]
         tokens, offsets = [], []
-        for entry in entries:
-            tokens.append(self._text(entry.token_id))
+        for token_id in ids:
+            tokens.append(self._text(token_id))
             offsets.append(self._offset)
             self._offset += len(tokens[-1])
+        lead = [] if unscored is None else [None]
         return {
             "tokens": tokens,
-            "token_logprobs": [_finite(entry.logprob) for entry in entries],
-            "top_logprobs": [{self._text(i): _finite(lp) for i, lp in entry.top} for entry in entries],
+            "token_logprobs": lead + [_finite(entry.logprob) for entry in entries],
+            "top_logprobs": lead + [{self._text(i): _finite(lp) for i, lp in entry.top} for entry in entries],
             "text_offset": offsets,
         }
 

@@ -46,8 +46,13 @@ class ReplyIds:
         if self.request.kind == CHAT:
             choice = {"index": 0, "message": {"role": "assistant", "content": result.text}}
         else:
-            choice = {"index": 0, "text": result.text}
-        logprobs = self.logprobs.render(result.logprobs) if self.logprobs else None
+            choice = {"index": 0, "text": (self.request.echo or "") + result.text}
+        logprobs = None
+        if self.logprobs and self.request.echo is not None:  # the prompt's tokens first, scored
+            first = result.prompt_token_ids[0]
+            logprobs = self.logprobs.render(result.prompt_logprobs + result.logprobs, unscored=first)
+        elif self.logprobs:
+            logprobs = self.logprobs.render(result.logprobs)
         choice |= {"logprobs": logprobs, "finish_reason": finish}
         return self._envelope(self.object, [choice]) | {"usage": usage(result), "partition": answer.report()}
 

@@ -106,9 +106,13 @@ COMMON_FIELDS = (
     "stream_options",
     "response_format",
 )
+# The fields one route reads and the other does not (chat's echo, vLLM's, is taken only when off)
+OWN_FIELDS = {
+    CHAT: frozenset({"messages", "logprobs", "top_logprobs"}),
+    COMPLETION: frozenset({"prompt", "logprobs", "echo"}),
+}
 _KNOWN_FIELDS = {
-    kind: frozenset({*own, *COMMON_FIELDS, *NEUTRAL, *NO_EFFECT})
-    for kind, own in ((CHAT, ("messages", "logprobs", "top_logprobs")), (COMPLETION, ("prompt", "logprobs")))
+    kind: frozenset({*own, *COMMON_FIELDS, *NEUTRAL, *NO_EFFECT}) for kind, own in OWN_FIELDS.items()
 }
 # What stream_options may hold: include_usage, and OpenAI's include_obfuscation, which only pads
 # chunks against length side channels (nothing here). Any other key is refused as a field is.
@@ -163,6 +167,7 @@ class TextRequest:
     generation: GenerationRequest
     stream: bool
     include_usage: bool  # stream_options.include_usage: a last chunk with the token counts
+    echo: str | None = None  # a completion's `echo`: the prompt's text, which the answer's text begins with
 
 
 def parse_body(data: bytes) -> dict:
@@ -192,6 +197,8 @@ def text_request(kind: str, body: dict, served: Served) -> TextRequest:
         )
     _check_known(kind, body)
     for name, neutral in NEUTRAL.items():
+        if name in OWN_FIELDS[kind]:
+            continue
         value = body.get(name)
         if not any(_same(value, v) for v in neutral):
             raise ApiError(400, f"{name}={json.dumps(value)} is not supported here; leave it out", name)
@@ -228,18 +235,21 @@ def text_request(kind: str, body: dict, served: Served) -> TextRequest:
             raise ApiError(400, f"unknown field {where!r}{hint}; leave it out", where)
     include_usage = _boolean(options or {}, "include_usage", False, "stream_options.include_usage")
     _boolean(options or {}, "include_obfuscation", True, "stream_options.include_obfuscation")
+    logprobs = _chat_logprobs(body) if kind == CHAT else _completion_logprobs(body)
+    echo = _echo(body, served, ids, stream) if kind == COMPLETION else None
     generation = GenerationRequest(
         prompt_ids=ids,
         max_new_tokens=max_tokens,
         sampling=_sampling(body),
         stop=_stop(body),
         context=len(ids) + max_tokens,
-        logprobs=_chat_logprobs(body) if kind == CHAT else _completion_logprobs(body),
+        logprobs=logprobs,
         ignore_eos=_boolean(body, "ignore_eos", False),
         stop_token_ids=_stop_token_ids(body, served.vocab_size),
         min_tokens=_min_tokens(body, max_tokens, asked),
+        prompt_logprobs=logprobs if echo is not None else None,
     )
-    return TextRequest(kind, model, generation, stream, include_usage)
+    return TextRequest(kind, model, generation, stream, include_usage, echo)
 
 
 def _check_known(kind: str, body: dict) -> None:
@@ -392,6 +402,19 @@ def _alternatives(body: dict, name: str) -> int | None:
             name,
         )
     return value
+
+
+def _echo(body: dict, served: Served, ids: list[int], stream: bool) -> str | None:
+    """The prompt's text, for a completion that asks to `echo` it (with `logprobs`, the prompt's tokens
+    are scored too: what evaluation harnesses ask); None when it does not."""
+    if not _boolean(body, "echo", False):
+        return None
+    if stream:
+        raise ApiError(400, "echo is answered whole here: send it without stream", "echo")
+    prompt = body["prompt"]
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
+        prompt = prompt[0]  # a batch of one
+    return prompt if isinstance(prompt, str) else served.tokenizer.decode(ids)
 
 
 def _max_tokens(body: dict, default: int) -> tuple[int, str]:

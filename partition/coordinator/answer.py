@@ -200,8 +200,9 @@ class Answerer:
             try:
                 self._admit(session)
                 result = generate(
-                    session.step, request, self.eos_ids, self.tokenizer.decode, on_text, arrival_s, on_token
-                )
+                    session.step, request, self.eos_ids, self.tokenizer.decode, on_text, arrival_s, on_token,
+                    session.scores,
+                )  # fmt: skip
             except BaseException as error:
                 with contextlib.suppress(Exception):  # ending fails the same way; the first error says why
                     if isinstance(error, StageCallError):

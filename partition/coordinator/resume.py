@@ -87,6 +87,13 @@ class ResumingSession:
 
     def step(self, token_ids: list[int], position: int) -> torch.Tensor:
         """Logits [V] of the last of `token_ids`, placed at `position`.. (as PipelineSession.step)."""
+        return self._run(token_ids, position, every_position=False)
+
+    def scores(self, token_ids: list[int]) -> torch.Tensor:
+        """Log-probabilities [S, V] of every one of `token_ids`, from position 0 (PipelineSession.scores)."""
+        return self._run(token_ids, 0, every_position=True)
+
+    def _run(self, token_ids: list[int], position: int, every_position: bool) -> torch.Tensor:
         if position != len(self._seen):
             raise ValueError(f"step at position {position}, but the session holds {len(self._seen)} tokens")
         while True:
@@ -94,7 +101,12 @@ class ResumingSession:
                 if self.session is None:  # first, or lost: a new one sees every earlier token at once
                     self._on, self._mark = self._current(), self._reload_mark()
                     self.session = self._open_session(self._on)
-                    logits = self.session.step(self._seen + token_ids, 0)
+                    if every_position:  # a prompt's prefill, scored: nothing was seen before it
+                        logits = self.session.scores(token_ids)
+                    else:
+                        logits = self.session.step(self._seen + token_ids, 0)
+                elif every_position:
+                    raise ValueError("only the first step, from position 0, is scored")
                 else:
                     logits = self.session.step(token_ids, position)
                 break

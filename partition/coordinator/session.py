@@ -93,6 +93,12 @@ class PipelineSession:
         computed_here = self._remote is None or self.deployment.tail_model is not None
         return as_log_probs(logits) if self.log_probs and computed_here else logits
 
+    def scores(self, token_ids: list[int]) -> torch.Tensor:
+        """Log-probabilities [S, V] of every one of `token_ids`, placed from position 0 (a prompt's
+        prefill when its own log-probabilities are asked for). A worker holding the head sends every
+        logit of every position: vocabulary x 4 bytes per token with the raw codec."""
+        return as_log_probs(self._forward(token_ids, 0, every_position=True))
+
     def logits(self, token_ids: list[int], position: int) -> torch.Tensor:
         """Logits [S, V] of every one of `token_ids` (teacher forcing: one step scores a whole sequence)."""
         return self._forward(token_ids, position, every_position=True)

@@ -22,6 +22,9 @@ from partition.model.sampling import Sampler, SamplingParams
 # for them (the step is built so: the whole vocabulary is at hand only where the head ran, and a worker
 # holding it sends back no more than the largest few)
 Step = Callable[[list[int], int], torch.Tensor]
+# token ids from position 0 -> log-probabilities [S, V] of every one of them (the prefill of a prompt
+# whose own log-probabilities are asked for)
+Scores = Callable[[list[int]], torch.Tensor]
 # The most alternatives a request may ask for per token (OpenAI's limit). A worker holding the head
 # sends back at least RETURN_TOP_K (64) of them, so these are always among what it sends.
 MAX_TOP_LOGPROBS = 20
@@ -60,6 +63,10 @@ class GenerationRequest:
     ignore_eos: bool = False
     stop_token_ids: tuple[int, ...] = ()
     min_tokens: int = 0
+    # None: none; N: each prompt token's log-probability after the first, with the N likeliest in its
+    # place (scoring a text, as a completion's `echo` with `logprobs` asks): the prefill computes the
+    # log-probabilities of every prompt position, not only the last
+    prompt_logprobs: int | None = None
 
     def ending_ids(self, eos_ids: tuple[int, ...]) -> frozenset[int]:
         """The token ids that end the answer (not part of it): the model's EOS unless ignored, and
@@ -104,6 +111,8 @@ class GenerationResult:
     start_s: float = 0.0  # perf_counter when the request started (t0)
     token_times_s: list[float] = field(default_factory=list)  # perf_counter when each token was ready
     logprobs: list[TokenLogprob] = field(default_factory=list)  # one per token id, when the request asked
+    # one per prompt token after the first (which nothing came before), when the request asked
+    prompt_logprobs: list[TokenLogprob] = field(default_factory=list)
 
     @property
     def ttft_s(self) -> float:
@@ -211,10 +220,13 @@ def generate(
     on_text: Callable[[str], None] | None = None,
     arrival_s: float | None = None,
     on_token: Callable[[TokenLogprob], None] | None = None,
+    score: Scores | None = None,
 ) -> GenerationResult:
     """`arrival_s`: perf_counter when the request arrived (t0), if before this call: the wait for a
     session and its opening then count in TTFT, as REFERENCES.md defines it. `on_token` gets each
-    token's log-probabilities (a request that asks for them) before `on_text` gets its text."""
+    token's log-probabilities (a request that asks for them) before `on_text` gets its text. `score`
+    runs the prompt's prefill instead of `step` for a request that asks for the prompt's own
+    log-probabilities."""
     prompt = request.prompt_ids
     if not prompt:
         raise ContextOverflowError("the prompt is empty: give at least one token")
@@ -230,7 +242,15 @@ def generate(
     budget = min(request.max_new_tokens, request.context - len(prompt))
     ending = request.ending_ids(eos_ids)
     held_back = torch.tensor(sorted(ending), dtype=torch.long)  # until min_tokens
-    logits = step(list(prompt), 0)
+    if request.prompt_logprobs is None:
+        logits = step(list(prompt), 0)
+    else:
+        if score is None:
+            raise ValueError("a request for the prompt's log-probabilities needs `score`")
+        rows = score(list(prompt))
+        top = request.prompt_logprobs
+        result.prompt_logprobs = [token_logprob(rows[i - 1], prompt[i], top) for i in range(1, len(prompt))]
+        logits = rows[-1]
     position = len(prompt)
     while len(result.token_ids) < budget:
         if len(result.token_ids) < request.min_tokens and len(held_back):
@@ -274,6 +294,15 @@ def local_step(model, cache, log_probs: bool = False) -> Step:
         return as_log_probs(logits) if log_probs else logits
 
     return step
+
+
+def local_scores(model, cache) -> Scores:
+    """The prefill of `local_step`'s session with the log-probabilities of every position."""
+
+    def score(token_ids: list[int]) -> torch.Tensor:
+        return as_log_probs(model(torch.tensor([token_ids], dtype=torch.long), cache, [0], [0])[0])
+
+    return score
 
 
 def as_log_probs(logits: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from partition.api.server import ApiServer
 from partition.coordinator.answer import Answerer
@@ -241,6 +242,33 @@ def test_ignore_eos_min_tokens_and_stop_token_ids_end_the_answer_where_vllms_wou
     assert (ids, finish, used) == (plain[:2], "stop", 2)
 
 
+def test_an_echoed_completion_scores_its_prompt_as_an_evaluation_harness_asks(api, smollm2, smollm2_whole):
+    """lm-evaluation-harness's loglikelihood request (local-completions): token ids, echo, logprobs 1,
+    one new token. It sums token_logprobs[ctxlen:-1] and takes a continuation as greedy where each
+    equals the largest of its top_logprobs: both must be the whole model's."""
+    tokenizer = load_tokenizer(smollm2)
+    context, continuation = tokenizer.encode("The capital of France is"), tokenizer.encode(" Paris")
+    ids = context + continuation
+    body = {"prompt": [ids], "temperature": 0, "max_tokens": 1, "logprobs": 1, "seed": 1234, "echo": True}
+    status, reply = request(api, "POST", "/v1/completions", body)
+    assert status == 200, reply
+    (choice,) = reply["choices"]
+    said = choice["logprobs"]
+    assert choice["text"].startswith(tokenizer.decode(ids)) and reply["usage"]["completion_tokens"] == 1
+    assert len(said["tokens"]) == len(said["token_logprobs"]) == len(ids) + 1
+    assert said["token_logprobs"][0] is None and said["top_logprobs"][0] is None
+    assert "".join(said["tokens"]) == choice["text"]
+    logits = smollm2_whole(torch.tensor([ids]), smollm2_whole.new_cache(1, len(ids)), [0], [0])[0]
+    expected = torch.log_softmax(logits.float(), -1)
+    scored = said["token_logprobs"][1 : len(ids)]
+    assert scored == pytest.approx(expected[range(len(ids) - 1), ids[1:]].tolist(), abs=1e-4)
+    harness_sum = sum(said["token_logprobs"][len(context) : -1])
+    assert harness_sum == pytest.approx(float(expected[len(context) - 1, continuation[0]]), abs=1e-4)
+    tokens, tops = said["token_logprobs"][len(context) : -1], said["top_logprobs"][len(context) : -1]
+    assert all(lp == max(top.values()) for lp, top in zip(tokens, tops, strict=True))  # taken as greedy
+    assert int(expected[len(context) - 1].argmax()) == continuation[0]  # as " Paris" is the model's pick
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_a_completion_brings_its_tokens_log_probabilities_in_the_legacy_shape(
     api, smollm2, smollm2_whole, stream
@@ -368,6 +396,8 @@ def test_a_one_token_answer_is_strict_json_with_null_for_its_undefined_tpot(api)
             "did you mean 'logprobs'",
         ),
         ("/v1/completions", {"prompt": "x", "prompt_logprobs": 1}, 400, "prompt_logprobs", "leave it out"),
+        ("/v1/completions", {"prompt": "x", "echo": True, "stream": True}, 400, "echo", "without stream"),
+        ("/v1/chat/completions", {"messages": QUESTION, "echo": True}, 400, "echo", "leave it out"),
         (
             "/v1/chat/completions",
             {"messages": QUESTION, "min_tokens": 30, "max_tokens": 10},

@@ -11,7 +11,7 @@ import torch
 
 from partition.coordinator.deploy import deploy
 from partition.coordinator.session import PipelineSession
-from partition.model.generation import GenerationRequest, generate, local_step
+from partition.model.generation import GenerationRequest, generate, local_scores, local_step
 from partition.model.sampling import SamplingParams
 from partition.model.tokenizer import load_tokenizer
 from partition.types import RETURN_TOP_K, TOP_K_LOGITS_BYTES
@@ -183,3 +183,33 @@ def test_a_split_reports_the_whole_models_log_probabilities(
         assert back.codec == codec_back  # the top-k reply stays as small as without log-probabilities
         if codec_back == "top-k":
             assert back.payload_bytes == TOP_K_LOGITS_BYTES
+
+
+@pytest.mark.parametrize("split", ["2-stages", "3-stages-edge-ends"], ids=["head-on-worker", "head-on-edge"])
+def test_a_split_scores_a_prompt_as_the_whole_model_does(smollm2, smollm2_whole, workers, prompt, split):
+    """A prompt's own log-probabilities (what an evaluation harness asks a completion to echo): every
+    position's, from the prefill, then generation goes on from it."""
+    n, top = 4, 2
+    context = len(prompt) + n
+    request = GenerationRequest(prompt, n, context=context, logprobs=top, prompt_logprobs=top)
+    cache = smollm2_whole.new_cache(1, context)
+    step, score = local_step(smollm2_whole, cache, log_probs=True), local_scores(smollm2_whole, cache)
+    reference = generate(step, request, (), lambda ids: "", score=score)
+    deployment = deploy(_plan(smollm2, SPLITS[split], "raw"), workers, max_context=512, max_sessions=2)
+    try:
+        session = PipelineSession(deployment, context=context, log_probs=True)
+        result = generate(session.step, request, (), lambda ids: "", score=session.scores)
+        session.close()
+    finally:
+        deployment.close()
+    assert result.token_ids == reference.token_ids == _reference(smollm2_whole, prompt, n)
+    assert [e.token_id for e in result.prompt_logprobs] == prompt[1:]
+    got = [e.logprob for e in result.prompt_logprobs]
+    assert got == pytest.approx([e.logprob for e in reference.prompt_logprobs], abs=1e-4)
+    assert [[i for i, _ in e.top] for e in result.prompt_logprobs] == [
+        [i for i, _ in e.top] for e in reference.prompt_logprobs
+    ]
+    # each is the model's log-softmax at the position before, computed here on its own
+    logits = smollm2_whole(torch.tensor([prompt]), smollm2_whole.new_cache(1, context), [0], [0])[0]
+    expected = torch.log_softmax(logits.float(), -1)[range(len(prompt) - 1), prompt[1:]]
+    assert got == pytest.approx(expected.tolist(), abs=1e-3)

@@ -167,6 +167,29 @@ def test_a_stop_string_counts_only_where_it_ends_after_min_tokens():
     assert straddling.push(5) == "" and straddling.stopped and straddling.text() == "aSTOPb"
 
 
+def test_a_request_for_the_prompts_log_probabilities_is_prefilled_by_score_and_goes_on_from_it():
+    table = torch.log_softmax(torch.arange(40, dtype=torch.float32).reshape(4, 10) % 7, -1)
+    scored = []
+
+    def score(ids):  # log-probabilities of every position, as a session's scores gives them
+        scored.append(ids)
+        return table[: len(ids)]
+
+    def step(ids, position):
+        return table[position]
+
+    request = GenerationRequest([3, 1, 2], max_new_tokens=1, context=64, logprobs=1, prompt_logprobs=1)
+    result = generate(step, request, (), lambda ids: "", score=score)
+    assert scored == [[3, 1, 2]]
+    assert [(e.token_id, e.logprob) for e in result.prompt_logprobs] == [
+        (1, pytest.approx(float(table[0, 1]))),
+        (2, pytest.approx(float(table[1, 2]))),
+    ]
+    assert result.token_ids == [int(torch.argmax(table[2]))]  # drawn from the prefill's last position
+    with pytest.raises(ValueError, match="needs `score`"):
+        generate(step, request, (), lambda ids: "")
+
+
 def test_a_temperature_near_0_draws_the_largest_logit_and_an_infinite_one_is_refused():
     logits = torch.tensor([1.0, 3.0, 2.0, float("-inf")])
     assert Sampler(SamplingParams(temperature=1e-40, seed=0))(logits) == 1  # 3 / 1e-40 would be inf
