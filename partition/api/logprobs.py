@@ -12,15 +12,19 @@ from partition.model.generation import TokenLogprob
 
 # What a log-probability too small for float32 (-inf) is written as: JSON has no infinity (vLLM's value)
 LOGPROB_FLOOR = -9999.0
+# Tokens decoded together to find what the last one adds to the text: a character spans at most 4 (one
+# byte each), and the window's first may begin within one, which it shows as U+FFFD both times
+CHARACTER_WINDOW = 8
 
 
 class LogprobShapes:
     """Renders the log-probabilities of one request's tokens, in the order they came; a completion's
-    text offsets run on from one call to the next (one call per stream chunk)."""
+    tokens and text offsets run on from one call to the next (one call per stream chunk)."""
 
     def __init__(self, kind: str, tokenizer) -> None:
         self.kind = kind
         self.tokenizer = tokenizer
+        self._ids: list[int] = []  # a completion's tokens so far
         self._offset = 0  # characters of the completion's text before the next token
 
     def render(self, entries: list[TokenLogprob], unscored: int | None = None) -> dict:
@@ -39,16 +43,34 @@ class LogprobShapes:
         ids = ([] if unscored is None else [unscored]) + [entry.token_id for entry in entries]
         tokens, offsets = [], []
         for token_id in ids:
-            tokens.append(self._text(token_id))
+            tokens.append(self._added_text(token_id))
             offsets.append(self._offset)
             self._offset += len(tokens[-1])
         lead = [] if unscored is None else [None]
         return {
             "tokens": tokens,
             "token_logprobs": lead + [_finite(entry.logprob) for entry in entries],
-            "top_logprobs": lead + [{self._text(i): _finite(lp) for i, lp in entry.top} for entry in entries],
+            "top_logprobs": lead + [self._alternatives(entry) for entry in entries],
             "text_offset": offsets,
         }
+
+    def _added_text(self, token_id: int) -> str:
+        """What `token_id` adds to the completion's text, as the text shows it: "" for a token that ends
+        within a character, and the whole character from the one that completes it; so the tokens join
+        into the text and each offset points into it."""
+        self._ids.append(token_id)
+        window = self._ids[-CHARACTER_WINDOW:]
+        before = self.tokenizer.decode(window[:-1]).rstrip("\ufffd") if len(window) > 1 else ""
+        after = self.tokenizer.decode(window).rstrip("\ufffd")
+        return after[len(before) :] if after.startswith(before) else self._text(token_id)
+
+    def _alternatives(self, entry: TokenLogprob) -> dict[str, float]:
+        """A completion's `top_logprobs`: the likeliest tokens by their text, and the drawn one (as
+        OpenAI gives up to logprobs + 1); of two that read the same, the likelier one's value."""
+        alternatives: dict[str, float] = {}
+        for token_id, logprob in (*entry.top, (entry.token_id, entry.logprob)):
+            alternatives.setdefault(self._text(token_id), _finite(logprob))
+        return alternatives
 
     def _token(self, token_id: int, logprob: float) -> dict:
         raw = self.tokenizer.token_bytes(token_id)

@@ -37,6 +37,7 @@ NEUTRAL = {
     "n": (1, None),
     "best_of": (1, None),
     "echo": (False, None),
+    "top_logprobs": (None, 0),  # a completion asks with logprobs: N
     "presence_penalty": (0, None),
     "frequency_penalty": (0, None),
     "repetition_penalty": (1, None),
@@ -388,8 +389,9 @@ def _chat_logprobs(body: dict) -> int | None:
 
 
 def _completion_logprobs(body: dict) -> int | None:
-    """A completion's `logprobs: N`: each token's log-probability with the N likeliest in its place."""
-    return _alternatives(body, "logprobs")
+    """A completion's `logprobs: N`: each token's log-probability with the N likeliest in its place
+    (false, as some clients send it, asks for none)."""
+    return None if body.get("logprobs") is False else _alternatives(body, "logprobs")
 
 
 def _alternatives(body: dict, name: str) -> int | None:

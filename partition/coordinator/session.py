@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+import grpc
 import torch
 
 from partition.coordinator.deploy import Deployment
@@ -28,6 +29,7 @@ from partition.errors import ContextOverflowError
 from partition.metrics.spans import HopSpan
 from partition.model.generation import as_log_probs
 from partition.model.sampling import SamplingParams
+from partition.transport.client import StageCallError
 from partition.types import RETURN_TOP_K
 
 
@@ -121,6 +123,8 @@ class PipelineSession:
             log_probs = self.log_probs and last_only
             coro = self._remote.step(x, position, d.topology.input_codec, last_only, top_k, log_probs)
             result = d.loop.run(coro, still_wanted=self.still_wanted)
+            if log_probs and not result.log_probs_sent:
+                raise self._not_normalized(d.addresses[-1])
             x = result.output
         if d.tail_model is not None:
             started = time.perf_counter()
@@ -129,6 +133,16 @@ class PipelineSession:
         self._record(len(token_ids), step_start_ns, front_s, tail_s, result)
         self._steps += 1
         return x[0]
+
+    def _not_normalized(self, address: str) -> StageCallError:
+        device = self.deployment.devices.get(address, "")
+        return StageCallError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "it sent logits back where log-probabilities were asked (Step.log_probs): it runs a partition "
+            "older than this coordinator; update it, or ask without logprobs",
+            address,
+            device,
+        )
 
     def _record(self, n_tokens: int, step_start_ns: int, front_s: float, tail_s: float, result) -> None:
         d = self.deployment

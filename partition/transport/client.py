@@ -73,6 +73,7 @@ class StepResult:
     bytes_sent: int  # encoded input bytes (Tensor.data) sent to the first stage
     bytes_received: int  # encoded result bytes received from the last stage
     codec_received: str = "raw"  # how the result was encoded ("top-k" for the largest logits only)
+    log_probs_sent: bool = False  # the last stage sent log-probabilities, as the step asked (Step.log_probs)
 
 
 class StageClient:
@@ -430,6 +431,7 @@ class ChainSession:
             bytes_sent=bytes_sent,
             bytes_received=len(step.tensor.data),
             codec_received=step.tensor.codec or "raw",
+            log_probs_sent=step.log_probs_sent,
         )
 
     async def step(

@@ -147,6 +147,7 @@ def finish(
     codec_out = runtime.deployment.codec_out
     if prepared.log_probs:  # over the whole vocabulary, so before the top K are picked
         out = as_log_probs(out)
+        step.log_probs_sent = True
     step.tensor.CopyFrom(to_top_k_proto(out, prepared.top_k) if prepared.top_k else to_proto(out, codec_out))
     encoded = time.perf_counter()
     runtime.end_step(prepared.session, step.n_tokens)

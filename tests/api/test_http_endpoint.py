@@ -269,6 +269,25 @@ def test_an_echoed_completion_scores_its_prompt_as_an_evaluation_harness_asks(ap
     assert int(expected[len(context) - 1].argmax()) == continuation[0]  # as " Paris" is the model's pick
 
 
+def test_a_completions_tokens_join_into_its_text_where_a_character_spans_several(api):
+    """東 and 京 each take three byte-level tokens: the tokens are the text each one adds ("" within a
+    character, the character from its last), so they join into the text and each offset points at
+    its own text; the alternatives include the drawn token, as OpenAI's do."""
+    body = {"prompt": "Tokyo, 東京, is", "max_tokens": 4, "temperature": 0, "logprobs": 0, "echo": True}
+    status, reply = request(api, "POST", "/v1/completions", body)
+    assert status == 200, reply
+    (choice,) = reply["choices"]
+    said, text = choice["logprobs"], choice["text"]
+    assert "".join(said["tokens"]) == text and "" in said["tokens"] and "東" in said["tokens"]
+    assert all(
+        text[offset:].startswith(token)
+        for offset, token in zip(said["text_offset"], said["tokens"], strict=True)
+    )
+    assert said["text_offset"] == sorted(said["text_offset"])
+    for token_logprob, top in zip(said["token_logprobs"][1:], said["top_logprobs"][1:], strict=True):
+        assert len(top) == 1 and list(top.values()) == [token_logprob]  # logprobs 0: the drawn one alone
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_a_completion_brings_its_tokens_log_probabilities_in_the_legacy_shape(
     api, smollm2, smollm2_whole, stream
@@ -310,6 +329,12 @@ def test_fields_we_cannot_honour_are_taken_at_their_off_values_and_stop_strings_
     status, reply = request(api, "POST", "/v1/chat/completions", body)
     assert status == 200, reply
     assert reply["usage"]["completion_tokens"] == 2
+    # a completion takes OpenAI's off values of the log-probability fields as clients send them
+    off = {"prompt": "x", "max_tokens": 1, "logprobs": False, "top_logprobs": None, "echo": False}
+    status, reply = request(api, "POST", "/v1/completions", off)
+    assert status == 200 and reply["choices"][0]["logprobs"] is None, reply
+    status, reply = request(api, "POST", "/v1/completions", off | {"logprobs": None, "top_logprobs": 0})
+    assert status == 200 and reply["choices"][0]["logprobs"] is None, reply
 
 
 def test_one_model_is_retrieved_by_its_id_and_another_is_a_404_naming_the_served_one(api):
@@ -388,13 +413,7 @@ def test_a_one_token_answer_is_strict_json_with_null_for_its_undefined_tpot(api)
         ),
         ("/v1/chat/completions", {"messages": QUESTION, "logprobs": 3}, 400, "logprobs", "true or false"),
         ("/v1/completions", {"prompt": "x", "logprobs": True}, 400, "logprobs", "[0, 20]"),
-        (
-            "/v1/completions",
-            {"prompt": "x", "top_logprobs": 2},
-            400,
-            "top_logprobs",
-            "did you mean 'logprobs'",
-        ),
+        ("/v1/completions", {"prompt": "x", "top_logprobs": 2}, 400, "top_logprobs", "leave it out"),
         ("/v1/completions", {"prompt": "x", "prompt_logprobs": 1}, 400, "prompt_logprobs", "leave it out"),
         ("/v1/completions", {"prompt": "x", "echo": True, "stream": True}, 400, "echo", "without stream"),
         ("/v1/chat/completions", {"messages": QUESTION, "echo": True}, 400, "echo", "leave it out"),

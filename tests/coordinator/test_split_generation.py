@@ -6,6 +6,8 @@ A worker holding the head returns only the top logits, which must change no toke
 top-k sampling, and every logit when the sampler needs them all.
 """
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -14,6 +16,7 @@ from partition.coordinator.session import PipelineSession
 from partition.model.generation import GenerationRequest, generate, local_scores, local_step
 from partition.model.sampling import SamplingParams
 from partition.model.tokenizer import load_tokenizer
+from partition.transport.client import ChainSession, StageCallError
 from partition.types import RETURN_TOP_K, TOP_K_LOGITS_BYTES
 from tests.coordinator.plans import split_plan
 
@@ -213,3 +216,28 @@ def test_a_split_scores_a_prompt_as_the_whole_model_does(smollm2, smollm2_whole,
     logits = smollm2_whole(torch.tensor([prompt]), smollm2_whole.new_cache(1, context), [0], [0])[0]
     expected = torch.log_softmax(logits.float(), -1)[range(len(prompt) - 1), prompt[1:]]
     assert got == pytest.approx(expected.tolist(), abs=1e-3)
+
+
+def test_a_worker_that_sends_logits_where_log_probabilities_were_asked_is_named(
+    smollm2, workers, prompt, monkeypatch
+):
+    """A worker older than Step.log_probs keeps the field it does not know and sends raw logits back,
+    which would be reported as log-probabilities: its reply lacks log_probs_sent (cleared here as it
+    arrives), and the step ends naming the worker and what to do."""
+    receive = ChainSession.receive
+
+    async def as_from_an_older_worker(self, *args, **kwargs):
+        return dataclasses.replace(await receive(self, *args, **kwargs), log_probs_sent=False)
+
+    monkeypatch.setattr(ChainSession, "receive", as_from_an_older_worker)
+    deployment = deploy(_plan(smollm2, SPLITS["2-stages"], "raw"), workers, max_context=512, max_sessions=2)
+    try:
+        asking = PipelineSession(deployment, context=len(prompt) + 1, log_probs=True)
+        with pytest.raises(StageCallError, match="server-a at .*older than this coordinator; update it"):
+            asking.step(prompt, 0)
+        asking.close()
+        plain = PipelineSession(deployment, context=len(prompt) + 1)  # no log-probabilities: no check
+        assert plain.step(prompt, 0).shape == (smollm2.spec.vocab_size,)
+        plain.close()
+    finally:
+        deployment.close()

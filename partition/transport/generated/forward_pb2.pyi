@@ -85,7 +85,7 @@ class HopTiming(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., upstream_sent_unix_ns: _Optional[int] = ..., recv_unix_ns: _Optional[int] = ..., queue_s: _Optional[float] = ..., decode_s: _Optional[float] = ..., compute_s: _Optional[float] = ..., encode_s: _Optional[float] = ..., sent_unix_ns: _Optional[int] = ..., bytes_in: _Optional[int] = ..., bytes_out: _Optional[int] = ..., codec_in: _Optional[str] = ..., batch: _Optional[int] = ...) -> None: ...
 
 class Step(_message.Message):
-    __slots__ = ("session_id", "plan_id", "epoch", "position", "n_tokens", "tensor", "output", "logits_top_k", "log_probs", "sent_unix_ns", "hops")
+    __slots__ = ("session_id", "plan_id", "epoch", "position", "n_tokens", "tensor", "output", "logits_top_k", "log_probs", "log_probs_sent", "sent_unix_ns", "hops")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +95,7 @@ class Step(_message.Message):
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     LOGITS_TOP_K_FIELD_NUMBER: _ClassVar[int]
     LOG_PROBS_FIELD_NUMBER: _ClassVar[int]
+    LOG_PROBS_SENT_FIELD_NUMBER: _ClassVar[int]
     SENT_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     HOPS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
@@ -106,9 +107,10 @@ class Step(_message.Message):
     output: OutputSelect
     logits_top_k: int
     log_probs: bool
+    log_probs_sent: bool
     sent_unix_ns: int
     hops: _containers.RepeatedCompositeFieldContainer[HopTiming]
-    def __init__(self, session_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., epoch: _Optional[int] = ..., position: _Optional[int] = ..., n_tokens: _Optional[int] = ..., tensor: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., output: _Optional[_Union[OutputSelect, str]] = ..., logits_top_k: _Optional[int] = ..., log_probs: _Optional[bool] = ..., sent_unix_ns: _Optional[int] = ..., hops: _Optional[_Iterable[_Union[HopTiming, _Mapping]]] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., epoch: _Optional[int] = ..., position: _Optional[int] = ..., n_tokens: _Optional[int] = ..., tensor: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., output: _Optional[_Union[OutputSelect, str]] = ..., logits_top_k: _Optional[int] = ..., log_probs: _Optional[bool] = ..., log_probs_sent: _Optional[bool] = ..., sent_unix_ns: _Optional[int] = ..., hops: _Optional[_Iterable[_Union[HopTiming, _Mapping]]] = ...) -> None: ...
 
 class ForwardRequest(_message.Message):
     __slots__ = ("open", "step")
