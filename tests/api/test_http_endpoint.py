@@ -269,6 +269,29 @@ def test_an_echoed_completion_scores_its_prompt_as_an_evaluation_harness_asks(ap
     assert int(expected[len(context) - 1].argmax()) == continuation[0]  # as " Paris" is the model's pick
 
 
+def test_a_stop_string_cuts_the_text_not_the_log_probabilities_and_asking_changes_no_token(api):
+    """Cut by a stop string, the answer still reports the tokens that held it (as vLLM does), streamed
+    as whole; and a sampled answer is the same with log-probabilities asked for as without."""
+    body = {"messages": QUESTION, "temperature": 0, "max_tokens": 12, "stop": ["Paris"]}
+    asked = body | {"logprobs": True, "top_logprobs": 1}
+    status, whole = request(api, "POST", "/v1/chat/completions", asked)
+    assert status == 200, whole
+    status, streamed = request(api, "POST", "/v1/chat/completions", asked | {"stream": True})
+    assert status == 200, streamed
+    chunks = [e for e in events(streamed) if e != "[DONE]"]
+    entries = [t for c in chunks[1:] for t in c["choices"][0]["logprobs"]["content"]]
+    (choice,) = whole["choices"]
+    assert entries == choice["logprobs"]["content"] and choice["finish_reason"] == "stop"
+    assert "Paris" not in choice["message"]["content"] and entries[-1]["token"] == " Paris"
+    sampled = {"messages": QUESTION, "temperature": 0.9, "top_p": 0.95, "seed": 11, "max_tokens": 16}
+    texts = []
+    for extra in ({}, {"logprobs": True, "top_logprobs": 2}):
+        status, reply = request(api, "POST", "/v1/chat/completions", sampled | extra)
+        assert status == 200, reply
+        texts.append(reply["choices"][0]["message"]["content"])
+    assert texts[0] == texts[1]
+
+
 def test_a_completions_tokens_join_into_its_text_where_a_character_spans_several(api):
     """東 and 京 each take three byte-level tokens: the tokens are the text each one adds ("" within a
     character, the character from its last), so they join into the text and each offset points at
