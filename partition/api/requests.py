@@ -2,17 +2,17 @@
 
 `POST /v1/chat/completions` takes `messages` (rendered with the model's chat template) and
 `POST /v1/completions` takes `prompt` (text, or token ids). Both take the OpenAI sampling fields
-(`max_tokens` or `max_completion_tokens`, `temperature`, `top_p`, `seed`, `stop`, `stream`,
-`stream_options.include_usage`) and vLLM's `top_k`, `stop_token_ids`, `ignore_eos` and `min_tokens`.
-Defaults are OpenAI's: temperature 1, and at most 16 new tokens for completions, the rest of the
-context for chat. Log-probabilities are asked as each route's OpenAI shape has it: chat's
-`logprobs: true` with `top_logprobs: N`, a completion's `logprobs: N`.
+(`max_tokens` or `max_completion_tokens`, `temperature`, `top_p`, `seed`, `stop`, `presence_penalty`,
+`frequency_penalty`, `stream`, `stream_options.include_usage`) and vLLM's `top_k`, `stop_token_ids`,
+`ignore_eos` and `min_tokens`. Defaults are OpenAI's: temperature 1, and at most 16 new tokens for
+completions, the rest of the context for chat. Log-probabilities are asked as each route's OpenAI
+shape has it: chat's `logprobs: true` with `top_logprobs: N`, a completion's `logprobs: N`.
 
-A field we cannot honour (`n` > 1, prompt logprobs, penalties, tools, a JSON response format, audio,
-reasoning effort, vLLM's `min_p`, beam search, guided or structured output, allowed or bad words,
-special tokens in the text, its chat template options) is refused with a 400 that names it, never
-silently ignored; fields that change nothing here (`user`, `metadata`, ...) are accepted; any other
-field (a typo) is refused, naming the field it most looks like.
+A field we cannot honour (`n` > 1, vLLM's `prompt_logprobs` and `repetition_penalty`, tools, a JSON
+response format, audio, reasoning effort, vLLM's `min_p`, beam search, guided or structured output,
+allowed or bad words, special tokens in the text, its chat template options) is refused with a 400
+that names it, never silently ignored; fields that change nothing here (`user`, `metadata`, ...) are
+accepted; any other field (a typo) is refused, naming the field it most looks like.
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ NEUTRAL = {
     "best_of": (1, None),
     "echo": (False, None),
     "top_logprobs": (None, 0),  # a completion asks with logprobs: N
-    "presence_penalty": (0, None),
-    "frequency_penalty": (0, None),
     "repetition_penalty": (1, None),
     "logit_bias": (None, {}),
     "tools": (None, []),
@@ -100,6 +98,8 @@ COMMON_FIELDS = (
     "top_k",
     "seed",
     "stop",
+    "presence_penalty",
+    "frequency_penalty",
     "stop_token_ids",
     "ignore_eos",
     "min_tokens",
@@ -442,8 +442,10 @@ def _sampling(body: dict) -> SamplingParams:
         )
     top_p = _sampling_field(body, "top_p", 1.0, (int, float))
     seed = _sampling_field(body, "seed", None, (int,))
+    presence = _number(body, "presence_penalty", 0.0, -2.0, 2.0)  # OpenAI's range, SamplingParams'
+    frequency = _number(body, "frequency_penalty", 0.0, -2.0, 2.0)
     try:  # SamplingParams holds the ranges
-        return SamplingParams(temperature, top_k, top_p, seed)
+        return SamplingParams(temperature, top_k, top_p, seed, presence, frequency)
     except SamplingError as error:
         raise _sampling_error(error.field, body.get(error.field)) from None
 

@@ -22,6 +22,13 @@ def add_prompt_arguments(parser: argparse.ArgumentParser, required: bool = True)
     parser.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0 = off)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
     parser.add_argument("--seed", type=sampling_seed, default=None, help="seed for reproducible sampling")
+    for penalty, counted in (("presence", "once"), ("frequency", "once per time it was drawn")):
+        parser.add_argument(
+            f"--{penalty}-penalty",
+            type=float,
+            default=0.0,
+            help=f"subtracted from the logit of each token already drawn, {counted} (-2 to 2; 0 = off)",
+        )
     parser.add_argument(
         "--stop",
         action="append",
@@ -137,7 +144,9 @@ def build_request(
     problem = prompt_overflow(len(ids), max_context, limit)
     if problem:
         raise ConfigError(f"{problem}; {advice}")
-    sampling = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
+    sampling = SamplingParams(
+        args.temperature, args.top_k, args.top_p, args.seed, args.presence_penalty, args.frequency_penalty
+    )
     context = min(max_context, len(ids) + args.max_new_tokens)
     return GenerationRequest(ids, args.max_new_tokens, sampling, tuple(args.stop), context, args.logprobs)
 

@@ -190,7 +190,7 @@ class Answerer:
                     sampling=request.sampling,
                     still_wanted=still_wanted,
                     log_probs=request.logprobs is not None,
-                    masked_logits=request.masked_logits(self.eos_ids),
+                    extra_logits=request.extra_logits(self.eos_ids),
                 ),
                 self._load_workers_again,
                 lambda: self.deployment,

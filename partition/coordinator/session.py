@@ -33,15 +33,14 @@ from partition.transport.client import StageCallError
 from partition.types import RETURN_TOP_K
 
 
-def logits_to_return(sampling: SamplingParams, vocab_size: int, masked: int = 0) -> int:
+def logits_to_return(sampling: SamplingParams, vocab_size: int, extra: int | None = 0) -> int:
     """Step.logits_top_k for a sampler: how many logits a worker holding the head sends back (0: all,
     also for a top-k of the whole vocabulary or more, which the message's 32 bits may not hold).
-    `masked`: how many of them the sampler may be kept from (GenerationRequest.masked_logits), which
-    must not leave it fewer than it decides among."""
+    `extra`: how many more the request needs (GenerationRequest.extra_logits; None: all)."""
     needed = sampling.deciding_logits
-    if needed is None or needed + masked >= vocab_size:
+    if needed is None or extra is None or needed + extra >= vocab_size:
         return 0
-    return max(RETURN_TOP_K, needed + masked)
+    return max(RETURN_TOP_K, needed + extra)
 
 
 class PipelineSession:
@@ -53,13 +52,13 @@ class PipelineSession:
         sampling: SamplingParams | None = None,  # greedy when None
         still_wanted: Callable[[], None] | None = None,  # asked while a step's result is awaited
         log_probs: bool = False,  # `step` gives log-probabilities, not logits
-        masked_logits: int = 0,  # see logits_to_return
+        extra_logits: int | None = 0,  # see logits_to_return
     ):
         self.deployment = deployment
         self.still_wanted = still_wanted
         self.log_probs = log_probs
         vocab = deployment.source.spec.vocab_size
-        self.logits_top_k = logits_to_return(sampling or SamplingParams(), vocab, masked_logits)
+        self.logits_top_k = logits_to_return(sampling or SamplingParams(), vocab, extra_logits)
         self.session_id = session_id or uuid.uuid4().hex[:16]
         self.context = context or deployment.max_context
         if self.context > deployment.max_context:

@@ -73,10 +73,15 @@ class GenerationRequest:
         stop_token_ids."""
         return frozenset(self.stop_token_ids) | (frozenset() if self.ignore_eos else frozenset(eos_ids))
 
-    def masked_logits(self, eos_ids: tuple[int, ...]) -> int:
-        """How many logits are kept from the sampler for a while (min_tokens): a worker holding the
-        head sends that many more of the largest, so that what the sampler picks from stays whole."""
-        return len(self.ending_ids(eos_ids)) if self.min_tokens else 0
+    def extra_logits(self, eos_ids: tuple[int, ...]) -> int | None:
+        """How many more of the largest logits than the sampler decides among a worker holding the head
+        must send, so that what the sampler picks from stays whole: those min_tokens keeps from it,
+        and those a penalty may push below the rest (the tokens drawn, at most max_new_tokens); None
+        for every logit, since a negative penalty may lift a token drawn from below them all."""
+        if self.sampling.presence_penalty < 0 or self.sampling.frequency_penalty < 0:
+            return None
+        extra = len(self.ending_ids(eos_ids)) if self.min_tokens else 0
+        return extra + (self.max_new_tokens if self.sampling.penalizes else 0)
 
 
 def prompt_overflow(prompt_tokens: int, max_context: int, holder: str) -> str | None:
@@ -254,9 +259,9 @@ def generate(
     position = len(prompt)
     while len(result.token_ids) < budget:
         if len(result.token_ids) < request.min_tokens and len(held_back):
-            token = sampler(logits.index_fill(0, held_back, float("-inf")))
+            token = sampler(logits.index_fill(0, held_back, float("-inf")), result.token_ids)
         else:
-            token = sampler(logits)
+            token = sampler(logits, result.token_ids)
         if token in ending:
             result.finish_reason = "stop" if token in request.stop_token_ids else "eos"
             break

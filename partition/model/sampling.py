@@ -18,6 +18,8 @@ REQUIREMENTS = {
     "top_k": "a whole number >= 0 (0 = off)",
     "top_p": "a number in (0, 1] (1 = off)",
     "seed": f"a whole number in [{SEED_MIN}, {SEED_MAX}]",
+    "presence_penalty": "a number in [-2, 2] (0 = off)",
+    "frequency_penalty": "a number in [-2, 2] (0 = off)",
 }
 
 
@@ -36,6 +38,10 @@ class SamplingParams:
     top_k: int = 0  # keep the k most likely tokens; 0 keeps all
     top_p: float = 1.0  # keep the smallest set whose probability reaches p
     seed: int | None = None  # makes sampling reproducible
+    # OpenAI's: subtracted from the logit of each token already drawn in this answer, once (presence)
+    # and once per time it was drawn (frequency), before temperature, top-k and top-p, as vLLM does
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.temperature < math.inf:  # NaN too; at inf every logit, -inf too, becomes NaN
@@ -46,6 +52,13 @@ class SamplingParams:
             raise SamplingError("top_p", self.top_p)
         if self.seed is not None and not SEED_MIN <= self.seed <= SEED_MAX:
             raise SamplingError("seed", self.seed)
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2.0 <= getattr(self, name) <= 2.0:  # NaN too
+                raise SamplingError(name, getattr(self, name))
+
+    @property
+    def penalizes(self) -> bool:
+        return self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
 
     @property
     def greedy(self) -> bool:
@@ -72,7 +85,11 @@ class Sampler:
         else:
             self.generator.seed()
 
-    def __call__(self, logits_V: torch.Tensor) -> int:
+    def __call__(self, logits_V: torch.Tensor, drawn: list[int] | None = None) -> int:
+        """The next token from logits [V] (or log-probabilities: the same draw), given the tokens
+        `drawn` so far in this answer (what the penalties count)."""
+        if self.params.penalizes and drawn:
+            logits_V = self._penalized(logits_V, drawn)
         if self.params.greedy:
             return int(torch.argmax(logits_V))
         # the largest logit made 0 first: a temperature near 0 then sends the rest to -inf, not to inf
@@ -94,3 +111,8 @@ class Sampler:
             sorted_probs[drop] = 0.0
             probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
         return int(torch.multinomial(probs, 1, generator=self.generator))
+
+    def _penalized(self, logits_V: torch.Tensor, drawn: list[int]) -> torch.Tensor:
+        counts = torch.bincount(torch.tensor(drawn), minlength=logits_V.numel()).to(torch.float32)
+        penalty = self.params.frequency_penalty * counts + self.params.presence_penalty * (counts > 0)
+        return logits_V.float() - penalty

@@ -15,6 +15,7 @@ from partition.api.server import ApiServer
 from partition.coordinator.answer import Answerer
 from partition.coordinator.deploy import deploy
 from partition.model.generation import GenerationRequest, generate, local_step
+from partition.model.sampling import SamplingParams
 from partition.model.tokenizer import load_tokenizer
 from partition.transport.local import spawn_worker
 from tests.coordinator.plans import split_plan
@@ -269,6 +270,26 @@ def test_an_echoed_completion_scores_its_prompt_as_an_evaluation_harness_asks(ap
     assert int(expected[len(context) - 1].argmax()) == continuation[0]  # as " Paris" is the model's pick
 
 
+def test_a_penalized_completion_is_the_whole_models_with_the_same_penalty(api, smollm2, smollm2_whole):
+    tokenizer = load_tokenizer(smollm2)
+    ids = tokenizer.encode("Once upon a time")
+    sampling = SamplingParams(presence_penalty=1.0, frequency_penalty=0.5)
+    cache = smollm2_whole.new_cache(slots=1, max_len=len(ids) + 40)
+    request_ = GenerationRequest(ids, 40, sampling=sampling, context=len(ids) + 40)
+    eos = tuple(set(smollm2.spec.eos_token_ids) | set(tokenizer.eos_ids))
+    expected = generate(local_step(smollm2_whole, cache), request_, eos, tokenizer.decode).text
+    body = {
+        "prompt": ids,
+        "temperature": 0,
+        "max_tokens": 40,
+        "presence_penalty": 1.0,
+        "frequency_penalty": 0.5,
+    }
+    status, reply = request(api, "POST", "/v1/completions", body)
+    assert status == 200, reply
+    assert reply["choices"][0]["text"] == expected != whole_model_greedy(smollm2, smollm2_whole, ids, 40)
+
+
 def test_a_stop_string_cuts_the_text_not_the_log_probabilities_and_asking_changes_no_token(api):
     """Cut by a stop string, the answer still reports the tokens that held it (as vLLM does), streamed
     as whole; and a sampled answer is the same with log-probabilities asked for as without."""
@@ -464,6 +485,15 @@ def test_a_one_token_answer_is_strict_json_with_null_for_its_undefined_tpot(api)
             "at most 256",
         ),
         ("/v1/completions", {"prompt": "x", "ignore_eos": 1}, 400, "ignore_eos", "true or false"),
+        ("/v1/completions", {"prompt": "x", "presence_penalty": 3}, 400, "presence_penalty", "[-2, 2]"),
+        ("/v1/completions", {"prompt": "x", "frequency_penalty": "1"}, 400, "frequency_penalty", "[-2, 2]"),
+        (
+            "/v1/completions",
+            {"prompt": "x", "repetition_penalty": 1.2},
+            400,
+            "repetition_penalty",
+            "leave it out",
+        ),
         ("/v1/completions", {"prompt": "x", "min_p": 0.5}, 400, "min_p", "leave it out"),
         ("/v1/chat/completions", {"messages": QUESTION, "temperature": 3}, 400, "temperature", "[0, 2]"),
         (

@@ -241,3 +241,33 @@ def test_a_worker_that_sends_logits_where_log_probabilities_were_asked_is_named(
         plain.close()
     finally:
         deployment.close()
+
+
+@pytest.mark.parametrize(
+    ("penalties", "codec_back", "payload"),
+    [
+        ({"frequency_penalty": 1.5}, "top-k", 81 * 8),  # the top 1 + 80 a penalty may push below it
+        ({"presence_penalty": -0.5}, "raw", None),  # a drawn token may rise from anywhere: all of them
+    ],
+    ids=["pushed-down", "lifted"],
+)
+def test_penalized_answers_through_a_head_on_a_worker_are_the_whole_models(
+    smollm2, smollm2_whole, workers, prompt, penalties, codec_back, payload
+):
+    n = 80
+    sampling = SamplingParams(**penalties)
+    reference = _reference(smollm2_whole, prompt, n, sampling)
+    assert reference != _reference(smollm2_whole, prompt, n)  # the penalty changes the answer
+    deployment = deploy(_plan(smollm2, SPLITS["2-stages"], "raw"), workers, max_context=512, max_sessions=2)
+    request = GenerationRequest(prompt, n, sampling=sampling, context=len(prompt) + n)
+    try:
+        session = PipelineSession(
+            deployment, context=len(prompt) + n, sampling=sampling, extra_logits=request.extra_logits(())
+        )
+        result = generate(session.step, request, eos_ids=(), decode=lambda ids: "")
+        session.close()
+    finally:
+        deployment.close()
+    assert result.token_ids == reference
+    back = [s for s in session.spans if s.token == 1 and s.dst == "phone"][-1]
+    assert (back.codec, back.payload_bytes) == (codec_back, payload or 4 * smollm2.spec.vocab_size)

@@ -146,7 +146,7 @@ def test_before_min_tokens_neither_eos_nor_a_stop_token_id_is_drawn():
     # what is reported is the model's own, before anything was kept from the sampler
     assert [entry.top for entry in result.logprobs] == [((2, 3.0),), ((9, 3.0),), ((2, 3.0),)]
     greedy = GenerationRequest([1], max_new_tokens=6, context=64, min_tokens=3, stop_token_ids=(9,))
-    assert greedy.masked_logits((2,)) == 2 and GenerationRequest([1]).masked_logits((2,)) == 0
+    assert greedy.extra_logits((2,)) == 2 and GenerationRequest([1]).extra_logits((2,)) == 0
 
 
 def test_a_stop_string_counts_only_where_it_ends_after_min_tokens():
@@ -188,6 +188,23 @@ def test_a_request_for_the_prompts_log_probabilities_is_prefilled_by_score_and_g
     assert result.token_ids == [int(torch.argmax(table[2]))]  # drawn from the prefill's last position
     with pytest.raises(ValueError, match="needs `score`"):
         generate(step, request, (), lambda ids: "")
+
+
+def test_presence_and_frequency_penalties_count_the_tokens_drawn_in_this_answer():
+    logits = torch.tensor([0.0, 1.0, 0.9, 0.5])
+    assert Sampler(SamplingParams(presence_penalty=0.2))(logits, [1]) == 2  # 1.0 - 0.2 < 0.9
+    assert Sampler(SamplingParams(presence_penalty=0.2))(logits, [3]) == 1  # only what was drawn
+    assert Sampler(SamplingParams(frequency_penalty=0.06))(logits, [1]) == 1  # 0.94 > 0.9
+    assert Sampler(SamplingParams(frequency_penalty=0.06))(logits, [1, 1]) == 2  # 0.88 < 0.9
+    assert Sampler(SamplingParams(presence_penalty=-0.6))(logits, [3]) == 3  # 1.1: drawn again
+    assert Sampler(SamplingParams(presence_penalty=2.0))(logits, []) == 1  # nothing drawn yet
+    with pytest.raises(ConfigError, match=r"frequency-penalty must be a number in \[-2, 2\]"):
+        SamplingParams(frequency_penalty=2.5)
+    # a worker holding the head sends as many more logits as a penalty may push down: one per token
+    penalized = GenerationRequest([1], 80, sampling=SamplingParams(frequency_penalty=0.5))
+    assert penalized.extra_logits((2,)) == 80
+    lifted = GenerationRequest([1], 80, sampling=SamplingParams(presence_penalty=-0.5))
+    assert lifted.extra_logits((2,)) is None  # a drawn token may rise from anywhere: every logit
 
 
 def test_a_temperature_near_0_draws_the_largest_logit_and_an_infinite_one_is_refused():
