@@ -130,8 +130,8 @@ def test_an_http_stream_cut_by_the_stop_ends_with_a_503_event_and_later_requests
                 answerer.close()
 
         answer = answerer.answer
-        answerer.answer = lambda request, on_text, still_wanted: answer(
-            request, lambda text: (stop_after_the_fifth_chunk(text), on_text(text)), still_wanted
+        answerer.answer = lambda request, on_text, *rest: answer(
+            request, lambda text: (stop_after_the_fifth_chunk(text), on_text(text)), *rest
         )
         server.serve_in_thread()
         try:
