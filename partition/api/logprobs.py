@@ -27,25 +27,33 @@ class LogprobShapes:
         self._ids: list[int] = []  # a completion's tokens so far
         self._offset = 0  # characters of the completion's text before the next token
 
-    def render(self, entries: list[TokenLogprob], unscored: int | None = None) -> dict:
+    def render(self, entries: list[TokenLogprob], unscored: int | None = None, echoed: int = 0) -> dict:
         """`unscored`: a completion's echoed prompt begins with this token, which nothing came before:
-        it is shown with null for its log-probabilities."""
-        return self._chat(entries) if self.kind == CHAT else self._completion(entries, unscored)
+        it is shown with null for its log-probabilities; the first `echoed` entries are the rest of the
+        prompt (its special tokens are part of its text). A token that ended the answer adds no text."""
+        return self._chat(entries) if self.kind == CHAT else self._completion(entries, unscored, echoed)
 
     def _chat(self, entries: list[TokenLogprob]) -> dict:
         content = []
         for entry in entries:
             top = [self._token(token_id, logprob) for token_id, logprob in entry.top]
-            content.append(self._token(entry.token_id, entry.logprob) | {"top_logprobs": top})
+            shown = self._token(entry.token_id, entry.logprob)
+            if entry.ends:  # no part of the content
+                shown |= {"token": "", "bytes": []}
+            content.append(shown | {"top_logprobs": top})
         return {"content": content, "refusal": None}
 
-    def _completion(self, entries: list[TokenLogprob], unscored: int | None) -> dict:
-        ids = ([] if unscored is None else [unscored]) + [entry.token_id for entry in entries]
+    def _completion(self, entries: list[TokenLogprob], unscored: int | None, echoed: int) -> dict:
+        said = [(unscored, True)] if unscored is not None else []
+        said += [(entry.token_id, i < echoed) for i, entry in enumerate(entries) if not entry.ends]
         tokens, offsets = [], []
-        for token_id in ids:
-            tokens.append(self._added_text(token_id))
+        for token_id, in_prompt in said:
+            tokens.append(self._added_text(token_id, skip_special=not in_prompt))
             offsets.append(self._offset)
             self._offset += len(tokens[-1])
+        if entries and entries[-1].ends:
+            tokens.append("")
+            offsets.append(self._offset)
         lead = [] if unscored is None else [None]
         return {
             "tokens": tokens,
@@ -54,14 +62,15 @@ class LogprobShapes:
             "text_offset": offsets,
         }
 
-    def _added_text(self, token_id: int) -> str:
+    def _added_text(self, token_id: int, skip_special: bool) -> str:
         """What `token_id` adds to the completion's text, as the text shows it: "" for a token that ends
         within a character, and the whole character from the one that completes it; so the tokens join
         into the text and each offset points into it."""
         self._ids.append(token_id)
         window = self._ids[-CHARACTER_WINDOW:]
-        before = self.tokenizer.decode(window[:-1]).rstrip("\ufffd") if len(window) > 1 else ""
-        after = self.tokenizer.decode(window).rstrip("\ufffd")
+        decode = self.tokenizer.decode
+        before = decode(window[:-1], skip_special).rstrip("\ufffd") if len(window) > 1 else ""
+        after = decode(window, skip_special).rstrip("\ufffd")
         return after[len(before) :] if after.startswith(before) else self._text(token_id)
 
     def _alternatives(self, entry: TokenLogprob) -> dict[str, float]:

@@ -49,8 +49,8 @@ class ReplyIds:
             choice = {"index": 0, "text": (self.request.echo or "") + result.text}
         logprobs = None
         if self.logprobs and self.request.echo is not None:  # the prompt's tokens first, scored
-            first = result.prompt_token_ids[0]
-            logprobs = self.logprobs.render(result.prompt_logprobs + result.logprobs, unscored=first)
+            first, scored = result.prompt_token_ids[0], result.prompt_logprobs
+            logprobs = self.logprobs.render(scored + result.logprobs, unscored=first, echoed=len(scored))
         elif self.logprobs:
             logprobs = self.logprobs.render(result.logprobs)
         choice |= {"logprobs": logprobs, "finish_reason": finish}

@@ -416,7 +416,7 @@ def _echo(body: dict, served: Served, ids: list[int], stream: bool) -> str | Non
     prompt = body["prompt"]
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
         prompt = prompt[0]  # a batch of one
-    return prompt if isinstance(prompt, str) else served.tokenizer.decode(ids)
+    return prompt if isinstance(prompt, str) else served.tokenizer.decode(ids, skip_special=False)
 
 
 def _max_tokens(body: dict, default: int) -> tuple[int, str]:

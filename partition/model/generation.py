@@ -38,15 +38,18 @@ class TokenLogprob:
     token_id: int
     logprob: float
     top: tuple[tuple[int, float], ...] = ()  # (token id, log-probability)
+    # the token that ended the answer (EOS, a stop token id): not part of its text or token ids, yet
+    # drawn, as vLLM reports it (a harness scoring a text that ends there needs its log-probability)
+    ends: bool = False
 
 
-def token_logprob(logprobs_V: torch.Tensor, token_id: int, top: int) -> TokenLogprob:
+def token_logprob(logprobs_V: torch.Tensor, token_id: int, top: int, ends: bool = False) -> TokenLogprob:
     """`token_id`'s entry of log-probabilities [V], with the `top` largest of them."""
     alternatives: tuple[tuple[int, float], ...] = ()
     if top:
         values, ids = torch.topk(logprobs_V, min(top, logprobs_V.numel()))
         alternatives = tuple(zip(ids.tolist(), values.tolist(), strict=True))
-    return TokenLogprob(token_id, float(logprobs_V[token_id]), alternatives)
+    return TokenLogprob(token_id, float(logprobs_V[token_id]), alternatives, ends)
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,8 @@ class GenerationResult:
     finish_reason: str = "length"  # "eos", "stop" or "length"
     start_s: float = 0.0  # perf_counter when the request started (t0)
     token_times_s: list[float] = field(default_factory=list)  # perf_counter when each token was ready
-    logprobs: list[TokenLogprob] = field(default_factory=list)  # one per token id, when the request asked
+    # one per token id, when the request asked, and one for the token that ended it (`ends`), if any
+    logprobs: list[TokenLogprob] = field(default_factory=list)
     # one per prompt token after the first (which nothing came before), when the request asked
     prompt_logprobs: list[TokenLogprob] = field(default_factory=list)
 
@@ -257,6 +261,13 @@ def generate(
         result.prompt_logprobs = [token_logprob(rows[i - 1], prompt[i], top) for i in range(1, len(prompt))]
         logits = rows[-1]
     position = len(prompt)
+
+    def scored(token: int, ends: bool = False) -> None:  # from the logits it was drawn from
+        if request.logprobs is not None:
+            result.logprobs.append(token_logprob(logits, token, request.logprobs, ends))
+            if on_token is not None:
+                on_token(result.logprobs[-1])
+
     while len(result.token_ids) < budget:
         if len(result.token_ids) < request.min_tokens and len(held_back):
             token = sampler(logits.index_fill(0, held_back, float("-inf")), result.token_ids)
@@ -264,13 +275,11 @@ def generate(
             token = sampler(logits, result.token_ids)
         if token in ending:
             result.finish_reason = "stop" if token in request.stop_token_ids else "eos"
+            scored(token, ends=True)
             break
         result.token_times_s.append(time.perf_counter())
         result.token_ids.append(token)
-        if request.logprobs is not None:
-            result.logprobs.append(token_logprob(logits, token, request.logprobs))
-            if on_token is not None:
-                on_token(result.logprobs[-1])
+        scored(token)
         chunk = stream.push(token)
         if chunk and on_text is not None:
             on_text(chunk)

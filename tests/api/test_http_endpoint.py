@@ -192,18 +192,21 @@ def test_a_chat_answer_brings_each_tokens_log_probability_and_its_likeliest_alte
     else:
         (choice,) = reply["choices"]
         content, text = choice["logprobs"]["content"], choice["message"]["content"]
-        assert choice["logprobs"]["refusal"] is None and len(content) == reply["usage"]["completion_tokens"]
+        assert choice["logprobs"]["refusal"] is None and choice["finish_reason"] == "stop"
+        assert len(content) == reply["usage"]["completion_tokens"] + 1  # and the EOS that ended it
     expected = whole_model_logprobs(smollm2, smollm2_whole, chat_prompt_ids(smollm2), 12, 3)
     assert len(content) == len(expected) > 3  # "The capital of France is Paris." and EOS
     assert bytes(b for token in content for b in token["bytes"]).decode() == text
+    assert (content[-1]["token"], content[-1]["bytes"]) == ("", []) and expected[-1].ends  # EOS: no text
     tokenizer = load_tokenizer(smollm2)
-    for token, want in zip(content, expected, strict=True):
+    for token, want in zip(content[:-1], expected, strict=False):
         assert token["token"] == tokenizer.token_bytes(want.token_id).decode(errors="replace")
+    for token, want in zip(content, expected, strict=True):
         assert token["logprob"] == pytest.approx(want.logprob, abs=1e-4) and token["logprob"] <= 0
         alternatives = token["top_logprobs"]
         assert [a["bytes"] for a in alternatives] == [list(tokenizer.token_bytes(i)) for i, _ in want.top]
         assert [a["logprob"] for a in alternatives] == pytest.approx([lp for _, lp in want.top], abs=1e-4)
-        assert alternatives[0]["token"] == token["token"]  # greedy: the likeliest one was taken
+        assert alternatives[0]["logprob"] == token["logprob"]  # greedy: the likeliest one was taken
 
 
 def test_ignore_eos_min_tokens_and_stop_token_ids_end_the_answer_where_vllms_would(
@@ -311,6 +314,34 @@ def test_a_stop_string_cuts_the_text_not_the_log_probabilities_and_asking_change
         assert status == 200, reply
         texts.append(reply["choices"][0]["message"]["content"])
     assert texts[0] == texts[1]
+
+
+def test_an_echoed_text_the_model_would_end_is_scored_to_its_end(api, smollm2, smollm2_whole):
+    """The harness's request for a continuation after which the model draws EOS: the reply still has
+    one entry past the prompt (EOS's, with no text), so its token_logprobs[ctxlen:-1] holds the whole
+    continuation, as from vLLM."""
+    tokenizer = load_tokenizer(smollm2)
+    context = chat_prompt_ids(smollm2)
+    continuation = tokenizer.encode("The capital of France is Paris.", add_special=False)
+    ids = context + continuation
+    body = {"prompt": [ids], "temperature": 0, "max_tokens": 1, "logprobs": 1, "echo": True}
+    status, reply = request(api, "POST", "/v1/completions", body)
+    assert status == 200, reply
+    (choice,) = reply["choices"]
+    said = choice["logprobs"]
+    assert choice["finish_reason"] == "stop" and reply["usage"]["completion_tokens"] == 0  # EOS drawn
+    assert len(said["token_logprobs"]) == len(ids) + 1 and said["tokens"][-1] == ""
+    assert "".join(said["tokens"]) == choice["text"] == tokenizer.decode(ids, skip_special=False)
+    logits = smollm2_whole(torch.tensor([ids]), smollm2_whole.new_cache(1, len(ids)), [0], [0])[0]
+    expected = torch.log_softmax(logits.float(), -1)
+    harness = said["token_logprobs"][len(context) : -1]
+    assert harness == pytest.approx(
+        expected[range(len(context) - 1, len(ids) - 1), continuation].tolist(), abs=1e-4
+    )
+    eos = int(expected[-1].argmax())
+    assert eos in tokenizer.eos_ids and said["token_logprobs"][-1] == pytest.approx(
+        float(expected[-1, eos]), abs=1e-4
+    )
 
 
 def test_a_completions_tokens_join_into_its_text_where_a_character_spans_several(api):

@@ -90,7 +90,7 @@ def test_generate_stops_on_eos_and_on_length():
     assert result.token_ids == [5, 6, 7] and result.finish_reason == "length"
 
 
-def test_generate_records_each_tokens_log_probability_before_its_text_and_none_for_eos():
+def test_generate_records_each_tokens_log_probability_before_its_text_and_the_one_eos_ended_on():
     script = iter([5, 6, 2])
     said = []
 
@@ -104,7 +104,9 @@ def test_generate_records_each_tokens_log_probability_before_its_text_and_none_f
         step, request, (2,), lambda ids: "".join(map(str, ids)), said.append, on_token=said.append
     )
     assert result.token_ids == [5, 6] and result.finish_reason == "eos"
-    assert [type(s).__name__ for s in said] == ["TokenLogprob", "str", "TokenLogprob", "str"]
+    assert [type(s).__name__ for s in said] == ["TokenLogprob", "str", "TokenLogprob", "str", "TokenLogprob"]
+    # EOS is no token of the answer, yet drawn: its entry says it ended it
+    assert [(e.token_id, e.ends) for e in result.logprobs] == [(5, False), (6, False), (2, True)]
     first = result.logprobs[0]
     expected = torch.log_softmax(torch.tensor([0, 0.1, 0.2, 0.3, 0.4, 3.0, 0.6, 0.7, 0.8, 0.9]), -1)
     assert first.token_id == 5 and first.logprob == pytest.approx(float(expected[5]))
@@ -144,7 +146,8 @@ def test_before_min_tokens_neither_eos_nor_a_stop_token_id_is_drawn():
     # EOS and 9 lead at the first three steps: the runner-up is drawn; at the fourth, EOS ends it
     assert (result.token_ids, result.finish_reason) == ([4, 4, 4], "eos")
     # what is reported is the model's own, before anything was kept from the sampler
-    assert [entry.top for entry in result.logprobs] == [((2, 3.0),), ((9, 3.0),), ((2, 3.0),)]
+    assert [entry.top for entry in result.logprobs] == [((2, 3.0),), ((9, 3.0),), ((2, 3.0),), ((2, 3.0),)]
+    assert [entry.ends for entry in result.logprobs] == [False, False, False, True]  # then EOS ended it
     greedy = GenerationRequest([1], max_new_tokens=6, context=64, min_tokens=3, stop_token_ids=(9,))
     assert greedy.extra_logits((2,)) == 2 and GenerationRequest([1]).extra_logits((2,)) == 0
 
