@@ -32,6 +32,10 @@ from partition.model.sampling import SamplingParams
 from partition.transport.client import StageCallError
 from partition.types import RETURN_TOP_K
 
+# Bytes of logits one scored step may bring back (64 MiB: 341 tokens of SmolLM2's 49 k vocabulary),
+# a quarter of the largest message the channels take (transport/channels.py MAX_MESSAGE_BYTES)
+SCORED_BYTES_PER_STEP = 64 * 2**20
+
 
 def logits_to_return(sampling: SamplingParams, vocab_size: int, extra: int | None = 0) -> int:
     """Step.logits_top_k for a sampler: how many logits a worker holding the head sends back (0: all,
@@ -97,8 +101,15 @@ class PipelineSession:
     def scores(self, token_ids: list[int]) -> torch.Tensor:
         """Log-probabilities [S, V] of every one of `token_ids`, placed from position 0 (a prompt's
         prefill when its own log-probabilities are asked for). A worker holding the head sends every
-        logit of every position: vocabulary x 4 bytes per token with the raw codec."""
-        return as_log_probs(self._forward(token_ids, 0, every_position=True))
+        logit of every position, vocabulary x 4 bytes per token with the raw codec: the prompt goes in
+        steps of as many tokens as SCORED_BYTES_PER_STEP holds, so that no reply outgrows a message."""
+        rows = max(1, SCORED_BYTES_PER_STEP // (4 * self.deployment.source.spec.vocab_size))
+        return torch.cat(
+            [
+                as_log_probs(self._forward(token_ids[start : start + rows], start, every_position=True))
+                for start in range(0, len(token_ids), rows)
+            ]
+        )
 
     def logits(self, token_ids: list[int], position: int) -> torch.Tensor:
         """Logits [S, V] of every one of `token_ids` (teacher forcing: one step scores a whole sequence)."""

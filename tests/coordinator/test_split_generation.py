@@ -11,6 +11,7 @@ import dataclasses
 import pytest
 import torch
 
+from partition.coordinator import session as session_module
 from partition.coordinator.deploy import deploy
 from partition.coordinator.session import PipelineSession
 from partition.model.generation import GenerationRequest, generate, local_scores, local_step
@@ -188,10 +189,19 @@ def test_a_split_reports_the_whole_models_log_probabilities(
             assert back.payload_bytes == TOP_K_LOGITS_BYTES
 
 
-@pytest.mark.parametrize("split", ["2-stages", "3-stages-edge-ends"], ids=["head-on-worker", "head-on-edge"])
-def test_a_split_scores_a_prompt_as_the_whole_model_does(smollm2, smollm2_whole, workers, prompt, split):
+@pytest.mark.parametrize(
+    ("split", "per_step"),
+    [("2-stages", None), ("2-stages", 7), ("3-stages-edge-ends", None)],
+    ids=["head-on-worker", "head-on-worker-7-tokens-a-step", "head-on-edge"],
+)
+def test_a_split_scores_a_prompt_as_the_whole_model_does(
+    smollm2, smollm2_whole, workers, prompt, split, per_step, monkeypatch
+):
     """A prompt's own log-probabilities (what an evaluation harness asks a completion to echo): every
-    position's, from the prefill, then generation goes on from it."""
+    position's, from the prefill, then generation goes on from it. A long prompt is scored a few
+    tokens a step, so that no reply of every logit outgrows a message: here 7 at a time."""
+    if per_step:
+        monkeypatch.setattr(session_module, "SCORED_BYTES_PER_STEP", per_step * 4 * smollm2.spec.vocab_size)
     n, top = 4, 2
     context = len(prompt) + n
     request = GenerationRequest(prompt, n, context=context, logprobs=top, prompt_logprobs=top)
@@ -207,6 +217,12 @@ def test_a_split_scores_a_prompt_as_the_whole_model_does(smollm2, smollm2_whole,
         deployment.close()
     assert result.token_ids == reference.token_ids == _reference(smollm2_whole, prompt, n)
     assert [e.token_id for e in result.prompt_logprobs] == prompt[1:]
+    back = [s.payload_bytes for s in session.spans if s.dst == "phone" and s.src]
+    row = 4 * smollm2.spec.vocab_size  # every logit of one position
+    steps = [len(prompt)] if per_step is None else [per_step] * (len(prompt) // per_step)
+    steps += [len(prompt) % per_step] if per_step and len(prompt) % per_step else []
+    if split == "2-stages":  # the prompt's steps, each with its tokens' logits, then the top K of each token
+        assert back == [k * row for k in steps] + [TOP_K_LOGITS_BYTES] * (n - 1)
     got = [e.logprob for e in result.prompt_logprobs]
     assert got == pytest.approx([e.logprob for e in reference.prompt_logprobs], abs=1e-4)
     assert [[i for i, _ in e.top] for e in result.prompt_logprobs] == [
