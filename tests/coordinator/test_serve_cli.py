@@ -101,18 +101,27 @@ def test_an_answer_of_one_token_reports_the_hops_of_its_prompt(smollm2, tmp_path
     assert [s["device"] for s in out["stages"]] == ["phone", "server-a"]
 
 
-def test_serve_says_what_sampling_without_top_k_costs_when_a_worker_holds_the_head(smollm2, tmp_path):
+@pytest.mark.parametrize(
+    ("sampling", "said"),
+    [
+        (["--temperature", "0.8", "--seed", "3"], "add --top-k 64"),
+        (["--presence-penalty", "-0.5"], "a negative penalty needs every logit"),
+    ],
+    ids=["temperature", "negative-penalty"],
+)
+def test_serve_says_what_a_sampler_that_needs_every_logit_costs_when_a_worker_holds_the_head(
+    smollm2, tmp_path, sampling, said
+):
     plan = split_plan(smollm2, [("phone", 0, 16, "raw"), ("server-a", 16, 32, "raw")])
     path = tmp_path / "plan.json"
     save_plan(plan, path)
     result = subprocess.run(
         [sys.executable, "-m", "partition", "serve", "--plan", str(path), "--spawn-local", "--threads", "1",
-         "--prompt", "Once upon a time", "--temperature", "0.8", "--seed", "3", "--max-new-tokens", "6",
-         "--json"],
+         "--prompt", "Once upon a time", *sampling, "--max-new-tokens", "6", "--json"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "needs every logit" in result.stderr and "--top-k 64" in result.stderr
+    assert "needs every logit" in result.stderr and said in result.stderr
     back = json.loads(result.stdout)["hops"][-1]
     assert (back["from"], back["to"], back["codec"]) == ("server-a", "phone", "raw")
     assert back["bytes_per_token"] == 4 * smollm2.spec.vocab_size  # every logit came back, as the note says
