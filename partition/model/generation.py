@@ -62,7 +62,7 @@ class GenerationRequest:
     # None: no log-probabilities; N: each token's, and the N likeliest at its position (<= MAX_TOP_LOGPROBS)
     logprobs: int | None = None
     # vLLM's: EOS taken as any other token; these ids end the answer as EOS does (neither is part of it);
-    # before min_tokens new tokens, neither can be drawn and no stop string ends the answer
+    # before min_tokens new tokens, neither (nor EOS taken as a token) is drawn and no stop string ends it
     ignore_eos: bool = False
     stop_token_ids: tuple[int, ...] = ()
     min_tokens: int = 0
@@ -76,6 +76,11 @@ class GenerationRequest:
         stop_token_ids."""
         return frozenset(self.stop_token_ids) | (frozenset() if self.ignore_eos else frozenset(eos_ids))
 
+    def held_back_ids(self, eos_ids: tuple[int, ...]) -> frozenset[int]:
+        """The ids kept from the sampler until min_tokens: EOS (even with ignore_eos, as vLLM) and
+        stop_token_ids."""
+        return frozenset(self.stop_token_ids) | frozenset(eos_ids) if self.min_tokens else frozenset()
+
     def extra_logits(self, eos_ids: tuple[int, ...]) -> int | None:
         """How many more of the largest logits than the sampler decides among a worker holding the head
         must send, so that what the sampler picks from stays whole: those min_tokens keeps from it,
@@ -83,7 +88,7 @@ class GenerationRequest:
         for every logit, since a negative penalty may lift a token drawn from below them all."""
         if self.sampling.presence_penalty < 0 or self.sampling.frequency_penalty < 0:
             return None
-        extra = len(self.ending_ids(eos_ids)) if self.min_tokens else 0
+        extra = len(self.held_back_ids(eos_ids))
         return extra + (self.max_new_tokens if self.sampling.penalizes else 0)
 
 
@@ -250,7 +255,7 @@ def generate(
     stream = TextStream(decode, request.stop, request.min_tokens)
     budget = min(request.max_new_tokens, request.context - len(prompt))
     ending = request.ending_ids(eos_ids)
-    held_back = torch.tensor(sorted(ending), dtype=torch.long)  # until min_tokens
+    held_back = torch.tensor(sorted(request.held_back_ids(eos_ids)), dtype=torch.long)  # until min_tokens
     if request.prompt_logprobs is None:
         logits = step(list(prompt), 0)
     else:

@@ -138,6 +138,8 @@ def test_ignore_eos_takes_eos_as_a_token_and_stop_token_ids_end_the_answer_as_eo
     assert (ignoring.token_ids, ignoring.finish_reason) == ([6, 2, 7, 8], "length")
     stopped = run(ignore_eos=True, stop_token_ids=(7,))
     assert (stopped.token_ids, stopped.finish_reason) == ([6, 2], "stop")
+    held = run(ignore_eos=True, min_tokens=3)  # as vLLM: EOS is not drawn before min_tokens either
+    assert (held.token_ids, held.finish_reason) == ([6, 4, 7, 8], "length")
 
 
 def test_before_min_tokens_neither_eos_nor_a_stop_token_id_is_drawn():
