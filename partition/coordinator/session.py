@@ -94,9 +94,7 @@ class PipelineSession:
         """Logits [V] of the last of `token_ids`, placed at `position`.. of the session; log-probabilities
         for a session opened with `log_probs` (the worker holding the head normalizes over the whole
         vocabulary before it picks the largest to send; only the head's holder has them all)."""
-        logits = self._forward(token_ids, position, every_position=False)[-1]
-        computed_here = self._remote is None or self.deployment.tail_model is not None
-        return as_log_probs(logits) if self.log_probs and computed_here else logits
+        return self._forward(token_ids, position, every_position=False, log_probs=self.log_probs)[-1]
 
     def scores(self, token_ids: list[int]) -> torch.Tensor:
         """Log-probabilities [S, V] of every one of `token_ids`, placed from position 0 (a prompt's
@@ -106,7 +104,7 @@ class PipelineSession:
         rows = max(1, SCORED_BYTES_PER_STEP // (4 * self.deployment.source.spec.vocab_size))
         return torch.cat(
             [
-                as_log_probs(self._forward(token_ids[start : start + rows], start, every_position=True))
+                self._forward(token_ids[start : start + rows], start, every_position=True, log_probs=True)
                 for start in range(0, len(token_ids), rows)
             ]
         )
@@ -116,7 +114,12 @@ class PipelineSession:
         return self._forward(token_ids, position, every_position=True)
 
     @torch.inference_mode()
-    def _forward(self, token_ids: list[int], position: int, every_position: bool) -> torch.Tensor:
+    def _forward(
+        self, token_ids: list[int], position: int, every_position: bool, log_probs: bool = False
+    ) -> torch.Tensor:
+        """The output of the last of `token_ids` (of each, with `every_position`); with `log_probs`,
+        normalized where every logit is at hand: on the worker holding the head when it sends only the
+        last position's largest, here otherwise."""
         d = self.deployment
         d.check_open()  # closed, it has neither chain nor segments: the step would compute nonsense
         step_start_ns = time.time_ns()
@@ -126,14 +129,14 @@ class PipelineSession:
             started = time.perf_counter()
             x = d.front_model(x, self._front_cache, [0], [position])
             front_s = time.perf_counter() - started
-        result = None
+        result, on_worker = None, False
         if self._remote is not None:
             last_only = d.tail_model is None and not every_position
             top_k = self.logits_top_k if last_only else 0
-            log_probs = self.log_probs and last_only
-            coro = self._remote.step(x, position, d.topology.input_codec, last_only, top_k, log_probs)
+            on_worker = log_probs and last_only
+            coro = self._remote.step(x, position, d.topology.input_codec, last_only, top_k, on_worker)
             result = d.loop.run(coro, still_wanted=self.still_wanted)
-            if log_probs and not result.log_probs_sent:
+            if on_worker and not result.log_probs_sent:
                 raise self._not_normalized(d.addresses[-1])
             x = result.output
         if d.tail_model is not None:
@@ -142,7 +145,7 @@ class PipelineSession:
             tail_s = time.perf_counter() - started
         self._record(len(token_ids), step_start_ns, front_s, tail_s, result)
         self._steps += 1
-        return x[0]
+        return as_log_probs(x[0]) if log_probs and not on_worker else x[0]
 
     def _not_normalized(self, address: str) -> StageCallError:
         device = self.deployment.devices.get(address, "")
