@@ -3,13 +3,13 @@
 `POST /v1/chat/completions` takes `messages` (rendered with the model's chat template) and
 `POST /v1/completions` takes `prompt` (text, or token ids). Both take the OpenAI sampling fields
 (`max_tokens` or `max_completion_tokens`, `temperature`, `top_p`, `seed`, `stop`, `presence_penalty`,
-`frequency_penalty`, `stream`, `stream_options.include_usage`) and vLLM's `top_k`, `stop_token_ids`,
-`ignore_eos` and `min_tokens`. Defaults are OpenAI's: temperature 1, and at most 16 new tokens for
+`frequency_penalty`, `stream`, `stream_options.include_usage`) and vLLM's `top_k`, `min_p`,
+`stop_token_ids`, `ignore_eos`, `min_tokens` and `include_stop_str_in_output`. Defaults are OpenAI's: temperature 1, and at most 16 new tokens for
 completions, the rest of the context for chat. Log-probabilities are asked as each route's OpenAI
 shape has it: chat's `logprobs: true` with `top_logprobs: N`, a completion's `logprobs: N`.
 
 A field we cannot honour (`n` > 1, vLLM's `prompt_logprobs` and `repetition_penalty`, tools, a JSON
-response format, audio, reasoning effort, vLLM's `min_p`, beam search, guided or structured output,
+response format, audio, reasoning effort, beam search, guided or structured output,
 allowed or bad words, special tokens in the text, its chat template options) is refused with a 400
 that names it, never silently ignored; fields that change nothing here (`user`, `metadata`, ...) are
 accepted; any other field (a typo) is refused, naming the field it most looks like.
@@ -46,8 +46,6 @@ NEUTRAL = {
     "function_call": (None, "none"),
     "suffix": (None, ""),
     # vLLM's sampling extras, beside its top_k
-    "min_p": (0, None),
-    "include_stop_str_in_output": (False, None),
     "use_beam_search": (False, None),
     "allowed_token_ids": (None,),
     "bad_words": (None, []),
@@ -100,9 +98,11 @@ COMMON_FIELDS = (
     "stop",
     "presence_penalty",
     "frequency_penalty",
+    "min_p",
     "stop_token_ids",
     "ignore_eos",
     "min_tokens",
+    "include_stop_str_in_output",
     "stream",
     "stream_options",
     "response_format",
@@ -248,6 +248,7 @@ def text_request(kind: str, body: dict, served: Served) -> TextRequest:
         ignore_eos=_boolean(body, "ignore_eos", False),
         stop_token_ids=_stop_token_ids(body, served.vocab_size),
         min_tokens=_min_tokens(body, max_tokens, asked),
+        stop_in_text=_boolean(body, "include_stop_str_in_output", False),
         prompt_logprobs=logprobs if echo is not None else None,
     )
     return TextRequest(kind, model, generation, stream, include_usage, echo)
@@ -444,8 +445,9 @@ def _sampling(body: dict) -> SamplingParams:
     seed = _sampling_field(body, "seed", None, (int,))
     presence = _number(body, "presence_penalty", 0.0, -2.0, 2.0)  # OpenAI's range, SamplingParams'
     frequency = _number(body, "frequency_penalty", 0.0, -2.0, 2.0)
+    min_p = _number(body, "min_p", 0.0, 0.0, 1.0)  # vLLM's range, SamplingParams'
     try:  # SamplingParams holds the ranges
-        return SamplingParams(temperature, top_k, top_p, seed, presence, frequency)
+        return SamplingParams(temperature, top_k, top_p, seed, presence, frequency, min_p)
     except SamplingError as error:
         raise _sampling_error(error.field, body.get(error.field)) from None
 

@@ -21,6 +21,12 @@ def add_prompt_arguments(parser: argparse.ArgumentParser, required: bool = True)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0 = off)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
+    parser.add_argument(
+        "--min-p",
+        type=float,
+        default=0.0,
+        help="sample from the tokens at least this times as likely as the likeliest (0-1; 0 = off)",
+    )
     parser.add_argument("--seed", type=sampling_seed, default=None, help="seed for reproducible sampling")
     for penalty, counted in (("presence", "once"), ("frequency", "once per time it was drawn")):
         parser.add_argument(
@@ -145,7 +151,13 @@ def build_request(
     if problem:
         raise ConfigError(f"{problem}; {advice}")
     sampling = SamplingParams(
-        args.temperature, args.top_k, args.top_p, args.seed, args.presence_penalty, args.frequency_penalty
+        args.temperature,
+        args.top_k,
+        args.top_p,
+        args.seed,
+        args.presence_penalty,
+        args.frequency_penalty,
+        args.min_p,
     )
     context = min(max_context, len(ids) + args.max_new_tokens)
     return GenerationRequest(ids, args.max_new_tokens, sampling, tuple(args.stop), context, args.logprobs)

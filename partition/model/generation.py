@@ -66,6 +66,7 @@ class GenerationRequest:
     ignore_eos: bool = False
     stop_token_ids: tuple[int, ...] = ()
     min_tokens: int = 0
+    stop_in_text: bool = False  # vLLM's include_stop_str_in_output: the text ends after the stop string
     # None: none; N: each prompt token's log-probability after the first, with the N likeliest in its
     # place (scoring a text, as a completion's `echo` with `logprobs` asks): the prefill computes the
     # log-probabilities of every prompt position, not only the last
@@ -163,8 +164,17 @@ class TextStream:
     whole text is decoded once, by `text()`.
     """
 
-    def __init__(self, decode: Callable[[list[int]], str], stop: tuple[str, ...], min_tokens: int = 0):
+    def __init__(
+        self,
+        decode: Callable[[list[int]], str],
+        stop: tuple[str, ...],
+        min_tokens: int = 0,
+        stop_in_text: bool = False,
+    ):
         self.decode, self.stop = decode, stop
+        # vLLM's include_stop_str_in_output: the text ends after the stop string rather than before it,
+        # and nothing is held back (what could begin one is part of the text either way)
+        self.stop_in_text = stop_in_text
         # A stop string ends the text only where it ends after the first `min_tokens` tokens' text (as
         # vLLM looks for none before then): from this character on, once known
         self.min_tokens = min_tokens
@@ -194,28 +204,32 @@ class TextStream:
         if self._stops_from is None and len(self.ids) >= self.min_tokens:
             self._stops_from = len(whole)  # stop strings count once they end after this
         # A stop string found now ends in the new text, so it starts at most len(stop) - 1 before it.
-        if self._stops_from is None or len(self.ids) == self.min_tokens:
-            found = iter(())
-        else:
-            searched = max(self._searched, self._stops_from)
-            found = (whole.find(s, max(0, searched - len(s) + 1)) for s in self.stop)
-        cuts = [cut for cut in found if cut != -1]
+        end = None
+        if self._stops_from is not None and len(self.ids) != self.min_tokens:
+            end = self._end_at_stop(whole, max(self._searched, self._stops_from))
         self._searched = len(whole)
-        if cuts:
+        if end is not None:
             self.stopped = True
-            return self._emit(whole[: min(cuts)], final=True)
+            return self._emit(whole[:end], final=True)
         return self._emit(whole, final=False)
 
     def text(self) -> str:
         full = self.decode(self.ids)
-        start = len(full) if self._stops_from is None else self._stops_from
-        found = (full.find(s, max(0, start - len(s) + 1)) for s in self.stop)
-        cuts = [cut for cut in found if cut != -1]
-        return full[: min(cuts)] if cuts else full
+        end = self._end_at_stop(full, len(full) if self._stops_from is None else self._stops_from)
+        return full if end is None else full[:end]
+
+    def _end_at_stop(self, text: str, searched: int) -> int | None:
+        """Where `text` ends at the first stop string that ends after character `searched` (the first to
+        begin; of two beginning there, the shorter, which was whole first), or None when none does."""
+        found = [(at, len(s)) for s in self.stop if (at := text.find(s, max(0, searched - len(s) + 1))) != -1]
+        if not found:
+            return None
+        at, length = min(found)
+        return at + length if self.stop_in_text else at
 
     def _emit(self, text: str, final: bool) -> str:
         safe = len(text)
-        if not final:  # hold back a tail that could be the start of a stop string
+        if not final and not self.stop_in_text:  # hold back a tail that could be the start of a stop string
             for stop in self.stop:
                 for k in range(min(len(stop) - 1, len(text)), 0, -1):
                     if text.endswith(stop[:k]):
@@ -252,7 +266,7 @@ def generate(
         prompt_token_ids=list(prompt), start_s=time.perf_counter() if arrival_s is None else arrival_s
     )
     sampler = Sampler(request.sampling)
-    stream = TextStream(decode, request.stop, request.min_tokens)
+    stream = TextStream(decode, request.stop, request.min_tokens, request.stop_in_text)
     budget = min(request.max_new_tokens, request.context - len(prompt))
     ending = request.ending_ids(eos_ids)
     held_back = torch.tensor(sorted(request.held_back_ids(eos_ids)), dtype=torch.long)  # until min_tokens

@@ -20,6 +20,7 @@ REQUIREMENTS = {
     "seed": f"a whole number in [{SEED_MIN}, {SEED_MAX}]",
     "presence_penalty": "a number in [-2, 2] (0 = off)",
     "frequency_penalty": "a number in [-2, 2] (0 = off)",
+    "min_p": "a number in [0, 1] (0 = off)",
 }
 
 
@@ -42,6 +43,9 @@ class SamplingParams:
     # and once per time it was drawn (frequency), before temperature, top-k and top-p, as vLLM does
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    # vLLM's: keep the tokens at least min_p times as likely as the likeliest (after temperature, before
+    # top-k and top-p, as vLLM applies it)
+    min_p: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.temperature < math.inf:  # NaN too; at inf every logit, -inf too, becomes NaN
@@ -55,6 +59,8 @@ class SamplingParams:
         for name in ("presence_penalty", "frequency_penalty"):
             if not -2.0 <= getattr(self, name) <= 2.0:  # NaN too
                 raise SamplingError(name, getattr(self, name))
+        if not 0.0 <= self.min_p <= 1.0:  # NaN too
+            raise SamplingError("min_p", self.min_p)
 
     @property
     def penalizes(self) -> bool:
@@ -99,6 +105,8 @@ class Sampler:
         # at that one the sampler is already greedy among the largest logits
         temperature = max(self.params.temperature, FLOAT32_TINY)
         logits_V = (logits_V - logits_V.max()) / temperature
+        if self.params.min_p:  # p / p_max = exp(logit - max logit), which is 0 for the likeliest now
+            logits_V = logits_V.masked_fill(logits_V < math.log(self.params.min_p), float("-inf"))
         if self.params.top_k:
             kth = torch.topk(logits_V, min(self.params.top_k, logits_V.numel())).values[-1]
             logits_V = logits_V.masked_fill(logits_V < kth, float("-inf"))

@@ -293,6 +293,38 @@ def test_a_penalized_completion_is_the_whole_models_with_the_same_penalty(api, s
     assert reply["choices"][0]["text"] == expected != whole_model_greedy(smollm2, smollm2_whole, ids, 40)
 
 
+def test_min_p_samples_as_the_whole_model_does_and_a_stop_string_may_end_the_text(
+    api, smollm2, smollm2_whole
+):
+    """vLLM's min_p, drawn from the logits the worker holding the head sends back (top_k keeps the
+    plan's cost), and its include_stop_str_in_output, whole and streamed."""
+    tokenizer = load_tokenizer(smollm2)
+    ids = tokenizer.encode("Once upon a time")
+    eos = tuple(set(smollm2.spec.eos_token_ids) | set(tokenizer.eos_ids))
+    sampled = {"temperature": 1.5, "top_k": 64, "seed": 5}
+    texts = {}
+    for min_p in (0.0, 0.2):
+        cache = smollm2_whole.new_cache(slots=1, max_len=len(ids) + 32)
+        sampling = SamplingParams(**sampled, min_p=min_p)
+        whole = GenerationRequest(ids, 32, sampling=sampling, context=len(ids) + 32, ignore_eos=True)
+        texts[min_p] = generate(local_step(smollm2_whole, cache), whole, eos, tokenizer.decode).text
+    body = {"prompt": ids, "max_tokens": 32, "ignore_eos": True, **sampled, "min_p": 0.2}
+    status, reply = request(api, "POST", "/v1/completions", body)
+    assert status == 200, reply
+    expected = reply["choices"][0]["text"]
+    assert expected == texts[0.2] != texts[0.0]  # at 1.5, min_p 0.2 leaves fewer tokens to draw from
+    stop = expected[12:15]
+    cut = expected.index(stop)
+    for kept, text in ((True, expected[: cut + len(stop)]), (False, expected[:cut])):
+        asked = body | {"stop": [stop], "include_stop_str_in_output": kept}
+        status, reply = request(api, "POST", "/v1/completions", asked)
+        assert status == 200, reply
+        assert reply["choices"][0]["text"] == text and reply["choices"][0]["finish_reason"] == "stop"
+        status, streamed = request(api, "POST", "/v1/completions", asked | {"stream": True})
+        assert status == 200, streamed
+        assert "".join(e["choices"][0]["text"] for e in events(streamed) if e != "[DONE]") == text
+
+
 def test_a_stop_string_cuts_the_text_not_the_log_probabilities_and_asking_changes_no_token(api):
     """Cut by a stop string, the answer still reports the tokens that held it (as vLLM does), streamed
     as whole; and a sampled answer is the same with log-probabilities asked for as without."""
@@ -525,7 +557,14 @@ def test_a_one_token_answer_is_strict_json_with_null_for_its_undefined_tpot(api)
             "repetition_penalty",
             "leave it out",
         ),
-        ("/v1/completions", {"prompt": "x", "min_p": 0.5}, 400, "min_p", "leave it out"),
+        ("/v1/completions", {"prompt": "x", "min_p": 1.5}, 400, "min_p", "min_p must be a number in [0, 1]"),
+        (
+            "/v1/completions",
+            {"prompt": "x", "include_stop_str_in_output": "yes"},
+            400,
+            "include_stop_str_in_output",
+            "true or false",
+        ),
         ("/v1/chat/completions", {"messages": QUESTION, "temperature": 3}, 400, "temperature", "[0, 2]"),
         (
             "/v1/chat/completions",

@@ -74,6 +74,18 @@ def test_text_stream_holds_back_stop_strings_and_partial_characters():
     assert stream.text() == "Hello world "
 
 
+def test_with_the_stop_string_in_the_text_it_ends_after_it_and_nothing_is_held_back():
+    pieces = {1: "Hello", 2: " wor", 3: "ld", 4: " STO", 5: "P more"}
+    stream = TextStream(lambda ids: "".join(pieces[i] for i in ids), ("STOP", "P m"), stop_in_text=True)
+    out = [stream.push(i) for i in (1, 2, 3, 4)]
+    assert out == ["Hello", " wor", "ld", " STO"]  # " STO" is text whether STOP follows or not
+    assert stream.push(5) == "P" and stream.stopped  # "STOP" began first: the text ends after it
+    assert stream.text() == "Hello world STOP"
+    # of two stop strings beginning at one character, the shorter was whole first
+    both = TextStream(lambda ids: "".join(pieces[i] for i in ids), ("STOP more", "ST"), stop_in_text=True)
+    assert "".join(both.push(i) for i in (1, 2, 3, 4)) == "Hello world ST" and both.stopped
+
+
 def test_generate_stops_on_eos_and_on_length():
     script = iter([5, 6, 2, 9])
 
@@ -210,6 +222,27 @@ def test_presence_and_frequency_penalties_count_the_tokens_drawn_in_this_answer(
     assert penalized.extra_logits((2,)) == 80
     lifted = GenerationRequest([1], 80, sampling=SamplingParams(presence_penalty=-0.5))
     assert lifted.extra_logits((2,)) is None  # a drawn token may rise from anywhere: every logit
+
+
+def test_min_p_draws_as_vllm_does_from_the_tokens_at_least_that_likely_against_the_likeliest():
+    """vLLM's order: temperature, then min_p on the probabilities (each against the likeliest), then
+    top-k and top-p on what is left."""
+    logits = torch.tensor([0.1, 2.0, 1.5, -1.0, 1.9, 0.6])
+    for temperature, min_p, top_p in ((1.0, 0.3, 1.0), (2.0, 0.6, 1.0), (0.7, 0.1, 0.8), (1.0, 1.0, 1.0)):
+        params = SamplingParams(temperature=temperature, min_p=min_p, top_p=top_p, seed=4)
+        probs = torch.softmax(logits / temperature, -1)
+        kept = logits.masked_fill(probs < min_p * probs.max(), float("-inf"))
+        reference = Sampler(SamplingParams(temperature=temperature, top_p=top_p, seed=4))
+        sampler = Sampler(params)
+        draws = [sampler(logits) for _ in range(300)]
+        assert draws == [reference(kept) for _ in range(300)]
+        assert set(draws) == set(torch.nonzero(probs >= min_p * probs.max()).flatten().tolist()) - (
+            set() if top_p == 1.0 else {0, 5}  # top-p 0.8 of what min_p 0.1 left drops these two
+        )
+    assert Sampler(SamplingParams(min_p=0.9))(logits) == 1  # greedy: the likeliest either way
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(SamplingError, match=r"min-p must be a number in \[0, 1\]"):
+            SamplingParams(min_p=bad)
 
 
 def test_a_temperature_near_0_draws_the_largest_logit_and_an_infinite_one_is_refused():
