@@ -21,9 +21,10 @@ class ReplyIds:
 
     def __init__(self, request: TextRequest, tokenizer=None) -> None:
         self.request = request
-        # the tokens' log-probabilities, where the request asks for them (the tokenizer shows each token)
+        # the tokens' log-probabilities, where the request asks for them (the tokenizer shows each
+        # token), rendered for each choice on its own: a completion's offsets run on within a choice
         asked = request.generation.logprobs is not None
-        self.logprobs = LogprobShapes(request.kind, tokenizer) if asked else None
+        self.logprobs = [LogprobShapes(request.kind, tokenizer) for _ in range(request.n)] if asked else None
         chat = request.kind == CHAT
         self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         self.created = int(time.time())
@@ -39,22 +40,32 @@ class ReplyIds:
             "choices": choices,
         }
 
-    def completion(self, answer) -> dict:
-        """The whole answer (`answer`: partition.coordinator.answer.Answer)."""
+    def completion(self, answers: list) -> dict:
+        """The whole answer (`answers`: a partition.coordinator.answer.Answer per choice). Its
+        `partition` report is the first choice's; with more than one, each choice carries its own."""
+        choices = [self._choice(index, answer) for index, answer in enumerate(answers)]
+        if len(answers) > 1:
+            for choice, answer in zip(choices, answers, strict=True):
+                choice["partition"] = answer.report()
+        return self._envelope(self.object, choices) | {
+            "usage": usage([a.result for a in answers]),
+            "partition": answers[0].report(),
+        }
+
+    def _choice(self, index: int, answer) -> dict:
         result = answer.result
-        finish = FINISH_REASON[result.finish_reason]
         if self.request.kind == CHAT:
-            choice = {"index": 0, "message": {"role": "assistant", "content": result.text}}
+            choice = {"index": index, "message": {"role": "assistant", "content": result.text}}
         else:
-            choice = {"index": 0, "text": (self.request.echo or "") + result.text}
+            choice = {"index": index, "text": (self.request.echo or "") + result.text}
         logprobs = None
         if self.logprobs and self.request.echo is not None:  # the prompt's tokens first, scored
             first, scored = result.prompt_token_ids[0], result.prompt_logprobs
-            logprobs = self.logprobs.render(scored + result.logprobs, unscored=first, echoed=len(scored))
+            shapes = self.logprobs[index]
+            logprobs = shapes.render(scored + result.logprobs, unscored=first, echoed=len(scored))
         elif self.logprobs:
-            logprobs = self.logprobs.render(result.logprobs)
-        choice |= {"logprobs": logprobs, "finish_reason": finish}
-        return self._envelope(self.object, [choice]) | {"usage": usage(result), "partition": answer.report()}
+            logprobs = self.logprobs[index].render(result.logprobs)
+        return choice | {"logprobs": logprobs, "finish_reason": FINISH_REASON[result.finish_reason]}
 
     def chunk(
         self,
@@ -62,16 +73,18 @@ class ReplyIds:
         first: bool = False,
         finish_reason: str | None = None,
         tokens: list[TokenLogprob] | None = None,
+        index: int = 0,
     ) -> dict:
-        """One stream event: text as it is decoded (the first chat chunk also names the role), with the
-        log-probabilities of the `tokens` generated since the last event, where the request asks."""
+        """One stream event of choice `index`: text as it is decoded (the first chat chunk also names
+        the role), with the log-probabilities of the `tokens` generated since the last event, where the
+        request asks."""
         if self.request.kind == CHAT:
             delta = {"role": "assistant", "content": text} if first else ({"content": text} if text else {})
-            choice = {"index": 0, "delta": delta}
+            choice = {"index": index, "delta": delta}
         else:
-            choice = {"index": 0, "text": text}
+            choice = {"index": index, "text": text}
         choice |= {
-            "logprobs": self.logprobs.render(tokens or []) if self.logprobs and not first else None,
+            "logprobs": self.logprobs[index].render(tokens or []) if self.logprobs and not first else None,
             "finish_reason": FINISH_REASON.get(finish_reason) if finish_reason else None,
         }
         out = self._envelope(self.chunk_object, [choice])
@@ -79,21 +92,26 @@ class ReplyIds:
             out["usage"] = None
         return out
 
-    def last_chunks(self, answer, tokens: list[TokenLogprob] | None = None) -> list[dict]:
-        """After the text: the finish reason, with the log-probabilities of `tokens` no text was sent
-        with (held back, or cut by a stop string), then (stream_options.include_usage) the token counts
-        and the timing report in a chunk without choices."""
-        out = [self.chunk(finish_reason=answer.result.finish_reason, tokens=tokens)]
+    def last_chunks(self, answers: list, tokens: list[list[TokenLogprob]]) -> list[dict]:
+        """After the text: each choice's finish reason, with the log-probabilities of its `tokens` no
+        text was sent with (held back, or cut by a stop string), then (stream_options.include_usage)
+        the token counts and the first choice's timing report in a chunk without choices."""
+        out = [
+            self.chunk(finish_reason=answer.result.finish_reason, tokens=held, index=index)
+            for index, (answer, held) in enumerate(zip(answers, tokens, strict=True))
+        ]
         if self.request.include_usage:
             out.append(
                 self._envelope(self.chunk_object, [])
-                | {"usage": usage(answer.result), "partition": answer.report()}
+                | {"usage": usage([a.result for a in answers]), "partition": answers[0].report()}
             )
         return out
 
 
-def usage(result) -> dict:
-    prompt, completion = len(result.prompt_token_ids), len(result.token_ids)
+def usage(results: list) -> dict:
+    """Token counts of a request's choices: the prompt once, as OpenAI counts it, and every choice's
+    completion."""
+    prompt, completion = len(results[0].prompt_token_ids), sum(len(r.token_ids) for r in results)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 

@@ -2,17 +2,18 @@
 
 `POST /v1/chat/completions` takes `messages` (rendered with the model's chat template) and
 `POST /v1/completions` takes `prompt` (text, or token ids). Both take the OpenAI sampling fields
-(`max_tokens` or `max_completion_tokens`, `temperature`, `top_p`, `seed`, `stop`, `presence_penalty`,
-`frequency_penalty`, `stream`, `stream_options.include_usage`) and vLLM's `top_k`, `min_p`,
-`stop_token_ids`, `ignore_eos`, `min_tokens` and `include_stop_str_in_output`. Defaults are OpenAI's: temperature 1, and at most 16 new tokens for
-completions, the rest of the context for chat. Log-probabilities are asked as each route's OpenAI
-shape has it: chat's `logprobs: true` with `top_logprobs: N`, a completion's `logprobs: N`.
+(`n`, `max_tokens` or `max_completion_tokens`, `temperature`, `top_p`, `seed`, `stop`,
+`presence_penalty`, `frequency_penalty`, `stream`, `stream_options.include_usage`) and vLLM's `top_k`,
+`min_p`, `stop_token_ids`, `ignore_eos`, `min_tokens` and `include_stop_str_in_output`. Defaults are
+OpenAI's: temperature 1, and at most 16 new tokens for completions, the rest of the context for chat.
+Log-probabilities are asked as each route's OpenAI shape has it: chat's `logprobs: true` with
+`top_logprobs: N`, a completion's `logprobs: N`.
 
-A field we cannot honour (`n` > 1, vLLM's `prompt_logprobs` and `repetition_penalty`, tools, a JSON
-response format, audio, reasoning effort, beam search, guided or structured output,
-allowed or bad words, special tokens in the text, its chat template options) is refused with a 400
-that names it, never silently ignored; fields that change nothing here (`user`, `metadata`, ...) are
-accepted; any other field (a typo) is refused, naming the field it most looks like.
+A field we cannot honour (vLLM's `prompt_logprobs` and `repetition_penalty`, tools, a JSON response
+format, audio, reasoning effort, beam search, guided or structured output, allowed or bad words,
+special tokens in the text, its chat template options) is refused with a 400 that names it, never
+silently ignored; fields that change nothing here (`user`, `metadata`, ...) are accepted; any other
+field (a typo) is refused, naming the field it most looks like.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 # field -> the values that mean "off": anything else asks for something we do not do
 NEUTRAL = {
-    "n": (1, None),
     "best_of": (1, None),
     "echo": (False, None),
     "top_logprobs": (None, 0),  # a completion asks with logprobs: N
@@ -89,6 +89,7 @@ NO_EFFECT = (
 # The fields each route reads; any other field (a typo, something this endpoint does not know) is a 400
 COMMON_FIELDS = (
     "model",
+    "n",
     "max_tokens",
     "max_completion_tokens",
     "temperature",
@@ -124,6 +125,8 @@ MAX_STOP_TOKEN_IDS = 256
 # the end of the text after every token, holding back what could begin one: at these limits 0.56 ms per
 # token at worst on a 2-core host, against 5.8 k strings of 1.2 k characters slowing a decode 8x.
 MAX_STOPS, MAX_STOP_CHARS = 16, 256
+# Choices a request may ask for (`n`): each is a session of its own, prompt and all (api/choices.py)
+MAX_CHOICES = 16
 
 
 class ApiError(Exception):
@@ -169,6 +172,7 @@ class TextRequest:
     stream: bool
     include_usage: bool  # stream_options.include_usage: a last chunk with the token counts
     echo: str | None = None  # a completion's `echo`: the prompt's text, which the answer's text begins with
+    n: int = 1  # choices: answers to the same request, each sampled on its own
 
 
 def parse_body(data: bytes) -> dict:
@@ -251,7 +255,7 @@ def text_request(kind: str, body: dict, served: Served) -> TextRequest:
         stop_in_text=_boolean(body, "include_stop_str_in_output", False),
         prompt_logprobs=logprobs if echo is not None else None,
     )
-    return TextRequest(kind, model, generation, stream, include_usage, echo)
+    return TextRequest(kind, model, generation, stream, include_usage, echo, _choices(body))
 
 
 def _check_known(kind: str, body: dict) -> None:
@@ -418,6 +422,15 @@ def _echo(body: dict, served: Served, ids: list[int], stream: bool) -> str | Non
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
         prompt = prompt[0]  # a batch of one
     return prompt if isinstance(prompt, str) else served.tokenizer.decode(ids, skip_special=False)
+
+
+def _choices(body: dict) -> int:
+    value = body.get("n")
+    if value is None:
+        return 1
+    if type(value) is not int or not 1 <= value <= MAX_CHOICES:
+        raise ApiError(400, f"n must be a whole number in [1, {MAX_CHOICES}], got {json.dumps(value)}", "n")
+    return value
 
 
 def _max_tokens(body: dict, default: int) -> tuple[int, str]:

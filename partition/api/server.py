@@ -11,7 +11,8 @@ Content-Length or `Transfer-Encoding: chunked`. Whatever cannot be answered, a m
 included, is answered in OpenAI's error shape.
 
 Any OpenAI client works against http://HOST:PORT/v1. Each request is one session through the split
-(partition.coordinator.answer); requests beyond the workers' session slots wait their turn. A bad
+(partition.coordinator.answer), one per choice when it asks for `n` (api/choices.py); requests beyond
+the workers' session slots wait their turn. A bad
 request gets a 400 in OpenAI's error shape naming the field, a worker that went away a 503 naming the
 device, and the endpoint keeps serving. A client that disconnects before its answer is whole ends
 its request: its socket is looked at for the end of its stream while the request waits for a slot
@@ -40,6 +41,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 
+from partition.api.choices import answer_choices
 from partition.api.chunked import read_chunked
 from partition.api.cors import CorsPolicy
 from partition.api.replies import ReplyIds, model, models
@@ -330,9 +332,8 @@ class _Handler(BaseHTTPRequestHandler):
     # -- answers --------------------------------------------------------------------------------------
 
     def _complete(self, request) -> None:
-        check = self._client_check()
         try:  # a client that hangs up before its answer is whole (or while it waits) ends the request
-            answer = self.server.answerer.answer(request.generation, lambda _: check(), check)
+            answers = answer_choices(self.server.answerer, request.generation, request.n, self._client_check)
         except ClientGone:
             log.info("%s left before its answer was whole; its session is closed", self.address_string())
             self.server.stats.ended("client_gone")
@@ -341,34 +342,44 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as error:
             self._failed(_api_error(error))
             return
-        self.server.stats.answered(answer)
-        self._send_json(200, ReplyIds(request, self.server.served.tokenizer).completion(answer))
+        self.server.stats.answered(answers)
+        self._send_json(200, ReplyIds(request, self.server.served.tokenizer).completion(answers))
 
     def _stream(self, request) -> None:
         ids, events = ReplyIds(request, self.server.served.tokenizer), _EventStream(self)
-        tokens: list[TokenLogprob] = []  # log-probabilities of the tokens whose text has not gone yet
+        # per choice: whether its first chunk went, and the log-probabilities of the tokens whose text
+        # has not gone yet (each list is touched by its choice's thread alone)
+        begun = [False] * request.n
+        tokens: list[list[TokenLogprob]] = [[] for _ in range(request.n)]
 
-        def begin() -> None:
-            if not events.started and request.kind == CHAT:
-                events.send(ids.chunk(first=True))
+        def begin(index: int) -> None:
+            if not begun[index] and request.kind == CHAT:
+                events.send(ids.chunk(first=True, index=index))
+            begun[index] = True
 
-        def on_text(text: str) -> None:
-            begin()
-            events.send(ids.chunk(text, tokens=tokens))
-            tokens.clear()
+        def on_text(index: int, text: str) -> None:
+            begin(index)
+            events.send(ids.chunk(text, tokens=tokens[index], index=index))
+            tokens[index].clear()
 
-        answer = None
+        answers = None
         try:  # a client that hangs up while its request waits (a slot, a step) ends it
-            answer = self.server.answerer.answer(
-                request.generation, on_text, self._client_check(), tokens.append
+            answers = answer_choices(
+                self.server.answerer,
+                request.generation,
+                request.n,
+                self._client_check,
+                on_text,
+                lambda index, entry: tokens[index].append(entry),
             )
-            self.server.stats.answered(answer)
-            begin()
-            for chunk in ids.last_chunks(answer, tokens):
+            self.server.stats.answered(answers)
+            for index in range(request.n):
+                begin(index)
+            for chunk in ids.last_chunks(answers, tokens):
                 events.send(chunk)
             events.done()
         except ClientGone:
-            if answer is None:  # it left mid-answer (not while its last chunks went out)
+            if answers is None:  # it left mid-answer (not while its last chunks went out)
                 when = "while its answer streamed" if events.started else "before its first token"
                 log.info("%s left %s; its session is closed", self.address_string(), when)
                 self.server.stats.ended("client_gone")
@@ -545,14 +556,17 @@ class _EventStream:
         self.handler = handler
         self.started = False
         self.chunked = handler.request_version != "HTTP/1.0"
+        self._writing = threading.Lock()  # a request's choices send their chunks from threads of their own
 
     def send(self, event: dict | str) -> None:
         data = event if isinstance(event, str) else json_out.dumps(event)
-        self._write(f"data: {data}\n\n".encode())
+        with self._writing:
+            self._write(f"data: {data}\n\n".encode())
 
     def done(self) -> None:
         self.send("[DONE]")
-        self._write(b"")  # the last chunk of the transfer
+        with self._writing:
+            self._write(b"")  # the last chunk of the transfer
 
     def _write(self, payload: bytes) -> None:
         h = self.handler

@@ -95,12 +95,17 @@ class ServingStats:
             self.compute,
         ]
 
-    def answered(self, answer) -> None:
-        """Record an answer (partition.coordinator.answer.Answer)."""
-        result = answer.result
+    def answered(self, answers: list) -> None:
+        """Record a request's answers (a partition.coordinator.answer.Answer per choice): one request,
+        its prompt once, and each choice's tokens and timings."""
         self.requests.inc(outcome="ok")
+        self.prompt_tokens.inc(len(answers[0].result.prompt_token_ids))
+        for answer in answers:
+            self._choice(answer)
+
+    def _choice(self, answer) -> None:
+        result = answer.result
         self.resumes.inc(answer.resumes)
-        self.prompt_tokens.inc(len(result.prompt_token_ids))
         self.generated_tokens.inc(len(result.token_ids))
         self.ttft.observe(result.ttft_s)
         self.tpot.observe(result.tpot_s)
