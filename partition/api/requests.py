@@ -4,16 +4,16 @@
 `POST /v1/completions` takes `prompt` (text, or token ids). Both take the OpenAI sampling fields
 (`n`, `max_tokens` or `max_completion_tokens`, `temperature`, `top_p`, `seed`, `stop`,
 `presence_penalty`, `frequency_penalty`, `stream`, `stream_options.include_usage`) and vLLM's `top_k`,
-`min_p`, `stop_token_ids`, `ignore_eos`, `min_tokens` and `include_stop_str_in_output`. Defaults are
-OpenAI's: temperature 1, and at most 16 new tokens for completions, the rest of the context for chat.
-Log-probabilities are asked as each route's OpenAI shape has it: chat's `logprobs: true` with
-`top_logprobs: N`, a completion's `logprobs: N`.
+`min_p`, `repetition_penalty`, `stop_token_ids`, `ignore_eos`, `min_tokens` and
+`include_stop_str_in_output`. Defaults are OpenAI's: temperature 1, and at most 16 new tokens for
+completions, the rest of the context for chat. Log-probabilities are asked as each route's OpenAI
+shape has it: chat's `logprobs: true` with `top_logprobs: N`, a completion's `logprobs: N`.
 
-A field we cannot honour (vLLM's `prompt_logprobs` and `repetition_penalty`, tools, a JSON response
-format, audio, reasoning effort, beam search, guided or structured output, allowed or bad words,
-special tokens in the text, its chat template options) is refused with a 400 that names it, never
-silently ignored; fields that change nothing here (`user`, `metadata`, ...) are accepted; any other
-field (a typo) is refused, naming the field it most looks like.
+A field we cannot honour (vLLM's `prompt_logprobs`, tools, a JSON response format, audio, reasoning
+effort, beam search, guided or structured output, allowed or bad words, special tokens in the text,
+its chat template options) is refused with a 400 that names it, never silently ignored; fields that
+change nothing here (`user`, `metadata`, ...) are accepted; any other field (a typo) is refused,
+naming the field it most looks like.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from partition.model.generation import (
     MAX_TOP_LOGPROBS,
     GenerationRequest,
+    RepetitionWithLogprobs,
     new_tokens_overflow,
     prompt_overflow,
 )
@@ -38,7 +39,6 @@ NEUTRAL = {
     "best_of": (1, None),
     "echo": (False, None),
     "top_logprobs": (None, 0),  # a completion asks with logprobs: N
-    "repetition_penalty": (1, None),
     "logit_bias": (None, {}),
     "tools": (None, []),
     "tool_choice": (None, "none"),
@@ -100,6 +100,7 @@ COMMON_FIELDS = (
     "presence_penalty",
     "frequency_penalty",
     "min_p",
+    "repetition_penalty",
     "stop_token_ids",
     "ignore_eos",
     "min_tokens",
@@ -242,19 +243,22 @@ def text_request(kind: str, body: dict, served: Served) -> TextRequest:
     _boolean(options or {}, "include_obfuscation", True, "stream_options.include_obfuscation")
     logprobs = _chat_logprobs(body) if kind == CHAT else _completion_logprobs(body)
     echo = _echo(body, served, ids, stream) if kind == COMPLETION else None
-    generation = GenerationRequest(
-        prompt_ids=ids,
-        max_new_tokens=max_tokens,
-        sampling=_sampling(body),
-        stop=_stop(body),
-        context=len(ids) + max_tokens,
-        logprobs=logprobs,
-        ignore_eos=_boolean(body, "ignore_eos", False),
-        stop_token_ids=_stop_token_ids(body, served.vocab_size),
-        min_tokens=_min_tokens(body, max_tokens, asked),
-        stop_in_text=_boolean(body, "include_stop_str_in_output", False),
-        prompt_logprobs=logprobs if echo is not None else None,
-    )
+    try:
+        generation = GenerationRequest(
+            prompt_ids=ids,
+            max_new_tokens=max_tokens,
+            sampling=_sampling(body),
+            stop=_stop(body),
+            context=len(ids) + max_tokens,
+            logprobs=logprobs,
+            ignore_eos=_boolean(body, "ignore_eos", False),
+            stop_token_ids=_stop_token_ids(body, served.vocab_size),
+            min_tokens=_min_tokens(body, max_tokens, asked),
+            stop_in_text=_boolean(body, "include_stop_str_in_output", False),
+            prompt_logprobs=logprobs if echo is not None else None,
+        )
+    except RepetitionWithLogprobs as error:
+        raise ApiError(400, str(error), "repetition_penalty") from None
     return TextRequest(kind, model, generation, stream, include_usage, echo, _choices(body))
 
 
@@ -459,8 +463,9 @@ def _sampling(body: dict) -> SamplingParams:
     presence = _number(body, "presence_penalty", 0.0, -2.0, 2.0)  # OpenAI's range, SamplingParams'
     frequency = _number(body, "frequency_penalty", 0.0, -2.0, 2.0)
     min_p = _number(body, "min_p", 0.0, 0.0, 1.0)  # vLLM's range, SamplingParams'
+    repetition = _sampling_field(body, "repetition_penalty", 1.0, (int, float))
     try:  # SamplingParams holds the ranges
-        return SamplingParams(temperature, top_k, top_p, seed, presence, frequency, min_p)
+        return SamplingParams(temperature, top_k, top_p, seed, presence, frequency, min_p, repetition)
     except SamplingError as error:
         raise _sampling_error(error.field, body.get(error.field)) from None
 

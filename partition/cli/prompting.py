@@ -36,6 +36,13 @@ def add_prompt_arguments(parser: argparse.ArgumentParser, required: bool = True)
             help=f"subtracted from the logit of each token already drawn, {counted} (-2 to 2; 0 = off)",
         )
     parser.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=1.0,
+        help="the logit of each token of the prompt or answer divided by it where positive, multiplied "
+        "where negative (> 0; 1 = off)",
+    )
+    parser.add_argument(
         "--stop",
         action="append",
         default=[],
@@ -158,6 +165,7 @@ def build_request(
         args.presence_penalty,
         args.frequency_penalty,
         args.min_p,
+        args.repetition_penalty,
     )
     context = min(max_context, len(ids) + args.max_new_tokens)
     return GenerationRequest(ids, args.max_new_tokens, sampling, tuple(args.stop), context, args.logprobs)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from partition.errors import ContextOverflowError
+from partition.errors import ConfigError, ContextOverflowError
 from partition.model.sampling import Sampler, SamplingParams
 
 # (new token ids, position of the first) -> logits [V]; log-probabilities [V] for a request that asks
@@ -52,6 +52,11 @@ def token_logprob(logprobs_V: torch.Tensor, token_id: int, top: int, ends: bool 
     return TokenLogprob(token_id, float(logprobs_V[token_id]), alternatives, ends)
 
 
+class RepetitionWithLogprobs(ConfigError):
+    """A request for both the repetition penalty and log-probabilities, which this runtime cannot honour
+    together."""
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     prompt_ids: list[int]
@@ -72,6 +77,13 @@ class GenerationRequest:
     # log-probabilities of every prompt position, not only the last
     prompt_logprobs: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.sampling.repeats and (self.logprobs is not None or self.prompt_logprobs is not None):
+            raise RepetitionWithLogprobs(
+                "the repetition penalty scales raw logits, and a request for log-probabilities gets them "
+                "normalized (a worker holding the head sends those alone): ask for one or the other"
+            )
+
     def ending_ids(self, eos_ids: tuple[int, ...]) -> frozenset[int]:
         """The token ids that end the answer (not part of it): the model's EOS unless ignored, and
         stop_token_ids."""
@@ -85,12 +97,15 @@ class GenerationRequest:
     def extra_logits(self, eos_ids: tuple[int, ...]) -> int | None:
         """How many more of the largest logits than the sampler decides among a worker holding the head
         must send, so that what the sampler picks from stays whole: those min_tokens keeps from it,
-        and those a penalty may push below the rest (the tokens drawn, at most max_new_tokens); None
-        for every logit, since a negative penalty may lift a token drawn from below them all."""
-        if self.sampling.presence_penalty < 0 or self.sampling.frequency_penalty < 0:
+        and those a penalty may push below the rest (the tokens drawn, at most max_new_tokens, and
+        for the repetition penalty the prompt's too); None for every logit, since a penalty that
+        lifts may lift a token from below them all."""
+        sampling = self.sampling
+        if sampling.lifts:
             return None
         extra = len(self.held_back_ids(eos_ids))
-        return extra + (self.max_new_tokens if self.sampling.penalizes else 0)
+        extra += self.max_new_tokens if sampling.penalizes or sampling.repeats else 0
+        return extra + (len(set(self.prompt_ids)) if sampling.repeats else 0)
 
 
 def prompt_overflow(prompt_tokens: int, max_context: int, holder: str) -> str | None:
@@ -265,7 +280,7 @@ def generate(
     result = GenerationResult(
         prompt_token_ids=list(prompt), start_s=time.perf_counter() if arrival_s is None else arrival_s
     )
-    sampler = Sampler(request.sampling)
+    sampler = Sampler(request.sampling, prompt)
     stream = TextStream(decode, request.stop, request.min_tokens, request.stop_in_text)
     budget = min(request.max_new_tokens, request.context - len(prompt))
     ending = request.ending_ids(eos_ids)

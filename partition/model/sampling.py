@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,7 @@ REQUIREMENTS = {
     "presence_penalty": "a number in [-2, 2] (0 = off)",
     "frequency_penalty": "a number in [-2, 2] (0 = off)",
     "min_p": "a number in [0, 1] (0 = off)",
+    "repetition_penalty": "a finite number > 0 (1 = off)",
 }
 
 
@@ -46,6 +48,10 @@ class SamplingParams:
     # vLLM's: keep the tokens at least min_p times as likely as the likeliest (after temperature, before
     # top-k and top-p, as vLLM applies it)
     min_p: float = 0.0
+    # vLLM's (and Hugging Face's): the logit of each token of the prompt or the answer so far divided by
+    # it where positive, multiplied where negative; before the penalties above, as vLLM applies it. On
+    # raw logits only: it is not the same on log-probabilities, which differ by a constant
+    repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.temperature < math.inf:  # NaN too; at inf every logit, -inf too, becomes NaN
@@ -61,10 +67,24 @@ class SamplingParams:
                 raise SamplingError(name, getattr(self, name))
         if not 0.0 <= self.min_p <= 1.0:  # NaN too
             raise SamplingError("min_p", self.min_p)
+        if not 0.0 < self.repetition_penalty < math.inf:
+            raise SamplingError("repetition_penalty", self.repetition_penalty)
 
     @property
     def penalizes(self) -> bool:
+        """Whether a penalty (presence, frequency) moves the logits of the tokens drawn."""
         return self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+
+    @property
+    def repeats(self) -> bool:
+        """Whether the repetition penalty moves the logits of the prompt's and the answer's tokens."""
+        return self.repetition_penalty != 1.0
+
+    @property
+    def lifts(self) -> bool:
+        """Whether a penalty may raise a token's logit: then a token drawn may come from below any
+        number of the largest logits (a worker holding the head must send every one)."""
+        return self.presence_penalty < 0 or self.frequency_penalty < 0 or self.repetition_penalty < 1
 
     @property
     def greedy(self) -> bool:
@@ -83,8 +103,10 @@ FLOAT32_TINY = torch.finfo(torch.float32).tiny
 
 
 class Sampler:
-    def __init__(self, params: SamplingParams):
+    def __init__(self, params: SamplingParams, prompt_ids: Sequence[int] = ()):
+        """`prompt_ids`: the request's prompt, whose tokens the repetition penalty counts."""
         self.params = params
+        self._prompt_ids = torch.tensor(sorted(set(prompt_ids)), dtype=torch.long) if params.repeats else None
         self.generator = torch.Generator()
         if params.seed is not None:
             self.generator.manual_seed(params.seed)
@@ -94,6 +116,8 @@ class Sampler:
     def __call__(self, logits_V: torch.Tensor, drawn: list[int] | None = None) -> int:
         """The next token from logits [V] (or log-probabilities: the same draw), given the tokens
         `drawn` so far in this answer (what the penalties count)."""
+        if self.params.repeats:
+            logits_V = self._repeated(logits_V, drawn or [])
         if self.params.penalizes and drawn:
             logits_V = self._penalized(logits_V, drawn)
         if self.params.greedy:
@@ -119,6 +143,14 @@ class Sampler:
             sorted_probs[drop] = 0.0
             probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
         return int(torch.multinomial(probs, 1, generator=self.generator))
+
+    def _repeated(self, logits_V: torch.Tensor, drawn: list[int]) -> torch.Tensor:
+        seen = torch.zeros(logits_V.numel(), dtype=torch.bool)
+        seen[self._prompt_ids] = True
+        seen[torch.tensor(drawn, dtype=torch.long)] = True
+        logits_V = logits_V.float()
+        penalty = self.params.repetition_penalty
+        return torch.where(seen, torch.where(logits_V > 0, logits_V / penalty, logits_V * penalty), logits_V)
 
     def _penalized(self, logits_V: torch.Tensor, drawn: list[int]) -> torch.Tensor:
         counts = torch.bincount(torch.tensor(drawn), minlength=logits_V.numel()).to(torch.float32)

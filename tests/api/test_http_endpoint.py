@@ -273,21 +273,21 @@ def test_an_echoed_completion_scores_its_prompt_as_an_evaluation_harness_asks(ap
     assert int(expected[len(context) - 1].argmax()) == continuation[0]  # as " Paris" is the model's pick
 
 
-def test_a_penalized_completion_is_the_whole_models_with_the_same_penalty(api, smollm2, smollm2_whole):
+@pytest.mark.parametrize(
+    "penalties",
+    [{"presence_penalty": 1.0, "frequency_penalty": 0.5}, {"repetition_penalty": 1.3}],
+    ids=["presence-frequency", "repetition"],
+)
+def test_a_penalized_completion_is_the_whole_models_with_the_same_penalty(
+    api, smollm2, smollm2_whole, penalties
+):
     tokenizer = load_tokenizer(smollm2)
     ids = tokenizer.encode("Once upon a time")
-    sampling = SamplingParams(presence_penalty=1.0, frequency_penalty=0.5)
     cache = smollm2_whole.new_cache(slots=1, max_len=len(ids) + 40)
-    request_ = GenerationRequest(ids, 40, sampling=sampling, context=len(ids) + 40)
+    request_ = GenerationRequest(ids, 40, sampling=SamplingParams(**penalties), context=len(ids) + 40)
     eos = tuple(set(smollm2.spec.eos_token_ids) | set(tokenizer.eos_ids))
     expected = generate(local_step(smollm2_whole, cache), request_, eos, tokenizer.decode).text
-    body = {
-        "prompt": ids,
-        "temperature": 0,
-        "max_tokens": 40,
-        "presence_penalty": 1.0,
-        "frequency_penalty": 0.5,
-    }
+    body = {"prompt": ids, "temperature": 0, "max_tokens": 40, **penalties}
     status, reply = request(api, "POST", "/v1/completions", body)
     assert status == 200, reply
     assert reply["choices"][0]["text"] == expected != whole_model_greedy(smollm2, smollm2_whole, ids, 40)
@@ -558,10 +558,17 @@ def test_a_one_token_answer_is_strict_json_with_null_for_its_undefined_tpot(api)
         ("/v1/completions", {"prompt": "x", "frequency_penalty": "1"}, 400, "frequency_penalty", "[-2, 2]"),
         (
             "/v1/completions",
-            {"prompt": "x", "repetition_penalty": 1.2},
+            {"prompt": "x", "repetition_penalty": 0},
             400,
             "repetition_penalty",
-            "leave it out",
+            "repetition_penalty must be a finite number > 0",
+        ),
+        (
+            "/v1/completions",
+            {"prompt": "x", "repetition_penalty": 1.2, "logprobs": 1},
+            400,
+            "repetition_penalty",
+            "ask for one or the other",
         ),
         ("/v1/completions", {"prompt": "x", "min_p": 1.5}, 400, "min_p", "min_p must be a number in [0, 1]"),
         (

@@ -50,3 +50,16 @@ def test_a_negative_penalty_takes_every_logit():
     assert logits_to_return(lifted.sampling, VOCAB, lifted.extra_logits(())) == 0  # 0: all of them
     assert Sampler(lifted.sampling)(LOGITS, [900]) == 0  # 900 rises by 1, not past the likeliest
     assert Sampler(SamplingParams(presence_penalty=-2.0))(LOGITS, [5]) == 5  # 5 rises past it
+
+
+def test_a_repetition_penalty_pushes_the_prompts_tokens_down_too_and_below_1_takes_every_logit():
+    request = GenerationRequest(LIKELIEST_70, 8, sampling=SamplingParams(repetition_penalty=1.5))
+
+    def pick(logits: torch.Tensor) -> int:
+        return Sampler(request.sampling, request.prompt_ids)(logits, [70, 71])
+
+    k = logits_to_return(request.sampling, VOCAB, request.extra_logits(()))
+    assert pick(top(k)) == pick(LOGITS) == 72  # the prompt's 70 and the two drawn fall below it
+    assert pick(top(RETURN_TOP_K)) != pick(LOGITS)
+    lifting = GenerationRequest([1], 8, sampling=SamplingParams(repetition_penalty=0.5))
+    assert logits_to_return(lifting.sampling, VOCAB, lifting.extra_logits(())) == 0

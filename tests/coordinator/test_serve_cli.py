@@ -105,9 +105,10 @@ def test_an_answer_of_one_token_reports_the_hops_of_its_prompt(smollm2, tmp_path
     ("sampling", "said"),
     [
         (["--temperature", "0.8", "--seed", "3"], "add --top-k 64"),
-        (["--presence-penalty", "-0.5"], "a negative penalty needs every logit"),
+        (["--presence-penalty", "-0.5"], "a negative penalty (or a repetition penalty below 1) needs every"),
+        (["--repetition-penalty", "0.9"], "a negative penalty (or a repetition penalty below 1) needs every"),
     ],
-    ids=["temperature", "negative-penalty"],
+    ids=["temperature", "negative-penalty", "repetition-below-1"],
 )
 def test_serve_says_what_a_sampler_that_needs_every_logit_costs_when_a_worker_holds_the_head(
     smollm2, tmp_path, sampling, said

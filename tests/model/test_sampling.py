@@ -245,6 +245,28 @@ def test_min_p_draws_as_vllm_does_from_the_tokens_at_least_that_likely_against_t
             SamplingParams(min_p=bad)
 
 
+def test_the_repetition_penalty_scales_the_prompts_and_the_answers_tokens_as_vllm_does():
+    """Divided where positive, multiplied where negative, on the tokens of the prompt or drawn, before
+    the presence and frequency penalties."""
+    logits = torch.tensor([-1.0, 2.0, 1.5, 0.5, -0.2])
+    sampler = Sampler(SamplingParams(repetition_penalty=2.0), prompt_ids=[1, 0])
+    assert sampler(logits, []) == 2  # 2.0 / 2 = 1.0 < 1.5
+    assert sampler(logits, [2]) == 1  # 1.5 / 2 = 0.75 < 1.0
+    scaled = sampler._repeated(logits, [4])
+    assert scaled.tolist() == pytest.approx([-2.0, 1.0, 1.5, 0.5, -0.4])  # 3 neither prompt nor drawn
+    both = Sampler(SamplingParams(repetition_penalty=2.0, presence_penalty=0.3), prompt_ids=[1])
+    assert both(torch.tensor([0.0, 2.0, 0.8]), [1]) == 2  # 2.0 / 2 - 0.3 = 0.7 < 0.8
+    assert Sampler(SamplingParams(repetition_penalty=0.5), prompt_ids=[2])(logits, []) == 2  # 3.0
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(SamplingError, match="repetition-penalty must be a finite number > 0"):
+            SamplingParams(repetition_penalty=bad)
+    # a worker holding the head sends one more logit per token of the prompt or the answer
+    repeating = GenerationRequest([5, 5, 6], 80, sampling=SamplingParams(repetition_penalty=1.2))
+    assert repeating.extra_logits((2,)) == 82
+    with pytest.raises(ConfigError, match="ask for one or the other"):
+        GenerationRequest([1], 8, sampling=SamplingParams(repetition_penalty=1.2), logprobs=0)
+
+
 def test_a_temperature_near_0_draws_the_largest_logit_and_an_infinite_one_is_refused():
     logits = torch.tensor([1.0, 3.0, 2.0, float("-inf")])
     assert Sampler(SamplingParams(temperature=1e-40, seed=0))(logits) == 1  # 3 / 1e-40 would be inf
