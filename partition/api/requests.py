@@ -3,8 +3,8 @@
 `POST /v1/chat/completions` takes `messages` (rendered with the model's chat template) and
 `POST /v1/completions` takes `prompt` (text, or token ids). Both take the OpenAI sampling fields
 (`n`, `max_tokens` or `max_completion_tokens`, `temperature`, `top_p`, `seed`, `stop`,
-`presence_penalty`, `frequency_penalty`, `stream`, `stream_options.include_usage`) and vLLM's `top_k`,
-`min_p`, `repetition_penalty`, `stop_token_ids`, `ignore_eos`, `min_tokens` and
+`presence_penalty`, `frequency_penalty`, `logit_bias`, `stream`, `stream_options.include_usage`) and
+vLLM's `top_k`, `min_p`, `repetition_penalty`, `stop_token_ids`, `ignore_eos`, `min_tokens` and
 `include_stop_str_in_output`. Defaults are OpenAI's: temperature 1, and at most 16 new tokens for
 completions, the rest of the context for chat. Log-probabilities are asked as each route's OpenAI
 shape has it: chat's `logprobs: true` with `top_logprobs: N`, a completion's `logprobs: N`.
@@ -39,7 +39,6 @@ NEUTRAL = {
     "best_of": (1, None),
     "echo": (False, None),
     "top_logprobs": (None, 0),  # a completion asks with logprobs: N
-    "logit_bias": (None, {}),
     "tools": (None, []),
     "tool_choice": (None, "none"),
     "functions": (None, []),
@@ -101,6 +100,7 @@ COMMON_FIELDS = (
     "frequency_penalty",
     "min_p",
     "repetition_penalty",
+    "logit_bias",
     "stop_token_ids",
     "ignore_eos",
     "min_tokens",
@@ -247,7 +247,7 @@ def text_request(kind: str, body: dict, served: Served) -> TextRequest:
         generation = GenerationRequest(
             prompt_ids=ids,
             max_new_tokens=max_tokens,
-            sampling=_sampling(body),
+            sampling=_sampling(body, served.vocab_size),
             stop=_stop(body),
             context=len(ids) + max_tokens,
             logprobs=logprobs,
@@ -449,7 +449,7 @@ def _max_tokens(body: dict, default: int) -> tuple[int, str]:
     return (default, name) if value is None else (value, name)
 
 
-def _sampling(body: dict) -> SamplingParams:
+def _sampling(body: dict, vocab: int) -> SamplingParams:
     temperature = _number(body, "temperature", 1.0, 0.0, 2.0)  # OpenAI's range, within ours
     top_k = body.get("top_k", 0)
     if top_k is None or (type(top_k) is int and top_k == -1):  # vLLM: -1 = off; -1.0 is no whole number
@@ -464,10 +464,41 @@ def _sampling(body: dict) -> SamplingParams:
     frequency = _number(body, "frequency_penalty", 0.0, -2.0, 2.0)
     min_p = _number(body, "min_p", 0.0, 0.0, 1.0)  # vLLM's range, SamplingParams'
     repetition = _sampling_field(body, "repetition_penalty", 1.0, (int, float))
+    bias = _logit_bias(body, vocab)
     try:  # SamplingParams holds the ranges
-        return SamplingParams(temperature, top_k, top_p, seed, presence, frequency, min_p, repetition)
+        return SamplingParams(temperature, top_k, top_p, seed, presence, frequency, min_p, repetition, bias)
     except SamplingError as error:
         raise _sampling_error(error.field, body.get(error.field)) from None
+
+
+def _logit_bias(body: dict, vocab: int) -> tuple[tuple[int, float], ...]:
+    """OpenAI's `logit_bias`: {"token id": bias}, as (id, bias) pairs."""
+    value = body.get("logit_bias")
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise ApiError(
+            400,
+            f"logit_bias must be an object mapping token ids (as strings) to numbers in [-100, 100], got "
+            f"{json.dumps(value)}",
+            "logit_bias",
+        )
+    pairs: dict[int, float] = {}
+    for key, bias in value.items():
+        if not (
+            key.isascii() and key.isdigit() and len(key) < 20 and int(key) < vocab
+        ):  # int() of 5 k digits fails
+            raise ApiError(400, f"logit_bias: {key!r} is no token id in [0, {vocab})", "logit_bias")
+        if int(key) in pairs:  # "7" and "07"
+            raise ApiError(400, f"logit_bias names token {int(key)} twice", "logit_bias")
+        if type(bias) not in (int, float) or not -100 <= bias <= 100:
+            raise ApiError(
+                400,
+                f"logit_bias[{key!r}] must be a number in [-100, 100], got {json.dumps(bias)}",
+                "logit_bias",
+            )
+        pairs[int(key)] = float(bias)
+    return tuple(pairs.items())
 
 
 def _sampling_field(body: dict, name: str, default, types: tuple[type, ...]):

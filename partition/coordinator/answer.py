@@ -158,15 +158,17 @@ class Answerer:
     def logits_note(self, sampling: SamplingParams, ask_top_k: str) -> str | None:
         """What a sampler costs beyond the plan, when a worker must send every logit back for it;
         `ask_top_k` says how to ask for top-k 64 where the request comes from ("--top-k 64")."""
-        lifted = sampling.lifts
-        if (sampling.deciding_logits is not None and not lifted) or not self.deployment.returns_remote_logits:
+        if (
+            sampling.deciding_logits is not None and not sampling.lifts
+        ) or not self.deployment.returns_remote_logits:
             return None
         cost = f"so the worker holding the head sends {RAW_VALUE_BYTES * self.deployment.source.spec.vocab_size} "
         cost += f"bytes per token instead of the plan's top {RETURN_TOP_K}"
-        if lifted:  # a token drawn may rise from anywhere: no top-k bounds where from
+        if sampling.lifts:  # a token may rise from anywhere: no top-k bounds where from
             return (
-                f"a negative penalty (or a repetition penalty below 1) needs every logit, {cost}; a "
-                "penalty >= 0 (a repetition penalty >= 1) keeps the plan's cost"
+                f"a penalty that raises a token (presence or frequency below 0, repetition below 1) or a "
+                f"positive logit bias needs every logit, {cost}; penalties that only lower tokens, and "
+                "negative biases, keep the plan's cost"
             )
         return (
             f"sampling with temperature and no top-k needs every logit, {cost}; add {ask_top_k} (or fewer) to "

@@ -97,13 +97,13 @@ class GenerationRequest:
     def extra_logits(self, eos_ids: tuple[int, ...]) -> int | None:
         """How many more of the largest logits than the sampler decides among a worker holding the head
         must send, so that what the sampler picks from stays whole: those min_tokens keeps from it,
-        and those a penalty may push below the rest (the tokens drawn, at most max_new_tokens, and
-        for the repetition penalty the prompt's too); None for every logit, since a penalty that
-        lifts may lift a token from below them all."""
+        and those a penalty or a negative logit bias may push below the rest (the tokens drawn, at most
+        max_new_tokens, and for the repetition penalty the prompt's too); None for every logit, since
+        a penalty or bias that lifts may lift a token from below them all."""
         sampling = self.sampling
         if sampling.lifts:
             return None
-        extra = len(self.held_back_ids(eos_ids))
+        extra = len(self.held_back_ids(eos_ids)) + sampling.lowered
         extra += self.max_new_tokens if sampling.penalizes or sampling.repeats else 0
         return extra + (len(set(self.prompt_ids)) if sampling.repeats else 0)
 

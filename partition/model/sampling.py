@@ -23,6 +23,7 @@ REQUIREMENTS = {
     "frequency_penalty": "a number in [-2, 2] (0 = off)",
     "min_p": "a number in [0, 1] (0 = off)",
     "repetition_penalty": "a finite number > 0 (1 = off)",
+    "logit_bias": "token ids, each once, mapped to numbers in [-100, 100]",
 }
 
 
@@ -52,6 +53,9 @@ class SamplingParams:
     # it where positive, multiplied where negative; before the penalties above, as vLLM applies it. On
     # raw logits only: it is not the same on log-probabilities, which differ by a constant
     repetition_penalty: float = 1.0
+    # OpenAI's: (token id, bias) pairs, each bias added to its token's logit before anything else (as
+    # vLLM applies it): -100 keeps a token out, 100 all but forces it
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.temperature < math.inf:  # NaN too; at inf every logit, -inf too, becomes NaN
@@ -69,6 +73,9 @@ class SamplingParams:
             raise SamplingError("min_p", self.min_p)
         if not 0.0 < self.repetition_penalty < math.inf:
             raise SamplingError("repetition_penalty", self.repetition_penalty)
+        ids = [token for token, _ in self.logit_bias]
+        if len(set(ids)) != len(ids) or not all(t >= 0 and -100 <= b <= 100 for t, b in self.logit_bias):
+            raise SamplingError("logit_bias", dict(self.logit_bias))
 
     @property
     def penalizes(self) -> bool:
@@ -84,7 +91,13 @@ class SamplingParams:
     def lifts(self) -> bool:
         """Whether a penalty may raise a token's logit: then a token drawn may come from below any
         number of the largest logits (a worker holding the head must send every one)."""
-        return self.presence_penalty < 0 or self.frequency_penalty < 0 or self.repetition_penalty < 1
+        lifted = self.presence_penalty < 0 or self.frequency_penalty < 0 or self.repetition_penalty < 1
+        return lifted or any(bias > 0 for _, bias in self.logit_bias)
+
+    @property
+    def lowered(self) -> int:
+        """How many tokens logit_bias pushes down (below as many others at most)."""
+        return sum(1 for _, bias in self.logit_bias if bias < 0)
 
     @property
     def greedy(self) -> bool:
@@ -107,6 +120,7 @@ class Sampler:
         """`prompt_ids`: the request's prompt, whose tokens the repetition penalty counts."""
         self.params = params
         self._prompt_ids = torch.tensor(sorted(set(prompt_ids)), dtype=torch.long) if params.repeats else None
+        self._bias_V: torch.Tensor | None = None  # logit_bias over the vocabulary, made at the first draw
         self.generator = torch.Generator()
         if params.seed is not None:
             self.generator.manual_seed(params.seed)
@@ -116,6 +130,8 @@ class Sampler:
     def __call__(self, logits_V: torch.Tensor, drawn: list[int] | None = None) -> int:
         """The next token from logits [V] (or log-probabilities: the same draw), given the tokens
         `drawn` so far in this answer (what the penalties count)."""
+        if self.params.logit_bias:
+            logits_V = logits_V.float() + self._bias(logits_V.numel())
         if self.params.repeats:
             logits_V = self._repeated(logits_V, drawn or [])
         if self.params.penalizes and drawn:
@@ -143,6 +159,12 @@ class Sampler:
             sorted_probs[drop] = 0.0
             probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
         return int(torch.multinomial(probs, 1, generator=self.generator))
+
+    def _bias(self, vocab: int) -> torch.Tensor:
+        if self._bias_V is None:
+            ids, biases = zip(*self.params.logit_bias, strict=True)
+            self._bias_V = torch.zeros(vocab).index_put_((torch.tensor(ids),), torch.tensor(biases))
+        return self._bias_V
 
     def _repeated(self, logits_V: torch.Tensor, drawn: list[int]) -> torch.Tensor:
         seen = torch.zeros(logits_V.numel(), dtype=torch.bool)

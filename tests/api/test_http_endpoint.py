@@ -275,8 +275,14 @@ def test_an_echoed_completion_scores_its_prompt_as_an_evaluation_harness_asks(ap
 
 @pytest.mark.parametrize(
     "penalties",
-    [{"presence_penalty": 1.0, "frequency_penalty": 0.5}, {"repetition_penalty": 1.3}],
-    ids=["presence-frequency", "repetition"],
+    [
+        {"presence_penalty": 1.0, "frequency_penalty": 0.5},
+        {"repetition_penalty": 1.3},
+        {"logit_bias": {"28": -100, "30": -100, "314": -100}},  # ",", ".", " is": a worker sends 3 more
+        # " friends", the 301st likeliest first token, lifted past the likeliest: every logit comes back
+        {"logit_bias": {"2428": 12.5}},
+    ],
+    ids=["presence-frequency", "repetition", "bias-down", "bias-up"],
 )
 def test_a_penalized_completion_is_the_whole_models_with_the_same_penalty(
     api, smollm2, smollm2_whole, penalties
@@ -284,7 +290,10 @@ def test_a_penalized_completion_is_the_whole_models_with_the_same_penalty(
     tokenizer = load_tokenizer(smollm2)
     ids = tokenizer.encode("Once upon a time")
     cache = smollm2_whole.new_cache(slots=1, max_len=len(ids) + 40)
-    request_ = GenerationRequest(ids, 40, sampling=SamplingParams(**penalties), context=len(ids) + 40)
+    fields = penalties | {
+        "logit_bias": tuple((int(t), float(b)) for t, b in penalties.get("logit_bias", {}).items())
+    }
+    request_ = GenerationRequest(ids, 40, sampling=SamplingParams(**fields), context=len(ids) + 40)
     eos = tuple(set(smollm2.spec.eos_token_ids) | set(tokenizer.eos_ids))
     expected = generate(local_step(smollm2_whole, cache), request_, eos, tokenizer.decode).text
     body = {"prompt": ids, "temperature": 0, "max_tokens": 40, **penalties}
@@ -556,6 +565,24 @@ def test_a_one_token_answer_is_strict_json_with_null_for_its_undefined_tpot(api)
         ("/v1/completions", {"prompt": "x", "ignore_eos": 1}, 400, "ignore_eos", "true or false"),
         ("/v1/completions", {"prompt": "x", "presence_penalty": 3}, 400, "presence_penalty", "[-2, 2]"),
         ("/v1/completions", {"prompt": "x", "frequency_penalty": "1"}, 400, "frequency_penalty", "[-2, 2]"),
+        ("/v1/completions", {"prompt": "x", "logit_bias": [1, 2]}, 400, "logit_bias", "must be an object"),
+        ("/v1/completions", {"prompt": "x", "logit_bias": {"x": 1}}, 400, "logit_bias", "'x' is no token id"),
+        ("/v1/completions", {"prompt": "x", "logit_bias": {"49152": 1}}, 400, "logit_bias", "[0, 49152)"),
+        ("/v1/completions", {"prompt": "x", "logit_bias": {"9" * 5000: 1}}, 400, "logit_bias", "no token id"),
+        (
+            "/v1/completions",
+            {"prompt": "x", "logit_bias": {"5": 101}},
+            400,
+            "logit_bias",
+            "[-100, 100], got 101",
+        ),
+        (
+            "/v1/completions",
+            {"prompt": "x", "logit_bias": {"5": 1, "05": 1}},
+            400,
+            "logit_bias",
+            "token 5 twice",
+        ),
         (
             "/v1/completions",
             {"prompt": "x", "repetition_penalty": 0},

@@ -1,6 +1,6 @@
 """How many logits a worker holding the head sends back (serve): enough that the sampler on the edge
-picks from the top K what it would pick from every logit, when min_tokens keeps ids from it or a
-penalty pushes the tokens already drawn down, past the 64 it needs alone."""
+picks from the top K what it would pick from every logit, when min_tokens keeps ids from it, a penalty
+pushes the tokens already drawn down, or a logit bias pushes tokens down, past the 64 it needs alone."""
 
 import pytest
 import torch
@@ -28,8 +28,9 @@ def top(k: int) -> torch.Tensor:
         ({"sampling": SamplingParams(frequency_penalty=1.0)}, LIKELIEST_70 + LIKELIEST_70),
         ({"sampling": SamplingParams(temperature=0.7, top_k=5, seed=3, presence_penalty=2.0)}, LIKELIEST_70),
         ({"min_tokens": 5, "stop_token_ids": tuple(LIKELIEST_70)}, []),
+        ({"sampling": SamplingParams(logit_bias=tuple((i, -100.0) for i in LIKELIEST_70))}, []),
     ],
-    ids=["presence", "frequency", "top-k-sampled", "min-tokens"],
+    ids=["presence", "frequency", "top-k-sampled", "min-tokens", "logit-bias"],
 )
 def test_what_the_sampler_picks_from_the_top_k_sent_is_its_pick_from_every_logit(fields, drawn):
     request = GenerationRequest([1], max_new_tokens=140, **fields)

@@ -105,8 +105,8 @@ def test_an_answer_of_one_token_reports_the_hops_of_its_prompt(smollm2, tmp_path
     ("sampling", "said"),
     [
         (["--temperature", "0.8", "--seed", "3"], "add --top-k 64"),
-        (["--presence-penalty", "-0.5"], "a negative penalty (or a repetition penalty below 1) needs every"),
-        (["--repetition-penalty", "0.9"], "a negative penalty (or a repetition penalty below 1) needs every"),
+        (["--presence-penalty", "-0.5"], "a penalty that raises a token (presence or frequency below 0"),
+        (["--repetition-penalty", "0.9"], "a penalty that raises a token (presence or frequency below 0"),
     ],
     ids=["temperature", "negative-penalty", "repetition-below-1"],
 )

@@ -267,6 +267,26 @@ def test_the_repetition_penalty_scales_the_prompts_and_the_answers_tokens_as_vll
         GenerationRequest([1], 8, sampling=SamplingParams(repetition_penalty=1.2), logprobs=0)
 
 
+def test_a_logit_bias_is_added_before_the_penalties_and_says_how_many_more_logits_a_worker_sends():
+    logits = torch.tensor([0.0, 2.0, 1.5, 0.5])
+    assert Sampler(SamplingParams(logit_bias=((1, -100.0),)))(logits) == 2  # kept out
+    assert Sampler(SamplingParams(logit_bias=((0, 2.5),)))(logits) == 0  # lifted past the rest
+    # before the repetition penalty: 2.0 + 1.0 = 3.0, then / 2 = 1.5, which ties 2 and loses to it
+    both = Sampler(SamplingParams(logit_bias=((1, 1.0), (2, 0.1)), repetition_penalty=2.0), prompt_ids=[1])
+    assert both(logits) == 2
+    sampled = Sampler(SamplingParams(temperature=1.0, seed=0, logit_bias=((1, -100.0), (4, -100.0))))
+    assert 1 not in {sampled(torch.tensor([0.0, 9.0, 0.0, 0.0, 9.0])) for _ in range(100)}
+    banned = GenerationRequest(
+        [1], 80, sampling=SamplingParams(logit_bias=((5, -100.0), (6, -1.0), (7, 0.0)))
+    )
+    assert banned.extra_logits((2,)) == 2  # each token pushed down: one more logit
+    forced = GenerationRequest([1], 80, sampling=SamplingParams(logit_bias=((5, 0.5),)))
+    assert forced.extra_logits((2,)) is None  # a token lifted may rise from anywhere: every logit
+    for bad in (((1, 101.0),), ((1, float("nan")),), ((1, 1.0), (1, 2.0)), ((-1, 1.0),)):
+        with pytest.raises(SamplingError, match="logit-bias must be token ids, each once"):
+            SamplingParams(logit_bias=bad)
+
+
 def test_a_temperature_near_0_draws_the_largest_logit_and_an_infinite_one_is_refused():
     logits = torch.tensor([1.0, 3.0, 2.0, float("-inf")])
     assert Sampler(SamplingParams(temperature=1e-40, seed=0))(logits) == 1  # 3 / 1e-40 would be inf
