@@ -21,9 +21,10 @@ class LogprobShapes:
     """Renders the log-probabilities of one request's tokens, in the order they came; a completion's
     tokens and text offsets run on from one call to the next (one call per stream chunk)."""
 
-    def __init__(self, kind: str, tokenizer) -> None:
+    def __init__(self, kind: str, tokenizer, skip_special: bool = True) -> None:
         self.kind = kind
         self.tokenizer = tokenizer
+        self.skip_special = skip_special  # whether the answer's text leaves special tokens out
         self._ids: list[int] = []  # a completion's tokens so far
         self._offset = 0  # characters of the completion's text before the next token
 
@@ -48,7 +49,7 @@ class LogprobShapes:
         said += [(entry.token_id, i < echoed) for i, entry in enumerate(entries) if not entry.ends]
         tokens, offsets = [], []
         for token_id, in_prompt in said:
-            tokens.append(self._added_text(token_id, skip_special=not in_prompt))
+            tokens.append(self._added_text(token_id, skip_special=self.skip_special and not in_prompt))
             offsets.append(self._offset)
             self._offset += len(tokens[-1])
         if entries and entries[-1].ends:

@@ -24,7 +24,10 @@ class ReplyIds:
         # the tokens' log-probabilities, where the request asks for them (the tokenizer shows each
         # token), rendered for each choice on its own: a completion's offsets run on within a choice
         asked = request.generation.logprobs is not None
-        self.logprobs = [LogprobShapes(request.kind, tokenizer) for _ in range(request.n)] if asked else None
+        skip = request.generation.skip_special
+        self.logprobs = (
+            [LogprobShapes(request.kind, tokenizer, skip) for _ in range(request.n)] if asked else None
+        )
         chat = request.kind == CHAT
         self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         self.created = int(time.time())

@@ -4,16 +4,17 @@
 `POST /v1/completions` takes `prompt` (text, or token ids). Both take the OpenAI sampling fields
 (`n`, `max_tokens` or `max_completion_tokens`, `temperature`, `top_p`, `seed`, `stop`,
 `presence_penalty`, `frequency_penalty`, `logit_bias`, `stream`, `stream_options.include_usage`) and
-vLLM's `top_k`, `min_p`, `repetition_penalty`, `stop_token_ids`, `ignore_eos`, `min_tokens` and
-`include_stop_str_in_output`. Defaults are OpenAI's: temperature 1, and at most 16 new tokens for
-completions, the rest of the context for chat. Log-probabilities are asked as each route's OpenAI
-shape has it: chat's `logprobs: true` with `top_logprobs: N`, a completion's `logprobs: N`.
+vLLM's `top_k`, `min_p`, `repetition_penalty`, `stop_token_ids`, `ignore_eos`, `min_tokens`,
+`include_stop_str_in_output` and `skip_special_tokens`. Defaults are OpenAI's: temperature 1, and at
+most 16 new tokens for completions, the rest of the context for chat. Log-probabilities are asked as
+each route's OpenAI shape has it: chat's `logprobs: true` with `top_logprobs: N`, a completion's
+`logprobs: N`.
 
 A field we cannot honour (vLLM's `prompt_logprobs`, tools, a JSON response format, audio, reasoning
-effort, beam search, guided or structured output, allowed or bad words, special tokens in the text,
-its chat template options) is refused with a 400 that names it, never silently ignored; fields that
-change nothing here (`user`, `metadata`, ...) are accepted; any other field (a typo) is refused,
-naming the field it most looks like.
+effort, beam search, guided or structured output, allowed or bad words, its chat template options) is
+refused with a 400 that names it, never silently ignored; fields that change nothing here (`user`,
+`metadata`, ...) are accepted; any other field (a typo) is refused, naming the field it most looks
+like.
 """
 
 from __future__ import annotations
@@ -63,7 +64,6 @@ NEUTRAL = {
     "chat_template": (None,),
     "chat_template_kwargs": (None, {}),
     "documents": (None,),
-    "skip_special_tokens": (True, None),  # special tokens are always left out of the text
     "spaces_between_special_tokens": (True, None),
     "length_penalty": (1, None),  # beam search's
     "priority": (0, None),  # requests are served in turn
@@ -105,6 +105,7 @@ COMMON_FIELDS = (
     "ignore_eos",
     "min_tokens",
     "include_stop_str_in_output",
+    "skip_special_tokens",
     "stream",
     "stream_options",
     "response_format",
@@ -255,6 +256,7 @@ def text_request(kind: str, body: dict, served: Served) -> TextRequest:
             stop_token_ids=_stop_token_ids(body, served.vocab_size),
             min_tokens=_min_tokens(body, max_tokens, asked),
             stop_in_text=_boolean(body, "include_stop_str_in_output", False),
+            skip_special=_boolean(body, "skip_special_tokens", True),
             prompt_logprobs=logprobs if echo is not None else None,
         )
     except RepetitionWithLogprobs as error:

@@ -21,6 +21,7 @@ and the requests that arrive meanwhile wait.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -207,10 +208,10 @@ class Answerer:
             )
             try:
                 self._admit(session)
+                decode = functools.partial(self.tokenizer.decode, skip_special=request.skip_special)
                 result = generate(
-                    session.step, request, self.eos_ids, self.tokenizer.decode, on_text, arrival_s, on_token,
-                    session.scores,
-                )  # fmt: skip
+                    session.step, request, self.eos_ids, decode, on_text, arrival_s, on_token, session.scores
+                )
             except BaseException as error:
                 with contextlib.suppress(Exception):  # ending fails the same way; the first error says why
                     if isinstance(error, StageCallError):

@@ -72,6 +72,9 @@ class GenerationRequest:
     stop_token_ids: tuple[int, ...] = ()
     min_tokens: int = 0
     stop_in_text: bool = False  # vLLM's include_stop_str_in_output: the text ends after the stop string
+    # vLLM's skip_special_tokens: special tokens drawn are left out of the text (not the token ids);
+    # false shows them (the token that ended the answer is never part of it)
+    skip_special: bool = True
     # None: none; N: each prompt token's log-probability after the first, with the N likeliest in its
     # place (scoring a text, as a completion's `echo` with `logprobs` asks): the prefill computes the
     # log-probabilities of every prompt position, not only the last

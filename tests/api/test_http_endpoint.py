@@ -334,6 +334,24 @@ def test_min_p_samples_as_the_whole_model_does_and_a_stop_string_may_end_the_tex
         assert "".join(e["choices"][0]["text"] for e in events(streamed) if e != "[DONE]") == text
 
 
+def test_special_tokens_show_in_the_text_when_asked_and_the_tokens_still_join_into_it(api, smollm2):
+    """vLLM's skip_special_tokens: false. With ignore_eos the answer goes on past <|im_end|> into the
+    next turn; the text shows it as the tokenizer writes it, and a completion's tokens join into it."""
+    tokenizer = load_tokenizer(smollm2)
+    ids = chat_prompt_ids(smollm2)
+    body = {"prompt": ids, "temperature": 0, "max_tokens": 24, "ignore_eos": True, "logprobs": 0}
+    texts = {}
+    for skip in (True, False):
+        status, reply = request(api, "POST", "/v1/completions", body | {"skip_special_tokens": skip})
+        assert status == 200, reply
+        (choice,) = reply["choices"]
+        texts[skip] = choice["text"]
+        assert "".join(choice["logprobs"]["tokens"]) == choice["text"]
+    assert "<|im_end|>" in texts[False] and "<|im_end|>" not in texts[True]
+    drawn = tokenizer.encode(texts[False], add_special=False)
+    assert tokenizer.decode(drawn, skip_special=True) == texts[True]
+
+
 def test_a_stop_string_cuts_the_text_not_the_log_probabilities_and_asking_changes_no_token(api):
     """Cut by a stop string, the answer still reports the tokens that held it (as vLLM does), streamed
     as whole; and a sampled answer is the same with log-probabilities asked for as without."""
