@@ -87,13 +87,14 @@ class ResumingSession:
 
     def step(self, token_ids: list[int], position: int) -> torch.Tensor:
         """Logits [V] of the last of `token_ids`, placed at `position`.. (as PipelineSession.step)."""
-        return self._run(token_ids, position, every_position=False)
+        return self._run(token_ids, position)
 
-    def scores(self, token_ids: list[int]) -> torch.Tensor:
-        """Log-probabilities [S, V] of every one of `token_ids`, from position 0 (PipelineSession.scores)."""
-        return self._run(token_ids, 0, every_position=True)
+    def scores(self, token_ids: list[int], top: int):
+        """A prompt's prefill from position 0, scored, with `top` alternatives (PipelineSession.scores)."""
+        return self._run(token_ids, 0, score_top=top)
 
-    def _run(self, token_ids: list[int], position: int, every_position: bool) -> torch.Tensor:
+    def _run(self, token_ids: list[int], position: int, score_top: int | None = None):
+        """`step`'s output, or with `score_top` (a prompt's first step) `scores`'."""
         if position != len(self._seen):
             raise ValueError(f"step at position {position}, but the session holds {len(self._seen)} tokens")
         while True:
@@ -101,11 +102,11 @@ class ResumingSession:
                 if self.session is None:  # first, or lost: a new one sees every earlier token at once
                     self._on, self._mark = self._current(), self._reload_mark()
                     self.session = self._open_session(self._on)
-                    if every_position:  # a prompt's prefill, scored: nothing was seen before it
-                        logits = self.session.scores(token_ids)
+                    if score_top is not None:  # a prompt's prefill, scored: nothing was seen before it
+                        logits = self.session.scores(token_ids, score_top)
                     else:
                         logits = self.session.step(self._seen + token_ids, 0)
-                elif every_position:
+                elif score_top is not None:
                     raise ValueError("only the first step, from position 0, is scored")
                 else:
                     logits = self.session.step(token_ids, position)

@@ -27,14 +27,11 @@ from partition.coordinator.deploy import Deployment
 from partition.coordinator.spans import EdgeTimes, RemoteHop, step_spans
 from partition.errors import ContextOverflowError
 from partition.metrics.spans import HopSpan
-from partition.model.generation import as_log_probs
+from partition.model.generation import TokenLogprob, as_log_probs
 from partition.model.sampling import SamplingParams
+from partition.model.scoring import prompt_scores, read_scored
 from partition.transport.client import StageCallError
 from partition.types import RETURN_TOP_K
-
-# Bytes of logits one scored step may bring back (64 MiB: 341 tokens of SmolLM2's 49 k vocabulary),
-# a quarter of the largest message the channels take (transport/channels.py MAX_MESSAGE_BYTES)
-SCORED_BYTES_PER_STEP = 64 * 2**20
 
 
 def logits_to_return(sampling: SamplingParams, vocab_size: int, extra: int | None = 0) -> int:
@@ -96,18 +93,27 @@ class PipelineSession:
         vocabulary before it picks the largest to send; only the head's holder has them all)."""
         return self._forward(token_ids, position, every_position=False, log_probs=self.log_probs)[-1]
 
-    def scores(self, token_ids: list[int]) -> torch.Tensor:
-        """Log-probabilities [S, V] of every one of `token_ids`, placed from position 0 (a prompt's
-        prefill when its own log-probabilities are asked for). A worker holding the head sends every
-        logit of every position, vocabulary x 4 bytes per token with the raw codec: the prompt goes in
-        steps of as many tokens as SCORED_BYTES_PER_STEP holds, so that no reply outgrows a message."""
-        rows = max(1, SCORED_BYTES_PER_STEP // (4 * self.deployment.source.spec.vocab_size))
-        return torch.cat(
-            [
-                self._forward(token_ids[start : start + rows], start, every_position=True, log_probs=True)
-                for start in range(0, len(token_ids), rows)
-            ]
-        )
+    def scores(self, token_ids: list[int], top: int) -> tuple[list[TokenLogprob], torch.Tensor]:
+        """A prompt's prefill, scored (model/scoring.py): the entries of `token_ids` after the first,
+        with the `top` likeliest in each place, and the log-probabilities [V] of the last position (as
+        `step` gives them). A worker holding the head scores every position but the last itself and
+        sends back 1 + 2 x top values per position, not every logit; the last goes as a step of its own."""
+        if self._remote is not None and self.deployment.tail_model is None and len(token_ids) > 1:
+            front, nexts = token_ids[:-1], token_ids[1:]
+            rows = self._forward(front, 0, every_position=True, score_next=nexts, score_top=top)
+            try:
+                entries = read_scored(rows, nexts, top)
+            except ValueError as error:  # a worker's header says what it likes
+                raise StageCallError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"a malformed result: {error}",
+                    self.deployment.addresses[-1],
+                    self.deployment.devices.get(self.deployment.addresses[-1], ""),
+                ) from None
+            last = self._forward(token_ids[-1:], len(front), every_position=False, log_probs=True)
+            return entries, last[-1]
+        rows = self._forward(token_ids, 0, every_position=True, log_probs=True)
+        return prompt_scores(rows, token_ids, top), rows[-1]
 
     def logits(self, token_ids: list[int], position: int) -> torch.Tensor:
         """Logits [S, V] of every one of `token_ids` (teacher forcing: one step scores a whole sequence)."""
@@ -115,11 +121,18 @@ class PipelineSession:
 
     @torch.inference_mode()
     def _forward(
-        self, token_ids: list[int], position: int, every_position: bool, log_probs: bool = False
+        self,
+        token_ids: list[int],
+        position: int,
+        every_position: bool,
+        log_probs: bool = False,
+        score_next: list[int] | None = None,
+        score_top: int = 0,
     ) -> torch.Tensor:
         """The output of the last of `token_ids` (of each, with `every_position`); with `log_probs`,
         normalized where every logit is at hand: on the worker holding the head when it sends only the
-        last position's largest, here otherwise."""
+        last position's largest, here otherwise. `score_next` (to a worker holding the head): each
+        position's scored rows instead (`scores`)."""
         d = self.deployment
         d.check_open()  # closed, it has neither chain nor segments: the step would compute nonsense
         step_start_ns = time.time_ns()
@@ -134,7 +147,8 @@ class PipelineSession:
             last_only = d.tail_model is None and not every_position
             top_k = self.logits_top_k if last_only else 0
             on_worker = log_probs and last_only
-            coro = self._remote.step(x, position, d.topology.input_codec, last_only, top_k, on_worker)
+            codec = d.topology.input_codec
+            coro = self._remote.step(x, position, codec, last_only, top_k, on_worker, score_next, score_top)
             result = d.loop.run(coro, still_wanted=self.still_wanted)
             if on_worker and not result.log_probs_sent:
                 raise self._not_normalized(d.addresses[-1])

@@ -22,9 +22,10 @@ from partition.model.sampling import Sampler, SamplingParams
 # for them (the step is built so: the whole vocabulary is at hand only where the head ran, and a worker
 # holding it sends back no more than the largest few)
 Step = Callable[[list[int], int], torch.Tensor]
-# token ids from position 0 -> log-probabilities [S, V] of every one of them (the prefill of a prompt
-# whose own log-probabilities are asked for)
-Scores = Callable[[list[int]], torch.Tensor]
+# (token ids from position 0, alternatives per token) -> the entries of every token after the first, and
+# the log-probabilities [V] of the last position: the prefill of a prompt whose own log-probabilities
+# are asked for (model/scoring.py)
+Scores = Callable[[list[int], int], tuple[list["TokenLogprob"], torch.Tensor]]
 # The most alternatives a request may ask for per token (OpenAI's limit). A worker holding the head
 # sends back at least RETURN_TOP_K (64) of them, so these are always among what it sends.
 MAX_TOP_LOGPROBS = 20
@@ -293,10 +294,7 @@ def generate(
     else:
         if score is None:
             raise ValueError("a request for the prompt's log-probabilities needs `score`")
-        rows = score(list(prompt))
-        top = request.prompt_logprobs
-        result.prompt_logprobs = [token_logprob(rows[i - 1], prompt[i], top) for i in range(1, len(prompt))]
-        logits = rows[-1]
+        result.prompt_logprobs, logits = score(list(prompt), request.prompt_logprobs)
     position = len(prompt)
 
     def scored(token: int, ends: bool = False) -> None:  # from the logits it was drawn from
@@ -345,15 +343,6 @@ def local_step(model, cache, log_probs: bool = False) -> Step:
         return as_log_probs(logits) if log_probs else logits
 
     return step
-
-
-def local_scores(model, cache) -> Scores:
-    """The prefill of `local_step`'s session with the log-probabilities of every position."""
-
-    def score(token_ids: list[int]) -> torch.Tensor:
-        return as_log_probs(model(torch.tensor([token_ids], dtype=torch.long), cache, [0], [0])[0])
-
-    return score
 
 
 def as_log_probs(logits: torch.Tensor) -> torch.Tensor:

@@ -100,6 +100,11 @@ class StageRuntime:
         """Whether the loaded segment ends with the head (its outputs are logits)."""
         return self._loaded is not None and self._loaded.model.returns_logits
 
+    @property
+    def vocab_size(self) -> int:
+        """Width of the loaded model's logits (0 when nothing is loaded)."""
+        return self._loaded.result.vocab_size if self._loaded is not None else 0
+
     def load(self, wanted: Deployment, expected_digest: str = "") -> LoadResult:
         """Load `wanted.segment` of `wanted.model`, or answer at once if it is already loaded."""
         from partition.codec import get_codec

@@ -308,9 +308,10 @@ class ChainSession:
         self.ref = ref
         self.stages: tuple[str, ...] = ()  # worker names that accepted the session, in chain order
         self._inbox: asyncio.Queue = asyncio.Queue()
-        # position -> (sent ns, encode s, bytes, n_tokens): a result holds at most n_tokens rows (one
-        # for OUTPUT_SELECT_LAST where the last stage holds the head; hidden states come for every one)
-        self._sent: dict[int, tuple[int, float, int, int]] = {}
+        # position -> (sent ns, encode s, bytes, n_tokens, width): a result holds at most n_tokens rows
+        # (one for OUTPUT_SELECT_LAST where the last stage holds the head; hidden states come for every
+        # one) of `width` values (a scored prompt's rows are narrower than logits)
+        self._sent: dict[int, tuple[int, float, int, int, int]] = {}
         self._tasks: list[asyncio.Task] = []
         self._closed = False
         self._failure: StageCallError | None = None  # once the chain failed, every receive raises it
@@ -363,11 +364,15 @@ class ChainSession:
         last_only: bool = True,
         logits_top_k: int = 0,
         log_probs: bool = False,
+        score_next: list[int] | None = None,
+        score_top: int = 0,
     ) -> None:
         """Write one step: token ids [1, S] (or activations [1, S, D] if stage 1 takes them) at `position`.
 
         `logits_top_k`: if the last stage holds the head, it returns only the K largest logits (0: all).
         `log_probs`: it returns log-probabilities over the whole vocabulary instead of logits.
+        `score_next`: it returns each position's score of its next token instead (model/scoring.py),
+        with the `score_top` likeliest in its place.
         """
         started = time.perf_counter()
         tensor = to_proto(x, codec)
@@ -382,9 +387,12 @@ class ChainSession:
             output=forward_pb2.OUTPUT_SELECT_LAST if last_only else forward_pb2.OUTPUT_SELECT_ALL,
             logits_top_k=logits_top_k,
             log_probs=log_probs,
+            score_next=score_next or (),
+            score_top=score_top,
         )
         step.sent_unix_ns = time.time_ns()
-        self._sent[position] = (step.sent_unix_ns, encode_s, len(tensor.data), x.shape[1])
+        width = 1 + 2 * score_top if score_next else self.chain.output_width  # of each row of its result
+        self._sent[position] = (step.sent_unix_ns, encode_s, len(tensor.data), x.shape[1], width)
         try:
             await self._chain_call.write(forward_pb2.ForwardRequest(step=step))
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
@@ -407,10 +415,17 @@ class ChainSession:
             raise item
         reply, received_ns = item
         step = reply.result
-        sent_ns, encode_s, bytes_sent, rows = self._sent.pop(step.position, (0, 0.0, 0, 1))
+        sent = self._sent.pop(step.position, (0, 0.0, 0, 1, self.chain.output_width))
+        sent_ns, encode_s, bytes_sent, rows, width = sent
+        if step.score_next and not step.scores_sent:
+            raise StageCallError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "it sent logits back where a prompt's scores were asked (Step.score_next): it runs a "
+                "partition older than this coordinator; update it, or ask without echo and logprobs",
+                self.chain.addresses[-1],
+            )
         started = time.perf_counter()
         # the values the step asked for, not what the result's header says: a header can say anything
-        width = self.chain.output_width
         limit = min(rows * width, MAX_ELEMENTS) if width else MAX_ELEMENTS
         try:
             output = from_proto(step.tensor, limit, width)
@@ -442,8 +457,10 @@ class ChainSession:
         last_only: bool = True,
         logits_top_k: int = 0,
         log_probs: bool = False,
+        score_next: list[int] | None = None,
+        score_top: int = 0,
     ) -> StepResult:
-        await self.send(x, position, codec, last_only, logits_top_k, log_probs)
+        await self.send(x, position, codec, last_only, logits_top_k, log_probs, score_next, score_top)
         return await self.receive()
 
     async def close(self, end_session: bool = True) -> None:

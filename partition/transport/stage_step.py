@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 import torch
 
-from partition.model.generation import as_log_probs
+from partition.model.generation import MAX_TOP_LOGPROBS, as_log_probs
+from partition.model.scoring import LARGEST_SCORED_VOCAB, scored_rows
 from partition.runtime.errors import InvalidRequestError
 from partition.runtime.sessions import Session
 from partition.runtime.stage import StageRuntime
 from partition.transport.generated import forward_pb2
-from partition.transport.tensors import from_proto, to_proto, to_top_k_proto
+from partition.transport.tensors import RAW, from_proto, to_proto, to_top_k_proto
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Prepared:
     last_only: bool
     top_k: int
     log_probs: bool  # the output goes back as log-probabilities (Step.log_probs)
+    score_next: list[int]  # Step.score_next, on the stage that scores them: the output goes back scored
     recv_ns: int  # Unix ns when the step was read off its stream
     submitted: float  # perf_counter when it was handed to the compute lane
     started: float  # perf_counter when its work began
@@ -131,10 +133,39 @@ def prepare(runtime: StageRuntime, step: forward_pb2.Step, recv_ns: int, submitt
             f"a step of n_tokens={step.n_tokens} brings {expected} values to this stage, but its tensor "
             f"declares shape {list(step.tensor.shape)}; send the shape its n_tokens says"
         )
+    score_next = _score_next(runtime, step, last_only) if last_stage and runtime.returns_logits else []
     x = from_proto(step.tensor)
     return Prepared(
-        step, session, x, last_only, top_k, log_probs, recv_ns, submitted, started, time.perf_counter()
+        step,
+        session,
+        x,
+        last_only,
+        top_k,
+        log_probs,
+        score_next,
+        recv_ns,
+        submitted,
+        started,
+        time.perf_counter(),
     )
+
+
+def _score_next(runtime: StageRuntime, step: forward_pb2.Step, last_only: bool) -> list[int]:
+    """Step.score_next, checked: one id in the vocabulary per position of a step that wants them all."""
+    if not step.score_next:
+        return []
+    vocab = runtime.vocab_size
+    if last_only or len(step.score_next) != step.n_tokens:
+        raise InvalidRequestError(
+            f"score_next takes one token id per position ({step.n_tokens} here, got "
+            f"{len(step.score_next)}) of a step with OUTPUT_SELECT_ALL"
+        )
+    if max(step.score_next) >= vocab or step.score_top > MAX_TOP_LOGPROBS or vocab > LARGEST_SCORED_VOCAB:
+        raise InvalidRequestError(
+            f"score_next ids must lie in [0, {vocab}) and score_top in [0, {MAX_TOP_LOGPROBS}]; got ids up to "
+            f"{max(step.score_next)} and score_top={step.score_top}"
+        )
+    return list(step.score_next)
 
 
 def finish(
@@ -145,7 +176,10 @@ def finish(
     computed = time.perf_counter()
     bytes_in, codec_in = len(step.tensor.data), step.tensor.codec
     codec_out = runtime.deployment.codec_out
-    if prepared.log_probs:  # over the whole vocabulary, so before the top K are picked
+    if prepared.score_next:  # a prompt's own tokens scored here: a few values per position, not V
+        out = scored_rows(as_log_probs(out[0]), prepared.score_next, step.score_top).unsqueeze(0)
+        codec_out, step.scores_sent = RAW, True  # ids go as float32 values: a lossy codec would move them
+    elif prepared.log_probs:  # over the whole vocabulary, so before the top K are picked
         out = as_log_probs(out)
         step.log_probs_sent = True
     step.tensor.CopyFrom(to_top_k_proto(out, prepared.top_k) if prepared.top_k else to_proto(out, codec_out))

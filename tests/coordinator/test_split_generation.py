@@ -11,11 +11,11 @@ import dataclasses
 import pytest
 import torch
 
-from partition.coordinator import session as session_module
 from partition.coordinator.deploy import deploy
 from partition.coordinator.session import PipelineSession
-from partition.model.generation import GenerationRequest, generate, local_scores, local_step
+from partition.model.generation import GenerationRequest, generate, local_step
 from partition.model.sampling import SamplingParams
+from partition.model.scoring import local_scores
 from partition.model.tokenizer import load_tokenizer
 from partition.transport.client import ChainSession, StageCallError
 from partition.types import RETURN_TOP_K, TOP_K_LOGITS_BYTES
@@ -190,18 +190,17 @@ def test_a_split_reports_the_whole_models_log_probabilities(
 
 
 @pytest.mark.parametrize(
-    ("split", "per_step"),
-    [("2-stages", None), ("2-stages", 7), ("3-stages-edge-ends", None)],
-    ids=["head-on-worker", "head-on-worker-7-tokens-a-step", "head-on-edge"],
+    ("split", "tokens"),
+    [("2-stages", None), ("2-stages", 2), ("3-stages-edge-ends", None)],
+    ids=["head-on-worker", "head-on-worker-2-tokens", "head-on-edge"],
 )
 def test_a_split_scores_a_prompt_as_the_whole_model_does(
-    smollm2, smollm2_whole, workers, prompt, split, per_step, monkeypatch
+    smollm2, smollm2_whole, workers, prompt, split, tokens
 ):
     """A prompt's own log-probabilities (what an evaluation harness asks a completion to echo): every
-    position's, from the prefill, then generation goes on from it. A long prompt is scored a few
-    tokens a step, so that no reply of every logit outgrows a message: here 7 at a time."""
-    if per_step:
-        monkeypatch.setattr(session_module, "SCORED_BYTES_PER_STEP", per_step * 4 * smollm2.spec.vocab_size)
+    position's, from the prefill, then generation goes on from it. A worker holding the head scores
+    them itself and sends back 1 + 2 x top values per position, not every logit."""
+    prompt = prompt[:tokens] if tokens else prompt
     n, top = 4, 2
     context = len(prompt) + n
     request = GenerationRequest(prompt, n, context=context, logprobs=top, prompt_logprobs=top)
@@ -218,11 +217,8 @@ def test_a_split_scores_a_prompt_as_the_whole_model_does(
     assert result.token_ids == reference.token_ids == _reference(smollm2_whole, prompt, n)
     assert [e.token_id for e in result.prompt_logprobs] == prompt[1:]
     back = [s.payload_bytes for s in session.spans if s.dst == "phone" and s.src]
-    row = 4 * smollm2.spec.vocab_size  # every logit of one position
-    steps = [len(prompt)] if per_step is None else [per_step] * (len(prompt) // per_step)
-    steps += [len(prompt) % per_step] if per_step and len(prompt) % per_step else []
-    if split == "2-stages":  # the prompt's steps, each with its tokens' logits, then the top K of each token
-        assert back == [k * row for k in steps] + [TOP_K_LOGITS_BYTES] * (n - 1)
+    if split == "2-stages":  # the prompt but its last token, scored; then the top K of each token
+        assert back == [(len(prompt) - 1) * (1 + 2 * top) * 4] + [TOP_K_LOGITS_BYTES] * n
     got = [e.logprob for e in result.prompt_logprobs]
     assert got == pytest.approx([e.logprob for e in reference.prompt_logprobs], abs=1e-4)
     assert [[i for i, _ in e.top] for e in result.prompt_logprobs] == [
@@ -255,6 +251,24 @@ def test_a_worker_that_sends_logits_where_log_probabilities_were_asked_is_named(
         plain = PipelineSession(deployment, context=len(prompt) + 1)  # no log-probabilities: no check
         assert plain.step(prompt, 0).shape == (smollm2.spec.vocab_size,)
         plain.close()
+    finally:
+        deployment.close()
+
+
+def test_a_reply_without_the_scores_asked_is_refused_naming_the_worker(smollm2, workers, prompt):
+    """A worker older than Step.score_next keeps the field and sends logits back, without scores_sent:
+    the step ends naming it and what to do, before its logits are read as scores. A stage without the
+    head does not score either, which is how it is asked here."""
+    deployment = deploy(
+        _plan(smollm2, SPLITS["3-stages-edge-ends"], "raw"), workers, max_context=512, max_sessions=2
+    )
+    try:
+        session = PipelineSession(deployment, context=len(prompt) + 1, log_probs=True)
+        older = "scores were asked .*older than this coordinator; update it"
+        with pytest.raises(StageCallError, match=older) as refused:
+            session._forward(prompt, 0, every_position=True, score_next=prompt[1:] + [0], score_top=1)
+        assert refused.value.address == workers["server-a"]  # an answer names its device (Answerer._named)
+        session.abandon()
     finally:
         deployment.close()
 

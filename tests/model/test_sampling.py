@@ -4,6 +4,7 @@ import torch
 from partition.errors import ConfigError
 from partition.model.generation import GenerationRequest, TextStream, generate
 from partition.model.sampling import SEED_MAX, SEED_MIN, Sampler, SamplingError, SamplingParams
+from partition.model.scoring import prompt_scores
 
 LOGITS = torch.tensor([0.1, 2.0, 1.5, -1.0, 1.9])
 
@@ -188,16 +189,16 @@ def test_a_request_for_the_prompts_log_probabilities_is_prefilled_by_score_and_g
     table = torch.log_softmax(torch.arange(40, dtype=torch.float32).reshape(4, 10) % 7, -1)
     scored = []
 
-    def score(ids):  # log-probabilities of every position, as a session's scores gives them
-        scored.append(ids)
-        return table[: len(ids)]
+    def score(ids, top):  # as a session's scores gives them
+        scored.append((ids, top))
+        return prompt_scores(table[: len(ids)], ids, top), table[len(ids) - 1]
 
     def step(ids, position):
         return table[position]
 
     request = GenerationRequest([3, 1, 2], max_new_tokens=1, context=64, logprobs=1, prompt_logprobs=1)
     result = generate(step, request, (), lambda ids: "", score=score)
-    assert scored == [[3, 1, 2]]
+    assert scored == [([3, 1, 2], 1)]
     assert [(e.token_id, e.logprob) for e in result.prompt_logprobs] == [
         (1, pytest.approx(float(table[0, 1]))),
         (2, pytest.approx(float(table[1, 2]))),

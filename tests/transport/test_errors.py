@@ -153,6 +153,45 @@ def test_top_k_logits_of_every_position_are_refused_before_the_step_runs(pair, d
         assert result.codec_received == "top-k" and result.bytes_received == 8 * kept and kept >= 4
 
 
+@pytest.mark.parametrize(
+    ("last_only", "score_next", "score_top", "said"),
+    [
+        (True, PROMPT[1:] + [0], 1, "one token id per position"),  # the last position alone
+        (False, PROMPT[1:], 1, f"one token id per position ({len(PROMPT)} here, got {len(PROMPT) - 1})"),
+        (False, PROMPT[1:] + [10**6], 1, "score_next ids must lie in [0, "),
+        (False, PROMPT[1:] + [0], 21, "score_top in [0, 20]"),
+    ],
+    ids=["last-only", "too-few", "outside-vocabulary", "too-many-alternatives"],
+)
+def test_scores_asked_wrongly_are_refused_before_the_step_runs(
+    pair, digest, last_only, score_next, score_top, said
+):
+    async def body(chain):
+        session = await chain.open_session(new_session_id(), "plan", 1, digest)
+        try:
+            ids = torch.tensor([PROMPT])
+            await session.step(ids, 0, last_only=last_only, score_next=score_next, score_top=score_top)
+        finally:
+            await session.close()
+
+    error = refused(pair, body)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT and said in error.details
+    assert serves(pair, digest)
+
+    async def scored(chain):  # asked rightly, on the same workers: one row of 1 + 2 x 3 values each
+        session = await chain.open_session(new_session_id(), "plan", 1, digest)
+        try:
+            return await session.step(
+                torch.tensor([PROMPT]), 0, last_only=False, score_next=PROMPT[1:] + [0], score_top=3
+            )
+        finally:
+            await session.close()
+
+    result = run_chain(pair, scored)
+    assert result.output.shape == (1, len(PROMPT), 7) and result.codec_received == "raw"
+    assert result.output[0, :, 1::2].tolist() == result.output[0, :, 1::2].round().tolist()  # ids, as floats
+
+
 def test_a_refused_prefill_chunk_is_reported_as_refused_while_the_next_chunks_are_on_their_way(pair, digest):
     """The coordinator sends prefill chunks before it reads: a call ended while they are in flight must
     still carry the refusal's status, not the client core's INTERNAL."""

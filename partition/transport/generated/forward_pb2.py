@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from . import tensor_pb2 as partition_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apartition/v1/forward.proto\x12\x0cpartition.v1\x1a\x19partition/v1/tensor.proto\"V\n\nSessionRef\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07plan_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x14\n\x0cmodel_digest\x18\x04 \x01(\t\"p\n\nOpenStream\x12)\n\x07session\x18\x01 \x01(\x0b\x32\x18.partition.v1.SessionRef\x12&\n\x04role\x18\x02 \x01(\x0e\x32\x18.partition.v1.StreamRole\x12\x0f\n\x07pair_id\x18\x03 \x01(\t\"F\n\x0cStreamOpened\x12\x0e\n\x06stages\x18\x01 \x03(\t\x12\x0f\n\x07kv_slot\x18\x02 \x01(\r\x12\x15\n\rnext_position\x18\x03 \x01(\x04\"\xf3\x01\n\tHopTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x1d\n\x15upstream_sent_unix_ns\x18\x02 \x01(\x03\x12\x14\n\x0crecv_unix_ns\x18\x03 \x01(\x03\x12\x0f\n\x07queue_s\x18\x04 \x01(\x01\x12\x10\n\x08\x64\x65\x63ode_s\x18\x05 \x01(\x01\x12\x11\n\tcompute_s\x18\x06 \x01(\x01\x12\x10\n\x08\x65ncode_s\x18\x07 \x01(\x01\x12\x14\n\x0csent_unix_ns\x18\x08 \x01(\x03\x12\x10\n\x08\x62ytes_in\x18\t \x01(\x04\x12\x11\n\tbytes_out\x18\n \x01(\x04\x12\x10\n\x08\x63odec_in\x18\x0b \x01(\t\x12\r\n\x05\x62\x61tch\x18\x0c \x01(\r\"\xae\x02\n\x04Step\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07plan_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x10\n\x08position\x18\x04 \x01(\x04\x12\x10\n\x08n_tokens\x18\x05 \x01(\r\x12$\n\x06tensor\x18\x06 \x01(\x0b\x32\x14.partition.v1.Tensor\x12*\n\x06output\x18\x07 \x01(\x0e\x32\x1a.partition.v1.OutputSelect\x12\x14\n\x0clogits_top_k\x18\n \x01(\r\x12\x11\n\tlog_probs\x18\x0b \x01(\x08\x12\x16\n\x0elog_probs_sent\x18\x0c \x01(\x08\x12\x14\n\x0csent_unix_ns\x18\x08 \x01(\x03\x12%\n\x04hops\x18\t \x03(\x0b\x32\x17.partition.v1.HopTiming\"f\n\x0e\x46orwardRequest\x12(\n\x04open\x18\x01 \x01(\x0b\x32\x18.partition.v1.OpenStreamH\x00\x12\"\n\x04step\x18\x02 \x01(\x0b\x32\x12.partition.v1.StepH\x00\x42\x06\n\x04kind\"j\n\x0c\x46orwardReply\x12,\n\x06opened\x18\x01 \x01(\x0b\x32\x1a.partition.v1.StreamOpenedH\x00\x12$\n\x06result\x18\x02 \x01(\x0b\x32\x12.partition.v1.StepH\x00\x42\x06\n\x04kind*X\n\nStreamRole\x12\x1b\n\x17STREAM_ROLE_UNSPECIFIED\x10\x00\x12\x15\n\x11STREAM_ROLE_CHAIN\x10\x01\x12\x16\n\x12STREAM_ROLE_RETURN\x10\x02*=\n\x0cOutputSelect\x12\x15\n\x11OUTPUT_SELECT_ALL\x10\x00\x12\x16\n\x12OUTPUT_SELECT_LAST\x10\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apartition/v1/forward.proto\x12\x0cpartition.v1\x1a\x19partition/v1/tensor.proto\"V\n\nSessionRef\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07plan_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x14\n\x0cmodel_digest\x18\x04 \x01(\t\"p\n\nOpenStream\x12)\n\x07session\x18\x01 \x01(\x0b\x32\x18.partition.v1.SessionRef\x12&\n\x04role\x18\x02 \x01(\x0e\x32\x18.partition.v1.StreamRole\x12\x0f\n\x07pair_id\x18\x03 \x01(\t\"F\n\x0cStreamOpened\x12\x0e\n\x06stages\x18\x01 \x03(\t\x12\x0f\n\x07kv_slot\x18\x02 \x01(\r\x12\x15\n\rnext_position\x18\x03 \x01(\x04\"\xf3\x01\n\tHopTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x1d\n\x15upstream_sent_unix_ns\x18\x02 \x01(\x03\x12\x14\n\x0crecv_unix_ns\x18\x03 \x01(\x03\x12\x0f\n\x07queue_s\x18\x04 \x01(\x01\x12\x10\n\x08\x64\x65\x63ode_s\x18\x05 \x01(\x01\x12\x11\n\tcompute_s\x18\x06 \x01(\x01\x12\x10\n\x08\x65ncode_s\x18\x07 \x01(\x01\x12\x14\n\x0csent_unix_ns\x18\x08 \x01(\x03\x12\x10\n\x08\x62ytes_in\x18\t \x01(\x04\x12\x11\n\tbytes_out\x18\n \x01(\x04\x12\x10\n\x08\x63odec_in\x18\x0b \x01(\t\x12\r\n\x05\x62\x61tch\x18\x0c \x01(\r\"\xea\x02\n\x04Step\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07plan_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x10\n\x08position\x18\x04 \x01(\x04\x12\x10\n\x08n_tokens\x18\x05 \x01(\r\x12$\n\x06tensor\x18\x06 \x01(\x0b\x32\x14.partition.v1.Tensor\x12*\n\x06output\x18\x07 \x01(\x0e\x32\x1a.partition.v1.OutputSelect\x12\x14\n\x0clogits_top_k\x18\n \x01(\r\x12\x11\n\tlog_probs\x18\x0b \x01(\x08\x12\x16\n\x0elog_probs_sent\x18\x0c \x01(\x08\x12\x12\n\nscore_next\x18\r \x03(\r\x12\x11\n\tscore_top\x18\x0e \x01(\r\x12\x13\n\x0bscores_sent\x18\x0f \x01(\x08\x12\x14\n\x0csent_unix_ns\x18\x08 \x01(\x03\x12%\n\x04hops\x18\t \x03(\x0b\x32\x17.partition.v1.HopTiming\"f\n\x0e\x46orwardRequest\x12(\n\x04open\x18\x01 \x01(\x0b\x32\x18.partition.v1.OpenStreamH\x00\x12\"\n\x04step\x18\x02 \x01(\x0b\x32\x12.partition.v1.StepH\x00\x42\x06\n\x04kind\"j\n\x0c\x46orwardReply\x12,\n\x06opened\x18\x01 \x01(\x0b\x32\x1a.partition.v1.StreamOpenedH\x00\x12$\n\x06result\x18\x02 \x01(\x0b\x32\x12.partition.v1.StepH\x00\x42\x06\n\x04kind*X\n\nStreamRole\x12\x1b\n\x17STREAM_ROLE_UNSPECIFIED\x10\x00\x12\x15\n\x11STREAM_ROLE_CHAIN\x10\x01\x12\x16\n\x12STREAM_ROLE_RETURN\x10\x02*=\n\x0cOutputSelect\x12\x15\n\x11OUTPUT_SELECT_ALL\x10\x00\x12\x16\n\x12OUTPUT_SELECT_LAST\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'partition.transport.generated.forward_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STREAMROLE']._serialized_start=1108
-  _globals['_STREAMROLE']._serialized_end=1196
-  _globals['_OUTPUTSELECT']._serialized_start=1198
-  _globals['_OUTPUTSELECT']._serialized_end=1259
+  _globals['_STREAMROLE']._serialized_start=1168
+  _globals['_STREAMROLE']._serialized_end=1256
+  _globals['_OUTPUTSELECT']._serialized_start=1258
+  _globals['_OUTPUTSELECT']._serialized_end=1319
   _globals['_SESSIONREF']._serialized_start=71
   _globals['_SESSIONREF']._serialized_end=157
   _globals['_OPENSTREAM']._serialized_start=159
@@ -45,9 +45,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HOPTIMING']._serialized_start=346
   _globals['_HOPTIMING']._serialized_end=589
   _globals['_STEP']._serialized_start=592
-  _globals['_STEP']._serialized_end=894
-  _globals['_FORWARDREQUEST']._serialized_start=896
-  _globals['_FORWARDREQUEST']._serialized_end=998
-  _globals['_FORWARDREPLY']._serialized_start=1000
-  _globals['_FORWARDREPLY']._serialized_end=1106
+  _globals['_STEP']._serialized_end=954
+  _globals['_FORWARDREQUEST']._serialized_start=956
+  _globals['_FORWARDREQUEST']._serialized_end=1058
+  _globals['_FORWARDREPLY']._serialized_start=1060
+  _globals['_FORWARDREPLY']._serialized_end=1166
 # @@protoc_insertion_point(module_scope)

@@ -85,7 +85,7 @@ class HopTiming(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., upstream_sent_unix_ns: _Optional[int] = ..., recv_unix_ns: _Optional[int] = ..., queue_s: _Optional[float] = ..., decode_s: _Optional[float] = ..., compute_s: _Optional[float] = ..., encode_s: _Optional[float] = ..., sent_unix_ns: _Optional[int] = ..., bytes_in: _Optional[int] = ..., bytes_out: _Optional[int] = ..., codec_in: _Optional[str] = ..., batch: _Optional[int] = ...) -> None: ...
 
 class Step(_message.Message):
-    __slots__ = ("session_id", "plan_id", "epoch", "position", "n_tokens", "tensor", "output", "logits_top_k", "log_probs", "log_probs_sent", "sent_unix_ns", "hops")
+    __slots__ = ("session_id", "plan_id", "epoch", "position", "n_tokens", "tensor", "output", "logits_top_k", "log_probs", "log_probs_sent", "score_next", "score_top", "scores_sent", "sent_unix_ns", "hops")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +96,9 @@ class Step(_message.Message):
     LOGITS_TOP_K_FIELD_NUMBER: _ClassVar[int]
     LOG_PROBS_FIELD_NUMBER: _ClassVar[int]
     LOG_PROBS_SENT_FIELD_NUMBER: _ClassVar[int]
+    SCORE_NEXT_FIELD_NUMBER: _ClassVar[int]
+    SCORE_TOP_FIELD_NUMBER: _ClassVar[int]
+    SCORES_SENT_FIELD_NUMBER: _ClassVar[int]
     SENT_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     HOPS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
@@ -108,9 +111,12 @@ class Step(_message.Message):
     logits_top_k: int
     log_probs: bool
     log_probs_sent: bool
+    score_next: _containers.RepeatedScalarFieldContainer[int]
+    score_top: int
+    scores_sent: bool
     sent_unix_ns: int
     hops: _containers.RepeatedCompositeFieldContainer[HopTiming]
-    def __init__(self, session_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., epoch: _Optional[int] = ..., position: _Optional[int] = ..., n_tokens: _Optional[int] = ..., tensor: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., output: _Optional[_Union[OutputSelect, str]] = ..., logits_top_k: _Optional[int] = ..., log_probs: _Optional[bool] = ..., log_probs_sent: _Optional[bool] = ..., sent_unix_ns: _Optional[int] = ..., hops: _Optional[_Iterable[_Union[HopTiming, _Mapping]]] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., epoch: _Optional[int] = ..., position: _Optional[int] = ..., n_tokens: _Optional[int] = ..., tensor: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., output: _Optional[_Union[OutputSelect, str]] = ..., logits_top_k: _Optional[int] = ..., log_probs: _Optional[bool] = ..., log_probs_sent: _Optional[bool] = ..., score_next: _Optional[_Iterable[int]] = ..., score_top: _Optional[int] = ..., scores_sent: _Optional[bool] = ..., sent_unix_ns: _Optional[int] = ..., hops: _Optional[_Iterable[_Union[HopTiming, _Mapping]]] = ...) -> None: ...
 
 class ForwardRequest(_message.Message):
     __slots__ = ("open", "step")
