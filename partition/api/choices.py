@@ -4,8 +4,8 @@ once, the request ending with the first choice that fails.
 Each choice is a request of its own to the coordinator (partition.coordinator.answer): it waits for a
 session slot as any request does and prefills the prompt itself, so n choices cost n requests, and
 those beyond the workers' slots wait their turn. With a seed, choice i samples with seed + i, as vLLM
-seeds them: the choices differ, and the whole reply is reproducible. One choice is answered in the
-caller's thread.
+seeds them: the choices differ, and the whole reply is reproducible. A request of one choice is
+answered in the caller's thread.
 """
 
 from __future__ import annotations

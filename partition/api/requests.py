@@ -37,7 +37,6 @@ COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 # field -> the values that mean "off": anything else asks for something we do not do
 NEUTRAL = {
-    "best_of": (1, None),
     "echo": (False, None),
     "top_logprobs": (None, 0),  # a completion asks with logprobs: N
     "tools": (None, []),
@@ -89,6 +88,7 @@ NO_EFFECT = (
 COMMON_FIELDS = (
     "model",
     "n",
+    "best_of",
     "max_tokens",
     "max_completion_tokens",
     "temperature",
@@ -264,6 +264,23 @@ def text_request(kind: str, body: dict, served: Served) -> TextRequest:
     return TextRequest(kind, model, generation, stream, include_usage, echo, _choices(body))
 
 
+def _choices(body: dict) -> int:
+    """`n`, and vLLM's `best_of` only where it asks for nothing more (every choice generated is returned)."""
+    value = body.get("n")
+    if value is not None and (type(value) is not int or not 1 <= value <= MAX_CHOICES):
+        raise ApiError(400, f"n must be a whole number in [1, {MAX_CHOICES}], got {json.dumps(value)}", "n")
+    n = value or 1
+    best_of = body.get("best_of")
+    if best_of is not None and not (type(best_of) is int and best_of == n):
+        raise ApiError(
+            400,
+            f"best_of={json.dumps(best_of)} is not supported here (only best_of equal to n, {n}: every "
+            "choice generated is returned); leave it out",
+            "best_of",
+        )
+    return n
+
+
 def _check_known(kind: str, body: dict) -> None:
     """Refuse a field no route of this endpoint reads: a typo would otherwise be taken for its default
     (`"temprature": 0` sampling at temperature 1), as OpenAI refuses it too."""
@@ -428,15 +445,6 @@ def _echo(body: dict, served: Served, ids: list[int], stream: bool) -> str | Non
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
         prompt = prompt[0]  # a batch of one
     return prompt if isinstance(prompt, str) else served.tokenizer.decode(ids, skip_special=False)
-
-
-def _choices(body: dict) -> int:
-    value = body.get("n")
-    if value is None:
-        return 1
-    if type(value) is not int or not 1 <= value <= MAX_CHOICES:
-        raise ApiError(400, f"n must be a whole number in [1, {MAX_CHOICES}], got {json.dumps(value)}", "n")
-    return value
 
 
 def _max_tokens(body: dict, default: int) -> tuple[int, str]:

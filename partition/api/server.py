@@ -347,15 +347,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream(self, request) -> None:
         ids, events = ReplyIds(request, self.server.served.tokenizer), _EventStream(self)
-        # per choice: whether its first chunk went, and the log-probabilities of the tokens whose text
-        # has not gone yet (each list is touched by its choice's thread alone)
-        begun = [False] * request.n
+        # how many choices' first chunks went, and per choice the log-probabilities of the tokens whose
+        # text has not gone yet (each list is touched by its choice's thread alone)
+        begun, beginning = [0], threading.Lock()
         tokens: list[list[TokenLogprob]] = [[] for _ in range(request.n)]
 
         def begin(index: int) -> None:
-            if not begun[index] and request.kind == CHAT:
-                events.send(ids.chunk(first=True, index=index))
-            begun[index] = True
+            """A chat choice's first chunk names the role; those of the choices before it go first, so
+            indexes first appear in order, as OpenAI's stream accumulator takes them."""
+            with beginning:
+                for earlier in range(begun[0], index + 1):
+                    if request.kind == CHAT:
+                        events.send(ids.chunk(first=True, index=earlier))
+                begun[0] = max(begun[0], index + 1)
 
         def on_text(index: int, text: str) -> None:
             begin(index)
@@ -373,8 +377,7 @@ class _Handler(BaseHTTPRequestHandler):
                 lambda index, entry: tokens[index].append(entry),
             )
             self.server.stats.answered(answers)
-            for index in range(request.n):
-                begin(index)
+            begin(request.n - 1)
             for chunk in ids.last_chunks(answers, tokens):
                 events.send(chunk)
             events.done()
@@ -407,7 +410,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _client_check(self) -> Callable[[], None]:
         """A check that raises ClientGone once the client closed its connection: readable now, and a
         peek reads end-of-stream. (A poll first: with a timeout set, the socket's own recv would wait.)"""
-        client = select.poll()  # one per request: the check runs with every text chunk
+        client = select.poll()  # one per choice (CPython refuses two poll() calls at once on one)
         client.register(self.connection, select.POLLIN)
 
         def check() -> None:

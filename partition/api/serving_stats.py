@@ -42,12 +42,12 @@ class ServingStats:
         )
         self.ttft = Histogram(
             "partition_time_to_first_token_seconds",
-            "From the request's start on the edge to its first token.",
+            "Per answer (each of a request's n choices): from its start on the edge to its first token.",
             TTFT_BUCKETS_S,
         )
         self.tpot = Histogram(
             "partition_time_per_output_token_seconds",
-            "Per request: (last token - first token) / (tokens - 1).",
+            "Per answer (each of a request's n choices): (last token - first token) / (tokens - 1).",
             TPOT_BUCKETS_S,
         )
         self.link = Histogram(
@@ -66,10 +66,14 @@ class ServingStats:
             Info("partition_plan_info", "The plan this endpoint serves.", plan_labels),
             self.requests,
             self.resumes,
-            Gauge("partition_requests_running", "Requests generating now.", lambda: answerer.running),
+            Gauge(
+                "partition_requests_running",
+                "Answers generating now (a request's n choices are n).",
+                lambda: answerer.running,
+            ),
             Gauge(
                 "partition_requests_waiting",
-                "Requests waiting now, for a session slot or for a device's take-back.",
+                "Answers waiting now (a request's n choices are n), for a session slot or a device's take-back.",
                 lambda: answerer.waiting,
             ),
             CountRead(

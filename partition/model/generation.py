@@ -192,7 +192,7 @@ class TextStream:
     ):
         self.decode, self.stop = decode, stop
         # vLLM's include_stop_str_in_output: the text ends after the stop string rather than before it,
-        # and nothing is held back (what could begin one is part of the text either way)
+        # and no text that could begin one is held back (it is part of the text either way)
         self.stop_in_text = stop_in_text
         # A stop string ends the text only where it ends after the first `min_tokens` tokens' text (as
         # vLLM looks for none before then): from this character on, once known

@@ -1,4 +1,5 @@
-"""Choosing the next token from logits, on the edge: greedy, or temperature with top-k / top-p and a seed."""
+"""Choosing the next token from logits, on the edge: greedy, or temperature with top-k / top-p / min-p and
+a seed, after OpenAI's logit bias and penalties and vLLM's repetition penalty."""
 
 from __future__ import annotations
 

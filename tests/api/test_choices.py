@@ -10,11 +10,18 @@ import pytest
 from partition.api.choices import ChoiceDropped, answer_choices, choice_request
 from partition.coordinator.answer import Answerer
 from partition.coordinator.deploy import deploy
-from partition.model.generation import GenerationRequest, generate, local_step
+from partition.model.generation import GenerationRequest
 from partition.model.sampling import SEED_MAX, SamplingParams
 from partition.model.tokenizer import load_tokenizer
 from partition.transport.local import spawn_worker
-from tests.api.test_http_endpoint import QUESTION, api_server, events, get_metrics, request
+from tests.api.test_http_endpoint import (
+    QUESTION,
+    api_server,
+    events,
+    get_metrics,
+    request,
+    whole_model_answer,
+)
 from tests.coordinator.plans import split_plan
 
 SAMPLED = {"temperature": 1.0, "top_k": 64, "seed": 7}
@@ -35,26 +42,22 @@ def api(smollm2):
         worker.stop()
 
 
-def whole_model(smollm2, smollm2_whole, ids: list[int], max_new_tokens: int, seed: int):
-    tokenizer = load_tokenizer(smollm2)
-    eos = tuple(set(smollm2.spec.eos_token_ids) | set(tokenizer.eos_ids))
-    cache = smollm2_whole.new_cache(slots=1, max_len=len(ids) + max_new_tokens)
-    sampling = SamplingParams(**(SAMPLED | {"seed": seed}))
-    request_ = GenerationRequest(ids, max_new_tokens, sampling=sampling, context=len(ids) + max_new_tokens)
-    return generate(local_step(smollm2_whole, cache), request_, eos, tokenizer.decode)
-
-
 def test_each_of_n_choices_is_the_whole_models_answer_with_its_seed_counted_once_per_prompt(
     api, smollm2, smollm2_whole
 ):
     ids = load_tokenizer(smollm2).encode("Once upon a time")
     before = get_metrics(api)
-    body = {"prompt": ids, "n": 3, "max_tokens": 12, **SAMPLED}
+    body = {"prompt": ids, "n": 3, "best_of": 3, "max_tokens": 12, **SAMPLED}  # best_of = n: the same
     status, reply = request(api, "POST", "/v1/completions", body)
     assert status == 200, reply
     texts = [choice["text"] for choice in reply["choices"]]
     assert [choice["index"] for choice in reply["choices"]] == [0, 1, 2]
-    expected = [whole_model(smollm2, smollm2_whole, ids, 12, 7 + i) for i in range(3)]
+    expected = [
+        whole_model_answer(
+            smollm2, smollm2_whole, ids, 12, sampling=SamplingParams(**(SAMPLED | {"seed": 7 + i}))
+        )
+        for i in range(3)
+    ]
     assert texts == [result.text for result in expected]
     assert len(set(texts)) == 3  # sampled apart, as vLLM seeds them
     usage = reply["usage"]
@@ -82,7 +85,14 @@ def test_streamed_choices_interleave_and_each_one_is_its_whole_replys(api):
     assert got[-2]["usage"] == whole["usage"]
     chunks = got[:-2]
     order = [c["choices"][0]["index"] for c in chunks]
-    assert order.index(1) < len(order) - 1 - order[::-1].index(0)  # choice 1 began before choice 0 ended
+    assert sorted(set(order), key=order.index) == [
+        0,
+        1,
+    ]  # indexes first appear in order, as OpenAI's SDK takes them
+    texts = [c["choices"][0]["index"] for c in chunks if c["choices"][0]["delta"].get("content")]
+    assert texts.index(1) < len(texts) - 1 - texts[::-1].index(
+        0
+    )  # choice 1's text began before choice 0's ended
     for index, choice in enumerate(whole["choices"]):
         mine = [c["choices"][0] for c in chunks if c["choices"][0]["index"] == index]
         assert mine[0]["delta"] == {"role": "assistant", "content": ""}
@@ -113,6 +123,13 @@ def test_a_count_of_choices_outside_1_to_16_is_refused_naming_n(api, n):
     status, reply = request(api, "POST", "/v1/completions", {"prompt": "x", "n": n})
     assert status == 400 and reply["error"]["param"] == "n"
     assert "n must be a whole number in [1, 16]" in reply["error"]["message"]
+
+
+@pytest.mark.parametrize("best_of", [3, 1, 2.0])
+def test_best_of_other_than_n_is_refused_as_it_would_drop_choices(api, best_of):
+    status, reply = request(api, "POST", "/v1/completions", {"prompt": "x", "n": 2, "best_of": best_of})
+    assert status == 400 and reply["error"]["param"] == "best_of"
+    assert "only best_of equal to n, 2" in reply["error"]["message"]
 
 
 def test_a_seed_past_the_largest_goes_around_to_the_smallest_as_torch_takes_it():

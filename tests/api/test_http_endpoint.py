@@ -88,12 +88,18 @@ def events(text: str) -> list:
     return out
 
 
-def whole_model_greedy(smollm2, smollm2_whole, prompt_ids: list[int], max_new_tokens: int) -> str:
+def whole_model_answer(smollm2, smollm2_whole, prompt_ids: list[int], max_new_tokens: int, **fields):
+    """The whole model's answer in this process (GenerationResult), with GenerationRequest's `fields`."""
     tokenizer = load_tokenizer(smollm2)
     eos = tuple(set(smollm2.spec.eos_token_ids) | set(tokenizer.eos_ids))
     cache = smollm2_whole.new_cache(slots=1, max_len=len(prompt_ids) + max_new_tokens)
-    request = GenerationRequest(prompt_ids, max_new_tokens, context=len(prompt_ids) + max_new_tokens)
-    return generate(local_step(smollm2_whole, cache), request, eos, tokenizer.decode).text
+    context = len(prompt_ids) + max_new_tokens
+    request = GenerationRequest(prompt_ids, max_new_tokens, context=context, **fields)
+    return generate(local_step(smollm2_whole, cache), request, eos, tokenizer.decode)
+
+
+def whole_model_greedy(smollm2, smollm2_whole, prompt_ids: list[int], max_new_tokens: int) -> str:
+    return whole_model_answer(smollm2, smollm2_whole, prompt_ids, max_new_tokens).text
 
 
 def chat_prompt_ids(smollm2) -> list[int]:
@@ -287,15 +293,11 @@ def test_an_echoed_completion_scores_its_prompt_as_an_evaluation_harness_asks(ap
 def test_a_penalized_completion_is_the_whole_models_with_the_same_penalty(
     api, smollm2, smollm2_whole, penalties
 ):
-    tokenizer = load_tokenizer(smollm2)
-    ids = tokenizer.encode("Once upon a time")
-    cache = smollm2_whole.new_cache(slots=1, max_len=len(ids) + 40)
+    ids = load_tokenizer(smollm2).encode("Once upon a time")
     fields = penalties | {
         "logit_bias": tuple((int(t), float(b)) for t, b in penalties.get("logit_bias", {}).items())
     }
-    request_ = GenerationRequest(ids, 40, sampling=SamplingParams(**fields), context=len(ids) + 40)
-    eos = tuple(set(smollm2.spec.eos_token_ids) | set(tokenizer.eos_ids))
-    expected = generate(local_step(smollm2_whole, cache), request_, eos, tokenizer.decode).text
+    expected = whole_model_answer(smollm2, smollm2_whole, ids, 40, sampling=SamplingParams(**fields)).text
     body = {"prompt": ids, "temperature": 0, "max_tokens": 40, **penalties}
     status, reply = request(api, "POST", "/v1/completions", body)
     assert status == 200, reply
@@ -307,16 +309,14 @@ def test_min_p_samples_as_the_whole_model_does_and_a_stop_string_may_end_the_tex
 ):
     """vLLM's min_p, drawn from the logits the worker holding the head sends back (top_k keeps the
     plan's cost), and its include_stop_str_in_output, whole and streamed."""
-    tokenizer = load_tokenizer(smollm2)
-    ids = tokenizer.encode("Once upon a time")
-    eos = tuple(set(smollm2.spec.eos_token_ids) | set(tokenizer.eos_ids))
+    ids = load_tokenizer(smollm2).encode("Once upon a time")
     sampled = {"temperature": 1.5, "top_k": 64, "seed": 5}
     texts = {}
     for min_p in (0.0, 0.2):
-        cache = smollm2_whole.new_cache(slots=1, max_len=len(ids) + 32)
         sampling = SamplingParams(**sampled, min_p=min_p)
-        whole = GenerationRequest(ids, 32, sampling=sampling, context=len(ids) + 32, ignore_eos=True)
-        texts[min_p] = generate(local_step(smollm2_whole, cache), whole, eos, tokenizer.decode).text
+        texts[min_p] = whole_model_answer(
+            smollm2, smollm2_whole, ids, 32, sampling=sampling, ignore_eos=True
+        ).text
     body = {"prompt": ids, "max_tokens": 32, "ignore_eos": True, **sampled, "min_p": 0.2}
     status, reply = request(api, "POST", "/v1/completions", body)
     assert status == 200, reply

@@ -82,9 +82,10 @@ def test_with_the_stop_string_in_the_text_it_ends_after_it_and_nothing_is_held_b
     assert out == ["Hello", " wor", "ld", " STO"]  # " STO" is text whether STOP follows or not
     assert stream.push(5) == "P" and stream.stopped  # "STOP" began first: the text ends after it
     assert stream.text() == "Hello world STOP"
-    # of two stop strings beginning at one character, the shorter was whole first
-    both = TextStream(lambda ids: "".join(pieces[i] for i in ids), ("STOP more", "ST"), stop_in_text=True)
-    assert "".join(both.push(i) for i in (1, 2, 3, 4)) == "Hello world ST" and both.stopped
+    # of two stop strings that begin at one character and end within one push, the shorter was whole first
+    whole = {1: "Hello", 2: " STOP"}
+    both = TextStream(lambda ids: "".join(whole[i] for i in ids), ("STOP", "ST"), stop_in_text=True)
+    assert both.push(1) + both.push(2) == "Hello ST" and both.stopped and both.text() == "Hello ST"
 
 
 def test_generate_stops_on_eos_and_on_length():
@@ -240,7 +241,6 @@ def test_min_p_draws_as_vllm_does_from_the_tokens_at_least_that_likely_against_t
         assert set(draws) == set(torch.nonzero(probs >= min_p * probs.max()).flatten().tolist()) - (
             set() if top_p == 1.0 else {0, 5}  # top-p 0.8 of what min_p 0.1 left drops these two
         )
-    assert Sampler(SamplingParams(min_p=0.9))(logits) == 1  # greedy: the likeliest either way
     for bad in (-0.1, 1.5, float("nan")):
         with pytest.raises(SamplingError, match=r"min-p must be a number in \[0, 1\]"):
             SamplingParams(min_p=bad)
