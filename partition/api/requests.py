@@ -194,14 +194,7 @@ def parse_body(data: bytes) -> dict:
 def text_request(kind: str, body: dict, served: Served) -> TextRequest:
     """The checked request; ApiError names the first field that is wrong and says what would do."""
     model, max_context = served.model, served.max_context
-    asked = body.get("model")
-    if asked is not None and asked != model:
-        raise ApiError(
-            404,
-            f"the model {asked!r} is not served here; this endpoint serves {model!r} (GET /v1/models)",
-            "model",
-            "model_not_found",
-        )
+    check_model(body, served)
     _check_known(kind, body)
     for name, neutral in NEUTRAL.items():
         if name in OWN_FIELDS[kind]:
@@ -214,7 +207,7 @@ def text_request(kind: str, body: dict, served: Served) -> TextRequest:
         raise ApiError(
             400, "only the text response format is supported; leave response_format out", "response_format"
         )
-    ids = _chat_ids(body, served) if kind == CHAT else _prompt_ids(body, served)
+    ids = chat_ids(body, served) if kind == CHAT else _prompt_ids(body, served)
     holder = "a session of this deployment"
     problem = prompt_overflow(len(ids), max_context, holder)
     if problem:
@@ -230,7 +223,7 @@ def text_request(kind: str, body: dict, served: Served) -> TextRequest:
     problem = new_tokens_overflow(len(ids), max_tokens, max_context, holder, asked)
     if problem:
         raise ApiError(400, problem, asked, "context_length_exceeded")
-    stream = _boolean(body, "stream", False)
+    stream = boolean_field(body, "stream", False)
     options = body.get("stream_options")
     if options is not None and not (isinstance(options, dict) and stream):
         raise ApiError(400, "stream_options must be an object, and only with stream=true", "stream_options")
@@ -240,8 +233,8 @@ def text_request(kind: str, body: dict, served: Served) -> TextRequest:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             where = f"stream_options.{name}"
             raise ApiError(400, f"unknown field {where!r}{hint}; leave it out", where)
-    include_usage = _boolean(options or {}, "include_usage", False, "stream_options.include_usage")
-    _boolean(options or {}, "include_obfuscation", True, "stream_options.include_obfuscation")
+    include_usage = boolean_field(options or {}, "include_usage", False, "stream_options.include_usage")
+    boolean_field(options or {}, "include_obfuscation", True, "stream_options.include_obfuscation")
     logprobs = _chat_logprobs(body) if kind == CHAT else _completion_logprobs(body)
     echo = _echo(body, served, ids, stream) if kind == COMPLETION else None
     try:
@@ -252,11 +245,11 @@ def text_request(kind: str, body: dict, served: Served) -> TextRequest:
             stop=_stop(body),
             context=len(ids) + max_tokens,
             logprobs=logprobs,
-            ignore_eos=_boolean(body, "ignore_eos", False),
+            ignore_eos=boolean_field(body, "ignore_eos", False),
             stop_token_ids=_stop_token_ids(body, served.vocab_size),
             min_tokens=_min_tokens(body, max_tokens, asked),
-            stop_in_text=_boolean(body, "include_stop_str_in_output", False),
-            skip_special=_boolean(body, "skip_special_tokens", True),
+            stop_in_text=boolean_field(body, "include_stop_str_in_output", False),
+            skip_special=boolean_field(body, "skip_special_tokens", True),
             prompt_logprobs=logprobs if echo is not None else None,
         )
     except RepetitionWithLogprobs as error:
@@ -281,20 +274,36 @@ def _choices(body: dict) -> int:
     return n
 
 
+def check_model(body: dict, served: Served) -> None:
+    """A request naming another model than the one served is a 404 naming both."""
+    asked = body.get("model")
+    if asked is not None and asked != served.model:
+        raise ApiError(
+            404,
+            f"the model {asked!r} is not served here; this endpoint serves {served.model!r} (GET /v1/models)",
+            "model",
+            "model_not_found",
+        )
+
+
 def _check_known(kind: str, body: dict) -> None:
     """Refuse a field no route of this endpoint reads: a typo would otherwise be taken for its default
     (`"temprature": 0` sampling at temperature 1), as OpenAI refuses it too."""
     text_field = "messages" if kind == CHAT else "prompt"
-    known = _KNOWN_FIELDS[kind]
     for name in body:
-        if name in known:
-            continue
-        if name in ("messages", "prompt"):  # the other route's
+        if name in ("messages", "prompt") and name != text_field:  # the other route's
             other = "/v1/completions" if name == "prompt" else "/v1/chat/completions"
             raise ApiError(400, f"this route takes {text_field}, not {name} (that is {other}'s)", name)
-        close = difflib.get_close_matches(name, sorted(known), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ApiError(400, f"unknown field {name!r}{hint}; leave it out", name)
+    check_fields(body, _KNOWN_FIELDS[kind])
+
+
+def check_fields(body: dict, known: frozenset[str]) -> None:
+    """Refuse the first field of `body` not `known`, naming the known one it most looks like."""
+    for name in body:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ApiError(400, f"unknown field {name!r}{hint}; leave it out", name)
 
 
 def _larger_context(served: Served) -> str:
@@ -303,7 +312,11 @@ def _larger_context(served: Served) -> str:
     return f" (or serve with a larger --max-context, at most {served.model_max_context}, the model's)"
 
 
-def _chat_ids(body: dict, served: Served) -> list[int]:
+def chat_ids(
+    body: dict, served: Served, add_generation_prompt: bool = True, add_special: bool = False
+) -> list[int]:
+    """The token ids of `messages` rendered with the model's chat template (which holds its own special
+    tokens), ending in the assistant's turn unless `add_generation_prompt` is false."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "messages must be a non-empty list of {role, content} objects", "messages")
@@ -329,15 +342,15 @@ def _chat_ids(body: dict, served: Served) -> list[int]:
             {"role": ROLES[role], "content": _content(message.get("content"), f"{where}.content")}
         )
     try:
-        text = served.tokenizer.render_chat(rendered)
+        text = served.tokenizer.render_chat(rendered, add_generation_prompt)
     except Exception as error:  # the template's raise_exception or a model without one
         raise ApiError(
             400, f"the model's chat template refused these messages: {error}", "messages"
         ) from None
-    return _encoded(text, served, "messages", add_special=False)
+    return encoded(text, served, "messages", add_special)
 
 
-def _encoded(text: str, served: Served, param: str, add_special: bool = True) -> list[int]:
+def encoded(text: str, served: Served, param: str, add_special: bool = True) -> list[int]:
     """`text`'s token ids; a text too long for any session is refused before it is tokenized (a
     second per megabyte here, which a client must not be able to make the endpoint spend)."""
     size, per_token = len(text.encode("utf-8")), served.tokenizer.max_token_bytes
@@ -395,7 +408,7 @@ def _prompt_ids(body: dict, served: Served) -> list[int]:
     if isinstance(prompt, str):
         if not prompt:
             raise ApiError(400, "prompt is empty: give at least one token of text", "prompt")
-        return _encoded(_unicode(prompt, "prompt"), served, "prompt")
+        return encoded(_unicode(prompt, "prompt"), served, "prompt")
     if isinstance(prompt, list) and prompt and all(type(t) is int for t in prompt):
         vocab = served.vocab_size
         if not all(0 <= t < vocab for t in prompt):
@@ -407,7 +420,7 @@ def _prompt_ids(body: dict, served: Served) -> list[int]:
 def _chat_logprobs(body: dict) -> int | None:
     """How many alternatives each token's log-probability comes with, or None: `logprobs: true` asks,
     `top_logprobs` says how many (OpenAI's rule: only with `logprobs: true`)."""
-    asked = _boolean(body, "logprobs", False)
+    asked = boolean_field(body, "logprobs", False)
     top = _alternatives(body, "top_logprobs")
     if top and not asked:
         raise ApiError(
@@ -437,7 +450,7 @@ def _alternatives(body: dict, name: str) -> int | None:
 def _echo(body: dict, served: Served, ids: list[int], stream: bool) -> str | None:
     """The prompt's text, for a completion that asks to `echo` it (with `logprobs`, the prompt's tokens
     are scored too: what evaluation harnesses ask); None when it does not."""
-    if not _boolean(body, "echo", False):
+    if not boolean_field(body, "echo", False):
         return None
     if stream:
         raise ApiError(400, "echo is answered whole here: send it without stream", "echo")
@@ -576,7 +589,7 @@ def _min_tokens(body: dict, max_tokens: int, max_field: str) -> int:
     return value
 
 
-def _boolean(body: dict, name: str, default: bool, param: str | None = None) -> bool:
+def boolean_field(body: dict, name: str, default: bool, param: str | None = None) -> bool:
     value = body.get(name)
     if value is None:
         return default

@@ -3,6 +3,7 @@
     GET  /v1/models             the served model (and /v1/models/{model}: that one alone)
     POST /v1/chat/completions   messages -> the assistant's answer (stream: server-sent events)
     POST /v1/completions        prompt -> its continuation
+    POST /tokenize, /detokenize a prompt's token ids as counted here, and ids back to text (vLLM's)
     GET  /metrics               requests, tokens, TTFT, TPOT, every link's and stage's time (Prometheus)
     GET  /health                whether it can answer now (every worker probed), with the plan it serves
 
@@ -47,6 +48,7 @@ from partition.api.cors import CorsPolicy
 from partition.api.replies import ReplyIds, model, models
 from partition.api.requests import CHAT, COMPLETION, ApiError, Served, parse_body, text_request
 from partition.api.serving_stats import ServingStats
+from partition.api.tokenize import detokenize, tokenize
 from partition.coordinator.answer import Answerer
 from partition.coordinator.deploy import DeployError
 from partition.coordinator.health import HealthChecks
@@ -66,6 +68,7 @@ MAX_BODY_BYTES = 8 << 20  # a request body; a full context of text is a few hund
 LINGER_S = 2.0
 LINGER_BYTES = 64 << 20
 ROUTES = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETION}
+TOKEN_ROUTES = {"/tokenize": tokenize, "/detokenize": detokenize}  # vLLM's, at the root as vLLM has them
 GET_PATHS = ("/health", "/metrics", "/v1/models")  # and /v1/models/MODEL
 ALLOWED = ("GET", "HEAD", "POST")  # the methods served, as a 405's Allow header lists them
 # a worker's status -> the HTTP status the client sees (the worker's message goes along)
@@ -225,7 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
                     200, self.server.stats.render().encode(), "text/plain; version=0.0.4; charset=utf-8"
                 )
                 return
-            if path in ROUTES:
+            if path in ROUTES or path in TOKEN_ROUTES:
                 raise ApiError(
                     405,
                     f"{path} takes POST, not {self.command}; send the request as a POST with a JSON body",
@@ -247,6 +250,9 @@ class _Handler(BaseHTTPRequestHandler):
             # read first: a body left unread would be taken for the next request on this connection
             body = self._read_body()
             self._authorize()
+            if path in TOKEN_ROUTES:  # answered at once: no session, nothing to wait for
+                self._send_json(200, TOKEN_ROUTES[path](parse_body(body), self.server.served))
+                return
             kind = ROUTES.get(path)
             if kind is None and (path in GET_PATHS or path.startswith("/v1/models/")):
                 raise ApiError(
@@ -258,7 +264,7 @@ class _Handler(BaseHTTPRequestHandler):
             if kind is None:
                 raise ApiError(
                     404,
-                    f"no route POST {path}; this endpoint has POST {' and '.join(ROUTES)}",
+                    f"no route POST {path}; this endpoint has POST {', '.join([*ROUTES, *TOKEN_ROUTES])}",
                     code="not_found",
                 )
             request = text_request(kind, parse_body(body), self.server.served)
