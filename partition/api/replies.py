@@ -123,5 +123,6 @@ def model(name: str, created: int) -> dict:
     return {"id": name, "object": "model", "created": created, "owned_by": "partition"}
 
 
-def models(name: str, created: int) -> dict:
-    return {"object": "list", "data": [model(name, created)]}
+def models(names: tuple[str, ...], created: int) -> dict:
+    """Every name the served model answers to, each as a model (as vLLM lists --served-model-name's)."""
+    return {"object": "list", "data": [model(name, created) for name in names]}

@@ -159,11 +159,16 @@ class ApiError(Exception):
 class Served:
     """What the endpoint serves: requests are checked against it."""
 
-    model: str  # the name requests may give in `model`, as the plan names it
+    model: str  # the name replies give, and requests may give in `model` (the plan's, or the first alias)
     tokenizer: object  # partition.model.tokenizer.Tokenizer
     vocab_size: int
     max_context: int  # tokens per session (prompt + output)
     model_max_context: int  # the most the model holds: a --max-context above it would not help
+    aliases: tuple[str, ...] = ()  # more names requests may give (serve --served-model-name's others)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.model, *self.aliases)
 
 
 @dataclass(frozen=True)
@@ -277,10 +282,11 @@ def _choices(body: dict) -> int:
 def check_model(body: dict, served: Served) -> None:
     """A request naming another model than the one served is a 404 naming both."""
     asked = body.get("model")
-    if asked is not None and asked != served.model:
+    if asked is not None and asked not in served.names:
+        names = " or ".join(map(repr, served.names))
         raise ApiError(
             404,
-            f"the model {asked!r} is not served here; this endpoint serves {served.model!r} (GET /v1/models)",
+            f"the model {asked!r} is not served here; this endpoint serves {names} (GET /v1/models)",
             "model",
             "model_not_found",
         )

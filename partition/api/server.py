@@ -46,7 +46,7 @@ from partition.api.choices import answer_choices
 from partition.api.chunked import read_chunked
 from partition.api.cors import CorsPolicy
 from partition.api.replies import ReplyIds, model, models
-from partition.api.requests import CHAT, COMPLETION, ApiError, Served, parse_body, text_request
+from partition.api.requests import CHAT, COMPLETION, ApiError, Served, check_model, parse_body, text_request
 from partition.api.serving_stats import ServingStats
 from partition.api.tokenize import detokenize, tokenize
 from partition.coordinator.answer import Answerer
@@ -101,10 +101,18 @@ class ApiServer(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(
-        self, host: str, port: int, token: str | None = None, allowed_origins: tuple[str, ...] = ()
+        self,
+        host: str,
+        port: int,
+        token: str | None = None,
+        allowed_origins: tuple[str, ...] = (),
+        model_names: tuple[str, ...] = (),
     ) -> None:
         """Listen at once (a taken port fails before anything is deployed); `attach` before serving.
-        `allowed_origins`: the web origins whose pages may call it (partition/api/cors.py)."""
+        `allowed_origins`: the web origins whose pages may call it (partition/api/cors.py).
+        `model_names`: the names requests give the model and replies use (the first), in place of the
+        plan's (vLLM's --served-model-name)."""
+        self.model_names = model_names
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         super().__init__((host, port), _Handler)
         self.token = token
@@ -122,12 +130,14 @@ class ApiServer(ThreadingHTTPServer):
         """Answer requests through `answerer`'s deployment."""
         d = answerer.deployment
         self.answerer = answerer
+        names = self.model_names or (d.plan.model.name,)
         self.served = Served(
-            d.plan.model.name,
+            names[0],
             answerer.tokenizer,
             d.source.spec.vocab_size,
             d.max_context,
             d.source.spec.max_context,
+            names[1:],
         )
         self.stats = ServingStats(answerer)
         self.health = HealthChecks(answerer)
@@ -208,20 +218,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(health.http_status, said)
                 return
             self._authorize()
-            served = self.server.served.model
+            served = self.server.served
             if path == "/v1/models":
-                self._send_json(200, models(served, self.server.started))
+                self._send_json(200, models(served.names, self.server.started))
                 return
             if path.startswith("/v1/models/"):  # retrieve one model, as OpenAI clients' models.retrieve
                 asked = urllib.parse.unquote(path.removeprefix("/v1/models/"))
-                if asked != served:
-                    raise ApiError(
-                        404,
-                        f"the model {asked!r} is not served here; this endpoint serves {served!r}",
-                        "model",
-                        "model_not_found",
-                    )
-                self._send_json(200, model(served, self.server.started))
+                check_model({"model": asked}, served)
+                self._send_json(200, model(asked, self.server.started))
                 return
             if path == "/metrics":
                 self._send(

@@ -17,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from partition.cli.arguments import positive_number, whole_number
+from partition.cli.arguments import non_empty, positive_number, whole_number
 from partition.cli.prompting import (
     add_prompt_arguments,
     build_request,
@@ -106,6 +106,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="serve an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models) at "
         "HOST:PORT until stopped (port 0: any free port; the address is printed)",
+    )
+    parser.add_argument(
+        "--served-model-name",
+        nargs="+",
+        metavar="NAME",
+        type=non_empty("a request could not give it"),
+        default=[],
+        help="the names HTTP requests give the model (the first is the one replies give; default: the "
+        "plan's model name), as vLLM's --served-model-name (with --http)",
     )
     parser.add_argument(
         "--http-token-file",
@@ -264,6 +273,8 @@ def _http_server(args: argparse.Namespace):
             raise ConfigError("--http-token-file protects the API of --http: give --http HOST:PORT too")
         if args.http_allowed_origin:
             raise ConfigError("--http-allowed-origin opens the API of --http to web pages: give --http too")
+        if args.served_model_name:
+            raise ConfigError("--served-model-name names the model to HTTP clients: give --http too")
         return None
     check_address(args.http, listening=True)
     if args.prompt is not None or args.json:
@@ -273,7 +284,8 @@ def _http_server(args: argparse.Namespace):
 
     host, _, port = args.http.rpartition(":")
     try:
-        return ApiServer(host.strip("[]"), int(port), token, tuple(args.http_allowed_origin))
+        names = tuple(dict.fromkeys(args.served_model_name))  # each once, in the order given
+        return ApiServer(host.strip("[]"), int(port), token, tuple(args.http_allowed_origin), names)
     except OSError as error:
         raise ConfigError(f"--http {args.http}: cannot listen there ({error.strerror})") from None
 

@@ -471,6 +471,22 @@ def test_fields_we_cannot_honour_are_taken_at_their_off_values_and_stop_strings_
     assert status == 200 and reply["choices"][0]["logprobs"] is None, reply
 
 
+def test_served_model_names_replace_the_plans_and_replies_give_the_first(deployed):
+    """serve --served-model-name, as vLLM's: requests may give any of the names, replies the first."""
+    with api_server(deployed, model_names=("tiny-chat", "gpt-4o-mini")) as server:
+        status, listed = request(server, "GET", "/v1/models")
+        assert status == 200 and [m["id"] for m in listed["data"]] == ["tiny-chat", "gpt-4o-mini"]
+        assert request(server, "GET", "/v1/models/gpt-4o-mini")[1]["id"] == "gpt-4o-mini"
+        body = {"model": "gpt-4o-mini", "messages": QUESTION, "max_tokens": 2}
+        status, reply = request(server, "POST", "/v1/chat/completions", body)
+        assert status == 200 and reply["model"] == "tiny-chat", reply
+        status, reply = request(server, "POST", "/v1/chat/completions", body | {"model": "smollm2-135m"})
+        assert (
+            status == 404 and "this endpoint serves 'tiny-chat' or 'gpt-4o-mini'" in reply["error"]["message"]
+        )
+        assert request(server, "GET", "/v1/models/smollm2-135m")[0] == 404
+
+
 def test_one_model_is_retrieved_by_its_id_and_another_is_a_404_naming_the_served_one(api):
     status, listed = request(api, "GET", "/v1/models")
     assert status == 200
@@ -679,10 +695,10 @@ def test_a_one_token_answer_is_strict_json_with_null_for_its_undefined_tpot(api)
         ),
         (
             "/v1/chat/completions",
-            {"messages": QUESTION, "skip_special_tokens": False},
+            {"messages": QUESTION, "skip_special_tokens": "no"},
             400,
             "skip_special_tokens",
-            "leave it out",
+            "true or false",
         ),
         (
             "/v1/chat/completions",

@@ -157,7 +157,8 @@ def test_serve_spawn_local_starts_a_worker_of_its_own_again_when_it_dies(smollm2
     save_plan(plan, tmp_path / "plan.json")
     serve = subprocess.Popen(
         [sys.executable, "-m", "partition", "-v", "serve", "--plan", str(tmp_path / "plan.json"),
-         "--spawn-local", "--threads", "1", "--max-context", "256", "--http", "127.0.0.1:0"],
+         "--spawn-local", "--threads", "1", "--max-context", "256", "--http", "127.0.0.1:0",
+         "--served-model-name", "smollm2-135m", "small"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -165,6 +166,8 @@ def test_serve_spawn_local_starts_a_worker_of_its_own_again_when_it_dies(smollm2
         started = re.search(r"started local worker server-a at (\S+) \(pid (\d+)\)", "".join(said))
         address, pid = started.group(1), int(started.group(2))
         assert ask_paris(url)
+        status, reply = post(url, "/completions", {"model": "small", "prompt": "Hi", "max_tokens": 1})
+        assert status == 200 and reply["model"] == "smollm2-135m", reply  # an alias; replies the first
 
         os.kill(pid, signal.SIGKILL)  # the worker serve started for server-a, by its process id
         wait_until_refused(address)
