@@ -9,8 +9,9 @@ embedding and the first 15 blocks, one `partition worker` process on 127.0.0.1 t
 head, raw codec. Each way scores the same prompt of --prompt-tokens tokens, with --top alternatives
 per token (lm-evaluation-harness asks 1), in a session of its own:
 - every logit: the worker sends the logits of every position back (vocabulary x 4 bytes per token),
-  and the edge normalizes them and picks each token's entry (what a runtime that returns logits alone
-  must do, and what this one did before `Step.score_next`);
+  a few hundred positions a step as scoring goes (SCORED_BYTES_PER_STEP), and the edge normalizes them
+  and picks each token's entry (what a runtime that returns logits alone must do, and what this one
+  did before `Step.score_next`);
 - on the worker: the worker is sent each position's next token and sends back that token's
   log-probability and the alternatives (4 + 8 x top bytes per token); the prompt's last token then goes
   as a step of its own, as generation needs its row.
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from partition.coordinator.deploy import deploy
-    from partition.coordinator.session import PipelineSession
+    from partition.coordinator.session import SCORED_BYTES_PER_STEP, PipelineSession
     from partition.model import resolve_model
     from partition.model.generation import as_log_probs
     from partition.model.scoring import prompt_scores
@@ -62,8 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     ids = (load_tokenizer(source).encode(TEXT * (args.prompt_tokens // 10)) * 2)[: args.prompt_tokens]
     assert len(ids) == args.prompt_tokens, "the text is too short for --prompt-tokens"
 
+    rows = max(1, SCORED_BYTES_PER_STEP // (4 * source.spec.vocab_size))
+
     def every_logit(session):  # the logits of every position back, normalized and picked here
-        return prompt_scores(as_log_probs(session.logits(ids, 0)), ids, args.top)
+        steps = [session.logits(ids[start : start + rows], start) for start in range(0, len(ids), rows)]
+        return prompt_scores(as_log_probs(torch.cat(steps)), ids, args.top)
 
     def on_the_worker(session):
         return session.scores(ids, args.top)[0]

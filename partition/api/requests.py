@@ -30,7 +30,7 @@ from partition.model.generation import (
     new_tokens_overflow,
     prompt_overflow,
 )
-from partition.model.sampling import REQUIREMENTS, SamplingError, SamplingParams
+from partition.model.sampling import REPETITION_RANGE, REQUIREMENTS, SamplingError, SamplingParams
 
 CHAT, COMPLETION = "chat", "completion"
 COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
@@ -492,7 +492,7 @@ def _sampling(body: dict, vocab: int) -> SamplingParams:
     presence = _number(body, "presence_penalty", 0.0, -2.0, 2.0)  # OpenAI's range, SamplingParams'
     frequency = _number(body, "frequency_penalty", 0.0, -2.0, 2.0)
     min_p = _number(body, "min_p", 0.0, 0.0, 1.0)  # vLLM's range, SamplingParams'
-    repetition = _sampling_field(body, "repetition_penalty", 1.0, (int, float))
+    repetition = _number(body, "repetition_penalty", 1.0, *REPETITION_RANGE)
     bias = _logit_bias(body, vocab)
     try:  # SamplingParams holds the ranges
         return SamplingParams(temperature, top_k, top_p, seed, presence, frequency, min_p, repetition, bias)

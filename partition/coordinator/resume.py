@@ -28,6 +28,7 @@ import torch
 from partition.coordinator.deploy import Deployment
 from partition.coordinator.session import PipelineSession
 from partition.metrics.spans import HopSpan
+from partition.model.generation import TokenLogprob
 from partition.runtime.errors import NOTHING_LOADED
 from partition.transport.client import StageCallError
 
@@ -89,7 +90,7 @@ class ResumingSession:
         """Logits [V] of the last of `token_ids`, placed at `position`.. (as PipelineSession.step)."""
         return self._run(token_ids, position)
 
-    def scores(self, token_ids: list[int], top: int):
+    def scores(self, token_ids: list[int], top: int) -> tuple[list[TokenLogprob], torch.Tensor]:
         """A prompt's prefill from position 0, scored, with `top` alternatives (PipelineSession.scores)."""
         return self._run(token_ids, 0, score_top=top)
 

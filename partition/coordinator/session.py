@@ -29,9 +29,13 @@ from partition.errors import ContextOverflowError
 from partition.metrics.spans import HopSpan
 from partition.model.generation import TokenLogprob, as_log_probs
 from partition.model.sampling import SamplingParams
-from partition.model.scoring import prompt_scores, read_scored
+from partition.model.scoring import read_scored, scored_rows
 from partition.transport.client import StageCallError
 from partition.types import RETURN_TOP_K
+
+# Logits one step of a scored prompt computes at once, on the worker holding the head or here (64 MiB:
+# 341 tokens of SmolLM2's 49 k vocabulary); their log-probabilities take as much again
+SCORED_BYTES_PER_STEP = 64 * 2**20
 
 
 def logits_to_return(sampling: SamplingParams, vocab_size: int, extra: int | None = 0) -> int:
@@ -97,23 +101,33 @@ class PipelineSession:
         """A prompt's prefill, scored (model/scoring.py): the entries of `token_ids` after the first,
         with the `top` likeliest in each place, and the log-probabilities [V] of the last position (as
         `step` gives them). A worker holding the head scores every position but the last itself and
-        sends back 1 + 2 x top values per position, not every logit; the last goes as a step of its own."""
-        if self._remote is not None and self.deployment.tail_model is None and len(token_ids) > 1:
-            front, nexts = token_ids[:-1], token_ids[1:]
-            rows = self._forward(front, 0, every_position=True, score_next=nexts, score_top=top)
-            try:
-                entries = read_scored(rows, nexts, top)
-            except ValueError as error:  # a worker's header says what it likes
-                raise StageCallError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"a malformed result: {error}",
-                    self.deployment.addresses[-1],
-                    self.deployment.devices.get(self.deployment.addresses[-1], ""),
-                ) from None
-            last = self._forward(token_ids[-1:], len(front), every_position=False, log_probs=True)
+        sends back 1 + 2 x top values per position, not every logit; the last goes as a step of its own,
+        whose reply is what `step` gets. The prompt goes as many tokens a step as SCORED_BYTES_PER_STEP
+        of logits hold, so that no step computes more at once."""
+        rows = max(1, SCORED_BYTES_PER_STEP // (4 * self.deployment.source.spec.vocab_size))
+        entries: list[TokenLogprob] = []
+        if self._remote is not None and self.deployment.tail_model is None:
+            front = token_ids[:-1]
+            for start in range(0, len(front), rows):
+                nexts = token_ids[start + 1 : start + rows + 1]
+                packed = self._forward(
+                    front[start : start + rows], start, True, score_next=nexts, score_top=top, prefill=True
+                )
+                try:
+                    entries += read_scored(packed, nexts, top, self.deployment.source.spec.vocab_size)
+                except ValueError as error:  # a worker's header says what it likes
+                    raise self._worker_error(
+                        grpc.StatusCode.INVALID_ARGUMENT, f"a malformed result: {error}"
+                    ) from None
+            last = self._forward(token_ids[-1:], len(front), False, log_probs=True, prefill=True)
             return entries, last[-1]
-        rows = self._forward(token_ids, 0, every_position=True, log_probs=True)
-        return prompt_scores(rows, token_ids, top), rows[-1]
+        for start in range(0, len(token_ids), rows):
+            log_probs = self._forward(
+                token_ids[start : start + rows], start, True, log_probs=True, prefill=True
+            )
+            nexts = token_ids[start + 1 : start + rows + 1]
+            entries += read_scored(scored_rows(log_probs[: len(nexts)], nexts, top), nexts, top)
+        return entries, log_probs[-1]
 
     def logits(self, token_ids: list[int], position: int) -> torch.Tensor:
         """Logits [S, V] of every one of `token_ids` (teacher forcing: one step scores a whole sequence)."""
@@ -128,11 +142,13 @@ class PipelineSession:
         log_probs: bool = False,
         score_next: list[int] | None = None,
         score_top: int = 0,
+        prefill: bool = False,
     ) -> torch.Tensor:
         """The output of the last of `token_ids` (of each, with `every_position`); with `log_probs`,
         normalized where every logit is at hand: on the worker holding the head when it sends only the
         last position's largest, here otherwise. `score_next` (to a worker holding the head): each
-        position's scored rows instead (`scores`)."""
+        position's scored rows instead (`scores`). `prefill`: one of the steps of a prompt that goes in
+        several, whose spans all count as the prompt's (token 0)."""
         d = self.deployment
         d.check_open()  # closed, it has neither chain nor segments: the step would compute nonsense
         step_start_ns = time.time_ns()
@@ -151,32 +167,33 @@ class PipelineSession:
             coro = self._remote.step(x, position, codec, last_only, top_k, on_worker, score_next, score_top)
             result = d.loop.run(coro, still_wanted=self.still_wanted)
             if on_worker and not result.log_probs_sent:
-                raise self._not_normalized(d.addresses[-1])
+                raise self._worker_error(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "it sent logits back where log-probabilities were asked (Step.log_probs): it runs a "
+                    "partition older than this coordinator; update it, or ask without logprobs",
+                )
             x = result.output
         if d.tail_model is not None:
             started = time.perf_counter()
             x = d.tail_model(x, self._tail_cache, [0], [position], last_token_only=not every_position)
             tail_s = time.perf_counter() - started
-        self._record(len(token_ids), step_start_ns, front_s, tail_s, result)
-        self._steps += 1
+        self._record(0 if prefill else self._steps, len(token_ids), step_start_ns, front_s, tail_s, result)
+        self._steps = max(self._steps, 1) if prefill else self._steps + 1
         return as_log_probs(x[0]) if log_probs and not on_worker else x[0]
 
-    def _not_normalized(self, address: str) -> StageCallError:
-        device = self.deployment.devices.get(address, "")
-        return StageCallError(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            "it sent logits back where log-probabilities were asked (Step.log_probs): it runs a partition "
-            "older than this coordinator; update it, or ask without logprobs",
-            address,
-            device,
-        )
+    def _worker_error(self, code: grpc.StatusCode, details: str) -> StageCallError:
+        """A reply of the worker holding the head that cannot be used, named by its device."""
+        address = self.deployment.addresses[-1]
+        return StageCallError(code, details, address, self.deployment.devices.get(address, ""))
 
-    def _record(self, n_tokens: int, step_start_ns: int, front_s: float, tail_s: float, result) -> None:
+    def _record(
+        self, token: int, n_tokens: int, step_start_ns: int, front_s: float, tail_s: float, result
+    ) -> None:
         d = self.deployment
         edge = d.plan.edge
         times = EdgeTimes(
             session=self.session_id,
-            token=self._steps,
+            token=token,
             n_tokens=n_tokens,
             session_start_ns=self.start_ns,
             step_start_ns=step_start_ns,

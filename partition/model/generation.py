@@ -107,7 +107,7 @@ class GenerationRequest:
         sampling = self.sampling
         if sampling.lifts:
             return None
-        extra = len(self.held_back_ids(eos_ids)) + sampling.lowered
+        extra = len(self.held_back_ids(eos_ids)) + sampling.tokens_biased_down
         extra += self.max_new_tokens if sampling.penalizes or sampling.repeats else 0
         return extra + (len(set(self.prompt_ids)) if sampling.repeats else 0)
 

@@ -14,6 +14,7 @@ from partition.errors import ConfigError
 # torch.Generator.manual_seed takes a signed or an unsigned 64-bit integer (a negative one wraps
 # around) and overflows on anything wider
 SEED_MIN, SEED_MAX = -(1 << 63), (1 << 64) - 1
+REPETITION_RANGE = (0.01, 100.0)
 # field -> what its value must be: the one statement of each range, which every interface's error quotes
 REQUIREMENTS = {
     "temperature": "a finite number >= 0 (0 = greedy)",
@@ -23,7 +24,7 @@ REQUIREMENTS = {
     "presence_penalty": "a number in [-2, 2] (0 = off)",
     "frequency_penalty": "a number in [-2, 2] (0 = off)",
     "min_p": "a number in [0, 1] (0 = off)",
-    "repetition_penalty": "a finite number > 0 (1 = off)",
+    "repetition_penalty": "a number in [0.01, 100] (1 = off)",
     "logit_bias": "token ids, each once, mapped to numbers in [-100, 100]",
 }
 
@@ -72,7 +73,9 @@ class SamplingParams:
                 raise SamplingError(name, getattr(self, name))
         if not 0.0 <= self.min_p <= 1.0:  # NaN too
             raise SamplingError("min_p", self.min_p)
-        if not 0.0 < self.repetition_penalty < math.inf:
+        # bounded so that float32 logits stay finite once divided or multiplied (a logit of 0 times an
+        # infinite penalty would be NaN); beyond these it changes nothing more anyway
+        if not REPETITION_RANGE[0] <= self.repetition_penalty <= REPETITION_RANGE[1]:  # NaN too
             raise SamplingError("repetition_penalty", self.repetition_penalty)
         ids = [token for token, _ in self.logit_bias]
         if len(set(ids)) != len(ids) or not all(t >= 0 and -100 <= b <= 100 for t, b in self.logit_bias):
@@ -96,7 +99,7 @@ class SamplingParams:
         return lifted or any(bias > 0 for _, bias in self.logit_bias)
 
     @property
-    def lowered(self) -> int:
+    def tokens_biased_down(self) -> int:
         """How many tokens logit_bias pushes down (below as many others at most)."""
         return sum(1 for _, bias in self.logit_bias if bias < 0)
 

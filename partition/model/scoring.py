@@ -28,12 +28,18 @@ def scored_rows(log_probs_SV: torch.Tensor, next_ids: list[int], top: int) -> to
     return torch.cat([picked, pairs], dim=1)
 
 
-def read_scored(rows: torch.Tensor, next_ids: list[int], top: int) -> list[TokenLogprob]:
-    """The entries of `scored_rows`' output; ValueError when its shape is not what was asked."""
+def read_scored(
+    rows: torch.Tensor, next_ids: list[int], top: int, vocab: int = LARGEST_SCORED_VOCAB
+) -> list[TokenLogprob]:
+    """The entries of `scored_rows`' output; ValueError when its shape is not what was asked, or an id
+    in it is no token id below `vocab` (what a worker sends back is checked before it is used)."""
     if tuple(rows.shape) != (len(next_ids), 1 + 2 * top):
         raise ValueError(
             f"scored rows of shape {list(rows.shape)}, but {len(next_ids)} x {1 + 2 * top} were asked"
         )
+    ids = rows[:, 1::2]
+    if not bool(((ids >= 0) & (ids < vocab) & (ids == ids.round())).all()):  # NaN fails each
+        raise ValueError(f"scored rows hold ids that are no token ids in [0, {vocab})")
     entries = []
     for token_id, row in zip(next_ids, rows.tolist(), strict=True):
         alternatives = tuple((int(row[i]), row[i + 1]) for i in range(1, len(row), 2))

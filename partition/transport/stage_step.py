@@ -151,7 +151,8 @@ def prepare(runtime: StageRuntime, step: forward_pb2.Step, recv_ns: int, submitt
 
 
 def _score_next(runtime: StageRuntime, step: forward_pb2.Step, last_only: bool) -> list[int]:
-    """Step.score_next, checked: one id in the vocabulary per position of a step that wants them all."""
+    """Step.score_next, checked: one id in the vocabulary per position of a step that wants them all,
+    and nothing else asked of its output."""
     if not step.score_next:
         return []
     vocab = runtime.vocab_size
@@ -160,10 +161,19 @@ def _score_next(runtime: StageRuntime, step: forward_pb2.Step, last_only: bool) 
             f"score_next takes one token id per position ({step.n_tokens} here, got "
             f"{len(step.score_next)}) of a step with OUTPUT_SELECT_ALL"
         )
-    if max(step.score_next) >= vocab or step.score_top > MAX_TOP_LOGPROBS or vocab > LARGEST_SCORED_VOCAB:
+    if step.logits_top_k or step.log_probs:
+        raise InvalidRequestError(
+            "score_next replaces the logits: send it without logits_top_k and log_probs"
+        )
+    if max(step.score_next) >= vocab or step.score_top > MAX_TOP_LOGPROBS:
         raise InvalidRequestError(
             f"score_next ids must lie in [0, {vocab}) and score_top in [0, {MAX_TOP_LOGPROBS}]; got ids up to "
             f"{max(step.score_next)} and score_top={step.score_top}"
+        )
+    if vocab > LARGEST_SCORED_VOCAB:
+        raise InvalidRequestError(
+            f"this model's {vocab} token ids do not all fit a float32 exactly (below {LARGEST_SCORED_VOCAB}): "
+            "score its prompt without score_next"
         )
     return list(step.score_next)
 

@@ -622,7 +622,14 @@ def test_a_one_token_answer_is_strict_json_with_null_for_its_undefined_tpot(api)
             {"prompt": "x", "repetition_penalty": 0},
             400,
             "repetition_penalty",
-            "repetition_penalty must be a finite number > 0",
+            "repetition_penalty must be a number in [0.01, 100]",
+        ),
+        (
+            "/v1/completions",
+            {"prompt": "x", "repetition_penalty": 10**4000},
+            400,
+            "repetition_penalty",
+            "repetition_penalty must be a number in [0.01, 100]",
         ),
         (
             "/v1/completions",

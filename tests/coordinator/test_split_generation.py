@@ -11,6 +11,7 @@ import dataclasses
 import pytest
 import torch
 
+from partition.coordinator import session as session_module
 from partition.coordinator.deploy import deploy
 from partition.coordinator.session import PipelineSession
 from partition.model.generation import GenerationRequest, generate, local_step
@@ -190,16 +191,27 @@ def test_a_split_reports_the_whole_models_log_probabilities(
 
 
 @pytest.mark.parametrize(
-    ("split", "tokens"),
-    [("2-stages", None), ("2-stages", 2), ("3-stages-edge-ends", None)],
-    ids=["head-on-worker", "head-on-worker-2-tokens", "head-on-edge"],
+    ("split", "tokens", "per_step"),
+    [
+        ("2-stages", None, None),
+        ("2-stages", 1, None),
+        ("2-stages", 2, None),
+        ("2-stages", None, 4),
+        ("3-stages-edge-ends", None, None),
+        ("3-stages-edge-ends", None, 4),
+    ],
+    ids=["head-on-worker", "one-token", "two-tokens", "4-tokens-a-step", "head-on-edge", "edge-4-a-step"],
 )
 def test_a_split_scores_a_prompt_as_the_whole_model_does(
-    smollm2, smollm2_whole, workers, prompt, split, tokens
+    smollm2, smollm2_whole, workers, prompt, split, tokens, per_step, monkeypatch
 ):
     """A prompt's own log-probabilities (what an evaluation harness asks a completion to echo): every
     position's, from the prefill, then generation goes on from it. A worker holding the head scores
-    them itself and sends back 1 + 2 x top values per position, not every logit."""
+    them itself and sends back 1 + 2 x top values per position, not every logit; the prompt's last
+    token goes as a step of its own, as a one-token prompt does. A long prompt goes a few tokens a step
+    (here 4), so that no step computes every position's logits at once."""
+    if per_step:
+        monkeypatch.setattr(session_module, "SCORED_BYTES_PER_STEP", per_step * 4 * smollm2.spec.vocab_size)
     prompt = prompt[:tokens] if tokens else prompt
     n, top = 4, 2
     context = len(prompt) + n
@@ -216,9 +228,13 @@ def test_a_split_scores_a_prompt_as_the_whole_model_does(
         deployment.close()
     assert result.token_ids == reference.token_ids == _reference(smollm2_whole, prompt, n)
     assert [e.token_id for e in result.prompt_logprobs] == prompt[1:]
-    back = [s.payload_bytes for s in session.spans if s.dst == "phone" and s.src]
+    back = [(s.token, s.payload_bytes) for s in session.spans if s.dst == "phone" and s.src]
     if split == "2-stages":  # the prompt but its last token, scored; then the top K of each token
-        assert back == [(len(prompt) - 1) * (1 + 2 * top) * 4] + [TOP_K_LOGITS_BYTES] * n
+        scored = len(prompt) - 1
+        steps = [per_step] * (scored // per_step) + [scored % per_step] if per_step else [scored]
+        row = (1 + 2 * top) * 4
+        expected = [(0, k * row) for k in steps if k] + [(0, TOP_K_LOGITS_BYTES)]
+        assert back == expected + [(i, TOP_K_LOGITS_BYTES) for i in range(1, n)]  # the prompt's all token 0
     got = [e.logprob for e in result.prompt_logprobs]
     assert got == pytest.approx([e.logprob for e in reference.prompt_logprobs], abs=1e-4)
     assert [[i for i, _ in e.top] for e in result.prompt_logprobs] == [

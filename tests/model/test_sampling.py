@@ -258,9 +258,13 @@ def test_the_repetition_penalty_scales_the_prompts_and_the_answers_tokens_as_vll
     both = Sampler(SamplingParams(repetition_penalty=2.0, presence_penalty=0.3), prompt_ids=[1])
     assert both(torch.tensor([0.0, 2.0, 0.8]), [1]) == 2  # 2.0 / 2 - 0.3 = 0.7 < 0.8
     assert Sampler(SamplingParams(repetition_penalty=0.5), prompt_ids=[2])(logits, []) == 2  # 3.0
-    for bad in (0.0, -1.0, float("inf"), float("nan")):
-        with pytest.raises(SamplingError, match="repetition-penalty must be a finite number > 0"):
+    for bad in (0.0, 0.009, -1.0, 101.0, 1e39, float("inf"), float("nan")):
+        with pytest.raises(SamplingError, match=r"repetition-penalty must be a number in \[0.01, 100\]"):
             SamplingParams(repetition_penalty=bad)
+    # the largest keeps a logit of 0 at 0 (1e39, infinite in float32, made it NaN and drew it)
+    assert (
+        Sampler(SamplingParams(repetition_penalty=100.0), prompt_ids=[0])(torch.tensor([0.0, 1.0, -2.0])) == 1
+    )
     # a worker holding the head sends one more logit per token of the prompt or the answer
     repeating = GenerationRequest([5, 5, 6], 80, sampling=SamplingParams(repetition_penalty=1.2))
     assert repeating.extra_logits((2,)) == 82
@@ -272,7 +276,7 @@ def test_a_logit_bias_is_added_before_the_penalties_and_says_how_many_more_logit
     logits = torch.tensor([0.0, 2.0, 1.5, 0.5])
     assert Sampler(SamplingParams(logit_bias=((1, -100.0),)))(logits) == 2  # kept out
     assert Sampler(SamplingParams(logit_bias=((0, 2.5),)))(logits) == 0  # lifted past the rest
-    # before the repetition penalty: 2.0 + 1.0 = 3.0, then / 2 = 1.5, which ties 2 and loses to it
+    # before the repetition penalty: 2.0 + 1.0 = 3.0, then / 2 = 1.5, below 2's 1.5 + 0.1
     both = Sampler(SamplingParams(logit_bias=((1, 1.0), (2, 0.1)), repetition_penalty=2.0), prompt_ids=[1])
     assert both(logits) == 2
     sampled = Sampler(SamplingParams(temperature=1.0, seed=0, logit_bias=((1, -100.0), (4, -100.0))))

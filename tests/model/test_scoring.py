@@ -27,3 +27,13 @@ def test_scores_of_another_shape_than_asked_are_refused():
         read_scored(packed, [1, 2, 3], 3)
     with pytest.raises(ValueError, match=r"but 2 x 5 were asked"):
         read_scored(packed, [1, 2], 2)
+
+
+def test_scores_holding_no_token_id_where_an_id_goes_are_refused():
+    packed = scored_rows(torch.log_softmax(torch.randn(2, 50), -1), [1, 2], 1)
+    for bad in (50.0, -1.0, 2.5, float("nan"), float("inf")):
+        forged = packed.clone()
+        forged[1, 1] = bad
+        with pytest.raises(ValueError, match=r"no token ids in \[0, 50\)"):
+            read_scored(forged, [1, 2], 1, vocab=50)
+    assert read_scored(packed, [1, 2], 1, vocab=50) == read_scored(packed, [1, 2], 1)

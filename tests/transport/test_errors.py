@@ -154,23 +154,32 @@ def test_top_k_logits_of_every_position_are_refused_before_the_step_runs(pair, d
 
 
 @pytest.mark.parametrize(
-    ("last_only", "score_next", "score_top", "said"),
+    ("last_only", "score_next", "score_top", "log_probs", "said"),
     [
-        (True, PROMPT[1:] + [0], 1, "one token id per position"),  # the last position alone
-        (False, PROMPT[1:], 1, f"one token id per position ({len(PROMPT)} here, got {len(PROMPT) - 1})"),
-        (False, PROMPT[1:] + [10**6], 1, "score_next ids must lie in [0, "),
-        (False, PROMPT[1:] + [0], 21, "score_top in [0, 20]"),
+        (True, PROMPT[1:] + [0], 1, False, "one token id per position"),  # the last position alone
+        (
+            False,
+            PROMPT[1:],
+            1,
+            False,
+            f"one token id per position ({len(PROMPT)} here, got {len(PROMPT) - 1})",
+        ),
+        (False, PROMPT[1:] + [10**6], 1, False, "score_next ids must lie in [0, "),
+        (False, PROMPT[1:] + [0], 21, False, "score_top in [0, 20]"),
+        (False, PROMPT[1:] + [0], 1, True, "send it without logits_top_k and log_probs"),
     ],
-    ids=["last-only", "too-few", "outside-vocabulary", "too-many-alternatives"],
+    ids=["last-only", "too-few", "outside-vocabulary", "too-many-alternatives", "with-log-probs"],
 )
 def test_scores_asked_wrongly_are_refused_before_the_step_runs(
-    pair, digest, last_only, score_next, score_top, said
+    pair, digest, last_only, score_next, score_top, log_probs, said
 ):
     async def body(chain):
         session = await chain.open_session(new_session_id(), "plan", 1, digest)
         try:
             ids = torch.tensor([PROMPT])
-            await session.step(ids, 0, last_only=last_only, score_next=score_next, score_top=score_top)
+            await session.step(
+                ids, 0, last_only=last_only, log_probs=log_probs, score_next=score_next, score_top=score_top
+            )
         finally:
             await session.close()
 
