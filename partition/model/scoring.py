@@ -24,7 +24,7 @@ def scored_rows(log_probs_SV: torch.Tensor, next_ids: list[int], top: int) -> to
     log_probs_SV = log_probs_SV.float()
     picked = log_probs_SV.gather(1, torch.tensor(next_ids, dtype=torch.long).reshape(-1, 1))
     values, ids = torch.topk(log_probs_SV, min(top, log_probs_SV.shape[1]), dim=1)
-    pairs = torch.stack([ids.float(), values], dim=2).reshape(len(next_ids), -1)
+    pairs = torch.stack([ids.float(), values], dim=2).reshape(len(next_ids), 2 * ids.shape[1])  # 0 rows too
     return torch.cat([picked, pairs], dim=1)
 
 

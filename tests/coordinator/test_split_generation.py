@@ -197,10 +197,23 @@ def test_a_split_reports_the_whole_models_log_probabilities(
         ("2-stages", 1, None),
         ("2-stages", 2, None),
         ("2-stages", None, 4),
+        ("2-stages", 5, 4),
         ("3-stages-edge-ends", None, None),
         ("3-stages-edge-ends", None, 4),
+        ("3-stages-edge-ends", 1, None),
+        ("3-stages-edge-ends", 5, 4),
     ],
-    ids=["head-on-worker", "one-token", "two-tokens", "4-tokens-a-step", "head-on-edge", "edge-4-a-step"],
+    ids=[
+        "head-on-worker",
+        "one-token",
+        "two-tokens",
+        "4-tokens-a-step",
+        "a-step-of-4-then-none",
+        "head-on-edge",
+        "edge-4-a-step",
+        "edge-one-token",
+        "edge-a-step-of-4-then-one",
+    ],
 )
 def test_a_split_scores_a_prompt_as_the_whole_model_does(
     smollm2, smollm2_whole, workers, prompt, split, tokens, per_step, monkeypatch

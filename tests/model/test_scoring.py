@@ -19,6 +19,7 @@ def test_packed_scores_read_back_as_the_entries_taken_from_every_logit(top):
     assert read_scored(packed, ids[1:], top) == expected  # ids exact, values the same float32s
     assert prompt_scores(torch.cat([rows, rows[:1]]), ids, top) == expected  # the last row is not scored
     assert prompt_scores(rows[:1], ids[:1], top) == []  # a prompt of one token: nothing before it
+    assert read_scored(scored_rows(rows[:0], [], top), [], top) == []  # a step whose last row is the prompt's
 
 
 def test_scores_of_another_shape_than_asked_are_refused():
