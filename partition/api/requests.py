@@ -232,12 +232,7 @@ def text_request(kind: str, body: dict, served: Served) -> TextRequest:
     options = body.get("stream_options")
     if options is not None and not (isinstance(options, dict) and stream):
         raise ApiError(400, "stream_options must be an object, and only with stream=true", "stream_options")
-    for name in options or {}:
-        if name not in STREAM_OPTIONS:
-            close = difflib.get_close_matches(name, sorted(STREAM_OPTIONS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            where = f"stream_options.{name}"
-            raise ApiError(400, f"unknown field {where!r}{hint}; leave it out", where)
+    check_fields(options or {}, STREAM_OPTIONS, within="stream_options.")
     include_usage = boolean_field(options or {}, "include_usage", False, "stream_options.include_usage")
     boolean_field(options or {}, "include_obfuscation", True, "stream_options.include_obfuscation")
     logprobs = _chat_logprobs(body) if kind == CHAT else _completion_logprobs(body)
@@ -303,13 +298,14 @@ def _check_known(kind: str, body: dict) -> None:
     check_fields(body, _KNOWN_FIELDS[kind])
 
 
-def check_fields(body: dict, known: frozenset[str]) -> None:
-    """Refuse the first field of `body` not `known`, naming the known one it most looks like."""
+def check_fields(body: dict, known: frozenset[str], within: str = "") -> None:
+    """Refuse the first field of `body` not `known`, naming the known one it most looks like; `within`
+    names the object `body` is the value of ("stream_options.")."""
     for name in body:
         if name not in known:
             close = difflib.get_close_matches(name, sorted(known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ApiError(400, f"unknown field {name!r}{hint}; leave it out", name)
+            raise ApiError(400, f"unknown field {within + name!r}{hint}; leave it out", within + name)
 
 
 def _larger_context(served: Served) -> str:
@@ -514,19 +510,20 @@ def _logit_bias(body: dict, vocab: int) -> tuple[tuple[int, float], ...]:
         )
     pairs: dict[int, float] = {}
     for key, bias in value.items():
-        if not (
-            key.isascii() and key.isdigit() and len(key) < 20 and int(key) < vocab
-        ):  # int() of 5 k digits fails
+        token = (
+            int(key) if key.isascii() and key.isdigit() and len(key) < 20 else vocab
+        )  # int() of 5 k digits fails
+        if token >= vocab:
             raise ApiError(400, f"logit_bias: {key!r} is no token id in [0, {vocab})", "logit_bias")
-        if int(key) in pairs:  # "7" and "07"
-            raise ApiError(400, f"logit_bias names token {int(key)} twice", "logit_bias")
+        if token in pairs:  # "7" and "07"
+            raise ApiError(400, f"logit_bias names token {token} twice", "logit_bias")
         if type(bias) not in (int, float) or not -100 <= bias <= 100:
             raise ApiError(
                 400,
                 f"logit_bias[{key!r}] must be a number in [-100, 100], got {json.dumps(bias)}",
                 "logit_bias",
             )
-        pairs[int(key)] = float(bias)
+        pairs[token] = float(bias)
     return tuple(pairs.items())
 
 

@@ -29,7 +29,7 @@ from partition.errors import ContextOverflowError
 from partition.metrics.spans import HopSpan
 from partition.model.generation import TokenLogprob, as_log_probs
 from partition.model.sampling import SamplingParams
-from partition.model.scoring import read_scored, scored_rows
+from partition.model.scoring import read_scored, scores_of
 from partition.transport.client import StageCallError
 from partition.types import RETURN_TOP_K
 
@@ -126,7 +126,7 @@ class PipelineSession:
                 token_ids[start : start + rows], start, True, log_probs=True, prefill=True
             )
             nexts = token_ids[start + 1 : start + rows + 1]
-            entries += read_scored(scored_rows(log_probs[: len(nexts)], nexts, top), nexts, top)
+            entries += scores_of(log_probs[: len(nexts)], nexts, top)
         return entries, log_probs[-1]
 
     def logits(self, token_ids: list[int], position: int) -> torch.Tensor:

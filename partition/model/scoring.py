@@ -47,12 +47,16 @@ def read_scored(
     return entries
 
 
+def scores_of(log_probs_SV: torch.Tensor, next_ids: list[int], top: int) -> list[TokenLogprob]:
+    """The entries of `next_ids` from the log-probabilities of the positions before each, packed and read
+    back as a worker's are, so that the edge's entries and a worker's are the same."""
+    return read_scored(scored_rows(log_probs_SV, next_ids, top), next_ids, top)
+
+
 def prompt_scores(log_probs_SV: torch.Tensor, token_ids: list[int], top: int) -> list[TokenLogprob]:
     """The entries of `token_ids` after the first, from the log-probabilities [S, V] of every one of
     them (the last row, whose next token is not known yet, is left out)."""
-    if len(token_ids) < 2:
-        return []
-    return read_scored(scored_rows(log_probs_SV[:-1], token_ids[1:], top), token_ids[1:], top)
+    return scores_of(log_probs_SV[:-1], token_ids[1:], top)
 
 
 def local_scores(model, cache) -> Scores:
